@@ -1,0 +1,101 @@
+"""Models exported from torch, shared by the tests (built once per session)."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from wn_onnx.models.export import export_onnx
+from wn_onnx.models.nets import lenet5, mlp
+
+
+def randomize_bn(model: nn.Module, seed: int = 0) -> nn.Module:
+    """Give BatchNorm layers non-trivial statistics so they matter in eval mode."""
+    gen = torch.Generator().manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm1d | nn.BatchNorm2d):
+            m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=gen) * 0.5)
+            m.running_var.copy_(torch.rand(m.running_var.shape, generator=gen) + 0.5)
+            m.weight.data.copy_(torch.randn(m.weight.shape, generator=gen))
+    return model.eval()
+
+
+class ResidualCNN(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 8, 3, padding=1)
+        self.bn1 = nn.BatchNorm2d(8)
+        self.conv2 = nn.Conv2d(8, 8, 3, padding=1)
+        self.fc = nn.Linear(8, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.relu(self.bn1(self.conv1(x)))
+        h = torch.relu(self.conv2(h) + h)
+        return self.fc(h.mean(dim=(2, 3)))
+
+
+class AttentionBlock(nn.Module):
+    def __init__(self, dim: int = 16, classes: int = 10) -> None:
+        super().__init__()
+        self.q, self.k, self.v = nn.Linear(dim, dim), nn.Linear(dim, dim), nn.Linear(dim, dim)
+        self.norm = nn.LayerNorm(dim)
+        self.head = nn.Linear(dim, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        att = torch.softmax(self.q(x) @ self.k(x).transpose(1, 2) / 4.0, dim=-1)
+        h = self.norm(x + att @ self.v(x))
+        return self.head(h.mean(dim=1))
+
+
+class DynamicReshapeMLP(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1, self.fc2 = nn.Linear(48, 32), nn.Linear(32, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(torch.relu(self.fc1(x.reshape(x.shape[0], -1))))
+
+
+def _export_plain(model: nn.Module, shape: tuple[int, ...], path: Path) -> Path:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            model.eval(), (torch.randn(2, *shape),), str(path), dynamo=False, do_constant_folding=False,
+            input_names=["input"], output_names=["logits"], dynamic_axes={"input": {0: "N"}, "logits": {0: "N"}},
+        )  # fmt: skip
+    return path
+
+
+@pytest.fixture(scope="session")
+def zoo(tmp_path_factory) -> dict[str, tuple[Path, tuple[int, ...]]]:
+    """name → (onnx path, sample shape) for the torch-exported models of the scan issue."""
+    torch.manual_seed(0)
+    d = tmp_path_factory.mktemp("zoo")
+    models = {
+        "mlp_bn": (randomize_bn(mlp(64, 10, bn=True)), (1, 8, 8)),
+        "lenet5_bn": (randomize_bn(lenet5(3, 10, bn=True)), (3, 32, 32)),
+        "residual_cnn": (randomize_bn(ResidualCNN()), (3, 12, 12)),
+        "attention": (AttentionBlock(), (6, 16)),
+        "dynamic_reshape_mlp": (DynamicReshapeMLP(), (3, 4, 4)),
+    }
+    out = {}
+    for name, (model, shape) in models.items():
+        if name in ("mlp_bn", "lenet5_bn"):
+            out[name] = (export_onnx(model, shape, d / f"{name}.onnx"), shape)
+        else:
+            out[name] = (_export_plain(model, shape, d / f"{name}.onnx"), shape)
+    return out
+
+
+@pytest.fixture(scope="session")
+def digits():
+    """The embedded digits model and test split (trained, shipped in the package)."""
+    from wn_onnx.models.embedded import DEFAULT_DATA, DEFAULT_MODEL
+
+    with np.load(DEFAULT_DATA) as f:
+        return DEFAULT_MODEL, f["x"], f["y"]

@@ -1,0 +1,131 @@
+"""The evaluator: cached-prefix walking equals the whole noisy graph, exactly one point is
+active when walking and all when global, and accuracy agrees with an independent torch run."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from wn_onnx import evaluate
+from wn_onnx.data import make_dataset
+from wn_onnx.evaluate import Engine, SweepSettings
+from wn_onnx.graph_passes import find_points
+from wn_onnx.modelio import load_model
+from wn_onnx.models.embedded import digits_split
+from wn_onnx.models.export import export_onnx
+from wn_onnx.models.nets import mlp
+from wn_onnx.noise import NoiseSpec
+from wn_onnx.training import train_classifier
+
+
+def quiet(_n: int) -> None:
+    pass
+
+
+def random_data(engine: Engine, shape, n=64, seed=0):
+    x = np.random.default_rng(seed).standard_normal((n, *shape)).astype(np.float32)
+    return make_dataset(x, engine.clean_logits(x).argmax(axis=1), "random")
+
+
+@pytest.mark.parametrize("name", ["lenet5_bn", "residual_cnn", "attention", "dynamic_reshape_mlp"])
+@pytest.mark.parametrize("spec", [NoiseSpec("add"), NoiseSpec("mixed", "mul-first", ratio=0.3)], ids=["add", "mixed"])
+def test_suffix_walk_equals_full_graph(zoo, name, spec):
+    path, shape = zoo[name]
+    loaded = load_model(path)
+    engine = Engine(loaded, ["CPUExecutionProvider"])
+    points = find_points(loaded.model)
+    data = random_data(engine, shape)
+    st = SweepSettings(np.array([0.0, 0.05, 0.3, 2.0]), spec, repeats=2, batch_size=40)
+    full = SweepSettings(**{**st.__dict__, "walk": "full"})
+    for point in points:
+        fast = engine.walk(point, data, st, quiet)
+        ref = engine.walk(point, data, full, quiet, all_points=points)
+        # Same seeded draws through both paths: the same predictions (fusions may move ~1e-7).
+        assert np.abs(fast.correct - ref.correct).max() <= 1, (point, fast.correct, ref.correct)
+    assert fast.total == len(data)
+
+
+def test_stacking_sigmas_changes_nothing(zoo, monkeypatch):
+    path, shape = zoo["lenet5_bn"]
+    loaded = load_model(path)
+    engine = Engine(loaded, ["CPUExecutionProvider"])
+    point = find_points(loaded.model)[9]
+    data = random_data(engine, shape)
+    st = SweepSettings(np.geomspace(0.01, 10, 7), NoiseSpec("mul"), repeats=2, batch_size=64)
+    stacked = engine.walk(point, data, st, quiet)
+    monkeypatch.setattr(evaluate, "CHUNK_ELEMENTS", 1)
+    single = engine.walk(point, data, st, quiet)
+    assert np.abs(stacked.correct - single.correct).max() <= 1
+
+
+def test_walking_activates_one_point_and_global_all(zoo, monkeypatch):
+    path, shape = zoo["mlp_bn"]
+    loaded = load_model(path)
+    engine = Engine(loaded, ["CPUExecutionProvider"])
+    points = find_points(loaded.model)
+    data = random_data(engine, shape, n=16)
+    seen: list[np.ndarray] = []
+    original = Engine.run_noisy
+
+    def spy(self, pts, spec, x, z, sa, sm):
+        seen.append(np.asarray(sa))
+        return original(self, pts, spec, x, z, sa, sm)
+
+    monkeypatch.setattr(Engine, "run_noisy", spy)
+    st = SweepSettings(np.array([0.0, 0.5, 1.0]), NoiseSpec("add"), repeats=1, batch_size=16, walk="full")
+    engine.walk(points[4], data, st, quiet, all_points=points)
+    assert len(seen) == 2  # σ = 0 is the clean result, never a noisy run
+    for sa in seen:
+        assert np.flatnonzero(sa).tolist() == [4]
+    seen.clear()
+    chosen = points[2:7]
+    engine.global_sweep(chosen, data, st, quiet)
+    assert len(seen) == 2 and all(np.all(sa > 0) and len(sa) == len(chosen) for sa in seen)
+
+
+@pytest.fixture(scope="module")
+def digits_torch(tmp_path_factory):
+    """A torch MLP+BN trained on digits for a few epochs, and its ONNX export."""
+    x_train, y_train, x_test, y_test = digits_split()
+    torch.manual_seed(0)
+    net = train_classifier(mlp(64, 10, bn=True), x_train, y_train, epochs=15, seed=0)
+    path = export_onnx(net, (1, 8, 8), tmp_path_factory.mktemp("digits") / "mlp.onnx")
+    return net, path, x_test, y_test
+
+
+def torch_accuracy(net, module: nn.Module, kind: str, sigma: float, x, y, repeats: int) -> np.ndarray:
+    """Independent reference: noise added by a forward hook on ``module``'s output."""
+
+    def hook(_m, _inp, out):
+        z = torch.randn_like(out)
+        return out + sigma * z if kind == "add" else out * (1 + sigma * z)
+
+    handle = module.register_forward_hook(hook)
+    torch.manual_seed(123)
+    try:
+        with torch.no_grad():
+            return np.array([(net(torch.from_numpy(x)).argmax(1).numpy() == y).mean() for _ in range(repeats)])
+    finally:
+        handle.remove()
+
+
+@pytest.mark.parametrize(
+    ("index", "kind", "sigma"), [(1, "add", 0.8), (3, "add", 1.5), (2, "mul", 1.2), (10, "mul", 2.0)]
+)
+def test_accuracy_matches_torch_forward_hook(digits_torch, index, kind, sigma):
+    net, path, x, y = digits_torch
+    loaded = load_model(path)
+    engine = Engine(loaded, ["CPUExecutionProvider"])
+    point = find_points(loaded.model)[index]
+    # torch twin of ONNX point i is the module just before NoisePoint i (tested in test_points).
+    modules = list(net)
+    module = modules[modules.index(net.points[index]) - 1]
+    repeats = 30
+    st = SweepSettings(np.array([sigma]), NoiseSpec(kind), repeats=repeats, seed=5, batch_size=512)
+    ours = engine.walk(point, make_dataset(x, y, "digits"), st, quiet).accuracy[0]
+    ref = torch_accuracy(net, module, kind, sigma, x, y, repeats)
+    assert 0.2 < ref.mean() < 0.97, "σ chosen where accuracy moves"
+    err = np.sqrt(ours.var(ddof=1) / repeats + ref.var(ddof=1) / repeats)
+    assert abs(ours.mean() - ref.mean()) < 4 * err + 1e-3, (ours.mean(), ref.mean(), err)

@@ -1,0 +1,3 @@
+from wn_onnx.cli import main
+
+main()

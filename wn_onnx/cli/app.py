@@ -1,0 +1,218 @@
+"""``wn-onnx`` commands (Typer). Bad input ends with one line on stderr and exit code 2."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from wn_onnx.errors import WnError
+
+app = typer.Typer(
+    name="wn-onnx",
+    help="Walking Noise for any ONNX model: which layers break first under noise, and how much noise each tolerates.",
+    no_args_is_help=True,
+    rich_markup_mode="rich",
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+out = Console()
+err = Console(stderr=True)
+
+
+class Kind(str, Enum):
+    add = "add"
+    mul = "mul"
+    mixed = "mixed"
+
+
+class Order(str, Enum):
+    mul_first = "mul-first"
+    add_first = "add-first"
+
+
+class Mode(str, Enum):
+    walking = "walking"
+    global_ = "global"
+    both = "both"
+
+
+class Device(str, Enum):
+    cpu = "cpu"
+    cuda = "cuda"
+
+
+def _progress(enabled: bool):
+    """A Rich progress context and a ``progress(description, total) -> tick`` factory."""
+    if not enabled:
+        return None, None
+    bar = Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=err,
+        transient=False,
+    )
+
+    def factory(description: str, total: int):
+        task = bar.add_task(description, total=total)
+        return lambda n: bar.advance(task, n)
+
+    return bar, factory
+
+
+def _write_json(path: Path, payload: dict) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(payload, indent=2) + "\n")
+        tmp.replace(path)
+    except OSError as e:
+        raise WnError(f"cannot write {path}: {e.strerror or e}") from None
+
+
+@app.command()
+def points(
+    model: Annotated[Path, typer.Argument(help="ONNX model file.")],
+    at: Annotated[str | None, typer.Option(help="Show only a selection: 0,3,5-8 · op:Conv,Gemm · re:PATTERN.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help='Print {"points": [...]} as JSON.')] = False,
+) -> None:
+    """List the noise points of MODEL: index, tensor, producing op, shape."""
+    from wn_onnx.graph_passes import find_points, select_points
+    from wn_onnx.modelio import load_model
+
+    loaded = load_model(model)
+    chosen = [p.to_json() for p in select_points(find_points(loaded.model), at)]
+    if as_json:
+        print(json.dumps({"model": str(model), "points": chosen}, indent=2))
+    else:
+        out.print(
+            __import__("wn_onnx.cli.render", fromlist=["points_table"]).points_table(chosen, f"noise points of {model}")
+        )
+
+
+@app.command()
+def scan(
+    model: Annotated[
+        Path | None, typer.Argument(help="ONNX model; omitted: the embedded digits MLP and its test split.")
+    ] = None,
+    data: Annotated[Path | None, typer.Option(help=".npz with x (model-ready inputs) and y (integer labels).")] = None,
+    noise: Annotated[Kind, typer.Option(help="Noise kind.")] = Kind.add,
+    order: Annotated[Order | None, typer.Option(help="Mixed noise: which component acts first.")] = None,
+    sigma_ratio: Annotated[float | None, typer.Option(help="Mixed: σ_add = A·r, σ_mul = A·(1−r); A is swept.")] = None,
+    sigma_mul: Annotated[float | None, typer.Option(help="Mixed: fixed σ_mul, σ_add swept.")] = None,
+    sigma_add: Annotated[float | None, typer.Option(help="Mixed: fixed σ_add, σ_mul swept.")] = None,
+    sigmas: Annotated[
+        str | None,
+        typer.Option(
+            help="σ grid: log:1e-2:1e10:49 · lin:0:2:21 · 0.1,0.2. Default: the paper's grid for the noise kind."
+        ),
+    ] = None,
+    mode: Annotated[
+        Mode, typer.Option(help="walking: one point at a time · global: all selected points · both.")
+    ] = Mode.both,
+    at: Annotated[
+        str | None, typer.Option(help="Points to use: 0,3,5-8 · op:Conv,Gemm · re:PATTERN (default: all).")
+    ] = None,
+    repeats: Annotated[int, typer.Option(help="Independent noise draws per σ.")] = 5,
+    seed: Annotated[int, typer.Option(help="Seed of every noise draw: same inputs + seed → identical report.")] = 0,
+    limit: Annotated[int | None, typer.Option(help="Use the first N samples only.")] = None,
+    batch_size: Annotated[int, typer.Option(help="Samples per onnxruntime batch.")] = 1024,
+    redraw: Annotated[bool, typer.Option(help="Fresh noise for every σ instead of one draw reused across σ.")] = False,
+    global_skip_bn: Annotated[
+        bool, typer.Option(help="Global sweep: no noise after BatchNormalization (the paper's Table 1 setting).")
+    ] = False,
+    label_free: Annotated[
+        bool, typer.Option(help="Score agreement with the clean model's top-1 instead of labels.")
+    ] = False,
+    device: Annotated[Device, typer.Option(help="Execution provider.")] = Device.cpu,
+    threads: Annotated[int, typer.Option(help="onnxruntime intra-op threads (0: its default).")] = 0,
+    out_path: Annotated[Path | None, typer.Option("--out", help="Write the report JSON here.")] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the report JSON on stdout instead of the table.")
+    ] = False,
+    quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
+) -> None:
+    """Sweep noise strength at every point (walking) and everywhere at once (global); fit μ per point."""
+    from wn_onnx.cli.render import report_table
+    from wn_onnx.data import load_npz
+    from wn_onnx.evaluate import SweepSettings
+    from wn_onnx.modelio import load_model
+    from wn_onnx.models.embedded import DEFAULT_DATA, DEFAULT_MODEL
+    from wn_onnx.noise import NoiseSpec, default_grid, parse_grid
+    from wn_onnx.scan import ScanRequest, run_scan
+
+    if model is None:
+        model, data = DEFAULT_MODEL, data or DEFAULT_DATA
+    if data is None:
+        raise WnError("give --data FILE.npz with arrays x (model inputs) and y (labels)")
+    spec = NoiseSpec(noise.value, order.value if order else None, sigma_ratio, sigma_mul, sigma_add)
+    grid = parse_grid(sigmas) if sigmas else default_grid(spec)
+    loaded = load_model(model)
+    dataset = load_npz(data, limit, require_labels=not label_free)
+    settings = SweepSettings(grid, spec, repeats, seed, batch_size, redraw)
+    request = ScanRequest(mode.value, at, label_free, device.value, threads, not global_skip_bn)
+    bar, factory = _progress(not quiet and not as_json)
+    start = time.perf_counter()
+    if bar:
+        with bar:
+            report = run_scan(loaded, dataset, settings, request, factory)
+    else:
+        report = run_scan(loaded, dataset, settings, request, None)
+    report["seconds"] = round(time.perf_counter() - start, 3)
+    if out_path:
+        _write_json(out_path, {k: v for k, v in report.items() if k != "seconds"})
+    if as_json:
+        print(json.dumps(report, indent=2))
+        return
+    out.print(report_table(report))
+    notes = [
+        (p.get("index", "global"), p["fit"]["note"])
+        for p in [*report["points"], *([report["global"]] if report["global"] else [])]
+        if p["fit"]["note"]
+    ]
+    for where, note in notes:
+        out.print(f"[dim]point {where}: {note}[/]")
+    bad = sum(sum(map(sum, p["nonfinite"])) for p in report["points"])
+    if bad:
+        out.print(
+            f"[yellow]{bad} noisy predictions had NaN/Inf outputs; they count as wrong (see 'nonfinite' in the JSON).[/]"
+        )
+    out.print(f"[dim]{report['seconds']:.1f} s{f' · report written to {out_path}' if out_path else ''}[/]")
+
+
+def run() -> None:
+    """Console entry point: one clear line and exit 2 for bad input, never a traceback."""
+    try:
+        app(standalone_mode=False)
+    except WnError as e:
+        err.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        sys.exit(130)
+    except __import__("click").exceptions.ClickException as e:
+        e.show()
+        sys.exit(e.exit_code)
+    except __import__("click").exceptions.Abort:
+        sys.exit(130)
+    except Exception as e:
+        if os.environ.get("WN_ONNX_DEBUG"):
+            raise
+        first = (str(e).strip().splitlines() or [""])[0]
+        err.print(
+            f"[bold red]internal error:[/] {type(e).__name__}: {first} (set WN_ONNX_DEBUG=1 for the traceback)",
+            highlight=False,
+            soft_wrap=True,
+        )
+        sys.exit(3)

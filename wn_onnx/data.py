@@ -1,0 +1,105 @@
+"""Evaluation data: preprocessed model inputs ``x`` and integer labels ``y`` from ``.npz``.
+
+Files are opened with ``allow_pickle=False``: an archive holding Python objects is refused,
+never unpickled.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from wn_onnx.errors import WnError
+
+
+@dataclass
+class Dataset:
+    """Model-ready inputs and labels (``y`` is None for label-free use)."""
+
+    x: np.ndarray
+    y: np.ndarray | None
+    source: str
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def batches(self, size: int) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
+        for start in range(0, len(self.x), size):
+            stop = start + size
+            yield self.x[start:stop], None if self.y is None else self.y[start:stop]
+
+
+def load_npz(path: str | Path, limit: int | None = None, require_labels: bool = True) -> Dataset:
+    """Read ``x`` (and ``y``) from an npz archive; check dtypes and finiteness."""
+    p = Path(path)
+    if not p.is_file():
+        raise WnError(f"data file not found: {p}")
+    try:
+        with np.load(p, allow_pickle=False) as archive:
+            keys = set(archive.files)
+            if "x" not in keys:
+                raise WnError(f"{p}: no array named 'x' (found: {', '.join(sorted(keys)) or 'none'})")
+            x = archive["x"]
+            y = archive["y"] if "y" in keys else None
+    except WnError:
+        raise
+    except ValueError as err:
+        if "pickle" in str(err).lower():
+            raise WnError(f"{p}: holds pickled Python objects; refusing to load it (save plain arrays)") from None
+        raise WnError(f"{p}: not a readable .npz archive ({err})") from None
+    except (OSError, EOFError) as err:
+        raise WnError(f"{p}: not a readable .npz archive ({type(err).__name__})") from None
+    if require_labels and y is None:
+        raise WnError(f"{p}: no array named 'y' with labels (use --label-free to score agreement instead)")
+    return make_dataset(x, y, str(p), limit)
+
+
+def make_dataset(x: np.ndarray, y: np.ndarray | None, source: str, limit: int | None = None) -> Dataset:
+    """Validate arrays and apply ``limit`` (first N samples)."""
+    if x.dtype.kind not in "fiu":
+        raise WnError(f"{source}: x has dtype {x.dtype}, expected numbers")
+    if x.ndim < 1 or len(x) == 0:
+        raise WnError(f"{source}: x holds no samples")
+    if y is not None:
+        if y.dtype.kind not in "iu":
+            if y.dtype.kind == "f" and np.all(np.isfinite(y)) and np.all(y == np.round(y)):
+                y = y.astype(np.int64)
+            else:
+                raise WnError(f"{source}: labels y have dtype {y.dtype}, expected integers")
+        y = y.reshape(-1).astype(np.int64)
+        if len(y) != len(x):
+            raise WnError(f"{source}: {len(x)} inputs but {len(y)} labels")
+    if limit is not None:
+        if limit < 1:
+            raise WnError(f"--limit must be >= 1, got {limit}")
+        x = x[:limit]
+        y = None if y is None else y[:limit]
+    if not np.all(np.isfinite(x)):
+        bad = int(np.sum(~np.isfinite(x.reshape(len(x), -1)).any(axis=1)))
+        raise WnError(f"{source}: {bad} input samples contain NaN or Inf")
+    return Dataset(np.ascontiguousarray(x), y, source)
+
+
+def check_shape(data: Dataset, input_shape: tuple, dtype: np.dtype) -> Dataset:
+    """Match samples to the model's declared input shape; cast to the input dtype."""
+    want = tuple(input_shape[1:])
+    got = data.x.shape[1:]
+    if len(want) != len(got) or any(isinstance(w, int) and w != g for w, g in zip(want, got, strict=False)):
+        shown = "×".join(str(d) if isinstance(d, int) else "?" for d in want)
+        raise WnError(
+            f"{data.source}: samples have shape {'×'.join(map(str, got)) or 'scalar'}, the model expects {shown}"
+        )
+    return Dataset(data.x.astype(dtype, copy=False), data.y, data.source)
+
+
+def check_labels(data: Dataset, num_classes: int) -> None:
+    """Labels must index the model's classes."""
+    if data.y is not None:
+        lo, hi = int(data.y.min()), int(data.y.max())
+        if lo < 0 or hi >= num_classes:
+            raise WnError(
+                f"{data.source}: labels span [{lo}, {hi}] but the model has {num_classes} classes (0-{num_classes - 1})"
+            )

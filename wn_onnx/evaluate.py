@@ -1,0 +1,311 @@
+"""Accuracy under noise with onnxruntime: walking (one point at a time) and global sweeps.
+
+Costs are paid once where possible (DESIGN.md):
+
+* Sessions are built once per scan: one tap session (clean graph exposing the activations a
+  suffix needs), one suffix session per walked point, one fed-noise session for global sweeps.
+* Walking at point k evaluates only the sub-graph after k, fed with k's clean activation,
+  computed once per batch and reused for every (sigma, repeat).
+* Noise is drawn with numpy from ``SeedSequence([seed, stream, point, repeat, block])`` in
+  blocks of samples: one draw per (point, repeat) reused for every sigma (common random
+  numbers), or one per sigma with ``redraw``. Results depend on neither threads, call order nor
+  batch size.
+* Several sigma values of one (point, repeat, batch) are stacked on the batch axis so
+  onnxruntime sees large batches; a sigma of 0 is never evaluated: it *is* the clean result.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import onnx_ir as ir
+import onnxruntime as ort
+
+from wn_onnx.data import Dataset
+from wn_onnx.errors import WnError
+from wn_onnx.graph_passes import (
+    ExposeValuesPass,
+    ExtractSuffixPass,
+    InsertNoisePass,
+    Point,
+    data_dependent,
+    suffix_inputs,
+    z_input_names,
+)
+from wn_onnx.graph_passes.extract import has_subgraphs
+from wn_onnx.graph_passes.insert_noise import SIGMA_INPUT
+from wn_onnx.graph_passes.noise_functions import sigma_inputs
+from wn_onnx.modelio import LoadedModel
+from wn_onnx.noise import NoiseSpec, apply_noise
+
+WALK_STREAM, GLOBAL_STREAM = 0, 1
+CHUNK_ELEMENTS = 1 << 23  # floats per stacked suffix input (32 MB in float32)
+NOISE_BLOCK = 256  # samples per noise generator (see draw)
+
+
+@dataclass
+class Counts:
+    """Correct predictions and non-finite outputs per (sigma, repeat), summed over batches."""
+
+    correct: np.ndarray
+    nonfinite: np.ndarray
+    total: int = 0
+
+    @classmethod
+    def zeros(cls, n_sigma: int, repeats: int) -> Counts:
+        return cls(np.zeros((n_sigma, repeats), np.int64), np.zeros((n_sigma, repeats), np.int64))
+
+    @property
+    def accuracy(self) -> np.ndarray:
+        return self.correct / max(self.total, 1)
+
+
+@dataclass
+class SweepSettings:
+    sigmas: np.ndarray
+    spec: NoiseSpec
+    repeats: int = 5
+    seed: int = 0
+    batch_size: int = 1024
+    redraw: bool = False  # fresh noise per sigma instead of common random numbers
+    walk: str = "suffix"  # "suffix" or "full" (whole noisy graph, the reference path)
+
+
+def providers_for(device: str) -> list[str]:
+    if device == "cpu":
+        return ["CPUExecutionProvider"]
+    if device == "cuda":
+        if "CUDAExecutionProvider" not in ort.get_available_providers():
+            raise WnError(
+                "--device cuda needs onnxruntime-gpu with CUDA (pip install 'wn-onnx[gpu]'); only CPU is available"
+            )
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    raise WnError(f"unknown device {device!r}; use cpu or cuda")
+
+
+def draw(
+    seed: int, stream: int, key: tuple[int, ...], shape: tuple[int, ...], count: int, dtype, first: int
+) -> list[np.ndarray]:
+    """``count`` standard-normal arrays of ``shape`` for samples ``first…first+shape[0]-1``.
+
+    Noise is drawn in fixed blocks of NOISE_BLOCK samples, each from its own generator seeded by
+    ``[seed, stream, *key, block]``: the numbers a sample receives do not depend on the batch
+    size, the batch order or the number of threads.
+    """
+    n = shape[0] if shape else 0
+    out = [np.empty(shape, np.float32) for _ in range(count)]
+    for start in range(first - first % NOISE_BLOCK, first + n, NOISE_BLOCK):
+        rng = np.random.default_rng([seed, stream, *key, start // NOISE_BLOCK])
+        lo, hi = max(start, first), min(start + NOISE_BLOCK, first + n)
+        for arr in out:
+            block = rng.standard_normal((NOISE_BLOCK, *shape[1:]), dtype=np.float32)
+            arr[lo - first : hi - first] = block[lo - start : hi - start]
+    return [a.astype(dtype, copy=False) for a in out]
+
+
+def score(logits: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(correct, non-finite) flags per sample; a non-finite row never counts as correct."""
+    flat = logits.reshape(len(logits), -1)
+    finite = np.isfinite(flat).all(axis=1)
+    pred = np.argmax(np.where(np.isfinite(flat), flat, -np.inf), axis=1)
+    return (pred == labels) & finite, ~finite
+
+
+class Engine:
+    """The onnxruntime sessions of one scan, built once and reused."""
+
+    def __init__(self, loaded: LoadedModel, providers: list[str], threads: int = 0) -> None:
+        self.loaded = loaded
+        self.providers = providers
+        self.options = ort.SessionOptions()
+        self.options.log_severity_level = 3
+        if threads:
+            self.options.intra_op_num_threads = threads
+            self.options.inter_op_num_threads = 1
+        self._live = data_dependent(loaded.model.graph)
+        self._subgraphs = has_subgraphs(loaded.model.graph)
+        self._taps: ort.InferenceSession | None = None
+        self._suffix: dict[str, tuple[ort.InferenceSession | None, list[str], bool]] = {}
+        self._noisy: dict[tuple, ort.InferenceSession] = {}
+        self.dtype = np.dtype(ir.DataType(loaded.model.graph.inputs[0].dtype).numpy())
+
+    def _session(self, model: ir.Model) -> ort.InferenceSession:
+        proto = ir.to_proto(model)
+        try:
+            return ort.InferenceSession(proto.SerializeToString(), self.options, providers=self.providers)
+        except Exception as err:
+            first = str(err).strip().splitlines()[0]
+            raise WnError(f"onnxruntime cannot load the model: {first}") from None
+
+    def taps(self) -> ort.InferenceSession:
+        """The clean model with every data-dependent float value exposed as an output."""
+        if self._taps is None:
+            model = self.loaded.fresh()
+            names = [v.name for v in data_dependent(model.graph) if v.name and not v.is_graph_input()]
+            ExposeValuesPass(names)(model)
+            self._taps = self._session(model)
+        return self._taps
+
+    def run_taps(self, x: np.ndarray, names: list[str]) -> dict[str, np.ndarray]:
+        wanted = list(dict.fromkeys([self.loaded.output_name, *names]))
+        wanted = [n for n in wanted if n != self.loaded.input_name]
+        try:
+            values = self.taps().run(wanted, {self.loaded.input_name: x})
+        except Exception as err:
+            raise WnError(f"onnxruntime failed on the data: {str(err).strip().splitlines()[0]}") from None
+        out = dict(zip(wanted, values, strict=True))
+        out[self.loaded.input_name] = x
+        return out
+
+    def suffix(self, point: Point) -> tuple[ort.InferenceSession | None, list[str], bool]:
+        """(session or None when the point is the scored output, suffix inputs, can stack sigmas)."""
+        if point.tensor not in self._suffix:
+            if point.tensor == self.loaded.output_name:
+                self._suffix[point.tensor] = (None, [point.tensor], True)
+            else:
+                model = self.loaded.fresh()
+                inputs = suffix_inputs(model.graph, point.tensor, data_dependent(model.graph))
+                ExtractSuffixPass(inputs, [self.loaded.output_name])(model)
+                first = model.graph.inputs[0].shape
+                stack = len(inputs) == 1 and not (first is not None and len(first) and isinstance(first[0], int))
+                self._suffix[point.tensor] = (self._session(model), inputs, stack)
+        return self._suffix[point.tensor]
+
+    def noisy(self, points: list[Point], spec: NoiseSpec) -> ort.InferenceSession:
+        """The whole graph with fed noise at ``points`` (global sweeps, and the reference path)."""
+        key = (tuple(p.tensor for p in points), spec)
+        if key not in self._noisy:
+            model = self.loaded.fresh()
+            InsertNoisePass([p.tensor for p in points], spec, source="fed")(model)
+            self._noisy[key] = self._session(model)
+        return self._noisy[key]
+
+    def clean_logits(self, x: np.ndarray) -> np.ndarray:
+        return self.run_taps(x, [])[self.loaded.output_name]
+
+    def run_noisy(
+        self,
+        points: list[Point],
+        spec: NoiseSpec,
+        x: np.ndarray,
+        z: dict[int, list[np.ndarray]],
+        sa: np.ndarray,
+        sm: np.ndarray,
+    ) -> np.ndarray:
+        """Logits of the fed-noise graph: ``z[j]`` feeds ``points[j]``; ``sa``/``sm`` per point."""
+        feeds = {self.loaded.input_name: x}
+        for comp, vec in (("sigma_add", sa), ("sigma_mul", sm)):
+            if comp in sigma_inputs(spec):
+                feeds[SIGMA_INPUT[comp]] = np.asarray(vec, np.float32)
+        for j in range(len(points)):
+            feeds.update(zip(z_input_names(j, spec), z[j], strict=True))
+        return self.noisy(points, spec).run([self.loaded.output_name], feeds)[0]
+
+    # ------------------------------------------------------------------ sweeps
+    def walk(
+        self,
+        point: Point,
+        data: Dataset,
+        st: SweepSettings,
+        tick: Callable[[int], None],
+        all_points: list[Point] | None = None,
+    ) -> Counts:
+        """Noise at ``point`` only. ``st.walk == "full"`` runs the whole noisy graph over
+        ``all_points`` (the straightforward reference) instead of the cached-prefix suffix."""
+        sa_all, sm_all = st.spec.components(st.sigmas)
+        counts = Counts.zeros(len(st.sigmas), st.repeats)
+        active = np.flatnonzero((sa_all > 0) | (sm_all > 0))
+        idle = np.setdiff1d(np.arange(len(st.sigmas)), active)
+        full = st.walk == "full" or self._subgraphs
+        ring = all_points or [point]
+        if full:
+            session, inputs, stack = None, [p.tensor for p in ring], False
+        else:
+            session, inputs, stack = self.suffix(point)
+        for b, (x, y) in enumerate(data.batches(st.batch_size)):
+            first = b * st.batch_size
+            taps = self.run_taps(x, inputs)
+            logits0 = taps[self.loaded.output_name]
+            labels = y
+            ok0, bad0 = score(logits0, labels)
+            counts.total += len(x)
+            counts.correct[idle] += int(ok0.sum())
+            counts.nonfinite[idle] += int(bad0.sum())
+            xk = taps[point.tensor]
+            per_chunk = max(1, CHUNK_ELEMENTS // max(xk.size, 1)) if stack and not st.redraw else 1
+            for r in range(st.repeats):
+                key = (point.index, r)
+                z = draw(st.seed, WALK_STREAM, key, xk.shape, st.spec.draws, xk.dtype, first)
+                for start in range(0, len(active), per_chunk):
+                    idx = active[start : start + per_chunk]
+                    if st.redraw:
+                        z = draw(st.seed, WALK_STREAM, (*key, int(idx[0])), xk.shape, st.spec.draws, xk.dtype, first)
+                    if full:
+                        zs = {
+                            j: (z if p is point else [np.zeros_like(taps[p.tensor])] * st.spec.draws)
+                            for j, p in enumerate(ring)
+                        }
+                        hot = np.array([p is point for p in ring], np.float32)
+                        logits = np.stack(
+                            [self.run_noisy(ring, st.spec, x, zs, hot * sa_all[s], hot * sm_all[s]) for s in idx]
+                        )
+                    else:
+                        shape = (len(idx),) + (1,) * xk.ndim
+                        noisy = apply_noise(
+                            xk[None], z[0][None], z[1][None] if len(z) > 1 else None,
+                            sa_all[idx].reshape(shape), sm_all[idx].reshape(shape), st.spec,
+                        )  # fmt: skip
+                        if session is None:
+                            logits = noisy
+                        else:
+                            feeds = {inputs[0]: noisy.reshape((-1, *xk.shape[1:]))}
+                            feeds.update({n: taps[n] for n in inputs[1:]})
+                            logits = session.run([self.loaded.output_name], feeds)[0].reshape((len(idx), len(x), -1))
+                    for j, s in enumerate(idx):
+                        ok, bad = score(logits[j], labels)
+                        counts.correct[s, r] += int(ok.sum())
+                        counts.nonfinite[s, r] += int(bad.sum())
+                tick(1)
+        return counts
+
+    def global_sweep(
+        self, points: list[Point], data: Dataset, st: SweepSettings, tick: Callable[[int], None]
+    ) -> Counts:
+        """The same sigma at every point of ``points``, whole noisy graph per evaluation."""
+        sa_all, sm_all = st.spec.components(st.sigmas)
+        counts = Counts.zeros(len(st.sigmas), st.repeats)
+        active = np.flatnonzero((sa_all > 0) | (sm_all > 0))
+        idle = np.setdiff1d(np.arange(len(st.sigmas)), active)
+        ones = np.ones(len(points), np.float32)
+        for b, (x, y) in enumerate(data.batches(st.batch_size)):
+            first = b * st.batch_size
+            taps = self.run_taps(x, [p.tensor for p in points])
+            logits0 = taps[self.loaded.output_name]
+            labels = y
+            ok0, bad0 = score(logits0, labels)
+            counts.total += len(x)
+            counts.correct[idle] += int(ok0.sum())
+            counts.nonfinite[idle] += int(bad0.sum())
+            for r in range(st.repeats):
+                for n, s in enumerate(active):
+                    if n == 0 or st.redraw:
+                        extra = (int(s),) if st.redraw else ()
+                        zs = {
+                            j: draw(
+                                st.seed,
+                                GLOBAL_STREAM,
+                                (p.index, r, *extra),
+                                taps[p.tensor].shape,
+                                st.spec.draws,
+                                taps[p.tensor].dtype,
+                                first,
+                            )
+                            for j, p in enumerate(points)
+                        }
+                    ok, bad = score(self.run_noisy(points, st.spec, x, zs, ones * sa_all[s], ones * sm_all[s]), labels)
+                    counts.correct[s, r] += int(ok.sum())
+                    counts.nonfinite[s, r] += int(bad.sum())
+                tick(1)
+        return counts

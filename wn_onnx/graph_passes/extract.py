@@ -1,0 +1,101 @@
+"""Passes that reshape what a graph computes without touching its arithmetic.
+
+* :class:`ExposeValuesPass` adds intermediate values as graph outputs (taps on clean
+  activations).
+* :class:`ExtractSuffixPass` cuts the graph at given values: they become the inputs and only the
+  nodes the outputs still need remain — the part after a noise point, fed its cached activation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import onnx_ir as ir
+from onnx_ir.passes.common import RemoveUnusedNodesPass
+
+from wn_onnx.graph_passes.insert_noise import values_by_name
+
+
+def _lookup(graph: ir.Graph, names: Sequence[str]) -> list[ir.Value]:
+    table = values_by_name(graph)
+    missing = [n for n in names if n not in table]
+    if missing:
+        raise ValueError(f"no value named {missing[0]!r} in the graph")
+    return [table[n] for n in names]
+
+
+class ExposeValuesPass(ir.passes.InPlacePass):
+    """Make ``names`` graph outputs as well (after the existing outputs)."""
+
+    def __init__(self, names: Sequence[str]) -> None:
+        super().__init__()
+        self.names = list(names)
+
+    def call(self, model: ir.Model) -> ir.passes.PassResult:
+        graph = model.graph
+        present = {v.name for v in graph.outputs}
+        added = [v for v in _lookup(graph, self.names) if v.name not in present]
+        graph.outputs.extend(added)
+        return ir.passes.PassResult(model, modified=bool(added))
+
+
+class ExtractSuffixPass(ir.passes.InPlacePass):
+    """Keep the sub-graph computing ``outputs`` from ``inputs``; everything else goes."""
+
+    def __init__(self, inputs: Sequence[str], outputs: Sequence[str]) -> None:
+        super().__init__()
+        self.inputs = list(inputs)
+        self.outputs = list(outputs)
+
+    def call(self, model: ir.Model) -> ir.passes.PassResult:
+        graph = model.graph
+        new_inputs = []
+        for value in _lookup(graph, self.inputs):
+            if value.is_graph_input():
+                new_inputs.append(value)
+                continue
+            cut = ir.Value(name=value.name, type=value.type, shape=value.shape)
+            value.name = f"{value.name}__cut"
+            value.replace_all_uses_with(cut, replace_graph_outputs=True)
+            new_inputs.append(cut)
+        graph.inputs.clear()
+        graph.inputs.extend(new_inputs)
+        outputs = _lookup(graph, self.outputs)
+        graph.outputs.clear()
+        graph.outputs.extend(outputs)
+        RemoveUnusedNodesPass()(model)
+        return ir.passes.PassResult(model, modified=True)
+
+
+def downstream(graph: ir.Graph, value: ir.Value) -> set[ir.Node]:
+    """Nodes whose result depends on ``value``."""
+    nodes: set[ir.Node] = set()
+    frontier = [value]
+    while frontier:
+        for user, _ in frontier.pop().uses():
+            if user not in nodes:
+                nodes.add(user)
+                frontier.extend(user.outputs)
+    return nodes
+
+
+def suffix_inputs(graph: ir.Graph, name: str, live: set[ir.Value]) -> list[str]:
+    """Inputs the graph after value ``name`` needs: the value itself first, then any other
+    data-dependent value (``live``) that a downstream node reads (skip connections…)."""
+    (value,) = _lookup(graph, [name])
+    nodes = downstream(graph, value)
+    produced = {v for n in nodes for v in n.outputs}
+    extra = []
+    for node in graph:  # graph order keeps the list deterministic
+        if node in nodes:
+            for v in node.inputs:
+                if v is not None and v is not value and v in live and v not in produced and v.name not in extra:
+                    extra.append(v.name)
+    return [name, *extra]
+
+
+def has_subgraphs(graph: ir.Graph) -> bool:
+    """Control flow hides outer-scope reads from the dataflow analysis above."""
+    return any(
+        attr.type in (ir.AttributeType.GRAPH, ir.AttributeType.GRAPHS) for n in graph for attr in n.attributes.values()
+    )

@@ -1,0 +1,112 @@
+"""Pass: put one ``wn_onnx`` noise node after each chosen value.
+
+Sigma enters as graph inputs ``wn_sigma_add`` / ``wn_sigma_mul`` of shape ``[P]`` (entry k for the
+k-th noisy value, in the order given), so one session serves every point and every sigma. With
+``source="fed"`` each point also gets standard-normal inputs ``wn_z_k`` (and ``wn_z2_k`` for mixed
+noise); with ``source="drawn"`` the graph samples its own noise. Downstream consumers and graph
+outputs then see the noisy value; a noisy graph output keeps its original name.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+
+import numpy as np
+import onnx_ir as ir
+
+from wn_onnx.graph_passes.noise_functions import DOMAIN, MIN_OPSET, function_closure, noise_function, sigma_inputs
+from wn_onnx.noise import NoiseSpec
+
+SIGMA_INPUT = {"sigma_add": "wn_sigma_add", "sigma_mul": "wn_sigma_mul"}
+
+
+def z_input_names(k: int, spec: NoiseSpec) -> list[str]:
+    """Names of the fed standard-normal inputs of the k-th noisy value."""
+    return [f"wn_z_{k}"] + ([f"wn_z2_{k}"] if spec.draws == 2 else [])
+
+
+def values_by_name(graph: ir.Graph) -> dict[str, ir.Value]:
+    """Every named value of the graph: inputs, initializers and node outputs."""
+    table = {v.name: v for v in graph.inputs if v.name}
+    table.update({name: v for name, v in graph.initializers.items()})
+    for node in graph:
+        table.update({v.name: v for v in node.outputs if v.name})
+    return table
+
+
+class InsertNoisePass(ir.passes.InPlacePass):
+    """Insert noise after ``tensors`` (names), in that order, with noise ``spec``."""
+
+    def __init__(self, tensors: Sequence[str], spec: NoiseSpec, source: str = "fed") -> None:
+        super().__init__()
+        if source not in ("fed", "drawn"):
+            raise ValueError(f"source must be 'fed' or 'drawn', got {source!r}")
+        self.tensors = list(tensors)
+        self.spec = spec
+        self.source = source
+
+    def call(self, model: ir.Model) -> ir.passes.PassResult:
+        graph = model.graph
+        version = model.opset_imports.get("", 0)
+        if version < MIN_OPSET:
+            raise ValueError(f"model opset {version} < {MIN_OPSET}: convert it with onnx.version_converter first")
+        for fn in function_closure(self.spec, self.source, version):
+            model.functions[fn.identifier()] = fn
+        model.opset_imports[DOMAIN] = 1
+        table = values_by_name(graph)
+        missing = [t for t in self.tensors if t not in table]
+        if missing:
+            raise ValueError(f"no value named {missing[0]!r} in the graph")
+
+        count = len(self.tensors)
+        sigmas = {}
+        for comp in sigma_inputs(self.spec):
+            sigmas[comp] = ir.Value(
+                name=SIGMA_INPUT[comp], type=ir.TensorType(ir.DataType.FLOAT), shape=ir.Shape([count])
+            )
+            graph.inputs.append(sigmas[comp])
+        op_type = noise_function(self.spec, self.source).name
+        for k, name in enumerate(self.tensors):
+            value = table[name]
+            new_nodes: list[ir.Node] = []
+            index = ir.Value(name=f"wn_k_{k}", const_value=ir.tensor(np.array(k, dtype=np.int64)))
+            graph.register_initializer(index)
+            args: list[ir.Value] = [value]
+            if self.source == "fed":
+                for z_name in z_input_names(k, self.spec):
+                    z = ir.Value(name=z_name, type=value.type, shape=value.shape)
+                    graph.inputs.append(z)
+                    args.append(z)
+            for comp, vector in sigmas.items():
+                gather = ir.Node("", "Gather", [vector, index], name=f"wn_{comp}_{k}")
+                sigma = gather.outputs[0]
+                sigma.name, sigma.type, sigma.shape = f"wn_{comp}_{k}", ir.TensorType(ir.DataType.FLOAT), ir.Shape([])
+                new_nodes.append(gather)
+                if value.dtype != ir.DataType.FLOAT:
+                    cast = ir.Node("", "CastLike", [sigma, value], name=f"wn_{comp}_{k}_cast")
+                    sigma = cast.outputs[0]
+                    sigma.name, sigma.type, sigma.shape = f"wn_{comp}_{k}_cast", value.type, ir.Shape([])
+                    new_nodes.append(cast)
+                args.append(sigma)
+            users = list(value.uses())
+            noise = ir.Node(DOMAIN, op_type, args, name=f"wn_noise_{k}")
+            noisy = noise.outputs[0]
+            noisy.type, noisy.shape = value.type, value.shape
+            new_nodes.append(noise)
+            if value.is_graph_output():
+                noisy.name, value.name = name, f"{name}__clean"
+                for i, out in enumerate(graph.outputs):
+                    if out is value:
+                        graph.outputs[i] = noisy
+            else:
+                noisy.name = f"{name}__noisy"
+            for user, slot in users:
+                user.replace_input_with(slot, noisy)
+            if value.producer() is None:
+                graph.insert_before(graph.node(0), new_nodes)
+            else:
+                graph.insert_after(value.producer(), new_nodes)
+        model.metadata_props["wn_onnx.noise_points"] = json.dumps(self.tensors)
+        model.metadata_props["wn_onnx.noise"] = json.dumps({**self.spec.to_json(), "source": self.source})
+        return ir.passes.PassResult(model, modified=True)

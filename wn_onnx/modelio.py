@@ -1,0 +1,108 @@
+"""Loading a user's ONNX file safely and describing its interface.
+
+Every failure becomes a one-line :class:`WnError`: missing file, not ONNX, checker failure,
+external data that points outside the model's folder (refused before anything is read).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import onnx
+import onnx_ir as ir
+from google.protobuf.message import DecodeError
+from onnx import shape_inference, version_converter
+
+from wn_onnx.errors import WnError
+from wn_onnx.graph_passes.noise_functions import MIN_OPSET
+from wn_onnx.graph_passes.points import FLOAT_TYPES
+
+
+@dataclass
+class LoadedModel:
+    """A checked, shape-inferred model plus the facts a scan needs about it."""
+
+    path: str
+    model: ir.Model
+    input_name: str
+    output_name: str
+    num_classes: int
+    input_shape: tuple  # declared input shape, symbolic dims as str/None
+
+    def fresh(self) -> ir.Model:
+        """A private copy to run passes on (passes work in place)."""
+        return ir.from_proto(ir.to_proto(self.model))
+
+
+def _check_external_data(proto: onnx.ModelProto, folder: Path) -> None:
+    root = folder.resolve()
+    for tensor in onnx.external_data_helper._get_all_tensors(proto):
+        if tensor.data_location != onnx.TensorProto.EXTERNAL:
+            continue
+        location = next((e.value for e in tensor.external_data if e.key == "location"), "")
+        target = (root / location).resolve()
+        if os.path.isabs(location) or root not in target.parents:
+            raise WnError(
+                f"refusing external data {location!r} of tensor {tensor.name!r}: it lies outside the model's folder"
+            )
+        if not target.is_file():
+            raise WnError(f"external data file {location!r} of tensor {tensor.name!r} not found next to the model")
+
+
+def load_model(path: str | os.PathLike) -> LoadedModel:
+    """Read, validate and shape-infer ``path``."""
+    p = Path(path)
+    if not p.exists():
+        raise WnError(f"model file not found: {p}")
+    if not p.is_file():
+        raise WnError(f"not a file: {p}")
+    try:
+        proto = onnx.load(str(p), load_external_data=False)
+    except (DecodeError, RuntimeWarning, ValueError, OSError) as err:
+        raise WnError(f"{p} is not a readable ONNX model ({type(err).__name__})") from None
+    if not proto.graph.node and not proto.graph.output:
+        raise WnError(f"{p} is not an ONNX model (empty graph)")
+    _check_external_data(proto, p.parent)
+    try:
+        onnx.external_data_helper.load_external_data_for_model(proto, str(p.parent))
+        onnx.checker.check_model(proto)
+    except Exception as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise WnError(f"{p} fails the ONNX checker: {first}") from None
+    version = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 0)
+    if version < MIN_OPSET:
+        try:
+            proto = version_converter.convert_version(proto, MIN_OPSET)
+        except Exception as err:
+            raise WnError(f"{p} uses opset {version}; converting it to {MIN_OPSET} failed ({err})") from None
+    try:
+        proto = shape_inference.infer_shapes(proto, data_prop=True)
+    except Exception:
+        pass
+    model = ir.from_proto(proto)
+    return describe(model, str(p))
+
+
+def describe(model: ir.Model, path: str) -> LoadedModel:
+    """Find the data input and the scored output (the first float output)."""
+    graph = model.graph
+    inputs = [v for v in graph.inputs if not v.is_initializer()]
+    if len(inputs) != 1:
+        raise WnError(f"{path}: expected one data input, found {len(inputs)} ({', '.join(v.name for v in inputs)})")
+    data_in = inputs[0]
+    if data_in.dtype not in FLOAT_TYPES:
+        raise WnError(
+            f"{path}: input {data_in.name!r} is {data_in.dtype.name if data_in.dtype else 'untyped'}, not a float tensor"
+        )
+    outs = [v for v in graph.outputs if v.dtype in FLOAT_TYPES]
+    if not outs:
+        raise WnError(f"{path}: no float output to score (outputs: {', '.join(v.name for v in graph.outputs)})")
+    scored = outs[0]
+    width = scored.shape[-1] if scored.shape is not None and len(scored.shape) >= 1 else None
+    classes = width if isinstance(width, int) else 0
+    shape = (
+        tuple(d if isinstance(d, int) else getattr(d, "value", None) for d in data_in.shape) if data_in.shape else ()
+    )
+    return LoadedModel(path, model, data_in.name, scored.name, classes, shape)
