@@ -35,7 +35,7 @@ from wn_onnx.graph_passes import (
     z_input_names,
 )
 from wn_onnx.graph_passes.extract import has_subgraphs
-from wn_onnx.graph_passes.insert_noise import SIGMA_INPUT
+from wn_onnx.graph_passes.insert_noise import SIGMA_INPUT, StackNoisyInputPass
 from wn_onnx.graph_passes.noise_functions import sigma_inputs
 from wn_onnx.modelio import LoadedModel
 from wn_onnx.noise import NoiseSpec, apply_noise
@@ -127,7 +127,7 @@ class Engine:
         self._live = data_dependent(loaded.model.graph)
         self._subgraphs = has_subgraphs(loaded.model.graph)
         self._taps: ort.InferenceSession | None = None
-        self._suffix: dict[str, tuple[ort.InferenceSession | None, list[str], bool]] = {}
+        self._suffix: dict[tuple, tuple[ort.InferenceSession | None, list[str], bool]] = {}
         self._noisy: dict[tuple, ort.InferenceSession] = {}
         self.dtype = np.dtype(ir.DataType(loaded.model.graph.inputs[0].dtype).numpy())
 
@@ -159,19 +159,30 @@ class Engine:
         out[self.loaded.input_name] = x
         return out
 
-    def suffix(self, point: Point) -> tuple[ort.InferenceSession | None, list[str], bool]:
-        """(session or None when the point is the scored output, suffix inputs, can stack sigmas)."""
-        if point.tensor not in self._suffix:
+    def suffix(self, point: Point, spec: NoiseSpec) -> tuple[ort.InferenceSession | None, list[str], bool]:
+        """The graph after ``point`` with the point's noise stacked over a chunk of σ values.
+
+        Returns (session or None when the point is the scored output itself, the clean values
+        the session reads, whether several σ may share one run). Only a suffix whose single
+        input has a free batch axis may stack σ values: skip connections would need tiling.
+        """
+        key = (point.tensor, spec)
+        if key not in self._suffix:
             if point.tensor == self.loaded.output_name:
-                self._suffix[point.tensor] = (None, [point.tensor], True)
+                self._suffix[key] = (None, [point.tensor], True)
             else:
                 model = self.loaded.fresh()
                 inputs = suffix_inputs(model.graph, point.tensor, data_dependent(model.graph))
                 ExtractSuffixPass(inputs, [self.loaded.output_name])(model)
-                first = model.graph.inputs[0].shape
-                stack = len(inputs) == 1 and not (first is not None and len(first) and isinstance(first[0], int))
-                self._suffix[point.tensor] = (self._session(model), inputs, stack)
-        return self._suffix[point.tensor]
+                shape = model.graph.inputs[0].shape
+                if shape is None:
+                    raise WnError(
+                        f"cannot walk point {point.index} ({point.tensor}): its rank is unknown to shape inference"
+                    )
+                StackNoisyInputPass(point.tensor, spec)(model)
+                stack = len(inputs) == 1 and not (len(shape) and isinstance(shape[0], int))
+                self._suffix[key] = (self._session(model), inputs, stack)
+        return self._suffix[key]
 
     def noisy(self, points: list[Point], spec: NoiseSpec) -> ort.InferenceSession:
         """The whole graph with fed noise at ``points`` (global sweeps, and the reference path)."""
@@ -212,8 +223,10 @@ class Engine:
         tick: Callable[[int], None],
         all_points: list[Point] | None = None,
     ) -> Counts:
-        """Noise at ``point`` only. ``st.walk == "full"`` runs the whole noisy graph over
-        ``all_points`` (the straightforward reference) instead of the cached-prefix suffix."""
+        """Noise at ``point`` only; ``tick`` gets the number of (σ, repeat) configurations done.
+
+        ``st.walk == "full"`` runs the whole noisy graph over ``all_points`` (the
+        straightforward reference) instead of the suffix after the point."""
         sa_all, sm_all = st.spec.components(st.sigmas)
         counts = Counts.zeros(len(st.sigmas), st.repeats)
         active = np.flatnonzero((sa_all > 0) | (sm_all > 0))
@@ -223,57 +236,70 @@ class Engine:
         if full:
             session, inputs, stack = None, [p.tensor for p in ring], False
         else:
-            session, inputs, stack = self.suffix(point)
+            session, inputs, stack = self.suffix(point, st.spec)
         for b, (x, y) in enumerate(data.batches(st.batch_size)):
             first = b * st.batch_size
             taps = self.run_taps(x, inputs)
-            logits0 = taps[self.loaded.output_name]
-            labels = y
-            ok0, bad0 = score(logits0, labels)
-            counts.total += len(x)
-            counts.correct[idle] += int(ok0.sum())
-            counts.nonfinite[idle] += int(bad0.sum())
+            self._add_clean(counts, idle, taps[self.loaded.output_name], y)
             xk = taps[point.tensor]
             per_chunk = max(1, CHUNK_ELEMENTS // max(xk.size, 1)) if stack and not st.redraw else 1
             for r in range(st.repeats):
-                key = (point.index, r)
-                z = draw(st.seed, WALK_STREAM, key, xk.shape, st.spec.draws, xk.dtype, first)
+                z = None if st.redraw else self._draw_walk(st, point, (r,), xk, first)
                 for start in range(0, len(active), per_chunk):
                     idx = active[start : start + per_chunk]
                     if st.redraw:
-                        z = draw(st.seed, WALK_STREAM, (*key, int(idx[0])), xk.shape, st.spec.draws, xk.dtype, first)
+                        z = self._draw_walk(st, point, (r, int(idx[0])), xk, first)
                     if full:
-                        zs = {
+                        hot = np.array([p is point for p in ring], np.float32)
+                        feed = {
                             j: (z if p is point else [np.zeros_like(taps[p.tensor])] * st.spec.draws)
                             for j, p in enumerate(ring)
                         }
-                        hot = np.array([p is point for p in ring], np.float32)
-                        logits = np.stack(
-                            [self.run_noisy(ring, st.spec, x, zs, hot * sa_all[s], hot * sm_all[s]) for s in idx]
+                        logits = [self.run_noisy(ring, st.spec, x, feed, hot * sa_all[s], hot * sm_all[s]) for s in idx]
+                    elif session is None:  # the point is the scored output: noise it directly
+                        shape = (len(idx),) + (1,) * xk.ndim
+                        second = z[1][None] if len(z) > 1 else None
+                        logits = apply_noise(
+                            xk[None],
+                            z[0][None],
+                            second,
+                            sa_all[idx].reshape(shape),
+                            sm_all[idx].reshape(shape),
+                            st.spec,
                         )
                     else:
-                        shape = (len(idx),) + (1,) * xk.ndim
-                        noisy = apply_noise(
-                            xk[None], z[0][None], z[1][None] if len(z) > 1 else None,
-                            sa_all[idx].reshape(shape), sm_all[idx].reshape(shape), st.spec,
-                        )  # fmt: skip
-                        if session is None:
-                            logits = noisy
-                        else:
-                            feeds = {inputs[0]: noisy.reshape((-1, *xk.shape[1:]))}
-                            feeds.update({n: taps[n] for n in inputs[1:]})
-                            logits = session.run([self.loaded.output_name], feeds)[0].reshape((len(idx), len(x), -1))
-                    for j, s in enumerate(idx):
-                        ok, bad = score(logits[j], labels)
+                        feeds = {n: taps[n] for n in inputs}
+                        feeds.update(zip(("wn_z", "wn_z2"), z, strict=False))
+                        for comp, values in (("sigma_add", sa_all), ("sigma_mul", sm_all)):
+                            if comp in sigma_inputs(st.spec):
+                                feeds[SIGMA_INPUT[comp]] = values[idx].astype(np.float32)
+                        out = session.run([self.loaded.output_name], feeds)[0]
+                        logits = out.reshape((len(idx), len(x), -1))
+                    for s, lg in zip(idx, logits, strict=True):
+                        ok, bad = score(lg, y)
                         counts.correct[s, r] += int(ok.sum())
                         counts.nonfinite[s, r] += int(bad.sum())
-                tick(1)
+                    tick(len(idx))
         return counts
+
+    @staticmethod
+    def _draw_walk(
+        st: SweepSettings, point: Point, key: tuple[int, ...], xk: np.ndarray, first: int
+    ) -> list[np.ndarray]:
+        return draw(st.seed, WALK_STREAM, (point.index, *key), xk.shape, st.spec.draws, xk.dtype, first)
+
+    @staticmethod
+    def _add_clean(counts: Counts, idle: np.ndarray, logits: np.ndarray, y: np.ndarray) -> None:
+        """σ = 0 configurations get the clean result; the batch joins the sample count."""
+        ok, bad = score(logits, y)
+        counts.total += len(y)
+        counts.correct[idle] += int(ok.sum())
+        counts.nonfinite[idle] += int(bad.sum())
 
     def global_sweep(
         self, points: list[Point], data: Dataset, st: SweepSettings, tick: Callable[[int], None]
     ) -> Counts:
-        """The same sigma at every point of ``points``, whole noisy graph per evaluation."""
+        """The same σ at every point of ``points``, whole noisy graph per evaluation."""
         sa_all, sm_all = st.spec.components(st.sigmas)
         counts = Counts.zeros(len(st.sigmas), st.repeats)
         active = np.flatnonzero((sa_all > 0) | (sm_all > 0))
@@ -282,21 +308,16 @@ class Engine:
         for b, (x, y) in enumerate(data.batches(st.batch_size)):
             first = b * st.batch_size
             taps = self.run_taps(x, [p.tensor for p in points])
-            logits0 = taps[self.loaded.output_name]
-            labels = y
-            ok0, bad0 = score(logits0, labels)
-            counts.total += len(x)
-            counts.correct[idle] += int(ok0.sum())
-            counts.nonfinite[idle] += int(bad0.sum())
+            self._add_clean(counts, idle, taps[self.loaded.output_name], y)
             for r in range(st.repeats):
                 for n, s in enumerate(active):
                     if n == 0 or st.redraw:
-                        extra = (int(s),) if st.redraw else ()
+                        key = (r, int(s)) if st.redraw else (r,)
                         zs = {
                             j: draw(
                                 st.seed,
                                 GLOBAL_STREAM,
-                                (p.index, r, *extra),
+                                (p.index, *key),
                                 taps[p.tensor].shape,
                                 st.spec.draws,
                                 taps[p.tensor].dtype,
@@ -304,8 +325,8 @@ class Engine:
                             )
                             for j, p in enumerate(points)
                         }
-                    ok, bad = score(self.run_noisy(points, st.spec, x, zs, ones * sa_all[s], ones * sm_all[s]), labels)
+                    ok, bad = score(self.run_noisy(points, st.spec, x, zs, ones * sa_all[s], ones * sm_all[s]), y)
                     counts.correct[s, r] += int(ok.sum())
                     counts.nonfinite[s, r] += int(bad.sum())
-                tick(1)
+                    tick(1)
         return counts

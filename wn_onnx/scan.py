@@ -5,8 +5,12 @@ The report is a plain dict with the schema documented in the README ("Report JSO
 
 from __future__ import annotations
 
+import itertools
+import multiprocessing
+import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -15,8 +19,9 @@ from wn_onnx.data import Dataset, check_labels, check_shape
 from wn_onnx.errors import WnError
 from wn_onnx.evaluate import Counts, Engine, SweepSettings, providers_for, score
 from wn_onnx.fit import fit_curve
-from wn_onnx.graph_passes import find_points, select_points
-from wn_onnx.modelio import LoadedModel
+from wn_onnx.graph_passes import Point, find_points, select_points
+from wn_onnx.modelio import LoadedModel, load_model
+from wn_onnx.noise import NoiseSpec
 
 MODES = ("walking", "global", "both")
 NONFINITE_TOLERANCE = 0.01  # a σ whose outputs are NaN/Inf more often than this is not fitted
@@ -30,16 +35,27 @@ class ScanRequest:
     device: str = "cpu"
     threads: int = 0
     global_after_bn: bool = True  # inject after BatchNormalization in the global sweep too
+    adaptive: bool = False
+    tolerance: float = 0.05  # adaptive: stop once mu_err <= tolerance * mu
+    jobs: int = 1  # walking points spread over this many processes
 
 
-def curve_json(st: SweepSettings, counts: Counts, chance: float, clean: float) -> dict:
+@dataclass
+class Curve:
+    """What one curve needs besides its counts: the class chance level and clean accuracy."""
+
+    chance: float
+    clean: float
+
+
+def curve_json(sigmas: np.ndarray, spec: NoiseSpec, counts: Counts, base: Curve) -> dict:
     """Accuracy arrays plus the fit, in the report's per-curve keys."""
     acc = counts.accuracy
     overflow = counts.nonfinite.sum(axis=1) > NONFINITE_TOLERANCE * counts.total * counts.nonfinite.shape[1]
-    fit = fit_curve(st.sigmas, acc, chance, counts.total, clean=clean, exclude=overflow).to_json()
-    a_add, a_mul = st.spec.components(st.sigmas)
+    fit = fit_curve(sigmas, acc, base.chance, counts.total, clean=base.clean, exclude=overflow).to_json()
+    a_add, a_mul = spec.components(sigmas)
     out = {
-        "sigmas": [float(s) for s in st.sigmas],
+        "sigmas": [float(s) for s in sigmas],
         "accuracy": [[float(a) for a in row] for row in acc],
         "nonfinite": [[int(v) for v in row] for row in counts.nonfinite],
         "mu": fit["mu"],
@@ -49,10 +65,55 @@ def curve_json(st: SweepSettings, counts: Counts, chance: float, clean: float) -
         "status": fit["status"],
         "fit": {k: fit[k] for k in ("slope", "a_min_free", "chi2_red", "mu_threshold", "note", "drops")},
     }
-    if st.spec.kind == "mixed":
+    if spec.kind == "mixed":
         out["sigma_add"] = [float(s) for s in a_add]
         out["sigma_mul"] = [float(s) for s in a_mul]
     return out
+
+
+COARSE_POINTS = 9  # adaptive: evenly spaced grid indices measured first
+
+
+def measure_curve(
+    measure: Callable[[np.ndarray], Counts], st: SweepSettings, base: Curve, adaptive: bool, tolerance: float
+) -> dict:
+    """Measure one curve on the full grid, or adaptively: a coarse subset of the grid, then the
+    midpoints of every interval where accuracy still moves by more than a tenth of the drop;
+    once the drop is resolved, halve the gaps next to μ until the fit is ``ok`` with
+    ``mu_err <= tolerance * mu`` or the grid has no σ left there. With common random numbers
+    each measured σ gets exactly the numbers the full grid would."""
+    grid = st.sigmas
+    if not adaptive:
+        return curve_json(grid, st.spec, measure(grid), base)
+    rows: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+    total = 0
+    pending = sorted({int(i) for i in np.linspace(0, len(grid) - 1, min(COARSE_POINTS, len(grid))).round()})
+    while pending:
+        counts = measure(grid[pending])
+        total = counts.total
+        rows.update({i: (counts.correct[j], counts.nonfinite[j]) for j, i in enumerate(pending)})
+        done = sorted(rows)
+        merged = Counts(np.array([rows[i][0] for i in done]), np.array([rows[i][1] for i in done]), total)
+        curve = curve_json(grid[done], st.spec, merged, base)
+        if curve["status"] in ("not-reached", "no-drop-from-start"):
+            break
+        y = merged.accuracy.mean(axis=1)
+        step = 0.1 * max(base.clean - base.chance, 1e-6)
+        pending = sorted(
+            {
+                (a + b) // 2
+                for a, b, ya, yb in zip(done, done[1:], y, y[1:], strict=False)
+                if b - a > 1 and abs(ya - yb) > step
+            }
+        )
+        precise = curve["status"] == "ok" and curve["mu_err"] is not None and curve["mu_err"] <= tolerance * curve["mu"]
+        if not pending and not precise:  # the drop is resolved to grid resolution: halve the gaps around μ
+            mu = curve["mu"] if curve["mu"] is not None else curve["fit"]["mu_threshold"]
+            at = int(np.searchsorted(grid[done], mu))
+            around = done[max(at - 2, 0) : at + 2]
+            pending = sorted({(a + b) // 2 for a, b in itertools.pairwise(around) if b - a > 1})
+    curve["adaptive"] = {"evaluations": len(rows), "grid": len(grid), "tolerance": tolerance}
+    return curve
 
 
 def run_scan(
@@ -72,6 +133,10 @@ def run_scan(
         raise WnError("--repeats must be >= 1")
     if st.batch_size < 1:
         raise WnError("--batch-size must be >= 1")
+    if req.jobs < 1:
+        raise WnError("--jobs must be >= 1")
+    if not 0 < req.tolerance < 1:
+        raise WnError("--tolerance must lie in (0, 1)")
     engine = Engine(loaded, providers_for(req.device), req.threads)
     all_points = find_points(loaded.model)
     chosen = select_points(all_points, req.at)
@@ -89,7 +154,6 @@ def run_scan(
     clean = float(ok.mean())
     chance = 1.0 / num_classes
 
-    n_batches = -(-len(data) // st.batch_size)
     silent = progress or (lambda _d, _t: lambda _n: None)
     report: dict = {
         "wn_onnx_version": __version__,
@@ -107,16 +171,66 @@ def run_scan(
         "points": [],
         "global": None,
     }
+    base = Curve(chance, clean)
     if req.mode in ("walking", "both"):
-        tick = silent(f"walking {len(chosen)} points", len(chosen) * n_batches * st.repeats)
-        for point in chosen:
-            counts = engine.walk(point, data, st, tick)
-            report["points"].append({**point.to_json(), **curve_json(st, counts, chance, clean)})
+        tick = silent(f"walking {len(chosen)} points", len(chosen))
+        report["points"] = walk_points(engine, chosen, data, st, req, base, tick)
     if req.mode in ("global", "both"):
         where = chosen if req.global_after_bn else [p for p in chosen if p.op_type != "BatchNormalization"]
         if not where:
             raise WnError("the global sweep has no point left (all selected points are BatchNormalization outputs)")
-        tick = silent(f"global noise at {len(where)} points", n_batches * st.repeats)
-        counts = engine.global_sweep(where, data, st, tick)
-        report["global"] = {"points": [p.index for p in where], **curve_json(st, counts, chance, clean)}
+        tick = silent(f"global noise at {len(where)} points", 1)
+
+        def measure(sigmas: np.ndarray) -> Counts:
+            return engine.global_sweep(where, data, replace(st, sigmas=sigmas), lambda _n: None)
+
+        report["global"] = {
+            "points": [p.index for p in where],
+            **measure_curve(measure, st, base, req.adaptive, req.tolerance),
+        }
+        tick(1)
     return report
+
+
+def walk_points(
+    engine: Engine, chosen: list[Point], data: Dataset, st: SweepSettings, req: ScanRequest, base: Curve, tick
+) -> list[dict]:
+    """Per-point curves, in point order; over ``req.jobs`` processes when asked."""
+    if req.jobs <= 1 or len(chosen) == 1:
+        n_active = int(np.count_nonzero(np.any(np.stack(st.spec.components(st.sigmas)) > 0, axis=0)))
+        per_point = max(1, -(-len(data) // st.batch_size) * st.repeats * n_active)
+        curves = []
+        for point in chosen:
+            curves.append(_walk_one(engine, point, data, st, req, base, lambda n: tick(n / per_point)))
+        return curves
+    threads = max(1, (req.threads or os.cpu_count() or 1) // req.jobs)
+    ctx = multiprocessing.get_context("spawn")
+    init = (engine.loaded.path, data.x, data.y, engine.providers, threads)
+    with ProcessPoolExecutor(req.jobs, mp_context=ctx, initializer=_worker_init, initargs=init) as pool:
+        futures = [pool.submit(_worker_walk, point, st, req, base) for point in chosen]
+        for future in as_completed(futures):
+            future.result()
+            tick(1)
+        return [f.result() for f in futures]
+
+
+def _walk_one(
+    engine: Engine, point: Point, data: Dataset, st: SweepSettings, req: ScanRequest, base: Curve, tick=lambda _n: None
+) -> dict:
+    def measure(sigmas: np.ndarray) -> Counts:
+        return engine.walk(point, data, replace(st, sigmas=sigmas), tick)
+
+    return {**point.to_json(), **measure_curve(measure, st, base, req.adaptive, req.tolerance)}
+
+
+_WORKER: dict = {}
+
+
+def _worker_init(path: str, x: np.ndarray, y: np.ndarray, providers: list[str], threads: int) -> None:
+    """Each worker process loads the model itself (sessions do not cross processes)."""
+    _WORKER["engine"] = Engine(load_model(path), providers, threads)
+    _WORKER["data"] = Dataset(x, y, "worker")
+
+
+def _worker_walk(point: Point, st: SweepSettings, req: ScanRequest, base: Curve) -> dict:
+    return _walk_one(_WORKER["engine"], point, _WORKER["data"], st, req, base)

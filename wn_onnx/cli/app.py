@@ -135,6 +135,11 @@ def scan(
     label_free: Annotated[
         bool, typer.Option(help="Score agreement with the clean model's top-1 instead of labels.")
     ] = False,
+    adaptive: Annotated[
+        bool, typer.Option(help="Measure a coarse part of the grid, then refine around each drop until μ is precise.")
+    ] = False,
+    tolerance: Annotated[float, typer.Option(help="--adaptive stops once μ_err ≤ tolerance·μ.")] = 0.05,
+    jobs: Annotated[int, typer.Option(help="Walk points in this many processes.")] = 1,
     device: Annotated[Device, typer.Option(help="Execution provider.")] = Device.cpu,
     threads: Annotated[int, typer.Option(help="onnxruntime intra-op threads (0: its default).")] = 0,
     out_path: Annotated[Path | None, typer.Option("--out", help="Write the report JSON here.")] = None,
@@ -161,7 +166,9 @@ def scan(
     loaded = load_model(model)
     dataset = load_npz(data, limit, require_labels=not label_free)
     settings = SweepSettings(grid, spec, repeats, seed, batch_size, redraw)
-    request = ScanRequest(mode.value, at, label_free, device.value, threads, not global_skip_bn)
+    request = ScanRequest(
+        mode.value, at, label_free, device.value, threads, not global_skip_bn, adaptive, tolerance, jobs
+    )
     bar, factory = _progress(not quiet and not as_json)
     start = time.perf_counter()
     if bar:

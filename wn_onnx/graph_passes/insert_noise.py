@@ -110,3 +110,66 @@ class InsertNoisePass(ir.passes.InPlacePass):
         model.metadata_props["wn_onnx.noise_points"] = json.dumps(self.tensors)
         model.metadata_props["wn_onnx.noise"] = json.dumps({**self.spec.to_json(), "source": self.source})
         return ir.passes.PassResult(model, modified=True)
+
+
+class StackNoisyInputPass(ir.passes.InPlacePass):
+    """Put noise on graph input ``name`` for C sigma values at once, stacked on the batch axis.
+
+    New inputs: ``wn_z`` (and ``wn_z2``) shaped like the input, and ``wn_sigma_add`` /
+    ``wn_sigma_mul`` of shape ``[C]``. The rest of the graph sees a batch of C·B samples: the
+    B inputs under sigma 0, then under sigma 1, … — one onnxruntime run per (repeat, chunk of
+    sigmas) with common random numbers, the noise arithmetic done by the same ``wn_onnx``
+    function as everywhere else. The input's rank must be known.
+    """
+
+    def __init__(self, name: str, spec: NoiseSpec) -> None:
+        super().__init__()
+        self.name = name
+        self.spec = spec
+
+    def call(self, model: ir.Model) -> ir.passes.PassResult:
+        graph = model.graph
+        value = next((v for v in graph.inputs if v.name == self.name), None)
+        if value is None or value.shape is None:
+            raise ValueError(f"{self.name!r} is not a graph input of known rank")
+        rank = len(value.shape)
+        for fn in function_closure(self.spec, "fed", model.opset_imports.get("", 0)):
+            model.functions[fn.identifier()] = fn
+        model.opset_imports[DOMAIN] = 1
+        users = list(value.uses())
+        nodes: list[ir.Node] = []
+
+        def const(name: str, array: np.ndarray) -> ir.Value:
+            v = ir.Value(name=name, const_value=ir.tensor(array))
+            graph.register_initializer(v)
+            return v
+
+        def node(op: str, inputs: list[ir.Value], name: str, domain: str = "", **attrs: int) -> ir.Value:
+            n = ir.Node(domain, op, inputs, {k: ir.AttrInt64(k, v) for k, v in attrs.items()}, name=name)
+            n.outputs[0].name = name
+            nodes.append(n)
+            return n.outputs[0]
+
+        axis0 = const("wn_axis0", np.array([0], np.int64))
+        args = [node("Unsqueeze", [value, axis0], "wn_x_stacked")]
+        for z_name in ("wn_z", "wn_z2")[: self.spec.draws]:
+            z = ir.Value(name=z_name, type=value.type, shape=value.shape)
+            graph.inputs.append(z)
+            args.append(node("Unsqueeze", [z, axis0], f"{z_name}_stacked"))
+        column = const("wn_sigma_column", np.array([-1] + [1] * rank, np.int64))
+        for comp in sigma_inputs(self.spec):
+            name = SIGMA_INPUT[comp]
+            sigma = ir.Value(name=name, type=ir.TensorType(ir.DataType.FLOAT), shape=ir.Shape(["C"]))
+            graph.inputs.append(sigma)
+            args.append(node("CastLike", [node("Reshape", [sigma, column], f"{name}_column"), value], f"{name}_cast"))
+        noisy = node(noise_function(self.spec, "fed").name, args, "wn_noise_stacked", DOMAIN)
+        sample_shape = node("Shape", [value], "wn_sample_shape", start=1)
+        minus_one = const("wn_minus_one", np.array([-1], np.int64))
+        flat = node(
+            "Reshape", [noisy, node("Concat", [minus_one, sample_shape], "wn_flat_shape", axis=0)], "wn_noisy_flat"
+        )
+        flat.type, flat.shape = value.type, ir.Shape([None, *list(value.shape)[1:]])
+        for user, slot in users:
+            user.replace_input_with(slot, flat)
+        graph.insert_before(graph.node(0), nodes)
+        return ir.passes.PassResult(model, modified=True)

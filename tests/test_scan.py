@@ -1,0 +1,50 @@
+"""Whole scans through the Python API: adaptive σ, process parallelism, redraw vs CRN."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from wn_onnx.data import load_npz
+from wn_onnx.evaluate import SweepSettings
+from wn_onnx.modelio import load_model
+from wn_onnx.models.embedded import DEFAULT_DATA, DEFAULT_MODEL
+from wn_onnx.noise import NoiseSpec, default_grid
+from wn_onnx.scan import ScanRequest, run_scan
+
+
+@pytest.fixture(scope="module")
+def digits_scan():
+    loaded, data = load_model(DEFAULT_MODEL), load_npz(DEFAULT_DATA)
+    st = SweepSettings(default_grid(NoiseSpec("add")), NoiseSpec("add"), repeats=4, seed=3, batch_size=512)
+    full = run_scan(loaded, data, st, ScanRequest(mode="both"))
+    return loaded, data, st, full
+
+
+def test_adaptive_agrees_within_error_with_far_fewer_evaluations(digits_scan):
+    loaded, data, st, full = digits_scan
+    fast = run_scan(loaded, data, st, ScanRequest(mode="both", adaptive=True))
+    for ref, got in zip([*full["points"], full["global"]], [*fast["points"], fast["global"]], strict=True):
+        assert got["adaptive"]["evaluations"] * 3 <= len(st.sigmas), got["adaptive"]
+        assert ref["status"] == got["status"] == "ok"
+        assert abs(ref["mu"] - got["mu"]) <= 2 * np.hypot(ref["mu_err"], got["mu_err"]), (ref["mu"], got["mu"])
+        # the measured σ are grid values, and with common random numbers they carry the same accuracy
+        for sigma, acc in zip(got["sigmas"], got["accuracy"], strict=True):
+            assert acc == ref["accuracy"][ref["sigmas"].index(sigma)]
+
+
+def test_jobs_give_the_same_report(digits_scan):
+    loaded, data, st, full = digits_scan
+    parallel = run_scan(loaded, data, st, ScanRequest(mode="walking", jobs=2, at="0-4"))
+    assert parallel["points"] == full["points"][:5]
+
+
+def test_redraw_is_another_sample_of_the_same_curve(digits_scan):
+    loaded, data, st, full = digits_scan
+    st_redraw = SweepSettings(st.sigmas, st.spec, st.repeats, st.seed, st.batch_size, redraw=True)
+    other = run_scan(loaded, data, st_redraw, ScanRequest(mode="walking", at="1,5"))
+    assert other["common_random_numbers"] is False
+    for got in other["points"]:
+        ref = full["points"][got["index"]]
+        assert got["accuracy"] != ref["accuracy"]
+        assert abs(ref["mu"] - got["mu"]) <= 3 * np.hypot(ref["mu_err"], got["mu_err"])
