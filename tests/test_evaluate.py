@@ -15,9 +15,8 @@ from wn_onnx.graph_passes import find_points
 from wn_onnx.modelio import load_model
 from wn_onnx.models.embedded import digits_split
 from wn_onnx.models.export import export_onnx
-from wn_onnx.models.nets import mlp
 from wn_onnx.noise import NoiseSpec
-from wn_onnx.training import train_classifier
+from wn_onnx.training import TrainConfig, train
 
 
 def quiet(_n: int) -> None:
@@ -89,8 +88,8 @@ def test_walking_activates_one_point_and_global_all(zoo, monkeypatch):
 def digits_torch(tmp_path_factory):
     """A torch MLP+BN trained on digits for a few epochs, and its ONNX export."""
     x_train, y_train, x_test, y_test = digits_split()
-    torch.manual_seed(0)
-    net = train_classifier(mlp(64, 10, bn=True), x_train, y_train, epochs=15, seed=0)
+    cfg = TrainConfig("mlp", "digits", bn=True, epochs=15, augment=False)
+    net, _ = train(cfg, (x_train, y_train), (x_test, y_test), 10, (1, 8, 8))
     path = export_onnx(net, (1, 8, 8), tmp_path_factory.mktemp("digits") / "mlp.onnx")
     return net, path, x_test, y_test
 

@@ -6,14 +6,13 @@ import json
 import os
 import sys
 import time
-from enum import Enum
 from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from wn_onnx.cli.common import Device, Kind, Mode, Order, err, out, progress_bar, write_json
+from wn_onnx.cli.train import data_app, train_command
 from wn_onnx.errors import WnError
 
 app = typer.Typer(
@@ -24,61 +23,21 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-out = Console()
-err = Console(stderr=True)
-
-
-class Kind(str, Enum):
-    add = "add"
-    mul = "mul"
-    mixed = "mixed"
-
-
-class Order(str, Enum):
-    mul_first = "mul-first"
-    add_first = "add-first"
-
-
-class Mode(str, Enum):
-    walking = "walking"
-    global_ = "global"
-    both = "both"
-
-
-class Device(str, Enum):
-    cpu = "cpu"
-    cuda = "cuda"
+app.command("train")(train_command)
+app.add_typer(data_app, name="data")
 
 
 def _progress(enabled: bool):
-    """A Rich progress context and a ``progress(description, total) -> tick`` factory."""
+    """A progress bar and a ``progress(description, total) -> tick`` factory, or (None, None)."""
     if not enabled:
         return None, None
-    bar = Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=err,
-        transient=False,
-    )
+    bar = progress_bar()
 
     def factory(description: str, total: int):
         task = bar.add_task(description, total=total)
         return lambda n: bar.advance(task, n)
 
     return bar, factory
-
-
-def _write_json(path: Path, payload: dict) -> None:
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(payload, indent=2) + "\n")
-        tmp.replace(path)
-    except OSError as e:
-        raise WnError(f"cannot write {path}: {e.strerror or e}") from None
 
 
 @app.command()
@@ -107,6 +66,17 @@ def scan(
         Path | None, typer.Argument(help="ONNX model; omitted: the embedded digits MLP and its test split.")
     ] = None,
     data: Annotated[Path | None, typer.Option(help=".npz with x (model-ready inputs) and y (integer labels).")] = None,
+    dataset_name: Annotated[
+        str | None,
+        typer.Option(
+            "--dataset",
+            help="Instead of --data: a dataset's own files (fashion-mnist, cifar10, …), preprocessed as the model's metadata says.",
+        ),
+    ] = None,
+    split: Annotated[
+        str | None, typer.Option(help="--dataset split (default: test, or validation for speech-commands).")
+    ] = None,
+    data_dir: Annotated[Path | None, typer.Option(help="--dataset: folder with its official files.")] = None,
     noise: Annotated[Kind, typer.Option(help="Noise kind.")] = Kind.add,
     order: Annotated[Order | None, typer.Option(help="Mixed noise: which component acts first.")] = None,
     sigma_ratio: Annotated[float | None, typer.Option(help="Mixed: σ_add = A·r, σ_mul = A·(1−r); A is swept.")] = None,
@@ -158,13 +128,18 @@ def scan(
     from wn_onnx.scan import ScanRequest, run_scan
 
     if model is None:
-        model, data = DEFAULT_MODEL, data or DEFAULT_DATA
-    if data is None:
-        raise WnError("give --data FILE.npz with arrays x (model inputs) and y (labels)")
+        model, data = DEFAULT_MODEL, data or (None if dataset_name else DEFAULT_DATA)
+    if data is None and dataset_name is None:
+        raise WnError("give --data FILE.npz with arrays x (model inputs) and y (labels), or --dataset NAME")
     spec = NoiseSpec(noise.value, order.value if order else None, sigma_ratio, sigma_mul, sigma_add)
     grid = parse_grid(sigmas) if sigmas else default_grid(spec)
     loaded = load_model(model)
-    dataset = load_npz(data, limit, require_labels=not label_free)
+    if dataset_name:
+        from wn_onnx.datasets import model_ready
+
+        dataset = model_ready(loaded.model, dataset_name, split, data_dir, limit)
+    else:
+        dataset = load_npz(data, limit, require_labels=not label_free)
     settings = SweepSettings(grid, spec, repeats, seed, batch_size, redraw)
     request = ScanRequest(
         mode.value, at, label_free, device.value, threads, not global_skip_bn, adaptive, tolerance, jobs
@@ -178,7 +153,7 @@ def scan(
         report = run_scan(loaded, dataset, settings, request, None)
     report["seconds"] = round(time.perf_counter() - start, 3)
     if out_path:
-        _write_json(out_path, {k: v for k, v in report.items() if k != "seconds"})
+        write_json(out_path, {k: v for k, v in report.items() if k != "seconds"})
     if as_json:
         print(json.dumps(report, indent=2))
         return

@@ -33,16 +33,13 @@ def digits_split(test_fraction: float = 0.2, seed: int = 0) -> tuple[np.ndarray,
 def build(out_dir: Path = ASSETS, epochs: int = 60, seed: int = 0) -> tuple[Path, Path]:
     """Train the default model and write it with its test split; returns (model, data) paths."""
     from wn_onnx.models.export import export_onnx
-    from wn_onnx.models.nets import mlp
-    from wn_onnx.training import train_classifier
+    from wn_onnx.training import TrainConfig, train
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     x_train, y_train, x_test, y_test = digits_split(seed=seed)
-    import torch
-
-    torch.manual_seed(seed)
-    net = train_classifier(mlp(64, 10, bn=True), x_train, y_train, epochs=epochs, seed=seed)
+    cfg = TrainConfig("mlp", "digits", bn=True, epochs=epochs, seed=seed, augment=False)
+    net, _ = train(cfg, (x_train, y_train), (x_test, y_test), 10, (1, 8, 8))
     meta = {"arch": "mlp", "dataset": "digits", "bn": True, "class_names": CLASS_NAMES,
             "normalization": {"mean": [MEAN], "std": [STD], "scale": 1 / 16}, "training_noise": None}  # fmt: skip
     model_path = export_onnx(net, (1, 8, 8), out_dir / DEFAULT_MODEL.name, meta)

@@ -6,6 +6,7 @@ import json
 import warnings
 from pathlib import Path
 
+import numpy as np
 import onnx
 import torch
 
@@ -30,8 +31,37 @@ def export_onnx(
         )  # fmt: skip
     model.train(was_training)
     proto = onnx.load(str(path))
+    del proto.metadata_props[:]
     for key, value in (metadata or {}).items():
         entry = proto.metadata_props.add()
         entry.key, entry.value = f"wn_onnx.{key}", value if isinstance(value, str) else json.dumps(value)
     onnx.save(proto, str(path))
     return path
+
+
+def max_export_error(model: torch.nn.Module, path: str | Path, x: np.ndarray) -> float:
+    """Largest |ONNX − torch eval| over inputs ``x`` (the export must stay within 1e-5)."""
+    import onnxruntime as ort
+
+    model.eval()
+    with torch.no_grad():
+        ref = (
+            model(torch.from_numpy(np.ascontiguousarray(x, np.float32)).to(next(model.parameters()).device))
+            .cpu()
+            .numpy()
+        )
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    got = session.run(None, {session.get_inputs()[0].name: np.ascontiguousarray(x, np.float32)})[0]
+    return float(np.abs(got - ref).max())
+
+
+def read_metadata(proto: onnx.ModelProto) -> dict:
+    """The ``wn_onnx.*`` metadata of a model, JSON values decoded."""
+    out = {}
+    for entry in proto.metadata_props:
+        if entry.key.startswith("wn_onnx."):
+            try:
+                out[entry.key[8:]] = json.loads(entry.value)
+            except json.JSONDecodeError:
+                out[entry.key[8:]] = entry.value
+    return out

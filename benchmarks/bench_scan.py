@@ -1,0 +1,184 @@
+"""Walking-scan cost: wn-onnx against the straightforward ways, ratios measured in one run.
+
+For LeNet-5+BN (16 points) or the MLP+BN (11 points) on 10,000 32×32×3 inputs (Fashion-MNIST
+test images padded to 32×32 and repeated over 3 channels when Debian's dataset-fashion-mnist is
+installed, else Gaussian images), 16 points × 49 σ × 5 repeats of additive noise:
+
+1. reference-style torch loop: a noise module at the active point, full network per config;
+2. naive onnxruntime: the whole graph with ``drawn`` noise nodes, full network per config;
+3. clean-suffix floor: the clean sub-graph after each point, same number of evaluations;
+4. wn-onnx scan (walking, default settings) and ``--adaptive``, run for real as the CLI.
+
+1 and 2 are timed on a documented subset of configurations and projected (printed as such); 3 is
+measured per point and multiplied by the configuration count; 4 is a full run. Usage:
+
+    python benchmarks/bench_scan.py --arch lenet5          # ~10 min on 2 cores
+    python benchmarks/bench_scan.py --arch mlp --train-epochs 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import onnx_ir as ir
+import onnxruntime as ort
+import torch
+
+from wn_onnx.errors import WnError
+from wn_onnx.evaluate import Engine
+from wn_onnx.graph_passes import ExtractSuffixPass, InsertNoisePass, data_dependent, find_points, suffix_inputs
+from wn_onnx.modelio import load_model
+from wn_onnx.models.export import export_onnx
+from wn_onnx.models.nets import build
+from wn_onnx.noise import NoiseSpec, default_grid
+from wn_onnx.training import TrainConfig, train
+
+SUBSET_SIGMAS = (0.1, 1.0)  # σ values timed for the projected baselines (1 repeat each)
+
+
+def images(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """n CIFAR-shaped (3×32×32) images with labels."""
+    try:
+        from wn_onnx.datasets import fashion_mnist
+
+        x, y = fashion_mnist("test")
+        x = np.pad((x[:n].astype(np.float32) / 255 - 0.5) / 0.5, ((0, 0), (2, 2), (2, 2)), constant_values=-1.0)
+        return np.repeat(x[:, None], 3, axis=1), y[:n].astype(np.int64)
+    except WnError:
+        rng = np.random.default_rng(0)
+        return rng.standard_normal((n, 3, 32, 32)).astype(np.float32), rng.integers(0, 10, n)
+
+
+def run_all(session: ort.InferenceSession, inputs: list[str], acts: list[dict]) -> None:
+    for a in acts:
+        session.run(None, {n: a[n] for n in inputs})
+
+
+def timed(fn, *args) -> float:
+    start = time.perf_counter()
+    fn(*args)
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--arch", choices=["lenet5", "mlp"], default="lenet5")
+    parser.add_argument("--n", type=int, default=10000)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--train-epochs", type=int, default=1, help="train on the images first (0: random weights)")
+    parser.add_argument("--batch-size", type=int, default=1024)
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="wn_bench_"))
+    x, y = images(args.n)
+    if args.train_epochs:
+        cfg = TrainConfig(args.arch, "fashion-mnist-32x32x3", epochs=args.train_epochs, augment=False)
+        net, _ = train(cfg, (x, y), (x[:1000], y[:1000]), 10, (3, 32, 32))
+    else:
+        torch.manual_seed(0)
+        net = build(args.arch, (3, 32, 32), 10, bn=True).eval()
+    model_path = export_onnx(net, (3, 32, 32), work / f"{args.arch}.onnx")
+    np.savez(work / "data.npz", x=x, y=y)
+    spec, grid = NoiseSpec("add"), default_grid(NoiseSpec("add"))
+    loaded = load_model(model_path)
+    points = find_points(loaded.model)
+    configs = len(points) * len(grid) * args.repeats
+    providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if args.device == "cuda" else ["CPUExecutionProvider"]
+    print(
+        f"# {args.arch}+BN, {len(points)} points × {len(grid)} σ × {args.repeats} repeats = {configs} configs, {args.n} images"
+    )
+    print(f"# onnxruntime {ort.__version__} device {ort.get_device()} providers {providers}; torch {torch.__version__}")
+    batches = [(x[i : i + args.batch_size], y[i : i + args.batch_size]) for i in range(0, len(x), args.batch_size)]
+
+    # 1. reference-style torch loop
+    def torch_config(k: int, sigma: float) -> None:
+        net.set_noise(spec, sigma, [k])
+        with torch.no_grad():
+            for xb, yb in batches:
+                (net(torch.from_numpy(xb)).argmax(1).numpy() == yb).sum()
+        net.set_noise(None, 0.0, None)
+
+    torch_config(0, 0.1)
+    subset = [(k, s) for k in range(len(points)) for s in SUBSET_SIGMAS]
+    t_torch = sum(timed(torch_config, k, s) for k, s in subset) / len(subset) * configs
+
+    # 2. naive onnxruntime: one noisy graph, σ vector with one active entry
+    model = loaded.fresh()
+    InsertNoisePass([p.tensor for p in points], spec, source="drawn")(model)
+    naive = ort.InferenceSession(ir.to_proto(model).SerializeToString(), providers=providers)
+
+    def naive_config(k: int, sigma: float) -> None:
+        vec = np.zeros(len(points), np.float32)
+        vec[k] = sigma
+        for xb, yb in batches:
+            (naive.run(["logits"], {"input": xb, "wn_sigma_add": vec})[0].argmax(1) == yb).sum()
+
+    naive_config(0, 0.1)
+    t_naive = sum(timed(naive_config, k, s) for k, s in subset) / len(subset) * configs
+
+    # 3. clean-suffix floor
+    engine = Engine(loaded, providers)
+    per_config = 0.0
+    for p in points:
+        session, inputs, _ = engine.suffix(p, spec)
+        if session is None:
+            continue
+        plain = engine.loaded.fresh()
+        ExtractSuffixPass(suffix_inputs(plain.graph, p.tensor, data_dependent(plain.graph)), ["logits"])(plain)
+        clean = ort.InferenceSession(ir.to_proto(plain).SerializeToString(), providers=providers)
+        acts = [engine.run_taps(xb, inputs) for xb, _ in batches]
+        clean.run(None, {n: acts[0][n] for n in inputs})
+        per_config += timed(run_all, clean, inputs, acts)
+    t_floor = per_config * len(grid) * args.repeats
+
+    # 4. wn-onnx scan, for real, as users run it
+    def cli(*extra: str) -> tuple[float, dict]:
+        out = work / f"report{'_'.join(extra)}.json"
+        cmd = [sys.executable, "-m", "wn_onnx", "scan", str(model_path), "--data", str(work / "data.npz"), "--mode", "walking",
+               "--repeats", str(args.repeats), "--batch-size", str(args.batch_size), "--device", args.device, "--quiet", "--out", str(out), *extra]  # fmt: skip
+        start = time.perf_counter()
+        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+        return time.perf_counter() - start, json.loads(out.read_text())
+
+    t_scan, full = cli()
+    rss_gb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20
+    t_adapt, fast = cli("--adaptive")
+    evals = sum(p["adaptive"]["evaluations"] for p in fast["points"])
+    agree = [
+        abs(a["mu"] - b["mu"]) <= np.hypot(a["mu_err"] or 0, b["mu_err"] or 0) or a["status"] != "ok"
+        for a, b in zip(full["points"], fast["points"], strict=True)
+    ]
+
+    rows = [
+        (f"1 torch loop (projected from {len(subset)} configs)", t_torch),
+        (f"2 naive onnxruntime (projected from {len(subset)} configs)", t_naive),
+        ("3 clean-suffix floor (measured per point × configs)", t_floor),
+        ("4 wn-onnx scan (full run)", t_scan),
+        ("4a wn-onnx scan --adaptive (full run)", t_adapt),
+    ]
+    print(f"\n| {'what':52s} | seconds |")
+    print(f"|{'-' * 54}|---------|")
+    for name, t in rows:
+        print(f"| {name:52s} | {t:7.1f} |")
+    print(f"\nratio 1/4 = {t_torch / t_scan:.1f}  (target ≥ 10)")
+    print(f"ratio 2/4 = {t_naive / t_scan:.1f}")
+    print(f"ratio 4/3 = {t_scan / t_floor:.2f}  (target ≤ 1.5)")
+    print(f"adaptive: {evals} σ evaluations vs {len(grid) * len(points)} ({len(grid) * len(points) / evals:.1f}× fewer), "
+          f"μ within combined fit error at {sum(agree)}/{len(agree)} points, {t_adapt:.1f} s")  # fmt: skip
+    print(f"peak RSS of the wn-onnx scan processes: {rss_gb:.2f} GB (target < 2)")
+    print("μ per point (full | adaptive): " + ", ".join(
+        f"{a['index']}:{a['mu']:.3g}{'' if a['status'] == 'ok' else '(' + a['status'] + ')'}|{b['mu']:.3g}" for a, b in zip(full["points"], fast["points"], strict=True)
+    ))  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,56 @@
+"""What the commands share: option enums, consoles, progress bars, JSON output."""
+
+from __future__ import annotations
+
+import json
+from enum import Enum
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from wn_onnx.errors import WnError
+
+out = Console()
+err = Console(stderr=True)
+
+
+class Kind(str, Enum):
+    add = "add"
+    mul = "mul"
+    mixed = "mixed"
+
+
+class Order(str, Enum):
+    mul_first = "mul-first"
+    add_first = "add-first"
+
+
+class Mode(str, Enum):
+    walking = "walking"
+    global_ = "global"
+    both = "both"
+
+
+class Device(str, Enum):
+    cpu = "cpu"
+    cuda = "cuda"
+
+
+def progress_bar() -> Progress:
+    """A Rich progress bar on stderr (stdout stays clean for tables and JSON)."""
+    return Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
+        console=err,
+    )  # fmt: skip
+
+
+def write_json(path: Path, payload: dict) -> None:
+    """Write atomically: a reader never sees half a report."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(payload, indent=2) + "\n")
+        tmp.replace(path)
+    except OSError as e:
+        raise WnError(f"cannot write {path}: {e.strerror or e}") from None

@@ -1,0 +1,134 @@
+"""``wn-onnx train`` and ``wn-onnx data``: the companion path that produces models to scan."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from wn_onnx.cli.common import Kind, Order, err, out, progress_bar
+from wn_onnx.errors import WnError
+
+data_app = typer.Typer(help="Datasets: download the official files (checksums verified).", no_args_is_help=True)
+
+
+def train_command(
+    arch: Annotated[str, typer.Option(help="mlp · lenet5 · cnn-s")] = "mlp",
+    dataset: Annotated[
+        str, typer.Option(help="digits · mnist · fashion-mnist · cifar10 · svhn · speech-commands · npz")
+    ] = "digits",
+    data_dir: Annotated[Path | None, typer.Option(help="Folder holding the dataset's official files.")] = None,
+    data: Annotated[Path | None, typer.Option(help="--dataset npz: training arrays x, y.")] = None,
+    val: Annotated[Path | None, typer.Option(help="--dataset npz: validation arrays x, y.")] = None,
+    bn: Annotated[bool, typer.Option("--bn/--no-bn", help="BatchNorm after every Conv/Linear but the last.")] = True,
+    epochs: Annotated[int, typer.Option(help="Training epochs (reference: 100 for MLPs, 300 for LeNet-5).")] = 100,
+    lr: Annotated[float, typer.Option(help="Adam learning rate (cosine-annealed over all epochs).")] = 1e-3,
+    batch_size: Annotated[int, typer.Option(help="Batch size.")] = 128,
+    seed: Annotated[int, typer.Option(help="Seed of initialisation, data order, augmentation and noise.")] = 0,
+    noise: Annotated[Kind | None, typer.Option(help="Train with noise of this kind.")] = None,
+    order: Annotated[Order | None, typer.Option(help="Mixed noise: which component acts first.")] = None,
+    sigma_ratio: Annotated[float | None, typer.Option(help="Mixed: σ_add = σ·r, σ_mul = σ·(1−r).")] = None,
+    sigma_mul: Annotated[float | None, typer.Option(help="Mixed: fixed σ_mul (σ is σ_add).")] = None,
+    sigma_add: Annotated[float | None, typer.Option(help="Mixed: fixed σ_add (σ is σ_mul).")] = None,
+    sigma: Annotated[float, typer.Option(help="Noise strength during training.")] = 0.0,
+    at: Annotated[str, typer.Option(help="Noisy point index, a comma list, or 'global' (every point).")] = "global",
+    clamp: Annotated[float | None, typer.Option(help="Clamp non-BN weights to [−C, C] after every step.")] = None,
+    augment: Annotated[bool, typer.Option(help="RandomCrop(pad 4) + flip for the image datasets (SPEC.md).")] = True,
+    limit: Annotated[int | None, typer.Option(help="Train on the first N samples only (smoke runs).")] = None,
+    device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
+    out_path: Annotated[Path, typer.Option("--out", help="Exported ONNX model.")] = Path("model.onnx"),
+    checkpoint: Annotated[Path | None, typer.Option(help="Checkpoint file (default: OUT with .ckpt).")] = None,
+    resume: Annotated[bool, typer.Option(help="Continue from the checkpoint.")] = False,
+    quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
+) -> None:
+    """Train a paper architecture (noisy or not) and export it to ONNX with BatchNorm kept."""
+    import json
+
+    from rich.table import Table
+
+    from wn_onnx.datasets import load_split
+    from wn_onnx.models.export import export_onnx, max_export_error
+    from wn_onnx.models.nets import ARCHS
+    from wn_onnx.noise import NoiseSpec
+    from wn_onnx.training import TrainConfig, train, weight_stats
+
+    if arch not in ARCHS:
+        raise WnError(f"unknown architecture {arch!r}; choose one of {', '.join(ARCHS)}")
+    spec = NoiseSpec(noise.value, order.value if order else None, sigma_ratio, sigma_mul, sigma_add) if noise else None
+    if spec and sigma <= 0:
+        raise WnError("--noise needs --sigma > 0")
+    points = None if at == "global" else _indices(at)
+    train_split = load_split(dataset, "train", data_dir, data, limit)
+    info = train_split.info
+    val_split = load_split(dataset, info.val_split, data_dir, val or data if dataset == "npz" else None)
+    if dataset == "npz" and val is None:
+        err.print("[yellow]no --val given: validating on the training arrays[/]")
+    classes = max(len(info.classes), int(train_split.y.max()) + 1)
+    cfg = TrainConfig(
+        arch, dataset, bn, epochs, lr, batch_size, seed, spec, sigma, points, clamp, augment and info.augment, device
+    )
+    ckpt = checkpoint or out_path.with_suffix(".ckpt")
+    bar = None if quiet else progress_bar()
+    task = None
+
+    def on_epoch(stats: dict) -> None:
+        line = f"epoch {stats['epoch']}/{epochs}  loss {stats['loss']:.4f}  train {stats['train_accuracy']:.2%}  val {stats['val_accuracy']:.2%}"
+        if "val_accuracy_noisy" in stats:
+            line += f"  val under training noise {stats['val_accuracy_noisy']:.2%}"
+        (bar.console if bar else err).print(line)
+
+    def on_step(n: int) -> None:
+        if bar is not None:
+            bar.advance(task, n)
+
+    if bar:
+        with bar:
+            task = bar.add_task(f"training {arch}{'+BN' if bn else ''} on {dataset}", total=epochs * len(train_split.x))
+            net, history = train(cfg, (train_split.x, train_split.y), (val_split.x, val_split.y), classes, tuple(train_split.x.shape[1:]),
+                                 info.mean, info.std, ckpt, resume, on_epoch, on_step)  # fmt: skip
+    else:
+        net, history = train(cfg, (train_split.x, train_split.y), (val_split.x, val_split.y), classes, tuple(train_split.x.shape[1:]),
+                             info.mean, info.std, ckpt, resume)  # fmt: skip
+    stats = weight_stats(net)
+    meta = {
+        "arch": arch, "dataset": dataset, "bn": bn, "class_names": info.classes or [str(i) for i in range(classes)],
+        "normalization": {"mean": list(info.mean), "std": list(info.std)},
+        "training_noise": {**spec.to_json(), "sigma": sigma, "at": points if points is not None else "global"} if spec else None,
+        "clamp": clamp, "epochs": epochs, "seed": seed, "weight_stats": stats,
+        "val_accuracy": history.epochs[-1]["val_accuracy"] if history.epochs else None,
+    }  # fmt: skip
+    export_onnx(net.cpu(), tuple(train_split.x.shape[1:]), out_path, meta)
+    error = max_export_error(net, out_path, val_split.x[:256])
+    if error > 1e-5:
+        raise WnError(f"exported model differs from torch by {error:.2e} (> 1e-5); not trusting it")
+    table = Table(title=f"mean |w| per learnable layer · {out_path}")
+    table.add_column("layer")
+    table.add_column("kind")
+    table.add_column("mean |w|", justify="right")
+    for row in stats:
+        table.add_row(row["layer"], row["kind"], f"{row['mean_abs']:.4f}")
+    out.print(table)
+    out.print(f"val accuracy {meta['val_accuracy']:.2%} · export matches torch within {error:.1e} · {out_path}")
+    out_path.with_suffix(".history.json").write_text(
+        json.dumps({"config": cfg.to_json(), "epochs": history.epochs, "weight_stats": stats}, indent=2)
+    )
+
+
+def _indices(text: str) -> list[int]:
+    try:
+        return sorted({int(t) for t in text.split(",") if t.strip()})
+    except ValueError:
+        raise WnError(f"--at {text!r}: use a point index, a comma list, or 'global'") from None
+
+
+@data_app.command("fetch")
+def fetch_command(
+    name: Annotated[str, typer.Argument(help="mnist · fashion-mnist · cifar10 · svhn · speech-commands")],
+    target: Annotated[Path | None, typer.Option(help="Folder to fill (default: ~/.cache/wn-onnx/NAME).")] = None,
+) -> None:
+    """Download NAME's official files into the cache (or TARGET), verifying their checksums."""
+    from wn_onnx.datasets.fetch import fetch
+
+    folder = fetch(name, target)
+    out.print(f"{name}: verified files in {folder}")
