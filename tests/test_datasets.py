@@ -35,7 +35,7 @@ def test_idx_fashion_mnist_layout(tmp_path, gz):
     images = RNG.integers(0, 256, (7, 28, 28), dtype=np.uint8)
     labels = RNG.integers(0, 10, 7, dtype=np.uint8)
     suffix = ".gz" if gz else ""
-    for split, prefix in (("test", "t10k"), ("train", "train")):
+    for _split, prefix in (("test", "t10k"), ("train", "train")):
         write_idx(tmp_path / f"{prefix}-images-idx3-ubyte{suffix}", images, gz)
         write_idx(tmp_path / f"{prefix}-labels-idx1-ubyte{suffix}", labels, gz)
     s = load_split("fashion-mnist", "test", tmp_path)
@@ -87,7 +87,7 @@ def test_cifar_pickle_with_code_is_refused(tmp_path):
             return (print, ("pwned",))
 
     (tmp_path / "test_batch").write_bytes(pickle.dumps({b"data": Evil(), b"labels": [1]}))
-    with pytest.raises(WnError, match="refusing to load global builtins.print"):
+    with pytest.raises(WnError, match=r"refusing to load global builtins\.print"):
         cifar10(tmp_path, "test")
 
 
@@ -159,9 +159,9 @@ def test_speech_commands_folder(tmp_path):
     words = sorted(int(v) for v in y if v < 10)
     assert words == sorted([WORDS.index("yes"), WORDS.index("no"), WORDS.index("stop")])
     assert (y == SILENCE).sum() >= 1 and (y == UNKNOWN).sum() == 1  # marvin is the only unknown clip
-    xt, yt = speech_commands(tmp_path, "train")
+    _xt, yt = speech_commands(tmp_path, "train")
     assert (yt < 10).sum() == 7  # yes, no: s2, s3 (s0 validation, s1 test); stop: s0, s2, s3
-    with pytest.raises(WnError, match="validation_list.txt not found"):
+    with pytest.raises(WnError, match=r"validation_list\.txt not found"):
         (tmp_path / "validation_list.txt").unlink()
         speech_commands(tmp_path, "test")
 

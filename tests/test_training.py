@@ -48,7 +48,7 @@ def test_export_keeps_bn_and_matches_torch(tmp_path, arch, shape, bn_nodes):
 
 
 def test_digits_training_reaches_sane_accuracy():
-    net, history = train_digits()
+    _net, history = train_digits()
     assert history.epochs[-1]["val_accuracy"] > 0.85
     assert [e["epoch"] for e in history.epochs] == list(range(1, 13))
 
@@ -69,7 +69,7 @@ def test_noise_is_injected_only_at_the_chosen_point():
 
 def test_noisy_training_at_a_point_raises_that_points_mu(tmp_path):
     """Additive noise at point 1 during training: μ at point 1 rises far more than elsewhere."""
-    x_train, y_train, x_test, y_test = DIGITS
+    _x_train, _y_train, x_test, y_test = DIGITS
     clean, _ = train_digits(epochs=15)
     noisy, _ = train_digits(epochs=15, noise=NoiseSpec("add"), sigma=1.5, at=[1])
     data = make_dataset(x_test, y_test, "digits")
