@@ -23,8 +23,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-app.command("train")(train_command)
-app.add_typer(data_app, name="data")
 
 
 def _progress(enabled: bool):
@@ -171,6 +169,10 @@ def scan(
             f"[yellow]{bad} noisy predictions had NaN/Inf outputs; they count as wrong (see 'nonfinite' in the JSON).[/]"
         )
     out.print(f"[dim]{report['seconds']:.1f} s{f' · report written to {out_path}' if out_path else ''}[/]")
+
+
+app.command("train")(train_command)
+app.add_typer(data_app, name="data")
 
 
 def run() -> None:
