@@ -40,7 +40,7 @@ from wn_onnx.graph_passes.noise_functions import sigma_inputs
 from wn_onnx.modelio import LoadedModel
 from wn_onnx.noise import NoiseSpec, apply_noise
 
-WALK_STREAM, GLOBAL_STREAM = 0, 1
+WALK_STREAM, GLOBAL_STREAM, PLAN_STREAM = 0, 1, 2
 CHUNK_ELEMENTS = 1 << 23  # floats per stacked suffix input (32 MB in float32)
 NOISE_BLOCK = 256  # samples per noise generator (see draw)
 
@@ -184,12 +184,14 @@ class Engine:
                 self._suffix[key] = (self._session(model), inputs, stack)
         return self._suffix[key]
 
-    def noisy(self, points: list[Point], spec: NoiseSpec) -> ort.InferenceSession:
-        """The whole graph with fed noise at ``points`` (global sweeps, and the reference path)."""
-        key = (tuple(p.tensor for p in points), spec)
+    def noisy(self, points: list[Point], spec: NoiseSpec, repeated: bool = False) -> ort.InferenceSession:
+        """The whole graph with fed noise at ``points`` (global sweeps, the reference path);
+        ``repeated``: each point averages as many noise samples as its fed ``z`` stacks."""
+        key = (tuple(p.tensor for p in points), spec, repeated)
         if key not in self._noisy:
             model = self.loaded.fresh()
-            InsertNoisePass([p.tensor for p in points], spec, source="fed")(model)
+            reps = [1] * len(points) if repeated else None
+            InsertNoisePass([p.tensor for p in points], spec, source="fed", repetitions=reps)(model)
             self._noisy[key] = self._session(model)
         return self._noisy[key]
 
@@ -204,6 +206,7 @@ class Engine:
         z: dict[int, list[np.ndarray]],
         sa: np.ndarray,
         sm: np.ndarray,
+        repeated: bool = False,
     ) -> np.ndarray:
         """Logits of the fed-noise graph: ``z[j]`` feeds ``points[j]``; ``sa``/``sm`` per point."""
         feeds = {self.loaded.input_name: x}
@@ -212,7 +215,7 @@ class Engine:
                 feeds[SIGMA_INPUT[comp]] = np.asarray(vec, np.float32)
         for j in range(len(points)):
             feeds.update(zip(z_input_names(j, spec), z[j], strict=True))
-        return self.noisy(points, spec).run([self.loaded.output_name], feeds)[0]
+        return self.noisy(points, spec, repeated).run([self.loaded.output_name], feeds)[0]
 
     # ------------------------------------------------------------------ sweeps
     def walk(
@@ -330,3 +333,36 @@ class Engine:
                     counts.nonfinite[s, r] += int(bad.sum())
                     tick(1)
         return counts
+
+    def plan_accuracy(
+        self,
+        points: list[Point],
+        spec: NoiseSpec,
+        sigma: float,
+        plan: np.ndarray,
+        data: Dataset,
+        repeats: int,
+        seed: int,
+    ) -> np.ndarray:
+        """Accuracy per repeat with global noise ``sigma`` and point k executed ``plan[k]`` times.
+
+        Execution j of point k in repeat r always gets the same draw whatever the plan (common
+        random numbers), so plans are compared on the same noise.
+        """
+        sa, sm = (np.full(len(points), float(v), np.float32) for v in spec.components(sigma))
+        correct = np.zeros(repeats, np.int64)
+        for b, (x, y) in enumerate(data.batches(1024)):
+            first = b * 1024
+            taps = self.run_taps(x, [p.tensor for p in points])
+            for r in range(repeats):
+                z = {}
+                for j, p in enumerate(points):
+                    shape, dtype = taps[p.tensor].shape, taps[p.tensor].dtype
+                    runs = [
+                        draw(seed, PLAN_STREAM, (p.index, r, e), shape, spec.draws, dtype, first)
+                        for e in range(int(plan[j]))
+                    ]
+                    z[j] = [np.stack([run[d] for run in runs]) for d in range(spec.draws)]
+                ok, _ = score(self.run_noisy(points, spec, x, z, sa, sm, repeated=True), y)
+                correct[r] += int(ok.sum())
+        return correct / len(data)

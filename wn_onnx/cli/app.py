@@ -12,6 +12,7 @@ from typing import Annotated
 import typer
 
 from wn_onnx.cli.common import Device, Kind, Mode, Order, err, out, progress_bar, write_json
+from wn_onnx.cli.plan import apply_plan_command, plan_command
 from wn_onnx.cli.train import data_app, train_command
 from wn_onnx.errors import WnError
 
@@ -171,6 +172,8 @@ def scan(
     out.print(f"[dim]{report['seconds']:.1f} s{f' · report written to {out_path}' if out_path else ''}[/]")
 
 
+app.command("plan")(plan_command)
+app.command("apply-plan")(apply_plan_command)
 app.command("train")(train_command)
 app.add_typer(data_app, name="data")
 
@@ -186,7 +189,7 @@ def run() -> None:
         err.print("interrupted")
         sys.exit(130)
     except __import__("click").exceptions.ClickException as e:
-        e.show()
+        err.print(f"[bold red]error:[/] {e.format_message()}", highlight=False, soft_wrap=True)
         sys.exit(e.exit_code)
     except __import__("click").exceptions.Abort:
         sys.exit(130)

@@ -35,16 +35,62 @@ def values_by_name(graph: ir.Graph) -> dict[str, ir.Value]:
     return table
 
 
-class InsertNoisePass(ir.passes.InPlacePass):
-    """Insert noise after ``tensors`` (names), in that order, with noise ``spec``."""
+class _Builder:
+    """Collects new nodes (named after their output) and constant initializers for a pass."""
 
-    def __init__(self, tensors: Sequence[str], spec: NoiseSpec, source: str = "fed") -> None:
+    def __init__(self, graph: ir.Graph) -> None:
+        self.graph = graph
+        self.nodes: list[ir.Node] = []
+
+    def const(self, name: str, array: np.ndarray) -> ir.Value:
+        if name in self.graph.initializers:
+            return self.graph.initializers[name]
+        v = ir.Value(name=name, const_value=ir.tensor(array))
+        self.graph.register_initializer(v)
+        return v
+
+    def node(self, op: str, inputs: list[ir.Value], name: str, domain: str = "", **attrs: int) -> ir.Value:
+        n = ir.Node(domain, op, inputs, {k: ir.AttrInt64(k, v) for k, v in attrs.items()}, name=name)
+        n.outputs[0].name = name
+        self.nodes.append(n)
+        return n.outputs[0]
+
+    def mean_over_first_axis(self, value: ir.Value, name: str, opset: int) -> ir.Value:
+        """ReduceMean over axis 0 without keeping it (axes became an input at opset 18)."""
+        if opset >= 18:
+            return self.node("ReduceMean", [value, self.const("wn_axis0", np.array([0], np.int64))], name, keepdims=0)
+        n = ir.Node(
+            "",
+            "ReduceMean",
+            [value],
+            {"axes": ir.AttrInt64s("axes", [0]), "keepdims": ir.AttrInt64("keepdims", 0)},
+            name=name,
+        )
+        n.outputs[0].name = name
+        self.nodes.append(n)
+        return n.outputs[0]
+
+
+class InsertNoisePass(ir.passes.InPlacePass):
+    """Insert noise after ``tensors`` (names), in that order, with noise ``spec``.
+
+    ``repetitions`` (one count per tensor) makes point k execute n_k times: n_k independent
+    noise samples of the point's noise, averaged — what repeating a layer on noisy hardware and
+    averaging gives. Fed noise inputs then carry a leading axis of length n_k.
+    """
+
+    def __init__(
+        self, tensors: Sequence[str], spec: NoiseSpec, source: str = "fed", repetitions: Sequence[int] | None = None
+    ) -> None:
         super().__init__()
         if source not in ("fed", "drawn"):
             raise ValueError(f"source must be 'fed' or 'drawn', got {source!r}")
+        if repetitions is not None and (len(repetitions) != len(tensors) or min(repetitions, default=1) < 1):
+            raise ValueError("repetitions needs one count >= 1 per tensor")
         self.tensors = list(tensors)
         self.spec = spec
         self.source = source
+        self.repetitions = list(repetitions) if repetitions is not None else None
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         graph = model.graph
@@ -69,31 +115,41 @@ class InsertNoisePass(ir.passes.InPlacePass):
         op_type = noise_function(self.spec, self.source).name
         for k, name in enumerate(self.tensors):
             value = table[name]
-            new_nodes: list[ir.Node] = []
-            index = ir.Value(name=f"wn_k_{k}", const_value=ir.tensor(np.array(k, dtype=np.int64)))
-            graph.register_initializer(index)
-            args: list[ir.Value] = [value]
+            users = list(value.uses())
+            b = _Builder(graph)
+            index = b.const(f"wn_k_{k}", np.array(k, dtype=np.int64))
+            repeat = self.repetitions[k] if self.repetitions is not None else None
+            x = value
+            if repeat is not None:  # stack n_k executions on a new leading axis
+                x = b.node("Unsqueeze", [value, b.const("wn_axis0", np.array([0], np.int64))], f"wn_x_{k}_once")
+                if self.source == "drawn":
+                    times = b.node(
+                        "Concat",
+                        [b.const(f"wn_n_{k}", np.array([repeat], np.int64)), b.node("Shape", [value], f"wn_shape_{k}")],
+                        f"wn_times_{k}",
+                        axis=0,
+                    )
+                    x = b.node("Expand", [x, times], f"wn_x_{k}_times")
+            args: list[ir.Value] = [x]
             if self.source == "fed":
+                z_shape = value.shape  # with repetitions: a symbolic leading axis, any count can be fed
+                if repeat is not None:
+                    z_shape = ir.Shape([f"wn_n_{k}", *value.shape]) if value.shape is not None else None
                 for z_name in z_input_names(k, self.spec):
-                    z = ir.Value(name=z_name, type=value.type, shape=value.shape)
+                    z = ir.Value(name=z_name, type=value.type, shape=z_shape)
                     graph.inputs.append(z)
                     args.append(z)
             for comp, vector in sigmas.items():
-                gather = ir.Node("", "Gather", [vector, index], name=f"wn_{comp}_{k}")
-                sigma = gather.outputs[0]
-                sigma.name, sigma.type, sigma.shape = f"wn_{comp}_{k}", ir.TensorType(ir.DataType.FLOAT), ir.Shape([])
-                new_nodes.append(gather)
+                sigma = b.node("Gather", [vector, index], f"wn_{comp}_{k}")
+                sigma.type, sigma.shape = ir.TensorType(ir.DataType.FLOAT), ir.Shape([])
                 if value.dtype != ir.DataType.FLOAT:
-                    cast = ir.Node("", "CastLike", [sigma, value], name=f"wn_{comp}_{k}_cast")
-                    sigma = cast.outputs[0]
-                    sigma.name, sigma.type, sigma.shape = f"wn_{comp}_{k}_cast", value.type, ir.Shape([])
-                    new_nodes.append(cast)
+                    sigma = b.node("CastLike", [sigma, value], f"wn_{comp}_{k}_cast")
                 args.append(sigma)
-            users = list(value.uses())
-            noise = ir.Node(DOMAIN, op_type, args, name=f"wn_noise_{k}")
-            noisy = noise.outputs[0]
+            noisy = b.node(op_type, args, f"wn_noise_{k}", DOMAIN)
+            if repeat is not None:
+                noisy = b.mean_over_first_axis(noisy, f"wn_mean_{k}", version)
             noisy.type, noisy.shape = value.type, value.shape
-            new_nodes.append(noise)
+            new_nodes = b.nodes
             if value.is_graph_output():
                 noisy.name, value.name = name, f"{name}__clean"
                 for i, out in enumerate(graph.outputs):
@@ -109,6 +165,8 @@ class InsertNoisePass(ir.passes.InPlacePass):
                 graph.insert_after(value.producer(), new_nodes)
         model.metadata_props["wn_onnx.noise_points"] = json.dumps(self.tensors)
         model.metadata_props["wn_onnx.noise"] = json.dumps({**self.spec.to_json(), "source": self.source})
+        if self.repetitions is not None:
+            model.metadata_props["wn_onnx.repetitions"] = json.dumps(self.repetitions)
         return ir.passes.PassResult(model, modified=True)
 
 
@@ -137,38 +195,29 @@ class StackNoisyInputPass(ir.passes.InPlacePass):
             model.functions[fn.identifier()] = fn
         model.opset_imports[DOMAIN] = 1
         users = list(value.uses())
-        nodes: list[ir.Node] = []
-
-        def const(name: str, array: np.ndarray) -> ir.Value:
-            v = ir.Value(name=name, const_value=ir.tensor(array))
-            graph.register_initializer(v)
-            return v
-
-        def node(op: str, inputs: list[ir.Value], name: str, domain: str = "", **attrs: int) -> ir.Value:
-            n = ir.Node(domain, op, inputs, {k: ir.AttrInt64(k, v) for k, v in attrs.items()}, name=name)
-            n.outputs[0].name = name
-            nodes.append(n)
-            return n.outputs[0]
-
-        axis0 = const("wn_axis0", np.array([0], np.int64))
-        args = [node("Unsqueeze", [value, axis0], "wn_x_stacked")]
+        b = _Builder(graph)
+        axis0 = b.const("wn_axis0", np.array([0], np.int64))
+        args = [b.node("Unsqueeze", [value, axis0], "wn_x_stacked")]
         for z_name in ("wn_z", "wn_z2")[: self.spec.draws]:
             z = ir.Value(name=z_name, type=value.type, shape=value.shape)
             graph.inputs.append(z)
-            args.append(node("Unsqueeze", [z, axis0], f"{z_name}_stacked"))
-        column = const("wn_sigma_column", np.array([-1] + [1] * rank, np.int64))
+            args.append(b.node("Unsqueeze", [z, axis0], f"{z_name}_stacked"))
+        column = b.const("wn_sigma_column", np.array([-1] + [1] * rank, np.int64))
         for comp in sigma_inputs(self.spec):
             name = SIGMA_INPUT[comp]
             sigma = ir.Value(name=name, type=ir.TensorType(ir.DataType.FLOAT), shape=ir.Shape(["C"]))
             graph.inputs.append(sigma)
-            args.append(node("CastLike", [node("Reshape", [sigma, column], f"{name}_column"), value], f"{name}_cast"))
-        noisy = node(noise_function(self.spec, "fed").name, args, "wn_noise_stacked", DOMAIN)
-        sample_shape = node("Shape", [value], "wn_sample_shape", start=1)
-        minus_one = const("wn_minus_one", np.array([-1], np.int64))
-        flat = node(
-            "Reshape", [noisy, node("Concat", [minus_one, sample_shape], "wn_flat_shape", axis=0)], "wn_noisy_flat"
+            args.append(
+                b.node("CastLike", [b.node("Reshape", [sigma, column], f"{name}_column"), value], f"{name}_cast")
+            )
+        noisy = b.node(noise_function(self.spec, "fed").name, args, "wn_noise_stacked", DOMAIN)
+        sample_shape = b.node("Shape", [value], "wn_sample_shape", start=1)
+        minus_one = b.const("wn_minus_one", np.array([-1], np.int64))
+        flat = b.node(
+            "Reshape", [noisy, b.node("Concat", [minus_one, sample_shape], "wn_flat_shape", axis=0)], "wn_noisy_flat"
         )
         flat.type, flat.shape = value.type, ir.Shape([None, *list(value.shape)[1:]])
+        nodes = b.nodes
         for user, slot in users:
             user.replace_input_with(slot, flat)
         graph.insert_before(graph.node(0), nodes)

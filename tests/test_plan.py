@@ -1,0 +1,154 @@
+"""Guided multi-execution: rounding, averaged noise in the graph, and what plans buy."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import onnx
+import onnx_ir as ir
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper
+
+from wn_onnx.data import load_npz
+from wn_onnx.evaluate import Engine, SweepSettings
+from wn_onnx.graph_passes import InsertNoisePass, find_points, z_input_names
+from wn_onnx.modelio import load_model
+from wn_onnx.models.embedded import DEFAULT_DATA, DEFAULT_MODEL
+from wn_onnx.noise import NoiseSpec, default_grid
+from wn_onnx.plan import greedy, inverse_mu, uniform
+from wn_onnx.scan import ScanRequest, run_scan
+
+
+def test_table3_mnist_mlp_plan_is_reproduced():
+    target = np.array([6, 1, 3, 3, 2, 1, 2, 1, 1, 1, 1])
+    assert inverse_mu(1.0 / target, 22).tolist() == target.tolist()
+    assert inverse_mu(0.37 / target, 22).tolist() == target.tolist()  # only proportions matter
+
+
+def test_rounding_properties_on_random_profiles():
+    rng = np.random.default_rng(0)
+    for _ in range(500):
+        n = int(rng.integers(2, 20))
+        mu = rng.lognormal(0, 1.5, n)
+        budget = int(rng.integers(n, 5 * n))
+        plan = inverse_mu(mu, budget)
+        assert plan.sum() == budget and plan.min() >= 1
+        order = np.argsort(mu)  # smaller μ (more sensitive) never gets fewer executions
+        assert np.all(np.diff(plan[order]) <= 0), (mu, plan)
+    robust = np.array([False, True, False])
+    assert inverse_mu(np.array([0.1, 0.01, 1.0]), 9, robust)[1] == 1
+    assert uniform(4, 10).tolist() == [3, 3, 2, 2]
+
+
+def averaging_model(n: int = 20000) -> ir.Model:
+    graph = helper.make_graph(
+        [helper.make_node("Mul", ["x", "one"], ["y"])], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", n])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", n])],
+        [helper.make_tensor("one", TensorProto.FLOAT, [], [1.0])],
+    )  # fmt: skip
+    return ir.from_proto(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]))
+
+
+@pytest.mark.parametrize("kind", ["add", "mul"])
+@pytest.mark.parametrize("executions", [1, 4, 9])
+@pytest.mark.parametrize("source", ["drawn", "fed"])
+def test_averaged_noise_spread_is_sigma_over_sqrt_n(kind, executions, source):
+    model = averaging_model()
+    spec = NoiseSpec(kind)
+    InsertNoisePass(["y"], spec, source=source, repetitions=[executions])(model)
+    onnx.checker.check_model(ir.to_proto(model), full_check=True)
+    session = ort.InferenceSession(ir.to_proto(model).SerializeToString(), providers=["CPUExecutionProvider"])
+    c, sigma = 2.0, 0.6
+    x = np.full((2, 20000), c, np.float32)
+    feeds = {"x": x, f"wn_sigma_{kind}": np.array([sigma], np.float32)}
+    if source == "fed":
+        feeds[z_input_names(0, spec)[0]] = (
+            np.random.default_rng(1).standard_normal((executions, *x.shape)).astype(np.float32)
+        )
+    y = session.run(None, feeds)[0]
+    expected = sigma / np.sqrt(executions) * (c if kind == "mul" else 1.0)
+    assert abs(y.std() / expected - 1) < 0.03
+    assert abs(y.mean() - c) < 5 * expected / np.sqrt(y.size)
+
+
+@pytest.fixture(scope="module")
+def digits_report():
+    loaded, data = load_model(DEFAULT_MODEL), load_npz(DEFAULT_DATA)
+    st = SweepSettings(default_grid(NoiseSpec("add")), NoiseSpec("add"), repeats=3)
+    return loaded, data, run_scan(loaded, data, st, ScanRequest(mode="both"))
+
+
+def test_guided_beats_uniform_and_greedy_keeps_up(digits_report):
+    loaded, data, report = digits_report
+    engine = Engine(loaded, ["CPUExecutionProvider"])
+    points = find_points(loaded.model)
+    mu = np.array([p["mu"] for p in report["points"]])
+    level = report["global"]["mu"]
+
+    def acc(plan, seed=0, repeats=30):
+        return engine.plan_accuracy(points, NoiseSpec("add"), level, plan, data, repeats, seed)
+
+    uni, inv = acc(uniform(11, 22)), acc(inverse_mu(mu, 22))
+    # the same draws for both plans: a paired comparison
+    diff = inv - uni
+    assert diff.mean() > 3 * diff.std(ddof=1) / np.sqrt(len(diff)) and diff.mean() > 0.02, (uni.mean(), inv.mean())
+    plan, steps = greedy(11, 22, lambda p: float(acc(p, seed=1, repeats=6).mean()))
+    assert plan.sum() == 22 and len(steps) == 11
+    gre = acc(plan)
+    gap = gre - inv
+    assert gap.mean() > -3 * gap.std(ddof=1) / np.sqrt(len(gap)) - 0.01, (gre.mean(), inv.mean())
+
+
+def wn(*args) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "wn_onnx", *map(str, args)], capture_output=True, text=True, timeout=300
+    )
+
+
+def test_plan_cli_json_and_apply(tmp_path, digits_report):
+    _loaded, data, report = digits_report
+    rpath = tmp_path / "r.json"
+    rpath.write_text(json.dumps(report))
+    res = wn("plan", rpath, "--budget", "22", "--json", "--out", tmp_path / "plan.json")
+    assert res.returncode == 0, res.stderr
+    plan = json.loads(res.stdout)
+    assert plan["strategy"] == "inverse-mu" and plan["budget"] == 22 and sum(plan["executions"]) == 22
+    assert [p["index"] for p in plan["points"]] == list(range(11)) and plan["points"][0]["tensor"] == "input"
+    res = wn("apply-plan", DEFAULT_MODEL, tmp_path / "plan.json", "--out", tmp_path / "multi.onnx")
+    assert res.returncode == 0, res.stderr
+    proto = onnx.load(str(tmp_path / "multi.onnx"))
+    onnx.checker.check_model(proto)
+    assert {i.name for i in proto.graph.input} == {"input", "wn_sigma_add"}
+    s = ort.InferenceSession(str(tmp_path / "multi.onnx"), providers=["CPUExecutionProvider"])
+    clean = ort.InferenceSession(str(DEFAULT_MODEL), providers=["CPUExecutionProvider"]).run(None, {"input": data.x})[0]
+    quiet = s.run(None, {"input": data.x, "wn_sigma_add": np.zeros(11, np.float32)})[0]
+    np.testing.assert_allclose(quiet, clean, rtol=1e-5, atol=1e-5)
+
+
+def test_plan_bad_input(tmp_path, digits_report):
+    _, _, report = digits_report
+    rpath = tmp_path / "r.json"
+    rpath.write_text(json.dumps(report))
+    other = json.loads(json.dumps(report))
+    other["points"][3]["tensor"] = "something_else"
+    opath = tmp_path / "other.json"
+    opath.write_text(json.dumps(other))
+    (tmp_path / "bad.json").write_text("{not json")
+    cases = [
+        (["plan", rpath, "--budget", "5"], "below the number of points (11)"),
+        (["plan", rpath, "--budget", "22.5"], "whole number"),
+        (["plan", rpath, "--budget", "lots"], "whole number"),
+        (["plan", tmp_path / "bad.json"], "not a JSON report"),
+        (["plan", opath, "--evaluate", "--model", DEFAULT_MODEL, "--data", DEFAULT_DATA], "does not describe"),
+        (["plan", rpath, "--strategy", "greedy"], "need --model and --data"),
+        (["plan", rpath, "--strategy", "random"], "unknown --strategy"),
+    ]
+    for args, message in cases:
+        res = wn(*args)
+        assert res.returncode == 2 and message in res.stderr, (args, res.stderr)
+        assert len(res.stderr.strip().splitlines()) == 1

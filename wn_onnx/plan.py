@@ -1,0 +1,165 @@
+"""Guided multi-execution (paper Section 8, Table 3): spend a budget of repeated layer
+executions where the network is most sensitive, and measure what it buys.
+
+Executing a point n times and averaging reduces its noise std by 1/√n. ``uniform`` spreads the
+budget evenly; ``inverse-mu`` gives n_i ∝ 1/μ_i with sum-conserving rounding (every n_i ≥ 1);
+``greedy`` spends executions one at a time where the measured accuracy gain is largest.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from wn_onnx.errors import WnError
+
+STRATEGIES = ("uniform", "inverse-mu", "greedy")
+ROBUST, FALLBACK = "not-reached", ("poor-fit", "no-drop-from-start")
+
+
+def load_report(path: str | Path) -> dict:
+    """A scan report, checked for the keys planning needs."""
+    p = Path(path)
+    if not p.is_file():
+        raise WnError(f"report not found: {p}")
+    try:
+        report = json.loads(p.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise WnError(f"{p}: not a JSON report ({err})") from None
+    points = report.get("points") if isinstance(report, dict) else None
+    if not isinstance(points, list) or not points:
+        raise WnError(f"{p}: no walking points in this report (run `wn-onnx scan --mode walking` or `both`)")
+    for q in points:
+        if not isinstance(q, dict) or not {"index", "tensor", "mu", "status"} <= set(q):
+            raise WnError(f"{p}: a point lacks index/tensor/mu/status; not a wn-onnx scan report")
+        if q["mu"] is not None and not (isinstance(q["mu"], int | float) and np.isfinite(q["mu"]) and q["mu"] > 0):
+            raise WnError(f"{p}: point {q['index']} has an invalid μ {q['mu']!r}")
+    return report
+
+
+def parse_budget(text: str | int | None, points: int) -> int:
+    """Budget as a whole number ≥ number of points (every point executes at least once)."""
+    if text is None:
+        return 2 * points
+    try:
+        value = float(text)
+    except (TypeError, ValueError):
+        raise WnError(f"--budget must be a whole number, got {text!r}") from None
+    if not value.is_integer():
+        raise WnError(f"--budget must be a whole number, got {text!r}")
+    if value < points:
+        raise WnError(
+            f"--budget {int(value)} is below the number of points ({points}): every point executes at least once"
+        )
+    return int(value)
+
+
+def largest_remainder(target: np.ndarray, total: int, priority: np.ndarray) -> np.ndarray:
+    """Integers summing to ``total``, each floor(target) or one more; ties broken by priority."""
+    base = np.floor(target).astype(int)
+    rest = total - int(base.sum())
+    order = np.lexsort((-priority, -(target - base)))
+    base[order[:rest]] += 1
+    return base
+
+
+def inverse_mu(mu: np.ndarray, budget: int, robust: np.ndarray | None = None) -> np.ndarray:
+    """n_i ∝ 1/μ_i, Σ n_i = budget, n_i ≥ 1; ``robust`` points get exactly 1."""
+    n = len(mu)
+    robust = np.zeros(n, bool) if robust is None else np.asarray(robust, bool)
+    weight = np.where(robust, 0.0, 1.0 / np.asarray(mu, np.float64))
+    pinned = robust.copy()
+    while True:  # give 1 to points whose share falls below 1, share the rest among the others
+        free = ~pinned
+        left = budget - int(pinned.sum())
+        if not free.any():
+            break
+        share = np.zeros(n)
+        share[free] = left * weight[free] / weight[free].sum()
+        low = free & (share < 1)
+        if not low.any():
+            break
+        pinned |= low
+    plan = np.ones(n, int)
+    free = ~pinned
+    if free.any():
+        plan[free] = largest_remainder(share[free], budget - int(pinned.sum()), weight[free])
+    elif budget > n:  # everything robust: spread the surplus evenly
+        plan = uniform(n, budget)
+    return plan
+
+
+def uniform(points: int, budget: int) -> np.ndarray:
+    """Budget spread evenly; the remainder goes to the first points."""
+    plan = np.full(points, budget // points)
+    plan[: budget % points] += 1
+    return plan
+
+
+def greedy(
+    points: int, budget: int, accuracy: Callable[[np.ndarray], float], start: np.ndarray | None = None
+) -> tuple[np.ndarray, list[dict]]:
+    """From one execution each, add executions one at a time where ``accuracy(plan)`` gains most."""
+    plan = np.ones(points, int) if start is None else np.array(start, int)
+    steps = []
+    current = accuracy(plan)
+    while plan.sum() < budget:
+        gains = []
+        for i in range(points):
+            trial = plan.copy()
+            trial[i] += 1
+            gains.append(accuracy(trial))
+        best = int(np.argmax(gains))
+        plan[best] += 1
+        steps.append({"point": best, "accuracy": float(gains[best]), "gain": float(gains[best] - current)})
+        current = gains[best]
+    return plan, steps
+
+
+@dataclass
+class PlanInput:
+    """What a plan is computed from: the report's points, their μ and how μ is to be read."""
+
+    indices: list[int]
+    tensors: list[str]
+    mu: np.ndarray
+    robust: np.ndarray
+    flags: list[str]
+
+    @classmethod
+    def from_report(cls, report: dict) -> PlanInput:
+        pts = report["points"]
+        mu, robust, flags = [], [], []
+        for p in pts:
+            status = p["status"]
+            value = p["mu"] if p["mu"] is not None else p.get("fit", {}).get("mu_threshold")
+            if status == ROBUST:
+                flags.append("not reached: counted as robust (1 execution)")
+            elif status in FALLBACK:
+                flags.append(f"{status}: μ is the threshold value")
+            else:
+                flags.append("")
+            robust.append(status == ROBUST)
+            mu.append(value if value is not None else np.inf)
+        return cls([p["index"] for p in pts], [p["tensor"] for p in pts], np.array(mu, float), np.array(robust), flags)
+
+
+def plan_json(
+    strategy: str, budget: int, executions: np.ndarray, inp: PlanInput, report: dict, extra: dict | None = None
+) -> dict:
+    return {
+        "strategy": strategy,
+        "budget": budget,
+        "executions": [int(n) for n in executions],
+        "points": [
+            {"index": i, "tensor": t, "mu": float(m) if np.isfinite(m) else None, "executions": int(n), "flag": f}
+            for i, t, m, n, f in zip(inp.indices, inp.tensors, inp.mu, executions, inp.flags, strict=True)
+        ],
+        "model": report.get("model"),
+        "noise": report.get("noise"),
+        **(extra or {}),
+    }
