@@ -11,6 +11,7 @@ from typing import Annotated
 
 import typer
 
+from wn_onnx.cli.analyze import analyze_app, report_command
 from wn_onnx.cli.common import Device, Kind, Mode, Order, err, out, progress_bar, write_json
 from wn_onnx.cli.plan import apply_plan_command, plan_command
 from wn_onnx.cli.train import data_app, train_command
@@ -172,6 +173,8 @@ def scan(
     out.print(f"[dim]{report['seconds']:.1f} s{f' · report written to {out_path}' if out_path else ''}[/]")
 
 
+app.command("report")(report_command)
+app.add_typer(analyze_app, name="analyze")
 app.command("plan")(plan_command)
 app.command("apply-plan")(apply_plan_command)
 app.command("train")(train_command)

@@ -1,0 +1,268 @@
+"""Why a network tolerates noise: self-binarisation, mixed-noise maps, weight magnitudes.
+
+* :func:`binarize` — with strong noise at one point, the activations after it turn bimodal
+  (paper Fig. 4). Histograms with and without noise, and the threshold test: replace the
+  activation after the noisy point by two or three levels (zero and the mean of each outer
+  peak, thresholds from the histogram) and compare accuracy.
+* :func:`mixed_grid` — accuracy over a (σ_mul, σ_add) grid for both orders (Fig. 6).
+* :func:`weight_magnitudes` — mean |w| of each learnable layer from ONNX initializers (Table 2).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import onnx_ir as ir
+from onnx import numpy_helper
+
+from wn_onnx.data import Dataset
+from wn_onnx.errors import WnError
+from wn_onnx.evaluate import Engine, SweepSettings, draw, score
+from wn_onnx.graph_passes import (
+    ExposeValuesPass,
+    ExtractSuffixPass,
+    InsertNoisePass,
+    Point,
+    data_dependent,
+    find_points,
+    suffix_inputs,
+)
+from wn_onnx.graph_passes.insert_noise import SIGMA_INPUT
+from wn_onnx.graph_passes.noise_functions import sigma_inputs
+from wn_onnx.noise import NoiseSpec
+
+BINARIZE_STREAM = 3
+
+
+@dataclass
+class Levels:
+    """A quantiser: values below ``low_cut`` → ``low``, above ``high_cut`` → ``high``, else 0."""
+
+    low_cut: float
+    high_cut: float
+    low: float
+    high: float
+
+    def apply(self, v: np.ndarray) -> np.ndarray:
+        return np.where(v < self.low_cut, self.low, np.where(v > self.high_cut, self.high, 0.0)).astype(v.dtype)
+
+    @property
+    def count(self) -> int:
+        return 2 if self.low == 0.0 else 3
+
+
+def find_levels(values: np.ndarray, iterations: int = 50) -> Levels:
+    """Two or three levels from the histogram: 1-D k-means with the middle level pinned at 0.
+
+    Two levels (0 and the positive peak) when the values are non-negative (after a ReLU),
+    three (negative peak, 0, positive peak) otherwise; cuts sit halfway between levels.
+    """
+    v = np.asarray(values, np.float64).ravel()
+    v = v[np.isfinite(v)]
+    if v.size == 0:
+        raise WnError("empty histogram: the tapped activation holds no finite value")
+    low = float(v.min()) if v.min() < 0 else 0.0
+    high = float(v.max()) if v.max() > 0 else 0.0
+    for _ in range(iterations):
+        low_cut, high_cut = low / 2, high / 2
+        neg, pos = v[v < low_cut], v[v > high_cut]
+        new_low = float(neg.mean()) if neg.size and low < 0 else 0.0
+        new_high = float(pos.mean()) if pos.size and high > 0 else 0.0
+        if new_low == low and new_high == high:
+            break
+        low, high = new_low, new_high
+    return Levels(low / 2, high / 2, low, high)
+
+
+def histogram(values: np.ndarray, bins: int = 80) -> dict:
+    """Linear and log-|x| histograms of the finite values (JSON-ready)."""
+    v = np.asarray(values, np.float64).ravel()
+    v = v[np.isfinite(v)]
+    if v.size == 0:
+        raise WnError("empty histogram: the tapped activation holds no finite value")
+    counts, edges = np.histogram(v, bins=bins)
+    mag = np.abs(v[v != 0])
+    log = {"counts": [], "edges": []}
+    if mag.size:
+        lc, le = np.histogram(np.log10(mag), bins=bins)
+        log = {"counts": lc.tolist(), "edges": (10**le).tolist()}
+    return {
+        "counts": counts.tolist(),
+        "edges": edges.tolist(),
+        "log_abs": log,
+        "zeros": int(np.sum(v == 0)),
+        "size": int(v.size),
+    }
+
+
+def _point(points: list[Point], index: int) -> Point:
+    if not 0 <= index < len(points):
+        raise WnError(f"point index {index} out of range (the model has {len(points)} points: 0-{len(points) - 1})")
+    return points[index]
+
+
+def binarize(
+    engine: Engine,
+    data: Dataset,
+    at: int,
+    spec: NoiseSpec,
+    sigma: float,
+    seed: int = 0,
+    follow: int = 3,
+    quantize_at: int | None = None,
+) -> dict:
+    """Self-binarisation at point ``at`` under noise σ: histograms and the threshold test."""
+    loaded = engine.loaded
+    points = find_points(loaded.model)
+    noisy_pt = _point(points, at)
+    q = _point(points, quantize_at if quantize_at is not None else min(at + 1, len(points) - 1))
+    if q.index <= at:
+        raise WnError(f"--quantize-at must come after the noisy point {at}")
+    if q.tensor == loaded.output_name:
+        raise WnError("the point after the noisy one is the output; nothing downstream to test")
+    watched = points[at : at + 1 + follow]
+    # noisy graph: fed noise at `at` only, everything downstream tapped
+    model = loaded.fresh()
+    suffix_needs = suffix_inputs(model.graph, q.tensor, data_dependent(model.graph))
+    InsertNoisePass([noisy_pt.tensor], spec, source="fed")(model)
+    renamed = {
+        noisy_pt.tensor: f"{noisy_pt.tensor}__noisy" if noisy_pt.tensor != loaded.output_name else noisy_pt.tensor
+    }
+    taps = [renamed.get(t, t) for t in dict.fromkeys([p.tensor for p in watched] + suffix_needs)]
+    ExposeValuesPass([t for t in taps if t != loaded.input_name])(model)
+    noisy_session = engine._session(model)
+    suffix = loaded.fresh()
+    ExtractSuffixPass(suffix_needs, [loaded.output_name])(suffix)
+    suffix_session = engine._session(suffix)
+    sigma_feeds = {
+        SIGMA_INPUT[comp]: np.array([value], np.float32)
+        for comp, value in zip(("sigma_add", "sigma_mul"), spec.components(sigma), strict=True)
+        if comp in sigma_inputs(spec)
+    }
+
+    clean_vals: dict[str, list] = {p.tensor: [] for p in watched}
+    noisy_vals: dict[str, list] = {p.tensor: [] for p in watched}
+    correct = {"clean": 0, "noisy": 0, "quantized": 0}
+    batches = list(data.batches(1024))
+    levels = None
+    for stage in ("collect", "test"):
+        for b, (x, y) in enumerate(batches):
+            clean = engine.run_taps(x, [p.tensor for p in watched])
+            feeds = {loaded.input_name: x, **sigma_feeds}
+            z = draw(
+                seed,
+                BINARIZE_STREAM,
+                (at,),
+                clean[noisy_pt.tensor].shape,
+                spec.draws,
+                clean[noisy_pt.tensor].dtype,
+                b * 1024,
+            )
+            feeds.update(zip(("wn_z_0", "wn_z2_0"), z, strict=False))
+            names = [o.name for o in noisy_session.get_outputs()]
+            got = dict(zip(names, noisy_session.run(names, feeds), strict=True))
+            got[loaded.input_name] = x
+            if stage == "collect":
+                for p in watched:
+                    clean_vals[p.tensor].append(clean[p.tensor].ravel()[:: max(1, clean[p.tensor].size // 20000)])
+                    noisy_vals[p.tensor].append(
+                        got[renamed.get(p.tensor, p.tensor)].ravel()[:: max(1, clean[p.tensor].size // 20000)]
+                    )
+                correct["clean"] += int(score(clean[loaded.output_name], y)[0].sum())
+                correct["noisy"] += int(score(got[loaded.output_name], y)[0].sum())
+            else:
+                fed = {n: got[renamed.get(n, n)] for n in suffix_needs}
+                fed[q.tensor] = levels.apply(fed[q.tensor])
+                correct["quantized"] += int(score(suffix_session.run([loaded.output_name], fed)[0], y)[0].sum())
+        if stage == "collect":
+            levels = find_levels(np.concatenate(noisy_vals[q.tensor]))
+    n = len(data)
+    return {
+        "point": noisy_pt.to_json(),
+        "quantized_point": q.to_json(),
+        "noise": {**spec.to_json(), "sigma": sigma},
+        "levels": {
+            "count": levels.count,
+            "values": [levels.low, 0.0, levels.high],
+            "cuts": [levels.low_cut, levels.high_cut],
+        },
+        "accuracy": {k: v / n for k, v in correct.items()},
+        "histograms": {
+            p.tensor: {
+                "index": p.index,
+                "op_type": p.op_type,
+                "clean": histogram(np.concatenate(clean_vals[p.tensor])),
+                "noisy": histogram(np.concatenate(noisy_vals[p.tensor])),
+            }
+            for p in watched
+        },
+    }
+
+
+def mixed_grid(
+    engine: Engine,
+    data: Dataset,
+    at: int,
+    order: str,
+    sigma_mul: np.ndarray,
+    sigma_add: np.ndarray,
+    repeats: int = 3,
+    seed: int = 0,
+) -> dict:
+    """Accuracy at point ``at`` for every (σ_mul, σ_add) pair, one order."""
+    point = _point(find_points(engine.loaded.model), at)
+    grid = np.zeros((len(sigma_mul), len(sigma_add)))
+    spread = np.zeros_like(grid)
+    for i, sm in enumerate(sigma_mul):
+        spec = NoiseSpec("mixed", order, sigma_mul=float(sm))
+        counts = engine.walk(
+            point, data, SweepSettings(np.asarray(sigma_add, float), spec, repeats, seed, 1024), lambda _n: None
+        )
+        grid[i] = counts.accuracy.mean(axis=1)
+        spread[i] = counts.accuracy.std(axis=1)
+    return {"point": point.to_json(), "order": order, "sigma_mul": [float(s) for s in sigma_mul], "sigma_add": [float(s) for s in sigma_add],
+            "accuracy": grid.tolist(), "accuracy_std": spread.tolist()}  # fmt: skip
+
+
+WEIGHT_OPS = {"Conv": 1, "ConvTranspose": 1, "Gemm": 1, "MatMul": 1}
+
+
+def weight_magnitudes(path: str) -> list[dict]:
+    """Mean |w| of every learnable layer's weight initializer, in graph order."""
+    from wn_onnx.modelio import load_model
+
+    loaded = load_model(path)
+    proto = ir.to_proto(loaded.model)
+    inits = {t.name: t for t in proto.graph.initializer}
+    out = []
+    for node in proto.graph.node:
+        slot = WEIGHT_OPS.get(node.op_type)
+        if slot is None or len(node.input) <= slot:
+            continue
+        name = node.input[slot]
+        if name not in inits:
+            continue
+        w = numpy_helper.to_array(inits[name])
+        out.append(
+            {
+                "layer": node.name or name,
+                "op_type": node.op_type,
+                "weight": name,
+                "shape": list(w.shape),
+                "mean_abs": float(np.abs(w).mean()),
+            }
+        )
+    if not out:
+        raise WnError(f"{path}: no Conv/Gemm/MatMul weight initializers found")
+    return out
+
+
+def weight_ratio(a: list[dict], b: list[dict]) -> list[dict]:
+    """Layer-wise mean |w| ratio b/a (Table 2); layers matched by position and op type."""
+    if len(a) != len(b) or any(x["op_type"] != y["op_type"] for x, y in zip(a, b, strict=True)):
+        raise WnError("the two models have different learnable layers; cannot compare them layer by layer")
+    return [
+        {**y, "ratio": y["mean_abs"] / x["mean_abs"] if x["mean_abs"] else float("inf")}
+        for x, y in zip(a, b, strict=True)
+    ]

@@ -1,0 +1,174 @@
+"""``wn-onnx report`` and ``wn-onnx analyze``: figures and the analyses behind the paper's insight."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from wn_onnx.cli.common import Kind, err, out, write_json
+from wn_onnx.errors import WnError
+
+analyze_app = typer.Typer(help="Self-binarisation, mixed-noise maps, weight magnitudes.", no_args_is_help=True)
+
+
+def _read_report(path: Path) -> dict:
+    try:
+        report = json.loads(path.read_text())
+    except OSError:
+        raise WnError(f"report not found: {path}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise WnError(f"{path}: not a JSON report ({e})") from None
+    if not isinstance(report, dict) or not isinstance(report.get("points"), list):
+        raise WnError(f"{path}: not a wn-onnx scan report (no 'points' list)")
+    return report
+
+
+def report_command(
+    reports: Annotated[list[Path], typer.Argument(help="One or more scan reports (overlaid when several).")],
+    html_path: Annotated[Path | None, typer.Option("--html", help="One self-contained HTML file.")] = None,
+    png: Annotated[Path | None, typer.Option(help="Folder for the figures (PNG and SVG).")] = None,
+    label: Annotated[list[str] | None, typer.Option(help="Legend label per report (repeat the option).")] = None,
+) -> None:
+    """Figures of scan reports: accuracy vs σ with fits (Fig 1), μ per point (Fig 2), accuracy preserved (Fig 3/5)."""
+    from wn_onnx.report import build_report
+
+    if html_path is None and png is None:
+        raise WnError("say where to write: --html FILE and/or --png FOLDER")
+    data = [_read_report(p) for p in reports]
+    if label and len(label) != len(data):
+        raise WnError(f"{len(label)} --label for {len(data)} reports")
+    try:
+        written, notes = build_report(data, label or [p.stem for p in reports], html_path, png)
+    except ValueError as e:
+        raise WnError(str(e)) from None
+    for note in notes:
+        err.print(f"[yellow]warning:[/] {note}")
+    out.print(f"wrote {len(written)} files: " + ", ".join(str(p) for p in written))
+
+
+def _engine_and_data(model: Path, data: Path, limit: int | None):
+    import numpy as np
+
+    from wn_onnx.data import check_shape, load_npz
+    from wn_onnx.evaluate import Engine, providers_for
+    from wn_onnx.modelio import load_model
+
+    loaded = load_model(model)
+    dataset = check_shape(load_npz(data, limit), loaded.input_shape, np.float32)
+    return Engine(loaded, providers_for("cpu")), dataset
+
+
+@analyze_app.command("binarize")
+def binarize_command(
+    model: Annotated[Path, typer.Argument(help="ONNX model.")],
+    data: Annotated[Path, typer.Option(help=".npz with x and y.")],
+    at: Annotated[int, typer.Option(help="The noisy point.")],
+    noise: Annotated[Kind, typer.Option(help="add or mul.")] = Kind.mul,
+    sigma: Annotated[float, typer.Option(help="Noise strength at the point.")] = 1e4,
+    quantize_at: Annotated[
+        int | None, typer.Option(help="Point whose activation is replaced by levels (default: the next).")
+    ] = None,
+    follow: Annotated[int, typer.Option(help="How many points after the noisy one get histograms.")] = 3,
+    seed: Annotated[int, typer.Option(help="Noise seed.")] = 0,
+    limit: Annotated[int | None, typer.Option(help="First N samples only.")] = None,
+    png: Annotated[Path | None, typer.Option(help="Write the histogram figure (PNG + SVG) with this stem.")] = None,
+    out_path: Annotated[Path | None, typer.Option("--out", help="JSON result.")] = None,
+) -> None:
+    """Self-binarisation (Fig 4): histograms with/without noise and the two/three-level threshold test."""
+    from wn_onnx.analysis import binarize
+    from wn_onnx.noise import NoiseSpec
+
+    if noise == Kind.mixed:
+        raise WnError("analyze binarize takes --noise add or mul")
+    engine, dataset = _engine_and_data(model, data, limit)
+    result = binarize(engine, dataset, at, NoiseSpec(noise.value), sigma, seed, follow, quantize_at)
+    acc = result["accuracy"]
+    table = Table(
+        title=f"{noise.value} noise σ={sigma:g} at point {at} · {result['levels']['count']} levels at point {result['quantized_point']['index']}"
+    )
+    for col in ("clean", "noisy", "noisy + levels"):
+        table.add_column(col, justify="right")
+    table.add_row(f"{acc['clean']:.2%}", f"{acc['noisy']:.2%}", f"{acc['quantized']:.2%}")
+    out.print(table)
+    out.print(f"levels {result['levels']['values']} · cuts {result['levels']['cuts']}")
+    if png:
+        from wn_onnx.report import binarize_figure, save
+
+        out.print("figures: " + ", ".join(map(str, save(binarize_figure(result), png))))
+    if out_path:
+        write_json(out_path, result)
+
+
+@analyze_app.command("mixed")
+def mixed_command(
+    model: Annotated[Path, typer.Argument(help="ONNX model.")],
+    data: Annotated[Path, typer.Option(help=".npz with x and y.")],
+    at: Annotated[int, typer.Option(help="The noisy point.")],
+    order: Annotated[str, typer.Option(help="mul-first, add-first or both.")] = "both",
+    sigma_mul: Annotated[str, typer.Option(help="σ_mul grid (log:a:b:n, lin:a:b:n or a list).")] = "log:1e-2:1e4:13",
+    sigma_add: Annotated[str, typer.Option(help="σ_add grid.")] = "log:1e-2:1e4:13",
+    repeats: Annotated[int, typer.Option(help="Noise draws per cell.")] = 3,
+    seed: Annotated[int, typer.Option(help="Noise seed.")] = 0,
+    limit: Annotated[int | None, typer.Option(help="First N samples only.")] = None,
+    html_path: Annotated[Path | None, typer.Option("--html", help="HTML page with the heatmaps.")] = None,
+    png: Annotated[Path | None, typer.Option(help="Heatmap figure stem (PNG + SVG).")] = None,
+    out_path: Annotated[Path | None, typer.Option("--out", help="JSON of the grid(s).")] = None,
+) -> None:
+    """Mixed noise map (Fig 6): accuracy over (σ_mul, σ_add) for each order."""
+    from wn_onnx.analysis import mixed_grid
+    from wn_onnx.noise import parse_grid
+    from wn_onnx.report import html_page, mixed_figure, save
+
+    orders = ["mul-first", "add-first"] if order == "both" else [order]
+    if any(o not in ("mul-first", "add-first") for o in orders):
+        raise WnError(f"--order must be mul-first, add-first or both, not {order!r}")
+    engine, dataset = _engine_and_data(model, data, limit)
+    grids = [
+        mixed_grid(engine, dataset, at, o, parse_grid(sigma_mul), parse_grid(sigma_add), repeats, seed) for o in orders
+    ]
+    fig = mixed_figure(grids)
+    if png:
+        out.print("figures: " + ", ".join(map(str, save(fig, png))))
+    if html_path:
+        html_path.write_text(html_page(f"mixed noise at point {at}", [("accuracy over (σ_mul, σ_add)", fig)]))
+        out.print(f"wrote {html_path}")
+    if out_path:
+        write_json(out_path, {"grids": grids})
+    for g in grids:
+        best = max(max(row) for row in g["accuracy"])
+        out.print(
+            f"{g['order']}: accuracy {min(min(r) for r in g['accuracy']):.1%} … {best:.1%} over {len(g['sigma_mul'])}×{len(g['sigma_add'])} cells"
+        )
+
+
+@analyze_app.command("weights")
+def weights_command(
+    a: Annotated[Path, typer.Argument(help="ONNX model.")],
+    b: Annotated[Path | None, typer.Argument(help="A second model: ratio b/a per layer (Table 2).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="JSON on stdout.")] = False,
+) -> None:
+    """Mean |w| per learnable layer, and the ratio between two models."""
+    from wn_onnx.analysis import weight_magnitudes, weight_ratio
+
+    rows = weight_magnitudes(str(a))
+    if b is not None:
+        rows = weight_ratio(rows, weight_magnitudes(str(b)))
+    if as_json:
+        print(json.dumps({"layers": rows}, indent=2))
+        return
+    table = Table(title="mean |w| per learnable layer" + (f" · ratio {b.name}/{a.name}" if b else ""))
+    for col in ("layer", "op", "shape", "mean |w|", *(["ratio"] if b else [])):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(
+            r["layer"],
+            r["op_type"],
+            "×".join(map(str, r["shape"])),
+            f"{r['mean_abs']:.4g}",
+            *([f"{r['ratio']:.3g}"] if b else []),
+        )
+    out.print(table)
