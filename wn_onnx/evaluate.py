@@ -26,7 +26,6 @@ import onnxruntime as ort
 from wn_onnx.data import Dataset
 from wn_onnx.errors import WnError
 from wn_onnx.graph_passes import (
-    ExposeValuesPass,
     ExtractSuffixPass,
     InsertNoisePass,
     Point,
@@ -43,6 +42,7 @@ from wn_onnx.noise import NoiseSpec, apply_noise
 WALK_STREAM, GLOBAL_STREAM, PLAN_STREAM = 0, 1, 2
 CHUNK_ELEMENTS = 1 << 23  # floats per stacked suffix input (32 MB in float32)
 NOISE_BLOCK = 256  # samples per noise generator (see draw)
+PREFIX_CACHE = 4  # clean-prefix sessions kept at once
 
 
 @dataclass
@@ -100,8 +100,11 @@ def draw(
         rng = np.random.default_rng([seed, stream, *key, start // NOISE_BLOCK])
         lo, hi = max(start, first), min(start + NOISE_BLOCK, first + n)
         for arr in out:
-            block = rng.standard_normal((NOISE_BLOCK, *shape[1:]), dtype=np.float32)
-            arr[lo - first : hi - first] = block[lo - start : hi - start]
+            if lo == start and hi == start + NOISE_BLOCK:  # a whole block: draw in place
+                rng.standard_normal(dtype=np.float32, out=arr[lo - first : hi - first])
+            else:
+                block = rng.standard_normal((NOISE_BLOCK, *shape[1:]), dtype=np.float32)
+                arr[lo - first : hi - first] = block[lo - start : hi - start]
     return [a.astype(dtype, copy=False) for a in out]
 
 
@@ -126,7 +129,8 @@ class Engine:
             self.options.inter_op_num_threads = 1
         self._live = data_dependent(loaded.model.graph)
         self._subgraphs = has_subgraphs(loaded.model.graph)
-        self._taps: ort.InferenceSession | None = None
+        self._prefixes: dict[tuple[str, ...], ort.InferenceSession] = {}
+        self._clean: ort.InferenceSession | None = None
         self._suffix: dict[tuple, tuple[ort.InferenceSession | None, list[str], bool]] = {}
         self._noisy: dict[tuple, ort.InferenceSession] = {}
         self.dtype = np.dtype(ir.DataType(loaded.model.graph.inputs[0].dtype).numpy())
@@ -139,25 +143,47 @@ class Engine:
             first = str(err).strip().splitlines()[0]
             raise WnError(f"onnxruntime cannot load the model: {first}") from None
 
-    def taps(self) -> ort.InferenceSession:
-        """The clean model with every data-dependent float value exposed as an output."""
-        if self._taps is None:
+    def _prefix(self, names: tuple[str, ...]) -> ort.InferenceSession:
+        """The part of the clean graph that computes ``names`` from the input (and nothing
+        after them); the few most recent ones are kept."""
+        if names not in self._prefixes:
             model = self.loaded.fresh()
-            names = [v.name for v in data_dependent(model.graph) if v.name and not v.is_graph_input()]
-            ExposeValuesPass(names)(model)
-            self._taps = self._session(model)
-        return self._taps
+            ExtractSuffixPass([self.loaded.input_name], list(names))(model)
+            self._prefixes[names] = self._session(model)
+            while len(self._prefixes) > PREFIX_CACHE:
+                del self._prefixes[next(iter(self._prefixes))]
+        return self._prefixes[names]
 
     def run_taps(self, x: np.ndarray, names: list[str]) -> dict[str, np.ndarray]:
-        wanted = list(dict.fromkeys([self.loaded.output_name, *names]))
-        wanted = [n for n in wanted if n != self.loaded.input_name]
-        try:
-            values = self.taps().run(wanted, {self.loaded.input_name: x})
-        except Exception as err:
-            raise WnError(f"onnxruntime failed on the data: {str(err).strip().splitlines()[0]}") from None
-        out = dict(zip(wanted, values, strict=True))
+        """Clean values ``names`` (and the scored output) for inputs ``x``."""
+        wanted = tuple(dict.fromkeys(n for n in [*names, self.loaded.output_name] if n != self.loaded.input_name))
+        out = dict(zip(wanted, self._run(self._prefix(wanted), wanted, {self.loaded.input_name: x}), strict=True))
         out[self.loaded.input_name] = x
         return out
+
+    def run_values(self, x: np.ndarray, names: list[str]) -> dict[str, np.ndarray]:
+        """Clean values ``names`` only: the graph after them is not computed."""
+        wanted = tuple(dict.fromkeys(n for n in names if n != self.loaded.input_name))
+        out = (
+            dict(zip(wanted, self._run(self._prefix(wanted), wanted, {self.loaded.input_name: x}), strict=True))
+            if wanted
+            else {}
+        )
+        out[self.loaded.input_name] = x
+        return out
+
+    def clean_logits(self, x: np.ndarray) -> np.ndarray:
+        """Scored output of the unmodified model (all of onnxruntime's fusions apply)."""
+        if self._clean is None:
+            self._clean = self._session(self.loaded.fresh())
+        return self._run(self._clean, (self.loaded.output_name,), {self.loaded.input_name: x})[0]
+
+    @staticmethod
+    def _run(session: ort.InferenceSession, names: tuple[str, ...], feeds: dict) -> list[np.ndarray]:
+        try:
+            return session.run(list(names), feeds)
+        except Exception as err:
+            raise WnError(f"onnxruntime failed on the data: {str(err).strip().splitlines()[0]}") from None
 
     def suffix(self, point: Point, spec: NoiseSpec) -> tuple[ort.InferenceSession | None, list[str], bool]:
         """The graph after ``point`` with the point's noise stacked over a chunk of σ values.
@@ -184,6 +210,12 @@ class Engine:
                 self._suffix[key] = (self._session(model), inputs, stack)
         return self._suffix[key]
 
+    def release(self, point: Point) -> None:
+        """Drop the point's suffix sessions: each holds an onnxruntime arena sized for stacked
+        batches, and a walk visits points one after another."""
+        for key in [k for k in self._suffix if k[0] == point.tensor]:
+            del self._suffix[key]
+
     def noisy(self, points: list[Point], spec: NoiseSpec, repeated: bool = False) -> ort.InferenceSession:
         """The whole graph with fed noise at ``points`` (global sweeps, the reference path);
         ``repeated``: each point averages as many noise samples as its fed ``z`` stacks."""
@@ -194,9 +226,6 @@ class Engine:
             InsertNoisePass([p.tensor for p in points], spec, source="fed", repetitions=reps)(model)
             self._noisy[key] = self._session(model)
         return self._noisy[key]
-
-    def clean_logits(self, x: np.ndarray) -> np.ndarray:
-        return self.run_taps(x, [])[self.loaded.output_name]
 
     def run_noisy(
         self,
@@ -225,11 +254,13 @@ class Engine:
         st: SweepSettings,
         tick: Callable[[int], None],
         all_points: list[Point] | None = None,
+        reference: np.ndarray | None = None,
     ) -> Counts:
         """Noise at ``point`` only; ``tick`` gets the number of (σ, repeat) configurations done.
 
         ``st.walk == "full"`` runs the whole noisy graph over ``all_points`` (the
-        straightforward reference) instead of the suffix after the point."""
+        straightforward reference) instead of the suffix after the point. ``reference``: the
+        clean model's outputs on ``data`` when already known (σ = 0 results, no recomputation)."""
         sa_all, sm_all = st.spec.components(st.sigmas)
         counts = Counts.zeros(len(st.sigmas), st.repeats)
         active = np.flatnonzero((sa_all > 0) | (sm_all > 0))
@@ -242,8 +273,10 @@ class Engine:
             session, inputs, stack = self.suffix(point, st.spec)
         for b, (x, y) in enumerate(data.batches(st.batch_size)):
             first = b * st.batch_size
-            taps = self.run_taps(x, inputs)
-            self._add_clean(counts, idle, taps[self.loaded.output_name], y)
+            taps = self.run_values(x, inputs)
+            self._add_clean(
+                counts, idle, self.clean_logits(x) if reference is None else reference[first : first + len(x)], y
+            )
             xk = taps[point.tensor]
             per_chunk = max(1, CHUNK_ELEMENTS // max(xk.size, 1)) if stack and not st.redraw else 1
             for r in range(st.repeats):
@@ -300,7 +333,12 @@ class Engine:
         counts.nonfinite[idle] += int(bad.sum())
 
     def global_sweep(
-        self, points: list[Point], data: Dataset, st: SweepSettings, tick: Callable[[int], None]
+        self,
+        points: list[Point],
+        data: Dataset,
+        st: SweepSettings,
+        tick: Callable[[int], None],
+        reference: np.ndarray | None = None,
     ) -> Counts:
         """The same σ at every point of ``points``, whole noisy graph per evaluation."""
         sa_all, sm_all = st.spec.components(st.sigmas)
@@ -310,8 +348,10 @@ class Engine:
         ones = np.ones(len(points), np.float32)
         for b, (x, y) in enumerate(data.batches(st.batch_size)):
             first = b * st.batch_size
-            taps = self.run_taps(x, [p.tensor for p in points])
-            self._add_clean(counts, idle, taps[self.loaded.output_name], y)
+            taps = self.run_values(x, [p.tensor for p in points])
+            self._add_clean(
+                counts, idle, self.clean_logits(x) if reference is None else reference[first : first + len(x)], y
+            )
             for r in range(st.repeats):
                 for n, s in enumerate(active):
                     if n == 0 or st.redraw:
@@ -353,7 +393,7 @@ class Engine:
         correct = np.zeros(repeats, np.int64)
         for b, (x, y) in enumerate(data.batches(1024)):
             first = b * 1024
-            taps = self.run_taps(x, [p.tensor for p in points])
+            taps = self.run_values(x, [p.tensor for p in points])
             for r in range(repeats):
                 z = {}
                 for j, p in enumerate(points):

@@ -152,6 +152,7 @@ def run_scan(
     check_labels(data, num_classes)
     ok, bad = score(clean_logits, data.y)
     clean = float(ok.mean())
+    reference = clean_logits
     chance = 1.0 / num_classes
 
     silent = progress or (lambda _d, _t: lambda _n: None)
@@ -174,7 +175,7 @@ def run_scan(
     base = Curve(chance, clean)
     if req.mode in ("walking", "both"):
         tick = silent(f"walking {len(chosen)} points", len(chosen))
-        report["points"] = walk_points(engine, chosen, data, st, req, base, tick)
+        report["points"] = walk_points(engine, chosen, data, st, req, base, tick, reference)
     if req.mode in ("global", "both"):
         where = chosen if req.global_after_bn else [p for p in chosen if p.op_type != "BatchNormalization"]
         if not where:
@@ -182,7 +183,7 @@ def run_scan(
         tick = silent(f"global noise at {len(where)} points", 1)
 
         def measure(sigmas: np.ndarray) -> Counts:
-            return engine.global_sweep(where, data, replace(st, sigmas=sigmas), lambda _n: None)
+            return engine.global_sweep(where, data, replace(st, sigmas=sigmas), lambda _n: None, reference)
 
         report["global"] = {
             "points": [p.index for p in where],
@@ -193,7 +194,14 @@ def run_scan(
 
 
 def walk_points(
-    engine: Engine, chosen: list[Point], data: Dataset, st: SweepSettings, req: ScanRequest, base: Curve, tick
+    engine: Engine,
+    chosen: list[Point],
+    data: Dataset,
+    st: SweepSettings,
+    req: ScanRequest,
+    base: Curve,
+    tick,
+    reference: np.ndarray | None = None,
 ) -> list[dict]:
     """Per-point curves, in point order; over ``req.jobs`` processes when asked."""
     if req.jobs <= 1 or len(chosen) == 1:
@@ -201,11 +209,11 @@ def walk_points(
         per_point = max(1, -(-len(data) // st.batch_size) * st.repeats * n_active)
         curves = []
         for point in chosen:
-            curves.append(_walk_one(engine, point, data, st, req, base, lambda n: tick(n / per_point)))
+            curves.append(_walk_one(engine, point, data, st, req, base, lambda n: tick(n / per_point), reference))
         return curves
     threads = max(1, (req.threads or os.cpu_count() or 1) // req.jobs)
     ctx = multiprocessing.get_context("spawn")
-    init = (engine.loaded.path, data.x, data.y, engine.providers, threads)
+    init = (engine.loaded.path, data.x, data.y, engine.providers, threads, reference)
     with ProcessPoolExecutor(req.jobs, mp_context=ctx, initializer=_worker_init, initargs=init) as pool:
         futures = [pool.submit(_worker_walk, point, st, req, base) for point in chosen]
         for future in as_completed(futures):
@@ -215,22 +223,35 @@ def walk_points(
 
 
 def _walk_one(
-    engine: Engine, point: Point, data: Dataset, st: SweepSettings, req: ScanRequest, base: Curve, tick=lambda _n: None
+    engine: Engine,
+    point: Point,
+    data: Dataset,
+    st: SweepSettings,
+    req: ScanRequest,
+    base: Curve,
+    tick=lambda _n: None,
+    reference: np.ndarray | None = None,
 ) -> dict:
     def measure(sigmas: np.ndarray) -> Counts:
-        return engine.walk(point, data, replace(st, sigmas=sigmas), tick)
+        return engine.walk(point, data, replace(st, sigmas=sigmas), tick, reference=reference)
 
-    return {**point.to_json(), **measure_curve(measure, st, base, req.adaptive, req.tolerance)}
+    try:
+        return {**point.to_json(), **measure_curve(measure, st, base, req.adaptive, req.tolerance)}
+    finally:
+        engine.release(point)
 
 
 _WORKER: dict = {}
 
 
-def _worker_init(path: str, x: np.ndarray, y: np.ndarray, providers: list[str], threads: int) -> None:
+def _worker_init(
+    path: str, x: np.ndarray, y: np.ndarray, providers: list[str], threads: int, reference: np.ndarray
+) -> None:
     """Each worker process loads the model itself (sessions do not cross processes)."""
-    _WORKER["engine"] = Engine(load_model(path), providers, threads)
-    _WORKER["data"] = Dataset(x, y, "worker")
+    _WORKER.update(
+        engine=Engine(load_model(path), providers, threads), data=Dataset(x, y, "worker"), reference=reference
+    )
 
 
 def _worker_walk(point: Point, st: SweepSettings, req: ScanRequest, base: Curve) -> dict:
-    return _walk_one(_WORKER["engine"], point, _WORKER["data"], st, req, base)
+    return _walk_one(_WORKER["engine"], point, _WORKER["data"], st, req, base, reference=_WORKER["reference"])

@@ -90,9 +90,11 @@ def binarize_command(
     table = Table(
         title=f"{noise.value} noise σ={sigma:g} at point {at} · {result['levels']['count']} levels at point {result['quantized_point']['index']}"
     )
-    for col in ("clean", "noisy", "noisy + levels"):
+    for col in ("clean", "clean + levels", "noisy", "noisy + levels"):
         table.add_column(col, justify="right")
-    table.add_row(f"{acc['clean']:.2%}", f"{acc['noisy']:.2%}", f"{acc['quantized']:.2%}")
+    table.add_row(
+        f"{acc['clean']:.2%}", f"{acc['clean_quantized']:.2%}", f"{acc['noisy']:.2%}", f"{acc['quantized']:.2%}"
+    )
     out.print(table)
     out.print(f"levels {result['levels']['values']} · cuts {result['levels']['cuts']}")
     if png:
