@@ -32,6 +32,7 @@ import onnx_ir as ir
 import onnxruntime as ort
 import torch
 
+from wn_onnx.datasets import load_split
 from wn_onnx.errors import WnError
 from wn_onnx.evaluate import Engine
 from wn_onnx.graph_passes import ExtractSuffixPass, InsertNoisePass, data_dependent, find_points, suffix_inputs
@@ -47,11 +48,9 @@ SUBSET_SIGMAS = (0.1, 1.0)  # σ values timed for the projected baselines (1 rep
 def images(n: int) -> tuple[np.ndarray, np.ndarray]:
     """n CIFAR-shaped (3×32×32) images with labels."""
     try:
-        from wn_onnx.datasets import fashion_mnist
-
-        x, y = fashion_mnist("test")
-        x = np.pad((x[:n].astype(np.float32) / 255 - 0.5) / 0.5, ((0, 0), (2, 2), (2, 2)), constant_values=-1.0)
-        return np.repeat(x[:, None], 3, axis=1), y[:n].astype(np.int64)
+        split = load_split("fashion-mnist", "test", limit=n)
+        x = np.pad(split.x, ((0, 0), (0, 0), (2, 2), (2, 2)), constant_values=-1.0)
+        return np.repeat(x, 3, axis=1), split.y
     except WnError:
         rng = np.random.default_rng(0)
         return rng.standard_normal((n, 3, 32, 32)).astype(np.float32), rng.integers(0, 10, n)
