@@ -11,6 +11,7 @@ import os
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import numpy as np
 
@@ -22,6 +23,7 @@ from wn_onnx.fit import fit_curve
 from wn_onnx.graph_passes import Point, find_points, select_points
 from wn_onnx.modelio import LoadedModel, load_model
 from wn_onnx.noise import NoiseSpec
+from wn_onnx.store import CurveStore, digest
 
 MODES = ("walking", "global", "both")
 NONFINITE_TOLERANCE = 0.01  # a σ whose outputs are NaN/Inf more often than this is not fitted
@@ -116,16 +118,29 @@ def measure_curve(
     return curve
 
 
+class ScanInterrupted(KeyboardInterrupt):
+    """Ctrl-C during a scan; ``report`` holds what was finished, marked ``"partial": true``."""
+
+    def __init__(self, report: dict) -> None:
+        super().__init__("scan interrupted")
+        self.report = report
+
+
 def run_scan(
     loaded: LoadedModel,
     data: Dataset,
     st: SweepSettings,
     req: ScanRequest,
     progress: Callable[[str, int], Callable[[int], None]] | None = None,
+    store: CurveStore | None = None,
+    resume: bool = False,
 ) -> dict:
     """Run the sweeps ``req`` asks for and return the report dict.
 
     ``progress(description, total)`` returns a ``tick(n)`` callback; pass None for silence.
+    Finished curves go to ``store`` as they complete; with ``resume`` the ones already there
+    are taken instead of recomputed. Ctrl-C raises :class:`ScanInterrupted` with the partial
+    report.
     """
     if req.mode not in MODES:
         raise WnError(f"unknown --mode {req.mode!r}; choose walking, global or both")
@@ -173,23 +188,50 @@ def run_scan(
         "global": None,
     }
     base = Curve(chance, clean)
-    if req.mode in ("walking", "both"):
-        tick = silent(f"walking {len(chosen)} points", len(chosen))
-        report["points"] = walk_points(engine, chosen, data, st, req, base, tick, reference)
-    if req.mode in ("global", "both"):
-        where = chosen if req.global_after_bn else [p for p in chosen if p.op_type != "BatchNormalization"]
-        if not where:
-            raise WnError("the global sweep has no point left (all selected points are BatchNormalization outputs)")
-        tick = silent(f"global noise at {len(where)} points", 1)
+    config = digest(Path(loaded.path).read_bytes(), data.x, data.y, req.label_free, st.spec.to_json(), st.sigmas, st.repeats,
+                    st.seed, st.redraw, st.walk, req.adaptive, req.tolerance, __version__)  # fmt: skip
+    report["config_hash"] = config
+    try:
+        if req.mode in ("walking", "both"):
+            tick = silent(f"walking {len(chosen)} points", len(chosen))
+            keys = {p.index: digest(config, "point", p.index, p.tensor) for p in chosen}
+            done = {p.index: store.get(keys[p.index]) for p in chosen} if store is not None and resume else {}
+            todo = [p for p in chosen if done.get(p.index) is None]
+            tick(len(chosen) - len(todo))
+            finished = {i: c for i, c in done.items() if c is not None}
 
-        def measure(sigmas: np.ndarray) -> Counts:
-            return engine.global_sweep(where, data, replace(st, sigmas=sigmas), lambda _n: None, reference)
+            def keep(point: Point, curve: dict) -> None:
+                finished[point.index] = curve
+                report["points"] = [finished[p.index] for p in chosen if p.index in finished]
+                if store is not None:
+                    store.put(keys[point.index], f"point {point.index}", curve)
 
-        report["global"] = {
-            "points": [p.index for p in where],
-            **measure_curve(measure, st, base, req.adaptive, req.tolerance),
-        }
-        tick(1)
+            report["points"] = [finished[p.index] for p in chosen if p.index in finished]
+            walk_points(engine, todo, data, st, req, base, tick, reference, keep)
+        if req.mode in ("global", "both"):
+            where = chosen if req.global_after_bn else [p for p in chosen if p.op_type != "BatchNormalization"]
+            if not where:
+                raise WnError("the global sweep has no point left (all selected points are BatchNormalization outputs)")
+            tick = silent(f"global noise at {len(where)} points", 1)
+            key = digest(config, "global", [p.index for p in where])
+            curve = store.get(key) if store is not None and resume else None
+            if curve is None:
+
+                def measure(sigmas: np.ndarray) -> Counts:
+                    return engine.global_sweep(where, data, replace(st, sigmas=sigmas), lambda _n: None, reference)
+
+                curve = {
+                    "points": [p.index for p in where],
+                    **measure_curve(measure, st, base, req.adaptive, req.tolerance),
+                }
+                if store is not None:
+                    store.put(key, "global", curve)
+            report["global"] = curve
+            tick(1)
+    except KeyboardInterrupt:
+        report["partial"] = True
+        raise ScanInterrupted(report) from None
+    report["partial"] = False
     return report
 
 
@@ -201,25 +243,26 @@ def walk_points(
     req: ScanRequest,
     base: Curve,
     tick,
-    reference: np.ndarray | None = None,
-) -> list[dict]:
-    """Per-point curves, in point order; over ``req.jobs`` processes when asked."""
+    reference: np.ndarray | None,
+    keep: Callable[[Point, dict], None],
+) -> None:
+    """Walk ``chosen``, handing each finished curve to ``keep``; over ``req.jobs`` processes when asked."""
+    if not chosen:
+        return
     if req.jobs <= 1 or len(chosen) == 1:
         n_active = int(np.count_nonzero(np.any(np.stack(st.spec.components(st.sigmas)) > 0, axis=0)))
         per_point = max(1, -(-len(data) // st.batch_size) * st.repeats * n_active)
-        curves = []
         for point in chosen:
-            curves.append(_walk_one(engine, point, data, st, req, base, lambda n: tick(n / per_point), reference))
-        return curves
+            keep(point, _walk_one(engine, point, data, st, req, base, lambda n: tick(n / per_point), reference))
+        return
     threads = max(1, (req.threads or os.cpu_count() or 1) // req.jobs)
     ctx = multiprocessing.get_context("spawn")
     init = (engine.loaded.path, data.x, data.y, engine.providers, threads, reference)
     with ProcessPoolExecutor(req.jobs, mp_context=ctx, initializer=_worker_init, initargs=init) as pool:
-        futures = [pool.submit(_worker_walk, point, st, req, base) for point in chosen]
+        futures = {pool.submit(_worker_walk, point, st, req, base): point for point in chosen}
         for future in as_completed(futures):
-            future.result()
+            keep(futures[future], future.result())
             tick(1)
-        return [f.result() for f in futures]
 
 
 def _walk_one(

@@ -12,6 +12,7 @@ from typing import Annotated
 import typer
 
 from wn_onnx.cli.analyze import analyze_app, report_command
+from wn_onnx.cli.check import check_command
 from wn_onnx.cli.common import Device, Kind, Mode, Order, err, out, progress_bar, write_json
 from wn_onnx.cli.plan import apply_plan_command, plan_command
 from wn_onnx.cli.train import data_app, train_command
@@ -116,6 +117,9 @@ def scan(
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the report JSON on stdout instead of the table.")
     ] = False,
+    resume: Annotated[
+        bool, typer.Option(help="Take curves finished by an earlier run with the same --out and settings.")
+    ] = False,
     quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
 ) -> None:
     """Sweep noise strength at every point (walking) and everywhere at once (global); fit μ per point."""
@@ -144,13 +148,32 @@ def scan(
     request = ScanRequest(
         mode.value, at, label_free, device.value, threads, not global_skip_bn, adaptive, tolerance, jobs
     )
+    if resume and out_path is None:
+        raise WnError("--resume needs --out: finished curves are kept in OUT.sqlite")
+    from wn_onnx.scan import ScanInterrupted
+    from wn_onnx.store import CurveStore
+
+    store = CurveStore(out_path.with_name(out_path.name + ".sqlite")) if out_path else None
     bar, factory = _progress(not quiet and not as_json)
     start = time.perf_counter()
-    if bar:
-        with bar:
-            report = run_scan(loaded, dataset, settings, request, factory)
-    else:
-        report = run_scan(loaded, dataset, settings, request, None)
+    try:
+        if bar:
+            with bar:
+                report = run_scan(loaded, dataset, settings, request, factory, store, resume)
+        else:
+            report = run_scan(loaded, dataset, settings, request, None, store, resume)
+    except ScanInterrupted as stop:
+        if out_path:
+            write_json(out_path, stop.report)
+            err.print(
+                f"interrupted: partial report ({len(stop.report['points'])} points) written to {out_path}; rerun with --resume to finish"
+            )
+        else:
+            err.print("interrupted (no --out: nothing saved)")
+        sys.exit(130)
+    finally:
+        if store is not None:
+            store.close()
     report["seconds"] = round(time.perf_counter() - start, 3)
     if out_path:
         write_json(out_path, {k: v for k, v in report.items() if k != "seconds"})
@@ -173,6 +196,7 @@ def scan(
     out.print(f"[dim]{report['seconds']:.1f} s{f' · report written to {out_path}' if out_path else ''}[/]")
 
 
+app.command("check")(check_command)
 app.command("report")(report_command)
 app.add_typer(analyze_app, name="analyze")
 app.command("plan")(plan_command)

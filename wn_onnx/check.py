@@ -1,0 +1,201 @@
+"""The CI gate: policies over a scan report, with Markdown, JSON and JUnit outputs.
+
+Policies
+* ``min_mu`` — a floor on μ, globally and per point; per-point floors by pattern in TOML.
+* baseline — a point fails when its μ dropped by more than ``max_drop`` (a fraction) *beyond*
+  the combined fit error: μ_new < μ_base·(1 − max_drop) − Z·√(err_base² + err_new²), so a change
+  within the statistical error never fails CI.
+
+Statuses are read honestly: ``not-reached`` μ is a lower bound (passes any floor below the grid's
+end), ``no-drop-from-start`` an upper bound (fails any positive floor), ``poor-fit`` is judged on
+its threshold value and said so.
+"""
+
+from __future__ import annotations
+
+import re
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import tomllib
+
+from wn_onnx.errors import WnError
+
+Z = 2.0  # standard errors of slack in the baseline comparison
+CONFIG_KEYS = {"noise", "order", "sigma_ratio", "sigmas", "repeats", "seed", "mode", "at", "min_mu", "global_min_mu",
+               "max_mu_drop", "baseline", "label_free", "limit", "points"}  # fmt: skip
+
+
+@dataclass
+class Verdict:
+    name: str  # "point 3 (tensor)" or "global"
+    passed: bool
+    message: str
+    mu: float | None
+    mu_err: float | None
+    status: str
+    threshold: str = ""
+
+
+@dataclass
+class Policy:
+    min_mu: float | None = None  # every point
+    global_min_mu: float | None = None
+    max_drop: float | None = None  # fraction, with a baseline
+    point_floors: list[tuple[str, float]] = field(default_factory=list)  # (pattern, min μ)
+
+
+def parse_drop(text: str | None) -> float | None:
+    """``20%`` or ``0.2`` → 0.2."""
+    if text is None:
+        return None
+    t = str(text).strip()
+    try:
+        value = float(t[:-1]) / 100 if t.endswith("%") else float(t)
+    except ValueError:
+        raise WnError(f"--max-mu-drop must look like 20% or 0.2, got {text!r}") from None
+    if not 0 <= value < 1:
+        raise WnError(f"--max-mu-drop must lie in [0%, 100%), got {text!r}")
+    return value
+
+
+def load_config(path: Path | None) -> dict:
+    """``wn-onnx.toml`` (top level) or ``pyproject.toml`` (``[tool.wn-onnx]``); unknown keys named."""
+    if path is None:
+        for candidate in (Path("wn-onnx.toml"), Path("pyproject.toml")):
+            if candidate.is_file():
+                path = candidate
+                break
+        else:
+            return {}
+    try:
+        raw = tomllib.loads(Path(path).read_text())
+    except OSError:
+        raise WnError(f"config file not found: {path}") from None
+    except tomllib.TOMLDecodeError as err:
+        raise WnError(f"{path}: malformed TOML ({err})") from None
+    conf = raw.get("tool", {}).get("wn-onnx", {}) if Path(path).name == "pyproject.toml" else raw
+    unknown = sorted(set(conf) - CONFIG_KEYS)
+    if unknown:
+        raise WnError(f"{path}: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(CONFIG_KEYS))}")
+    points = conf.get("points", {})
+    if not isinstance(points, dict) or not all(isinstance(v, int | float) for v in points.values()):
+        raise WnError(f"{path}: [points] maps patterns (op:TYPE or re:REGEX) to minimum μ values")
+    return conf
+
+
+def _matches(pattern: str, point: dict) -> bool:
+    if pattern.startswith("op:"):
+        return point["op_type"].lower() in {p.strip().lower() for p in pattern[3:].split(",")}
+    regex = pattern[3:] if pattern.startswith("re:") else pattern
+    try:
+        return re.search(regex, point["tensor"]) is not None
+    except re.error as err:
+        raise WnError(f"threshold pattern {pattern!r}: invalid regular expression ({err})") from None
+
+
+def _value(curve: dict) -> float | None:
+    return curve.get("mu") if curve.get("mu") is not None else (curve.get("fit") or {}).get("mu_threshold")
+
+
+def judge_floor(name: str, curve: dict, floor: float) -> Verdict:
+    mu, err, status = _value(curve), curve.get("mu_err"), curve["status"]
+    shown = "—" if mu is None else f"{mu:.4g}" + (f" ± {err:.2g}" if err else "")
+    if status == "not-reached":
+        ok = mu is not None and mu >= floor
+        why = f"μ > {mu:.4g} (never reached the midpoint)"
+    elif status == "no-drop-from-start":
+        ok, why = False, f"μ ≤ {mu:.4g} (at the midpoint from the smallest σ)"
+    else:
+        ok = mu is not None and mu >= floor
+        why = f"μ = {shown}" + (" (threshold crossing: the fit is poor)" if status == "poor-fit" else "")
+    return Verdict(name, ok, f"{name}: {why} {'≥' if ok else '<'} min μ {floor:g}", mu, err, status, f"min μ {floor:g}")
+
+
+def judge_drop(name: str, base: dict, new: dict, max_drop: float) -> Verdict:
+    mb, mn = _value(base), _value(new)
+    eb, en = base.get("mu_err") or 0.0, new.get("mu_err") or 0.0
+    if mb is None or mn is None:
+        return Verdict(
+            name, False, f"{name}: μ missing (baseline {mb}, now {mn})", mn, en, new["status"], f"drop ≤ {max_drop:.0%}"
+        )
+    if base["status"] == "not-reached" and new["status"] == "not-reached":
+        return Verdict(
+            name,
+            True,
+            f"{name}: never reached the midpoint, now or in the baseline",
+            mn,
+            en,
+            new["status"],
+            f"drop ≤ {max_drop:.0%}",
+        )
+    limit = mb * (1 - max_drop) - Z * float(np.hypot(eb, en))
+    ok = mn >= limit
+    drop = (mb - mn) / mb if mb else 0.0
+    msg = (f"{name}: μ {mn:.4g} ± {en:.2g} vs baseline {mb:.4g} ± {eb:.2g} (drop {drop:.1%}); "
+           f"fails below {limit:.4g} = baseline·(1−{max_drop:.0%}) − {Z:g}σ")  # fmt: skip
+    return Verdict(name, ok, msg, mn, en, new["status"], f"drop ≤ {max_drop:.0%}")
+
+
+def evaluate_policy(report: dict, policy: Policy, baseline: dict | None) -> list[Verdict]:
+    """One verdict per (point, rule) and per global rule."""
+    verdicts = []
+    base_points = {p["tensor"]: p for p in (baseline or {}).get("points", [])}
+    if baseline is not None:
+        missing = [p["tensor"] for p in report.get("points", []) if p["tensor"] not in base_points]
+        if missing and len(missing) == len(report.get("points", [])):
+            raise WnError("the baseline report is from another model: none of its points match")
+    for p in report.get("points", []):
+        name = f"point {p['index']} ({p['tensor']})"
+        floors = [f for pat, f in policy.point_floors if _matches(pat, p)]
+        floor = max(floors) if floors else policy.min_mu
+        if floor is not None:
+            verdicts.append(judge_floor(name, p, floor))
+        if policy.max_drop is not None and p["tensor"] in base_points:
+            verdicts.append(judge_drop(name, base_points[p["tensor"]], p, policy.max_drop))
+    g = report.get("global")
+    if g:
+        floor = policy.global_min_mu if policy.global_min_mu is not None else policy.min_mu
+        if floor is not None:
+            verdicts.append(judge_floor("global", g, floor))
+        if policy.max_drop is not None and baseline and baseline.get("global"):
+            verdicts.append(judge_drop("global", baseline["global"], g, policy.max_drop))
+    if not verdicts:
+        raise WnError("no policy to check: give --min-mu, --baseline with --max-mu-drop, or thresholds in the config")
+    return verdicts
+
+
+def markdown(verdicts: list[Verdict], report: dict) -> str:
+    failed = [v for v in verdicts if not v.passed]
+    head = f"## wn-onnx check: {'FAILED' if failed else 'passed'} ({len(verdicts) - len(failed)}/{len(verdicts)} checks pass)"
+    lines = [head, "", f"Model `{report.get('model')}`, {report['noise']['kind']} noise, clean accuracy {report['clean_accuracy']:.2%}.", "",
+             "| check | μ | status | rule | result |", "|---|---|---|---|---|"]  # fmt: skip
+    for v in verdicts:
+        mu = "—" if v.mu is None else f"{v.mu:.4g}" + (f" ± {v.mu_err:.2g}" if v.mu_err else "")
+        lines.append(f"| {v.name} | {mu} | {v.status} | {v.threshold} | {'✅ pass' if v.passed else '❌ FAIL'} |")
+    if failed:
+        lines += ["", "Failures:", *[f"- {v.message}" for v in failed]]
+    return "\n".join(lines) + "\n"
+
+
+def junit(verdicts: list[Verdict], report: dict, error: str | None = None) -> str:
+    """JUnit XML: one testcase per check; ``error`` makes a single errored testcase."""
+    suite = ET.Element("testsuite", name="wn-onnx", tests=str(max(len(verdicts), 1)))
+    if error is not None:
+        suite.set("errors", "1")
+        case = ET.SubElement(suite, "testcase", classname="wn-onnx", name="scan")
+        ET.SubElement(case, "error", message=error).text = error
+    else:
+        suite.set("failures", str(sum(not v.passed for v in verdicts)))
+        for v in verdicts:
+            case = ET.SubElement(
+                suite,
+                "testcase",
+                classname=f"wn-onnx.{Path(str(report.get('model', 'model'))).stem}",
+                name=f"{v.name} [{v.threshold}]",
+            )
+            if not v.passed:
+                ET.SubElement(case, "failure", message=v.message).text = v.message
+    return ET.tostring(suite, encoding="unicode", xml_declaration=True)

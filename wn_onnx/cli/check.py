@@ -1,0 +1,104 @@
+"""``wn-onnx check``: the CI gate. Exit 0 pass, 1 policy failed, 2 usage or input error."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from wn_onnx.cli.common import Kind, Mode, Order, err, write_json
+from wn_onnx.errors import WnError
+
+
+def check_command(
+    model: Annotated[Path, typer.Argument(help="The ONNX model to gate.")],
+    data: Annotated[Path | None, typer.Option(help=".npz with x (and y unless --label-free).")] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option(help="wn-onnx.toml or pyproject.toml ([tool.wn-onnx]); found in the working folder by default."),
+    ] = None,
+    noise: Annotated[Kind | None, typer.Option(help="Noise kind (default add).")] = None,
+    order: Annotated[Order | None, typer.Option(help="Mixed noise order.")] = None,
+    sigma_ratio: Annotated[float | None, typer.Option(help="Mixed: σ_add = A·r, σ_mul = A·(1−r).")] = None,
+    sigmas: Annotated[str | None, typer.Option(help="σ grid (default: the paper's for the kind).")] = None,
+    mode: Annotated[Mode | None, typer.Option(help="walking, global or both (default both).")] = None,
+    at: Annotated[str | None, typer.Option(help="Points to check (default all).")] = None,
+    repeats: Annotated[int | None, typer.Option(help="Noise draws per σ (default 5).")] = None,
+    seed: Annotated[int | None, typer.Option(help="Noise seed (default 0).")] = None,
+    limit: Annotated[int | None, typer.Option(help="First N samples only.")] = None,
+    label_free: Annotated[
+        bool | None, typer.Option("--label-free/--labels", help="Agreement with the clean model instead of labels.")
+    ] = None,
+    min_mu: Annotated[float | None, typer.Option(help="Every point and the global curve need μ ≥ this.")] = None,
+    global_min_mu: Annotated[float | None, typer.Option(help="Floor for the global μ only.")] = None,
+    baseline: Annotated[Path | None, typer.Option(help="Report of the last release to compare against.")] = None,
+    max_mu_drop: Annotated[
+        str | None, typer.Option(help="With --baseline: allowed μ drop beyond the fit error (20% or 0.2).")
+    ] = None,
+    junit_path: Annotated[Path | None, typer.Option("--junit", help="JUnit XML for CI dashboards.")] = None,
+    summary: Annotated[Path | None, typer.Option(help="Markdown summary to this file instead of stdout.")] = None,
+    out_path: Annotated[Path | None, typer.Option("--out", help="Full report plus verdicts as JSON.")] = None,
+) -> None:
+    """Fail CI when a model's robustness falls below a floor or drops against a baseline."""
+    try:
+        verdicts, report = _run(**locals())
+    except WnError as e:
+        if junit_path:
+            from wn_onnx.check import junit
+
+            junit_path.write_text(junit([], {}, error=str(e)))
+        raise
+    failed = [v for v in verdicts if not v.passed]
+    sys.exit(1 if failed else 0)
+
+
+def _run(model, data, config, noise, order, sigma_ratio, sigmas, mode, at, repeats, seed, limit, label_free, min_mu,
+         global_min_mu, baseline, max_mu_drop, junit_path, summary, out_path):  # fmt: skip
+    from wn_onnx.check import Policy, evaluate_policy, junit, load_config, markdown, parse_drop
+    from wn_onnx.data import load_npz
+    from wn_onnx.evaluate import SweepSettings
+    from wn_onnx.modelio import load_model
+    from wn_onnx.noise import NoiseSpec, default_grid, parse_grid
+    from wn_onnx.plan import load_report
+    from wn_onnx.scan import ScanRequest, run_scan
+
+    conf = load_config(config)
+
+    def pick(cli, key, default=None):
+        return cli if cli is not None else conf.get(key, default)
+
+    kind = noise.value if noise else conf.get("noise", "add")
+    spec = NoiseSpec(kind, order.value if order else conf.get("order"), pick(sigma_ratio, "sigma_ratio"))
+    grid_text = pick(sigmas, "sigmas")
+    grid = parse_grid(grid_text) if grid_text else default_grid(spec)
+    free = bool(pick(label_free, "label_free", False))
+    if data is None:
+        raise WnError("give --data FILE.npz")
+    loaded = load_model(model)
+    dataset = load_npz(data, pick(limit, "limit"), require_labels=not free)
+    base_path = pick(baseline, "baseline")
+    base_report = load_report(base_path) if base_path else None
+    policy = Policy(pick(min_mu, "min_mu"), pick(global_min_mu, "global_min_mu"), parse_drop(pick(max_mu_drop, "max_mu_drop")),
+                    list(conf.get("points", {}).items()))  # fmt: skip
+    if policy.max_drop is not None and base_report is None:
+        raise WnError("--max-mu-drop needs --baseline REPORT")
+    if base_report is not None and policy.max_drop is None:
+        policy.max_drop = 0.0
+    st = SweepSettings(grid, spec, int(pick(repeats, "repeats", 5)), int(pick(seed, "seed", 0)))
+    req = ScanRequest(mode=mode.value if mode else conf.get("mode", "both"), at=pick(at, "at"), label_free=free)
+    report = run_scan(loaded, dataset, st, req)
+    verdicts = evaluate_policy(report, policy, base_report)
+    text = markdown(verdicts, report)
+    if summary:
+        summary.write_text(text)
+    else:
+        print(text)
+    if junit_path:
+        junit_path.write_text(junit(verdicts, report))
+    if out_path:
+        write_json(out_path, {**report, "verdicts": [v.__dict__ for v in verdicts]})
+    if any(not v.passed for v in verdicts):
+        err.print(f"wn-onnx check failed: {sum(not v.passed for v in verdicts)} of {len(verdicts)} checks")
+    return verdicts, report
