@@ -24,11 +24,25 @@ FAST = ["--sigmas", "log:1e-2:1e3:21", "--repeats", "3"]
 
 
 def wn(*args, cwd=None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "wn_onnx", *map(str, args)], capture_output=True, text=True, cwd=cwd, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "wn_onnx", *map(str, args)], capture_output=True, text=True, cwd=cwd, timeout=300
+    )
 
 
 def test_pass_fail_error_exit_codes_and_junit(tmp_path):
-    ok = wn("check", DEFAULT_MODEL, "--data", DEFAULT_DATA, "--min-mu", "0.1", *FAST, "--junit", tmp_path / "ok.xml", "--out", tmp_path / "r.json")
+    ok = wn(
+        "check",
+        DEFAULT_MODEL,
+        "--data",
+        DEFAULT_DATA,
+        "--min-mu",
+        "0.1",
+        *FAST,
+        "--junit",
+        tmp_path / "ok.xml",
+        "--out",
+        tmp_path / "r.json",
+    )
     assert ok.returncode == 0, ok.stderr
     assert "wn-onnx check: passed" in ok.stdout and "| global |" in ok.stdout
     suite = ET.parse(tmp_path / "ok.xml").getroot()
@@ -36,7 +50,19 @@ def test_pass_fail_error_exit_codes_and_junit(tmp_path):
     assert len(suite.findall("testcase")) == 12 and any("global" in c.get("name") for c in suite.findall("testcase"))
     assert len(json.loads((tmp_path / "r.json").read_text())["verdicts"]) == 12
 
-    bad = wn("check", DEFAULT_MODEL, "--data", DEFAULT_DATA, "--min-mu", "0.9", *FAST, "--junit", tmp_path / "bad.xml", "--summary", tmp_path / "s.md")
+    bad = wn(
+        "check",
+        DEFAULT_MODEL,
+        "--data",
+        DEFAULT_DATA,
+        "--min-mu",
+        "0.9",
+        *FAST,
+        "--junit",
+        tmp_path / "bad.xml",
+        "--summary",
+        tmp_path / "s.md",
+    )
     assert bad.returncode == 1
     suite = ET.parse(tmp_path / "bad.xml").getroot()
     failures = [c.find("failure") for c in suite.findall("testcase") if c.find("failure") is not None]
@@ -45,7 +71,9 @@ def test_pass_fail_error_exit_codes_and_junit(tmp_path):
     assert all("±" in f.get("message") for f in failures if "global" in f.get("message"))
     assert "FAILED" in (tmp_path / "s.md").read_text()
 
-    err = wn("check", tmp_path / "missing.onnx", "--data", DEFAULT_DATA, "--min-mu", "0.1", "--junit", tmp_path / "err.xml")
+    err = wn(
+        "check", tmp_path / "missing.onnx", "--data", DEFAULT_DATA, "--min-mu", "0.1", "--junit", tmp_path / "err.xml"
+    )
     assert err.returncode == 2 and "model file not found" in err.stderr
     suite = ET.parse(tmp_path / "err.xml").getroot()
     assert suite.get("errors") == "1" and "model file not found" in suite.find("testcase/error").get("message")
@@ -58,12 +86,20 @@ def two_models(tmp_path_factory):
     """The shipped model, and one trained briefly (a real robustness drop at most points)."""
     d = tmp_path_factory.mktemp("models")
     x_train, y_train, x_test, y_test = digits_split()
-    weak, _ = train(TrainConfig("mlp", "digits", epochs=2, augment=False, seed=3), (x_train, y_train), (x_test, y_test), 10, (1, 8, 8))
+    weak, _ = train(
+        TrainConfig("mlp", "digits", epochs=2, augment=False, seed=3),
+        (x_train, y_train),
+        (x_test, y_test),
+        10,
+        (1, 8, 8),
+    )
     return DEFAULT_MODEL, export_onnx(weak, (1, 8, 8), d / "weak.onnx"), make_dataset(x_test, y_test, "digits")
 
 
 def scan(path, data, seed):
-    return run_scan(load_model(path), data, SweepSettings(parse_grid("log:1e-2:1e3:31"), NoiseSpec("add"), 4, seed), ScanRequest())
+    return run_scan(
+        load_model(path), data, SweepSettings(parse_grid("log:1e-2:1e3:31"), NoiseSpec("add"), 4, seed), ScanRequest()
+    )
 
 
 def test_baseline_passes_within_error_and_fails_a_real_drop(two_models):
@@ -90,17 +126,25 @@ def test_label_free_mu_close_to_labelled(two_models):
     good, _, data = two_models
     st = SweepSettings(parse_grid("log:1e-2:1e3:31"), NoiseSpec("add"), 4)
     labelled = run_scan(load_model(good), data, st, ScanRequest(mode="global"))
-    free = run_scan(load_model(good), make_dataset(data.x, None, "unlabelled"), st, ScanRequest(mode="global", label_free=True))
+    free = run_scan(
+        load_model(good), make_dataset(data.x, None, "unlabelled"), st, ScanRequest(mode="global", label_free=True)
+    )
     assert free["clean_accuracy"] == 1.0 and free["data"]["label_free"]
     g, f = labelled["global"], free["global"]
     assert abs(g["mu"] - f["mu"]) <= 0.1 * g["mu"] + 2 * np.hypot(g["mu_err"], f["mu_err"]), (g["mu"], f["mu"])
 
 
 def test_toml_thresholds_per_pattern_and_unknown_keys(tmp_path):
-    (tmp_path / "wn-onnx.toml").write_text('noise = "add"\nsigmas = "log:1e-2:1e3:21"\nrepeats = 3\nmin_mu = 0.1\n[points]\n"op:Gemm" = 3.0\n')
+    (tmp_path / "wn-onnx.toml").write_text(
+        'noise = "add"\nsigmas = "log:1e-2:1e3:21"\nrepeats = 3\nmin_mu = 0.1\n[points]\n"op:Gemm" = 3.0\n'
+    )
     res = wn("check", DEFAULT_MODEL, "--data", DEFAULT_DATA, "--junit", "j.xml", cwd=tmp_path)
     assert res.returncode == 1, res.stderr
-    failed = [c.get("name") for c in ET.parse(tmp_path / "j.xml").getroot().findall("testcase") if c.find("failure") is not None]
+    failed = [
+        c.get("name")
+        for c in ET.parse(tmp_path / "j.xml").getroot().findall("testcase")
+        if c.find("failure") is not None
+    ]
     assert failed and all("Gemm" in f or "logits" in f for f in failed) and all("min μ 3" in f for f in failed)
     (tmp_path / "pyproject.toml").write_text('[tool.wn-onnx]\nmin_mu = 0.1\ncolour = "blue"\n')
     (tmp_path / "wn-onnx.toml").unlink()
@@ -112,7 +156,12 @@ def test_toml_thresholds_per_pattern_and_unknown_keys(tmp_path):
 
 
 def test_baseline_from_another_model_is_refused(tmp_path):
-    report = {"points": [{"index": 0, "tensor": "elsewhere", "op_type": "Conv", "mu": 1.0, "mu_err": 0.1, "status": "ok"}], "global": None}
+    report = {
+        "points": [{"index": 0, "tensor": "elsewhere", "op_type": "Conv", "mu": 1.0, "mu_err": 0.1, "status": "ok"}],
+        "global": None,
+    }
     (tmp_path / "b.json").write_text(json.dumps(report))
-    res = wn("check", DEFAULT_MODEL, "--data", DEFAULT_DATA, "--baseline", tmp_path / "b.json", "--max-mu-drop", "20%", *FAST)
+    res = wn(
+        "check", DEFAULT_MODEL, "--data", DEFAULT_DATA, "--baseline", tmp_path / "b.json", "--max-mu-drop", "20%", *FAST
+    )
     assert res.returncode == 2 and "another model" in res.stderr

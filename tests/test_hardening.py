@@ -26,7 +26,9 @@ from wn_onnx.noise import NoiseSpec
 
 
 def wn(*args, **kw) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "wn_onnx", *map(str, args)], capture_output=True, text=True, timeout=300, **kw)
+    return subprocess.run(
+        [sys.executable, "-m", "wn_onnx", *map(str, args)], capture_output=True, text=True, timeout=300, **kw
+    )
 
 
 def one_line_exit_2(res: subprocess.CompletedProcess, message: str) -> None:
@@ -41,7 +43,10 @@ def small_model(path, input_type=TensorProto.FLOAT, dims=("N", 4), external: str
         w.data_location = TensorProto.EXTERNAL
         w.ClearField("raw_data")
         w.external_data.add(key="location", value=external)
-    nodes = [helper.make_node("Cast", ["x"], ["xf"], to=TensorProto.FLOAT), helper.make_node("MatMul", ["xf", "w"], ["y"])]
+    nodes = [
+        helper.make_node("Cast", ["x"], ["xf"], to=TensorProto.FLOAT),
+        helper.make_node("MatMul", ["xf", "w"], ["y"]),
+    ]
     graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", input_type, list(dims))],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3])], [w])  # fmt: skip
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
@@ -69,7 +74,10 @@ def test_hostile_corpus(tmp_path):
         (["scan", good, "--data", tmp_path / "empty.npz"], "holds no samples"),
         (["scan", good, "--data", tmp_path / "inf.npz"], "contain NaN or Inf"),
         (["plan", tmp_path / "r.json"], "not a JSON report"),
-        (["check", good, "--data", tmp_path / "four.npz", "--baseline", tmp_path / "r.json", "--max-mu-drop", "5%"], "not a JSON report"),
+        (
+            ["check", good, "--data", tmp_path / "four.npz", "--baseline", tmp_path / "r.json", "--max-mu-drop", "5%"],
+            "not a JSON report",
+        ),
         (["analyze", "weights", escape], "refusing external data"),
         (["scan", good, "--data", tmp_path / "four.npz", "--repeats", "abc"], "is not a valid integer"),
     ]
@@ -115,7 +123,9 @@ def random_graphs(draw):
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(random_graphs(), st.sampled_from([NoiseSpec("add"), NoiseSpec("mul"), NoiseSpec("mixed", "add-first", ratio=0.5)]))
+@given(
+    random_graphs(), st.sampled_from([NoiseSpec("add"), NoiseSpec("mul"), NoiseSpec("mixed", "add-first", ratio=0.5)])
+)
 def test_fuzz_noise_pass_is_identity_at_sigma_zero(case, spec):
     proto, width = case
     model = ir.from_proto(onnx.shape_inference.infer_shapes(proto))
@@ -124,13 +134,17 @@ def test_fuzz_noise_pass_is_identity_at_sigma_zero(case, spec):
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     x = np.random.default_rng(0).standard_normal((3, width)).astype(np.float32)
-    ref = ort.InferenceSession(proto.SerializeToString(), opts, providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    ref = ort.InferenceSession(proto.SerializeToString(), opts, providers=["CPUExecutionProvider"]).run(None, {"x": x})[
+        0
+    ]
     feeds = {"x": x}
     if spec.kind != "mul":
         feeds["wn_sigma_add"] = np.zeros(len(points), np.float32)
     if spec.kind != "add":
         feeds["wn_sigma_mul"] = np.zeros(len(points), np.float32)
-    got = ort.InferenceSession(ir.to_proto(model).SerializeToString(), opts, providers=["CPUExecutionProvider"]).run(None, feeds)[0]
+    got = ort.InferenceSession(ir.to_proto(model).SerializeToString(), opts, providers=["CPUExecutionProvider"]).run(
+        None, feeds
+    )[0]
     assert np.array_equal(ref, got)
 
 
@@ -165,7 +179,9 @@ def stored_curves(db) -> int:
 
 
 def run_until_stored(args, db, count: int, sig: int, tmp_path) -> subprocess.Popen:
-    proc = subprocess.Popen([sys.executable, "-m", "wn_onnx", *map(str, args)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "wn_onnx", *map(str, args)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     deadline = time.time() + 120
     while stored_curves(db) < count and proc.poll() is None and time.time() < deadline:
         time.sleep(0.05)

@@ -46,7 +46,11 @@ def test_figures_and_html_are_real(tmp_path, reports):
     assert notes == []
     pngs = sorted(p for p in written if p.suffix == ".png")
     svgs = sorted(p for p in written if p.suffix == ".svg")
-    assert {p.stem for p in pngs} == {"mu_per_point", "preserved_accuracy", "curves_1", "curves_2"} == {p.stem for p in svgs}
+    assert (
+        {p.stem for p in pngs}
+        == {"mu_per_point", "preserved_accuracy", "curves_1", "curves_2"}
+        == {p.stem for p in svgs}
+    )
     for png in pngs:
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         ink, colours = drawn_content(png)
@@ -76,7 +80,11 @@ def test_report_cli(tmp_path, reports):
     assert res.returncode == 0, res.stderr
     assert (tmp_path / "a.html").stat().st_size > 10000 and (tmp_path / "f" / "mu_per_point.svg").is_file()
     (tmp_path / "bad.json").write_text("[1, 2")
-    res = subprocess.run([sys.executable, "-m", "wn_onnx", "report", tmp_path / "bad.json", "--html", tmp_path / "b.html"], capture_output=True, text=True)
+    res = subprocess.run(
+        [sys.executable, "-m", "wn_onnx", "report", tmp_path / "bad.json", "--html", tmp_path / "b.html"],
+        capture_output=True,
+        text=True,
+    )
     assert res.returncode == 2 and "not a JSON report" in res.stderr
 
 
@@ -99,10 +107,19 @@ def test_self_binarised_network_keeps_accuracy_on_levels(tmp_path):
     cfg = TrainConfig("mlp", "digits", epochs=30, augment=False, noise=NoiseSpec("mul"), sigma=sigma, at=[1])
     net, _ = train(cfg, (x_train, y_train), (x_test, y_test), 10, (1, 8, 8))
     data = make_dataset(x_test, y_test, "digits")
-    noisy = binarize(Engine(load_model(export_onnx(net, (1, 8, 8), tmp_path / "n.onnx")), ["CPUExecutionProvider"]), data, 1, NoiseSpec("mul"), sigma, quantize_at=3)
+    noisy = binarize(
+        Engine(load_model(export_onnx(net, (1, 8, 8), tmp_path / "n.onnx")), ["CPUExecutionProvider"]),
+        data,
+        1,
+        NoiseSpec("mul"),
+        sigma,
+        quantize_at=3,
+    )
     assert noisy["levels"]["count"] == 2 and noisy["accuracy"]["noisy"] > 0.3
     assert abs(noisy["accuracy"]["quantized"] - noisy["accuracy"]["noisy"]) <= 0.05, noisy["accuracy"]
-    clean = binarize(Engine(load_model(DEFAULT_MODEL), ["CPUExecutionProvider"]), data, 1, NoiseSpec("mul"), sigma, quantize_at=3)
+    clean = binarize(
+        Engine(load_model(DEFAULT_MODEL), ["CPUExecutionProvider"]), data, 1, NoiseSpec("mul"), sigma, quantize_at=3
+    )
     assert clean["accuracy"]["quantized"] < clean["accuracy"]["clean"] - 0.5, clean["accuracy"]
     hist = clean["histograms"]
     assert len(hist) == 4 and all(h["noisy"]["size"] > 0 for h in hist.values())
@@ -124,7 +141,9 @@ def test_weights_and_ratio(tmp_path):
     a = weight_magnitudes(str(DEFAULT_MODEL))
     assert [r["op_type"] for r in a] == ["Gemm"] * 4 and all(r["mean_abs"] > 0 for r in a)
     assert [r["ratio"] for r in weight_ratio(a, a)] == [1.0] * 4
-    res = subprocess.run([sys.executable, "-m", "wn_onnx", "analyze", "weights", DEFAULT_MODEL, "--json"], capture_output=True, text=True)
+    res = subprocess.run(
+        [sys.executable, "-m", "wn_onnx", "analyze", "weights", DEFAULT_MODEL, "--json"], capture_output=True, text=True
+    )
     assert res.returncode == 0 and len(json.loads(res.stdout)["layers"]) == 4
 
 
