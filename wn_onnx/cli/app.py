@@ -15,6 +15,7 @@ from wn_onnx.cli.analyze import analyze_app, report_command
 from wn_onnx.cli.check import check_command
 from wn_onnx.cli.common import Device, Kind, Mode, Order, err, out, progress_bar, write_json
 from wn_onnx.cli.plan import apply_plan_command, plan_command
+from wn_onnx.cli.sweep import sweep_app
 from wn_onnx.cli.train import data_app, train_command
 from wn_onnx.errors import WnError
 
@@ -202,6 +203,7 @@ app.add_typer(analyze_app, name="analyze")
 app.command("plan")(plan_command)
 app.command("apply-plan")(apply_plan_command)
 app.command("train")(train_command)
+app.add_typer(sweep_app, name="sweep")
 app.add_typer(data_app, name="data")
 
 

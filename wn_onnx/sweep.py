@@ -1,0 +1,366 @@
+"""Noisy-training sweeps (points × σ × seeds × …) on Dask distributed, resumable from SQLite.
+
+A ``sweep.toml`` names the axes; their cross product becomes runs, each keyed by the hash of its
+resolved configuration. With training noise, a run is one training under noise at one point (or
+all: ``"global"``) and its evaluation under the same noise. Without (``training_noise = false``),
+a run trains one clean network per (BN, clamp, seed) and evaluates it at every (noise, point, σ).
+Results are written by the client, as they arrive, to ``<sweep>.sqlite`` (WAL) beside the file;
+a run is recorded as done only when complete, so a killed client or worker loses only runs in
+flight, and re-running skips done keys and retries failed ones.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import socket
+import sqlite3
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import tomllib
+
+from wn_onnx.errors import WnError
+from wn_onnx.noise import KINDS, parse_grid
+from wn_onnx.store import digest
+
+KEYS = {"dataset", "data_dir", "arch", "bn", "noise", "order", "sigma_ratio", "points", "sigmas", "seeds", "epochs", "clamp",
+        "training_noise", "limit", "eval_limit", "eval_repeats", "keep_onnx", "batch_size", "lr"}  # fmt: skip
+REQUIRED = {"dataset", "arch", "sigmas", "seeds"}
+
+
+def _list(value) -> list:
+    return list(value) if isinstance(value, list | tuple) else [value]
+
+
+@dataclass
+class Sweep:
+    path: Path
+    conf: dict
+    runs: list[dict]
+
+    @property
+    def db_path(self) -> Path:
+        return self.path.with_name(self.path.name + ".sqlite")
+
+
+def load_sweep(path: str | Path) -> Sweep:
+    """Parse and expand ``sweep.toml``; malformed TOML and unknown keys are errors."""
+    p = Path(path)
+    try:
+        conf = tomllib.loads(p.read_text())
+    except OSError:
+        raise WnError(f"sweep file not found: {p}") from None
+    except tomllib.TOMLDecodeError as err:
+        raise WnError(f"{p}: malformed TOML ({err})") from None
+    unknown = sorted(set(conf) - KEYS)
+    if unknown:
+        raise WnError(f"{p}: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(KEYS))}")
+    missing = sorted(REQUIRED - set(conf))
+    if missing:
+        raise WnError(f"{p}: missing key(s) {', '.join(missing)}")
+    kinds = _list(conf.get("noise", "add"))
+    if any(k not in KINDS for k in kinds):
+        raise WnError(f"{p}: noise must be among {', '.join(KINDS)}")
+    sigmas = parse_grid(conf["sigmas"]) if isinstance(conf["sigmas"], str) else np.asarray(_list(conf["sigmas"]), float)
+    points = conf.get("points", "all")
+    points = ["all"] if points == "all" else _list(points)
+    common = {
+        k: conf.get(k)
+        for k in ("dataset", "data_dir", "arch", "order", "sigma_ratio", "limit", "eval_limit", "keep_onnx")
+    }
+    common.update(epochs=int(conf.get("epochs", 100)), eval_repeats=int(conf.get("eval_repeats", 1)),
+                  batch_size=int(conf.get("batch_size", 128)), lr=float(conf.get("lr", 1e-3)))  # fmt: skip
+    trained = bool(conf.get("training_noise", True))
+    runs = []
+    axes = itertools.product(_list(conf.get("bn", True)), _list(conf.get("clamp", False)), _list(conf["seeds"]))
+    for bn, clamp, seed in axes:
+        base = {
+            **common,
+            "bn": bool(bn),
+            "clamp": None if clamp in (False, None, 0) else float(clamp),
+            "seed": int(seed),
+        }
+        if trained:
+            for kind, point, sigma in itertools.product(kinds, points, sigmas):
+                runs.append({**base, "training_noise": True, "noise": kind, "point": point, "sigma": float(sigma)})
+        else:
+            runs.append(
+                {**base, "training_noise": False, "noise": kinds, "point": points, "sigma": [float(s) for s in sigmas]}
+            )
+    for run in runs:
+        run["key"] = digest({k: v for k, v in run.items() if k != "key"})[:20]
+    return Sweep(p, conf, runs)
+
+
+def expand_points(run: dict, count: int) -> list:
+    """Point entries of a run: indices, ``"global"``; ``"all"`` is every index."""
+    out = []
+    for p in _list(run["point"]):
+        out += list(range(count)) if p == "all" else [p]
+    return out
+
+
+def execute_run(run: dict) -> dict:
+    """One run, start to finish (this is what a Dask worker executes)."""
+    import torch
+
+    from wn_onnx.datasets import load_split
+    from wn_onnx.models.nets import build
+    from wn_onnx.noise import NoiseSpec
+    from wn_onnx.training import TrainConfig, evaluate_accuracy, train, weight_stats
+
+    torch.set_num_threads(1)  # the same numbers whatever machine or worker runs it
+    began = time.perf_counter()
+    tr = load_split(run["dataset"], "train", run.get("data_dir"), limit=run.get("limit"))
+    te = load_split(run["dataset"], tr.info.val_split, run.get("data_dir"), limit=run.get("eval_limit"))
+    classes = max(len(tr.info.classes), int(tr.y.max()) + 1)
+    shape = tuple(tr.x.shape[1:])
+    count = len(build(run["arch"], shape, classes, run["bn"]).points)
+
+    def spec_of(kind: str) -> NoiseSpec:
+        return NoiseSpec(
+            kind,
+            run.get("order") or ("mul-first" if kind == "mixed" else None),
+            run.get("sigma_ratio") or (0.5 if kind == "mixed" else None),
+        )
+
+    def where(point) -> list[int] | None:
+        if point == "global":
+            return None
+        if not isinstance(point, int) or not 0 <= point < count:
+            raise WnError(f"point {point!r} out of range: {run['arch']} has {count} points")
+        return [point]
+
+    noise = spec_of(run["noise"]) if run["training_noise"] else None
+    at = where(run["point"]) if run["training_noise"] else None
+    cfg = TrainConfig(run["arch"], run["dataset"], run["bn"], run["epochs"], run["lr"], run["batch_size"], run["seed"],
+                      noise, run["sigma"] if noise else 0.0, at, run["clamp"], tr.info.augment)  # fmt: skip
+    net, history = train(cfg, (tr.x, tr.y), (te.x, te.y), classes, shape, tr.info.mean, tr.info.std)
+    xv, yv = torch.from_numpy(te.x), torch.from_numpy(te.y)
+    torch.manual_seed(run["seed"] + 1)
+    evaluations = []
+    combos = [(run["noise"], run["point"], run["sigma"])] if run["training_noise"] else list(
+        itertools.product(_list(run["noise"]), expand_points(run, count), _list(run["sigma"])))  # fmt: skip
+    for kind, point, sigma in combos:
+        net.set_noise(spec_of(kind), sigma, where(point))
+        accs = [evaluate_accuracy(net, xv, yv) for _ in range(run["eval_repeats"])]
+        evaluations.append({"noise": kind, "point": point, "sigma": sigma, "accuracy": accs})
+    net.set_noise(None, 0.0, None)
+    out = {"clean_accuracy": evaluate_accuracy(net, xv, yv), "evaluations": evaluations, "history": history.epochs,
+           "weight_stats": weight_stats(net), "seconds": time.perf_counter() - began, "num_classes": classes,
+           "input_shape": list(shape), "host": socket.gethostname()}  # fmt: skip
+    if run.get("keep_onnx"):
+        from wn_onnx.models.export import export_onnx
+
+        folder = Path(str(run["keep_onnx"]))
+        out["onnx"] = str(export_onnx(net, shape, folder / f"{run['key']}.onnx"))
+    return out
+
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    key TEXT PRIMARY KEY, config TEXT NOT NULL, status TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0,
+    clean_accuracy REAL, noisy_accuracy REAL, result TEXT, error TEXT, onnx TEXT, seconds REAL, updated REAL NOT NULL
+)
+"""
+
+
+class RunStore:
+    """The sweep's SQLite table; only the client writes it."""
+
+    def __init__(self, path: Path) -> None:
+        self.db = sqlite3.connect(path, timeout=30)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute(SCHEMA)
+        self.db.commit()
+
+    def rows(self) -> dict[str, dict]:
+        cur = self.db.execute("SELECT key, status, attempts, result, error FROM runs")
+        return {
+            k: {"status": s, "attempts": a, "result": json.loads(r) if r else None, "error": e} for k, s, a, r, e in cur
+        }
+
+    def mark(self, run: dict, status: str, result: dict | None = None, error: str | None = None) -> None:
+        noisy = None
+        if result:
+            accs = [a for ev in result["evaluations"] for a in ev["accuracy"]]
+            noisy = float(np.mean(accs)) if accs else None
+        with self.db:
+            self.db.execute(
+                """INSERT INTO runs (key, config, status, attempts, clean_accuracy, noisy_accuracy, result, error, onnx, seconds, updated)
+                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                   ON CONFLICT(key) DO UPDATE SET status=excluded.status,
+                     attempts=runs.attempts + (excluded.status IN ('done', 'failed')),
+                     clean_accuracy=excluded.clean_accuracy, noisy_accuracy=excluded.noisy_accuracy, result=excluded.result,
+                     error=excluded.error, onnx=excluded.onnx, seconds=excluded.seconds, updated=excluded.updated""",
+                (run["key"], json.dumps(run), status, int(status in ("done", "failed")), result and result["clean_accuracy"], noisy,
+                 json.dumps(result) if result else None, error, result and result.get("onnx"), result and result["seconds"], time.time()),
+            )  # fmt: skip
+
+    def close(self) -> None:
+        self.db.close()
+
+
+def status_counts(sweep: Sweep) -> dict[str, int]:
+    rows = RunStore(sweep.db_path).rows() if sweep.db_path.exists() else {}
+    counts = {"done": 0, "running": 0, "failed": 0, "pending": 0}
+    for run in sweep.runs:
+        counts[rows[run["key"]]["status"] if run["key"] in rows else "pending"] += 1
+    return counts
+
+
+def connect(workers: int, scheduler: str | None, timeout: float = 10.0):
+    """A Dask client: an existing scheduler, or a LocalCluster of real worker processes."""
+    from distributed import Client, LocalCluster
+
+    try:
+        if scheduler:
+            return Client(scheduler, timeout=timeout), None
+        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
+                               dashboard_address=None, silence_logs=50)  # fmt: skip
+        return Client(cluster, timeout=timeout), cluster
+    except (OSError, TimeoutError) as err:
+        raise WnError(
+            f"cannot reach the Dask scheduler {scheduler or 'LocalCluster'} within {timeout:g} s ({type(err).__name__})"
+        ) from None
+
+
+def run_sweep(
+    sweep: Sweep,
+    workers: int = 2,
+    scheduler: str | None = None,
+    retries: int = 1,
+    on_update: Callable[[dict], None] | None = None,
+) -> dict[str, int]:
+    """Execute every run not yet done (failed ones up to ``retries`` more times).
+
+    ``workers = 0`` runs serially in this process (no Dask), the reference for the same rows.
+    """
+    store = RunStore(sweep.db_path)
+    try:
+        rows = store.rows()
+        todo = [r for r in sweep.runs if rows.get(r["key"], {}).get("status") != "done"
+                and not (rows.get(r["key"], {}).get("status") == "failed" and rows[r["key"]]["attempts"] > retries)]  # fmt: skip
+        stats = {"total": len(sweep.runs), "done": len(sweep.runs) - len(todo), "failed": 0, "todo": len(todo)}
+        if on_update:
+            on_update(stats)
+        if workers == 0 and not scheduler:
+            for run in todo:
+                _serial(store, run, retries, stats, on_update)
+            return stats
+        client, cluster = connect(workers, scheduler)
+        try:
+            from distributed import as_completed
+
+            attempts = {r["key"]: 0 for r in todo}
+            futures = {}
+            for run in todo:
+                store.mark(run, "running")
+                futures[client.submit(execute_run, run, key=f"wn-{run['key']}-0", pure=False)] = run
+            pending = as_completed(list(futures))
+            for future in pending:
+                run = futures.pop(future)
+                try:
+                    result = future.result()
+                except Exception as err:
+                    attempts[run["key"]] += 1
+                    if attempts[run["key"]] <= retries:
+                        retry = client.submit(
+                            execute_run, run, key=f"wn-{run['key']}-{attempts[run['key']]}", pure=False
+                        )
+                        futures[retry] = run
+                        pending.add(retry)
+                        continue
+                    store.mark(run, "failed", error=f"{type(err).__name__}: {err}")
+                    stats["failed"] += 1
+                else:
+                    store.mark(run, "done", result)
+                    stats["done"] += 1
+                if on_update:
+                    on_update(stats)
+        finally:
+            client.close()
+            if cluster is not None:
+                cluster.close()
+        return stats
+    finally:
+        store.close()
+
+
+def _serial(store: RunStore, run: dict, retries: int, stats: dict, on_update) -> None:
+    for attempt in range(retries + 1):
+        store.mark(run, "running")
+        try:
+            result = execute_run(run)
+        except Exception as err:
+            if attempt == retries:
+                store.mark(run, "failed", error=f"{type(err).__name__}: {err}")
+                stats["failed"] += 1
+        else:
+            store.mark(run, "done", result)
+            stats["done"] += 1
+            break
+    if on_update:
+        on_update(stats)
+
+
+def sweep_reports(sweep: Sweep) -> dict[str, dict]:
+    """Scan-schema reports from the finished runs, one per (noise kind, BN, clamp) group:
+    accuracy per σ over seeds (and evaluation repeats) per point → the same μ fit."""
+    from wn_onnx.fit import fit_curve
+
+    rows = RunStore(sweep.db_path).rows() if sweep.db_path.exists() else {}
+    done = [(r, rows[r["key"]]["result"]) for r in sweep.runs if rows.get(r["key"], {}).get("status") == "done"]
+    if not done:
+        raise WnError(f"{sweep.path}: no finished runs yet (wn-onnx sweep run {sweep.path})")
+    groups: dict[tuple, list] = {}
+    for run, result in done:
+        for ev in result["evaluations"]:
+            groups.setdefault((ev["noise"], run["bn"], run["clamp"]), []).append((run, result, ev))
+    reports = {}
+    for (kind, bn, clamp), items in sorted(groups.items(), key=str):
+        run0, res0 = items[0][0], items[0][1]
+        points = _reference_points(run0["arch"], tuple(res0["input_shape"]), res0["num_classes"], bn)
+        chance = 1.0 / res0["num_classes"]
+        clean = float(np.mean([res["clean_accuracy"] for _, res, _ in items]))
+        curves: dict = {}
+        for _, _, ev in items:
+            curves.setdefault(ev["point"], {}).setdefault(ev["sigma"], []).extend(ev["accuracy"])
+        report = {"model": f"sweep:{sweep.path.name} arch={run0['arch']} bn={bn} clamp={clamp}",
+                  "noise": {"kind": kind, "order": run0.get("order") if kind == "mixed" else None},
+                  "training_noise": run0["training_noise"], "seed": None, "seeds": sorted({r["seed"] for r, _, _ in items}),
+                  "clean_accuracy": clean, "num_classes": res0["num_classes"], "chance": chance,
+                  "data": {"source": run0["dataset"], "samples": None, "label_free": False}, "points": [], "global": None, "partial": False}  # fmt: skip
+        for point, by_sigma in sorted(
+            curves.items(), key=lambda kv: (kv[0] == "global", kv[0] if kv[0] != "global" else 0)
+        ):
+            sig = np.array(sorted(by_sigma))
+            width = min(len(v) for v in by_sigma.values())
+            acc = np.array([by_sigma[s][:width] for s in sig])
+            fit = fit_curve(sig, acc, chance, 10_000, clean=clean).to_json()
+            curve = {"sigmas": sig.tolist(), "accuracy": acc.tolist(), "mu": fit["mu"], "mu_err": fit["mu_err"], "a_max": fit["a_max"],
+                     "a_min": fit["a_min"], "status": fit["status"], "fit": {k: fit[k] for k in ("slope", "a_min_free", "chi2_red", "mu_threshold", "note", "drops")}}  # fmt: skip
+            if point == "global":
+                report["global"] = {"points": list(range(len(points))), **curve}
+            else:
+                report["points"].append({**points[point].to_json(), **curve})
+        reports[f"{kind}_{'bn' if bn else 'nobn'}{f'_clamp{clamp:g}' if clamp else ''}"] = report
+    return reports
+
+
+def _reference_points(arch: str, shape: tuple, classes: int, bn: bool) -> list:
+    """Point names of the architecture's ONNX export, so sweep reports line up with scans."""
+    import tempfile
+
+    from wn_onnx.graph_passes import find_points
+    from wn_onnx.modelio import load_model
+    from wn_onnx.models.export import export_onnx
+    from wn_onnx.models.nets import build
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = export_onnx(build(arch, shape, classes, bn), shape, Path(tmp) / "ref.onnx")
+        return find_points(load_model(path).model)
