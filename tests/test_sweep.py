@@ -57,22 +57,40 @@ def test_local_cluster_equals_serial(tmp_path):
 
 
 def test_report_has_scan_schema_and_feeds_plan(tmp_path):
-    (tmp_path / "sweep.toml").write_text(TINY.replace('points = [1, 4]', 'points = [1, 4, "global"]').replace("seeds = [0, 1]", "seeds = [0]"))
+    (tmp_path / "sweep.toml").write_text(
+        TINY.replace("points = [1, 4]", 'points = [1, 4, "global"]').replace("seeds = [0, 1]", "seeds = [0]")
+    )
     sweep = load_sweep(tmp_path / "sweep.toml")
     run_sweep(sweep, workers=0)
     (report,) = sweep_reports(sweep).values()
     assert [p["index"] for p in report["points"]] == [1, 4] and report["global"] is not None
     for p in report["points"]:
-        assert {"index", "tensor", "op_type", "shape", "sigmas", "accuracy", "mu", "mu_err", "a_max", "a_min", "status"} <= set(p)
+        assert {
+            "index",
+            "tensor",
+            "op_type",
+            "shape",
+            "sigmas",
+            "accuracy",
+            "mu",
+            "mu_err",
+            "a_max",
+            "a_min",
+            "status",
+        } <= set(p)
         assert p["sigmas"] == [0.5, 2.0]
     (tmp_path / "r.json").write_text(json.dumps(report))
-    res = subprocess.run([sys.executable, "-m", "wn_onnx", "plan", tmp_path / "r.json", "--json"], capture_output=True, text=True)
+    res = subprocess.run(
+        [sys.executable, "-m", "wn_onnx", "plan", tmp_path / "r.json", "--json"], capture_output=True, text=True
+    )
     assert res.returncode == 0, res.stderr
     assert sum(json.loads(res.stdout)["executions"]) == 4
 
 
 def test_kill_client_then_resume_runs_each_key_once(tmp_path):
-    (tmp_path / "sweep.toml").write_text(TINY.replace("epochs = 1", "epochs = 3").replace("seeds = [0, 1]", "seeds = [0, 1, 2]"))
+    (tmp_path / "sweep.toml").write_text(
+        TINY.replace("epochs = 1", "epochs = 3").replace("seeds = [0, 1]", "seeds = [0, 1, 2]")
+    )
     sweep = load_sweep(tmp_path / "sweep.toml")
     cmd = [sys.executable, "-m", "wn_onnx", "sweep", "run", str(tmp_path / "sweep.toml"), "--workers", "0", "--quiet"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

@@ -3,7 +3,7 @@
 ``F(σ; μ, s, δa, a_min) = 2 / (1 + exp((σ − μ)/s)) · δa + a_min`` is fitted by weighted least
 squares (scipy.optimize.curve_fit), residuals divided by the observed uncertainty Δy of the mean
 accuracy over repeats, floored by the binomial standard error so that a zero spread cannot blow
-up the weights. a_min is the chance level 1/K unless the curve plateaus above chance, then it is
+up the weights, plus a model term (see :func:`uncertainty`). a_min is the chance level 1/K unless the curve plateaus above chance, then it is
 free. The threshold crossing of (a_max + a_min)/2 is always computed as a sanity check and as the
 fallback of a poor fit.
 
@@ -24,6 +24,7 @@ from scipy.special import expit
 
 STATUSES = ("ok", "not-reached", "no-drop-from-start", "poor-fit", "two-drops")
 MAX_CHI2_RED = 50.0  # above this a single logistic does not describe the curve
+MODEL_DY = 0.005  # half an accuracy point: the logistic's own model error, added in quadrature
 
 
 @dataclass
@@ -56,7 +57,10 @@ def double_logistic(
 
 
 def uncertainty(acc: np.ndarray, n_samples: int) -> tuple[np.ndarray, np.ndarray]:
-    """Mean accuracy per σ and its uncertainty Δy (spread of the mean, binomially floored)."""
+    """Mean accuracy per σ and its uncertainty Δy: the spread of the mean over repeats, floored
+    by the binomial standard error, with MODEL_DY added in quadrature. With thousands of images
+    and common random numbers the statistical Δy alone is far smaller than anything a logistic
+    in σ can describe (tails of real curves are longer), and every fit would be "poor"."""
     acc = np.atleast_2d(np.asarray(acc, dtype=np.float64))
     reps = acc.shape[1]
     y = acc.mean(axis=1)
@@ -64,7 +68,7 @@ def uncertainty(acc: np.ndarray, n_samples: int) -> tuple[np.ndarray, np.ndarray
     n = max(int(n_samples), 1)
     p = np.clip(y, 1.0 / n, 1.0 - 1.0 / n)
     floor = np.sqrt(p * (1 - p) / (n * reps))
-    return y, np.maximum(spread, floor)
+    return y, np.hypot(np.maximum(spread, floor), MODEL_DY)
 
 
 def threshold_crossing(sigma: np.ndarray, y: np.ndarray, level: float) -> float | None:
@@ -249,9 +253,15 @@ def fit_curve(
             mu1, s1, d1, mu2, s2, d2, amin2 = popt
             separated = min(mu1, mu2) > 0 and max(mu1, mu2) / min(mu1, mu2) >= 3
             substantial = min(d1, d2) >= 0.15 * (d1 + d2)
+            # both drops inside the grid with a measured plateau between them, not a drop pinned
+            # to the grid's edge that only soaks up a curve's slow start or tail
+            inside = sigma[1] < min(mu1, mu2) and max(mu1, mu2) < sigma[-2]
+            plateau = np.count_nonzero((sigma > min(mu1, mu2)) & (sigma < max(mu1, mu2))) >= 2
             if (
                 separated
                 and substantial
+                and inside
+                and plateau
                 and chi2_2 < 0.5 * (single[2] if single else np.inf)
                 and chi2_red_2 <= max_chi2_red
             ):
