@@ -38,7 +38,7 @@ def one_line_exit_2(res: subprocess.CompletedProcess, message: str) -> None:
 
 
 def small_model(path, input_type=TensorProto.FLOAT, dims=("N", 4), external: str | None = None):
-    w = numpy_helper.from_array(np.ones((dims[-1] if isinstance(dims[-1], int) else 4, 3), np.float32), "w")
+    w = numpy_helper.from_array(np.ones((4, 3), np.float32), "w")
     if external:
         w.data_location = TensorProto.EXTERNAL
         w.ClearField("raw_data")

@@ -209,19 +209,23 @@ app.add_typer(data_app, name="data")
 
 def run() -> None:
     """Console entry point: one clear line and exit 2 for bad input, never a traceback."""
+    from typer._click import exceptions as click_errors  # Typer vendors click; its usage errors live here
+
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)
     except WnError as e:
         err.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
         sys.exit(2)
     except KeyboardInterrupt:
         err.print("interrupted")
         sys.exit(130)
-    except __import__("click").exceptions.ClickException as e:
+    except typer.Abort:
+        sys.exit(130)
+    except click_errors.NoArgsIsHelpError:
+        sys.exit(0)  # the help was printed
+    except click_errors.ClickException as e:
         err.print(f"[bold red]error:[/] {e.format_message()}", highlight=False, soft_wrap=True)
         sys.exit(e.exit_code)
-    except __import__("click").exceptions.Abort:
-        sys.exit(130)
     except Exception as e:
         if os.environ.get("WN_ONNX_DEBUG"):
             raise
@@ -232,3 +236,5 @@ def run() -> None:
             soft_wrap=True,
         )
         sys.exit(3)
+    if isinstance(code, int) and code:
+        sys.exit(code)
