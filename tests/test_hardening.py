@@ -79,7 +79,7 @@ def test_hostile_corpus(tmp_path):
             "not a JSON report",
         ),
         (["analyze", "weights", escape], "refusing external data"),
-        (["scan", good, "--data", tmp_path / "four.npz", "--repeats", "abc"], "is not a valid integer"),
+        (["scan", good, "--data", tmp_path / "four.npz", "--repeats", "abc"], "Invalid value for '--repeats'"),
     ]
     for args, message in cases:
         one_line_exit_2(wn(*args), message)

@@ -9,8 +9,10 @@ import sys
 import xml.etree.ElementTree as ET
 
 import numpy as np
+import onnx
 import pytest
 from matplotlib import image as mpimg
+from onnx import TensorProto, helper, numpy_helper
 
 from wn_onnx.analysis import binarize, find_levels, mixed_grid, weight_magnitudes, weight_ratio
 from wn_onnx.data import load_npz, make_dataset
@@ -125,16 +127,31 @@ def test_self_binarised_network_keeps_accuracy_on_levels(tmp_path):
     assert len(hist) == 4 and all(h["noisy"]["size"] > 0 for h in hist.values())
 
 
+def threshold_model(path):
+    """logits = [0.5, x]: class 1 iff x > 0.5; inputs are 0 (class 0) or 1 (class 1)."""
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["h"]), helper.make_node("Add", ["h", "b"], ["logits"])], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 1])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 2])],
+        [numpy_helper.from_array(np.array([[0.0, 1.0]], np.float32), "w"), numpy_helper.from_array(np.array([0.5, 0.0], np.float32), "b")],
+    )  # fmt: skip
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    return path
+
+
 def test_mixed_grid_order_matters(tmp_path):
-    """y = x·(1+σ_m z) + σ_a z' against (x + σ_a z)·(1+σ_m z'): with σ_m large the additive part is
-    amplified in add-first only, so add-first collapses where mul-first does not."""
-    loaded, data = load_model(DEFAULT_MODEL), load_npz(DEFAULT_DATA)
-    engine = Engine(loaded, ["CPUExecutionProvider"])
-    sm, sa = np.array([0.05, 5.0]), np.array([0.05, 0.3])
-    mf = np.array(mixed_grid(engine, data, 2, "mul-first", sm, sa)["accuracy"])
-    af = np.array(mixed_grid(engine, data, 2, "add-first", sm, sa)["accuracy"])
-    assert abs(mf[0, 0] - af[0, 0]) < 0.03  # small noise: orders agree
-    assert np.abs(mf - af).max() > 0.05, (mf, af)
+    """For x = 0, mul-first leaves σ_add·z' while add-first gives σ_add·z·(1 + σ_mul·z'): with a
+    large σ_mul the additive part is amplified in add-first only, and accuracy falls further."""
+    engine = Engine(load_model(threshold_model(tmp_path / "t.onnx")), ["CPUExecutionProvider"])
+    x = np.repeat(np.array([[0.0], [1.0]], np.float32), 2000, axis=0)
+    data = make_dataset(x, (x[:, 0] > 0.5).astype(np.int64), "constructed")
+    sm, sa = np.array([0.01, 10.0]), np.array([0.01, 0.5])
+    mf = np.array(mixed_grid(engine, data, 0, "mul-first", sm, sa)["accuracy"])
+    af = np.array(mixed_grid(engine, data, 0, "add-first", sm, sa)["accuracy"])
+    assert mf[0, 0] == af[0, 0] == 1.0  # tiny noise: both orders leave every prediction intact
+    assert mf[1, 1] - af[1, 1] > 0.1, (mf, af)  # both large: add-first is hit harder
+    # theory for that cell: mul-first ≈ (Φ(1) + Φ(0.05))/2 ≈ 0.68, add-first ≈ 0.53
+    assert abs(mf[1, 1] - 0.68) < 0.04 and abs(af[1, 1] - 0.53) < 0.05, (mf, af)
 
 
 def test_weights_and_ratio(tmp_path):

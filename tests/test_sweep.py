@@ -30,7 +30,7 @@ limit = 400
 
 def rows(db: Path) -> dict:
     with sqlite3.connect(db) as con:
-        return {k: (s, json.loads(r)) for k, s, r in con.execute("SELECT key, status, result FROM runs")}
+        return {k: (s, json.loads(r) if r else None) for k, s, r in con.execute("SELECT key, status, result FROM runs")}
 
 
 def comparable(result: dict) -> dict:
