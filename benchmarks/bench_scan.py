@@ -128,7 +128,7 @@ def main() -> None:
     engine = Engine(loaded, providers)
     per_config = 0.0
     for p in points:
-        session, inputs, _ = engine.suffix(p, spec)
+        session, inputs, _ = engine.suffix(p.tensor, spec)
         if session is None:
             continue
         plain = engine.loaded.fresh()

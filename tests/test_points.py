@@ -82,3 +82,21 @@ def test_selection_syntax(zoo):
     ):
         with pytest.raises(WnError, match=msg):
             select_points(points, bad)
+
+
+def test_affine_chains_of_lenet(zoo):
+    from wn_onnx.graph_passes import affine_chain, data_dependent
+
+    loaded = load_model(zoo["lenet5_bn"][0])
+    graph, points = loaded.model.graph, find_points(loaded.model)
+    live = data_dependent(graph)
+    ops = {p.tensor: p.op_type for p in points}
+    kinds = [[ops.get(t, "Flatten") for t in affine_chain(graph, p.tensor, live)] for p in points]
+    assert kinds[0] == ["Conv", "BatchNormalization"]  # input → conv → BN, stops at the ReLU
+    assert kinds[2] == [] and kinds[3] == []  # BN output feeds a ReLU; ReLU output a MaxPool
+    assert kinds[8] == ["Flatten", "Gemm", "BatchNormalization"]
+    assert kinds[14] == ["Gemm"] and affine_chain(graph, points[14].tensor, live) == ["logits"]
+    res = find_points(load_model(zoo["residual_cnn"][0]).model)
+    g2 = load_model(zoo["residual_cnn"][0]).model.graph
+    relu1 = next(p for p in res if p.op_type == "Relu")
+    assert affine_chain(g2, relu1.tensor, data_dependent(g2)) == []  # two consumers (conv2 and the skip)

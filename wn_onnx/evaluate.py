@@ -33,7 +33,7 @@ from wn_onnx.graph_passes import (
     suffix_inputs,
     z_input_names,
 )
-from wn_onnx.graph_passes.extract import has_subgraphs
+from wn_onnx.graph_passes.extract import affine_chain, has_subgraphs
 from wn_onnx.graph_passes.insert_noise import SIGMA_INPUT, StackNoisyInputPass
 from wn_onnx.graph_passes.noise_functions import sigma_inputs
 from wn_onnx.modelio import LoadedModel
@@ -60,6 +60,18 @@ class Counts:
     @property
     def accuracy(self) -> np.ndarray:
         return self.correct / max(self.total, 1)
+
+
+@dataclass
+class Route:
+    """Where a walked point's noise is evaluated (see :meth:`Engine.route`)."""
+
+    tensor: str  # value the noisy suffix starts from
+    chain: ort.InferenceSession | None  # affine chain carrying the noise there, if any
+    spec: NoiseSpec  # noise as the suffix applies it
+    session: ort.InferenceSession | None
+    inputs: list[str]
+    stack: bool
 
 
 @dataclass
@@ -185,36 +197,49 @@ class Engine:
         except Exception as err:
             raise WnError(f"onnxruntime failed on the data: {str(err).strip().splitlines()[0]}") from None
 
-    def suffix(self, point: Point, spec: NoiseSpec) -> tuple[ort.InferenceSession | None, list[str], bool]:
-        """The graph after ``point`` with the point's noise stacked over a chunk of σ values.
+    def suffix(self, tensor: str, spec: NoiseSpec) -> tuple[ort.InferenceSession | None, list[str], bool]:
+        """The graph after value ``tensor`` with ``spec`` noise on it, stacked over σ values.
 
-        Returns (session or None when the point is the scored output itself, the clean values
+        Returns (session or None when ``tensor`` is the scored output itself, the clean values
         the session reads, whether several σ may share one run). Only a suffix whose single
         input has a free batch axis may stack σ values: skip connections would need tiling.
         """
-        key = (point.tensor, spec)
+        key = (tensor, spec)
         if key not in self._suffix:
-            if point.tensor == self.loaded.output_name:
-                self._suffix[key] = (None, [point.tensor], True)
+            if tensor == self.loaded.output_name:
+                self._suffix[key] = (None, [tensor], True)
             else:
                 model = self.loaded.fresh()
-                inputs = suffix_inputs(model.graph, point.tensor, data_dependent(model.graph))
+                inputs = suffix_inputs(model.graph, tensor, data_dependent(model.graph))
                 ExtractSuffixPass(inputs, [self.loaded.output_name])(model)
                 shape = model.graph.inputs[0].shape
                 if shape is None:
-                    raise WnError(
-                        f"cannot walk point {point.index} ({point.tensor}): its rank is unknown to shape inference"
-                    )
-                StackNoisyInputPass(point.tensor, spec)(model)
+                    raise WnError(f"cannot walk from {tensor!r}: its rank is unknown to shape inference")
+                StackNoisyInputPass(tensor, spec)(model)
                 stack = len(inputs) == 1 and not (len(shape) and isinstance(shape[0], int))
                 self._suffix[key] = (self._session(model), inputs, stack)
         return self._suffix[key]
 
+    def route(self, point: Point, spec: NoiseSpec) -> Route:
+        """How to evaluate noise at ``point``: straight into the suffix after it, or — for additive
+        or multiplicative noise followed by affine ops (Conv, Gemm, BatchNorm, …) — carried
+        exactly through them, A(x + σ·t) = A(x) + σ·L(t), so the σ loop starts after the chain."""
+        key = ("route", point.tensor, spec)
+        if key not in self._suffix:
+            chain = affine_chain(self.loaded.model.graph, point.tensor, self._live) if spec.kind != "mixed" else []
+            if not chain:
+                self._suffix[key] = Route(point.tensor, None, spec, *self.suffix(point.tensor, spec))
+            else:
+                model = self.loaded.fresh()
+                ExtractSuffixPass([point.tensor], [chain[-1]])(model)
+                additive = NoiseSpec("add")
+                self._suffix[key] = Route(chain[-1], self._session(model), additive, *self.suffix(chain[-1], additive))
+        return self._suffix[key]
+
     def release(self, point: Point) -> None:
-        """Drop the point's suffix sessions: each holds an onnxruntime arena sized for stacked
+        """Drop the sessions of a walked point: each holds an onnxruntime arena sized for stacked
         batches, and a walk visits points one after another."""
-        for key in [k for k in self._suffix if k[0] == point.tensor]:
-            del self._suffix[key]
+        self._suffix.clear()
 
     def noisy(self, points: list[Point], spec: NoiseSpec, repeated: bool = False) -> ort.InferenceSession:
         """The whole graph with fed noise at ``points`` (global sweeps, the reference path);
@@ -268,23 +293,36 @@ class Engine:
         full = st.walk == "full" or self._subgraphs
         ring = all_points or [point]
         if full:
-            session, inputs, stack = None, [p.tensor for p in ring], False
+            route = Route(point.tensor, None, st.spec, None, [p.tensor for p in ring], False)
         else:
-            session, inputs, stack = self.suffix(point, st.spec)
+            route = self.route(point, st.spec)
+        # σ values as the evaluated noise sees them: carried through a chain, σ_add or σ_mul
+        # becomes the additive σ at the chain's end
+        sa_eval, sm_eval = (
+            (sa_all if st.spec.kind == "add" else sm_all, np.zeros_like(sa_all)) if route.chain else (sa_all, sm_all)
+        )
+        base = None
         for b, (x, y) in enumerate(data.batches(st.batch_size)):
             first = b * st.batch_size
-            taps = self.run_values(x, inputs)
+            taps = self.run_values(x, list(dict.fromkeys([point.tensor, *route.inputs])))
             self._add_clean(
                 counts, idle, self.clean_logits(x) if reference is None else reference[first : first + len(x)], y
             )
             xk = taps[point.tensor]
-            per_chunk = max(1, CHUNK_ELEMENTS // max(xk.size, 1)) if stack and not st.redraw else 1
+            start_value = taps[route.tensor]
+            per_chunk = max(1, CHUNK_ELEMENTS // max(start_value.size, 1)) if route.stack and not st.redraw else 1
+            if route.chain is not None and base is None:  # A(0): the chain's constant part, per sample
+                base = route.chain.run(None, {point.tensor: np.zeros((1, *xk.shape[1:]), xk.dtype)})[0]
             for r in range(st.repeats):
                 z = None if st.redraw else self._draw_walk(st, point, (r,), xk, first)
                 for start in range(0, len(active), per_chunk):
                     idx = active[start : start + per_chunk]
                     if st.redraw:
                         z = self._draw_walk(st, point, (r, int(idx[0])), xk, first)
+                    if route.chain is not None and (start == 0 or st.redraw):
+                        t = z[0] if st.spec.kind == "add" else xk * z[0]
+                        carried = [route.chain.run(None, {point.tensor: t})[0] - base]
+                    noise = carried if route.chain is not None else z
                     if full:
                         hot = np.array([p is point for p in ring], np.float32)
                         feed = {
@@ -292,24 +330,24 @@ class Engine:
                             for j, p in enumerate(ring)
                         }
                         logits = [self.run_noisy(ring, st.spec, x, feed, hot * sa_all[s], hot * sm_all[s]) for s in idx]
-                    elif session is None:  # the point is the scored output: noise it directly
-                        shape = (len(idx),) + (1,) * xk.ndim
-                        second = z[1][None] if len(z) > 1 else None
+                    elif route.session is None:  # noise lands on the scored output: apply it directly
+                        shape = (len(idx),) + (1,) * start_value.ndim
+                        second = noise[1][None] if len(noise) > 1 else None
                         logits = apply_noise(
-                            xk[None],
-                            z[0][None],
+                            start_value[None],
+                            noise[0][None],
                             second,
-                            sa_all[idx].reshape(shape),
-                            sm_all[idx].reshape(shape),
-                            st.spec,
+                            sa_eval[idx].reshape(shape),
+                            sm_eval[idx].reshape(shape),
+                            route.spec,
                         )
                     else:
-                        feeds = {n: taps[n] for n in inputs}
-                        feeds.update(zip(("wn_z", "wn_z2"), z, strict=False))
-                        for comp, values in (("sigma_add", sa_all), ("sigma_mul", sm_all)):
-                            if comp in sigma_inputs(st.spec):
+                        feeds = {n: taps[n] for n in route.inputs}
+                        feeds.update(zip(("wn_z", "wn_z2"), noise, strict=False))
+                        for comp, values in (("sigma_add", sa_eval), ("sigma_mul", sm_eval)):
+                            if comp in sigma_inputs(route.spec):
                                 feeds[SIGMA_INPUT[comp]] = values[idx].astype(np.float32)
-                        out = session.run([self.loaded.output_name], feeds)[0]
+                        out = route.session.run([self.loaded.output_name], feeds)[0]
                         logits = out.reshape((len(idx), len(x), -1))
                     for s, lg in zip(idx, logits, strict=True):
                         ok, bad = score(lg, y)

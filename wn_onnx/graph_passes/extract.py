@@ -99,3 +99,40 @@ def has_subgraphs(graph: ir.Graph) -> bool:
     return any(
         attr.type in (ir.AttributeType.GRAPH, ir.AttributeType.GRAPHS) for n in graph for attr in n.attributes.values()
     )
+
+
+# Ops that are affine in their data input when every other input is a constant: noise entering
+# them can be carried through exactly, A(x + σ·t) = A(x) + σ·(A(t) − A(0)).
+AFFINE_SLOTS = {
+    "Conv": (0,), "ConvTranspose": (0,), "Gemm": (0,), "MatMul": (0, 1), "BatchNormalization": (0,),
+    "Add": (0, 1), "Sub": (0, 1), "Mul": (0, 1), "Div": (0,), "Neg": (0,), "Identity": (0,),
+    "Flatten": (0,), "Reshape": (0,), "Transpose": (0,), "Squeeze": (0,), "Unsqueeze": (0,),
+    "AveragePool": (0,), "GlobalAveragePool": (0,), "ReduceMean": (0,), "ReduceSum": (0,), "Dropout": (0,),
+}  # fmt: skip
+
+
+def affine_chain(graph: ir.Graph, name: str, live: set[ir.Value]) -> list[str]:
+    """Values reached from ``name`` through single-consumer affine ops, in order (may be empty).
+
+    Every other input of those ops must be a constant (not ``live``), each value on the way must
+    have exactly one consumer and must not be a graph output, so noise at ``name`` reaches the
+    rest of the graph only through the last value of the chain.
+    """
+    (value,) = _lookup(graph, [name])
+    chain: list[str] = []
+    while not value.is_graph_output() and len(value.uses()) == 1:
+        node, slot = next(iter(value.uses()))
+        slots = AFFINE_SLOTS.get(node.op_type) if node.domain in ("", "ai.onnx") else None
+        others = [v for i, v in enumerate(node.inputs) if i != slot and v is not None]
+        used_outputs = [o for o in node.outputs if o.uses() or o.is_graph_output()]
+        if slots is None or slot not in slots or any(v in live for v in others) or len(used_outputs) != 1:
+            break
+        if (
+            node.op_type == "BatchNormalization"
+            and node.attributes.get("training_mode") is not None
+            and node.attributes["training_mode"].as_int()
+        ):
+            break
+        value = used_outputs[0]
+        chain.append(value.name)
+    return chain
