@@ -13,6 +13,8 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
+from wn_onnx.report_schema import schema_problems
+
 FAST = ["--sigmas", "log:1e-2:1e3:11", "--repeats", "2", "--quiet"]
 
 
@@ -34,35 +36,13 @@ def test_embedded_default_scan_writes_schema(tmp_path):
     assert res.returncode == 0, res.stderr
     assert "global" in res.stdout and "status" in res.stdout
     report = json.loads(out.read_text())
-    for key, typ in (
-        ("model", str),
-        ("noise", dict),
-        ("seed", int),
-        ("clean_accuracy", float),
-        ("num_classes", int),
-        ("points", list),
-    ):
-        assert isinstance(report[key], typ), key
+    assert schema_problems(report) == []
+    assert isinstance(report["seed"], int) and isinstance(report["clean_accuracy"], float)
     assert report["num_classes"] == 10 and report["clean_accuracy"] > 0.95
     assert len(report["points"]) == 11
     for p in report["points"]:
-        assert {
-            "index",
-            "tensor",
-            "op_type",
-            "shape",
-            "sigmas",
-            "accuracy",
-            "mu",
-            "mu_err",
-            "a_max",
-            "a_min",
-            "status",
-        } <= set(p)
         assert len(p["accuracy"]) == len(p["sigmas"]) == 11 and len(p["accuracy"][0]) == 2
-        assert p["status"] in ("ok", "not-reached", "no-drop-from-start", "poor-fit", "two-drops")
-    g = report["global"]
-    assert {"sigmas", "accuracy", "mu", "mu_err", "a_max", "a_min", "status"} <= set(g) and "index" not in g
+    assert "index" not in report["global"]
     assert report["noise"] == {"kind": "add", "order": None}
 
 

@@ -30,7 +30,9 @@ def random_data(engine: Engine, shape, n=64, seed=0):
 
 @pytest.mark.parametrize("name", ["lenet5_bn", "residual_cnn", "attention", "dynamic_reshape_mlp"])
 @pytest.mark.parametrize(
-    "spec", [NoiseSpec("add"), NoiseSpec("mul"), NoiseSpec("mixed", "mul-first", ratio=0.3)], ids=["add", "mul", "mixed"]
+    "spec",
+    [NoiseSpec("add"), NoiseSpec("mul"), NoiseSpec("mixed", "mul-first", ratio=0.3)],
+    ids=["add", "mul", "mixed"],
 )
 def test_suffix_walk_equals_full_graph(zoo, name, spec):
     path, shape = zoo[name]

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from wn_onnx.errors import WnError
+from wn_onnx.report_schema import schema_problems
 
 STRATEGIES = ("uniform", "inverse-mu", "greedy")
 ROBUST, FALLBACK = "not-reached", ("poor-fit", "no-drop-from-start")
@@ -30,12 +31,12 @@ def load_report(path: str | Path) -> dict:
         report = json.loads(p.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise WnError(f"{p}: not a JSON report ({err})") from None
-    points = report.get("points") if isinstance(report, dict) else None
-    if not isinstance(points, list) or not points:
+    problems = schema_problems(report)
+    if problems:
+        raise WnError(f"{p}: not a wn-onnx scan report ({'; '.join(problems[:3])})")
+    if not report["points"]:
         raise WnError(f"{p}: no walking points in this report (run `wn-onnx scan --mode walking` or `both`)")
-    for q in points:
-        if not isinstance(q, dict) or not {"index", "tensor", "mu", "status"} <= set(q):
-            raise WnError(f"{p}: a point lacks index/tensor/mu/status; not a wn-onnx scan report")
+    for q in report["points"]:
         if q["mu"] is not None and not (isinstance(q["mu"], int | float) and np.isfinite(q["mu"]) and q["mu"] > 0):
             raise WnError(f"{p}: point {q['index']} has an invalid μ {q['mu']!r}")
     return report

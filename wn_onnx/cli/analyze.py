@@ -11,6 +11,7 @@ from rich.table import Table
 
 from wn_onnx.cli.common import Kind, err, out, write_json
 from wn_onnx.errors import WnError
+from wn_onnx.report_schema import schema_problems
 
 analyze_app = typer.Typer(help="Self-binarisation, mixed-noise maps, weight magnitudes.", no_args_is_help=True)
 
@@ -22,8 +23,9 @@ def _read_report(path: Path) -> dict:
         raise WnError(f"report not found: {path}") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise WnError(f"{path}: not a JSON report ({e})") from None
-    if not isinstance(report, dict) or not isinstance(report.get("points"), list):
-        raise WnError(f"{path}: not a wn-onnx scan report (no 'points' list)")
+    problems = schema_problems(report)
+    if problems:
+        raise WnError(f"{path}: not a wn-onnx scan report ({'; '.join(problems[:3])})")
     return report
 
 

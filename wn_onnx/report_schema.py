@@ -1,0 +1,34 @@
+"""The scan-report schema (README "Report JSON"), checked where reports are read back."""
+
+from __future__ import annotations
+
+from wn_onnx.fit import STATUSES
+
+CURVE_KEYS = ("sigmas", "accuracy", "mu", "mu_err", "a_max", "a_min", "status")
+POINT_KEYS = ("index", "tensor", "op_type", "shape", *CURVE_KEYS)
+TOP_KEYS = ("model", "noise", "seed", "clean_accuracy", "num_classes", "points", "global")
+
+
+def schema_problems(report: object) -> list[str]:
+    """What keeps ``report`` from being a scan report; empty when it is one."""
+    if not isinstance(report, dict):
+        return ["not a JSON object"]
+    problems = [f"missing key {k!r}" for k in TOP_KEYS if k not in report]
+    points = report.get("points")
+    if not isinstance(points, list):
+        return [*problems, "'points' is not a list"]
+    curves = [(f"point {i}", p, POINT_KEYS) for i, p in enumerate(points)]
+    if report.get("global") is not None:
+        curves.append(("global", report["global"], CURVE_KEYS))
+    for name, curve, keys in curves:
+        if not isinstance(curve, dict):
+            problems.append(f"{name} is not an object")
+            continue
+        problems += [f"{name} lacks {k!r}" for k in keys if k not in curve]
+        if curve.get("status") not in STATUSES:
+            problems.append(f"{name} has no valid status")
+        elif len(curve.get("accuracy", [])) != len(curve.get("sigmas", [])):
+            problems.append(
+                f"{name}: {len(curve.get('accuracy', []))} accuracy rows for {len(curve.get('sigmas', []))} σ values"
+            )
+    return problems
