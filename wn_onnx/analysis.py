@@ -154,7 +154,7 @@ def binarize(
     levels = clean_levels = None
     for stage in ("collect", "test"):
         for b, (x, y) in enumerate(batches):
-            clean = engine.run_taps(x, [p.tensor for p in watched] + suffix_needs)
+            clean = engine.run_values(x, [p.tensor for p in watched] + suffix_needs + [loaded.output_name])
             feeds = {loaded.input_name: x, **sigma_feeds}
             z = draw(
                 seed,

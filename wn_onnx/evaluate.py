@@ -190,13 +190,6 @@ class Engine:
                 del self._prefixes[next(iter(self._prefixes))]
         return self._prefixes[names]
 
-    def run_taps(self, x: np.ndarray, names: list[str]) -> dict[str, np.ndarray]:
-        """Clean values ``names`` (and the scored output) for inputs ``x``."""
-        wanted = tuple(dict.fromkeys(n for n in [*names, self.loaded.output_name] if n != self.loaded.input_name))
-        out = dict(zip(wanted, self._run(self._prefix(wanted), wanted, {self.loaded.input_name: x}), strict=True))
-        out[self.loaded.input_name] = x
-        return out
-
     def run_values(self, x: np.ndarray, names: list[str]) -> dict[str, np.ndarray]:
         """Clean values ``names`` only: the graph after them is not computed."""
         wanted = tuple(dict.fromkeys(n for n in names if n != self.loaded.input_name))

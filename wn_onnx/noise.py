@@ -85,6 +85,12 @@ class NoiseSpec:
         d.setdefault("order", None)
         return d
 
+    @classmethod
+    def from_json(cls, d: dict | None) -> NoiseSpec:
+        """Inverse of :meth:`to_json` (reports and plans store the noise that way)."""
+        d = d or {}
+        return cls(d.get("kind", "add"), d.get("order"), d.get("ratio"), d.get("sigma_mul"), d.get("sigma_add"))
+
 
 def apply_noise(
     x: np.ndarray, z: np.ndarray, z2: np.ndarray | None, sigma_add: np.ndarray, sigma_mul: np.ndarray, spec: NoiseSpec

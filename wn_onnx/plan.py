@@ -8,7 +8,6 @@ budget evenly; ``inverse-mu`` gives n_i ∝ 1/μ_i with sum-conserving rounding 
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,24 +15,16 @@ from pathlib import Path
 import numpy as np
 
 from wn_onnx.errors import WnError
-from wn_onnx.report_schema import schema_problems
+from wn_onnx.report_schema import read_report
 
 STRATEGIES = ("uniform", "inverse-mu", "greedy")
 ROBUST, FALLBACK = "not-reached", ("poor-fit", "no-drop-from-start")
 
 
 def load_report(path: str | Path) -> dict:
-    """A scan report, checked for the keys planning needs."""
+    """A scan report with walking points and usable μ values, as planning needs."""
     p = Path(path)
-    if not p.is_file():
-        raise WnError(f"report not found: {p}")
-    try:
-        report = json.loads(p.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise WnError(f"{p}: not a JSON report ({err})") from None
-    problems = schema_problems(report)
-    if problems:
-        raise WnError(f"{p}: not a wn-onnx scan report ({'; '.join(problems[:3])})")
+    report = read_report(p)
     if not report["points"]:
         raise WnError(f"{p}: no walking points in this report (run `wn-onnx scan --mode walking` or `both`)")
     for q in report["points"]:

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
+from wn_onnx.errors import WnError
 from wn_onnx.fit import STATUSES
 
 CURVE_KEYS = ("sigmas", "accuracy", "mu", "mu_err", "a_max", "a_min", "status")
@@ -32,3 +36,18 @@ def schema_problems(report: object) -> list[str]:
                 f"{name}: {len(curve.get('accuracy', []))} accuracy rows for {len(curve.get('sigmas', []))} σ values"
             )
     return problems
+
+
+def read_report(path: str | Path) -> dict:
+    """A scan report from disk; a missing file, bad JSON or a schema problem is one clear error."""
+    p = Path(path)
+    if not p.is_file():
+        raise WnError(f"report not found: {p}")
+    try:
+        report = json.loads(p.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise WnError(f"{p}: not a JSON report ({err})") from None
+    problems = schema_problems(report)
+    if problems:
+        raise WnError(f"{p}: not a wn-onnx scan report ({'; '.join(problems[:3])})")
+    return report

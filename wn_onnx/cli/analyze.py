@@ -11,22 +11,9 @@ from rich.table import Table
 
 from wn_onnx.cli.common import Kind, err, out, write_json
 from wn_onnx.errors import WnError
-from wn_onnx.report_schema import schema_problems
+from wn_onnx.report_schema import read_report
 
 analyze_app = typer.Typer(help="Self-binarisation, mixed-noise maps, weight magnitudes.", no_args_is_help=True)
-
-
-def _read_report(path: Path) -> dict:
-    try:
-        report = json.loads(path.read_text())
-    except OSError:
-        raise WnError(f"report not found: {path}") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise WnError(f"{path}: not a JSON report ({e})") from None
-    problems = schema_problems(report)
-    if problems:
-        raise WnError(f"{path}: not a wn-onnx scan report ({'; '.join(problems[:3])})")
-    return report
 
 
 def report_command(
@@ -40,7 +27,7 @@ def report_command(
 
     if html_path is None and png is None:
         raise WnError("say where to write: --html FILE and/or --png FOLDER")
-    data = [_read_report(p) for p in reports]
+    data = [read_report(p) for p in reports]
     if label and len(label) != len(data):
         raise WnError(f"{len(label)} --label for {len(data)} reports")
     try:

@@ -75,9 +75,11 @@ def plan_command(
         dataset = check_shape(load_npz(data, limit), loaded.input_shape, np.float32)
         check_labels(dataset, report.get("num_classes") or loaded.num_classes or 0)
         engine = Engine(loaded, providers_for("cpu"))
-        rj = report.get("noise") or {}
-        spec = NoiseSpec(noise.value, order.value if order else None, sigma_ratio) if noise else NoiseSpec(
-            rj.get("kind", "add"), rj.get("order"), rj.get("ratio"), rj.get("sigma_mul"), rj.get("sigma_add"))  # fmt: skip
+        spec = (
+            NoiseSpec(noise.value, order.value if order else None, sigma_ratio)
+            if noise
+            else NoiseSpec.from_json(report.get("noise"))
+        )
         if sigma == "global-mu":
             g = report.get("global") or {}
             if g.get("mu") is None:
@@ -158,9 +160,11 @@ def apply_plan_command(
         raise WnError(f"{plan_path}: not a wn-onnx plan ({type(err).__name__}: {err})") from None
     report_like = {"points": [{"index": p["index"], "tensor": p["tensor"]} for p in plan["points"]]}
     loaded, _ = _match_model(report_like, model)
-    pj = plan.get("noise") or {"kind": "add"}
-    spec = NoiseSpec(noise.value, order.value if order else None, 0.5 if noise and noise.value == "mixed" else None) if noise else NoiseSpec(
-        pj.get("kind", "add"), pj.get("order"), pj.get("ratio"), pj.get("sigma_mul"), pj.get("sigma_add"))  # fmt: skip
+    spec = (
+        NoiseSpec(noise.value, order.value if order else None, 0.5 if noise.value == "mixed" else None)
+        if noise
+        else NoiseSpec.from_json(plan.get("noise"))
+    )
     m = loaded.fresh()
     InsertNoisePass(tensors, spec, source="drawn", repetitions=counts)(m)
     ir.save(m, out_path)
