@@ -34,7 +34,7 @@ import torch
 
 from wn_onnx.datasets import load_split
 from wn_onnx.errors import WnError
-from wn_onnx.evaluate import Engine
+from wn_onnx.evaluate import Engine, providers_for
 from wn_onnx.graph_passes import ExtractSuffixPass, InsertNoisePass, data_dependent, find_points, suffix_inputs
 from wn_onnx.modelio import load_model
 from wn_onnx.models.export import export_onnx
@@ -80,8 +80,11 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="wn_bench_"))
     x, y = images(args.n)
     if args.train_epochs:
-        cfg = TrainConfig(args.arch, "fashion-mnist-32x32x3", epochs=args.train_epochs, augment=False)
+        cfg = TrainConfig(
+            args.arch, "fashion-mnist-32x32x3", epochs=args.train_epochs, augment=False, device=args.device
+        )
         net, _ = train(cfg, (x, y), (x[:1000], y[:1000]), 10, (3, 32, 32))
+        net = net.cpu()
     else:
         torch.manual_seed(0)
         net = build(args.arch, (3, 32, 32), 10, bn=True).eval()
@@ -91,19 +94,21 @@ def main() -> None:
     loaded = load_model(model_path)
     points = find_points(loaded.model)
     configs = len(points) * len(grid) * args.repeats
-    providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if args.device == "cuda" else ["CPUExecutionProvider"]
+    providers = providers_for(args.device)
     print(
         f"# {args.arch}+BN, {len(points)} points × {len(grid)} σ × {args.repeats} repeats = {configs} configs, {args.n} images"
     )
-    print(f"# onnxruntime {ort.__version__} device {ort.get_device()} providers {providers}; torch {torch.__version__}")
+    print(f"# onnxruntime {ort.__version__} ({ort.get_device()} build), torch {torch.__version__} on {args.device}")
     batches = [(x[i : i + args.batch_size], y[i : i + args.batch_size]) for i in range(0, len(x), args.batch_size)]
+    net = net.to(args.device)  # the torch baseline runs where the scan runs
+    tbatches = [(torch.from_numpy(xb).to(args.device), torch.from_numpy(yb).to(args.device)) for xb, yb in batches]
 
     # 1. reference-style torch loop
     def torch_config(k: int, sigma: float) -> None:
         net.set_noise(spec, sigma, [k])
         with torch.no_grad():
-            for xb, yb in batches:
-                (net(torch.from_numpy(xb)).argmax(1).numpy() == yb).sum()
+            for xb, yb in tbatches:
+                int((net(xb).argmax(1) == yb).sum())  # int(): waits for the device
         net.set_noise(None, 0.0, None)
 
     torch_config(0, 0.1)
@@ -114,6 +119,9 @@ def main() -> None:
     model = loaded.fresh()
     InsertNoisePass([p.tensor for p in points], spec, source="drawn")(model)
     naive = ort.InferenceSession(ir.to_proto(model).SerializeToString(), providers=providers)
+    if naive.get_providers()[: len(providers)] != providers:
+        sys.exit(f"asked for {providers}, onnxruntime started {naive.get_providers()}")
+    print(f"# onnxruntime sessions run on {naive.get_providers()}")
 
     def naive_config(k: int, sigma: float) -> None:
         vec = np.zeros(len(points), np.float32)

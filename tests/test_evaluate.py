@@ -16,6 +16,7 @@ from wn_onnx.modelio import load_model
 from wn_onnx.models.embedded import digits_split
 from wn_onnx.models.export import export_onnx
 from wn_onnx.noise import NoiseSpec
+from wn_onnx.round_cache import RoundCache
 from wn_onnx.training import TrainConfig, train
 
 
@@ -61,6 +62,30 @@ def test_stacking_sigmas_changes_nothing(zoo, monkeypatch):
     monkeypatch.setattr(evaluate, "CHUNK_ELEMENTS", 1)
     single = engine.walk(point, data, st, quiet)
     assert np.abs(stacked.correct - single.correct).max() <= 1
+
+
+@pytest.mark.parametrize("spec", [NoiseSpec("add"), NoiseSpec("mul"), NoiseSpec("mixed", "add-first", ratio=0.3)], ids=["add", "mul", "mixed"])
+@pytest.mark.parametrize("ram, disk", [(1 << 30, 0), (0, 1 << 30), (0, 0)], ids=["memory", "disk", "recompute"])
+def test_round_cache_gives_what_recomputation_gives(zoo, spec, ram, disk):
+    """Adaptive rounds reuse cached activations and noise (chain-carried for add/mul at the input,
+    plain draws for mixed): every tier must count exactly what a cache-free walk counts."""
+    path, shape = zoo["lenet5_bn"]
+    loaded = load_model(path)
+    engine = Engine(loaded, ["CPUExecutionProvider"])
+    data = random_data(engine, shape, n=80)
+    rounds = [np.array([0.05, 2.0]), np.array([0.3]), np.array([0.0, 0.8])]
+    for point in [find_points(loaded.model)[i] for i in (0, 6)]:
+        with RoundCache(ram_bytes=ram, disk_bytes=disk) as cache:
+            for sigmas in rounds:
+                st = SweepSettings(sigmas, spec, repeats=2, batch_size=32)
+                cached = engine.walk(point, data, st, quiet, cache=cache)
+                plain = engine.walk(point, data, st, quiet)
+                np.testing.assert_array_equal(cached.correct, plain.correct)
+            draws = 3 * st.repeats  # one noise draw per (batch, repeat): stored once, reused in 2 rounds
+            assert (cache.hits >= 2 * draws) if ram or disk else cache.hits == 0, cache.hits
+            folder = cache._folder
+            assert (folder is not None and len(list(folder.iterdir())) >= draws) == (disk > 0)
+        assert folder is None or not folder.exists()
 
 
 def test_walking_activates_one_point_and_global_all(zoo, monkeypatch):

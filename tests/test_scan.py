@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from wn_onnx.data import load_npz
+from wn_onnx.errors import WnError
 from wn_onnx.evaluate import SweepSettings
 from wn_onnx.modelio import load_model
 from wn_onnx.models.embedded import DEFAULT_DATA, DEFAULT_MODEL
@@ -48,3 +49,17 @@ def test_redraw_is_another_sample_of_the_same_curve(digits_scan):
         ref = full["points"][got["index"]]
         assert got["accuracy"] != ref["accuracy"]
         assert abs(ref["mu"] - got["mu"]) <= 3 * np.hypot(ref["mu_err"], got["mu_err"])
+
+
+def test_cuda_provider_that_fails_to_start_is_an_error_not_a_silent_cpu_run(monkeypatch):
+    """onnxruntime-gpu without working CUDA lists the provider, then falls back to the CPU with a
+    warning; the scan must refuse instead of reporting a GPU run it did not make."""
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        pytest.skip("a CUDA provider is present here")
+    monkeypatch.setattr(ort, "get_available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    loaded, data = load_model(DEFAULT_MODEL), load_npz(DEFAULT_DATA)
+    st = SweepSettings(np.array([0.1, 1.0]), NoiseSpec("add"), repeats=1)
+    with pytest.raises(WnError, match="could not start CUDAExecutionProvider"):
+        run_scan(loaded, data, st, ScanRequest(mode="global", device="cuda"))

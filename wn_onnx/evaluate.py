@@ -16,6 +16,10 @@ Costs are paid once where possible (DESIGN.md):
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import io
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -38,6 +42,7 @@ from wn_onnx.graph_passes.insert_noise import SIGMA_INPUT, StackNoisyInputPass
 from wn_onnx.graph_passes.noise_functions import sigma_inputs
 from wn_onnx.modelio import LoadedModel
 from wn_onnx.noise import NoiseSpec, apply_noise
+from wn_onnx.round_cache import RoundCache
 
 WALK_STREAM, GLOBAL_STREAM, PLAN_STREAM = 0, 1, 2
 CHUNK_ELEMENTS = 1 << 23  # floats per stacked suffix input (32 MB in float32)
@@ -96,6 +101,7 @@ class Route:
     session: ort.InferenceSession | None
     inputs: list[str]
     stack: bool
+    base: np.ndarray | None = None  # A(0) of the chain, once known
 
 
 @dataclass
@@ -117,6 +123,11 @@ def providers_for(device: str) -> list[str]:
             raise WnError(
                 "--device cuda needs onnxruntime-gpu with CUDA (pip install 'wn-onnx[gpu]'); only CPU is available"
             )
+        if hasattr(
+            ort, "preload_dlls"
+        ):  # CUDA/cuDNN from pip's nvidia-* wheels (torch's, or onnxruntime-gpu[cuda,cudnn])
+            with contextlib.redirect_stdout(io.StringIO()):  # it prints its misses; a failed start is reported later
+                ort.preload_dlls()
         return ["CUDAExecutionProvider", "CPUExecutionProvider"]
     raise WnError(f"unknown device {device!r}; use cpu or cuda")
 
@@ -174,10 +185,19 @@ class Engine:
     def _session(self, model: ir.Model) -> ort.InferenceSession:
         proto = ir.to_proto(model)
         try:
-            return ort.InferenceSession(proto.SerializeToString(), self.options, providers=self.providers)
+            with warnings.catch_warnings():  # a provider that is not there is reported below, once
+                warnings.simplefilter("ignore")
+                session = ort.InferenceSession(proto.SerializeToString(), self.options, providers=self.providers)
         except Exception as err:
             first = str(err).strip().splitlines()[0]
             raise WnError(f"onnxruntime cannot load the model: {first}") from None
+        missing = [p for p in self.providers if p not in session.get_providers()]
+        if missing:  # onnxruntime falls back to the CPU silently; a scan claiming the GPU must not
+            raise WnError(
+                f"onnxruntime could not start {', '.join(missing)} (CUDA/cuDNN libraries or the GPU missing?); "
+                "it would silently run on the CPU — use --device cpu, or fix the CUDA setup"
+            )
+        return session
 
     def _prefix(self, names: tuple[str, ...]) -> ort.InferenceSession:
         """The part of the clean graph that computes ``names`` from the input (and nothing
@@ -297,12 +317,15 @@ class Engine:
         tick: Callable[[int], None],
         all_points: list[Point] | None = None,
         reference: np.ndarray | None = None,
+        cache: RoundCache | None = None,
     ) -> Counts:
         """Noise at ``point`` only; ``tick`` gets the number of (σ, repeat) configurations done.
 
         ``st.walk == "full"`` runs the whole noisy graph over ``all_points`` (the
         straightforward reference) instead of the suffix after the point. ``reference``: the
-        clean model's outputs on ``data`` when already known (σ = 0 results, no recomputation)."""
+        clean model's outputs on ``data`` when already known (σ = 0 results, no recomputation).
+        ``cache``: keeps the clean activations and the noise of each (batch, repeat) for later
+        calls on the same point, data and settings (adaptive rounds)."""
         sa_all, sm_all = st.spec.components(st.sigmas)
         counts = Counts.zeros(len(st.sigmas), st.repeats)
         active = np.flatnonzero((sa_all > 0) | (sm_all > 0))
@@ -318,10 +341,9 @@ class Engine:
         sa_eval, sm_eval = (
             (sa_all if st.spec.kind == "add" else sm_all, np.zeros_like(sa_all)) if route.chain else (sa_all, sm_all)
         )
-        base = None
         for b, (x, y) in enumerate(data.batches(st.batch_size)):
             first = b * st.batch_size
-            taps = self.run_values(x, list(dict.fromkeys([point.tensor, *route.inputs])))
+            taps = self._taps(x, [point.tensor, *route.inputs], cache, b)
             self._add_clean(
                 counts, idle, self.clean_logits(x) if reference is None else reference[first : first + len(x)], y
             )
@@ -329,22 +351,17 @@ class Engine:
             start_value = taps[route.tensor]
             bound = None
             per_chunk = max(1, CHUNK_ELEMENTS // max(start_value.size, 1)) if route.stack and not st.redraw else 1
-            if route.chain is not None and base is None:  # A(0): the chain's constant part, per sample
-                base = route.chain.run(None, {point.tensor: np.zeros((1, *xk.shape[1:]), xk.dtype)})[0]
             for r in range(st.repeats):
-                z = None if st.redraw else self._draw_walk(st, point, (r,), xk, first)
                 for start in range(0, len(active), per_chunk):
                     idx = active[start : start + per_chunk]
-                    if st.redraw:
-                        z = self._draw_walk(st, point, (r, int(idx[0])), xk, first)
-                    if route.chain is not None and (start == 0 or st.redraw):
-                        t = z[0] if st.spec.kind == "add" else xk * z[0]
-                        carried = [route.chain.run(None, {point.tensor: t})[0] - base]
-                    noise = carried if route.chain is not None else z
+                    if start == 0 or st.redraw:
+                        key = (r, int(idx[0])) if st.redraw else (r,)
+                        make = functools.partial(self._walk_noise, st, point, route, key, xk, first)
+                        noise = make() if cache is None or st.redraw else cache.get(("noise", b, r), make)
                     if full:
                         hot = np.array([p is point for p in ring], np.float32)
                         feed = {
-                            j: (z if p is point else [np.zeros_like(taps[p.tensor])] * st.spec.draws)
+                            j: (noise if p is point else [np.zeros_like(taps[p.tensor])] * st.spec.draws)
                             for j, p in enumerate(ring)
                         }
                         logits = [self.run_noisy(ring, st.spec, x, feed, hot * sa_all[s], hot * sm_all[s]) for s in idx]
@@ -381,11 +398,34 @@ class Engine:
                     tick(len(idx))
         return counts
 
-    @staticmethod
-    def _draw_walk(
-        st: SweepSettings, point: Point, key: tuple[int, ...], xk: np.ndarray, first: int
+    def _taps(self, x: np.ndarray, names: list[str], cache: RoundCache | None, b: int) -> dict[str, np.ndarray]:
+        """:meth:`run_values` of batch ``b``, kept in ``cache`` when given (the input itself is not stored)."""
+        if cache is None:
+            return self.run_values(x, names)
+        inner = [n for n in dict.fromkeys(names) if n != self.loaded.input_name]
+
+        def compute() -> list[np.ndarray]:
+            values = self.run_values(x, inner)
+            return [values[n] for n in inner]
+
+        return {self.loaded.input_name: x, **dict(zip(inner, cache.get(("taps", b), compute), strict=True))}
+
+    def _walk_noise(
+        self, st: SweepSettings, point: Point, route: Route, key: tuple[int, ...], xk: np.ndarray, first: int
     ) -> list[np.ndarray]:
-        return draw(st.seed, WALK_STREAM, (point.index, *key), xk.shape, st.spec.draws, xk.dtype, first)
+        """The draw ``key`` of ``point``'s noise for samples ``first…``, as the route evaluates it:
+        carried through the affine chain (t − A(0) at the chain's end) when there is one."""
+        z = draw(st.seed, WALK_STREAM, (point.index, *key), xk.shape, st.spec.draws, xk.dtype, first)
+        if route.chain is None:
+            return z
+        t = z[0] if st.spec.kind == "add" else xk * z[0]
+        return [route.chain.run(None, {point.tensor: t})[0] - self._chain_base(route, point, xk)]
+
+    def _chain_base(self, route: Route, point: Point, xk: np.ndarray) -> np.ndarray:
+        """A(0): the chain's constant part, one sample, computed once per route."""
+        if route.base is None:
+            route.base = route.chain.run(None, {point.tensor: np.zeros((1, *xk.shape[1:]), xk.dtype)})[0]
+        return route.base
 
     @staticmethod
     def _add_clean(counts: Counts, idle: np.ndarray, logits: np.ndarray, y: np.ndarray) -> None:

@@ -23,6 +23,7 @@ from wn_onnx.fit import fit_curve
 from wn_onnx.graph_passes import Point, find_points, select_points
 from wn_onnx.modelio import LoadedModel, load_model
 from wn_onnx.noise import NoiseSpec
+from wn_onnx.round_cache import RoundCache
 from wn_onnx.store import CurveStore, digest
 
 MODES = ("walking", "global", "both")
@@ -180,6 +181,8 @@ def run_scan(
         "seed": st.seed,
         "repeats": st.repeats,
         "common_random_numbers": not st.redraw,
+        "device": req.device,
+        "providers": engine.providers,
         "clean_accuracy": clean,
         "clean_nonfinite": int(bad.sum()),
         "num_classes": num_classes,
@@ -275,13 +278,17 @@ def _walk_one(
     tick=lambda _n: None,
     reference: np.ndarray | None = None,
 ) -> dict:
+    cache = RoundCache() if req.adaptive else None  # adaptive rounds reuse activations and noise
+
     def measure(sigmas: np.ndarray) -> Counts:
-        return engine.walk(point, data, replace(st, sigmas=sigmas), tick, reference=reference)
+        return engine.walk(point, data, replace(st, sigmas=sigmas), tick, reference=reference, cache=cache)
 
     try:
         return {**point.to_json(), **measure_curve(measure, st, base, req.adaptive, req.tolerance)}
     finally:
         engine.release(point)
+        if cache is not None:
+            cache.close()
 
 
 _WORKER: dict = {}
