@@ -157,8 +157,8 @@ def main() -> None:
         return time.perf_counter() - start, json.loads(out.read_text())
 
     t_scan, full = cli()
-    rss_gb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20
     t_adapt, fast = cli("--adaptive")
+    rss_gb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20  # the larger of the two runs
     evals = sum(p["adaptive"]["evaluations"] for p in fast["points"])
     agree = [
         abs(a["mu"] - b["mu"]) <= np.hypot(a["mu_err"] or 0, b["mu_err"] or 0) or a["status"] != "ok"

@@ -137,10 +137,10 @@ def binarize(
     }
     taps = [renamed.get(t, t) for t in dict.fromkeys([p.tensor for p in watched] + suffix_needs)]
     ExposeValuesPass([t for t in taps if t != loaded.input_name])(model)
-    noisy_session = engine._session(model)
+    noisy_session = engine.session(model)
     suffix = loaded.fresh()
     ExtractSuffixPass(suffix_needs, [loaded.output_name])(suffix)
-    suffix_session = engine._session(suffix)
+    suffix_session = engine.session(suffix)
     sigma_feeds = {
         SIGMA_INPUT[comp]: np.array([value], np.float32)
         for comp, value in zip(("sigma_add", "sigma_mul"), spec.components(sigma), strict=True)

@@ -182,7 +182,8 @@ class Engine:
         self._noisy: dict[tuple, ort.InferenceSession] = {}
         self.dtype = np.dtype(ir.DataType(loaded.model.graph.inputs[0].dtype).numpy())
 
-    def _session(self, model: ir.Model) -> ort.InferenceSession:
+    def session(self, model: ir.Model) -> ort.InferenceSession:
+        """A session of ``model`` with this scan's providers and options; failures are WnErrors."""
         proto = ir.to_proto(model)
         try:
             with warnings.catch_warnings():  # a provider that is not there is reported below, once
@@ -205,7 +206,7 @@ class Engine:
         if names not in self._prefixes:
             model = self.loaded.fresh()
             ExtractSuffixPass([self.loaded.input_name], list(names))(model)
-            self._prefixes[names] = self._session(model)
+            self._prefixes[names] = self.session(model)
             while len(self._prefixes) > PREFIX_CACHE:
                 del self._prefixes[next(iter(self._prefixes))]
         return self._prefixes[names]
@@ -224,7 +225,7 @@ class Engine:
     def clean_logits(self, x: np.ndarray) -> np.ndarray:
         """Scored output of the unmodified model (all of onnxruntime's fusions apply)."""
         if self._clean is None:
-            self._clean = self._session(self.loaded.fresh())
+            self._clean = self.session(self.loaded.fresh())
         return self._run(self._clean, (self.loaded.output_name,), {self.loaded.input_name: x})[0]
 
     @staticmethod
@@ -254,7 +255,7 @@ class Engine:
                     raise WnError(f"cannot walk from {tensor!r}: its rank is unknown to shape inference")
                 StackNoisyInputPass(tensor, spec)(model)
                 stack = len(inputs) == 1 and not (len(shape) and isinstance(shape[0], int))
-                self._suffix[key] = (self._session(model), inputs, stack)
+                self._suffix[key] = (self.session(model), inputs, stack)
         return self._suffix[key]
 
     def route(self, point: Point, spec: NoiseSpec) -> Route:
@@ -270,7 +271,7 @@ class Engine:
                 model = self.loaded.fresh()
                 ExtractSuffixPass([point.tensor], [chain[-1]])(model)
                 additive = NoiseSpec("add")
-                self._suffix[key] = Route(chain[-1], self._session(model), additive, *self.suffix(chain[-1], additive))
+                self._suffix[key] = Route(chain[-1], self.session(model), additive, *self.suffix(chain[-1], additive))
         return self._suffix[key]
 
     def release(self, point: Point) -> None:
@@ -286,7 +287,7 @@ class Engine:
             model = self.loaded.fresh()
             reps = [1] * len(points) if repeated else None
             InsertNoisePass([p.tensor for p in points], spec, source="fed", repetitions=reps)(model)
-            self._noisy[key] = self._session(model)
+            self._noisy[key] = self.session(model)
         return self._noisy[key]
 
     def run_noisy(
