@@ -67,7 +67,8 @@ def timed(fn, *args) -> float:
     return time.perf_counter() - start
 
 
-def main() -> None:
+def main(work: Path) -> None:
+    """``work``: a scratch folder, deleted afterwards."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--arch", choices=["lenet5", "mlp"], default="lenet5")
     parser.add_argument("--n", type=int, default=10000)
@@ -76,8 +77,6 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=1024)
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
-
-    work = Path(tempfile.mkdtemp(prefix="wn_bench_"))
     x, y = images(args.n)
     if args.train_epochs:
         cfg = TrainConfig(
@@ -188,4 +187,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with tempfile.TemporaryDirectory(prefix="wn_bench_") as scratch:
+        main(Path(scratch))

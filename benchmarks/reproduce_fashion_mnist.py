@@ -31,7 +31,8 @@ PAPER = {  # SPEC.md, Table 4, FashionMNIST: (add BN, add no-BN, mul BN, mul no-
 }
 
 
-def main() -> None:
+def main(work: Path) -> None:
+    """``work``: a scratch folder, deleted afterwards."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--epochs", type=int, default=100)
     parser.add_argument("--lenet-epochs", type=int, default=None, help="LeNet-5 epochs (default: --epochs)")
@@ -44,7 +45,6 @@ def main() -> None:
 
     tr = load_split("fashion-mnist", "train", args.data_dir)
     te = load_split("fashion-mnist", "test", args.data_dir, limit=args.limit)
-    work = Path(tempfile.mkdtemp(prefix="wn_fmnist_"))
     rows = []
     for arch in args.archs.split(","):
         for bn in (True, False):
@@ -78,4 +78,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with tempfile.TemporaryDirectory(prefix="wn_fmnist_") as scratch:
+        main(Path(scratch))

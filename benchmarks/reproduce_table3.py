@@ -28,7 +28,8 @@ PAPER = {"mlp": {True: "MNIST 71.4 → 80.6; CIFAR-10 41.7 → 43.7", False: "MN
          "lenet5": {True: "CIFAR-10 58.5 → 61.1", False: "CIFAR-10 57.2 → 62.4"}}  # fmt: skip
 
 
-def main() -> None:
+def main(work: Path) -> None:
+    """``work``: a scratch folder, deleted afterwards."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--epochs", type=int, default=100)
     parser.add_argument("--repeats", type=int, default=20)
@@ -39,7 +40,6 @@ def main() -> None:
     tr = load_split("fashion-mnist", "train", args.data_dir)
     te = load_split("fashion-mnist", "test", args.data_dir, limit=args.limit)
     data = Dataset(te.x, te.y, "fmnist test")
-    work = Path(tempfile.mkdtemp(prefix="wn_t3_"))
     rows = []
     for arch in ["mlp", *(["lenet5"] if args.lenet else [])]:
         for bn in (True, False):
@@ -85,4 +85,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with tempfile.TemporaryDirectory(prefix="wn_t3_") as scratch:
+        main(Path(scratch))
