@@ -63,3 +63,23 @@ def test_cuda_provider_that_fails_to_start_is_an_error_not_a_silent_cpu_run(monk
     st = SweepSettings(np.array([0.1, 1.0]), NoiseSpec("add"), repeats=1)
     with pytest.raises(WnError, match="could not start CUDAExecutionProvider"):
         run_scan(loaded, data, st, ScanRequest(mode="global", device="cuda"))
+
+
+def test_fixed_batch_model_scans_like_its_dynamic_twin(tmp_path, digits_scan):
+    """An export without a dynamic batch axis (the default of torch.onnx.export) runs in batches of
+    exactly its size, the last one padded; the padding must not count anywhere."""
+    import onnx
+
+    loaded, data, st, full = digits_scan
+    proto = onnx.load(DEFAULT_MODEL)
+    for value in (proto.graph.input[0], proto.graph.output[0]):
+        value.type.tensor_type.shape.dim[0].dim_value = 7  # 359 test images: 51 batches + 2 padded rows
+    onnx.save(proto, tmp_path / "fixed.onnx")
+    fixed = load_model(tmp_path / "fixed.onnx")
+    assert fixed.fixed_batch == 7 and loaded.fixed_batch is None
+    got = run_scan(fixed, data, st, ScanRequest(mode="both"))
+    assert got["clean_accuracy"] == full["clean_accuracy"]
+    for ref, curve in zip([*full["points"], full["global"]], [*got["points"], got["global"]], strict=True):
+        diff = np.abs(np.subtract(ref["accuracy"], curve["accuracy"])) * len(data)
+        assert diff.max() <= 1, (curve.get("index"), diff.max())  # same draws; a rounding flip at most
+        assert curve["status"] == ref["status"]

@@ -150,10 +150,12 @@ def binarize(
     clean_vals: dict[str, list] = {p.tensor: [] for p in watched}
     noisy_vals: dict[str, list] = {p.tensor: [] for p in watched}
     correct = {"clean": 0, "noisy": 0, "quantized": 0, "clean_quantized": 0}
-    batches = list(data.batches(1024))
+    batches = list(engine.batches(data, 1024))
     levels = clean_levels = None
     for stage in ("collect", "test"):
-        for b, (x, y) in enumerate(batches):
+        for first, x, y in batches:
+            real = int(np.count_nonzero(y >= 0))  # padding rows of a fixed-batch model stay out of the histograms
+            rows = slice(None) if real == len(x) else slice(0, real)
             clean = engine.run_values(x, [p.tensor for p in watched] + suffix_needs + [loaded.output_name])
             feeds = {loaded.input_name: x, **sigma_feeds}
             z = draw(
@@ -163,7 +165,7 @@ def binarize(
                 clean[noisy_pt.tensor].shape,
                 spec.draws,
                 clean[noisy_pt.tensor].dtype,
-                b * 1024,
+                first,
             )
             feeds.update(zip(("wn_z_0", "wn_z2_0"), z, strict=False))
             names = [o.name for o in noisy_session.get_outputs()]
@@ -171,10 +173,9 @@ def binarize(
             got[loaded.input_name] = x
             if stage == "collect":
                 for p in watched:
-                    clean_vals[p.tensor].append(clean[p.tensor].ravel()[:: max(1, clean[p.tensor].size // 20000)])
-                    noisy_vals[p.tensor].append(
-                        got[renamed.get(p.tensor, p.tensor)].ravel()[:: max(1, clean[p.tensor].size // 20000)]
-                    )
+                    step = max(1, clean[p.tensor][rows].size // 20000)
+                    clean_vals[p.tensor].append(clean[p.tensor][rows].ravel()[::step])
+                    noisy_vals[p.tensor].append(got[renamed.get(p.tensor, p.tensor)][rows].ravel()[::step])
                 correct["clean"] += int(score(clean[loaded.output_name], y)[0].sum())
                 correct["noisy"] += int(score(got[loaded.output_name], y)[0].sum())
             else:

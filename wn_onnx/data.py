@@ -26,10 +26,16 @@ class Dataset:
     def __len__(self) -> int:
         return len(self.x)
 
-    def batches(self, size: int) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
+    def batches(self, size: int, pad: bool = False) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
+        """Consecutive slices of ``size`` samples. ``pad``: the last one is filled up to ``size`` with
+        copies of its last sample labelled -1 (for models with a fixed batch; scoring skips them)."""
         for start in range(0, len(self.x), size):
             stop = start + size
-            yield self.x[start:stop], None if self.y is None else self.y[start:stop]
+            x, y = self.x[start:stop], None if self.y is None else self.y[start:stop]
+            if pad and len(x) < size:
+                x = np.concatenate([x, np.repeat(x[-1:], size - len(x), axis=0)])
+                y = None if y is None else np.concatenate([y.astype(np.int64), np.full(size - len(y), -1, np.int64)])
+            yield x, y
 
 
 def load_npz(path: str | Path, limit: int | None = None, require_labels: bool = True) -> Dataset:

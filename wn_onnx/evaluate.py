@@ -20,7 +20,7 @@ import contextlib
 import functools
 import io
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -156,11 +156,12 @@ def draw(
 
 
 def score(logits: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(correct, non-finite) flags per sample; a non-finite row never counts as correct."""
+    """(correct, non-finite) flags per sample; a non-finite row never counts as correct, and a
+    padding row (label -1, see :meth:`Dataset.batches`) counts as neither."""
     flat = logits.reshape(len(logits), -1)
     finite = np.isfinite(flat).all(axis=1)
     pred = np.argmax(np.where(np.isfinite(flat), flat, -np.inf), axis=1)
-    return (pred == labels) & finite, ~finite
+    return (pred == labels) & finite, ~finite & (labels >= 0)
 
 
 class Engine:
@@ -342,8 +343,7 @@ class Engine:
         sa_eval, sm_eval = (
             (sa_all if st.spec.kind == "add" else sm_all, np.zeros_like(sa_all)) if route.chain else (sa_all, sm_all)
         )
-        for b, (x, y) in enumerate(data.batches(st.batch_size)):
-            first = b * st.batch_size
+        for b, (first, x, y) in enumerate(self.batches(data, st.batch_size)):
             taps = self._taps(x, [point.tensor, *route.inputs], cache, b)
             self._add_clean(
                 counts, idle, self.clean_logits(x) if reference is None else reference[first : first + len(x)], y
@@ -399,6 +399,14 @@ class Engine:
                     tick(len(idx))
         return counts
 
+    def batches(self, data: Dataset, size: int) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+        """(index of the first sample, inputs, labels) per batch; a model exported with a fixed
+        batch gets exactly that many samples per run, the last batch padded (labels -1)."""
+        fixed = self.loaded.fixed_batch
+        size = fixed or size
+        for b, (x, y) in enumerate(data.batches(size, pad=fixed is not None)):
+            yield b * size, x, y
+
     def _taps(self, x: np.ndarray, names: list[str], cache: RoundCache | None, b: int) -> dict[str, np.ndarray]:
         """:meth:`run_values` of batch ``b``, kept in ``cache`` when given (the input itself is not stored)."""
         if cache is None:
@@ -420,19 +428,23 @@ class Engine:
         if route.chain is None:
             return z
         t = z[0] if st.spec.kind == "add" else xk * z[0]
-        return [route.chain.run(None, {point.tensor: t})[0] - self._chain_base(route, point, xk)]
+        (out,) = self._run(route.chain, (route.chain.get_outputs()[0].name,), {point.tensor: t})
+        return [out - self._chain_base(route, point, xk)]
 
     def _chain_base(self, route: Route, point: Point, xk: np.ndarray) -> np.ndarray:
-        """A(0): the chain's constant part, one sample, computed once per route."""
+        """A(0): the chain's constant part, computed once per route (on one sample, or on a whole
+        batch of a fixed-batch model)."""
         if route.base is None:
-            route.base = route.chain.run(None, {point.tensor: np.zeros((1, *xk.shape[1:]), xk.dtype)})[0]
+            rows = len(xk) if self.loaded.fixed_batch else 1
+            zeros = np.zeros((rows, *xk.shape[1:]), xk.dtype)
+            (route.base,) = self._run(route.chain, (route.chain.get_outputs()[0].name,), {point.tensor: zeros})
         return route.base
 
     @staticmethod
     def _add_clean(counts: Counts, idle: np.ndarray, logits: np.ndarray, y: np.ndarray) -> None:
         """σ = 0 configurations get the clean result; the batch joins the sample count."""
         ok, bad = score(logits, y)
-        counts.total += len(y)
+        counts.total += int(np.count_nonzero(y >= 0))
         counts.correct[idle] += int(ok.sum())
         counts.nonfinite[idle] += int(bad.sum())
 
@@ -450,8 +462,7 @@ class Engine:
         active = np.flatnonzero((sa_all > 0) | (sm_all > 0))
         idle = np.setdiff1d(np.arange(len(st.sigmas)), active)
         ones = np.ones(len(points), np.float32)
-        for b, (x, y) in enumerate(data.batches(st.batch_size)):
-            first = b * st.batch_size
+        for first, x, y in self.batches(data, st.batch_size):
             taps = self.run_values(x, [p.tensor for p in points])
             self._add_clean(
                 counts, idle, self.clean_logits(x) if reference is None else reference[first : first + len(x)], y
@@ -495,8 +506,7 @@ class Engine:
         """
         sa, sm = (np.full(len(points), float(v), np.float32) for v in spec.components(sigma))
         correct = np.zeros(repeats, np.int64)
-        for b, (x, y) in enumerate(data.batches(1024)):
-            first = b * 1024
+        for first, x, y in self.batches(data, 1024):
             taps = self.run_values(x, [p.tensor for p in points])
             for r in range(repeats):
                 z = {}

@@ -31,6 +31,12 @@ class LoadedModel:
     num_classes: int
     input_shape: tuple  # declared input shape, symbolic dims as str/None
 
+    @property
+    def fixed_batch(self) -> int | None:
+        """The batch size baked into the input (an export without a dynamic batch axis), else None."""
+        first = self.input_shape[0] if self.input_shape else None
+        return first if isinstance(first, int) else None
+
     def fresh(self) -> ir.Model:
         """A private copy to run passes on (passes work in place)."""
         return ir.from_proto(ir.to_proto(self.model))

@@ -159,7 +159,10 @@ def run_scan(
 
     # Clean pass: class count, clean accuracy, label-free targets.
     data = check_shape(data, loaded.input_shape, engine.dtype)
-    clean_logits = np.concatenate([engine.clean_logits(x) for x, _ in data.batches(st.batch_size)])
+    st = replace(st, batch_size=loaded.fixed_batch or st.batch_size)
+    # the σ = 0 reference, aligned with the batches (padding rows of a fixed-batch model at its end)
+    reference = np.concatenate([engine.clean_logits(x) for _, x, _ in engine.batches(data, st.batch_size)])
+    clean_logits = reference[: len(data)]
     num_classes = loaded.num_classes or int(clean_logits.reshape(len(clean_logits), -1).shape[1])
     if num_classes < 2:
         raise WnError(f"{loaded.path}: output {loaded.output_name!r} has width {num_classes}; need class scores (≥ 2)")
@@ -168,7 +171,6 @@ def run_scan(
     check_labels(data, num_classes)
     ok, bad = score(clean_logits, data.y)
     clean = float(ok.mean())
-    reference = clean_logits
     chance = 1.0 / num_classes
 
     silent = progress or (lambda _d, _t: lambda _n: None)
