@@ -64,11 +64,16 @@ def test_stacking_sigmas_changes_nothing(zoo, monkeypatch):
     assert np.abs(stacked.correct - single.correct).max() <= 1
 
 
-@pytest.mark.parametrize("spec", [NoiseSpec("add"), NoiseSpec("mul"), NoiseSpec("mixed", "add-first", ratio=0.3)], ids=["add", "mul", "mixed"])
+@pytest.mark.parametrize(
+    "spec",
+    [NoiseSpec("add"), NoiseSpec("mul"), NoiseSpec("mixed", "add-first", ratio=0.3)],
+    ids=["add", "mul", "mixed"],
+)
 @pytest.mark.parametrize("ram, disk", [(1 << 30, 0), (0, 1 << 30), (0, 0)], ids=["memory", "disk", "recompute"])
 def test_round_cache_gives_what_recomputation_gives(zoo, spec, ram, disk):
     """Adaptive rounds reuse cached activations and noise (chain-carried for add/mul at the input,
-    plain draws for mixed): every tier must count exactly what a cache-free walk counts."""
+    plain draws for mixed): every tier must count exactly what a cache-free walk or global sweep
+    counts."""
     path, shape = zoo["lenet5_bn"]
     loaded = load_model(path)
     engine = Engine(loaded, ["CPUExecutionProvider"])
@@ -86,6 +91,13 @@ def test_round_cache_gives_what_recomputation_gives(zoo, spec, ram, disk):
             folder = cache._folder
             assert (folder is not None and len(list(folder.iterdir())) >= draws) == (disk > 0)
         assert folder is None or not folder.exists()
+    with RoundCache(ram_bytes=ram, disk_bytes=disk) as cache:  # global sweeps keep every point's draws
+        points = find_points(loaded.model)[::4]
+        for sigmas in rounds:
+            st = SweepSettings(sigmas, spec, repeats=2, batch_size=32)
+            cached = engine.global_sweep(points, data, st, quiet, cache=cache)
+            np.testing.assert_array_equal(cached.correct, engine.global_sweep(points, data, st, quiet).correct)
+        assert (cache.hits == 2 * 3 * st.repeats) == bool(ram or disk), cache.hits
 
 
 def test_walking_activates_one_point_and_global_all(zoo, monkeypatch):

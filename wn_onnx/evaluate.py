@@ -455,15 +455,18 @@ class Engine:
         st: SweepSettings,
         tick: Callable[[int], None],
         reference: np.ndarray | None = None,
+        cache: RoundCache | None = None,
     ) -> Counts:
-        """The same σ at every point of ``points``, whole noisy graph per evaluation."""
+        """The same σ at every point of ``points``, whole noisy graph per evaluation; ``cache``
+        keeps each (batch, repeat)'s draws for later calls (adaptive rounds)."""
         sa_all, sm_all = st.spec.components(st.sigmas)
         counts = Counts.zeros(len(st.sigmas), st.repeats)
         active = np.flatnonzero((sa_all > 0) | (sm_all > 0))
         idle = np.setdiff1d(np.arange(len(st.sigmas)), active)
         ones = np.ones(len(points), np.float32)
-        for first, x, y in self.batches(data, st.batch_size):
-            taps = self.run_values(x, [p.tensor for p in points])
+        for b, (first, x, y) in enumerate(self.batches(data, st.batch_size)):
+            # activation shapes, only needed when a draw is made
+            taps = functools.cache(functools.partial(self.run_values, x, [p.tensor for p in points]))
             self._add_clean(
                 counts, idle, self.clean_logits(x) if reference is None else reference[first : first + len(x)], y
             )
@@ -471,23 +474,26 @@ class Engine:
                 for n, s in enumerate(active):
                     if n == 0 or st.redraw:
                         key = (r, int(s)) if st.redraw else (r,)
-                        zs = {
-                            j: draw(
-                                st.seed,
-                                GLOBAL_STREAM,
-                                (p.index, *key),
-                                taps[p.tensor].shape,
-                                st.spec.draws,
-                                taps[p.tensor].dtype,
-                                first,
-                            )
-                            for j, p in enumerate(points)
-                        }
+                        make = functools.partial(self._global_noise, points, st, key, taps, first)
+                        flat = make() if cache is None or st.redraw else cache.get(("z", b, r), make)
+                        zs = {j: flat[j * st.spec.draws : (j + 1) * st.spec.draws] for j in range(len(points))}
                     ok, bad = score(self.run_noisy(points, st.spec, x, zs, ones * sa_all[s], ones * sm_all[s]), y)
                     counts.correct[s, r] += int(ok.sum())
                     counts.nonfinite[s, r] += int(bad.sum())
                     tick(1)
         return counts
+
+    @staticmethod
+    def _global_noise(
+        points: list[Point], st: SweepSettings, key: tuple[int, ...], taps: Callable[[], dict], first: int
+    ) -> list[np.ndarray]:
+        """Draw ``key`` at every point, point after point (``spec.draws`` arrays each)."""
+        values = taps()
+        out: list[np.ndarray] = []
+        for p in points:
+            v = values[p.tensor]
+            out += draw(st.seed, GLOBAL_STREAM, (p.index, *key), v.shape, st.spec.draws, v.dtype, first)
+        return out
 
     def plan_accuracy(
         self,

@@ -5,6 +5,7 @@ The report is a plain dict with the schema documented in the README ("Report JSO
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import multiprocessing
 import os
@@ -221,14 +222,16 @@ def run_scan(
             key = digest(config, "global", [p.index for p in where])
             curve = store.get(key) if store is not None and resume else None
             if curve is None:
+                with RoundCache() if req.adaptive else contextlib.nullcontext() as cache:
 
-                def measure(sigmas: np.ndarray) -> Counts:
-                    return engine.global_sweep(where, data, replace(st, sigmas=sigmas), lambda _n: None, reference)
+                    def measure(sigmas: np.ndarray) -> Counts:
+                        sub = replace(st, sigmas=sigmas)
+                        return engine.global_sweep(where, data, sub, lambda _n: None, reference, cache)
 
-                curve = {
-                    "points": [p.index for p in where],
-                    **measure_curve(measure, st, base, req.adaptive, req.tolerance),
-                }
+                    curve = {
+                        "points": [p.index for p in where],
+                        **measure_curve(measure, st, base, req.adaptive, req.tolerance),
+                    }
                 if store is not None:
                     store.put(key, "global", curve)
             report["global"] = curve
@@ -280,17 +283,15 @@ def _walk_one(
     tick=lambda _n: None,
     reference: np.ndarray | None = None,
 ) -> dict:
-    cache = RoundCache() if req.adaptive else None  # adaptive rounds reuse activations and noise
+    with RoundCache() if req.adaptive else contextlib.nullcontext() as cache:  # adaptive rounds reuse work
 
-    def measure(sigmas: np.ndarray) -> Counts:
-        return engine.walk(point, data, replace(st, sigmas=sigmas), tick, reference=reference, cache=cache)
+        def measure(sigmas: np.ndarray) -> Counts:
+            return engine.walk(point, data, replace(st, sigmas=sigmas), tick, reference=reference, cache=cache)
 
-    try:
-        return {**point.to_json(), **measure_curve(measure, st, base, req.adaptive, req.tolerance)}
-    finally:
-        engine.release(point)
-        if cache is not None:
-            cache.close()
+        try:
+            return {**point.to_json(), **measure_curve(measure, st, base, req.adaptive, req.tolerance)}
+        finally:
+            engine.release(point)
 
 
 _WORKER: dict = {}
