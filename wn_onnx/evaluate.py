@@ -102,6 +102,7 @@ class Route:
     inputs: list[str]
     stack: bool
     base: np.ndarray | None = None  # A(0) of the chain, once known
+    probed: bool = False  # stacking checked against one σ per run (see Engine.stacking_is_exact)
 
 
 @dataclass
@@ -275,6 +276,25 @@ class Engine:
                 self._suffix[key] = Route(chain[-1], self.session(model), additive, *self.suffix(chain[-1], additive))
         return self._suffix[key]
 
+    def stacking_is_exact(self, route: Route, start: np.ndarray) -> bool:
+        """Whether a σ stacked with others on the batch axis gives the outputs it gives alone.
+
+        Not so when the graph after the point mixes the samples of a batch (dynamic
+        quantization's per-tensor scale, statistics over the batch): a large σ next to a small
+        one would then change the small one's result. Probed on a few real activations with
+        σ = (0, 1000) against σ = 0 alone; where they differ, every σ gets a run of its own."""
+        x = start[: min(len(start), 4)]
+        z = np.random.default_rng(0).standard_normal(x.shape).astype(x.dtype)
+        feeds = {route.inputs[0]: x, **dict.fromkeys(("wn_z", "wn_z2")[: route.spec.draws], z)}
+        comps = [SIGMA_INPUT[c] for c in sigma_inputs(route.spec)]
+        name = (self.loaded.output_name,)
+        alone = self._run(route.session, name, {**feeds, **{c: np.zeros(1, np.float32) for c in comps}})[0]
+        both = self._run(route.session, name, {**feeds, **{c: np.array([0, 1e3], np.float32) for c in comps}})[0]
+        alone = alone.reshape(len(x), -1).astype(np.float64)
+        both = both.reshape(2, len(x), -1)[0].astype(np.float64)
+        scale = float(np.nanmax(np.abs(alone), initial=0.0)) or 1.0
+        return bool(np.allclose(both, alone, rtol=1e-3, atol=1e-4 * scale, equal_nan=True))
+
     def release(self, point: Point) -> None:
         """Drop the sessions of a walked point: each holds an onnxruntime arena sized for stacked
         batches, and a walk visits points one after another."""
@@ -351,6 +371,8 @@ class Engine:
             xk = taps[point.tensor]
             start_value = taps[route.tensor]
             bound = None
+            if route.stack and not route.probed and route.session is not None:
+                route.stack, route.probed = self.stacking_is_exact(route, start_value), True
             per_chunk = max(1, CHUNK_ELEMENTS // max(start_value.size, 1)) if route.stack and not st.redraw else 1
             for r in range(st.repeats):
                 for start in range(0, len(active), per_chunk):

@@ -1,8 +1,8 @@
 """Noise points: which activations of a graph can carry noise, and user selection of them.
 
 A point is a float activation: a float graph input, or the float output of a compute node. Pure
-layout/shape ops, integer tensors, initializers and anything computed from constants alone are
-never points. Indices follow graph order and stay fixed whatever ``--at`` selects, so reports
+layout/shape ops, integer tensors, scalars (such as dynamic quantization's scales: no sample
+axis), initializers and anything computed from constants alone are never points. Indices follow graph order and stay fixed whatever ``--at`` selects, so reports
 from different selections of one model line up.
 """
 
@@ -70,7 +70,8 @@ def find_points(model: ir.Model) -> list[Point]:
     points: list[Point] = []
 
     def add(value: ir.Value, op_type: str, node: str) -> None:
-        if value.dtype in FLOAT_TYPES and value in live and (value.uses() or value in outputs):
+        scalar = value.shape is not None and len(value.shape) == 0  # a batch statistic, not per-sample values
+        if value.dtype in FLOAT_TYPES and value in live and (value.uses() or value in outputs) and not scalar:
             points.append(Point(len(points), value.name or "", op_type, node, _shape(value)))
 
     for value in graph.inputs:
