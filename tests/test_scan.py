@@ -65,21 +65,49 @@ def test_cuda_provider_that_fails_to_start_is_an_error_not_a_silent_cpu_run(monk
         run_scan(loaded, data, st, ScanRequest(mode="global", device="cuda"))
 
 
-def test_fixed_batch_model_scans_like_its_dynamic_twin(tmp_path, digits_scan):
-    """An export without a dynamic batch axis (the default of torch.onnx.export) runs in batches of
-    exactly its size, the last one padded; the padding must not count anywhere."""
+def fixed_batch_twin(path, batch: int, baked: bool):
+    """The embedded model declaring a batch of ``batch``; ``baked``: also reshaping its input to
+    that batch, as the dynamo exporter bakes the example's batch into Reshape targets."""
     import onnx
+    from onnx import helper, numpy_helper
 
-    loaded, data, st, full = digits_scan
     proto = onnx.load(DEFAULT_MODEL)
-    for value in (proto.graph.input[0], proto.graph.output[0]):
-        value.type.tensor_type.shape.dim[0].dim_value = 40  # 359 test images: 9 batches, the last padded by 1
-    onnx.save(proto, tmp_path / "fixed.onnx")
-    fixed = load_model(tmp_path / "fixed.onnx")
-    assert fixed.fixed_batch == 40 and loaded.fixed_batch is None
+    graph = proto.graph
+    for value in (graph.input[0], graph.output[0]):
+        value.type.tensor_type.shape.dim[0].dim_value = batch
+    if baked:
+        name = graph.input[0].name
+        for node in graph.node:
+            node.input[:] = [f"{name}_baked" if i == name else i for i in node.input]
+        graph.initializer.append(numpy_helper.from_array(np.array([batch, 1, 8, 8], np.int64), "baked_shape"))
+        graph.node.insert(0, helper.make_node("Reshape", [name, "baked_shape"], [f"{name}_baked"]))
+    onnx.save(proto, path)
+    return load_model(path)
+
+
+@pytest.mark.parametrize("baked", [True, False], ids=["baked", "declared-only"])
+def test_fixed_batch_model_scans_like_its_dynamic_twin(tmp_path, digits_scan, baked):
+    """An export without a dynamic batch axis (torch.onnx.export's default): a batch that is only
+    declared is freed after a numerical check; a baked one runs in batches of exactly its size,
+    the last padded, and the padding must not count anywhere. Both give the dynamic twin's report."""
+    loaded, data, st, full = digits_scan
+    fixed = fixed_batch_twin(tmp_path / "fixed.onnx", 40, baked)  # 359 test images: 9 batches, the last padded by 1
+    assert loaded.fixed_batch is None
+    assert (fixed.fixed_batch, fixed.freed_batch) == ((40, None) if baked else (None, 40))
     got = run_scan(fixed, data, st, ScanRequest(mode="both"))
     assert got["clean_accuracy"] == full["clean_accuracy"]
     for ref, curve in zip([*full["points"], full["global"]], [*got["points"], got["global"]], strict=True):
         diff = np.abs(np.subtract(ref["accuracy"], curve["accuracy"])) * len(data)
         assert diff.max() <= 1, (curve.get("index"), diff.max())  # same draws; a rounding flip at most
         assert curve["status"] == ref["status"]
+
+
+def test_batch_stays_fixed_where_the_graph_mixes_samples(tmp_path):
+    """Dynamic quantization scales by the batch-wide range: 80 samples at once differ from two
+    runs of 40, so the declared batch must stay."""
+    from onnxruntime.quantization import quantize_dynamic
+
+    fixed_batch_twin(tmp_path / "fixed.onnx", 40, baked=False)
+    quantize_dynamic(str(tmp_path / "fixed.onnx"), str(tmp_path / "quantized.onnx"))
+    quantized = load_model(tmp_path / "quantized.onnx")
+    assert (quantized.fixed_batch, quantized.freed_batch) == (40, None)

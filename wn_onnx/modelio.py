@@ -15,6 +15,7 @@ import onnx_ir as ir
 from google.protobuf.message import DecodeError
 from onnx import shape_inference, version_converter
 
+from wn_onnx.batch_axis import fixed_batch, free_batch_axis
 from wn_onnx.errors import WnError
 from wn_onnx.graph_passes.noise_functions import MIN_OPSET
 from wn_onnx.graph_passes.points import FLOAT_TYPES
@@ -30,6 +31,7 @@ class LoadedModel:
     output_name: str
     num_classes: int
     input_shape: tuple  # declared input shape, symbolic dims as str/None
+    freed_batch: int | None = None  # the file's fixed batch, when the graph was checked to take any
 
     @property
     def fixed_batch(self) -> int | None:
@@ -83,12 +85,17 @@ def load_model(path: str | os.PathLike) -> LoadedModel:
             proto = version_converter.convert_version(proto, MIN_OPSET)
         except Exception as err:
             raise WnError(f"{p} uses opset {version}; converting it to {MIN_OPSET} failed ({err})") from None
+    declared = fixed_batch(proto)
+    freed = free_batch_axis(proto) if declared else None
+    proto = freed or proto
     try:
         proto = shape_inference.infer_shapes(proto, data_prop=True)
     except Exception:
         pass
     model = ir.from_proto(proto)
-    return describe(model, str(p))
+    loaded = describe(model, str(p))
+    loaded.freed_batch = declared if freed is not None else None
+    return loaded
 
 
 def describe(model: ir.Model, path: str) -> LoadedModel:

@@ -146,10 +146,15 @@ def scan(
     else:
         dataset = load_npz(data, limit, require_labels=not label_free)
     settings = SweepSettings(grid, spec, repeats, seed, batch_size, redraw)
-    if loaded.fixed_batch and loaded.fixed_batch != batch_size:
+    if loaded.freed_batch:
         err.print(
-            f"[yellow]{model}: the input has a fixed batch of {loaded.fixed_batch}; evaluating {loaded.fixed_batch} samples "
-            "per run (slow for small batches: export with a dynamic batch axis to go faster)[/]"
+            f"[dim]{model}: the input declares a batch of {loaded.freed_batch}, but the graph gives the same outputs for "
+            "any batch (checked), so it runs in batches of --batch-size[/]"
+        )
+    elif loaded.fixed_batch and loaded.fixed_batch != batch_size:
+        err.print(
+            f"[yellow]{model}: the graph has its batch of {loaded.fixed_batch} built in; evaluating {loaded.fixed_batch} "
+            "samples per run (slow for small batches: export with a dynamic batch axis to go faster)[/]"
         )
     request = ScanRequest(
         mode.value, at, label_free, device.value, threads, not global_skip_bn, adaptive, tolerance, jobs
