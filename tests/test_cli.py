@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -152,3 +153,41 @@ def test_cuda_request_without_gpu_is_clear():
         pytest.skip("a CUDA provider is present here")
     res = wn("scan", "--device", "cuda", *FAST)
     assert res.returncode == 2 and "onnxruntime-gpu" in res.stderr
+
+
+def test_output_picks_the_scored_head_and_drops_the_others(tmp_path):
+    """A two-headed torch model: --output chooses the head; the other head's layers are no
+    points (noise there cannot reach the scored output); an unknown name is exit 2."""
+    import torch
+    from torch import nn
+
+    class TwoHeads(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.body, self.main, self.aux = nn.Linear(16, 32), nn.Linear(32, 10), nn.Linear(32, 4)
+
+        def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            h = torch.relu(self.body(x))
+            return self.main(h), torch.tanh(self.aux(h))
+
+    torch.manual_seed(0)
+    path = tmp_path / "two.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(TwoHeads().eval(), (torch.randn(2, 16),), str(path), dynamo=False, input_names=["input"],
+                          output_names=["main", "aux"], dynamic_axes={"input": {0: "N"}})  # fmt: skip
+    np.savez(tmp_path / "d.npz", x=np.random.default_rng(0).standard_normal((64, 16)).astype(np.float32))
+    listed = {}
+    for head in ("main", "aux"):
+        res = wn("points", path, "--output", head, "--json")
+        assert res.returncode == 0, res.stderr
+        listed[head] = [(p["tensor"], p["op_type"]) for p in json.loads(res.stdout)["points"]]
+    assert listed["main"][-1] == ("main", "Gemm") and listed["aux"][-1] == ("aux", "Tanh")
+    assert not {t for t, _ in listed["main"]} & {"aux"} and not {t for t, _ in listed["aux"]} & {"main"}
+    assert listed["main"][:-1] == listed["aux"][:3]  # the shared body, same indices
+    res = wn("scan", path, "--data", tmp_path / "d.npz", "--label-free", "--output", "aux", "--json", *FAST)
+    assert res.returncode == 0, res.stderr
+    report = json.loads(res.stdout)
+    assert report["output"] == "aux" and report["num_classes"] == 4
+    res = wn("scan", path, "--data", tmp_path / "d.npz", "--label-free", "--output", "nope", *FAST)
+    assert res.returncode == 2 and "no graph output 'nope'" in res.stderr and "main, aux" in res.stderr

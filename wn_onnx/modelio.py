@@ -14,6 +14,7 @@ import onnx
 import onnx_ir as ir
 from google.protobuf.message import DecodeError
 from onnx import shape_inference, version_converter
+from onnx_ir.passes.common import RemoveUnusedNodesPass
 
 from wn_onnx.batch_axis import fixed_batch, free_batch_axis
 from wn_onnx.errors import WnError
@@ -59,8 +60,9 @@ def _check_external_data(proto: onnx.ModelProto, folder: Path) -> None:
             raise WnError(f"external data file {location!r} of tensor {tensor.name!r} not found next to the model")
 
 
-def load_model(path: str | os.PathLike) -> LoadedModel:
-    """Read, validate and shape-infer ``path``."""
+def load_model(path: str | os.PathLike, output: str | None = None) -> LoadedModel:
+    """Read, validate and shape-infer ``path``; ``output``: the graph output to score (default:
+    the first float output)."""
     p = Path(path)
     if not p.exists():
         raise WnError(f"model file not found: {p}")
@@ -93,13 +95,25 @@ def load_model(path: str | os.PathLike) -> LoadedModel:
     except Exception:
         pass
     model = ir.from_proto(proto)
-    loaded = describe(model, str(p))
+    loaded = describe(model, str(p), output)
+    _keep_only_output(model, loaded.output_name)
     loaded.freed_batch = declared if freed is not None else None
     return loaded
 
 
-def describe(model: ir.Model, path: str) -> LoadedModel:
-    """Find the data input and the scored output (the first float output)."""
+def _keep_only_output(model: ir.Model, name: str) -> None:
+    """Drop the other graph outputs and what only they need: noise cannot reach the scored
+    output from there, so they hold no points, and they would cost time in every run."""
+    graph = model.graph
+    if len(graph.outputs) > 1:
+        scored = next(v for v in graph.outputs if v.name == name)
+        graph.outputs.clear()
+        graph.outputs.append(scored)
+        RemoveUnusedNodesPass()(model)
+
+
+def describe(model: ir.Model, path: str, output: str | None = None) -> LoadedModel:
+    """Find the data input and the scored output (``output``, or the first float output)."""
     graph = model.graph
     inputs = [v for v in graph.inputs if not v.is_initializer()]
     if len(inputs) != 1:
@@ -112,7 +126,13 @@ def describe(model: ir.Model, path: str) -> LoadedModel:
     outs = [v for v in graph.outputs if v.dtype in FLOAT_TYPES]
     if not outs:
         raise WnError(f"{path}: no float output to score (outputs: {', '.join(v.name for v in graph.outputs)})")
-    scored = outs[0]
+    if output is not None:
+        named = [v for v in graph.outputs if v.name == output]
+        if not named:
+            raise WnError(f"{path}: no graph output {output!r} (outputs: {', '.join(v.name for v in graph.outputs)})")
+        if named[0] not in outs:
+            raise WnError(f"{path}: output {output!r} is not a float tensor; it cannot be scored")
+    scored = named[0] if output is not None else outs[0]
     width = scored.shape[-1] if scored.shape is not None and len(scored.shape) >= 1 else None
     classes = width if isinstance(width, int) else 0
     shape = (

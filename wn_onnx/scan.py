@@ -184,6 +184,7 @@ def run_scan(
         "seed": st.seed,
         "repeats": st.repeats,
         "common_random_numbers": not st.redraw,
+        "output": loaded.output_name,
         "device": req.device,
         "providers": engine.providers,
         "clean_accuracy": clean,
@@ -265,7 +266,7 @@ def walk_points(
         return
     threads = max(1, (req.threads or os.cpu_count() or 1) // req.jobs)
     ctx = multiprocessing.get_context("spawn")
-    init = (engine.loaded.path, data.x, data.y, engine.providers, threads, reference)
+    init = (engine.loaded.path, engine.loaded.output_name, data.x, data.y, engine.providers, threads, reference)
     with ProcessPoolExecutor(req.jobs, mp_context=ctx, initializer=_worker_init, initargs=init) as pool:
         futures = {pool.submit(_worker_walk, point, st, req, base): point for point in chosen}
         for future in as_completed(futures):
@@ -298,11 +299,17 @@ _WORKER: dict = {}
 
 
 def _worker_init(
-    path: str, x: np.ndarray, y: np.ndarray, providers: list[str], threads: int, reference: np.ndarray
+    path: str,
+    output: str,
+    x: np.ndarray,
+    y: np.ndarray,
+    providers: list[str],
+    threads: int,
+    reference: np.ndarray,
 ) -> None:
     """Each worker process loads the model itself (sessions do not cross processes)."""
     _WORKER.update(
-        engine=Engine(load_model(path), providers, threads), data=Dataset(x, y, "worker"), reference=reference
+        engine=Engine(load_model(path, output), providers, threads), data=Dataset(x, y, "worker"), reference=reference
     )
 
 

@@ -13,7 +13,7 @@ import typer
 
 from wn_onnx.cli.analyze import analyze_app, report_command
 from wn_onnx.cli.check import check_command
-from wn_onnx.cli.common import Device, Kind, Mode, Order, err, out, progress_bar, write_json
+from wn_onnx.cli.common import Device, Kind, Mode, Order, OutputOption, err, out, progress_bar, write_json
 from wn_onnx.cli.plan import apply_plan_command, plan_command
 from wn_onnx.cli.sweep import sweep_app
 from wn_onnx.cli.train import data_app, train_command
@@ -47,12 +47,13 @@ def points(
     model: Annotated[Path, typer.Argument(help="ONNX model file.")],
     at: Annotated[str | None, typer.Option(help="Show only a selection: 0,3,5-8 · op:Conv,Gemm · re:PATTERN.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help='Print {"points": [...]} as JSON.')] = False,
+    output: OutputOption = None,
 ) -> None:
     """List the noise points of MODEL: index, tensor, producing op, shape."""
     from wn_onnx.graph_passes import find_points, select_points
     from wn_onnx.modelio import load_model
 
-    loaded = load_model(model)
+    loaded = load_model(model, output)
     chosen = [p.to_json() for p in select_points(find_points(loaded.model), at)]
     if as_json:
         print(json.dumps({"model": str(model), "points": chosen}, indent=2))
@@ -121,6 +122,7 @@ def scan(
     resume: Annotated[
         bool, typer.Option(help="Take curves finished by an earlier run with the same --out and settings.")
     ] = False,
+    output: OutputOption = None,
     quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
 ) -> None:
     """Sweep noise strength at every point (walking) and everywhere at once (global); fit μ per point."""
@@ -138,7 +140,7 @@ def scan(
         raise WnError("give --data FILE.npz with arrays x (model inputs) and y (labels), or --dataset NAME")
     spec = NoiseSpec(noise.value, order.value if order else None, sigma_ratio, sigma_mul, sigma_add)
     grid = parse_grid(sigmas) if sigmas else default_grid(spec)
-    loaded = load_model(model)
+    loaded = load_model(model, output)
     if dataset_name:
         from wn_onnx.datasets import model_ready
 

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from wn_onnx.cli.common import Kind, Mode, Order, err, write_json
+from wn_onnx.cli.common import Kind, Mode, Order, OutputOption, err, write_json
 from wn_onnx.errors import WnError
 
 
@@ -40,6 +40,7 @@ def check_command(
     junit_path: Annotated[Path | None, typer.Option("--junit", help="JUnit XML for CI dashboards.")] = None,
     summary: Annotated[Path | None, typer.Option(help="Markdown summary to this file instead of stdout.")] = None,
     out_path: Annotated[Path | None, typer.Option("--out", help="Full report plus verdicts as JSON.")] = None,
+    output: OutputOption = None,
 ) -> None:
     """Fail CI when a model's robustness falls below a floor or drops against a baseline."""
     try:
@@ -55,7 +56,7 @@ def check_command(
 
 
 def _run(model, data, config, noise, order, sigma_ratio, sigmas, mode, at, repeats, seed, limit, label_free, min_mu,
-         global_min_mu, baseline, max_mu_drop, junit_path, summary, out_path):  # fmt: skip
+         global_min_mu, baseline, max_mu_drop, junit_path, summary, out_path, output):  # fmt: skip
     from wn_onnx.check import Policy, evaluate_policy, junit, load_config, markdown, parse_drop
     from wn_onnx.data import load_npz
     from wn_onnx.evaluate import SweepSettings
@@ -76,7 +77,7 @@ def _run(model, data, config, noise, order, sigma_ratio, sigmas, mode, at, repea
     free = bool(pick(label_free, "label_free", False))
     if data is None:
         raise WnError("give --data FILE.npz")
-    loaded = load_model(model)
+    loaded = load_model(model, pick(output, "output"))
     dataset = load_npz(data, pick(limit, "limit"), require_labels=not free)
     base_path = pick(baseline, "baseline")
     base_report = load_report(base_path) if base_path else None

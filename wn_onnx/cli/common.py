@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 from enum import Enum
 from pathlib import Path
+from typing import Annotated
 
+import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
@@ -35,6 +37,11 @@ class Mode(str, Enum):
 class Device(str, Enum):
     cpu = "cpu"
     cuda = "cuda"
+
+
+OutputOption = Annotated[
+    str | None, typer.Option("--output", help="Graph output to score (default: the first float output).")
+]
 
 
 def progress_bar() -> Progress:
