@@ -118,7 +118,7 @@ def test_graph_that_mixes_samples_is_not_stacked(tmp_path):
         for point in points[:5]:
             route = engine.route(point, st.spec)
             fast = engine.walk(point, data, st, quiet)
-            assert route.probed and route.stack is not mixes, (path, point)
+            assert route.probed and route.stack is not mixes and engine.mixes_samples(point, st.spec) is mixes
             ref = engine.walk(point, data, SweepSettings(**{**st.__dict__, "walk": "full"}), quiet, all_points=points)
             assert np.abs(fast.correct - ref.correct).max() <= 1, (path, point, fast.correct, ref.correct)
 

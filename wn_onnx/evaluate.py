@@ -295,6 +295,12 @@ class Engine:
         scale = float(np.nanmax(np.abs(alone), initial=0.0)) or 1.0
         return bool(np.allclose(both, alone, rtol=1e-3, atol=1e-4 * scale, equal_nan=True))
 
+    def mixes_samples(self, point: Point, spec: NoiseSpec) -> bool:
+        """Whether the graph after ``point`` was found to mix the samples of a batch (its results
+        then depend on the batch size); False when not found or not probed."""
+        route = self._suffix.get(("route", point.tensor, spec))
+        return bool(route is not None and route.probed and not route.stack)
+
     def release(self, point: Point) -> None:
         """Drop the sessions of a walked point: each holds an onnxruntime arena sized for stacked
         batches, and a walk visits points one after another."""

@@ -290,7 +290,10 @@ def _walk_one(
             return engine.walk(point, data, replace(st, sigmas=sigmas), tick, reference=reference, cache=cache)
 
         try:
-            return {**point.to_json(), **measure_curve(measure, st, base, req.adaptive, req.tolerance)}
+            curve = {**point.to_json(), **measure_curve(measure, st, base, req.adaptive, req.tolerance)}
+            if engine.mixes_samples(point, st.spec):
+                curve["mixes_samples"] = True
+            return curve
         finally:
             engine.release(point)
 

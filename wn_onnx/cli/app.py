@@ -201,6 +201,12 @@ def scan(
     ]
     for where, note in notes:
         out.print(f"[dim]point {where}: {note}[/]")
+    mixing = [str(p["index"]) for p in report["points"] if p.get("mixes_samples")]
+    if mixing:
+        out.print(
+            f"[yellow]points {', '.join(mixing)}: the graph after them mixes the samples of a batch (dynamic "
+            "quantization, batch statistics); each σ ran on its own, and results depend on --batch-size.[/]"
+        )
     bad = sum(sum(map(sum, p["nonfinite"])) for p in report["points"])
     if bad:
         out.print(
