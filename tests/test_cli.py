@@ -185,9 +185,14 @@ def test_output_picks_the_scored_head_and_drops_the_others(tmp_path):
     assert listed["main"][-1] == ("main", "Gemm") and listed["aux"][-1] == ("aux", "Tanh")
     assert not {t for t, _ in listed["main"]} & {"aux"} and not {t for t, _ in listed["aux"]} & {"main"}
     assert listed["main"][:-1] == listed["aux"][:3]  # the shared body, same indices
-    res = wn("scan", path, "--data", tmp_path / "d.npz", "--label-free", "--output", "aux", "--json", *FAST)
-    assert res.returncode == 0, res.stderr
-    report = json.loads(res.stdout)
-    assert report["output"] == "aux" and report["num_classes"] == 4
+    reports = {}
+    for head in ("main", "aux"):  # the same --out: resuming must not hand main's curves to aux
+        res = wn("scan", path, "--data", tmp_path / "d.npz", "--label-free", "--output", head, "--resume",
+                 "--out", tmp_path / "r.json", "--json", *FAST)  # fmt: skip
+        assert res.returncode == 0, res.stderr
+        reports[head] = json.loads(res.stdout)
+    assert reports["aux"]["output"] == "aux" and reports["aux"]["num_classes"] == 4
+    assert reports["main"]["config_hash"] != reports["aux"]["config_hash"]
+    assert reports["main"]["points"][1]["accuracy"] != reports["aux"]["points"][1]["accuracy"]
     res = wn("scan", path, "--data", tmp_path / "d.npz", "--label-free", "--output", "nope", *FAST)
     assert res.returncode == 2 and "no graph output 'nope'" in res.stderr and "main, aux" in res.stderr

@@ -195,7 +195,7 @@ def run_scan(
         "global": None,
     }
     base = Curve(chance, clean)
-    config = digest(Path(loaded.path).read_bytes(), data.x, data.y, req.label_free, st.spec.to_json(), st.sigmas, st.repeats,
+    config = digest(Path(loaded.path).read_bytes(), loaded.output_name, data.x, data.y, req.label_free, st.spec.to_json(), st.sigmas, st.repeats,
                     st.seed, st.redraw, st.walk, req.adaptive, req.tolerance, __version__)  # fmt: skip
     report["config_hash"] = config
     try:
