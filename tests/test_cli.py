@@ -176,7 +176,8 @@ def test_output_picks_the_scored_head_and_drops_the_others(tmp_path):
         warnings.simplefilter("ignore")
         torch.onnx.export(TwoHeads().eval(), (torch.randn(2, 16),), str(path), dynamo=False, input_names=["input"],
                           output_names=["main", "aux"], dynamic_axes={"input": {0: "N"}})  # fmt: skip
-    np.savez(tmp_path / "d.npz", x=np.random.default_rng(0).standard_normal((64, 16)).astype(np.float32))
+    rng = np.random.default_rng(0)  # labels valid for both heads (10 and 4 classes)
+    np.savez(tmp_path / "d.npz", x=rng.standard_normal((64, 16)).astype(np.float32), y=rng.integers(0, 4, 64))
     listed = {}
     for head in ("main", "aux"):
         res = wn("points", path, "--output", head, "--json")
@@ -187,7 +188,7 @@ def test_output_picks_the_scored_head_and_drops_the_others(tmp_path):
     assert listed["main"][:-1] == listed["aux"][:3]  # the shared body, same indices
     reports = {}
     for head in ("main", "aux"):  # the same --out: resuming must not hand main's curves to aux
-        res = wn("scan", path, "--data", tmp_path / "d.npz", "--label-free", "--output", head, "--resume",
+        res = wn("scan", path, "--data", tmp_path / "d.npz", "--output", head, "--resume",
                  "--out", tmp_path / "r.json", "--json", *FAST)  # fmt: skip
         assert res.returncode == 0, res.stderr
         reports[head] = json.loads(res.stdout)
