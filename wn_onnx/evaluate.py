@@ -124,10 +124,10 @@ def providers_for(device: str) -> list[str]:
             raise WnError(
                 "--device cuda needs onnxruntime-gpu with CUDA (pip install 'wn-onnx[gpu]'); only CPU is available"
             )
-        if hasattr(
-            ort, "preload_dlls"
-        ):  # CUDA/cuDNN from pip's nvidia-* wheels (torch's, or onnxruntime-gpu[cuda,cudnn])
-            with contextlib.redirect_stdout(io.StringIO()):  # it prints its misses; a failed start is reported later
+        # CUDA/cuDNN from pip's nvidia-* wheels (torch's, or onnxruntime-gpu[cuda,cudnn]); it prints
+        # what it misses, and a provider that then fails to start is reported by Engine.session
+        if hasattr(ort, "preload_dlls"):
+            with contextlib.redirect_stdout(io.StringIO()):
                 ort.preload_dlls()
         return ["CUDAExecutionProvider", "CPUExecutionProvider"]
     raise WnError(f"unknown device {device!r}; use cpu or cuda")
