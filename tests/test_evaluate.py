@@ -123,6 +123,39 @@ def test_graph_that_mixes_samples_is_not_stacked(tmp_path):
             assert np.abs(fast.correct - ref.correct).max() <= 1, (path, point, fast.correct, ref.correct)
 
 
+def test_token_id_model_walks_like_its_full_graph(tmp_path):
+    """Integer inputs (token ids): the embedding lookup is the first point, and walking from every
+    point equals the whole noisy graph."""
+    import warnings
+
+    class TextCNN(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.emb, self.conv, self.fc = nn.Embedding(50, 8), nn.Conv1d(8, 16, 3), nn.Linear(16, 3)
+
+        def forward(self, ids: torch.Tensor) -> torch.Tensor:
+            return self.fc(torch.relu(self.conv(self.emb(ids).transpose(1, 2))).amax(dim=2))
+
+    torch.manual_seed(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(TextCNN().eval(), (torch.randint(0, 50, (2, 12)),), str(tmp_path / "text.onnx"), dynamo=False,
+                          input_names=["ids"], output_names=["logits"], dynamic_axes={"ids": {0: "N"}})  # fmt: skip
+    loaded = load_model(tmp_path / "text.onnx")
+    engine = Engine(loaded, ["CPUExecutionProvider"])
+    points = find_points(loaded.model)
+    assert [p.op_type for p in points] == ["Gather", "Conv", "Relu", "ReduceMax", "Gemm"]
+    ids = np.random.default_rng(0).integers(0, 50, (96, 12))
+    data = make_dataset(ids, engine.clean_logits(ids).argmax(axis=1), "ids")
+    for spec in (NoiseSpec("add"), NoiseSpec("mul")):
+        st = SweepSettings(np.array([0.0, 0.1, 1.0, 10.0]), spec, repeats=2, batch_size=40)
+        for point in points:
+            fast = engine.walk(point, data, st, quiet)
+            ref = engine.walk(point, data, SweepSettings(**{**st.__dict__, "walk": "full"}), quiet, all_points=points)
+            assert np.abs(fast.correct - ref.correct).max() <= 1, (point, fast.correct, ref.correct)
+        assert fast.correct[0].min() == len(data)  # σ = 0: the clean (label-free) result
+
+
 def test_walking_activates_one_point_and_global_all(zoo, monkeypatch):
     path, shape = zoo["mlp_bn"]
     loaded = load_model(path)

@@ -60,6 +60,8 @@ def test_hostile_corpus(tmp_path):
     escape = small_model(inner / "escape.onnx", external="../secret.bin")
     absolute = small_model(inner / "absolute.onnx", external=str(tmp_path / "secret.bin"))
     int_input = small_model(tmp_path / "int.onnx", input_type=TensorProto.INT64)
+    text_input = small_model(tmp_path / "text.onnx", input_type=TensorProto.STRING)
+    np.savez(tmp_path / "half.npz", x=np.full((5, 4), 0.5, np.float32), y=np.zeros(5, np.int64))
     huge = small_model(tmp_path / "huge.onnx", dims=("N", 10**12))
     good = small_model(tmp_path / "good.onnx")
     np.savez(tmp_path / "empty.npz", x=np.zeros((0, 4), np.float32), y=np.zeros(0, np.int64))
@@ -69,7 +71,11 @@ def test_hostile_corpus(tmp_path):
     cases = [
         (["scan", escape, "--data", tmp_path / "four.npz"], "refusing external data '../secret.bin'"),
         (["points", absolute], "refusing external data"),
-        (["scan", int_input, "--data", tmp_path / "four.npz"], "not a float tensor"),
+        (["scan", text_input, "--data", tmp_path / "four.npz"], "not a float or integer tensor"),
+        (
+            ["scan", int_input, "--data", tmp_path / "half.npz"],
+            "the model takes integers (int64), but x holds fractional",
+        ),
         (["scan", huge, "--data", tmp_path / "four.npz"], "the model expects 1000000000000"),
         (["scan", good, "--data", tmp_path / "empty.npz"], "holds no samples"),
         (["scan", good, "--data", tmp_path / "inf.npz"], "contain NaN or Inf"),

@@ -46,7 +46,9 @@ def free_batch_axis(proto: onnx.ModelProto) -> onnx.ModelProto | None:
     try:
         freed = shape_inference.infer_shapes(freed)
         dtype = onnx.helper.tensor_dtype_to_np_dtype(value.type.tensor_type.elem_type)
-        x = np.random.default_rng(0).standard_normal((2 * batch, *(d.dim_value for d in dims[1:]))).astype(dtype)
+        shape, rng = (2 * batch, *(d.dim_value for d in dims[1:])), np.random.default_rng(0)
+        # small integers for integer inputs: valid token ids and pixel values alike
+        x = (rng.integers(0, 2, shape) if np.dtype(dtype).kind in "iu" else rng.standard_normal(shape)).astype(dtype)
         want = [
             np.concatenate(parts) for parts in zip(*(_run(proto, x[i : i + batch]) for i in (0, batch)), strict=True)
         ]

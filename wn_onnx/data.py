@@ -98,6 +98,13 @@ def check_shape(data: Dataset, input_shape: tuple, dtype: np.dtype) -> Dataset:
         raise WnError(
             f"{data.source}: samples have shape {'×'.join(map(str, got)) or 'scalar'}, the model expects {shown}"
         )
+    if dtype.kind in "iu":  # token ids or raw pixels: a cast must not round or wrap anything
+        info = np.iinfo(dtype)
+        x = data.x
+        if x.dtype.kind == "f" and not np.array_equal(x, np.round(x)):
+            raise WnError(f"{data.source}: the model takes integers ({dtype}), but x holds fractional values")
+        if x.size and (x.min() < info.min or x.max() > info.max):
+            raise WnError(f"{data.source}: x spans [{x.min()}, {x.max()}], outside the model's {dtype} input")
     return Dataset(data.x.astype(dtype, copy=False), data.y, data.source)
 
 

@@ -182,7 +182,8 @@ class Engine:
         self._clean: ort.InferenceSession | None = None
         self._suffix: dict[tuple, tuple[ort.InferenceSession | None, list[str], bool]] = {}
         self._noisy: dict[tuple, ort.InferenceSession] = {}
-        self.dtype = np.dtype(ir.DataType(loaded.model.graph.inputs[0].dtype).numpy())
+        data_in = next(v for v in loaded.model.graph.inputs if v.name == loaded.input_name)
+        self.dtype = np.dtype(ir.DataType(data_in.dtype).numpy())
 
     def session(self, model: ir.Model) -> ort.InferenceSession:
         """A session of ``model`` with this scan's providers and options; failures are WnErrors."""

@@ -21,6 +21,11 @@ from wn_onnx.errors import WnError
 from wn_onnx.graph_passes.noise_functions import MIN_OPSET
 from wn_onnx.graph_passes.points import FLOAT_TYPES
 
+INTEGER_TYPES = frozenset(
+    {ir.DataType.INT8, ir.DataType.INT16, ir.DataType.INT32, ir.DataType.INT64,
+     ir.DataType.UINT8, ir.DataType.UINT16, ir.DataType.UINT32, ir.DataType.UINT64}
+)  # fmt: skip
+
 
 @dataclass
 class LoadedModel:
@@ -119,9 +124,10 @@ def describe(model: ir.Model, path: str, output: str | None = None) -> LoadedMod
     if len(inputs) != 1:
         raise WnError(f"{path}: expected one data input, found {len(inputs)} ({', '.join(v.name for v in inputs)})")
     data_in = inputs[0]
-    if data_in.dtype not in FLOAT_TYPES:
+    if data_in.dtype not in FLOAT_TYPES | INTEGER_TYPES:  # integers: token ids, raw pixels cast inside the graph
         raise WnError(
-            f"{path}: input {data_in.name!r} is {data_in.dtype.name if data_in.dtype else 'untyped'}, not a float tensor"
+            f"{path}: input {data_in.name!r} is {data_in.dtype.name if data_in.dtype else 'untyped'}, "
+            "not a float or integer tensor"
         )
     outs = [v for v in graph.outputs if v.dtype in FLOAT_TYPES]
     if not outs:

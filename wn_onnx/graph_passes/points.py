@@ -1,7 +1,8 @@
 """Noise points: which activations of a graph can carry noise, and user selection of them.
 
 A point is a float activation: a float graph input, or the float output of a compute node. Pure
-layout/shape ops, integer tensors, scalars (such as dynamic quantization's scales: no sample
+layout/shape ops (unless they bring constant values into the data path, as an embedding lookup
+does), integer tensors, scalars (such as dynamic quantization's scales: no sample
 axis), initializers and anything computed from constants alone are never points. Indices follow graph order and stay fixed whatever ``--at`` selects, so reports
 from different selections of one model line up.
 """
@@ -78,7 +79,14 @@ def find_points(model: ir.Model) -> list[Point]:
         if not value.is_initializer():
             add(value, "Input", "")
     for node in graph:
-        if node.op_type in LAYOUT_OPS and node.domain in ("", "ai.onnx"):
+        floats = [v for v in node.inputs if v is not None and v.dtype in FLOAT_TYPES]
+        # a layout op repeats its producers' values, unless those are all constants: an embedding
+        # lookup (Gather of a table by token ids) is where such values enter the data path
+        if (
+            node.op_type in LAYOUT_OPS
+            and node.domain in ("", "ai.onnx")
+            and (not floats or any(v in live for v in floats))
+        ):
             continue
         for value in node.outputs:
             add(value, node.op_type, node.name or "")
