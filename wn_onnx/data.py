@@ -91,6 +91,7 @@ def make_dataset(x: np.ndarray, y: np.ndarray | None, source: str, limit: int | 
 
 def check_shape(data: Dataset, input_shape: tuple, dtype: np.dtype) -> Dataset:
     """Match samples to the model's declared input shape; cast to the input dtype."""
+    dtype = np.dtype(dtype)
     want = tuple(input_shape[1:])
     got = data.x.shape[1:]
     if len(want) != len(got) or any(isinstance(w, int) and w != g for w, g in zip(want, got, strict=False)):

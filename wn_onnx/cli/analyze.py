@@ -40,15 +40,13 @@ def report_command(
 
 
 def _engine_and_data(model: Path, data: Path, limit: int | None):
-    import numpy as np
 
     from wn_onnx.data import check_shape, load_npz
     from wn_onnx.evaluate import Engine, providers_for
     from wn_onnx.modelio import load_model
 
-    loaded = load_model(model)
-    dataset = check_shape(load_npz(data, limit), loaded.input_shape, np.float32)
-    return Engine(loaded, providers_for("cpu")), dataset
+    engine = Engine(load_model(model), providers_for("cpu"))
+    return engine, check_shape(load_npz(data, limit), engine.loaded.input_shape, engine.dtype)
 
 
 @analyze_app.command("binarize")

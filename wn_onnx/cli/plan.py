@@ -72,9 +72,9 @@ def plan_command(
         if model is None or data is None:
             raise WnError("--evaluate and --strategy greedy need --model and --data")
         loaded, points = _match_model(report, model)
-        dataset = check_shape(load_npz(data, limit), loaded.input_shape, np.float32)
-        check_labels(dataset, report.get("num_classes") or loaded.num_classes or 0)
         engine = Engine(loaded, providers_for("cpu"))
+        dataset = check_shape(load_npz(data, limit), loaded.input_shape, engine.dtype)
+        check_labels(dataset, report.get("num_classes") or loaded.num_classes or 0)
         spec = (
             NoiseSpec(noise.value, order.value if order else None, sigma_ratio)
             if noise
