@@ -431,10 +431,13 @@ class Engine:
     def batches(self, data: Dataset, size: int) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
         """(index of the first sample, inputs, labels) per batch; a model exported with a fixed
         batch gets exactly that many samples per run, the last batch padded (labels -1)."""
-        fixed = self.loaded.fixed_batch
-        size = fixed or size
-        for b, (x, y) in enumerate(data.batches(size, pad=fixed is not None)):
+        size = self.batch_size(size)
+        for b, (x, y) in enumerate(data.batches(size, pad=self.loaded.fixed_batch is not None)):
             yield b * size, x, y
+
+    def batch_size(self, requested: int) -> int:
+        """Samples per run: ``requested``, unless the model's batch is built in."""
+        return self.loaded.fixed_batch or requested
 
     def _taps(self, x: np.ndarray, names: list[str], cache: RoundCache | None, b: int) -> dict[str, np.ndarray]:
         """:meth:`run_values` of batch ``b``, kept in ``cache`` when given (the input itself is not stored)."""

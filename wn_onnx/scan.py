@@ -160,7 +160,6 @@ def run_scan(
 
     # Clean pass: class count, clean accuracy, label-free targets.
     data = check_shape(data, loaded.input_shape, engine.dtype)
-    st = replace(st, batch_size=loaded.fixed_batch or st.batch_size)
     # the σ = 0 reference, aligned with the batches (padding rows of a fixed-batch model at its end)
     reference = np.concatenate([engine.clean_logits(x) for _, x, _ in engine.batches(data, st.batch_size)])
     clean_logits = reference[: len(data)]
@@ -260,7 +259,7 @@ def walk_points(
         return
     if req.jobs <= 1 or len(chosen) == 1:
         n_active = int(np.count_nonzero(np.any(np.stack(st.spec.components(st.sigmas)) > 0, axis=0)))
-        per_point = max(1, -(-len(data) // st.batch_size) * st.repeats * n_active)
+        per_point = max(1, -(-len(data) // engine.batch_size(st.batch_size)) * st.repeats * n_active)
         for point in chosen:
             keep(point, _walk_one(engine, point, data, st, req, base, lambda n: tick(n / per_point), reference))
         return
