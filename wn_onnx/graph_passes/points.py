@@ -2,9 +2,10 @@
 
 A point is a float activation: a float graph input, or the float output of a compute node. Pure
 layout/shape ops (unless they bring constant values into the data path, as an embedding lookup
-does), integer tensors, scalars (such as dynamic quantization's scales: no sample
-axis), initializers and anything computed from constants alone are never points. Indices follow graph order and stay fixed whatever ``--at`` selects, so reports
-from different selections of one model line up.
+does), integer tensors, scalars (such as dynamic quantization's scales: no sample axis),
+initializers and anything computed from constants alone are never points. Indices follow graph
+order and stay fixed whatever ``--at`` selects, so reports from different selections of one
+model line up.
 """
 
 from __future__ import annotations
