@@ -6,9 +6,10 @@ Policies
   the combined fit error: μ_new < μ_base·(1 − max_drop) − Z·√(err_base² + err_new²), so a change
   within the statistical error never fails CI.
 
-Statuses are read honestly: ``not-reached`` μ is a lower bound (passes any floor below the grid's
-end), ``no-drop-from-start`` an upper bound (fails any positive floor), ``poor-fit`` is judged on
-its threshold value and said so.
+Statuses are read conservatively (README, "Statuses"): only an ``ok`` or ``two-drops`` μ gets
+the benefit of its error bar. ``bracketed`` and ``poor-fit`` are judged on the low end of the σ
+interval the drop is known to lie in, ``not-reached`` on its lower bound (the largest σ measured),
+``no-drop-from-start`` and ``failed`` fail every floor and every baseline.
 """
 
 from __future__ import annotations
@@ -100,37 +101,49 @@ def _value(curve: dict) -> float | None:
     return curve.get("mu") if curve.get("mu") is not None else (curve.get("fit") or {}).get("mu_threshold")
 
 
+RESOLVED = ("ok", "two-drops")  # μ is a fitted value with a meaningful error
+
+
+def pessimistic(curve: dict) -> float | None:
+    """The smallest μ the measurements allow: the value itself when resolved, the low end of the
+    bracket when the grid only brackets it, the bound for not-reached, None when nothing is known."""
+    status = curve.get("status")
+    if status in RESOLVED or status == "not-reached":
+        return _value(curve)
+    if status in ("bracketed", "poor-fit"):
+        bracket = (curve.get("fit") or {}).get("bracket")
+        return bracket[0] if bracket and bracket[0] is not None else _value(curve)
+    return None
+
+
 def judge_floor(name: str, curve: dict, floor: float) -> Verdict:
     mu, err, status = _value(curve), curve.get("mu_err"), curve["status"]
-    shown = "—" if mu is None else f"{mu:.4g}" + (f" ± {err:.2g}" if err else "")
+    low = pessimistic(curve)
+    ok = low is not None and low >= floor
     if status == "not-reached":
-        ok = mu is not None and mu >= floor
         why = f"μ > {mu:.4g} (never reached the midpoint)"
     elif status == "no-drop-from-start":
-        ok, why = False, f"μ ≤ {mu:.4g} (at the midpoint from the smallest σ)"
+        why = f"μ ≤ {mu:.4g} (below the midpoint from the smallest σ)"
+    elif status == "failed":
+        why = f"not evaluated ({(curve.get('fit') or {}).get('note') or 'failed'})"
+    elif status in ("bracketed", "poor-fit"):
+        what = "only bracketed by the grid" if status == "bracketed" else "the fit is poor"
+        why = f"μ ≈ {mu:.4g}, judged on the low end {low:.4g} ({what})"
     else:
-        ok = mu is not None and mu >= floor
-        why = f"μ = {shown}" + (" (threshold crossing: the fit is poor)" if status == "poor-fit" else "")
+        why = f"μ = {mu:.4g}" + (f" ± {err:.2g}" if err else "")
     return Verdict(name, ok, f"{name}: {why} {'≥' if ok else '<'} min μ {floor:g}", mu, err, status, f"min μ {floor:g}")
 
 
 def judge_drop(name: str, base: dict, new: dict, max_drop: float) -> Verdict:
-    mb, mn = _value(base), _value(new)
-    eb, en = base.get("mu_err") or 0.0, new.get("mu_err") or 0.0
-    if mb is None or mn is None:
-        return Verdict(
-            name, False, f"{name}: μ missing (baseline {mb}, now {mn})", mn, en, new["status"], f"drop ≤ {max_drop:.0%}"
-        )
-    if base["status"] == "not-reached" and new["status"] == "not-reached":
-        return Verdict(
-            name,
-            True,
-            f"{name}: never reached the midpoint, now or in the baseline",
-            mn,
-            en,
-            new["status"],
-            f"drop ≤ {max_drop:.0%}",
-        )
+    """Only resolved μ values get error-bar slack; the new curve is otherwise read at its lowest
+    possible μ (:func:`pessimistic`), so an unresolved curve cannot pass by a wide error."""
+    rule = f"drop ≤ {max_drop:.0%}"
+    mb, mn = _value(base), pessimistic(new)
+    eb = (base.get("mu_err") or 0.0) if base["status"] in RESOLVED else 0.0
+    en = (new.get("mu_err") or 0.0) if new["status"] in RESOLVED else 0.0
+    if mb is None or mn is None or base["status"] in ("failed", "no-drop-from-start"):
+        return Verdict(name, False, f"{name}: μ not comparable (baseline {base['status']}, now {new['status']})",
+                       mn, en, new["status"], rule)  # fmt: skip
     limit = mb * (1 - max_drop) - Z * float(np.hypot(eb, en))
     ok = mn >= limit
     drop = (mb - mn) / mb if mb else 0.0

@@ -1,16 +1,18 @@
 """The midpoint noise level μ (paper Eq. 1–2) and an honest status for every curve.
 
-``F(σ; μ, s, δa, a_min) = 2 / (1 + exp((σ − μ)/s)) · δa + a_min`` is fitted by weighted least
-squares (scipy.optimize.curve_fit), residuals divided by the observed uncertainty Δy of the mean
-accuracy over repeats, floored by the binomial standard error so that a zero spread cannot blow
-up the weights, plus a model term (see :func:`uncertainty`). a_min is the chance level 1/K unless the curve plateaus above chance, then it is
-free. The threshold crossing of (a_max + a_min)/2 is always computed as a sanity check and as the
-fallback of a poor fit.
+``F(σ; μ, s) = 2 / (1 + exp((σ − μ)/s)) · δa + a_min`` with δa = (a_max − a_min)/2. As the paper
+defines them (docs/method.md), a_max and a_min are the **maximally and minimally achieved
+accuracy**: both are estimated from the measurements (with their errors) and held fixed, so F(μ)
+is exactly half-way between what the model achieves clean and what it falls to. Only μ and the
+slope s are fitted, by weighted least squares (scipy.optimize.curve_fit) with the observed
+uncertainty Δy of the mean accuracy over repeats, floored by the binomial standard error; μ's
+error is scaled by √χ²_red when the logistic describes the data worse than Δy, and carries the
+uncertainty of a_max and a_min.
 
-Statuses: ``ok``; ``not-reached`` (never fell to the midpoint: μ is a lower bound, the largest σ);
-``no-drop-from-start`` (already at the midpoint at the smallest σ: μ is an upper bound);
-``poor-fit`` (μ is the threshold crossing; see ``chi2_red``); ``two-drops`` (a plateau, then a
-second fall: two logistics are fitted, μ is where their sum crosses the overall midpoint).
+A fitted μ is ``ok`` only when the data resolve it: it lies inside the measured σ range, at
+least two measured σ fall inside the drop, the measurements below μ are not significantly under
+the midpoint nor those above it over it, and it agrees with the measured threshold crossing
+within their errors. Otherwise the status says what the data do tell (docs/method.md, "Statuses").
 """
 
 from __future__ import annotations
@@ -21,10 +23,16 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from scipy.optimize import OptimizeWarning, curve_fit
 from scipy.special import expit
+from scipy.stats import chi2
 
-STATUSES = ("ok", "not-reached", "no-drop-from-start", "poor-fit", "two-drops")
-MAX_CHI2_RED = 50.0  # above this a single logistic does not describe the curve
-MODEL_DY = 0.005  # half an accuracy point: the logistic's own model error, added in quadrature
+STATUSES = ("ok", "bracketed", "not-reached", "no-drop-from-start", "poor-fit", "two-drops", "failed")
+MAX_CHI2_RED = 50.0  # above this a second, two-logistic model is tried
+SIGNIFICANT = 3.0  # a difference of this many standard errors is real, not sampling noise
+MIN_DROP = 0.05  # a drop smaller than this fraction of (a_max − chance) is no drop
+CHANCE_MARGIN = 0.02  # a bottom within this fraction of (a_max − chance) of chance is chance
+PLATEAU_JOIN = 2.0  # a value this many standard errors below the plateau has left it
+FLAT_TAIL = 0.1
+MIN_INSIDE = 3  # measured σ inside the drop that an `ok` μ needs (2 determine a logistic exactly)  # the last points change by less than this fraction of the drop: a plateau
 
 
 @dataclass
@@ -40,6 +48,10 @@ class FitResult:
     mu_threshold: float | None
     note: str = ""
     drops: list[dict] | None = None
+    a_max_err: float | None = None
+    a_min_err: float | None = None
+    bracket: list[float] | None = None
+    shape: str | None = None
 
     def to_json(self) -> dict:
         return {k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in asdict(self).items()}
@@ -57,253 +69,355 @@ def double_logistic(
 
 
 def uncertainty(acc: np.ndarray, n_samples: int) -> tuple[np.ndarray, np.ndarray]:
-    """Mean accuracy per σ and its uncertainty Δy: the spread of the mean over repeats, floored
-    by the binomial standard error, with MODEL_DY added in quadrature. With thousands of images
-    and common random numbers the statistical Δy alone is far smaller than anything a logistic
-    in σ can describe (tails of real curves are longer), and every fit would be "poor"."""
+    """Mean accuracy per σ and its uncertainty Δy: the binomial standard error of the mean over
+    n_samples × repeats predictions, or the spread of the mean over repeats where that is
+    significantly larger (χ² test at 95 %; e.g. repeats that are differently trained networks).
+    Taking the larger of the two unconditionally would overstate Δy whenever both estimate the
+    same sampling error (docs/method.md)."""
     acc = np.atleast_2d(np.asarray(acc, dtype=np.float64))
     reps = acc.shape[1]
     y = acc.mean(axis=1)
-    spread = acc.std(axis=1, ddof=1) / np.sqrt(reps) if reps > 1 else np.zeros_like(y)
-    n = max(int(n_samples), 1)
-    p = np.clip(y, 1.0 / n, 1.0 - 1.0 / n)
-    floor = np.sqrt(p * (1 - p) / (n * reps))
-    return y, np.hypot(np.maximum(spread, floor), MODEL_DY)
+    floor = binomial_se(y, n_samples * reps)
+    if reps < 2:
+        return y, floor
+    spread = acc.std(axis=1, ddof=1) / np.sqrt(reps)
+    larger = spread**2 > floor**2 * chi2.ppf(0.95, reps - 1) / (reps - 1)
+    return y, np.where(larger, spread, floor)
+
+
+def binomial_se(p: np.ndarray | float, n: int) -> np.ndarray:
+    n = max(int(n), 1)
+    p = np.clip(p, 1.0 / (n + 1), 1.0 - 1.0 / (n + 1))
+    return np.sqrt(p * (1 - p) / n)
+
+
+def _interp(x0: float, x1: float, y0: float, y1: float, level: float) -> float:
+    """σ where the segment (x0, y0)–(x1, y1) crosses ``level``; in log σ on positive σ (the grids
+    are log-spaced, and curves are closer to straight in log σ)."""
+    if y0 == y1:
+        return float(x1)
+    t = (y0 - level) / (y0 - y1)
+    if x0 > 0:
+        return float(np.exp(np.log(x0) + t * (np.log(x1) - np.log(x0))))
+    return float(x0 + t * (x1 - x0))
 
 
 def threshold_crossing(sigma: np.ndarray, y: np.ndarray, level: float) -> float | None:
-    """First σ where the curve falls below ``level``, linearly interpolated."""
-    below = np.flatnonzero(y < level)
+    """First σ where the curve falls below ``level``, interpolated between its neighbours."""
+    below = np.flatnonzero(np.asarray(y) < level)
     if below.size == 0:
         return None
     i = int(below[0])
     if i == 0:
         return float(sigma[0])
-    x0, x1, y0, y1 = sigma[i - 1], sigma[i], y[i - 1], y[i]
-    return float(x0 + (y0 - level) * (x1 - x0) / (y0 - y1)) if y0 != y1 else float(x1)
+    return _interp(sigma[i - 1], sigma[i], y[i - 1], y[i], level)
 
 
-def _chi2(model: np.ndarray, y: np.ndarray, dy: np.ndarray) -> float:
-    return float(np.sum(((model - y) / dy) ** 2))
+def _plateau(y: np.ndarray, dy: np.ndarray, start: float | None, start_se: float | None) -> tuple[float, float, int]:
+    """Weighted mean of the leading run of values consistent with each other: (mean, error, length).
+
+    Grows from ``start`` (the clean accuracy, if known) or ``y[0]`` while the next value lies
+    within PLATEAU_JOIN standard errors below the running mean (values above it always join: they
+    are achieved accuracy too). Negate ``y`` for a bottom plateau."""
+    if start is None:
+        w, s, used = 1 / dy[0] ** 2, y[0] / dy[0] ** 2, 1
+    else:
+        w, s, used = 1 / start_se**2, start / start_se**2, 0
+    for yi, di in zip(y[used:], dy[used:], strict=True):
+        mean, err = s / w, np.sqrt(1 / w)
+        if yi < mean - PLATEAU_JOIN * np.hypot(di, err):
+            break
+        w, s, used = w + 1 / di**2, s + yi / di**2, used + 1
+    return float(s / w), float(np.sqrt(1 / w)), used
 
 
-def _plateau_form(sigma: np.ndarray, mu: float, slope: float, a_max: float, a_min: float) -> np.ndarray:
-    """Eq. 1 parametrised by its plateaus (a_max = a_min + 2δa) so both can be bounded to [0, 1]."""
+SHAPES = ("linear", "log")
+
+
+def shaped_logistic(sigma: np.ndarray, mu: float, slope: float, a_max: float, a_min: float, shape: str) -> np.ndarray:
+    """Eq. 1 in σ (``linear``, the paper's form) or its twin in log σ (``log``: real curves fall
+    with the long tails of a logistic in log σ; docs/method.md). Both pass a_min + δa at μ."""
+    if shape == "log":
+        with np.errstate(divide="ignore"):
+            x = np.log(np.maximum(sigma, 0.0))
+        return logistic(x, np.log(mu), slope, (a_max - a_min) / 2, a_min)
     return logistic(sigma, mu, slope, (a_max - a_min) / 2, a_min)
 
 
-def _fit_single(sigma, y, dy, a_top, chance, free, mu0):
-    """Best single-logistic fit over a few starting slopes: ((μ, s, a_max, a_min), cov, chi2) or None."""
-    lo_mu, hi_mu = float(sigma.min()), float(sigma.max())
-    tiny = max(hi_mu * 1e-12, 1e-15)
+def _achieved_max(y: np.ndarray, dy: np.ndarray, clean: float | None, n_samples: int) -> tuple[float, float]:
+    """a_max and its error: the plateau at small σ, from the clean accuracy (σ = 0) on."""
+    mean, err, _ = _plateau(y, dy, clean, None if clean is None else float(binomial_se(clean, n_samples)))
+    return mean, err
+
+
+def _fit_mu(sigma, y, dy, a_max, a_min, mu0, shape, slope0: float | None = None):
+    """Least-squares (μ, s) in one shape with the plateaus held: (μ, s, var μ, χ²) or None.
+    Starts from a few slopes, or from ``slope0`` alone (a refit next to a known solution)."""
+    pos = sigma[sigma > 0]
+    if shape == "log":
+        keep = sigma > 0
+        x, y, dy = np.log(sigma[keep]), y[keep], dy[keep]
+        lo, hi, m0, width = float(x.min()), float(x.max()), float(np.log(max(mu0, pos.min()))), float(x.max() - x.min())
+    else:
+        x, lo, hi, m0, width = sigma, float(sigma.min()), float(sigma.max()), mu0, max(mu0, float(pos.min()))
+    if len(x) < 3:
+        return None
+    tiny = 1e-6 * (width if shape == "log" else float(pos.min()))
+    span = max(hi - lo, tiny * 10)
+
+    def f(v, mu, slope):  # |s|: Levenberg–Marquardt (MINPACK, fast) has no bounds; μ's range is checked after
+        return logistic(v, mu, abs(slope) + tiny, (a_max - a_min) / 2, a_min)
+
     best = None
-    for frac in (0.02, 0.1, 0.3, 1.0):
-        s0 = max(abs(mu0) * frac, tiny * 10)
-        if free:
-            f = _plateau_form
-            p0 = [mu0, s0, a_top, y[-1]]
-            bounds = ([lo_mu, tiny, 0.0, 0.0], [hi_mu, hi_mu, 1.0, 1.0])
-        else:
-
-            def f(s, mu, slope, a_max):
-                return _plateau_form(s, mu, slope, a_max, chance)
-
-            p0 = [mu0, s0, a_top]
-            bounds = ([lo_mu, tiny, chance], [hi_mu, hi_mu, 1.0])
-        p0 = np.clip(p0, bounds[0], bounds[1])
+    slopes = [width * frac for frac in (0.03, 0.3)] if slope0 is None else [slope0]
+    for s0 in slopes:
+        p0 = [float(np.clip(m0, lo, hi)), float(np.clip(s0, tiny * 10, span))]
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", OptimizeWarning)
                 warnings.simplefilter("ignore", RuntimeWarning)
-                popt, pcov = curve_fit(f, sigma, y, p0=p0, sigma=dy, absolute_sigma=True, bounds=bounds, max_nfev=4000)
+                popt, pcov = curve_fit(f, x, y, p0=p0, sigma=dy, absolute_sigma=True, method="lm", maxfev=2000)
         except (RuntimeError, ValueError):
             continue
-        chi2 = _chi2(f(sigma, *popt), y, dy)
-        if best is None or chi2 < best[2]:
-            full = popt if free else np.append(popt, chance)
-            best = (full, pcov, chi2)
-    return best
+        chi2 = float(np.sum(((f(x, *popt) - y) / dy) ** 2))
+        if np.all(np.isfinite(pcov)) and (best is None or chi2 < best[3]):
+            best = (float(popt[0]), abs(float(popt[1])) + tiny, float(pcov[0, 0]), chi2)
+    if best is None or shape == "linear":
+        return best
+    mu = float(np.exp(best[0]))
+    return mu, best[1], best[2] * mu**2, best[3]  # var μ by the delta method
 
 
-def _fit_double(sigma, y, dy, chance, free):
+def _fit_double(sigma, y, dy, a_min_fixed: float | None):
     """Two stacked logistics, from starts spread over the grid; (params, cov, chi2) or None."""
     n = len(sigma)
     lo_mu, hi_mu = float(sigma.min()), float(sigma.max())
     tiny = max(hi_mu * 1e-12, 1e-15)
     best = None
     starts = sorted({int(i) for i in np.linspace(1, n - 2, 6)})
-    amin0 = y[-1] if free else chance
+    amin0 = y[-1] if a_min_fixed is None else a_min_fixed
     for a, b in ((a, b) for a in starts for b in starts if b > a):
         m1, m2 = sigma[a], sigma[b]
-        p0 = [
-            m1,
-            max(m1 * 0.2, tiny * 10),
-            max((y[0] - y[(a + b) // 2]) / 2, 1e-3),
-            m2,
-            max(m2 * 0.2, tiny * 10),
-            max((y[(a + b) // 2] - amin0) / 2, 1e-3),
-            amin0,
-        ]
-        lower = [lo_mu, tiny, 0.0, lo_mu, tiny, 0.0, 0.0 if free else chance - 1e-9]
-        upper = [hi_mu, hi_mu, 1.0, hi_mu, hi_mu, 1.0, 1.0 if free else chance + 1e-9]
+        mid = y[(a + b) // 2]
+        p0 = [m1, max(m1 * 0.2, tiny * 10), max((y[0] - mid) / 2, 1e-3), m2, max(m2 * 0.2, tiny * 10),
+              max((mid - amin0) / 2, 1e-3), amin0]  # fmt: skip
+        free = a_min_fixed is None
+        lower = [lo_mu, tiny, 0.0, lo_mu, tiny, 0.0, 0.0 if free else amin0 - 1e-9]
+        upper = [hi_mu, hi_mu, 1.0, hi_mu, hi_mu, 1.0, 1.0 if free else amin0 + 1e-9]
         p0 = np.clip(p0, lower, upper)
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", OptimizeWarning)
                 warnings.simplefilter("ignore", RuntimeWarning)
-                popt, pcov = curve_fit(
-                    double_logistic,
-                    sigma,
-                    y,
-                    p0=p0,
-                    sigma=dy,
-                    absolute_sigma=True,
-                    bounds=(lower, upper),
-                    max_nfev=4000,
-                )
+                popt, pcov = curve_fit(double_logistic, sigma, y, p0=p0, sigma=dy, absolute_sigma=True,
+                                       bounds=(lower, upper), max_nfev=4000)  # fmt: skip
         except (RuntimeError, ValueError):
             continue
-        chi2 = _chi2(double_logistic(sigma, *popt), y, dy)
+        chi2 = float(np.sum(((double_logistic(sigma, *popt) - y) / dy) ** 2))
         if best is None or chi2 < best[2]:
             best = (popt, pcov, chi2)
     return best
 
 
+def _two_drops(sigma, y, dy, a_min, a_min_free, single_chi2) -> FitResult | None:
+    """The paper's Fig. 8 shape: a fall to a plateau, then a second fall (both inside the grid,
+    with measured σ on the plateau between them), or None when that does not describe the curve."""
+    if len(sigma) < 9:
+        return None
+    double = _fit_double(sigma, y, dy, None if a_min_free else a_min)
+    if double is None:
+        return None
+    popt, pcov, chi2_2 = double
+    chi2_red_2 = chi2_2 / max(len(sigma) - 7, 1)
+    mu1, s1, d1, mu2, s2, d2, amin2 = popt
+    separated = min(mu1, mu2) > 0 and max(mu1, mu2) / min(mu1, mu2) >= 3
+    substantial = min(d1, d2) >= 0.15 * (d1 + d2)
+    inside = sigma[1] < min(mu1, mu2) and max(mu1, mu2) < sigma[-2]
+    plateau = np.count_nonzero((sigma > min(mu1, mu2)) & (sigma < max(mu1, mu2))) >= 2
+    if not (separated and substantial and inside and plateau and chi2_2 < 0.5 * single_chi2 and chi2_red_2 <= MAX_CHI2_RED):
+        return None
+    errs = np.sqrt(np.clip(np.diag(pcov), 0, None)) * np.sqrt(max(1.0, chi2_red_2))
+    a_max2 = amin2 + 2 * (d1 + d2)
+    fine = np.geomspace(sigma[sigma > 0].min(), sigma[-1], 4000)
+    mu_mid = threshold_crossing(fine, double_logistic(fine, *popt), (a_max2 + amin2) / 2)
+    near = 0 if mu_mid is None or abs(np.log(mu_mid / mu1)) < abs(np.log(mu_mid / mu2)) else 3
+    drops = sorted(
+        [
+            {"mu": float(mu1), "mu_err": float(errs[0]), "slope": float(s1), "height": float(2 * d1)},
+            {"mu": float(mu2), "mu_err": float(errs[3]), "slope": float(s2), "height": float(2 * d2)},
+        ],
+        key=lambda d: d["mu"],
+    )
+    return FitResult("two-drops", mu_mid, float(errs[near]), None, float(a_max2), float(amin2), a_min_free,
+                     float(chi2_red_2), None, "accuracy falls to a plateau, then falls again: two stacked logistics fitted",
+                     drops)  # fmt: skip
+
+
 def fit_curve(
-    sigmas, accuracy, chance: float, n_samples: int, clean: float | None = None,
-    max_chi2_red: float = MAX_CHI2_RED, exclude: np.ndarray | None = None,
-) -> FitResult:  # fmt: skip
-    """Fit one accuracy-vs-σ curve (``accuracy``: σ × repeats) and classify it.
+    sigmas, accuracy, chance: float, n_samples: int, clean: float | None = None, max_chi2_red: float = MAX_CHI2_RED
+) -> FitResult:
+    """Fit one accuracy-vs-σ curve (``accuracy``: σ × repeats, NaN/Inf outputs already counted as
+    wrong predictions) and classify it. ``clean`` is the accuracy without noise (σ = 0), measured
+    on the same ``n_samples`` samples; it anchors a_max.
 
-    ``exclude`` marks σ values left out of the fit (those where outputs overflowed to NaN/Inf:
-    their accuracy measures float32 range, not the noise model); the note says how many.
-    """
+    a_max is estimated twice: first as the leading run of mutually consistent values, then — once
+    a logistic is fitted — from the values where that logistic is still flat, so that a curve's
+    slow start does not leak into its plateau (docs/method.md, "a_max")."""
     sigma = np.asarray(sigmas, dtype=np.float64)
-    accuracy = np.asarray(accuracy, dtype=np.float64)
-    if exclude is not None and np.any(exclude):
-        keep = ~np.asarray(exclude, dtype=bool)
-        dropped = int(np.sum(~keep))
-        if keep.sum() < 2:
-            return FitResult("poor-fit", None, None, None, float(clean or 0.0), chance, False, None, None,
-                             f"{dropped} of {len(sigma)} σ values gave NaN/Inf outputs; too few left to fit")  # fmt: skip
-        res = fit_curve(sigma[keep], accuracy[keep], chance, n_samples, clean, max_chi2_red)
-        res.note = (
-            res.note + " " if res.note else ""
-        ) + f"{dropped} σ value(s) ≥ {sigma[~keep].min():g} left out of the fit: NaN/Inf outputs (overflow)."
-        return res
+    accuracy = np.asarray(accuracy, dtype=np.float64).reshape(len(sigma), -1)
+    order = np.argsort(sigma, kind="stable")
+    sigma, accuracy = sigma[order], accuracy[order]
     y, dy = uncertainty(accuracy, n_samples)
-    a_top = float(clean) if clean is not None else float(y[0])
-    total = a_top - chance
+    first = _classify(sigma, y, dy, chance, *_achieved_max(y, dy, clean, n_samples), max_chi2_red, errors=False)
+    if first.status != "ok":
+        return first
+    flat = shaped_logistic(sigma, first.mu, first.slope, first.a_max, first.a_min, first.shape) >= first.a_max - 0.25 * dy
+    w = 1 / dy[flat] ** 2
+    values = y[flat]
+    if clean is not None:
+        se = float(binomial_se(clean, n_samples))
+        w, values = np.append(w, 1 / se**2), np.append(values, clean)
+    a_max = float(np.sum(w * values) / np.sum(w))
+    return _classify(sigma, y, dy, chance, a_max, float(np.sqrt(1 / np.sum(w))), max_chi2_red)
+
+
+def _classify(
+    sigma: np.ndarray, y: np.ndarray, dy: np.ndarray, chance: float, a_max: float, a_max_err: float, max_chi2_red: float,
+    errors: bool = True,
+) -> FitResult:
+    """The status and μ of a curve whose top plateau is ``a_max`` ± ``a_max_err`` (``errors``:
+    carry the plateaus' errors into μ's, skipped on the first of the two passes)."""
     sigma_lo, sigma_hi = float(sigma[0]), float(sigma[-1])
+    span = max(a_max - chance, 1e-9)
 
-    def result(
-        status,
-        mu,
-        err=None,
-        slope=None,
-        a_max=a_top,
-        a_min=chance,
-        free=False,
-        chi2=None,
-        thr=None,
-        note="",
-        drops=None,
-    ):
-        return FitResult(status, mu, err, slope, float(a_max), float(a_min), free, chi2, thr, note, drops)
+    def result(status, mu, err=None, **kw) -> FitResult:
+        base = {"slope": None, "a_max": a_max, "a_min": chance, "a_min_free": False, "chi2_red": None,
+                "mu_threshold": None, "a_max_err": a_max_err}  # fmt: skip
+        return FitResult(status, None if mu is None else float(mu), None if err is None else float(err), **{**base, **kw})
 
-    if total <= 0 or y[0] <= chance + total / 2:
-        return result(
-            "no-drop-from-start",
-            sigma_lo,
-            thr=sigma_lo,
-            note=f"accuracy is already at or below the midpoint at the smallest σ ({sigma_lo:g}): μ ≤ {sigma_lo:g}",
-        )
-    tail = y[-3:] if len(y) >= 3 else y[-1:]
-    tail_dy = float(np.max(dy[-len(tail) :]))
-    flat_tail = float(tail.max() - tail.min()) <= max(4 * tail_dy, 0.02 * total)
-    plateau = float(tail.mean())
-    free = flat_tail and plateau - chance > max(5 * tail_dy, 0.1 * total)
-    a_min = plateau if free else chance
-    if a_top - a_min < max(5 * tail_dy, 0.05 * total):
-        return result(
-            "not-reached",
-            sigma_hi,
-            a_min=a_min,
-            note=f"accuracy never fell to the midpoint up to σ = {sigma_hi:g}: μ > {sigma_hi:g}",
-        )
-    half = (a_top + a_min) / 2
-    thr = threshold_crossing(sigma, y, half)
-    if thr is None:
-        return result(
-            "not-reached",
-            sigma_hi,
-            a_min=a_min,
-            free=free,
-            note=f"accuracy never fell to the midpoint up to σ = {sigma_hi:g}: μ > {sigma_hi:g}",
-        )
-    dof_single = max(len(sigma) - (4 if free else 3), 1)
-    single = _fit_single(sigma, y, dy, a_top, chance, free, thr)
-    chi2_red = single[2] / dof_single if single else np.inf
+    # a_min: chance, unless the curve ends on a plateau clearly above it (then that plateau)
+    k = min(3, len(y))
+    bottom = float(y.min())
+    tail = y[-k:]
+    tail_drop = max(a_max - float(tail.mean()), 1e-12)
+    flat = float(tail.max() - tail.min()) <= max(SIGNIFICANT * float(dy[-k:].max()), FLAT_TAIL * tail_drop)
+    above = bottom - chance > max(SIGNIFICANT * float(dy[int(np.argmin(y))]), CHANCE_MARGIN * span)
+    a_min_free = bool(above and flat)
+    if a_min_free:
+        neg_mean, a_min_err, _ = _plateau(-y[::-1], dy[::-1], None, None)  # the bottom run, from the end
+        a_min = -neg_mean
+    else:
+        a_min, a_min_err = chance, 0.0
+    fixed = {"a_min": a_min, "a_min_free": a_min_free, "a_min_err": a_min_err}
 
+    drop = a_max - min(bottom, a_min) if a_min_free else a_max - bottom
+    if drop <= max(SIGNIFICANT * float(np.hypot(a_max_err, dy[int(np.argmin(y))])), MIN_DROP * span):
+        return result("not-reached", sigma_hi, **fixed, bracket=[sigma_hi, None],
+                      note=f"accuracy never fell significantly up to σ = {sigma_hi:g}: μ > {sigma_hi:g}")  # fmt: skip
+    half = (a_max + a_min) / 2
+    below = np.flatnonzero(y < half)
+    if below.size == 0:
+        return result("not-reached", sigma_hi, **fixed, bracket=[sigma_hi, None],
+                      note=f"accuracy never fell to the midpoint {half:.3g} up to σ = {sigma_hi:g}: μ > {sigma_hi:g}")  # fmt: skip
+    i = int(below[0])
+    if i == 0:
+        return result("no-drop-from-start", sigma_lo, **fixed, mu_threshold=sigma_lo, bracket=[0.0, sigma_lo],
+                      note=f"accuracy is already below the midpoint at the smallest σ ({sigma_lo:g}): μ ≤ {sigma_lo:g}")  # fmt: skip
+    thr = _interp(sigma[i - 1], sigma[i], y[i - 1], y[i], half)
+    bracket = [float(sigma[i - 1]), float(sigma[i])]
+    thr_err = _crossing_error(sigma, y, dy, i, half, a_max_err, a_min_err)
+    # measured σ inside the drop: significantly below a_max and above a_min
+    inside = (y < a_max - SIGNIFICANT * np.hypot(dy, a_max_err)) & (y > a_min + SIGNIFICANT * np.hypot(dy, a_min_err))
+    fixed["mu_threshold"] = thr
+
+    if np.count_nonzero(inside) < MIN_INSIDE:
+        lo, hi = bracket
+        return result("bracketed", thr, max(thr - lo, hi - thr, thr_err), **fixed, bracket=bracket,
+                      note=f"the drop is measured at fewer than {MIN_INSIDE} σ: μ lies between σ = {lo:g} and {hi:g} "
+                           "(measure a finer grid there, e.g. --adaptive)")  # fmt: skip
+    fits = {shape: _fit_mu(sigma, y, dy, a_max, a_min, thr, shape) for shape in SHAPES}
+    shape = min((k for k in SHAPES if fits[k] is not None), key=lambda k: fits[k][3], default="linear")
+    single = fits[shape]
+    dof = max(len(sigma) - 2, 1)
+    chi2_red = single[3] / dof if single else None
     if single is None or chi2_red > max_chi2_red:
-        double = _fit_double(sigma, y, dy, chance, free) if len(sigma) >= 9 else None
-        if double is not None:
-            popt, pcov, chi2_2 = double
-            chi2_red_2 = chi2_2 / max(len(sigma) - 7, 1)
-            mu1, s1, d1, mu2, s2, d2, amin2 = popt
-            separated = min(mu1, mu2) > 0 and max(mu1, mu2) / min(mu1, mu2) >= 3
-            substantial = min(d1, d2) >= 0.15 * (d1 + d2)
-            # both drops inside the grid with a measured plateau between them, not a drop pinned
-            # to the grid's edge that only soaks up a curve's slow start or tail
-            inside = sigma[1] < min(mu1, mu2) and max(mu1, mu2) < sigma[-2]
-            plateau = np.count_nonzero((sigma > min(mu1, mu2)) & (sigma < max(mu1, mu2))) >= 2
-            if (
-                separated
-                and substantial
-                and inside
-                and plateau
-                and chi2_2 < 0.5 * (single[2] if single else np.inf)
-                and chi2_red_2 <= max_chi2_red
-            ):
-                errs = np.sqrt(np.clip(np.diag(pcov), 0, None)) * np.sqrt(max(1.0, chi2_red_2))
-                a_max2 = amin2 + 2 * (d1 + d2)
-                fine = (
-                    np.geomspace(max(sigma_lo, sigma_hi * 1e-15), sigma_hi, 4000)
-                    if sigma_lo > 0
-                    else np.linspace(0, sigma_hi, 4000)
-                )
-                mu_mid = threshold_crossing(fine, double_logistic(fine, *popt), (a_max2 + amin2) / 2)
-                near = (
-                    0
-                    if abs(np.log(max(mu_mid or mu1, 1e-300) / max(mu1, 1e-300)))
-                    < abs(np.log(max(mu_mid or mu2, 1e-300) / max(mu2, 1e-300)))
-                    else 3
-                )
-                drops = [
-                    {"mu": float(mu1), "mu_err": float(errs[0]), "slope": float(s1), "height": float(2 * d1)},
-                    {"mu": float(mu2), "mu_err": float(errs[3]), "slope": float(s2), "height": float(2 * d2)},
-                ]
-                drops.sort(key=lambda d: d["mu"])
-                return result("two-drops", mu_mid, float(errs[near]), None, a_max2, amin2, free, float(chi2_red_2), thr,
-                              "accuracy falls to a plateau, then falls again: two stacked logistics fitted", drops)  # fmt: skip
-        why = "the fit did not converge" if single is None else f"reduced χ² = {chi2_red:.3g} > {max_chi2_red:g}"
-        return result("poor-fit", thr, None, None, a_top, a_min, free, None if single is None else float(chi2_red), thr,
-                      f"one logistic does not describe this curve ({why}); μ is the threshold crossing")  # fmt: skip
+        two = _two_drops(sigma, y, dy, a_min, a_min_free, single[3] if single else np.inf)
+        if two is not None:
+            two.mu_threshold, two.a_max_err, two.a_min_err = thr, a_max_err, a_min_err
+            return two
 
-    popt, pcov, _ = single
-    mu, slope, a_max, amin_fit = popt
-    mu_err = float(np.sqrt(max(pcov[0, 0], 0.0)) * np.sqrt(max(1.0, chi2_red)))
-    if not (sigma_lo <= mu <= sigma_hi) or not np.isfinite(mu_err):
-        return result(
-            "poor-fit",
-            thr,
-            None,
-            None,
-            a_top,
-            a_min,
-            free,
-            float(chi2_red),
-            thr,
-            "fitted μ is outside the σ grid; μ is the threshold crossing",
-        )
-    return result("ok", float(mu), mu_err, float(slope), a_max, amin_fit, free, float(chi2_red), thr)
+    if single is None:
+        return result("poor-fit", thr, max(thr - bracket[0], bracket[1] - thr, thr_err), **fixed, bracket=bracket,
+                      note="the logistic fit did not converge; μ is the threshold crossing")  # fmt: skip
+    mu, slope, var_mu, _ = single
+    scale = np.sqrt(max(1.0, chi2_red))
+    moved = _plateau_error(sigma, y, dy, a_max, a_min, mu, slope, shape, a_max_err, a_min_err) if errors else 0.0
+    mu_err = float(np.hypot(np.sqrt(max(var_mu, 0.0)) * scale, moved))
+    problem = _inconsistency(sigma, y, dy, mu, half, thr, thr_err, mu_err, sigma_lo, sigma_hi)
+    if problem:
+        return result("poor-fit", thr, max(thr - bracket[0], bracket[1] - thr, thr_err), **fixed, bracket=bracket, chi2_red=chi2_red,
+                      note=f"one logistic does not describe this curve ({problem}); μ is the threshold crossing")  # fmt: skip
+    return result("ok", mu, mu_err, slope=slope, shape=shape, **fixed, chi2_red=chi2_red)
+
+
+def _crossing_error(sigma, y, dy, i, half, a_max_err, a_min_err) -> float:
+    """Standard error of the interpolated crossing: Δy of the two neighbours and of the midpoint
+    level, carried through the local slope of the segment."""
+    x0, x1, y0, y1 = sigma[i - 1], sigma[i], y[i - 1], y[i]
+    level_err = 0.5 * np.hypot(a_max_err, a_min_err)
+    dy_seg = np.hypot(np.hypot(dy[i - 1], dy[i]) / np.sqrt(2), level_err)
+    if y0 == y1:
+        return float(x1 - x0)
+    return float(min(abs(dy_seg * (x1 - x0) / (y0 - y1)), x1 - x0))
+
+
+def _plateau_error(sigma, y, dy, a_max, a_min, mu, slope, shape, a_max_err, a_min_err) -> float:
+    """How far μ moves when a_max and a_min move by their errors (they are estimates too)."""
+    out = 0.0
+    for d_max, d_min in ((a_max_err, 0.0), (0.0, a_min_err)):
+        if d_max == 0 and d_min == 0:
+            continue
+        up = _fit_mu(sigma, y, dy, a_max + d_max, a_min + d_min, mu, shape, slope)
+        down = _fit_mu(sigma, y, dy, a_max - d_max, a_min - d_min, mu, shape, slope)
+        if up is not None and down is not None:
+            out = float(np.hypot(out, (up[0] - down[0]) / 2))
+    return out
+
+
+def _inconsistency(sigma, y, dy, mu, half, thr, thr_err, mu_err, lo, hi) -> str:
+    """Why a fitted μ contradicts the measurements, or ''."""
+    if not lo < mu < hi or not np.isfinite(mu_err):
+        return f"fitted μ = {mu:.3g} lies outside the measured σ range [{lo:g}, {hi:g}]"
+    early = (sigma < mu) & (half - y > SIGNIFICANT * dy)
+    if np.any(early):
+        s = float(sigma[early][0])
+        return f"accuracy at σ = {s:g} is already significantly below the midpoint, yet μ = {mu:.3g}"
+    late = (sigma > mu) & (y - half > SIGNIFICANT * dy)
+    if np.any(late):
+        s = float(sigma[late][-1])
+        return f"accuracy at σ = {s:g} is still significantly above the midpoint, yet μ = {mu:.3g}"
+    if abs(mu - thr) > SIGNIFICANT * np.hypot(mu_err, thr_err):
+        return f"fitted μ = {mu:.3g} and the threshold crossing {thr:.3g} disagree beyond their errors"
+    return ""
+
+
+FIT_KEYS = ("slope", "shape", "a_min_free", "a_max_err", "a_min_err", "chi2_red", "mu_threshold", "bracket", "note", "drops")
+
+
+def curve_json(
+    sigmas: np.ndarray, accuracy: np.ndarray, nonfinite: np.ndarray, chance: float, n_samples: int, clean: float | None
+) -> dict:
+    """One curve in the report's keys (docs/report-schema.md): the measurements and their fit.
+    Predictions whose outputs were NaN/Inf are wrong predictions and stay in the fit."""
+    fit = fit_curve(sigmas, accuracy, chance, n_samples, clean=clean).to_json()
+    out = {
+        "sigmas": [float(s) for s in sigmas],
+        "accuracy": [[float(a) for a in row] for row in np.atleast_2d(accuracy)],
+        "nonfinite": [[int(v) for v in row] for row in np.atleast_2d(nonfinite)],
+        **{k: fit[k] for k in ("mu", "mu_err", "a_max", "a_min", "status")},
+        "fit": {k: fit[k] for k in FIT_KEYS},
+    }
+    if int(np.sum(nonfinite)):
+        note = f"{int(np.sum(nonfinite))} predictions had NaN/Inf outputs: counted as wrong, kept in the fit."
+        out["fit"]["note"] = f"{out['fit']['note']} {note}".strip()
+    return out

@@ -18,7 +18,7 @@ from wn_onnx.errors import WnError
 from wn_onnx.report_schema import read_report
 
 STRATEGIES = ("uniform", "inverse-mu", "greedy")
-ROBUST, FALLBACK = "not-reached", ("poor-fit", "no-drop-from-start")
+ROBUST, FALLBACK = "not-reached", ("poor-fit", "no-drop-from-start", "bracketed")
 
 
 def load_report(path: str | Path) -> dict:
@@ -133,11 +133,18 @@ class PlanInput:
                 flags.append("not reached: counted as robust (1 execution)")
             elif status in FALLBACK:
                 flags.append(f"{status}: μ is the threshold value")
+            elif status == "failed" or value is None:
+                flags.append(f"{status}: μ unknown, planned as the most sensitive point")
+                value = None
             else:
                 flags.append("")
             robust.append(status == ROBUST)
-            mu.append(value if value is not None else np.inf)
-        return cls([p["index"] for p in pts], [p["tensor"] for p in pts], np.array(mu, float), np.array(robust), flags)
+            mu.append(np.nan if value is None else value)
+        mu_arr = np.array(mu, float)
+        if np.isnan(mu_arr).any():  # unknown μ: as fragile as the most fragile known point
+            known = mu_arr[~np.isnan(mu_arr) & ~np.array(robust)]
+            mu_arr[np.isnan(mu_arr)] = known.min() if known.size else 1.0
+        return cls([p["index"] for p in pts], [p["tensor"] for p in pts], mu_arr, np.array(robust), flags)
 
 
 def plan_json(

@@ -22,14 +22,17 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
-from wn_onnx.fit import logistic
+from wn_onnx.fit import shaped_logistic
 
-STATUS_MARK = {"ok": "o", "not-reached": "^", "no-drop-from-start": "v", "poor-fit": "s", "two-drops": "D"}
+STATUS_MARK = {"ok": "o", "not-reached": "^", "no-drop-from-start": "v", "poor-fit": "s", "two-drops": "D", "bracketed": "P",
+               "failed": "x"}  # fmt: skip
 STATUS_TEXT = {
     "not-reached": "never fell to the midpoint: μ is a lower bound (▲)",
     "no-drop-from-start": "already at the midpoint at the smallest σ: μ is an upper bound (▼)",
     "poor-fit": "one logistic does not fit: μ is the threshold crossing (□)",
     "two-drops": "plateau then a second drop: two logistics fitted (◇)",
+    "bracketed": "the drop lies between two grid σ: μ is only bracketed (✚)",
+    "failed": "the point could not be evaluated (✕)",
 }
 
 
@@ -68,7 +71,7 @@ def curves_figure(report: dict, columns: int = 4) -> plt.Figure:
             fine = np.geomspace(s[shown].min(), s.max(), 400) if log else np.linspace(s.min(), s.max(), 400)
             ax.plot(
                 fine,
-                logistic(fine, c["mu"], fit["slope"], (c["a_max"] - c["a_min"]) / 2, c["a_min"]),
+                shaped_logistic(fine, c["mu"], fit["slope"], c["a_max"], c["a_min"], fit.get("shape") or "linear"),
                 color="C1",
                 lw=1.2,
                 label="fit",

@@ -20,7 +20,7 @@ from wn_onnx import __version__
 from wn_onnx.data import Dataset, check_labels, check_shape
 from wn_onnx.errors import WnError
 from wn_onnx.evaluate import Counts, Engine, SweepSettings, providers_for, score
-from wn_onnx.fit import fit_curve
+from wn_onnx.fit import curve_json as fit_curve_json
 from wn_onnx.graph_passes import Point, find_points, select_points
 from wn_onnx.modelio import LoadedModel, load_model
 from wn_onnx.noise import NoiseSpec
@@ -28,7 +28,6 @@ from wn_onnx.round_cache import RoundCache
 from wn_onnx.store import CurveStore, digest
 
 MODES = ("walking", "global", "both")
-NONFINITE_TOLERANCE = 0.01  # a σ whose outputs are NaN/Inf more often than this is not fitted
 
 
 @dataclass
@@ -53,23 +52,10 @@ class Curve:
 
 
 def curve_json(sigmas: np.ndarray, spec: NoiseSpec, counts: Counts, base: Curve) -> dict:
-    """Accuracy arrays plus the fit, in the report's per-curve keys."""
-    acc = counts.accuracy
-    overflow = counts.nonfinite.sum(axis=1) > NONFINITE_TOLERANCE * counts.total * counts.nonfinite.shape[1]
-    fit = fit_curve(sigmas, acc, base.chance, counts.total, clean=base.clean, exclude=overflow).to_json()
-    a_add, a_mul = spec.components(sigmas)
-    out = {
-        "sigmas": [float(s) for s in sigmas],
-        "accuracy": [[float(a) for a in row] for row in acc],
-        "nonfinite": [[int(v) for v in row] for row in counts.nonfinite],
-        "mu": fit["mu"],
-        "mu_err": fit["mu_err"],
-        "a_max": fit["a_max"],
-        "a_min": fit["a_min"],
-        "status": fit["status"],
-        "fit": {k: fit[k] for k in ("slope", "a_min_free", "chi2_red", "mu_threshold", "note", "drops")},
-    }
+    """The shared curve writer (:func:`wn_onnx.fit.curve_json`) plus the mixed-noise components."""
+    out = fit_curve_json(sigmas, counts.accuracy, counts.nonfinite, base.chance, counts.total, base.clean)
     if spec.kind == "mixed":
+        a_add, a_mul = spec.components(sigmas)
         out["sigma_add"] = [float(s) for s in a_add]
         out["sigma_mul"] = [float(s) for s in a_mul]
     return out
@@ -83,8 +69,9 @@ def measure_curve(
 ) -> dict:
     """Measure one curve on the full grid, or adaptively: a coarse subset of the grid, then the
     midpoints of every interval where accuracy still moves by more than a tenth of the drop;
-    once the drop is resolved, halve the gaps next to μ until the fit is ``ok`` with
-    ``mu_err <= tolerance * mu`` or the grid has no σ left there. With common random numbers
+    once the drop is resolved, halve the gaps next to μ (or inside a bracket) until the fit is
+    ``ok`` with ``mu_err <= tolerance * mu`` or the grid has no σ left there; ``adaptive.converged``
+    says which, and a curve that stopped short says so in its note. With common random numbers
     each measured σ gets exactly the numbers the full grid would."""
     grid = st.sigmas
     if not adaptive:
@@ -92,6 +79,7 @@ def measure_curve(
     rows: dict[int, tuple[np.ndarray, np.ndarray]] = {}
     total = 0
     pending = sorted({int(i) for i in np.linspace(0, len(grid) - 1, min(COARSE_POINTS, len(grid))).round()})
+    precise = False
     while pending:
         counts = measure(grid[pending])
         total = counts.total
@@ -100,6 +88,10 @@ def measure_curve(
         merged = Counts(np.array([rows[i][0] for i in done]), np.array([rows[i][1] for i in done]), total)
         curve = curve_json(grid[done], st.spec, merged, base)
         if curve["status"] in ("not-reached", "no-drop-from-start"):
+            precise = True  # a bound is the answer; a finer grid cannot move it
+            break
+        precise = curve["status"] == "ok" and curve["mu_err"] is not None and curve["mu_err"] <= tolerance * curve["mu"]
+        if precise:
             break
         y = merged.accuracy.mean(axis=1)
         step = 0.1 * max(base.clean - base.chance, 1e-6)
@@ -110,13 +102,18 @@ def measure_curve(
                 if b - a > 1 and abs(ya - yb) > step
             }
         )
-        precise = curve["status"] == "ok" and curve["mu_err"] is not None and curve["mu_err"] <= tolerance * curve["mu"]
-        if not pending and not precise:  # the drop is resolved to grid resolution: halve the gaps around μ
-            mu = curve["mu"] if curve["mu"] is not None else curve["fit"]["mu_threshold"]
-            at = int(np.searchsorted(grid[done], mu))
-            around = done[max(at - 2, 0) : at + 2]
+        if not pending:  # the drop is resolved to this resolution: halve the gaps around μ (or the bracket)
+            lo, hi = curve["fit"]["bracket"] or [curve["mu"], curve["mu"]]
+            lo = curve["mu"] if lo is None else lo
+            hi = curve["mu"] if hi is None else hi
+            first, last = int(np.searchsorted(grid[done], lo)), int(np.searchsorted(grid[done], hi))
+            around = done[max(first - 2, 0) : last + 2]
             pending = sorted({(a + b) // 2 for a, b in itertools.pairwise(around) if b - a > 1})
-    curve["adaptive"] = {"evaluations": len(rows), "grid": len(grid), "tolerance": tolerance}
+    curve["adaptive"] = {"evaluations": len(rows), "grid": len(grid), "tolerance": tolerance, "converged": precise}
+    if not precise:
+        ratio = "" if not curve["mu_err"] or not curve["mu"] else f" (μ_err/μ = {curve['mu_err'] / curve['mu']:.2g})"
+        curve["fit"]["note"] = (f"{curve['fit']['note']} --adaptive stopped short of the tolerance {tolerance:g}{ratio}: "
+                                "the grid has no σ left near μ; pass a finer --sigmas grid.").strip()  # fmt: skip
     return curve
 
 

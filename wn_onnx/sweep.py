@@ -152,7 +152,7 @@ def execute_run(run: dict) -> dict:
     net.set_noise(None, 0.0, None)
     out = {"clean_accuracy": evaluate_accuracy(net, xv, yv), "evaluations": evaluations, "history": history.epochs,
            "weight_stats": weight_stats(net), "seconds": time.perf_counter() - began, "num_classes": classes,
-           "input_shape": list(shape), "host": socket.gethostname()}  # fmt: skip
+           "input_shape": list(shape), "val_samples": len(yv), "host": socket.gethostname()}  # fmt: skip
     if run.get("keep_onnx"):
         from wn_onnx.models.export import export_onnx
 
@@ -311,7 +311,7 @@ def _serial(store: RunStore, run: dict, retries: int, stats: dict, on_update) ->
 def sweep_reports(sweep: Sweep) -> dict[str, dict]:
     """Scan-schema reports from the finished runs, one per (noise kind, BN, clamp) group:
     accuracy per σ over seeds (and evaluation repeats) per point → the same μ fit."""
-    from wn_onnx.fit import fit_curve
+    from wn_onnx.fit import curve_json
 
     rows = RunStore(sweep.db_path).rows() if sweep.db_path.exists() else {}
     done = [(r, rows[r["key"]]["result"]) for r in sweep.runs if rows.get(r["key"], {}).get("status") == "done"]
@@ -327,6 +327,8 @@ def sweep_reports(sweep: Sweep) -> dict[str, dict]:
         points = _reference_points(run0["arch"], tuple(res0["input_shape"]), res0["num_classes"], bn)
         chance = 1.0 / res0["num_classes"]
         clean = float(np.mean([res["clean_accuracy"] for _, res, _ in items]))
+        # the validation-set size the accuracies were counted on (results stored before it was kept: unknown, 1000)
+        samples = int(min(res.get("val_samples", 1000) for _, res, _ in items))
         curves: dict = {}
         for _, _, ev in items:
             curves.setdefault(ev["point"], {}).setdefault(ev["sigma"], []).extend(ev["accuracy"])
@@ -334,16 +336,14 @@ def sweep_reports(sweep: Sweep) -> dict[str, dict]:
                   "noise": {"kind": kind, "order": run0.get("order") if kind == "mixed" else None},
                   "training_noise": run0["training_noise"], "seed": None, "seeds": sorted({r["seed"] for r, _, _ in items}),
                   "clean_accuracy": clean, "num_classes": res0["num_classes"], "chance": chance,
-                  "data": {"source": run0["dataset"], "samples": None, "label_free": False}, "points": [], "global": None, "partial": False}  # fmt: skip
+                  "data": {"source": run0["dataset"], "samples": samples, "label_free": False}, "points": [], "global": None, "partial": False}  # fmt: skip
         for point, by_sigma in sorted(
             curves.items(), key=lambda kv: (kv[0] == "global", kv[0] if kv[0] != "global" else 0)
         ):
             sig = np.array(sorted(by_sigma))
             width = min(len(v) for v in by_sigma.values())
             acc = np.array([by_sigma[s][:width] for s in sig])
-            fit = fit_curve(sig, acc, chance, 10_000, clean=clean).to_json()
-            curve = {"sigmas": sig.tolist(), "accuracy": acc.tolist(), "mu": fit["mu"], "mu_err": fit["mu_err"], "a_max": fit["a_max"],
-                     "a_min": fit["a_min"], "status": fit["status"], "fit": {k: fit[k] for k in ("slope", "a_min_free", "chi2_red", "mu_threshold", "note", "drops")}}  # fmt: skip
+            curve = curve_json(sig, acc, np.zeros_like(acc, dtype=int), chance, samples, clean)
             if point == "global":
                 report["global"] = {"points": list(range(len(points))), **curve}
             else:

@@ -10,6 +10,8 @@ STATUS_STYLE = {
     "no-drop-from-start": "red",
     "poor-fit": "yellow",
     "two-drops": "magenta",
+    "bracketed": "yellow",
+    "failed": "red",
 }
 
 
@@ -24,6 +26,9 @@ def format_mu(curve: dict) -> str:
         return f"≤ {mu:.3g}"
     if status == "poor-fit":
         return f"≈ {mu:.3g}"
+    bracket = (curve.get("fit") or {}).get("bracket")
+    if status == "bracketed" and bracket:
+        return f"{bracket[0]:.3g}…{bracket[1]:.3g}"
     return f"{mu:.3g} ± {err:.2g}" if err is not None else f"{mu:.3g}"
 
 
