@@ -62,17 +62,18 @@ def main(work: Path) -> None:
                 g = report["global"]
                 rows.append({"arch": arch, "bn": bn, "noise": kind, "epochs": epochs, "clean_accuracy": report["clean_accuracy"],
                              "mu": g["mu"], "mu_err": g["mu_err"], "status": g["status"], "paper_mu": PAPER[arch][kind][bn],
-                             "train_seconds": round(trained, 1)})  # fmt: skip
+                             "train_seconds": round(trained, 1), "samples": report["data"]["samples"],
+                             "chance": report["chance"], "sigmas": g["sigmas"], "accuracy": g["accuracy"],
+                             "mu_threshold": g["fit"]["mu_threshold"], "a_max": g["a_max"]})  # fmt: skip
                 r = rows[-1]
                 print(f"{arch:7s} {'BN   ' if bn else 'no-BN'} {kind}: μ = {r['mu']:.3g} ± {r['mu_err'] or 0:.2g} ({r['status']}), "
                       f"paper {r['paper_mu']}, clean {r['clean_accuracy']:.2%}, {epochs} epochs", flush=True)  # fmt: skip
-    print("\n| model | BN | noise | epochs | clean acc | μ (wn-onnx) | μ (paper, Table 4) |")
-    print("|---|---|---|---|---|---|---|")
+    print("\n| model | BN | noise | epochs | clean acc | μ (wn-onnx) | status | threshold crossing | μ (paper, Table 4) |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        mu = f"{r['mu']:.3g} ± {r['mu_err']:.2g}" if r["mu_err"] is not None else f"{r['mu']:.3g} ({r['status']})"
-        print(
-            f"| {r['arch']} | {'yes' if r['bn'] else 'no'} | {r['noise']} | {r['epochs']} | {r['clean_accuracy']:.2%} | {mu} | {r['paper_mu']} |"
-        )
+        mu = f"{r['mu']:.3g} ± {r['mu_err']:.2g}" if r["mu_err"] is not None else f"{r['mu']:.3g}"
+        print(f"| {r['arch']} | {'yes' if r['bn'] else 'no'} | {r['noise']} | {r['epochs']} | {r['clean_accuracy']:.2%} | {mu} "
+              f"| {r['status']} | {r['mu_threshold'] or float('nan'):.3g} | {r['paper_mu']} |")  # fmt: skip
     if args.out:
         args.out.write_text(json.dumps(rows, indent=2))
 

@@ -131,17 +131,32 @@ def _plateau(y: np.ndarray, dy: np.ndarray, start: float | None, start_se: float
     return float(s / w), float(np.sqrt(1 / w)), used
 
 
-SHAPES = ("linear", "log")
+LN2 = float(np.log(2.0))
+# The fraction of the drop still to come, u(z) with z = (x − μ)/s: 1 before the drop, 0 after it,
+# u(0) = 1/2, so every shape passes the midpoint at μ. ``linear`` is Eq. 1 in σ; the others are in
+# log σ, where real curves are closer to straight: a logistic (symmetric), a Fréchet survival
+# (a fast start and a long tail towards chance, the common shape of measured curves) and its
+# mirror, a Weibull (a slow start). docs/method.md, "Shapes", says why and what each costs.
+_UNIT = {
+    "linear": lambda z: expit(-z),
+    "log": lambda z: expit(-z),
+    "frechet": lambda z: -np.expm1(-LN2 * np.exp(-np.clip(z, -50, 50))),
+    "weibull": lambda z: np.exp(-LN2 * np.exp(np.clip(z, -50, 50))),
+}
+SHAPES = tuple(_UNIT)
 
 
-def shaped_logistic(sigma: np.ndarray, mu: float, slope: float, a_max: float, a_min: float, shape: str) -> np.ndarray:
-    """Eq. 1 in σ (``linear``, the paper's form) or its twin in log σ (``log``: real curves fall
-    with the long tails of a logistic in log σ; docs/method.md). Both pass a_min + δa at μ."""
-    if shape == "log":
-        with np.errstate(divide="ignore"):
-            x = np.log(np.maximum(sigma, 0.0))
-        return logistic(x, np.log(mu), slope, (a_max - a_min) / 2, a_min)
-    return logistic(sigma, mu, slope, (a_max - a_min) / 2, a_min)
+def _x(sigma: np.ndarray, shape: str) -> np.ndarray:
+    if shape == "linear":
+        return sigma
+    with np.errstate(divide="ignore"):
+        return np.log(np.maximum(sigma, 0.0))
+
+
+def shaped_curve(sigma: np.ndarray, mu: float, slope: float, a_max: float, a_min: float, shape: str) -> np.ndarray:
+    """The fitted curve: a_min + (a_max − a_min)·u((x − x_μ)/s) with x = σ or log σ by ``shape``."""
+    z = (_x(np.asarray(sigma, dtype=np.float64), shape) - _x(np.float64(mu), shape)) / slope
+    return a_min + (a_max - a_min) * _UNIT[shape](z)
 
 
 def _achieved_max(y: np.ndarray, dy: np.ndarray, clean: float | None, n_samples: int) -> tuple[float, float]:
@@ -151,10 +166,11 @@ def _achieved_max(y: np.ndarray, dy: np.ndarray, clean: float | None, n_samples:
 
 
 def _fit_mu(sigma, y, dy, a_max, a_min, mu0, shape, slope0: float | None = None):
-    """Least-squares (μ, s) in one shape with the plateaus held: (μ, s, var μ, χ²) or None.
+    """Least-squares (μ, s) in one shape with the plateaus held: (μ, s, var μ, χ²) or None; in
+    the log-σ shapes μ is fitted as log μ and its variance carried back by the delta method.
     Starts from a few slopes, or from ``slope0`` alone (a refit next to a known solution)."""
     pos = sigma[sigma > 0]
-    if shape == "log":
+    if shape != "linear":
         keep = sigma > 0
         x, y, dy = np.log(sigma[keep]), y[keep], dy[keep]
         lo, hi, m0, width = float(x.min()), float(x.max()), float(np.log(max(mu0, pos.min()))), float(x.max() - x.min())
@@ -162,11 +178,12 @@ def _fit_mu(sigma, y, dy, a_max, a_min, mu0, shape, slope0: float | None = None)
         x, lo, hi, m0, width = sigma, float(sigma.min()), float(sigma.max()), mu0, max(mu0, float(pos.min()))
     if len(x) < 3:
         return None
-    tiny = 1e-6 * (width if shape == "log" else float(pos.min()))
+    tiny = 1e-6 * (width if shape != "linear" else float(pos.min()))
     span = max(hi - lo, tiny * 10)
+    unit = _UNIT[shape]
 
     def f(v, mu, slope):  # |s|: Levenberg–Marquardt (MINPACK, fast) has no bounds; μ's range is checked after
-        return logistic(v, mu, abs(slope) + tiny, (a_max - a_min) / 2, a_min)
+        return a_min + (a_max - a_min) * unit((v - mu) / (abs(slope) + tiny))
 
     best = None
     slopes = [width * frac for frac in (0.03, 0.3)] if slope0 is None else [slope0]
@@ -271,7 +288,7 @@ def fit_curve(
     first = _classify(sigma, y, dy, chance, *_achieved_max(y, dy, clean, n_samples), max_chi2_red, errors=False)
     if first.status != "ok":
         return first
-    flat = shaped_logistic(sigma, first.mu, first.slope, first.a_max, first.a_min, first.shape) >= first.a_max - 0.25 * dy
+    flat = shaped_curve(sigma, first.mu, first.slope, first.a_max, first.a_min, first.shape) >= first.a_max - 0.25 * dy
     w = 1 / dy[flat] ** 2
     values = y[flat]
     if clean is not None:
@@ -335,29 +352,49 @@ def _classify(
         return result("bracketed", thr, max(thr - lo, hi - thr, thr_err), **fixed, bracket=bracket,
                       note=f"the drop is measured at fewer than {MIN_INSIDE} σ: μ lies between σ = {lo:g} and {hi:g} "
                            "(measure a finer grid there, e.g. --adaptive)")  # fmt: skip
-    fits = {shape: _fit_mu(sigma, y, dy, a_max, a_min, thr, shape) for shape in SHAPES}
-    shape = min((k for k in SHAPES if fits[k] is not None), key=lambda k: fits[k][3], default="linear")
-    single = fits[shape]
+    fits = {shape: fit for shape in SHAPES if (fit := _fit_mu(sigma, y, dy, a_max, a_min, thr, shape)) is not None}
+    ranked = sorted(fits, key=lambda k: fits[k][3])
     dof = max(len(sigma) - 2, 1)
-    chi2_red = single[3] / dof if single else None
-    if single is None or chi2_red > max_chi2_red:
-        two = _two_drops(sigma, y, dy, a_min, a_min_free, single[3] if single else np.inf)
+    best_chi2 = fits[ranked[0]][3] if ranked else np.inf
+    if best_chi2 / dof > max_chi2_red:
+        two = _two_drops(sigma, y, dy, a_min, a_min_free, best_chi2)
         if two is not None:
             two.mu_threshold, two.a_max_err, two.a_min_err = thr, a_max_err, a_min_err
             return two
-
-    if single is None:
-        return result("poor-fit", thr, max(thr - bracket[0], bracket[1] - thr, thr_err), **fixed, bracket=bracket,
+    unresolved = max(thr - bracket[0], bracket[1] - thr, thr_err)  # an unresolved μ's error spans its bracket
+    if not ranked:
+        return result("poor-fit", thr, unresolved, **fixed, bracket=bracket,
                       note="the logistic fit did not converge; μ is the threshold crossing")  # fmt: skip
-    mu, slope, var_mu, _ = single
-    scale = np.sqrt(max(1.0, chi2_red))
-    moved = _plateau_error(sigma, y, dy, a_max, a_min, mu, slope, shape, a_max_err, a_min_err) if errors else 0.0
-    mu_err = float(np.hypot(np.sqrt(max(var_mu, 0.0)) * scale, moved))
-    problem = _inconsistency(sigma, y, dy, mu, half, thr, thr_err, mu_err, sigma_lo, sigma_hi)
-    if problem:
-        return result("poor-fit", thr, max(thr - bracket[0], bracket[1] - thr, thr_err), **fixed, bracket=bracket, chi2_red=chi2_red,
-                      note=f"one logistic does not describe this curve ({problem}); μ is the threshold crossing")  # fmt: skip
-    return result("ok", mu, mu_err, slope=slope, shape=shape, **fixed, chi2_red=chi2_red)
+    # Every shape whose μ the measurements do not contradict, averaged with (quasi-)Akaike weights
+    # (all shapes have two parameters: exp(−Δχ²/2ĉ), ĉ = the best χ²_red ≥ 1); the spread between shapes joins
+    # μ's error, so choosing a shape is not mistaken for knowing it (docs/method.md, "Shapes").
+    accepted, problems = [], []
+    for shape in ranked:
+        mu, slope, var_mu, chi2_fit = fits[shape]
+        chi2_red = chi2_fit / dof
+        moved = _plateau_error(sigma, y, dy, a_max, a_min, mu, slope, shape, a_max_err, a_min_err) if errors else 0.0
+        mu_err = float(np.hypot(np.sqrt(max(var_mu, 0.0)) * np.sqrt(max(1.0, chi2_red)), moved))
+        problem = _inconsistency(sigma, y, dy, mu, half, thr, thr_err, mu_err, sigma_lo, sigma_hi)
+        if not problem and mu_err <= unresolved:
+            accepted.append((shape, mu, mu_err, slope, chi2_fit))
+        else:
+            problems.append(f"{shape}: {problem or f'μ ± {mu_err:.2g} says less than the grid bracket'}")
+    if accepted:
+        chi2s = np.array([a[4] for a in accepted])
+        overdispersion = max(1.0, chi2s.min() / dof)  # quasi-AIC: χ² differences shrink with the scatter
+        w = np.exp(-(chi2s - chi2s.min()) / (2 * overdispersion))
+        w /= w.sum()
+        mus, errs = np.array([a[1] for a in accepted]), np.array([a[2] for a in accepted])
+        mu = float(w @ mus)
+        mu_err = float(np.sqrt(w @ (errs**2 + (mus - mu) ** 2)))
+        shape, _, _, slope, chi2_fit = accepted[0]
+        return result("ok", mu, mu_err, slope=slope, shape=shape, **fixed, chi2_red=chi2_fit / dof)
+    if all("grid bracket" in p for p in problems):
+        lo, hi = bracket
+        return result("bracketed", thr, unresolved, **fixed, bracket=bracket, chi2_red=best_chi2 / dof,
+                      note=f"the fitted μ is less precise than the grid: μ lies between σ = {lo:g} and {hi:g}")  # fmt: skip
+    return result("poor-fit", thr, unresolved, **fixed, bracket=bracket, chi2_red=best_chi2 / dof,
+                  note=f"no logistic shape agrees with the measurements ({problems[0]}); μ is the threshold crossing")  # fmt: skip
 
 
 def _crossing_error(sigma, y, dy, i, half, a_max_err, a_min_err) -> float:

@@ -22,7 +22,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
-from wn_onnx.fit import shaped_logistic
+from wn_onnx.fit import shaped_curve
 
 STATUS_MARK = {"ok": "o", "not-reached": "^", "no-drop-from-start": "v", "poor-fit": "s", "two-drops": "D", "bracketed": "P",
                "failed": "x"}  # fmt: skip
@@ -71,7 +71,7 @@ def curves_figure(report: dict, columns: int = 4) -> plt.Figure:
             fine = np.geomspace(s[shown].min(), s.max(), 400) if log else np.linspace(s.min(), s.max(), 400)
             ax.plot(
                 fine,
-                shaped_logistic(fine, c["mu"], fit["slope"], c["a_max"], c["a_min"], fit.get("shape") or "linear"),
+                shaped_curve(fine, c["mu"], fit["slope"], c["a_max"], c["a_min"], fit.get("shape") or "linear"),
                 color="C1",
                 lw=1.2,
                 label="fit",
