@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import json
 import re
 import subprocess
@@ -64,7 +65,29 @@ def test_figures_and_html_are_real(tmp_path, reports):
     page = (tmp_path / "r.html").read_text()
     assert page.count("data:image/png;base64,") == 4
     assert not re.search(r"(src|href)=['\"]https?:", page)  # works offline: nothing fetched
-    assert ("μ table" in page and "not-reached" in page) or "ok" in page
+    for part in ("<h2>summary</h2>", "clean accuracy", "global μ", "<h3>statuses</h3>", "threshold crossing"):
+        assert part in page, part
+    assert f"{add['clean_accuracy']:.2%}" in page and f"{add['global']['mu']:.3g}" in page
+
+
+HOSTILE = "<img src=x onerror=alert(1)>"
+
+
+def test_html_escapes_every_string_from_a_model(tmp_path, reports):
+    add, _ = reports
+    evil = json.loads(json.dumps(add))
+    evil["model"] = f"/m/{HOSTILE}.onnx"
+    evil["data"]["source"] = HOSTILE
+    evil["points"][1]["tensor"] = HOSTILE
+    evil["points"][2]["op_type"] = HOSTILE
+    evil["points"][3]["tensor"] = "$x^2$ [/]r"  # mathtext and Rich markup are literal text too
+    build_report([evil], [HOSTILE], tmp_path / "r.html", None)
+    page = (tmp_path / "r.html").read_text()
+    assert HOSTILE not in page and "onerror=alert(1)>" not in page
+    assert page.count(html.escape(HOSTILE)) >= 5  # label, model, data, tensor, op: all shown as text
+    assert re.findall(r"<img [^>]*>", page) == re.findall(r"<img alt='[^'<>]*' src='data:image/png;base64,[^']+'>", page)
+    table = page[page.index("μ per point</h2>") :]
+    assert "0.929" in table or f"{evil['points'][0]['mu']:.3g}" in table
 
 
 def gids(ax) -> set[str]:

@@ -40,8 +40,13 @@ plt.rcParams.update({"font.size": FONT, "axes.titlesize": FONT, "axes.labelsize"
                      "xtick.labelsize": FONT - 1, "ytick.labelsize": FONT - 1})  # fmt: skip
 
 
+def _text(s: object) -> str:
+    """A model's string as literal figure text: a ``$`` in a tensor name must not start mathtext."""
+    return str(s).replace("$", r"\$")
+
+
 def _curves(report: dict) -> list[tuple[str, dict]]:
-    items = [(point_label(p), p) for p in report.get("points", [])]
+    items = [(_text(point_label(p)), p) for p in report.get("points", [])]
     if report.get("global"):
         items.append((f"global ({len(report['global'].get('points', []))} points)", report["global"]))
     return items
@@ -178,7 +183,7 @@ def curves_figure(report: dict, columns: int = 3) -> plt.Figure:
     noise = report.get("noise", {})
     fig.suptitle(
         f"accuracy vs σ · {' '.join(filter(None, (noise.get('kind', '?'), noise.get('order'))))} noise · "
-        f"{Path(str(report.get('model', ''))).name}"
+        f"{_text(Path(str(report.get('model', ''))).name)}"
     )
     legend_rows = -(-len(handles) // 4)
     fig.tight_layout(rect=(0, 0.05 * legend_rows * 2.7 / fig.get_figheight(), 1, 1))
@@ -219,12 +224,12 @@ def _column_label(col: list[dict | None]) -> str:
     """``index tensor`` when every report names the point alike, else the indices and the shared role."""
     present = [p for p in col if p is not None]
     if len({p["tensor"] for p in present}) == 1:
-        return point_label(present[0], 20)
-    return "/".join("–" if p is None else str(p["index"]) for p in col) + f" {present[0]['op_type']}"
+        return _text(point_label(present[0], 20))
+    return "/".join("–" if p is None else str(p["index"]) for p in col) + f" {_text(present[0]['op_type'])}"
 
 
 def _labels(reports: list[dict], labels: list[str] | None) -> list[str]:
-    return labels or [Path(str(r.get("model", f"report {i + 1}"))).stem for i, r in enumerate(reports)]
+    return [_text(lb) for lb in labels or [Path(str(r.get("model", f"report {i + 1}"))).stem for i, r in enumerate(reports)]]
 
 
 def _lowest_sigma(point: dict) -> float:
@@ -345,40 +350,91 @@ def png_data_uri(fig: plt.Figure) -> str:
 
 
 def html_page(title: str, sections: list[tuple[str, plt.Figure | str]], notes: list[str] = ()) -> str:
-    """One self-contained HTML file: figures embedded as PNG data URIs, no external assets."""
-    body = [f"<h1>{html.escape(title)}</h1>"]
+    """One self-contained HTML file: figures embedded as PNG data URIs, no external assets.
+    ``title``, ``notes`` and headings are escaped here; a string section is trusted markup, built
+    by :func:`summary_html` / :func:`mu_table_html`, which escape every string they take from a report."""
+    e = html.escape
+    body = [f"<h1>{e(title)}</h1>"]
     for note in notes:
-        body.append(f"<p class='note'>{html.escape(note)}</p>")
+        body.append(f"<p class='note'>{e(note)}</p>")
     for heading, content in sections:
-        body.append(f"<h2>{html.escape(heading)}</h2>")
+        body.append(f"<h2>{e(heading)}</h2>")
         body.append(
-            f"<img alt='{html.escape(heading)}' src='{png_data_uri(content)}'>"
-            if isinstance(content, plt.Figure)
-            else content
+            f"<img alt='{e(heading)}' src='{png_data_uri(content)}'>" if isinstance(content, plt.Figure) else content
         )
-    style = "body{font-family:sans-serif;max-width:1200px;margin:auto}img{max-width:100%}.note{color:#a60}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:2px 6px;font-size:12px}"
-    return f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>{style}</style></head><body>{''.join(body)}</body></html>"
+    style = (
+        "body{font-family:sans-serif;max-width:1200px;margin:auto}img{max-width:100%}.note{color:#a60}"
+        "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:2px 6px;font-size:12px}"
+        "dt{font-weight:bold}.num{text-align:right}"
+    )
+    return f"<!doctype html><html><head><meta charset='utf-8'><title>{e(title)}</title><style>{style}</style></head><body>{''.join(body)}</body></html>"
+
+
+def _num(value: float | None, fmt: str = ".3g") -> str:
+    return "—" if value is None else format(value, fmt)
+
+
+def _statuses(reports: list[dict]) -> list[str]:
+    seen = [c["status"] for r in reports for c in [*r.get("points", []), *([r["global"]] if r.get("global") else [])]]
+    return list(dict.fromkeys(seen))
+
+
+def summary_html(reports: list[dict], labels: list[str]) -> str:
+    """Per report: model, data, noise, clean accuracy, chance, global μ; then what each status means."""
+    e = html.escape
+    rows = ["<table><tr><th>report</th><th>model</th><th>data</th><th>noise</th><th>clean accuracy</th><th>chance</th>"
+            "<th>global μ</th><th>points</th></tr>"]  # fmt: skip
+    for lb, r in zip(labels, reports, strict=True):
+        data = r.get("data") or {}
+        noise = r.get("noise") or {}
+        g = r.get("global") or {}
+        global_mu = f"{_mu_html(g)} ({e(str(g['status']))})" if g else "— (not measured)"
+        rows.append(
+            f"<tr><td>{e(lb)}</td><td>{e(str(r.get('model', '?')))}</td>"
+            f"<td>{e(str(data.get('source', '?')))}, {e(str(data.get('samples', '?')))} samples"
+            f"{' (label-free)' if data.get('label_free') else ''}</td>"
+            f"<td>{e(' '.join(str(v) for v in (noise.get('kind'), noise.get('order')) if v))}</td>"
+            f"<td class='num'>{_num(r.get('clean_accuracy'), '.2%')}</td>"
+            f"<td class='num'>{_num(r.get('chance'), '.2%')}</td>"
+            f"<td class='num'>{global_mu}</td><td class='num'>{len(r.get('points', []))}</td></tr>"
+        )
+    legend = "".join(
+        f"<dt>{e(s)}</dt><dd>{e(STATUS_TEXT.get(s, 'see the fit note in the report JSON'))}</dd>" for s in _statuses(reports)
+    )
+    return "".join(rows) + "</table><h3>statuses</h3><dl>" + legend + "</dl>"
+
+
+def _mu_html(curve: dict) -> str:
+    """μ ± err as HTML-safe text, or what the status makes of it (a bound, a threshold value)."""
+    mu, err, status = curve.get("mu"), curve.get("mu_err"), curve.get("status")
+    if mu is None:
+        return "—"
+    prefix = {"not-reached": "&gt; ", "no-drop-from-start": "≤ ", "poor-fit": "≈ "}.get(status, "")
+    return prefix + f"{mu:.3g}" + (f" ± {err:.2g}" if err and not prefix else "")
 
 
 def mu_table_html(reports: list[dict], labels: list[str]) -> str:
-    rows = [
-        "<table><tr><th>#</th><th>tensor</th><th>op</th>"
-        + "".join(f"<th>{html.escape(lb)} μ (status)</th>" for lb in labels)
-        + "</tr>"
-    ]
+    """μ per point (aligned as in the figures), the threshold crossing, the status with its meaning."""
+    e = html.escape
+    head = "".join(f"<th>{e(lb)}: μ</th><th>{e(lb)}: threshold crossing</th><th>{e(lb)}: status</th>" for lb in labels)
+    rows = [f"<table><tr><th>#</th><th>tensor</th><th>op</th>{head}</tr>"]
     columns, _ = align(reports)
     for col in columns:
         cells = []
         for p in col:
             if p is None:
-                cells.append("<td>—</td>")
+                cells.append("<td>—</td>" * 3)
                 continue
-            mu = "—" if p["mu"] is None else f"{p['mu']:.3g}" + (f" ± {p['mu_err']:.2g}" if p.get("mu_err") else "")
-            cells.append(f"<td>{mu} ({html.escape(p['status'])})</td>")
+            status = str(p["status"])
+            threshold = (p.get("fit") or {}).get("mu_threshold")
+            cells.append(
+                f"<td class='num'>{_mu_html(p)}</td><td class='num'>{_num(threshold)}</td>"
+                f"<td title='{e(STATUS_TEXT.get(status, status))}'>{e(status)}</td>"
+            )
         first = next(p for p in col if p is not None)
-        rows.append(
-            f"<tr><td>{first['index']}</td><td>{html.escape(first['tensor'])}</td><td>{html.escape(first['op_type'])}</td>{''.join(cells)}</tr>"
-        )
+        index = "/".join("–" if p is None else e(str(p["index"])) for p in col)
+        tensor = " / ".join(dict.fromkeys(e(str(p["tensor"])) for p in col if p is not None))
+        rows.append(f"<tr><td>{index}</td><td>{tensor}</td><td>{e(str(first['op_type']))}</td>{''.join(cells)}</tr>")
     return "".join(rows) + "</table>"
 
 
@@ -403,10 +459,10 @@ def build_report(
         for _, stem, fig in figures:
             written += save(fig, Path(figure_dir) / stem)
     if html_path is not None:
-        shown = [(title, fig) for title, _, fig in figures]
-        sections: list = (
-            [("μ table", mu_table_html(reports, labels)), *shown] if any(r.get("points") for r in reports) else shown
-        )
+        sections: list = [("summary", summary_html(reports, labels))]
+        if any(r.get("points") for r in reports):
+            sections.append(("μ per point", mu_table_html(reports, labels)))
+        sections += [(title, fig) for title, _, fig in figures]
         Path(html_path).parent.mkdir(parents=True, exist_ok=True)
         Path(html_path).write_text(html_page("wn-onnx report", sections, notes))
         written.append(Path(html_path))
@@ -448,7 +504,7 @@ def binarize_figure(result: dict) -> plt.Figure:
     levels = result["levels"]
     fig, axes = plt.subplots(len(hists), 3, figsize=(7.2, 1.9 * len(hists) + 0.7), squeeze=False)
     for row, (name, h) in zip(axes, hists.items(), strict=True):
-        where = f"{h['index']} {shorten(name, 16)}"
+        where = _text(f"{h['index']} {shorten(name, 16)}")
         for ax, state, color in ((row[0], "clean", "C0"), (row[1], "noisy", "C3")):
             ax.stairs(h[state]["counts"], h[state]["edges"], color=color, fill=True, alpha=0.6, label=state, gid=f"hist-{state}")
             ax.set_title(f"{where} · {state}")
