@@ -59,7 +59,7 @@ def points(
         print(json.dumps({"model": str(model), "points": chosen}, indent=2))
     else:
         out.print(
-            __import__("wn_onnx.cli.render", fromlist=["points_table"]).points_table(chosen, f"noise points of {model}")
+            __import__("wn_onnx.cli.render", fromlist=["points_table"]).points_table(chosen, f"noise points of {model}", out.width)
         )
 
 
@@ -193,7 +193,7 @@ def scan(
     if as_json:
         print(json.dumps(report, indent=2))
         return
-    out.print(report_table(report))
+    out.print(report_table(report, out.width))
     notes = [
         (p.get("index", "global"), p["fit"]["note"])
         for p in [*report["points"], *([report["global"]] if report["global"] else [])]
