@@ -13,7 +13,25 @@ import typer
 
 from wn_onnx.cli.analyze import analyze_app, report_command
 from wn_onnx.cli.check import check_command
-from wn_onnx.cli.common import Device, Kind, Mode, Order, OutputOption, err, out, progress_bar, write_json
+from wn_onnx.cli.common import (
+    BatchSizeOption,
+    DataDirOption,
+    DataOption,
+    DatasetOption,
+    Device,
+    Kind,
+    LimitOption,
+    Mode,
+    Order,
+    OutputOption,
+    SplitOption,
+    ThreadsOption,
+    err,
+    load_data,
+    out,
+    progress_bar,
+    write_json,
+)
 from wn_onnx.cli.plan import apply_plan_command, plan_command
 from wn_onnx.cli.sweep import sweep_app
 from wn_onnx.cli.train import data_app, train_command
@@ -68,18 +86,10 @@ def scan(
     model: Annotated[
         Path | None, typer.Argument(help="ONNX model; omitted: the embedded digits MLP and its test split.")
     ] = None,
-    data: Annotated[Path | None, typer.Option(help=".npz with x (model-ready inputs) and y (integer labels).")] = None,
-    dataset_name: Annotated[
-        str | None,
-        typer.Option(
-            "--dataset",
-            help="Instead of --data: a dataset's own files (fashion-mnist, cifar10, …), preprocessed as the model's metadata says.",
-        ),
-    ] = None,
-    split: Annotated[
-        str | None, typer.Option(help="--dataset split (default: test, or validation for speech-commands).")
-    ] = None,
-    data_dir: Annotated[Path | None, typer.Option(help="--dataset: folder with its official files.")] = None,
+    data: DataOption = None,
+    dataset_name: DatasetOption = None,
+    split: SplitOption = None,
+    data_dir: DataDirOption = None,
     noise: Annotated[Kind, typer.Option(help="Noise kind.")] = Kind.add,
     order: Annotated[Order | None, typer.Option(help="Mixed noise: which component acts first.")] = None,
     sigma_ratio: Annotated[float | None, typer.Option(help="Mixed: σ_add = A·r, σ_mul = A·(1−r); A is swept.")] = None,
@@ -99,8 +109,8 @@ def scan(
     ] = None,
     repeats: Annotated[int, typer.Option(help="Independent noise draws per σ.")] = 5,
     seed: Annotated[int, typer.Option(help="Seed of every noise draw: same inputs + seed → identical report.")] = 0,
-    limit: Annotated[int | None, typer.Option(help="Use the first N samples only.")] = None,
-    batch_size: Annotated[int, typer.Option(help="Samples per onnxruntime batch.")] = 1024,
+    limit: LimitOption = None,
+    batch_size: BatchSizeOption = 1024,
     redraw: Annotated[bool, typer.Option(help="Fresh noise for every σ instead of one draw reused across σ.")] = False,
     global_skip_bn: Annotated[
         bool, typer.Option(help="Global sweep: no noise after BatchNormalization (the paper's Table 1 setting).")
@@ -114,7 +124,7 @@ def scan(
     tolerance: Annotated[float, typer.Option(help="--adaptive stops once μ_err ≤ tolerance·μ.")] = 0.05,
     jobs: Annotated[int, typer.Option(help="Walk points in this many processes.")] = 1,
     device: Annotated[Device, typer.Option(help="Execution provider.")] = Device.cpu,
-    threads: Annotated[int, typer.Option(help="onnxruntime intra-op threads (0: its default).")] = 0,
+    threads: ThreadsOption = 0,
     out_path: Annotated[Path | None, typer.Option("--out", help="Write the report JSON here.")] = None,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the report JSON on stdout instead of the table.")
@@ -127,7 +137,6 @@ def scan(
 ) -> None:
     """Sweep noise strength at every point (walking) and everywhere at once (global); fit μ per point."""
     from wn_onnx.cli.render import report_table
-    from wn_onnx.data import load_npz
     from wn_onnx.evaluate import SweepSettings
     from wn_onnx.modelio import load_model
     from wn_onnx.models.embedded import DEFAULT_DATA, DEFAULT_MODEL
@@ -136,17 +145,10 @@ def scan(
 
     if model is None:
         model, data = DEFAULT_MODEL, data or (None if dataset_name else DEFAULT_DATA)
-    if data is None and dataset_name is None:
-        raise WnError("give --data FILE.npz with arrays x (model inputs) and y (labels), or --dataset NAME")
     spec = NoiseSpec(noise.value, order.value if order else None, sigma_ratio, sigma_mul, sigma_add)
     grid = parse_grid(sigmas) if sigmas else default_grid(spec)
     loaded = load_model(model, output)
-    if dataset_name:
-        from wn_onnx.datasets import model_ready
-
-        dataset = model_ready(loaded.model, dataset_name, split, data_dir, limit)
-    else:
-        dataset = load_npz(data, limit, require_labels=not label_free)
+    dataset = load_data(loaded, data, dataset_name, split, data_dir, limit, require_labels=not label_free)
     settings = SweepSettings(grid, spec, repeats, seed, batch_size, redraw)
     if loaded.freed_batch:
         err.print(
