@@ -20,6 +20,8 @@ from wn_onnx.cli.common import (
     DatasetOption,
     Device,
     Kind,
+    LimitMode,
+    LimitModeOption,
     LimitOption,
     Mode,
     Order,
@@ -110,6 +112,7 @@ def scan(
     repeats: Annotated[int, typer.Option(help="Independent noise draws per σ.")] = 5,
     seed: Annotated[int, typer.Option(help="Seed of every noise draw: same inputs + seed → identical report.")] = 0,
     limit: LimitOption = None,
+    limit_mode: LimitModeOption = LimitMode.stratified,
     batch_size: BatchSizeOption = 1024,
     redraw: Annotated[bool, typer.Option(help="Fresh noise for every σ instead of one draw reused across σ.")] = False,
     global_skip_bn: Annotated[
@@ -148,7 +151,7 @@ def scan(
     spec = NoiseSpec(noise.value, order.value if order else None, sigma_ratio, sigma_mul, sigma_add)
     grid = parse_grid(sigmas) if sigmas else default_grid(spec)
     loaded = load_model(model, output)
-    dataset = load_data(loaded, data, dataset_name, split, data_dir, limit, require_labels=not label_free)
+    dataset = load_data(loaded, data, dataset_name, split, data_dir, limit, limit_mode, require_labels=not label_free)
     settings = SweepSettings(grid, spec, repeats, seed, batch_size, redraw)
     if loaded.freed_batch:
         err.print(

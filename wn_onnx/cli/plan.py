@@ -17,6 +17,8 @@ from wn_onnx.cli.common import (
     DataOption,
     DatasetOption,
     Kind,
+    LimitMode,
+    LimitModeOption,
     LimitOption,
     Order,
     SplitOption,
@@ -97,6 +99,7 @@ def plan_command(
     repeats: Annotated[int, typer.Option(help="Noise draws per plan (same draws for every plan).")] = 20,
     seed: Annotated[int, typer.Option(help="Seed of the evaluation draws (greedy selects on seed+1).")] = 0,
     limit: LimitOption = None,
+    limit_mode: LimitModeOption = LimitMode.stratified,
     batch_size: BatchSizeOption = 1024,
     threads: ThreadsOption = 0,
     as_json: Annotated[bool, typer.Option("--json", help="Print the plan JSON on stdout.")] = False,
@@ -138,7 +141,7 @@ def plan_command(
         loaded, points = _match_model(report, model)
         engine = Engine(loaded, providers_for("cpu"), threads)
         dataset = check_shape(
-            load_data(loaded, data, dataset_name, split, data_dir, limit), loaded.input_shape, engine.dtype
+            load_data(loaded, data, dataset_name, split, data_dir, limit, limit_mode), loaded.input_shape, engine.dtype
         )
         check_labels(dataset, report.get("num_classes") or loaded.num_classes or 0)
         spec = (

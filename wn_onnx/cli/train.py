@@ -35,7 +35,7 @@ def train_command(
     at: Annotated[str, typer.Option(help="Noisy point index, a comma list, or 'global' (every point).")] = "global",
     clamp: Annotated[float | None, typer.Option(help="Clamp non-BN weights to [−C, C] after every step.")] = None,
     augment: Annotated[bool, typer.Option(help="RandomCrop(pad 4) + flip for the image datasets (SPEC.md).")] = True,
-    limit: Annotated[int | None, typer.Option(help="Train on the first N samples only (smoke runs).")] = None,
+    limit: Annotated[int | None, typer.Option(help="Train on N samples only, class-stratified (smoke runs).")] = None,
     device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
     out_path: Annotated[Path, typer.Option("--out", help="Exported ONNX model.")] = Path("model.onnx"),
     checkpoint: Annotated[Path | None, typer.Option(help="Checkpoint file (default: OUT with .ckpt).")] = None,
