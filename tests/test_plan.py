@@ -172,13 +172,13 @@ def chain_model(path, width: int = 6, layers: int = 11):
     return path
 
 
-def synthetic_report(model_path) -> dict:
+def synthetic_report(model_path, classes: int = 6) -> dict:
     """A scan report for ``model_path`` with made-up μ (planning needs only the points and μ)."""
     points = find_points(load_model(model_path).model)
     curve = {"sigmas": [0.1, 1.0], "accuracy": [[1.0], [0.2]], "mu_err": 0.01, "a_max": 1.0, "a_min": 0.2, "status": "ok"}
     return {
         "model": str(model_path), "noise": {"kind": "add", "order": None}, "seed": 0, "clean_accuracy": 1.0,
-        "num_classes": 6, "global": None,
+        "num_classes": classes, "global": None,
         "points": [{"index": p.index, "tensor": p.tensor, "op_type": p.op_type, "shape": None, "mu": 0.2 + 0.1 * (p.index % 5),
                     **curve} for p in points],
     }  # fmt: skip
@@ -206,3 +206,14 @@ def test_plan_evaluate_on_a_model_with_many_points_finishes(tmp_path):
     assert len(payload["greedy_steps"]) == 2 and "greedy: 47 plan evaluations" in res.stderr
     res = wn(*common, "--strategies", "uniform")  # the table view, with the progress bar on stderr
     assert res.returncode == 0 and "plans" in res.stderr and "uniform" in res.stdout, res.stderr
+
+
+def test_plan_evaluate_takes_a_dataset(tmp_path):
+    (tmp_path / "r.json").write_text(json.dumps(synthetic_report(DEFAULT_MODEL, 10)))
+    common = ["plan", tmp_path / "r.json", "--evaluate", "--model", DEFAULT_MODEL, "--sigma", "0.5", "--repeats", "2",
+              "--strategies", "uniform", "--limit", "60", "--json"]  # fmt: skip
+    a = wn(*common, "--data", DEFAULT_DATA)
+    b = wn(*common, "--dataset", "digits")
+    assert a.returncode == 0 and b.returncode == 0, (a.stderr, b.stderr)
+    acc = [json.loads(r.stdout)["evaluation"]["plans"]["uniform"]["accuracy"] for r in (a, b)]
+    assert acc[0] == acc[1] and 0 < min(acc[0])

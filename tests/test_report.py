@@ -315,3 +315,21 @@ def test_analyze_bad_point(tmp_path):
     res = subprocess.run([sys.executable, "-m", "wn_onnx", "analyze", "binarize", DEFAULT_MODEL, "--data", DEFAULT_DATA, "--at", "42"],
                          capture_output=True, text=True)  # fmt: skip
     assert res.returncode == 2 and "out of range" in res.stderr
+
+
+def test_analyze_takes_a_dataset_with_the_models_normalisation(tmp_path):
+    """--dataset digits (normalised from the model's metadata) gives what the matching npz gives."""
+    base = [sys.executable, "-m", "wn_onnx", "analyze"]
+    results = {}
+    for name, source in (("npz", ["--data", DEFAULT_DATA]), ("dataset", ["--dataset", "digits", "--split", "test"])):
+        res = subprocess.run([*base, "binarize", DEFAULT_MODEL, "--at", "1", "--limit", "80", "--threads", "1", *source,
+                              "--out", tmp_path / f"{name}.json"], capture_output=True, text=True)  # fmt: skip
+        assert res.returncode == 0, res.stderr
+        results[name] = json.loads((tmp_path / f"{name}.json").read_text())["accuracy"]
+    assert results["npz"] == results["dataset"] and results["npz"]["clean"] > 0.9
+    res = subprocess.run([*base, "mixed", DEFAULT_MODEL, "--at", "1", "--dataset", "digits", "--limit", "60", "--order", "mul-first",
+                          "--sigma-mul", "0.1,10", "--sigma-add", "0.1,10", "--repeats", "1", "--out", tmp_path / "m.json"],
+                         capture_output=True, text=True)  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    grid = json.loads((tmp_path / "m.json").read_text())["grids"][0]["accuracy"]
+    assert grid[0][0] > 0.9 > grid[1][1]
