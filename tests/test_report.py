@@ -20,6 +20,7 @@ from wn_onnx.analysis import binarize, find_levels, histogram, mixed_grid, weigh
 from wn_onnx.data import load_npz, make_dataset
 from wn_onnx.errors import WnError
 from wn_onnx.evaluate import Engine, SweepSettings
+from wn_onnx.graph_passes import find_points
 from wn_onnx.modelio import load_model
 from wn_onnx.models.embedded import DEFAULT_DATA, DEFAULT_MODEL, digits_split
 from wn_onnx.models.export import export_onnx
@@ -304,11 +305,18 @@ def test_mixed_grid_order_matters(tmp_path):
 def test_weights_and_ratio(tmp_path):
     a = weight_magnitudes(str(DEFAULT_MODEL))
     assert [r["op_type"] for r in a] == ["Gemm"] * 4 and all(r["mean_abs"] > 0 for r in a)
+    points = {p.index: p.tensor for p in find_points(load_model(DEFAULT_MODEL).model)}
+    assert [r["point"] for r in a] == [1, 4, 7, 10]  # named as `wn-onnx points` names them
+    assert [r["tensor"] for r in a] == [points[i] for i in (1, 4, 7, 10)]
     assert [r["ratio"] for r in weight_ratio(a, a)] == [1.0] * 4
     res = subprocess.run(
         [sys.executable, "-m", "wn_onnx", "analyze", "weights", DEFAULT_MODEL, "--json"], capture_output=True, text=True
     )
     assert res.returncode == 0 and len(json.loads(res.stdout)["layers"]) == 4
+    res = subprocess.run([sys.executable, "-m", "wn_onnx", "analyze", "weights", DEFAULT_MODEL, DEFAULT_MODEL],
+                         capture_output=True, text=True)  # fmt: skip
+    rows = [line.split() for line in res.stdout.splitlines() if line.strip()[:2].strip().isdigit()]
+    assert [(r[0], r[1]) for r in rows] == [(str(i), points[i]) for i in (1, 4, 7, 10)], res.stdout
 
 
 def test_analyze_bad_point(tmp_path):

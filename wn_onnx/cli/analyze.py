@@ -175,15 +175,7 @@ def weights_command(
     if as_json:
         print(json.dumps({"layers": rows}, indent=2))
         return
-    table = Table(title="mean |w| per learnable layer" + (f" · ratio {b.name}/{a.name}" if b else ""))
-    for col in ("layer", "op", "shape", "mean |w|", *(["ratio"] if b else [])):
-        table.add_column(col)
-    for r in rows:
-        table.add_row(
-            r["layer"],
-            r["op_type"],
-            "×".join(map(str, r["shape"])),
-            f"{r['mean_abs']:.4g}",
-            *([f"{r['ratio']:.3g}"] if b else []),
-        )
-    out.print(table)
+    from wn_onnx.cli.render import weights_table
+
+    title = "mean |w| per learnable layer" + (f" · ratio {b.name}/{a.name}" if b else "")
+    out.print(weights_table(rows, title, out.width))

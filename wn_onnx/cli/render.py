@@ -85,3 +85,16 @@ def report_table(report: dict, width: int = 80) -> Table:
             table.add_section()
         table.add_row(*map(Text, row[:-1]), Text(row[-1], style=STATUS_STYLE.get(row[-1], "")))
     return table
+
+
+def weights_table(rows: list[dict], title: str, width: int = 80) -> Table:
+    """Mean |w| per learnable layer, the layer named by its output point (index and tensor)."""
+    ratio = any("ratio" in r for r in rows)
+    cells = [["#", "tensor", "op", "shape", "mean |w|", *(["ratio"] if ratio else [])]]
+    cells += [["—" if r["point"] is None else str(r["point"]), str(r["tensor"]), shorten(str(r["op_type"]), OP_WIDTH),
+               "×".join(map(str, r["shape"])), f"{r['mean_abs']:.4g}", *([f"{r['ratio']:.3g}"] if ratio else [])]
+              for r in rows]  # fmt: skip
+    table = _fitted(cells, 1, width, title, right=(0, 4, 5))
+    for row in cells[1:]:
+        table.add_row(*map(Text, row))
+    return table

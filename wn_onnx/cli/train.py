@@ -45,6 +45,7 @@ def train_command(
     """Train a paper architecture (noisy or not) and export it to ONNX with BatchNorm kept."""
 
     from rich.table import Table
+    from rich.text import Text
 
     from wn_onnx.datasets import load_split
     from wn_onnx.models.export import verified_export
@@ -100,12 +101,11 @@ def train_command(
     }  # fmt: skip
     out_path.parent.mkdir(parents=True, exist_ok=True)
     error = verified_export(net.cpu(), tuple(train_split.x.shape[1:]), out_path, meta, val_split.x[:256])
-    table = Table(title=f"mean |w| per learnable layer · {out_path}")
-    table.add_column("layer")
-    table.add_column("kind")
-    table.add_column("mean |w|", justify="right")
+    table = Table(title=Text(f"mean |w| per learnable layer · {out_path}"))
+    for col, just in (("#", "right"), ("torch layer", "left"), ("kind", "left"), ("mean |w|", "right")):
+        table.add_column(col, justify=just)
     for row in stats:
-        table.add_row(row["layer"], row["kind"], f"{row['mean_abs']:.4f}")
+        table.add_row("—" if row["point"] is None else str(row["point"]), row["layer"], row["kind"], f"{row['mean_abs']:.4f}")
     out.print(table)
     accuracy = f"val accuracy {meta['val_accuracy']:.2%}"
     if meta["val_accuracy_noisy"] is not None:  # a network trained for noise is judged under that noise
