@@ -57,3 +57,23 @@ def test_points_table_fits_and_escapes():
     lines = rendered(points_table(report["points"], "noise points of [/]m.onnx", 80))
     assert max(map(len, lines)) <= 80 and "[/]m.onnx" in lines[0]
     assert sum("…" in line for line in lines) >= 10 and any(line.split()[1:2] == ["[/]r"] for line in lines)
+
+
+def test_error_naming_a_markup_tensor_is_one_clean_line(tmp_path):
+    """WnError messages quote tensor names; a name like ``[/]r`` is printed, not parsed as markup."""
+    import json
+    import subprocess
+    import sys
+
+    from wn_onnx.models.embedded import DEFAULT_MODEL
+
+    report = synthetic_report()
+    report.update(model=str(DEFAULT_MODEL), seed=0, num_classes=10, **{"global": None})
+    for p in report["points"]:
+        p.update(sigmas=[0.1], accuracy=[[1.0]])
+    report["points"][0]["tensor"] = "[/]r"  # the first point the check compares
+    (tmp_path / "r.json").write_text(json.dumps(report))
+    res = subprocess.run([sys.executable, "-m", "wn_onnx", "plan", tmp_path / "r.json", "--evaluate", "--model", DEFAULT_MODEL,
+                          "--dataset", "digits", "--sigma", "1"], capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert res.returncode == 2 and "does not describe" in res.stderr and "[/]r" in res.stderr, res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from wn_onnx.cli.common import (
@@ -49,8 +50,8 @@ def report_command(
     except ValueError as e:
         raise WnError(str(e)) from None
     for note in notes:
-        err.print(f"[yellow]warning:[/] {note}")
-    out.print(f"wrote {len(written)} files: " + ", ".join(str(p) for p in written))
+        err.print(f"[yellow]warning:[/] {escape(note)}")
+    out.print(f"wrote {len(written)} files: " + ", ".join(escape(str(p)) for p in written))
 
 
 def _engine_and_data(model: Path, data: Path | None, dataset_name: str | None, split: str | None,

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from wn_onnx.cli.analyze import analyze_app, report_command
 from wn_onnx.cli.check import check_command
@@ -155,12 +156,12 @@ def scan(
     settings = SweepSettings(grid, spec, repeats, seed, batch_size, redraw)
     if loaded.freed_batch:
         err.print(
-            f"[dim]{model}: the input declares a batch of {loaded.freed_batch}, but the graph gives the same outputs for "
+            f"[dim]{escape(str(model))}: the input declares a batch of {loaded.freed_batch}, but the graph gives the same outputs for "
             "any batch (checked), so it runs in batches of --batch-size[/]"
         )
     elif loaded.fixed_batch and loaded.fixed_batch != batch_size:
         err.print(
-            f"[yellow]{model}: the graph has its batch of {loaded.fixed_batch} built in; evaluating {loaded.fixed_batch} "
+            f"[yellow]{escape(str(model))}: the graph has its batch of {loaded.fixed_batch} built in; evaluating {loaded.fixed_batch} "
             "samples per run (slow for small batches: export with a dynamic batch axis to go faster)[/]"
         )
     request = ScanRequest(
@@ -217,7 +218,7 @@ def scan(
         out.print(
             f"[yellow]{bad} noisy predictions had NaN/Inf outputs; they count as wrong (see 'nonfinite' in the JSON).[/]"
         )
-    out.print(f"[dim]{report['seconds']:.1f} s{f' · report written to {out_path}' if out_path else ''}[/]")
+    out.print(f"[dim]{report['seconds']:.1f} s{f' · report written to {escape(str(out_path))}' if out_path else ''}[/]")
 
 
 app.command("check")(check_command)
@@ -237,7 +238,7 @@ def run() -> None:
     try:
         code = app(standalone_mode=False)
     except WnError as e:
-        err.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+        err.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)  # names from models are text
         sys.exit(2)
     except KeyboardInterrupt:
         err.print("interrupted")
@@ -247,14 +248,14 @@ def run() -> None:
     except click_errors.NoArgsIsHelpError:
         sys.exit(0)  # the help was printed
     except click_errors.ClickException as e:
-        err.print(f"[bold red]error:[/] {e.format_message()}", highlight=False, soft_wrap=True)
+        err.print(f"[bold red]error:[/] {escape(e.format_message())}", highlight=False, soft_wrap=True)
         sys.exit(e.exit_code)
     except Exception as e:
         if os.environ.get("WN_ONNX_DEBUG"):
             raise
         first = (str(e).strip().splitlines() or [""])[0]
         err.print(
-            f"[bold red]internal error:[/] {type(e).__name__}: {first} (set WN_ONNX_DEBUG=1 for the traceback)",
+            f"[bold red]internal error:[/] {type(e).__name__}: {escape(first)} (set WN_ONNX_DEBUG=1 for the traceback)",
             highlight=False,
             soft_wrap=True,
         )

@@ -243,4 +243,4 @@ def apply_plan_command(
     InsertNoisePass(tensors, spec, source="drawn", repetitions=counts)(m)
     ir.save(m, out_path)
     inputs = ", ".join(v.name for v in m.graph.inputs)
-    out.print(f"{out_path}: {len(tensors)} noise points, executions {counts}; inputs: {inputs}")
+    out.print(Text(f"{out_path}: {len(tensors)} noise points, executions {counts}; inputs: {inputs}"))
