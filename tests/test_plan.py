@@ -146,8 +146,20 @@ def test_plan_bad_input(tmp_path, digits_report):
         (["plan", tmp_path / "bad.json"], "not a JSON report"),
         (["plan", opath, "--evaluate", "--model", DEFAULT_MODEL, "--data", DEFAULT_DATA], "does not describe"),
         (["plan", rpath, "--strategy", "greedy"], "need --model and --data"),
-        (["plan", rpath, "--evaluate", "--strategies", "uniform,best", "--model", DEFAULT_MODEL, "--data", DEFAULT_DATA],
-         "--strategies"),
+        (
+            [
+                "plan",
+                rpath,
+                "--evaluate",
+                "--strategies",
+                "uniform,best",
+                "--model",
+                DEFAULT_MODEL,
+                "--data",
+                DEFAULT_DATA,
+            ],
+            "--strategies",
+        ),
         (["plan", rpath, "--strategy", "random"], "unknown --strategy"),
     ]
     for args, message in cases:
@@ -175,7 +187,14 @@ def chain_model(path, width: int = 6, layers: int = 11):
 def synthetic_report(model_path, classes: int = 6) -> dict:
     """A scan report for ``model_path`` with made-up μ (planning needs only the points and μ)."""
     points = find_points(load_model(model_path).model)
-    curve = {"sigmas": [0.1, 1.0], "accuracy": [[1.0], [0.2]], "mu_err": 0.01, "a_max": 1.0, "a_min": 0.2, "status": "ok"}
+    curve = {
+        "sigmas": [0.1, 1.0],
+        "accuracy": [[1.0], [0.2]],
+        "mu_err": 0.01,
+        "a_max": 1.0,
+        "a_min": 0.2,
+        "status": "ok",
+    }
     return {
         "model": str(model_path), "noise": {"kind": "add", "order": None}, "seed": 0, "clean_accuracy": 1.0,
         "num_classes": classes, "global": None,

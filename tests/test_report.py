@@ -86,7 +86,9 @@ def test_html_escapes_every_string_from_a_model(tmp_path, reports):
     page = (tmp_path / "r.html").read_text()
     assert HOSTILE not in page and "onerror=alert(1)>" not in page
     assert page.count(html.escape(HOSTILE)) >= 5  # label, model, data, tensor, op: all shown as text
-    assert re.findall(r"<img [^>]*>", page) == re.findall(r"<img alt='[^'<>]*' src='data:image/png;base64,[^']+'>", page)
+    assert re.findall(r"<img [^>]*>", page) == re.findall(
+        r"<img alt='[^'<>]*' src='data:image/png;base64,[^']+'>", page
+    )
     table = page[page.index("μ per point</h2>") :]
     assert "0.929" in table or f"{evil['points'][0]['mu']:.3g}" in table
 
@@ -150,7 +152,12 @@ def test_mu_figure_names_layers_keeps_bars_positive_and_bounds_tiny_mu(reports):
     ax = fig.axes[0]
     assert ax.get_xlabel() == "noise point (index, tensor)" and ax.get_ylabel().startswith("μ")
     ticks = [t.get_text() for t in ax.get_xticklabels()]
-    assert ticks[0] == "0 input" and ticks[1] == "1 /2/Gemm_output_0" and ticks[2].startswith("2 /4/Ba") and "…" in ticks[2]
+    assert (
+        ticks[0] == "0 input"
+        and ticks[1] == "1 /2/Gemm_output_0"
+        and ticks[2].startswith("2 /4/Ba")
+        and "…" in ticks[2]
+    )
     lowest = min(add["points"][0]["sigmas"])
     bottom, top = ax.get_ylim()
     assert bottom >= lowest / 2 and top < 1e3  # 1e-15 does not stretch the axis

@@ -136,7 +136,9 @@ def test_train_cli_exports_metadata_and_scan_reads_it(tmp_path):
     assert meta["normalization"] == {"mean": [0.5], "std": [0.5]}
     assert meta["training_noise"] == {"kind": "add", "order": None, "sigma": 0.3, "at": [2]}
     assert len(meta["weight_stats"]) == 4 and all(w["mean_abs"] > 0 for w in meta["weight_stats"])
-    assert [w["point"] for w in meta["weight_stats"]] == [r["point"] for r in weight_magnitudes(str(out))] == [1, 4, 7, 10]
+    assert (
+        [w["point"] for w in meta["weight_stats"]] == [r["point"] for r in weight_magnitudes(str(out))] == [1, 4, 7, 10]
+    )
     assert json.loads(out.with_suffix(".history.json").read_text())["epochs"][-1]["epoch"] == 2
     scan = wn("scan", out, "--dataset", "digits", "--sigmas", "0.1,1,10", "--repeats", "1", "--quiet", "--json")
     assert scan.returncode == 0, scan.stderr

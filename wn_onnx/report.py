@@ -229,7 +229,9 @@ def _column_label(col: list[dict | None]) -> str:
 
 
 def _labels(reports: list[dict], labels: list[str] | None) -> list[str]:
-    return [_text(lb) for lb in labels or [Path(str(r.get("model", f"report {i + 1}"))).stem for i, r in enumerate(reports)]]
+    return [
+        _text(lb) for lb in labels or [Path(str(r.get("model", f"report {i + 1}"))).stem for i, r in enumerate(reports)]
+    ]
 
 
 def _lowest_sigma(point: dict) -> float:
@@ -291,7 +293,9 @@ def mu_figure(reports: list[dict], labels: list[str] | None = None) -> plt.Figur
     if clipped:
         ax.plot([], [], "v", color="0.3", mfc="none", label="below the grid (bound)")
     ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
-    explained = [STATUS_TEXT[s] for s in sorted(seen_status - {"ok"}) if s in STATUS_TEXT] + ([BELOW_GRID] if clipped else [])
+    explained = [STATUS_TEXT[s] for s in sorted(seen_status - {"ok"}) if s in STATUS_TEXT] + (
+        [BELOW_GRID] if clipped else []
+    )
     if explained:
         fig.text(0.01, 0.01, "\n".join(explained), fontsize=FONT - 2, va="bottom")
     fig.tight_layout(rect=(0, 0.12 * len(explained) / fig.get_figheight(), 1, 1))
@@ -399,7 +403,8 @@ def summary_html(reports: list[dict], labels: list[str]) -> str:
             f"<td class='num'>{global_mu}</td><td class='num'>{len(r.get('points', []))}</td></tr>"
         )
     legend = "".join(
-        f"<dt>{e(s)}</dt><dd>{e(STATUS_TEXT.get(s, 'see the fit note in the report JSON'))}</dd>" for s in _statuses(reports)
+        f"<dt>{e(s)}</dt><dd>{e(STATUS_TEXT.get(s, 'see the fit note in the report JSON'))}</dd>"
+        for s in _statuses(reports)
     )
     return "".join(rows) + "</table><h3>statuses</h3><dl>" + legend + "</dl>"
 
@@ -506,7 +511,15 @@ def binarize_figure(result: dict) -> plt.Figure:
     for row, (name, h) in zip(axes, hists.items(), strict=True):
         where = _text(f"{h['index']} {shorten(name, 16)}")
         for ax, state, color in ((row[0], "clean", "C0"), (row[1], "noisy", "C3")):
-            ax.stairs(h[state]["counts"], h[state]["edges"], color=color, fill=True, alpha=0.6, label=state, gid=f"hist-{state}")
+            ax.stairs(
+                h[state]["counts"],
+                h[state]["edges"],
+                color=color,
+                fill=True,
+                alpha=0.6,
+                label=state,
+                gid=f"hist-{state}",
+            )
             ax.set_title(f"{where} · {state}")
             ax.set_xlabel("activation x")
             ax.set_ylabel("count")

@@ -77,7 +77,12 @@ def weight_stats(net: nn.Module) -> list[dict]:
         else:
             point[name] = seen  # the next NoisePoint, on this layer's output
     return [
-        {"layer": name, "point": point.get(name), "kind": type(m).__name__, "mean_abs": float(m.weight.detach().abs().mean())}
+        {
+            "layer": name,
+            "point": point.get(name),
+            "kind": type(m).__name__,
+            "mean_abs": float(m.weight.detach().abs().mean()),
+        }
         for name, m in net.named_modules()
         if isinstance(m, nn.Conv2d | nn.Linear)
     ]

@@ -80,7 +80,9 @@ def points(
         print(json.dumps({"model": str(model), "points": chosen}, indent=2))
     else:
         out.print(
-            __import__("wn_onnx.cli.render", fromlist=["points_table"]).points_table(chosen, f"noise points of {model}", out.width)
+            __import__("wn_onnx.cli.render", fromlist=["points_table"]).points_table(
+                chosen, f"noise points of {model}", out.width
+            )
         )
 
 
@@ -238,7 +240,9 @@ def run() -> None:
     try:
         code = app(standalone_mode=False)
     except WnError as e:
-        err.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)  # names from models are text
+        err.print(
+            f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True
+        )  # names from models are text
         sys.exit(2)
     except KeyboardInterrupt:
         err.print("interrupted")

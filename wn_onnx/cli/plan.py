@@ -163,7 +163,10 @@ def plan_command(
             err.print(f"[yellow]{skipped}[/]", highlight=False)
         searches = greedy_evaluations(n, total) if run_greedy else 0
         if run_greedy and n > GREEDY_MAX_POINTS:
-            err.print(f"greedy: {searches} plan evaluations of {max(5, repeats // 4)} draws on {len(dataset)} samples", highlight=False)
+            err.print(
+                f"greedy: {searches} plan evaluations of {max(5, repeats // 4)} draws on {len(dataset)} samples",
+                highlight=False,
+            )
         bar = None if quiet or as_json else progress_bar()
         task = bar.add_task("plans", total=searches + len(measured)) if bar else None
 
@@ -175,7 +178,9 @@ def plan_command(
 
         with bar or contextlib.nullcontext():
             if run_greedy:
-                plans["greedy"], greedy_steps = greedy(n, total, lambda p: float(accuracy(p, seed + 1, max(5, repeats // 4)).mean()))
+                plans["greedy"], greedy_steps = greedy(
+                    n, total, lambda p: float(accuracy(p, seed + 1, max(5, repeats // 4)).mean())
+                )
             for name in measured:
                 acc = accuracy(plans[name])
                 results[name] = {

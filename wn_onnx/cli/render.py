@@ -48,7 +48,9 @@ def _fitted(rows: list[list[str]], tensor_col: int, width: int, title: str, righ
                   collapse_padding=True, title_justify="left")  # fmt: skip
     columns = len(rows[0])
     sizes = [max(len(line) for r in rows for line in r[c].splitlines() or [""]) for c in range(columns)]
-    sizes[tensor_col] = min(sizes[tensor_col], max(MIN_TENSOR, width - (sum(sizes) - sizes[tensor_col]) - GAP * (columns - 1)))
+    sizes[tensor_col] = min(
+        sizes[tensor_col], max(MIN_TENSOR, width - (sum(sizes) - sizes[tensor_col]) - GAP * (columns - 1))
+    )
     for row in rows[1:]:
         row[tensor_col] = shorten(row[tensor_col], sizes[tensor_col])
     for c, header in enumerate(rows[0]):
@@ -78,7 +80,9 @@ def report_table(report: dict, width: int = 80) -> Table:
     rows = [["#", "tensor", "op", "μ ± err", "acc\nmax", "acc\nmin", "status"]]
     rows += [[i, t, shorten(op, OP_WIDTH), format_mu(c), f"{c['a_max']:.3f}", f"{c['a_min']:.3f}", str(c["status"])]
              for i, t, op, c in curves]  # fmt: skip
-    title = f"Walking Noise · {kind} · clean accuracy {report['clean_accuracy']:.2%} · {report['data']['samples']} samples"
+    title = (
+        f"Walking Noise · {kind} · clean accuracy {report['clean_accuracy']:.2%} · {report['data']['samples']} samples"
+    )
     table = _fitted(rows, 1, width, title, right=(0, 3, 4, 5))
     for n, row in enumerate(rows[1:]):
         if report.get("global") and report["points"] and n == len(report["points"]):

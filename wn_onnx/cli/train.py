@@ -105,13 +105,22 @@ def train_command(
     for col, just in (("#", "right"), ("torch layer", "left"), ("kind", "left"), ("mean |w|", "right")):
         table.add_column(col, justify=just)
     for row in stats:
-        table.add_row("—" if row["point"] is None else str(row["point"]), row["layer"], row["kind"], f"{row['mean_abs']:.4f}")
+        table.add_row(
+            "—" if row["point"] is None else str(row["point"]), row["layer"], row["kind"], f"{row['mean_abs']:.4f}"
+        )
     out.print(table)
     accuracy = f"val accuracy {meta['val_accuracy']:.2%}"
     if meta["val_accuracy_noisy"] is not None:  # a network trained for noise is judged under that noise
-        accuracy = f"val accuracy clean {meta['val_accuracy']:.2%} · under the training noise {meta['val_accuracy_noisy']:.2%}"
-    out.print(f"{accuracy} · export matches torch within {error:.1e} of the largest logit · {out_path}", highlight=False)
-    write_json(out_path.with_suffix(".history.json"), {"config": cfg.to_json(), "epochs": history.epochs, "weight_stats": stats})
+        accuracy = (
+            f"val accuracy clean {meta['val_accuracy']:.2%} · under the training noise {meta['val_accuracy_noisy']:.2%}"
+        )
+    out.print(
+        f"{accuracy} · export matches torch within {error:.1e} of the largest logit · {out_path}", highlight=False
+    )
+    write_json(
+        out_path.with_suffix(".history.json"),
+        {"config": cfg.to_json(), "epochs": history.epochs, "weight_stats": stats},
+    )
 
 
 def _indices(text: str) -> list[int]:
