@@ -348,3 +348,14 @@ def test_analyze_takes_a_dataset_with_the_models_normalisation(tmp_path):
     assert res.returncode == 0, res.stderr
     grid = json.loads((tmp_path / "m.json").read_text())["grids"][0]["accuracy"]
     assert grid[0][0] > 0.9 > grid[1][1]
+
+
+def test_linear_grid_without_zero_still_shows_the_clean_model(reports):
+    add, _ = reports
+    lin = json.loads(json.dumps(add))
+    for c in [*lin["points"], lin["global"]]:
+        c["sigmas"] = np.linspace(0.25, 4, len(c["sigmas"])).tolist()
+    ax = curves_figure(lin).axes[0]
+    assert ax.get_xscale() == "linear" and "axis-break" not in gids(ax)
+    clean = next(line for line in ax.lines if line.get_gid() == "clean-point")
+    assert clean.get_xdata()[0] == 0 and ax.get_xlim()[0] < 0

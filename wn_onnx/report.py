@@ -124,7 +124,7 @@ def curves_figure(report: dict, columns: int = 3) -> plt.Figure:
     chance = report.get("chance")
     all_s = np.concatenate([np.asarray(c["sigmas"], float) for _, c in items])
     log = _log_axis(all_s)
-    lo, hi = moving_range([c for _, c in items]) if log else (float(all_s.min()), float(all_s.max()))
+    lo, hi = moving_range([c for _, c in items]) if log else (min(0.0, float(all_s.min())), float(all_s.max()))
     if log:
         lo = max(lo, float(all_s[all_s > 0].min()))
     for ax, (label, c) in zip(axes.flat, items, strict=False):
@@ -158,6 +158,8 @@ def curves_figure(report: dict, columns: int = 3) -> plt.Figure:
                 ax.plot([x0], [clean], "D", color="k", ms=4, label="σ = 0 (clean; axis broken)", gid="clean-point")
         else:
             ax.set_xlim(lo - 0.03 * (hi - lo), hi + 0.03 * (hi - lo))
+            if clean is not None and not (s == 0).any():  # a grid without σ = 0: the clean model still shows
+                ax.plot([0.0], [clean], "D", color="k", ms=4, label="σ = 0 (clean)", gid="clean-point")
         left, right = ax.get_xlim()
         if c.get("mu") is not None:
             mu = c["mu"]
