@@ -359,3 +359,12 @@ def test_linear_grid_without_zero_still_shows_the_clean_model(reports):
     assert ax.get_xscale() == "linear" and "axis-break" not in gids(ax)
     clean = next(line for line in ax.lines if line.get_gid() == "clean-point")
     assert clean.get_xdata()[0] == 0 and ax.get_xlim()[0] < 0
+
+
+def test_global_only_report_overlays_with_a_walking_one(tmp_path, reports):
+    add, _ = reports
+    only_global = {**json.loads(json.dumps(add)), "points": []}
+    written, notes = build_report([only_global, add], ["g", "w"], tmp_path / "r.html", None)
+    assert written == [tmp_path / "r.html"] and notes
+    fig = curves_figure(only_global)
+    assert len(fig.axes) == 1 and fig.axes[0].get_title().startswith("global")

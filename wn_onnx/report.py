@@ -117,7 +117,9 @@ def curves_figure(report: dict, columns: int = 3) -> plt.Figure:
         raise ValueError("the report holds no curves")
     columns = min(columns, len(items))
     rows = -(-len(items) // columns)
-    fig, axes = plt.subplots(rows, columns, figsize=(2.4 * columns, 2.0 * rows + 0.7), squeeze=False, sharey=True)
+    fig, axes = plt.subplots(
+        rows, columns, figsize=(max(3.4, 2.4 * columns), 2.0 * rows + 0.7), squeeze=False, sharey=True
+    )
     for ax in axes.flat[len(items) :]:
         ax.axis("off")
     clean = report.get("clean_accuracy")
@@ -181,14 +183,17 @@ def curves_figure(report: dict, columns: int = 3) -> plt.Figure:
     for ax in axes.flat:
         for h, lb in zip(*ax.get_legend_handles_labels(), strict=True):
             handles.setdefault(lb, h)
-    fig.legend(handles.values(), handles.keys(), loc="lower center", ncol=min(4, len(handles)), frameon=False)
+    ncol = min(4 if columns > 1 else 2, len(handles))
+    fig.legend(handles.values(), handles.keys(), loc="lower center", ncol=ncol, frameon=False)
     noise = report.get("noise", {})
     fig.suptitle(
-        f"accuracy vs σ · {' '.join(filter(None, (noise.get('kind', '?'), noise.get('order'))))} noise · "
-        f"{_text(Path(str(report.get('model', ''))).name)}"
+        f"accuracy vs σ · {' '.join(filter(None, (noise.get('kind', '?'), noise.get('order'))))} noise"
+        + (" · " if columns > 1 else "\n")
+        + _text(Path(str(report.get("model", ""))).name)
     )
-    legend_rows = -(-len(handles) // 4)
-    fig.tight_layout(rect=(0, 0.05 * legend_rows * 2.7 / fig.get_figheight(), 1, 1))
+    legend = 0.17 * -(-len(handles) // ncol) + 0.05  # inches under the panels for the legend
+    fig.set_figheight(2.0 * rows + 0.55 + legend + (0.2 if columns == 1 else 0))
+    fig.tight_layout(rect=(0, legend / fig.get_figheight(), 1, 1))
     return fig
 
 
@@ -317,6 +322,8 @@ def preserved_figure(reports: list[dict], labels: list[str] | None = None) -> pl
     for j, r in enumerate(reports):
         clean = r.get("clean_accuracy") or 1.0
         idx = [i for i, col in enumerate(columns) if col[j] is not None]
+        if not idx:  # a global-only report has no walking point to compare
+            continue
         stats = [_mean_err([col[j]["accuracy"][-1]]) for col in columns if col[j] is not None]
         values = np.nan_to_num(np.array([m[0] for m, _ in stats])) / clean
         errs = np.array([e[0] for _, e in stats]) / clean
