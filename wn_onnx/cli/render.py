@@ -43,7 +43,7 @@ def _fitted(rows: list[list[str]], tensor_col: int, width: int, title: str, righ
     """A compact table whose tensor column takes what the other columns leave of ``width``.
 
     Columns are GAP characters apart and no wider than their widest cell, so the tensor column gets
-    ``width - others - 2·(columns - 1)``; its names are shortened in the middle to fit."""
+    ``width - others - GAP·(columns - 1)``; its names are shortened in the middle to fit."""
     table = Table(title=Text(title), box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, padding=(0, 1),
                   collapse_padding=True, title_justify="left")  # fmt: skip
     columns = len(rows[0])
