@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import json
 import pickle
 import struct
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from scipy.io import savemat, wavfile
 
+from wn_onnx.data import load_npz, subset
 from wn_onnx.datasets import load_split
 from wn_onnx.datasets.cifar import cifar10
 from wn_onnx.datasets.fetch import Resource, download
@@ -182,3 +186,43 @@ def test_missing_dataset_names_where_it_looked(tmp_path):
         load_split("fashion-mnist", "test", tmp_path)
     with pytest.raises(WnError, match="unknown dataset"):
         load_split("imagenet", "test")
+
+
+def test_limit_is_class_stratified_on_a_sorted_split(tmp_path):
+    """A test split sorted by class (Speech Commands comes out so): --limit 40 keeps every class."""
+    y = np.repeat(np.arange(12), 50)
+    x = np.arange(600, dtype=np.float32).reshape(600, 1)
+    np.savez(tmp_path / "sorted.npz", x=x, y=y)
+    data = load_npz(tmp_path / "sorted.npz", limit=40)
+    counts = np.bincount(data.y, minlength=12)
+    assert len(data) == 40 and set(counts) == {3, 4}  # 40/12 per class, largest-remainder rounded
+    assert np.all(np.diff(data.x[:, 0]) > 0)  # original order kept
+    assert np.array_equal(load_npz(tmp_path / "sorted.npz", limit=40).x, data.x)  # seeded: the same subset every run
+    first = load_npz(tmp_path / "sorted.npz", limit=40, limit_mode="first")
+    assert np.array_equal(first.x[:, 0], np.arange(40)) and set(first.y) == {0}
+    unbalanced = np.r_[np.zeros(90, int), np.ones(10, int)]
+    kept = subset(100, unbalanced, 20)
+    assert np.bincount(unbalanced[kept]).tolist() == [18, 2]  # each class keeps its share
+    assert subset(100, None, 20).tolist() == list(range(20)) and subset(100, unbalanced, 500) is None
+    with pytest.raises(WnError, match="--limit-mode"):
+        subset(100, unbalanced, 20, "random")
+
+
+def test_limit_mode_reaches_the_cli(tmp_path):
+    from wn_onnx.models.embedded import DEFAULT_MODEL, digits_split
+
+    _, _, x, y = digits_split()
+    order = np.argsort(y, kind="stable")
+    np.savez(tmp_path / "sorted.npz", x=x[order], y=y[order])
+    common = [sys.executable, "-m", "wn_onnx", "scan", DEFAULT_MODEL, "--data", tmp_path / "sorted.npz", "--limit", "30",
+              "--mode", "global", "--sigmas", "0.01", "--repeats", "1", "--json", "--quiet"]  # fmt: skip
+    runs = {}
+    for mode in ("stratified", "first"):
+        res = subprocess.run([*map(str, common), "--limit-mode", mode], capture_output=True, text=True, timeout=120)
+        assert res.returncode == 0, res.stderr
+        runs[mode] = json.loads(res.stdout)
+    assert runs["stratified"]["data"]["samples"] == runs["first"]["data"]["samples"] == 30
+    # the first 30 of a sorted split are all zeros, which the model gets right; ten classes are harder
+    assert runs["first"]["clean_accuracy"] == 1.0
+    res = subprocess.run([*map(str, common), "--limit-mode", "random"], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 2 and "limit-mode" in res.stderr

@@ -54,7 +54,7 @@ def test_ok_mu_sits_on_the_threshold_crossing(weak_digits, kind):
     ok = 0
     for curve in [*report["points"], report["global"]]:
         sigma = np.asarray(curve["sigmas"])
-        y, dy = uncertainty(curve["accuracy"], n)
+        y, _ = uncertainty(curve["accuracy"], n)
         best = max(clean, float(y.max()))
         assert curve["a_max"] <= best + 3 * binomial_se(best, n)
         if curve["status"] != "ok":

@@ -146,9 +146,93 @@ def test_plan_bad_input(tmp_path, digits_report):
         (["plan", tmp_path / "bad.json"], "not a JSON report"),
         (["plan", opath, "--evaluate", "--model", DEFAULT_MODEL, "--data", DEFAULT_DATA], "does not describe"),
         (["plan", rpath, "--strategy", "greedy"], "need --model and --data"),
+        (
+            [
+                "plan",
+                rpath,
+                "--evaluate",
+                "--strategies",
+                "uniform,best",
+                "--model",
+                DEFAULT_MODEL,
+                "--data",
+                DEFAULT_DATA,
+            ],
+            "--strategies",
+        ),
         (["plan", rpath, "--strategy", "random"], "unknown --strategy"),
     ]
     for args, message in cases:
         res = wn(*args)
         assert res.returncode == 2 and message in res.stderr, (args, res.stderr)
         assert len(res.stderr.strip().splitlines()) == 1
+
+
+def chain_model(path, width: int = 6, layers: int = 11):
+    """input → (MatMul, Relu) × layers: 1 + 2·layers noise points (23 by default), tiny and fast."""
+    rng = np.random.default_rng(0)
+    nodes, inits, h = [], [], "x"
+    for i in range(layers):
+        w = (np.eye(width) + 0.1 * rng.standard_normal((width, width))).astype(np.float32)
+        inits.append(helper.make_tensor(f"w{i}", TensorProto.FLOAT, w.shape, w.ravel()))
+        out = "logits" if i == layers - 1 else f"r{i}"
+        nodes += [helper.make_node("MatMul", [h, f"w{i}"], [f"m{i}"]), helper.make_node("Relu", [f"m{i}"], [out])]
+        h = out
+    graph = helper.make_graph(nodes, "chain", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", width])],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", width])], inits)  # fmt: skip
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    return path
+
+
+def synthetic_report(model_path, classes: int = 6) -> dict:
+    """A scan report for ``model_path`` with made-up μ (planning needs only the points and μ)."""
+    points = find_points(load_model(model_path).model)
+    curve = {
+        "sigmas": [0.1, 1.0],
+        "accuracy": [[1.0], [0.2]],
+        "mu_err": 0.01,
+        "a_max": 1.0,
+        "a_min": 0.2,
+        "status": "ok",
+    }
+    return {
+        "model": str(model_path), "noise": {"kind": "add", "order": None}, "seed": 0, "clean_accuracy": 1.0,
+        "num_classes": classes, "global": None,
+        "points": [{"index": p.index, "tensor": p.tensor, "op_type": p.op_type, "shape": None, "mu": 0.2 + 0.1 * (p.index % 5),
+                    **curve} for p in points],
+    }  # fmt: skip
+
+
+def test_plan_evaluate_on_a_model_with_many_points_finishes(tmp_path):
+    model = chain_model(tmp_path / "chain.onnx")
+    report = synthetic_report(model)
+    assert len(report["points"]) == 23
+    (tmp_path / "r.json").write_text(json.dumps(report))
+    x = np.random.default_rng(1).standard_normal((60, 6)).astype(np.float32)
+    y = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0].argmax(1)
+    np.savez(tmp_path / "d.npz", x=x, y=y)
+    common = ["plan", tmp_path / "r.json", "--evaluate", "--model", model, "--data", tmp_path / "d.npz", "--sigma", "0.3",
+              "--repeats", "3", "--threads", "1", "--batch-size", "16", "--limit", "40"]  # fmt: skip
+    res = wn(*common, "--json")
+    assert res.returncode == 0, res.stderr
+    plans = json.loads(res.stdout)["evaluation"]["plans"]
+    assert set(plans) == {"uniform", "inverse-mu"}  # greedy left out above 20 points …
+    assert "greedy left out" in res.stderr and "--strategies" in res.stderr  # … and the user is told how to get it
+    res = wn(*common, "--strategies", "greedy,uniform", "--budget", "25", "--strategy", "greedy", "--json")
+    assert res.returncode == 0, res.stderr
+    payload = json.loads(res.stdout)
+    assert set(payload["evaluation"]["plans"]) == {"greedy", "uniform"} and sum(payload["executions"]) == 25
+    assert len(payload["greedy_steps"]) == 2 and "greedy: 47 plan evaluations" in res.stderr
+    res = wn(*common, "--strategies", "uniform")  # the table view, with the progress bar on stderr
+    assert res.returncode == 0 and "plans" in res.stderr and "uniform" in res.stdout, res.stderr
+
+
+def test_plan_evaluate_takes_a_dataset(tmp_path):
+    (tmp_path / "r.json").write_text(json.dumps(synthetic_report(DEFAULT_MODEL, 10)))
+    common = ["plan", tmp_path / "r.json", "--evaluate", "--model", DEFAULT_MODEL, "--sigma", "0.5", "--repeats", "2",
+              "--strategies", "uniform", "--limit", "60", "--json"]  # fmt: skip
+    a = wn(*common, "--data", DEFAULT_DATA)
+    b = wn(*common, "--dataset", "digits")
+    assert a.returncode == 0 and b.returncode == 0, (a.stderr, b.stderr)
+    acc = [json.loads(r.stdout)["evaluation"]["plans"]["uniform"]["accuracy"] for r in (a, b)]
+    assert acc[0] == acc[1] and 0 < min(acc[0])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import json
 import re
 import subprocess
@@ -12,17 +13,19 @@ import numpy as np
 import onnx
 import pytest
 from matplotlib import image as mpimg
+from matplotlib.container import BarContainer, ErrorbarContainer
 from onnx import TensorProto, helper, numpy_helper
 
-from wn_onnx.analysis import binarize, find_levels, mixed_grid, weight_magnitudes, weight_ratio
+from wn_onnx.analysis import binarize, find_levels, histogram, mixed_grid, weight_magnitudes, weight_ratio
 from wn_onnx.data import load_npz, make_dataset
 from wn_onnx.errors import WnError
 from wn_onnx.evaluate import Engine, SweepSettings
+from wn_onnx.graph_passes import find_points
 from wn_onnx.modelio import load_model
 from wn_onnx.models.embedded import DEFAULT_DATA, DEFAULT_MODEL, digits_split
 from wn_onnx.models.export import export_onnx
 from wn_onnx.noise import NoiseSpec, parse_grid
-from wn_onnx.report import build_report
+from wn_onnx.report import align, binarize_figure, build_report, curves_figure, mu_figure, preserved_figure
 from wn_onnx.scan import ScanRequest, run_scan
 from wn_onnx.training import TrainConfig, train
 
@@ -63,7 +66,159 @@ def test_figures_and_html_are_real(tmp_path, reports):
     page = (tmp_path / "r.html").read_text()
     assert page.count("data:image/png;base64,") == 4
     assert not re.search(r"(src|href)=['\"]https?:", page)  # works offline: nothing fetched
-    assert ("μ table" in page and "not-reached" in page) or "ok" in page
+    for part in ("<h2>summary</h2>", "clean accuracy", "global μ", "<h3>statuses</h3>", "threshold crossing"):
+        assert part in page, part
+    assert f"{add['clean_accuracy']:.2%}" in page and f"{add['global']['mu']:.3g}" in page
+
+
+HOSTILE = "<img src=x onerror=alert(1)>"
+
+
+def test_html_escapes_every_string_from_a_model(tmp_path, reports):
+    add, _ = reports
+    evil = json.loads(json.dumps(add))
+    evil["model"] = f"/m/{HOSTILE}.onnx"
+    evil["data"]["source"] = HOSTILE
+    evil["points"][1]["tensor"] = HOSTILE
+    evil["points"][2]["op_type"] = HOSTILE
+    evil["points"][3]["tensor"] = "$x^2$ [/]r"  # mathtext and Rich markup are literal text too
+    build_report([evil], [HOSTILE], tmp_path / "r.html", None)
+    page = (tmp_path / "r.html").read_text()
+    assert HOSTILE not in page and "onerror=alert(1)>" not in page
+    assert page.count(html.escape(HOSTILE)) >= 5  # label, model, data, tensor, op: all shown as text
+    assert re.findall(r"<img [^>]*>", page) == re.findall(
+        r"<img alt='[^'<>]*' src='data:image/png;base64,[^']+'>", page
+    )
+    table = page[page.index("μ per point</h2>") :]
+    assert "0.929" in table or f"{evil['points'][0]['mu']:.3g}" in table
+
+
+def gids(ax) -> set[str]:
+    """The ids of everything drawn on ``ax`` (report.py tags each element it draws)."""
+    found, stack = set(), list(ax.get_children())
+    while stack:
+        artist = stack.pop()
+        if artist.get_gid():
+            found.add(artist.get_gid())
+        stack += artist.get_children()
+    return found
+
+
+def no_bn_variant(report: dict) -> dict:
+    """The same network without its BatchNorm points, tensors named otherwise (another export)."""
+    other = json.loads(json.dumps(report))
+    other["model"] = "no_bn.onnx"
+    other["points"] = [p for p in other["points"] if p["op_type"] != "BatchNormalization"]
+    for i, p in enumerate(other["points"]):
+        p["index"], p["tensor"] = i, f"layer_{i}_{p['op_type'].lower()}"
+    return other
+
+
+def test_curve_panels_have_labels_reference_lines_and_marks(reports):
+    _, mul = reports
+    broken = json.loads(json.dumps(mul))
+    broken["points"][3]["nonfinite"][5] = [4, 0]  # σ = 10^0.5, 10^1: inside the drop
+    broken["points"][3]["accuracy"][6] = [float("nan"), float("nan")]
+    fig = curves_figure(broken)
+    axes = [ax for ax in fig.axes if ax.get_visible() and ax.axison]
+    assert len(axes) == len(mul["points"]) + 1
+    first = axes[0]
+    assert first.get_xlabel() == "σ" and first.get_ylabel() == "accuracy"
+    assert first.get_title().startswith("0 input") and "μ = " in first.get_title()
+    assert axes[-1].get_title().startswith("global (")
+    assert "mul noise" in fig._suptitle.get_text()
+    for ax in axes:
+        assert {"measured", "clean-line", "clean-point", "axis-break", "chance-line"} <= gids(ax), ax.get_title()
+        lo, hi = ax.get_xlim()
+        assert hi < 1e7  # the sweep ran to 1e10, the curves stop moving long before
+        for patch in ax.patches:  # the μ band stays inside the panel
+            if patch.get_gid() == "mu-band":
+                assert lo <= patch.get_x() and patch.get_x() + patch.get_width() <= hi
+        labels = [t.get_text() for t in ax.get_xticklabels()]
+        assert labels[0] == "0"  # σ = 0: the clean model, left of the axis break
+        clean = next(line for line in ax.lines if line.get_gid() == "clean-point")
+        assert clean.get_ydata()[0] == pytest.approx(mul["clean_accuracy"]) and clean.get_xdata()[0] > lo
+    assert "nonfinite" in gids(axes[3]) and "nonfinite" not in gids(axes[2])
+    assert "fit" in gids(axes[0]) and "mu-line" in gids(axes[0])
+    assert {t.get_text() for t in fig.legends[0].get_texts()} >= {"clean accuracy", "logistic fit", "NaN/Inf outputs"}
+
+
+def test_mu_figure_names_layers_keeps_bars_positive_and_bounds_tiny_mu(reports):
+    add, _ = reports
+    odd = json.loads(json.dumps(add))
+    odd["points"][2].update(mu=1e-15, mu_err=1e-14, status="no-drop-from-start")
+    odd["points"][1]["mu_err"] = 50 * odd["points"][1]["mu"]
+    fig = mu_figure([odd])
+    ax = fig.axes[0]
+    assert ax.get_xlabel() == "noise point (index, tensor)" and ax.get_ylabel().startswith("μ")
+    ticks = [t.get_text() for t in ax.get_xticklabels()]
+    assert (
+        ticks[0] == "0 input"
+        and ticks[1] == "1 /2/Gemm_output_0"
+        and ticks[2].startswith("2 /4/Ba")
+        and "…" in ticks[2]
+    )
+    lowest = min(add["points"][0]["sigmas"])
+    bottom, top = ax.get_ylim()
+    assert bottom >= lowest / 2 and top < 1e3  # 1e-15 does not stretch the axis
+    assert "below-grid" in gids(ax) and "global-mu" in gids(ax)
+    for coll in ax.collections:  # error bars: every segment above zero on the log axis
+        for seg in coll.get_segments():
+            assert seg[:, 1].min() > 0
+    assert any("below the grid" in t.get_text() for t in fig.texts)
+
+
+def test_overlay_aligns_by_layer_role(reports):
+    add, _ = reports
+    other = no_bn_variant(add)
+    columns, notes = align([add, other])
+    assert notes and "layer role" in notes[0]
+    assert len(columns) == len(add["points"])  # the BN points have no partner, everything else does
+    paired = [(a["op_type"], b["op_type"]) for a, b in columns if a is not None and b is not None]
+    assert len(paired) == len(other["points"]) and all(x == y for x, y in paired)
+    assert [b for a, b in columns if a["op_type"] == "BatchNormalization"] == [None] * 3
+    fig = mu_figure([add, other], ["bn", "no-bn"])
+    ticks = [t.get_text() for t in fig.axes[0].get_xticklabels()]
+    assert ticks[1] == "1/1 Gemm" and ticks[3] == "3/2 Relu" and ticks[2].startswith("2 /4/Ba")
+    assert {t.get_text() for t in fig.axes[0].get_legend().get_texts()} >= {"bn", "no-bn"}
+
+
+def test_preserved_figure_has_error_bars_and_reference(reports):
+    add, mul = reports
+    fig = preserved_figure([add, mul], ["add", "mul"])
+    ax = fig.axes[0]
+    assert ax.get_ylabel() == "accuracy preserved" and ax.get_xlabel() == "noise point (index, tensor)"
+    assert "largest σ" in ax.get_title()
+    bars = [c for c in ax.containers if isinstance(c, BarContainer)]
+    errs = [c for c in ax.containers if isinstance(c, ErrorbarContainer)]
+    assert len(bars) == 2 and len(errs) == 2 and len(bars[0]) == len(add["points"])
+    assert "clean-line" in gids(ax)
+    assert any("σ = 1e+10" in t.get_text() for t in ax.get_legend().get_texts())
+
+
+def test_binarize_figure_separates_clean_and_draws_levels():
+    rng = np.random.default_rng(0)
+    clean, noisy = np.maximum(rng.normal(0, 1, 5000), 0), np.maximum(rng.normal(0, 1e4, 5000), 0)
+    h = {"index": 3, "op_type": "Relu", "clean": histogram(clean), "noisy": histogram(noisy)}
+    result = {
+        "point": {"index": 1}, "quantized_point": {"index": 3}, "noise": {"kind": "mul", "sigma": 1e4},
+        "levels": {"count": 2, "values": [0.0, 0.0, 8000.0], "cuts": [0.0, 4000.0]},
+        "accuracy": {"clean": 0.9, "noisy": 0.5, "quantized": 0.5, "clean_quantized": 0.2},
+        "histograms": {"/6/Relu_output_0": h},
+    }  # fmt: skip
+    fig = binarize_figure(result)
+    clean_ax, noisy_ax, log_ax = fig.axes
+    assert clean_ax.get_title().endswith("clean") and noisy_ax.get_title().endswith("noisy")
+    assert clean_ax.get_xlim()[1] < 10 < 1e4 < noisy_ax.get_xlim()[1]  # each histogram on its own range
+    assert {"level", "cut"} <= gids(noisy_ax) and "level" not in gids(clean_ax)
+    levels = sorted(line.get_xdata()[0] for line in noisy_ax.lines if line.get_gid() == "level")
+    cuts = [line.get_xdata()[0] for line in noisy_ax.lines if line.get_gid() == "cut"]
+    assert levels == [0.0, 8000.0] and cuts == [4000.0]
+    assert log_ax.get_xscale() == "log" and log_ax.get_yscale() == "log"
+    assert {"zeros-clean", "zeros-noisy", "log-clean", "log-noisy", "axis-break"} <= gids(log_ax)
+    zeros = next(c for c in log_ax.collections if c.get_gid() == "zeros-clean")
+    assert zeros.get_segments()[0][:, 1].max() == h["clean"]["zeros"]
+    assert all(ax.get_ylabel() == "count" for ax in fig.axes) and log_ax.get_xticklabels()[0].get_text() == "0"
 
 
 def test_overlaying_other_models_warns_and_aligns(tmp_path, reports):
@@ -71,7 +226,7 @@ def test_overlaying_other_models_warns_and_aligns(tmp_path, reports):
     other = json.loads(json.dumps(add))
     other["points"] = other["points"][2:]
     _, notes = build_report([add, other], ["a", "b"], tmp_path / "r.html", None)
-    assert notes and "aligned by tensor name" in notes[0]
+    assert notes and "aligned by layer role" in notes[0]
 
 
 def test_report_cli(tmp_path, reports):
@@ -157,14 +312,59 @@ def test_mixed_grid_order_matters(tmp_path):
 def test_weights_and_ratio(tmp_path):
     a = weight_magnitudes(str(DEFAULT_MODEL))
     assert [r["op_type"] for r in a] == ["Gemm"] * 4 and all(r["mean_abs"] > 0 for r in a)
+    points = {p.index: p.tensor for p in find_points(load_model(DEFAULT_MODEL).model)}
+    assert [r["point"] for r in a] == [1, 4, 7, 10]  # named as `wn-onnx points` names them
+    assert [r["tensor"] for r in a] == [points[i] for i in (1, 4, 7, 10)]
     assert [r["ratio"] for r in weight_ratio(a, a)] == [1.0] * 4
     res = subprocess.run(
         [sys.executable, "-m", "wn_onnx", "analyze", "weights", DEFAULT_MODEL, "--json"], capture_output=True, text=True
     )
     assert res.returncode == 0 and len(json.loads(res.stdout)["layers"]) == 4
+    res = subprocess.run([sys.executable, "-m", "wn_onnx", "analyze", "weights", DEFAULT_MODEL, DEFAULT_MODEL],
+                         capture_output=True, text=True)  # fmt: skip
+    rows = [line.split() for line in res.stdout.splitlines() if line.strip()[:2].strip().isdigit()]
+    assert [(r[0], r[1]) for r in rows] == [(str(i), points[i]) for i in (1, 4, 7, 10)], res.stdout
 
 
 def test_analyze_bad_point(tmp_path):
     res = subprocess.run([sys.executable, "-m", "wn_onnx", "analyze", "binarize", DEFAULT_MODEL, "--data", DEFAULT_DATA, "--at", "42"],
                          capture_output=True, text=True)  # fmt: skip
     assert res.returncode == 2 and "out of range" in res.stderr
+
+
+def test_analyze_takes_a_dataset_with_the_models_normalisation(tmp_path):
+    """--dataset digits (normalised from the model's metadata) gives what the matching npz gives."""
+    base = [sys.executable, "-m", "wn_onnx", "analyze"]
+    results = {}
+    for name, source in (("npz", ["--data", DEFAULT_DATA]), ("dataset", ["--dataset", "digits", "--split", "test"])):
+        res = subprocess.run([*base, "binarize", DEFAULT_MODEL, "--at", "1", "--limit", "80", "--threads", "1", *source,
+                              "--out", tmp_path / f"{name}.json"], capture_output=True, text=True)  # fmt: skip
+        assert res.returncode == 0, res.stderr
+        results[name] = json.loads((tmp_path / f"{name}.json").read_text())["accuracy"]
+    assert results["npz"] == results["dataset"] and results["npz"]["clean"] > 0.9
+    res = subprocess.run([*base, "mixed", DEFAULT_MODEL, "--at", "1", "--dataset", "digits", "--limit", "60", "--order", "mul-first",
+                          "--sigma-mul", "0.1,10", "--sigma-add", "0.1,10", "--repeats", "1", "--out", tmp_path / "m.json"],
+                         capture_output=True, text=True)  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    grid = json.loads((tmp_path / "m.json").read_text())["grids"][0]["accuracy"]
+    assert grid[0][0] > 0.9 > grid[1][1]
+
+
+def test_linear_grid_without_zero_still_shows_the_clean_model(reports):
+    add, _ = reports
+    lin = json.loads(json.dumps(add))
+    for c in [*lin["points"], lin["global"]]:
+        c["sigmas"] = np.linspace(0.25, 4, len(c["sigmas"])).tolist()
+    ax = curves_figure(lin).axes[0]
+    assert ax.get_xscale() == "linear" and "axis-break" not in gids(ax)
+    clean = next(line for line in ax.lines if line.get_gid() == "clean-point")
+    assert clean.get_xdata()[0] == 0 and ax.get_xlim()[0] < 0
+
+
+def test_global_only_report_overlays_with_a_walking_one(tmp_path, reports):
+    add, _ = reports
+    only_global = {**json.loads(json.dumps(add)), "points": []}
+    written, notes = build_report([only_global, add], ["g", "w"], tmp_path / "r.html", None)
+    assert written == [tmp_path / "r.html"] and notes
+    fig = curves_figure(only_global)
+    assert len(fig.axes) == 1 and fig.axes[0].get_title().startswith("global")

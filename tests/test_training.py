@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
@@ -12,11 +13,20 @@ import pytest
 import torch
 from conftest import randomize_bn
 
+from wn_onnx.analysis import weight_magnitudes
 from wn_onnx.data import make_dataset
+from wn_onnx.errors import WnError
 from wn_onnx.evaluate import SweepSettings
 from wn_onnx.modelio import load_model
 from wn_onnx.models.embedded import digits_split
-from wn_onnx.models.export import export_onnx, max_export_error, read_metadata
+from wn_onnx.models.export import (
+    EXPORT_RTOL,
+    export_difference,
+    export_onnx,
+    max_export_error,
+    read_metadata,
+    verified_export,
+)
 from wn_onnx.models.nets import build
 from wn_onnx.noise import NoiseSpec, parse_grid
 from wn_onnx.scan import ScanRequest, run_scan
@@ -126,6 +136,9 @@ def test_train_cli_exports_metadata_and_scan_reads_it(tmp_path):
     assert meta["normalization"] == {"mean": [0.5], "std": [0.5]}
     assert meta["training_noise"] == {"kind": "add", "order": None, "sigma": 0.3, "at": [2]}
     assert len(meta["weight_stats"]) == 4 and all(w["mean_abs"] > 0 for w in meta["weight_stats"])
+    assert (
+        [w["point"] for w in meta["weight_stats"]] == [r["point"] for r in weight_magnitudes(str(out))] == [1, 4, 7, 10]
+    )
     assert json.loads(out.with_suffix(".history.json").read_text())["epochs"][-1]["epoch"] == 2
     scan = wn("scan", out, "--dataset", "digits", "--sigmas", "0.1,1,10", "--repeats", "1", "--quiet", "--json")
     assert scan.returncode == 0, scan.stderr
@@ -164,3 +177,52 @@ def test_embedded_default_is_what_build_makes(tmp_path):
     for path, floor in ((DEFAULT_MODEL, 0.95), (model, 0.9)):
         logits = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
         assert (logits.argmax(1) == y).mean() > floor
+
+
+def test_export_check_is_relative_to_the_logits(tmp_path):
+    """Logits ≈ 1e4·(usual): float32 differences beyond 1e-5 in absolute terms are no export fault."""
+    torch.manual_seed(0)
+    net = randomize_bn(build("mlp", (1, 8, 8), 10, bn=True))
+    last = [m for m in net.modules() if isinstance(m, torch.nn.Linear)][-1]
+    with torch.no_grad():
+        last.weight.mul_(1e4)
+        last.bias.mul_(1e4)
+    x = np.random.default_rng(0).standard_normal((128, 1, 8, 8)).astype(np.float32)
+    with torch.no_grad():
+        scale = float(net(torch.from_numpy(x)).abs().max())
+    assert scale > 1e3
+    relative = verified_export(net, (1, 8, 8), tmp_path / "big.onnx", {"arch": "mlp"}, x)
+    error, _, same = export_difference(net, tmp_path / "big.onnx", x)
+    assert same and relative <= EXPORT_RTOL and error == pytest.approx(relative * scale)
+    assert error > 1e-5  # an absolute 1e-5 tolerance would have refused this faithful export
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["big.onnx"]
+
+
+class ExportsSomethingElse(torch.nn.Module):
+    """Computes y in torch but exports −y: an export that does not match."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = torch.nn.Linear(64, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.fc(x.flatten(1))
+        return -y if torch.onnx.is_in_onnx_export() else y
+
+
+def test_failed_export_check_leaves_no_file(tmp_path):
+    x = np.random.default_rng(0).standard_normal((32, 1, 8, 8)).astype(np.float32)
+    with pytest.raises(WnError, match="nothing written"):
+        verified_export(ExportsSomethingElse(), (1, 8, 8), tmp_path / "m.onnx", None, x)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_train_cli_prints_clean_and_noisy_accuracy(tmp_path):
+    out = tmp_path / "sub" / "m.onnx"
+    res = wn("train", "--epochs", "1", "--limit", "300", "--out", out, "--quiet", "--noise", "mul", "--sigma", "2")
+    assert res.returncode == 0, res.stderr
+    assert re.search(r"val accuracy clean \d+\.\d+% · under the training noise \d+\.\d+%", res.stdout), res.stdout
+    meta = read_metadata(onnx.load(str(out)))
+    history = json.loads(out.with_suffix(".history.json").read_text())
+    assert meta["val_accuracy_noisy"] == history["epochs"][-1]["val_accuracy_noisy"]
+    assert f"{meta['val_accuracy_noisy']:.2%}" in res.stdout

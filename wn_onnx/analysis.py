@@ -238,10 +238,12 @@ WEIGHT_OPS = {"Conv": 1, "ConvTranspose": 1, "Gemm": 1, "MatMul": 1}
 
 
 def weight_magnitudes(path: str) -> list[dict]:
-    """Mean |w| of every learnable layer's weight initializer, in graph order."""
+    """Mean |w| of every learnable layer's weight initializer, in graph order, each named as
+    ``wn-onnx points`` names it: the point index and tensor of the layer's output."""
     from wn_onnx.modelio import load_model
 
     loaded = load_model(path)
+    points = {p.tensor: p.index for p in find_points(loaded.model)}
     proto = ir.to_proto(loaded.model)
     inits = {t.name: t for t in proto.graph.initializer}
     out = []
@@ -255,6 +257,8 @@ def weight_magnitudes(path: str) -> list[dict]:
         w = numpy_helper.to_array(inits[name])
         out.append(
             {
+                "point": points.get(node.output[0]),
+                "tensor": node.output[0],
                 "layer": node.name or name,
                 "op_type": node.op_type,
                 "weight": name,

@@ -38,7 +38,38 @@ class Dataset:
             yield x, y
 
 
-def load_npz(path: str | Path, limit: int | None = None, require_labels: bool = True) -> Dataset:
+LIMIT_MODES = ("stratified", "first")
+LIMIT_SEED = 0  # the subset is the same whatever the noise --seed: runs with other seeds compare on the same samples
+
+
+def subset(n: int, y: np.ndarray | None, limit: int | None, mode: str = "stratified") -> np.ndarray | None:
+    """Indices of the ``limit`` of ``n`` samples to keep (in their original order), or None for all.
+
+    ``stratified`` (with labels): every class keeps its share (largest-remainder rounding), the
+    samples within a class drawn with a fixed seed — a test split sorted by class still gives every
+    class. ``first``, or no labels: the first ``limit`` samples."""
+    if limit is None:
+        return None
+    if limit < 1:
+        raise WnError(f"--limit must be >= 1, got {limit}")
+    if mode not in LIMIT_MODES:
+        raise WnError(f"--limit-mode must be one of {', '.join(LIMIT_MODES)}, not {mode!r}")
+    if limit >= n:
+        return None
+    if y is None or mode == "first":
+        return np.arange(limit)
+    _, inverse, counts = np.unique(y, return_inverse=True, return_counts=True)
+    share = limit * counts / n
+    quota = np.floor(share).astype(int)
+    quota[np.argsort(-(share - quota), kind="stable")[: limit - int(quota.sum())]] += 1
+    rng = np.random.default_rng(LIMIT_SEED)
+    keep = [rng.permutation(np.flatnonzero(inverse == c))[:q] for c, q in enumerate(quota)]
+    return np.sort(np.concatenate(keep))
+
+
+def load_npz(
+    path: str | Path, limit: int | None = None, require_labels: bool = True, limit_mode: str = "stratified"
+) -> Dataset:
     """Read ``x`` (and ``y``) from an npz archive; check dtypes and finiteness."""
     p = Path(path)
     if not p.is_file():
@@ -60,11 +91,13 @@ def load_npz(path: str | Path, limit: int | None = None, require_labels: bool = 
         raise WnError(f"{p}: not a readable .npz archive ({type(err).__name__})") from None
     if require_labels and y is None:
         raise WnError(f"{p}: no array named 'y' with labels (use --label-free to score agreement instead)")
-    return make_dataset(x, y, str(p), limit)
+    return make_dataset(x, y, str(p), limit, limit_mode)
 
 
-def make_dataset(x: np.ndarray, y: np.ndarray | None, source: str, limit: int | None = None) -> Dataset:
-    """Validate arrays and apply ``limit`` (first N samples)."""
+def make_dataset(
+    x: np.ndarray, y: np.ndarray | None, source: str, limit: int | None = None, limit_mode: str = "stratified"
+) -> Dataset:
+    """Validate arrays and keep ``limit`` samples (see :func:`subset`)."""
     if x.dtype.kind not in "fiu":
         raise WnError(f"{source}: x has dtype {x.dtype}, expected numbers")
     if x.ndim < 1 or len(x) == 0:
@@ -78,11 +111,10 @@ def make_dataset(x: np.ndarray, y: np.ndarray | None, source: str, limit: int | 
         y = y.reshape(-1).astype(np.int64)
         if len(y) != len(x):
             raise WnError(f"{source}: {len(x)} inputs but {len(y)} labels")
-    if limit is not None:
-        if limit < 1:
-            raise WnError(f"--limit must be >= 1, got {limit}")
-        x = x[:limit]
-        y = None if y is None else y[:limit]
+    keep = subset(len(x), y, limit, limit_mode)
+    if keep is not None:
+        x = x[keep]
+        y = None if y is None else y[keep]
     if not np.all(np.isfinite(x)):
         bad = int(np.sum(~np.isfinite(x.reshape(len(x), -1)).any(axis=1)))
         raise WnError(f"{source}: {bad} input samples contain NaN or Inf")

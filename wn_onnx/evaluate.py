@@ -536,6 +536,7 @@ class Engine:
         data: Dataset,
         repeats: int,
         seed: int,
+        batch_size: int = 1024,
     ) -> np.ndarray:
         """Accuracy per repeat with global noise ``sigma`` and point k executed ``plan[k]`` times.
 
@@ -544,7 +545,7 @@ class Engine:
         """
         sa, sm = (np.full(len(points), float(v), np.float32) for v in spec.components(sigma))
         correct = np.zeros(repeats, np.int64)
-        for first, x, y in self.batches(data, 1024):
+        for first, x, y in self.batches(data, batch_size):
             taps = self.run_values(x, [p.tensor for p in points])
             for r in range(repeats):
                 z = {}

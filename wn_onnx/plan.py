@@ -92,6 +92,11 @@ def uniform(points: int, budget: int) -> np.ndarray:
     return plan
 
 
+def greedy_evaluations(points: int, budget: int) -> int:
+    """How many plans :func:`greedy` measures: the start, then every point for each extra execution."""
+    return 1 + points * (budget - points)
+
+
 def greedy(
     points: int, budget: int, accuracy: Callable[[np.ndarray], float], start: np.ndarray | None = None
 ) -> tuple[np.ndarray, list[dict]]:

@@ -11,6 +11,7 @@ the legend says why. Everything works from Python for notebooks and from ``wn-on
 from __future__ import annotations
 
 import base64
+import difflib
 import html
 import io
 import warnings
@@ -23,23 +24,34 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from wn_onnx.fit import shaped_curve
+from wn_onnx.names import point_label, shorten
 
 STATUS_MARK = {"ok": "o", "not-reached": "^", "no-drop-from-start": "v", "poor-fit": "s", "two-drops": "D", "bracketed": "P",
                "failed": "x"}  # fmt: skip
 STATUS_TEXT = {
+    "ok": "the fitted curve's midpoint, consistent with the data (●)",
     "not-reached": "never fell to the midpoint: μ is a lower bound (▲)",
     "no-drop-from-start": "already at the midpoint at the smallest σ: μ is an upper bound (▼)",
-    "poor-fit": "one logistic does not fit: μ is the threshold crossing (□)",
-    "two-drops": "plateau then a second drop: two logistics fitted (◇)",
+    "poor-fit": "no logistic shape agrees with the data: μ is the threshold crossing (■)",
+    "two-drops": "plateau then a second drop: two logistics fitted (◆)",
     "bracketed": "the drop lies between two grid σ: μ is only bracketed (✚)",
     "failed": "the point could not be evaluated (✕)",
 }
+BELOW_GRID = "μ below the grid's smallest σ: drawn there as an upper bound (▽)"
+FONT = 8  # readable when a figure is scaled to a paper column
+plt.rcParams.update({"font.size": FONT, "axes.titlesize": FONT, "axes.labelsize": FONT, "legend.fontsize": FONT - 1,
+                     "xtick.labelsize": FONT - 1, "ytick.labelsize": FONT - 1})  # fmt: skip
+
+
+def _text(s: object) -> str:
+    """A model's string as literal figure text: a ``$`` in a tensor name must not start mathtext."""
+    return str(s).replace("$", r"\$")
 
 
 def _curves(report: dict) -> list[tuple[str, dict]]:
-    items = [(f"{p['index']} {p['op_type']}", p) for p in report.get("points", [])]
+    items = [(_text(point_label(p)), p) for p in report.get("points", [])]
     if report.get("global"):
-        items.append(("global", report["global"]))
+        items.append((f"global ({len(report['global'].get('points', []))} points)", report["global"]))
     return items
 
 
@@ -48,127 +60,291 @@ def _log_axis(sigmas: np.ndarray) -> bool:
     return positive.size > 1 and positive.max() / positive.min() > 100
 
 
-def curves_figure(report: dict, columns: int = 4) -> plt.Figure:
-    """Fig. 1 style: one panel per point (and the global curve)."""
+def _mean_err(acc: list) -> tuple[np.ndarray, np.ndarray]:
+    """Mean accuracy per σ and the spread over repeats (0 with one repeat); NaN stays NaN."""
+    a = np.asarray(acc, float).reshape(len(acc), -1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        y = np.nanmean(a, axis=1)
+        err = np.nanstd(a, axis=1, ddof=1) if a.shape[1] > 1 else np.zeros(len(a))
+    return y, np.nan_to_num(err)
+
+
+def moving_range(curves: list[dict], margin: int = 2) -> tuple[float, float]:
+    """The σ range where the curves change (plus ``margin`` grid steps each side): a sweep to 1e10
+    that sits at chance after 1e2 is drawn up to about 1e2, not as a long flat line."""
+    lo, hi = np.inf, -np.inf
+    for c in curves:
+        s = np.asarray(c["sigmas"], float)
+        y, _ = _mean_err(c["accuracy"])
+        y = np.nan_to_num(y)
+        tol = max(0.03, 0.1 * (np.max(y) - np.min(y)))
+        steps = np.abs(np.diff(y, prepend=y[0])) > tol  # a step from the previous σ
+        between = (np.abs(y - y[0]) > tol) & (np.abs(y - y[-1]) > tol)  # inside a gradual drop
+        moving = np.flatnonzero(steps | between)
+        first = moving[0] - 1 if moving.size else 0
+        last = moving[-1] if moving.size else len(s) - 1
+        lo = min(lo, s[max(first - margin, 0)])
+        hi = max(hi, s[min(last + margin, len(s) - 1)])
+        m = c.get("mu")
+        if m is not None and s.min() <= m <= s.max():
+            lo, hi = min(lo, m), max(hi, m)
+    return float(lo), float(hi)
+
+
+def _clean_slot(ax: plt.Axes, lo: float, hi: float, label: str = "0") -> tuple[float, float]:
+    """On a log σ axis, reserve a slot left of ``lo`` for σ = 0 (the clean model): a tick labelled
+    ``label`` and a break mark on the axis saying the scale is interrupted. Returns the slot's x and
+    the factor that is one slot-width on this axis."""
+    step = (hi / lo) ** 0.09
+    x0 = lo / step**2.2
+    ax.set_xlim(x0 / step**0.6, hi * step**0.3)
+    decades = np.arange(np.ceil(np.log10(lo)), np.floor(np.log10(hi)) + 1)
+    every = max(1, int(np.ceil(len(decades) / 5)))
+    shown = decades[::every]
+    ax.set_xticks([x0, *10.0**shown], [label, *[f"$10^{{{int(d)}}}$" for d in shown]])
+    ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+    brk = np.sqrt(x0 * lo)
+    trans = matplotlib.transforms.blended_transform_factory(ax.transData, ax.transAxes)
+    for dx in (0.93, 1.07):
+        ax.plot([brk * dx / 1.04, brk * dx * 1.04], [-0.03, 0.03], transform=trans, color="k", lw=0.8, clip_on=False,
+                gid="axis-break")  # fmt: skip
+    return x0, step
+
+
+def curves_figure(report: dict, columns: int = 3) -> plt.Figure:
+    """Fig. 1 style: accuracy vs σ, one panel per point (and the global curve), clean accuracy as a
+    reference line and drawn at σ = 0, the fit, μ with its error band, NaN outputs marked."""
     items = _curves(report)
     if not items:
         raise ValueError("the report holds no curves")
+    columns = min(columns, len(items))
     rows = -(-len(items) // columns)
-    fig, axes = plt.subplots(rows, columns, figsize=(3.2 * columns, 2.5 * rows), squeeze=False, sharey=True)
+    fig, axes = plt.subplots(
+        rows, columns, figsize=(max(3.4, 2.4 * columns), 2.0 * rows + 0.7), squeeze=False, sharey=True
+    )
     for ax in axes.flat[len(items) :]:
         ax.axis("off")
+    clean = report.get("clean_accuracy")
+    chance = report.get("chance")
+    all_s = np.concatenate([np.asarray(c["sigmas"], float) for _, c in items])
+    log = _log_axis(all_s)
+    lo, hi = moving_range([c for _, c in items]) if log else (min(0.0, float(all_s.min())), float(all_s.max()))
+    if log:
+        lo = max(lo, float(all_s[all_s > 0].min()))
     for ax, (label, c) in zip(axes.flat, items, strict=False):
         s = np.asarray(c["sigmas"], float)
-        acc = np.asarray(c["accuracy"], float)
-        y, err = acc.mean(axis=1), acc.std(axis=1, ddof=1) if acc.shape[1] > 1 else np.zeros(len(s))
-        log = _log_axis(s)
-        shown = s > 0 if log else np.ones(len(s), bool)
+        y, err = _mean_err(c["accuracy"])
+        shown = (s > 0) if log else np.ones(len(s), bool)
         ok = c["status"] == "ok"
-        ax.errorbar(s[shown], y[shown], yerr=err[shown], fmt=STATUS_MARK.get(c["status"], "o"), ms=3,
-                    mfc=None if ok else "none", color="C0" if ok else "C3", elinewidth=0.8, label="measured")  # fmt: skip
+        finite = np.isfinite(y)
+        yerr = np.array([np.minimum(err, np.clip(y, 0, 1)), np.minimum(err, 1 - np.clip(y, 0, 1))])
+        sel = shown & finite
+        ax.errorbar(s[sel], y[sel], yerr=yerr[:, sel], fmt=STATUS_MARK.get(c["status"], "o"), ms=3, mfc=None if ok else "none",
+                    color="C0" if ok else "C3", elinewidth=0.8, capsize=1.5, label="measured (mean ± std)", gid="measured")  # fmt: skip
+        bad = np.asarray(c.get("nonfinite") or np.zeros((len(s), 1)), float).reshape(len(s), -1).sum(axis=1) > 0
+        bad = shown & (bad | ~finite)
+        if bad.any():
+            ax.plot(s[bad], np.where(finite, y, 0)[bad], "x", color="C3", ms=6, mew=1.4, label="NaN/Inf outputs",
+                    gid="nonfinite", zorder=5)  # fmt: skip
+        if clean is not None:
+            ax.axhline(clean, color="0.4", ls="--", lw=0.8, label="clean accuracy", gid="clean-line")
+        if chance:
+            ax.axhline(chance, color="0.6", ls=":", lw=0.8, label="chance", gid="chance-line")
         fit = c.get("fit") or {}
         if ok and fit.get("slope"):
-            fine = np.geomspace(s[shown].min(), s.max(), 400) if log else np.linspace(s.min(), s.max(), 400)
-            ax.plot(
-                fine,
-                shaped_curve(fine, c["mu"], fit["slope"], c["a_max"], c["a_min"], fit.get("shape") or "linear"),
-                color="C1",
-                lw=1.2,
-                label="fit",
-            )
-        if c.get("mu") is not None:
-            ax.axvline(c["mu"], color="C2", ls="--", lw=1, label="μ")
-            if c.get("mu_err"):
-                ax.axvspan(max(c["mu"] - c["mu_err"], s[shown].min()), c["mu"] + c["mu_err"], color="C2", alpha=0.15)
+            fine = np.geomspace(max(lo, s[shown].min()), hi, 400) if log else np.linspace(lo, hi, 400)
+            ax.plot(fine, shaped_curve(fine, c["mu"], fit["slope"], c["a_max"], c["a_min"], fit.get("shape") or "linear"),
+                    color="C1", lw=1.2, label="logistic fit", gid="fit")  # fmt: skip
         if log:
             ax.set_xscale("log")
+            x0, _ = _clean_slot(ax, lo, hi)
+            if clean is not None:
+                ax.plot([x0], [clean], "D", color="k", ms=4, label="σ = 0 (clean; axis broken)", gid="clean-point")
+        else:
+            ax.set_xlim(lo - 0.03 * (hi - lo), hi + 0.03 * (hi - lo))
+            if clean is not None and not (s == 0).any():  # a grid without σ = 0: the clean model still shows
+                ax.plot([0.0], [clean], "D", color="k", ms=4, label="σ = 0 (clean)", gid="clean-point")
+        left, right = ax.get_xlim()
+        if c.get("mu") is not None:
+            mu = c["mu"]
+            if left < mu < right:
+                ax.axvline(mu, color="C2", ls="--", lw=1, label="μ", gid="mu-line")
+            e = c.get("mu_err")
+            if e:
+                band_lo = max(mu - e, s[shown].min() if log else left, left)
+                band_hi = min(mu + e, right)
+                if band_hi > band_lo:
+                    ax.axvspan(band_lo, band_hi, color="C2", alpha=0.15, lw=0, label="μ ± err", gid="mu-band")
         mu_text = "—" if c.get("mu") is None else f"{c['mu']:.3g}"
-        ax.set_title(f"{label}: μ={mu_text} [{c['status']}]", fontsize=8)
-        ax.tick_params(labelsize=7)
-        ax.set_ylim(-0.02, 1.02)
-    axes[0, 0].set_ylabel("accuracy")
-    axes[0, 0].legend(fontsize=6, loc="lower left")
+        ax.set_title(f"{label}\nμ = {mu_text} [{c['status']}]")
+        ax.set_xlabel("σ")
+        ax.set_ylim(-0.03, 1.03)
+    for row in axes:
+        row[0].set_ylabel("accuracy")
+    handles: dict = {}
+    for ax in axes.flat:
+        for h, lb in zip(*ax.get_legend_handles_labels(), strict=True):
+            handles.setdefault(lb, h)
+    ncol = min(4 if columns > 1 else 2, len(handles))
+    fig.legend(handles.values(), handles.keys(), loc="lower center", ncol=ncol, frameon=False)
     noise = report.get("noise", {})
     fig.suptitle(
-        f"accuracy vs σ · {noise.get('kind', '?')} noise {noise.get('order') or ''} · {Path(str(report.get('model', ''))).name}",
-        fontsize=10,
+        f"accuracy vs σ · {' '.join(filter(None, (noise.get('kind', '?'), noise.get('order'))))} noise"
+        + (" · " if columns > 1 else "\n")
+        + _text(Path(str(report.get("model", ""))).name)
     )
-    fig.tight_layout()
+    legend = 0.17 * -(-len(handles) // ncol) + 0.05  # inches under the panels for the legend
+    fig.set_figheight(2.0 * rows + 0.55 + legend + (0.2 if columns == 1 else 0))
+    fig.tight_layout(rect=(0, legend / fig.get_figheight(), 1, 1))
     return fig
 
 
-def align(reports: list[dict]) -> tuple[list[str], list[str]]:
-    """Point labels shared by all reports, aligned by tensor name, and warnings for the rest."""
-    warnings_out: list[str] = []
-    first = [p["tensor"] for p in reports[0].get("points", [])]
-    for i, r in enumerate(reports[1:], start=1):
-        names = [p["tensor"] for p in r.get("points", [])]
-        if names != first:
-            missing = len(set(first) ^ set(names))
-            warnings_out.append(
-                f"report {i + 1} has other points than report 1 ({missing} differ): aligned by tensor name"
+def align(reports: list[dict]) -> tuple[list[list[dict | None]], list[str]]:
+    """Columns of points across reports, matched by layer role: the op-type sequences are aligned
+    (difflib), so conv1, its BatchNorm, its activation… line up between a BN and a no-BN model
+    even though their tensor names differ; points without a partner get their own column.
+
+    Returns the columns (one entry per report, None where a report has no such point) and
+    warnings for reports whose points differ from the first one's."""
+    columns: list[list[dict | None]] = [[p] for p in reports[0].get("points", [])]
+    notes: list[str] = []
+    for j, r in enumerate(reports[1:], start=1):
+        pts = r.get("points", [])
+        role = [next(p for p in col if p is not None)["op_type"] for col in columns]
+        merged: list[list[dict | None]] = []
+        matcher = difflib.SequenceMatcher(None, role, [p["op_type"] for p in pts], autojunk=False)
+        for tag, a0, a1, b0, b1 in matcher.get_opcodes():
+            if tag == "equal":
+                merged += [[*columns[a], pts[b]] for a, b in zip(range(a0, a1), range(b0, b1), strict=True)]
+                continue
+            merged += [[*columns[a], None] for a in range(a0, a1)]
+            merged += [[*([None] * j), pts[b]] for b in range(b0, b1)]
+        if [p["tensor"] for p in pts] != [p["tensor"] for p in reports[0].get("points", [])]:
+            alone = sum(col[j] is None or col[0] is None for col in merged)
+            notes.append(
+                f"report {j + 1} has other points than report 1: aligned by layer role (op-type sequence), "
+                f"{alone} points without a partner drawn alone"
             )
-    order = [t for t in first if all(t in {p["tensor"] for p in r.get("points", [])} for r in reports)]
-    return order, warnings_out
+        columns = merged
+    return columns, notes
+
+
+def _column_label(col: list[dict | None]) -> str:
+    """``index tensor`` when every report names the point alike, else the indices and the shared role."""
+    present = [p for p in col if p is not None]
+    if len({p["tensor"] for p in present}) == 1:
+        return _text(point_label(present[0], 20))
+    return "/".join("–" if p is None else str(p["index"]) for p in col) + f" {_text(present[0]['op_type'])}"
+
+
+def _labels(reports: list[dict], labels: list[str] | None) -> list[str]:
+    return [
+        _text(lb) for lb in labels or [Path(str(r.get("model", f"report {i + 1}"))).stem for i, r in enumerate(reports)]
+    ]
+
+
+def _lowest_sigma(point: dict) -> float:
+    s = np.asarray(point["sigmas"], float)
+    return float(s[s > 0].min()) if (s > 0).any() else 1e-12
 
 
 def mu_figure(reports: list[dict], labels: list[str] | None = None) -> plt.Figure:
-    """Fig. 2 style: μ per point, one series per report, log μ axis, status-coded markers."""
-    order, _ = align(reports)
-    if not order:
+    """Fig. 2 style: μ per point, x labelled "index tensor", one series per report, log μ axis,
+    status-coded markers, error bars kept above zero, μ below the grid clipped and marked as bound."""
+    columns, _ = align(reports)
+    if not columns:
         raise ValueError("the reports share no walking point")
-    labels = labels or [Path(str(r.get("model", f"report {i + 1}"))).stem for i, r in enumerate(reports)]
-    fig, ax = plt.subplots(figsize=(max(6, 0.55 * len(order) + 2), 3.8))
-    x = np.arange(len(order))
-    width = 0.8 / len(reports)
-    seen_status = set()
+    labels = _labels(reports, labels)
+    fig, ax = plt.subplots(figsize=(max(3.4, 0.32 * len(columns) + 3.0), 3.2))
+    x = np.arange(len(columns))
+    width = 0.6 / len(reports)
+    seen_status, clipped = set(), False
+    floor_all = min(_lowest_sigma(p) for col in columns for p in col if p is not None)
+    top_all, bottom = floor_all, np.inf
     for j, r in enumerate(reports):
-        by_name = {p["tensor"]: p for p in r["points"]}
-        for i, t in enumerate(order):
-            p = by_name[t]
-            if p["mu"] is None:
+        dx = (j - (len(reports) - 1) / 2) * width
+        xs, mus, lows, highs, marks = [], [], [], [], []
+        for i, col in enumerate(columns):
+            p = col[j]
+            if p is None or p["mu"] is None:
                 continue
-            ok = p["status"] == "ok"
+            floor, mu, e = _lowest_sigma(p), float(p["mu"]), float(p.get("mu_err") or 0)
+            if mu < floor:
+                clipped = True
+                ax.plot(x[i] + dx, floor, "v", color=f"C{j}", mfc="none", ms=6, gid="below-grid")
+                continue
             seen_status.add(p["status"])
-            ax.errorbar(x[i] + (j - (len(reports) - 1) / 2) * width, p["mu"], yerr=p["mu_err"] or 0, fmt=STATUS_MARK.get(p["status"], "o"),
-                        color=f"C{j}", mfc=None if ok else "none", ms=5, capsize=2, label=labels[j] if i == 0 else None)  # fmt: skip
-        if r.get("global") and r["global"].get("mu"):
-            ax.axhline(r["global"]["mu"], color=f"C{j}", ls=":", lw=1)
-    names = {p["tensor"]: f"{p['index']} {p['op_type']}" for p in reports[0]["points"]}
-    ax.set_xticks(x, [names[t] for t in order], rotation=60, ha="right", fontsize=7)
+            xs.append(x[i] + dx), mus.append(mu), marks.append(p["status"])
+            lows.append(min(e, mu - max(floor_all / 2, mu - e)) if e else 0.0)
+            highs.append(e)
+            top_all, bottom = max(top_all, mu + e), min(bottom, mu - lows[-1])
+        for status in dict.fromkeys(marks):
+            k = [m == status for m in marks]
+            sel = np.flatnonzero(k)
+            ok = status == "ok"
+            ax.errorbar(np.array(xs)[sel], np.array(mus)[sel], yerr=[np.array(lows)[sel], np.array(highs)[sel]],
+                        fmt=STATUS_MARK.get(status, "o"), color=f"C{j}", mfc=None if ok else "none", ms=5, capsize=2,
+                        ls="none", gid=f"mu-{status}")  # fmt: skip
+        ax.plot([], [], "o", color=f"C{j}", label=labels[j])
+        g = r.get("global") or {}
+        if g.get("mu") is not None and g["mu"] >= floor_all:
+            ax.axhline(g["mu"], color=f"C{j}", ls=":", lw=1, label=f"global μ ({labels[j]})", gid="global-mu")
+            top_all, bottom = max(top_all, g["mu"]), min(bottom, g["mu"])
+    ax.set_xticks(x, [_column_label(col) for col in columns], rotation=60, ha="right", rotation_mode="anchor")
     ax.set_yscale("log")
-    ax.set_ylabel("midpoint noise level μ")
-    ax.set_title("μ per point (dotted: global μ)", fontsize=10)
-    ax.legend(fontsize=7)
-    explained = [STATUS_TEXT[s] for s in sorted(seen_status) if s in STATUS_TEXT]
+    ax.set_ylim(floor_all / 2 if clipped or not np.isfinite(bottom) else max(floor_all / 2, bottom / 3), top_all * 3)
+    ax.set_xlim(-0.6, len(columns) - 0.4)
+    ax.set_xlabel("noise point (index, tensor)")
+    ax.set_ylabel("μ (midpoint σ)")
+    ax.set_title("μ per point (dotted: global μ; higher is more robust)")
+    for status in sorted(seen_status - {"ok"}):
+        ax.plot([], [], STATUS_MARK.get(status, "o"), color="0.3", mfc="none", label=status)
+    if clipped:
+        ax.plot([], [], "v", color="0.3", mfc="none", label="below the grid (bound)")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
+    explained = [STATUS_TEXT[s] for s in sorted(seen_status - {"ok"}) if s in STATUS_TEXT] + (
+        [BELOW_GRID] if clipped else []
+    )
     if explained:
-        fig.text(0.01, 0.01, "\n".join(explained), fontsize=6, va="bottom")
-    fig.tight_layout(rect=(0, 0.04 * len(explained), 1, 1))
+        fig.text(0.01, 0.01, "\n".join(explained), fontsize=FONT - 2, va="bottom")
+    fig.tight_layout(rect=(0, 0.12 * len(explained) / fig.get_figheight(), 1, 1))
     return fig
 
 
 def preserved_figure(reports: list[dict], labels: list[str] | None = None) -> plt.Figure:
-    """Figs. 3/5 style: accuracy at the largest σ relative to clean accuracy, per point."""
-    order, _ = align(reports)
-    labels = labels or [Path(str(r.get("model", f"report {i + 1}"))).stem for i, r in enumerate(reports)]
-    fig, ax = plt.subplots(figsize=(max(6, 0.55 * len(order) + 2), 3.5))
-    x = np.arange(len(order))
+    """Figs. 3/5 style: accuracy at the largest σ relative to clean accuracy, per point, with the
+    spread over repeats as error bars (kept inside [0, 1.05])."""
+    columns, _ = align(reports)
+    if not columns:
+        raise ValueError("the reports share no walking point")
+    labels = _labels(reports, labels)
+    fig, ax = plt.subplots(figsize=(max(3.4, 0.32 * len(columns) + 3.0), 3.0))
+    x = np.arange(len(columns))
     width = 0.8 / len(reports)
     for j, r in enumerate(reports):
-        by_name = {p["tensor"]: p for p in r["points"]}
         clean = r.get("clean_accuracy") or 1.0
-        values = [np.mean(by_name[t]["accuracy"][-1]) / clean for t in order]
-        ax.bar(x + (j - (len(reports) - 1) / 2) * width, values, width, label=labels[j], color=f"C{j}")
-        chance = r.get("chance")
-        if chance:
-            ax.axhline(chance / clean, color=f"C{j}", ls=":", lw=1)
-    names = {p["tensor"]: f"{p['index']} {p['op_type']}" for p in reports[0]["points"]}
-    ax.set_xticks(x, [names[t] for t in order], rotation=60, ha="right", fontsize=7)
-    largest = reports[0]["points"][0]["sigmas"][-1] if reports[0]["points"] else float("nan")
+        idx = [i for i, col in enumerate(columns) if col[j] is not None]
+        if not idx:  # a global-only report has no walking point to compare
+            continue
+        stats = [_mean_err([col[j]["accuracy"][-1]]) for col in columns if col[j] is not None]
+        values = np.nan_to_num(np.array([m[0] for m, _ in stats])) / clean
+        errs = np.array([e[0] for _, e in stats]) / clean
+        yerr = [np.minimum(errs, values), np.minimum(errs, np.maximum(1.05 - values, 0))]
+        largest = max(col[j]["sigmas"][-1] for col in columns if col[j] is not None)
+        ax.bar(x[idx] + (j - (len(reports) - 1) / 2) * width, values, width, yerr=yerr, capsize=2, label=f"{labels[j]} (σ = {largest:.3g})",
+               color=f"C{j}", error_kw={"elinewidth": 0.8, "gid": "preserved-err"}, gid="preserved")  # fmt: skip
+
+        if r.get("chance"):
+            ax.axhline(r["chance"] / clean, color=f"C{j}", ls=":", lw=1, gid="chance-line")
+    ax.axhline(1.0, color="0.4", ls="--", lw=0.8, label="clean accuracy", gid="clean-line")
+    ax.set_xticks(x, [_column_label(col) for col in columns], rotation=60, ha="right", rotation_mode="anchor")
+    ax.set_xlabel("noise point (index, tensor)")
     ax.set_ylabel("accuracy preserved")
-    ax.set_title(f"relative accuracy at the largest σ ({largest:.3g}); dotted: chance", fontsize=10)
-    ax.set_ylim(0, 1.05)
-    ax.legend(fontsize=7)
+    ax.set_title("accuracy at the largest σ / clean accuracy (dotted: chance)")
+    ax.set_ylim(0, 1.08)
+    ax.set_xlim(-0.6, len(columns) - 0.4)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
     fig.tight_layout()
     return fig
 
@@ -190,38 +366,92 @@ def png_data_uri(fig: plt.Figure) -> str:
 
 
 def html_page(title: str, sections: list[tuple[str, plt.Figure | str]], notes: list[str] = ()) -> str:
-    """One self-contained HTML file: figures embedded as PNG data URIs, no external assets."""
-    body = [f"<h1>{html.escape(title)}</h1>"]
+    """One self-contained HTML file: figures embedded as PNG data URIs, no external assets.
+    ``title``, ``notes`` and headings are escaped here; a string section is trusted markup, built
+    by :func:`summary_html` / :func:`mu_table_html`, which escape every string they take from a report."""
+    e = html.escape
+    body = [f"<h1>{e(title)}</h1>"]
     for note in notes:
-        body.append(f"<p class='note'>{html.escape(note)}</p>")
+        body.append(f"<p class='note'>{e(note)}</p>")
     for heading, content in sections:
-        body.append(f"<h2>{html.escape(heading)}</h2>")
+        body.append(f"<h2>{e(heading)}</h2>")
         body.append(
-            f"<img alt='{html.escape(heading)}' src='{png_data_uri(content)}'>"
-            if isinstance(content, plt.Figure)
-            else content
+            f"<img alt='{e(heading)}' src='{png_data_uri(content)}'>" if isinstance(content, plt.Figure) else content
         )
-    style = "body{font-family:sans-serif;max-width:1200px;margin:auto}img{max-width:100%}.note{color:#a60}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:2px 6px;font-size:12px}"
-    return f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>{style}</style></head><body>{''.join(body)}</body></html>"
+    style = (
+        "body{font-family:sans-serif;max-width:1200px;margin:auto}img{max-width:100%}.note{color:#a60}"
+        "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:2px 6px;font-size:12px}"
+        "dt{font-weight:bold}.num{text-align:right}"
+    )
+    return f"<!doctype html><html><head><meta charset='utf-8'><title>{e(title)}</title><style>{style}</style></head><body>{''.join(body)}</body></html>"
+
+
+def _num(value: float | None, fmt: str = ".3g") -> str:
+    return "—" if value is None else format(value, fmt)
+
+
+def _statuses(reports: list[dict]) -> list[str]:
+    seen = [c["status"] for r in reports for c in [*r.get("points", []), *([r["global"]] if r.get("global") else [])]]
+    return list(dict.fromkeys(seen))
+
+
+def summary_html(reports: list[dict], labels: list[str]) -> str:
+    """Per report: model, data, noise, clean accuracy, chance, global μ; then what each status means."""
+    e = html.escape
+    rows = ["<table><tr><th>report</th><th>model</th><th>data</th><th>noise</th><th>clean accuracy</th><th>chance</th>"
+            "<th>global μ</th><th>points</th></tr>"]  # fmt: skip
+    for lb, r in zip(labels, reports, strict=True):
+        data = r.get("data") or {}
+        noise = r.get("noise") or {}
+        g = r.get("global") or {}
+        global_mu = f"{_mu_html(g)} ({e(str(g['status']))})" if g else "— (not measured)"
+        rows.append(
+            f"<tr><td>{e(lb)}</td><td>{e(str(r.get('model', '?')))}</td>"
+            f"<td>{e(str(data.get('source', '?')))}, {e(str(data.get('samples', '?')))} samples"
+            f"{' (label-free)' if data.get('label_free') else ''}</td>"
+            f"<td>{e(' '.join(str(v) for v in (noise.get('kind'), noise.get('order')) if v))}</td>"
+            f"<td class='num'>{_num(r.get('clean_accuracy'), '.2%')}</td>"
+            f"<td class='num'>{_num(r.get('chance'), '.2%')}</td>"
+            f"<td class='num'>{global_mu}</td><td class='num'>{len(r.get('points', []))}</td></tr>"
+        )
+    legend = "".join(
+        f"<dt>{e(s)}</dt><dd>{e(STATUS_TEXT.get(s, 'see the fit note in the report JSON'))}</dd>"
+        for s in _statuses(reports)
+    )
+    return "".join(rows) + "</table><h3>statuses</h3><dl>" + legend + "</dl>"
+
+
+def _mu_html(curve: dict) -> str:
+    """μ ± err as HTML-safe text, or what the status makes of it (a bound, a threshold value)."""
+    mu, err, status = curve.get("mu"), curve.get("mu_err"), curve.get("status")
+    if mu is None:
+        return "—"
+    prefix = {"not-reached": "&gt; ", "no-drop-from-start": "≤ ", "poor-fit": "≈ "}.get(status, "")
+    return prefix + f"{mu:.3g}" + (f" ± {err:.2g}" if err and not prefix else "")
 
 
 def mu_table_html(reports: list[dict], labels: list[str]) -> str:
-    rows = [
-        "<table><tr><th>#</th><th>tensor</th><th>op</th>"
-        + "".join(f"<th>{html.escape(lb)} μ (status)</th>" for lb in labels)
-        + "</tr>"
-    ]
-    order, _ = align(reports)
-    for t in order:
+    """μ per point (aligned as in the figures), the threshold crossing, the status with its meaning."""
+    e = html.escape
+    head = "".join(f"<th>{e(lb)}: μ</th><th>{e(lb)}: threshold crossing</th><th>{e(lb)}: status</th>" for lb in labels)
+    rows = [f"<table><tr><th>#</th><th>tensor</th><th>op</th>{head}</tr>"]
+    columns, _ = align(reports)
+    for col in columns:
         cells = []
-        for r in reports:
-            p = next(q for q in r["points"] if q["tensor"] == t)
-            mu = "—" if p["mu"] is None else f"{p['mu']:.3g}" + (f" ± {p['mu_err']:.2g}" if p.get("mu_err") else "")
-            cells.append(f"<td>{mu} ({p['status']})</td>")
-        first = next(q for q in reports[0]["points"] if q["tensor"] == t)
-        rows.append(
-            f"<tr><td>{first['index']}</td><td>{html.escape(t)}</td><td>{first['op_type']}</td>{''.join(cells)}</tr>"
-        )
+        for p in col:
+            if p is None:
+                cells.append("<td>—</td>" * 3)
+                continue
+            status = str(p["status"])
+            threshold = (p.get("fit") or {}).get("mu_threshold")
+            cells.append(
+                f"<td class='num'>{_mu_html(p)}</td><td class='num'>{_num(threshold)}</td>"
+                f"<td title='{e(STATUS_TEXT.get(status, status))}'>{e(status)}</td>"
+            )
+        first = next(p for p in col if p is not None)
+        index = "/".join("–" if p is None else e(str(p["index"])) for p in col)
+        tensor = " / ".join(dict.fromkeys(e(str(p["tensor"])) for p in col if p is not None))
+        rows.append(f"<tr><td>{index}</td><td>{tensor}</td><td>{e(str(first['op_type']))}</td>{''.join(cells)}</tr>")
     return "".join(rows) + "</table>"
 
 
@@ -246,10 +476,10 @@ def build_report(
         for _, stem, fig in figures:
             written += save(fig, Path(figure_dir) / stem)
     if html_path is not None:
-        shown = [(title, fig) for title, _, fig in figures]
-        sections: list = (
-            [("μ table", mu_table_html(reports, labels)), *shown] if any(r.get("points") for r in reports) else shown
-        )
+        sections: list = [("summary", summary_html(reports, labels))]
+        if any(r.get("points") for r in reports):
+            sections.append(("μ per point", mu_table_html(reports, labels)))
+        sections += [(title, fig) for title, _, fig in figures]
         Path(html_path).parent.mkdir(parents=True, exist_ok=True)
         Path(html_path).write_text(html_page("wn-onnx report", sections, notes))
         written.append(Path(html_path))
@@ -282,34 +512,60 @@ def mixed_figure(grids: list[dict]) -> plt.Figure:
 
 
 def binarize_figure(result: dict) -> plt.Figure:
-    """Fig. 4 style: histograms (linear and log |x|) with and without noise, per watched point."""
+    """Fig. 4 style, one row per watched point: the clean and the noisy histogram in panels of their
+    own (each on its own x range, so the narrow clean one stays visible), and |x| on a log axis for
+    both with exact zeros as a bar of their own at the left; on the quantised point the fitted
+    levels (solid) and cuts (dashed) are drawn over the noisy histogram."""
     hists = result["histograms"]
-    fig, axes = plt.subplots(len(hists), 2, figsize=(9, 2.2 * len(hists)), squeeze=False)
-    for row, (_name, h) in zip(axes, hists.items(), strict=True):
-        for state, color in (("clean", "C0"), ("noisy", "C3")):
-            lin = h[state]
-            row[0].stairs(
-                lin["counts"],
-                lin["edges"],
+    q_index = result["quantized_point"]["index"]
+    levels = result["levels"]
+    fig, axes = plt.subplots(len(hists), 3, figsize=(7.2, 1.9 * len(hists) + 0.7), squeeze=False)
+    for row, (name, h) in zip(axes, hists.items(), strict=True):
+        where = _text(f"{h['index']} {shorten(name, 16)}")
+        for ax, state, color in ((row[0], "clean", "C0"), (row[1], "noisy", "C3")):
+            ax.stairs(
+                h[state]["counts"],
+                h[state]["edges"],
                 color=color,
+                fill=True,
+                alpha=0.6,
                 label=state,
-                fill=state == "clean",
-                alpha=0.5 if state == "clean" else 1,
+                gid=f"hist-{state}",
             )
-            if lin["log_abs"]["counts"]:
-                row[1].stairs(lin["log_abs"]["counts"], lin["log_abs"]["edges"], color=color, label=state)
-        row[1].set_xscale("log")
-        row[0].set_title(f"point {h['index']} {h['op_type']} (linear)", fontsize=8)
-        row[1].set_title(f"point {h['index']} {h['op_type']} (|x|, log)", fontsize=8)
-        for ax in row:
-            ax.tick_params(labelsize=7)
-    axes[0, 0].legend(fontsize=7)
+            ax.set_title(f"{where} · {state}")
+            ax.set_xlabel("activation x")
+            ax.set_ylabel("count")
+        if h["index"] == q_index:
+            ax = row[1]
+            two = levels["count"] == 2  # after a ReLU: 0 and the positive peak, one cut
+            for i, v in enumerate(sorted(set(levels["values"]))):
+                ax.axvline(v, color="C2", lw=1.2, label="levels" if i == 0 else None, gid="level")
+            for i, c in enumerate(levels["cuts"][1:] if two else levels["cuts"]):
+                ax.axvline(c, color="k", ls="--", lw=1, label="cuts" if i == 0 else None, gid="cut")
+            ax.legend(frameon=False, loc="upper right")
+        ax = row[2]
+        edges = [e for s in ("clean", "noisy") for e in h[s]["log_abs"]["edges"]]
+        for state, color in (("clean", "C0"), ("noisy", "C3")):
+            if h[state]["log_abs"]["counts"]:
+                ax.stairs(h[state]["log_abs"]["counts"], h[state]["log_abs"]["edges"], color=color, lw=1.2, label=state,
+                          gid=f"log-{state}")  # fmt: skip
+        ax.set_xscale("log")
+        ax.set_yscale("log")  # exact zeros after a ReLU outnumber every bin: log counts keep both visible
+        lo, hi = (min(edges), max(edges)) if edges else (1e-3, 1.0)
+        x0, step = _clean_slot(ax, lo, hi if hi > lo * 10 else lo * 10)
+        for state, color, shift in (("clean", "C0", step**-0.25), ("noisy", "C3", step**0.25)):
+            if h[state]["zeros"]:
+                ax.vlines(x0 * shift, 0.8, h[state]["zeros"], colors=color, lw=4, gid=f"zeros-{state}")
+        ax.set_ylim(bottom=0.8)
+        ax.set_title(f"{where} · |x|")
+        ax.set_xlabel("|x| (0: exact zeros)")
+        ax.set_ylabel("count")
+    axes[0, 2].legend(frameon=False, loc="best")
     acc = result["accuracy"]
     noise = result["noise"]
     fig.suptitle(
-        f"{noise['kind']} noise σ={noise['sigma']:g} at point {result['point']['index']}: accuracy clean {acc['clean']:.1%}, "
-        f"noisy {acc['noisy']:.1%}, {result['levels']['count']} levels at point {result['quantized_point']['index']} {acc['quantized']:.1%}",
-        fontsize=9,
+        f"{noise['kind']} noise σ = {noise['sigma']:g} at point {result['point']['index']}: accuracy clean {acc['clean']:.1%}, "
+        f"noisy {acc['noisy']:.1%}; {levels['count']} levels at point {q_index}: {acc['quantized']:.1%}"
     )
     fig.tight_layout()
     return fig

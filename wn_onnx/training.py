@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from wn_onnx.errors import WnError
-from wn_onnx.models.nets import PointNet, build
+from wn_onnx.models.nets import NoisePoint, PointNet, build
 from wn_onnx.noise import NoiseSpec
 
 
@@ -68,9 +68,21 @@ class History:
 
 
 def weight_stats(net: nn.Module) -> list[dict]:
-    """Mean |w| of every learnable (Conv/Linear) layer, in order (Table 2 needs their ratio)."""
+    """Mean |w| of every learnable (Conv/Linear) layer, in order (Table 2 needs their ratio), with
+    ``point``: the index of the noise point on the layer's output, as ``wn-onnx points`` numbers it."""
+    seen, point = 0, {}
+    for name, m in net.named_children():
+        if isinstance(m, NoisePoint):
+            seen += 1
+        else:
+            point[name] = seen  # the next NoisePoint, on this layer's output
     return [
-        {"layer": name, "kind": type(m).__name__, "mean_abs": float(m.weight.detach().abs().mean())}
+        {
+            "layer": name,
+            "point": point.get(name),
+            "kind": type(m).__name__,
+            "mean_abs": float(m.weight.detach().abs().mean()),
+        }
         for name, m in net.named_modules()
         if isinstance(m, nn.Conv2d | nn.Linear)
     ]

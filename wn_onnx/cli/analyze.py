@@ -7,9 +7,24 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
-from wn_onnx.cli.common import Kind, err, out, write_json
+from wn_onnx.cli.common import (
+    DataDirOption,
+    DataOption,
+    DatasetOption,
+    Kind,
+    LimitMode,
+    LimitModeOption,
+    LimitOption,
+    SplitOption,
+    ThreadsOption,
+    err,
+    load_data,
+    out,
+    write_json,
+)
 from wn_onnx.errors import WnError
 from wn_onnx.report_schema import read_report
 
@@ -35,25 +50,30 @@ def report_command(
     except ValueError as e:
         raise WnError(str(e)) from None
     for note in notes:
-        err.print(f"[yellow]warning:[/] {note}")
-    out.print(f"wrote {len(written)} files: " + ", ".join(str(p) for p in written))
+        err.print(f"[yellow]warning:[/] {escape(note)}")
+    out.print(f"wrote {len(written)} files: " + ", ".join(escape(str(p)) for p in written))
 
 
-def _engine_and_data(model: Path, data: Path, limit: int | None):
-
-    from wn_onnx.data import check_shape, load_npz
+def _engine_and_data(model: Path, data: Path | None, dataset_name: str | None, split: str | None,
+                     data_dir: Path | None, limit: int | None, limit_mode: LimitMode, threads: int):  # fmt: skip
+    """The model's engine and its data, from --data or --dataset as for scan."""
+    from wn_onnx.data import check_shape
     from wn_onnx.evaluate import Engine, providers_for
     from wn_onnx.modelio import load_model
 
-    engine = Engine(load_model(model), providers_for("cpu"))
-    return engine, check_shape(load_npz(data, limit), engine.loaded.input_shape, engine.dtype)
+    engine = Engine(load_model(model), providers_for("cpu"), threads)
+    dataset = load_data(engine.loaded, data, dataset_name, split, data_dir, limit, limit_mode)
+    return engine, check_shape(dataset, engine.loaded.input_shape, engine.dtype)
 
 
 @analyze_app.command("binarize")
 def binarize_command(
     model: Annotated[Path, typer.Argument(help="ONNX model.")],
-    data: Annotated[Path, typer.Option(help=".npz with x and y.")],
     at: Annotated[int, typer.Option(help="The noisy point.")],
+    data: DataOption = None,
+    dataset_name: DatasetOption = None,
+    split: SplitOption = None,
+    data_dir: DataDirOption = None,
     noise: Annotated[Kind, typer.Option(help="add or mul.")] = Kind.mul,
     sigma: Annotated[float, typer.Option(help="Noise strength at the point.")] = 1e4,
     quantize_at: Annotated[
@@ -61,7 +81,9 @@ def binarize_command(
     ] = None,
     follow: Annotated[int, typer.Option(help="How many points after the noisy one get histograms.")] = 3,
     seed: Annotated[int, typer.Option(help="Noise seed.")] = 0,
-    limit: Annotated[int | None, typer.Option(help="First N samples only.")] = None,
+    limit: LimitOption = None,
+    limit_mode: LimitModeOption = LimitMode.stratified,
+    threads: ThreadsOption = 0,
     png: Annotated[Path | None, typer.Option(help="Write the histogram figure (PNG + SVG) with this stem.")] = None,
     out_path: Annotated[Path | None, typer.Option("--out", help="JSON result.")] = None,
 ) -> None:
@@ -71,7 +93,7 @@ def binarize_command(
 
     if noise == Kind.mixed:
         raise WnError("analyze binarize takes --noise add or mul")
-    engine, dataset = _engine_and_data(model, data, limit)
+    engine, dataset = _engine_and_data(model, data, dataset_name, split, data_dir, limit, limit_mode, threads)
     result = binarize(engine, dataset, at, NoiseSpec(noise.value), sigma, seed, follow, quantize_at)
     acc = result["accuracy"]
     table = Table(
@@ -95,14 +117,19 @@ def binarize_command(
 @analyze_app.command("mixed")
 def mixed_command(
     model: Annotated[Path, typer.Argument(help="ONNX model.")],
-    data: Annotated[Path, typer.Option(help=".npz with x and y.")],
     at: Annotated[int, typer.Option(help="The noisy point.")],
+    data: DataOption = None,
+    dataset_name: DatasetOption = None,
+    split: SplitOption = None,
+    data_dir: DataDirOption = None,
     order: Annotated[str, typer.Option(help="mul-first, add-first or both.")] = "both",
     sigma_mul: Annotated[str, typer.Option(help="σ_mul grid (log:a:b:n, lin:a:b:n or a list).")] = "log:1e-2:1e4:13",
     sigma_add: Annotated[str, typer.Option(help="σ_add grid.")] = "log:1e-2:1e4:13",
     repeats: Annotated[int, typer.Option(help="Noise draws per cell.")] = 3,
     seed: Annotated[int, typer.Option(help="Noise seed.")] = 0,
-    limit: Annotated[int | None, typer.Option(help="First N samples only.")] = None,
+    limit: LimitOption = None,
+    limit_mode: LimitModeOption = LimitMode.stratified,
+    threads: ThreadsOption = 0,
     html_path: Annotated[Path | None, typer.Option("--html", help="HTML page with the heatmaps.")] = None,
     png: Annotated[Path | None, typer.Option(help="Heatmap figure stem (PNG + SVG).")] = None,
     out_path: Annotated[Path | None, typer.Option("--out", help="JSON of the grid(s).")] = None,
@@ -115,7 +142,7 @@ def mixed_command(
     orders = ["mul-first", "add-first"] if order == "both" else [order]
     if any(o not in ("mul-first", "add-first") for o in orders):
         raise WnError(f"--order must be mul-first, add-first or both, not {order!r}")
-    engine, dataset = _engine_and_data(model, data, limit)
+    engine, dataset = _engine_and_data(model, data, dataset_name, split, data_dir, limit, limit_mode, threads)
     grids = [
         mixed_grid(engine, dataset, at, o, parse_grid(sigma_mul), parse_grid(sigma_add), repeats, seed) for o in orders
     ]
@@ -149,15 +176,7 @@ def weights_command(
     if as_json:
         print(json.dumps({"layers": rows}, indent=2))
         return
-    table = Table(title="mean |w| per learnable layer" + (f" · ratio {b.name}/{a.name}" if b else ""))
-    for col in ("layer", "op", "shape", "mean |w|", *(["ratio"] if b else [])):
-        table.add_column(col)
-    for r in rows:
-        table.add_row(
-            r["layer"],
-            r["op_type"],
-            "×".join(map(str, r["shape"])),
-            f"{r['mean_abs']:.4g}",
-            *([f"{r['ratio']:.3g}"] if b else []),
-        )
-    out.print(table)
+    from wn_onnx.cli.render import weights_table
+
+    title = "mean |w| per learnable layer" + (f" · ratio {b.name}/{a.name}" if b else "")
+    out.print(weights_table(rows, title, out.width))

@@ -10,10 +10,31 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from wn_onnx.cli.analyze import analyze_app, report_command
 from wn_onnx.cli.check import check_command
-from wn_onnx.cli.common import Device, Kind, Mode, Order, OutputOption, err, out, progress_bar, write_json
+from wn_onnx.cli.common import (
+    BatchSizeOption,
+    DataDirOption,
+    DataOption,
+    DatasetOption,
+    Device,
+    Kind,
+    LimitMode,
+    LimitModeOption,
+    LimitOption,
+    Mode,
+    Order,
+    OutputOption,
+    SplitOption,
+    ThreadsOption,
+    err,
+    load_data,
+    out,
+    progress_bar,
+    write_json,
+)
 from wn_onnx.cli.plan import apply_plan_command, plan_command
 from wn_onnx.cli.sweep import sweep_app
 from wn_onnx.cli.train import data_app, train_command
@@ -59,7 +80,9 @@ def points(
         print(json.dumps({"model": str(model), "points": chosen}, indent=2))
     else:
         out.print(
-            __import__("wn_onnx.cli.render", fromlist=["points_table"]).points_table(chosen, f"noise points of {model}")
+            __import__("wn_onnx.cli.render", fromlist=["points_table"]).points_table(
+                chosen, f"noise points of {model}", out.width
+            )
         )
 
 
@@ -68,18 +91,10 @@ def scan(
     model: Annotated[
         Path | None, typer.Argument(help="ONNX model; omitted: the embedded digits MLP and its test split.")
     ] = None,
-    data: Annotated[Path | None, typer.Option(help=".npz with x (model-ready inputs) and y (integer labels).")] = None,
-    dataset_name: Annotated[
-        str | None,
-        typer.Option(
-            "--dataset",
-            help="Instead of --data: a dataset's own files (fashion-mnist, cifar10, …), preprocessed as the model's metadata says.",
-        ),
-    ] = None,
-    split: Annotated[
-        str | None, typer.Option(help="--dataset split (default: test, or validation for speech-commands).")
-    ] = None,
-    data_dir: Annotated[Path | None, typer.Option(help="--dataset: folder with its official files.")] = None,
+    data: DataOption = None,
+    dataset_name: DatasetOption = None,
+    split: SplitOption = None,
+    data_dir: DataDirOption = None,
     noise: Annotated[Kind, typer.Option(help="Noise kind.")] = Kind.add,
     order: Annotated[Order | None, typer.Option(help="Mixed noise: which component acts first.")] = None,
     sigma_ratio: Annotated[float | None, typer.Option(help="Mixed: σ_add = A·r, σ_mul = A·(1−r); A is swept.")] = None,
@@ -99,8 +114,9 @@ def scan(
     ] = None,
     repeats: Annotated[int, typer.Option(help="Independent noise draws per σ.")] = 5,
     seed: Annotated[int, typer.Option(help="Seed of every noise draw: same inputs + seed → identical report.")] = 0,
-    limit: Annotated[int | None, typer.Option(help="Use the first N samples only.")] = None,
-    batch_size: Annotated[int, typer.Option(help="Samples per onnxruntime batch.")] = 1024,
+    limit: LimitOption = None,
+    limit_mode: LimitModeOption = LimitMode.stratified,
+    batch_size: BatchSizeOption = 1024,
     redraw: Annotated[bool, typer.Option(help="Fresh noise for every σ instead of one draw reused across σ.")] = False,
     global_skip_bn: Annotated[
         bool, typer.Option(help="Global sweep: no noise after BatchNormalization (the paper's Table 1 setting).")
@@ -114,7 +130,7 @@ def scan(
     tolerance: Annotated[float, typer.Option(help="--adaptive stops once μ_err ≤ tolerance·μ.")] = 0.05,
     jobs: Annotated[int, typer.Option(help="Walk points in this many processes.")] = 1,
     device: Annotated[Device, typer.Option(help="Execution provider.")] = Device.cpu,
-    threads: Annotated[int, typer.Option(help="onnxruntime intra-op threads (0: its default).")] = 0,
+    threads: ThreadsOption = 0,
     out_path: Annotated[Path | None, typer.Option("--out", help="Write the report JSON here.")] = None,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the report JSON on stdout instead of the table.")
@@ -127,7 +143,6 @@ def scan(
 ) -> None:
     """Sweep noise strength at every point (walking) and everywhere at once (global); fit μ per point."""
     from wn_onnx.cli.render import report_table
-    from wn_onnx.data import load_npz
     from wn_onnx.evaluate import SweepSettings
     from wn_onnx.modelio import load_model
     from wn_onnx.models.embedded import DEFAULT_DATA, DEFAULT_MODEL
@@ -136,26 +151,19 @@ def scan(
 
     if model is None:
         model, data = DEFAULT_MODEL, data or (None if dataset_name else DEFAULT_DATA)
-    if data is None and dataset_name is None:
-        raise WnError("give --data FILE.npz with arrays x (model inputs) and y (labels), or --dataset NAME")
     spec = NoiseSpec(noise.value, order.value if order else None, sigma_ratio, sigma_mul, sigma_add)
     grid = parse_grid(sigmas) if sigmas else default_grid(spec)
     loaded = load_model(model, output)
-    if dataset_name:
-        from wn_onnx.datasets import model_ready
-
-        dataset = model_ready(loaded.model, dataset_name, split, data_dir, limit)
-    else:
-        dataset = load_npz(data, limit, require_labels=not label_free)
+    dataset = load_data(loaded, data, dataset_name, split, data_dir, limit, limit_mode, require_labels=not label_free)
     settings = SweepSettings(grid, spec, repeats, seed, batch_size, redraw)
     if loaded.freed_batch:
         err.print(
-            f"[dim]{model}: the input declares a batch of {loaded.freed_batch}, but the graph gives the same outputs for "
+            f"[dim]{escape(str(model))}: the input declares a batch of {loaded.freed_batch}, but the graph gives the same outputs for "
             "any batch (checked), so it runs in batches of --batch-size[/]"
         )
     elif loaded.fixed_batch and loaded.fixed_batch != batch_size:
         err.print(
-            f"[yellow]{model}: the graph has its batch of {loaded.fixed_batch} built in; evaluating {loaded.fixed_batch} "
+            f"[yellow]{escape(str(model))}: the graph has its batch of {loaded.fixed_batch} built in; evaluating {loaded.fixed_batch} "
             "samples per run (slow for small batches: export with a dynamic batch axis to go faster)[/]"
         )
     request = ScanRequest(
@@ -193,7 +201,7 @@ def scan(
     if as_json:
         print(json.dumps(report, indent=2))
         return
-    out.print(report_table(report))
+    out.print(report_table(report, out.width))
     notes = [
         (p.get("index", "global"), p["fit"]["note"])
         for p in [*report["points"], *([report["global"]] if report["global"] else [])]
@@ -212,7 +220,7 @@ def scan(
         out.print(
             f"[yellow]{bad} noisy predictions had NaN/Inf outputs; they count as wrong (see 'nonfinite' in the JSON).[/]"
         )
-    out.print(f"[dim]{report['seconds']:.1f} s{f' · report written to {out_path}' if out_path else ''}[/]")
+    out.print(f"[dim]{report['seconds']:.1f} s{f' · report written to {escape(str(out_path))}' if out_path else ''}[/]")
 
 
 app.command("check")(check_command)
@@ -232,7 +240,9 @@ def run() -> None:
     try:
         code = app(standalone_mode=False)
     except WnError as e:
-        err.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+        err.print(
+            f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True
+        )  # names from models are text
         sys.exit(2)
     except KeyboardInterrupt:
         err.print("interrupted")
@@ -242,14 +252,14 @@ def run() -> None:
     except click_errors.NoArgsIsHelpError:
         sys.exit(0)  # the help was printed
     except click_errors.ClickException as e:
-        err.print(f"[bold red]error:[/] {e.format_message()}", highlight=False, soft_wrap=True)
+        err.print(f"[bold red]error:[/] {escape(e.format_message())}", highlight=False, soft_wrap=True)
         sys.exit(e.exit_code)
     except Exception as e:
         if os.environ.get("WN_ONNX_DEBUG"):
             raise
         first = (str(e).strip().splitlines() or [""])[0]
         err.print(
-            f"[bold red]internal error:[/] {type(e).__name__}: {first} (set WN_ONNX_DEBUG=1 for the traceback)",
+            f"[bold red]internal error:[/] {type(e).__name__}: {escape(first)} (set WN_ONNX_DEBUG=1 for the traceback)",
             highlight=False,
             soft_wrap=True,
         )

@@ -39,6 +39,51 @@ class Device(str, Enum):
     cuda = "cuda"
 
 
+DataOption = Annotated[Path | None, typer.Option(help=".npz with x (model-ready inputs) and y (integer labels).")]
+DatasetOption = Annotated[
+    str | None,
+    typer.Option(
+        "--dataset",
+        help="Instead of --data: a dataset's own files (fashion-mnist, cifar10, …), preprocessed as the model's metadata says.",
+    ),
+]
+SplitOption = Annotated[
+    str | None, typer.Option(help="--dataset split (default: test, or validation for speech-commands).")
+]
+DataDirOption = Annotated[Path | None, typer.Option(help="--dataset: folder with its official files.")]
+LimitOption = Annotated[int | None, typer.Option(help="Use N samples only (see --limit-mode).")]
+
+
+class LimitMode(str, Enum):
+    stratified = "stratified"
+    first = "first"
+
+
+LimitModeOption = Annotated[
+    LimitMode,
+    typer.Option(help="--limit: stratified (every class its share, seeded; default) or first (the first N)."),
+]
+BatchSizeOption = Annotated[int, typer.Option(help="Samples per onnxruntime batch.")]
+ThreadsOption = Annotated[int, typer.Option(help="onnxruntime intra-op threads (0: its default).")]
+
+
+def load_data(
+    loaded, data: Path | None, dataset_name: str | None, split: str | None, data_dir: Path | None,
+    limit: int | None, limit_mode: LimitMode = LimitMode.stratified, require_labels: bool = True,
+):  # fmt: skip
+    """Evaluation data from ``--data FILE.npz`` or ``--dataset NAME`` (normalised as ``loaded``'s
+    metadata says), as every command that runs a model takes it."""
+    from wn_onnx.data import load_npz
+
+    if dataset_name:
+        from wn_onnx.datasets import model_ready
+
+        return model_ready(loaded.model, dataset_name, split, data_dir, limit, limit_mode.value)
+    if data is None:
+        raise WnError("give --data FILE.npz with arrays x (model inputs) and y (labels), or --dataset NAME")
+    return load_npz(data, limit, require_labels, limit_mode.value)
+
+
 OutputOption = Annotated[
     str | None, typer.Option("--output", help="Graph output to score (default: the first float output).")
 ]

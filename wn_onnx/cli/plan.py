@@ -2,15 +2,37 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
-from wn_onnx.cli.common import Kind, Order, out, write_json
+from wn_onnx.cli.common import (
+    BatchSizeOption,
+    DataDirOption,
+    DataOption,
+    DatasetOption,
+    Kind,
+    LimitMode,
+    LimitModeOption,
+    LimitOption,
+    Order,
+    SplitOption,
+    ThreadsOption,
+    err,
+    load_data,
+    out,
+    progress_bar,
+    write_json,
+)
 from wn_onnx.errors import WnError
+from wn_onnx.names import shorten
+
+GREEDY_MAX_POINTS = 20  # above this, --evaluate leaves greedy out unless asked: it measures points × extra budget plans
 
 
 def _match_model(report: dict, model_path: Path):
@@ -31,15 +53,43 @@ def _match_model(report: dict, model_path: Path):
     return loaded, chosen
 
 
+def _strategies(text: str | None, points: int, budget: int) -> tuple[list[str], str | None]:
+    """The strategies ``--evaluate`` measures, and a note when greedy was left out for its cost."""
+    from wn_onnx.plan import STRATEGIES, greedy_evaluations
+
+    if text is None:
+        if points <= GREEDY_MAX_POINTS:
+            return list(STRATEGIES), None
+        return ["uniform", "inverse-mu"], (
+            f"greedy left out: {points} points (> {GREEDY_MAX_POINTS}) would take {greedy_evaluations(points, budget)} "
+            "plan evaluations; ask for it with --strategies uniform,inverse-mu,greedy"
+        )
+    names = list(dict.fromkeys(t.strip() for t in text.split(",") if t.strip()))
+    unknown = [n for n in names if n not in STRATEGIES]
+    if unknown or not names:
+        raise WnError(f"--strategies {text!r}: choose from {', '.join(STRATEGIES)} (comma-separated)")
+    return names, None
+
+
 def plan_command(
     report_path: Annotated[Path, typer.Argument(metavar="REPORT", help="A scan report JSON (walking points with μ).")],
     budget: Annotated[str | None, typer.Option(help="Total executions (default: 2 × number of points).")] = None,
     strategy: Annotated[
-        str, typer.Option(help="uniform · inverse-mu (the paper) · greedy (needs --model/--data).")
+        str, typer.Option(help="The plan to write: uniform · inverse-mu (the paper) · greedy (needs --model and data).")
     ] = "inverse-mu",
-    evaluate: Annotated[bool, typer.Option(help="Measure uniform, inverse-mu and greedy under global noise.")] = False,
+    evaluate: Annotated[bool, typer.Option(help="Measure the --strategies under global noise.")] = False,
+    strategies: Annotated[
+        str | None,
+        typer.Option(
+            help=f"--evaluate: comma list of uniform, inverse-mu, greedy (default: all three up to {GREEDY_MAX_POINTS} points, "
+            "without greedy above: it measures points × (budget − points) plans)."
+        ),
+    ] = None,
     model: Annotated[Path | None, typer.Option(help="The scanned model (for --evaluate and greedy).")] = None,
-    data: Annotated[Path | None, typer.Option(help="Data .npz (x, y) for --evaluate and greedy.")] = None,
+    data: DataOption = None,
+    dataset_name: DatasetOption = None,
+    split: SplitOption = None,
+    data_dir: DataDirOption = None,
     noise: Annotated[Kind | None, typer.Option(help="Noise for --evaluate (default: the report's).")] = None,
     order: Annotated[Order | None, typer.Option(help="Mixed noise order.")] = None,
     sigma_ratio: Annotated[float | None, typer.Option(help="Mixed: σ_add = A·r, σ_mul = A·(1−r).")] = None,
@@ -48,32 +98,51 @@ def plan_command(
     ] = "global-mu",
     repeats: Annotated[int, typer.Option(help="Noise draws per plan (same draws for every plan).")] = 20,
     seed: Annotated[int, typer.Option(help="Seed of the evaluation draws (greedy selects on seed+1).")] = 0,
-    limit: Annotated[int | None, typer.Option(help="Use the first N samples only.")] = None,
+    limit: LimitOption = None,
+    limit_mode: LimitModeOption = LimitMode.stratified,
+    batch_size: BatchSizeOption = 1024,
+    threads: ThreadsOption = 0,
     as_json: Annotated[bool, typer.Option("--json", help="Print the plan JSON on stdout.")] = False,
     out_path: Annotated[Path | None, typer.Option("--out", help="Write the plan JSON here.")] = None,
+    quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
 ) -> None:
     """Spread a budget of repeated executions over the points, guided by μ (paper Table 3)."""
     import numpy as np
 
-    from wn_onnx.data import check_labels, check_shape, load_npz
+    from wn_onnx.data import check_labels, check_shape
     from wn_onnx.evaluate import Engine, providers_for
     from wn_onnx.noise import NoiseSpec
-    from wn_onnx.plan import STRATEGIES, PlanInput, greedy, inverse_mu, load_report, parse_budget, plan_json, uniform
+    from wn_onnx.plan import (
+        STRATEGIES,
+        PlanInput,
+        greedy,
+        greedy_evaluations,
+        inverse_mu,
+        load_report,
+        parse_budget,
+        plan_json,
+        uniform,
+    )
 
     if strategy not in STRATEGIES:
         raise WnError(f"unknown --strategy {strategy!r}; choose {', '.join(STRATEGIES)}")
     report = load_report(report_path)
     inp = PlanInput.from_report(report)
-    total = parse_budget(budget, len(inp.indices))
-    needs_eval = evaluate or strategy == "greedy"
-    engine = accuracy = None
+    n = len(inp.indices)
+    total = parse_budget(budget, n)
+    measured, skipped = _strategies(strategies, n, total) if evaluate else ([], None)
+    run_greedy = strategy == "greedy" or "greedy" in measured
     results: dict = {}
-    if needs_eval:
-        if model is None or data is None:
-            raise WnError("--evaluate and --strategy greedy need --model and --data")
+    plans = {"uniform": uniform(n, total), "inverse-mu": inverse_mu(inp.mu, total, inp.robust)}
+    greedy_steps = None
+    if evaluate or run_greedy:
+        if model is None or (data is None and dataset_name is None):
+            raise WnError("--evaluate and --strategy greedy need --model and --data FILE.npz or --dataset NAME")
         loaded, points = _match_model(report, model)
-        engine = Engine(loaded, providers_for("cpu"))
-        dataset = check_shape(load_npz(data, limit), loaded.input_shape, engine.dtype)
+        engine = Engine(loaded, providers_for("cpu"), threads)
+        dataset = check_shape(
+            load_data(loaded, data, dataset_name, split, data_dir, limit, limit_mode), loaded.input_shape, engine.dtype
+        )
         check_labels(dataset, report.get("num_classes") or loaded.num_classes or 0)
         spec = (
             NoiseSpec(noise.value, order.value if order else None, sigma_ratio)
@@ -90,25 +159,36 @@ def plan_command(
                 level = float(sigma)
             except ValueError:
                 raise WnError(f"--sigma must be a number or 'global-mu', got {sigma!r}") from None
+        if skipped:
+            err.print(f"[yellow]{skipped}[/]", highlight=False)
+        searches = greedy_evaluations(n, total) if run_greedy else 0
+        if run_greedy and n > GREEDY_MAX_POINTS:
+            err.print(
+                f"greedy: {searches} plan evaluations of {max(5, repeats // 4)} draws on {len(dataset)} samples",
+                highlight=False,
+            )
+        bar = None if quiet or as_json else progress_bar()
+        task = bar.add_task("plans", total=searches + len(measured)) if bar else None
 
         def accuracy(plan: np.ndarray, s: int = seed, r: int = repeats) -> np.ndarray:
-            return engine.plan_accuracy(points, spec, level, plan, dataset, r, s)
+            acc = engine.plan_accuracy(points, spec, level, plan, dataset, r, s, batch_size)
+            if bar:
+                bar.advance(task, 1)
+            return acc
 
-    plans = {"uniform": uniform(len(inp.indices), total), "inverse-mu": inverse_mu(inp.mu, total, inp.robust)}
-    greedy_steps = None
-    if strategy == "greedy" or evaluate:
-        plans["greedy"], greedy_steps = greedy(
-            len(inp.indices), total, lambda p: float(accuracy(p, seed + 1, max(5, repeats // 4)).mean())
-        )
-    if evaluate:
-        for name, plan in plans.items():
-            acc = accuracy(plan)
-            results[name] = {
-                "executions": [int(n) for n in plan],
-                "accuracy_mean": float(acc.mean()),
-                "accuracy_std": float(acc.std(ddof=1)) if len(acc) > 1 else 0.0,
-                "accuracy": [float(a) for a in acc],
-            }
+        with bar or contextlib.nullcontext():
+            if run_greedy:
+                plans["greedy"], greedy_steps = greedy(
+                    n, total, lambda p: float(accuracy(p, seed + 1, max(5, repeats // 4)).mean())
+                )
+            for name in measured:
+                acc = accuracy(plans[name])
+                results[name] = {
+                    "executions": [int(k) for k in plans[name]],
+                    "accuracy_mean": float(acc.mean()),
+                    "accuracy_std": float(acc.std(ddof=1)) if len(acc) > 1 else 0.0,
+                    "accuracy": [float(a) for a in acc],
+                }
     extra = (
         {"evaluation": {"sigma": level, "noise": spec.to_json(), "repeats": repeats, "seed": seed, "plans": results}}
         if evaluate
@@ -126,9 +206,8 @@ def plan_command(
     for col in ("#", "tensor", "μ", "executions", "note"):
         table.add_column(col, overflow="fold")
     for p in payload["points"]:
-        table.add_row(
-            str(p["index"]), p["tensor"], "—" if p["mu"] is None else f"{p['mu']:.3g}", str(p["executions"]), p["flag"]
-        )
+        mu = "—" if p["mu"] is None else f"{p['mu']:.3g}"
+        table.add_row(str(p["index"]), Text(shorten(p["tensor"], 32)), mu, str(p["executions"]), p["flag"])
     out.print(table)
     if evaluate:
         t2 = Table(title=f"accuracy at global σ = {level:.3g} ({repeats} draws, the same for every plan)")
@@ -169,4 +248,4 @@ def apply_plan_command(
     InsertNoisePass(tensors, spec, source="drawn", repetitions=counts)(m)
     ir.save(m, out_path)
     inputs = ", ".join(v.name for v in m.graph.inputs)
-    out.print(f"{out_path}: {len(tensors)} noise points, executions {counts}; inputs: {inputs}")
+    out.print(Text(f"{out_path}: {len(tensors)} noise points, executions {counts}; inputs: {inputs}"))

@@ -1,8 +1,17 @@
-"""Rich renderings of points and reports for the terminal."""
+"""Rich renderings of points and reports for the terminal.
+
+Tables fit the console width (80 columns included): a long tensor name is shortened in the middle
+(``jax2tf_get_lo…/conv_2/Relu``), never folded mid-token; the full names are in the JSON. Every
+string from a model goes in as :class:`rich.text.Text`, so a tensor named ``[/]r`` is text, not markup.
+"""
 
 from __future__ import annotations
 
+from rich import box
 from rich.table import Table
+from rich.text import Text
+
+from wn_onnx.names import shorten
 
 STATUS_STYLE = {
     "ok": "green",
@@ -13,6 +22,9 @@ STATUS_STYLE = {
     "bracketed": "yellow",
     "failed": "red",
 }
+OP_WIDTH = 10
+GAP = 2  # characters between two columns (collapsed padding + the box's separator)
+MIN_TENSOR = 12
 
 
 def format_mu(curve: dict) -> str:
@@ -32,49 +44,66 @@ def format_mu(curve: dict) -> str:
     return f"{mu:.3g} ± {err:.2g}" if err is not None else f"{mu:.3g}"
 
 
-def points_table(points: list[dict], title: str = "noise points") -> Table:
-    table = Table(title=title)
-    for col, just in (("#", "right"), ("tensor", "left"), ("op", "left"), ("shape", "left")):
-        table.add_column(col, justify=just, overflow="fold")
-    for p in points:
-        shape = "×".join("?" if d is None else str(d) for d in p["shape"]) if p["shape"] is not None else "?"
-        table.add_row(str(p["index"]), p["tensor"], p["op_type"], shape)
+def _fitted(rows: list[list[str]], tensor_col: int, width: int, title: str, right: tuple[int, ...] = ()) -> Table:
+    """A compact table whose tensor column takes what the other columns leave of ``width``.
+
+    Columns are GAP characters apart and no wider than their widest cell, so the tensor column gets
+    ``width - others - GAP·(columns - 1)``; its names are shortened in the middle to fit."""
+    table = Table(title=Text(title), box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, padding=(0, 1),
+                  collapse_padding=True, title_justify="left")  # fmt: skip
+    columns = len(rows[0])
+    sizes = [max(len(line) for r in rows for line in r[c].splitlines() or [""]) for c in range(columns)]
+    sizes[tensor_col] = min(
+        sizes[tensor_col], max(MIN_TENSOR, width - (sum(sizes) - sizes[tensor_col]) - GAP * (columns - 1))
+    )
+    for row in rows[1:]:
+        row[tensor_col] = shorten(row[tensor_col], sizes[tensor_col])
+    for c, header in enumerate(rows[0]):
+        table.add_column(header, justify="right" if c in right else "left", width=sizes[c], no_wrap=True)
     return table
 
 
-def report_table(report: dict) -> Table:
+def points_table(points: list[dict], title: str = "noise points", width: int = 80) -> Table:
+    rows = [["#", "tensor", "op", "shape"]]
+    for p in points:
+        shape = "×".join("?" if d is None else str(d) for d in p["shape"]) if p["shape"] is not None else "?"
+        rows.append([str(p["index"]), str(p["tensor"]), shorten(str(p["op_type"]), OP_WIDTH), shape])
+    table = _fitted(rows, 1, width, title, right=(0,))
+    for row in rows[1:]:
+        table.add_row(*map(Text, row))
+    return table
+
+
+def report_table(report: dict, width: int = 80) -> Table:
+    """μ per point and globally; ``acc max``/``acc min`` are the report's ``a_max``/``a_min``: the
+    accuracy the curve achieves before the drop and where it ends."""
     noise = report["noise"]
     kind = noise["kind"] + (f" ({noise['order']})" if noise.get("order") else "")
-    table = Table(
-        title=f"Walking Noise · {kind} · clean accuracy {report['clean_accuracy']:.2%} · {report['data']['samples']} samples"
-    )
-    for col, just in (
-        ("#", "right"),
-        ("tensor", "left"),
-        ("op", "left"),
-        ("μ ± err", "right"),
-        ("a_max", "right"),
-        ("a_min", "right"),
-        ("status", "left"),
-    ):
-        table.add_column(col, justify=just, overflow="fold")
-
-    def row(index: str, tensor: str, op: str, curve: dict) -> None:
-        style = STATUS_STYLE.get(curve["status"], "")
-        table.add_row(
-            index,
-            tensor,
-            op,
-            format_mu(curve),
-            f"{curve['a_max']:.3f}",
-            f"{curve['a_min']:.3f}",
-            f"[{style}]{curve['status']}[/]",
-        )
-
-    for p in report["points"]:
-        row(str(p["index"]), p["tensor"], p["op_type"], p)
+    curves = [(str(p["index"]), str(p["tensor"]), str(p["op_type"]), p) for p in report["points"]]
     if report.get("global"):
-        if report["points"]:
+        curves.append(("all", "global", f"{len(report['global']['points'])} points", report["global"]))
+    rows = [["#", "tensor", "op", "μ ± err", "acc\nmax", "acc\nmin", "status"]]
+    rows += [[i, t, shorten(op, OP_WIDTH), format_mu(c), f"{c['a_max']:.3f}", f"{c['a_min']:.3f}", str(c["status"])]
+             for i, t, op, c in curves]  # fmt: skip
+    title = (
+        f"Walking Noise · {kind} · clean accuracy {report['clean_accuracy']:.2%} · {report['data']['samples']} samples"
+    )
+    table = _fitted(rows, 1, width, title, right=(0, 3, 4, 5))
+    for n, row in enumerate(rows[1:]):
+        if report.get("global") and report["points"] and n == len(report["points"]):
             table.add_section()
-        row("all", f"global ({len(report['global']['points'])} points)", "", report["global"])
+        table.add_row(*map(Text, row[:-1]), Text(row[-1], style=STATUS_STYLE.get(row[-1], "")))
+    return table
+
+
+def weights_table(rows: list[dict], title: str, width: int = 80) -> Table:
+    """Mean |w| per learnable layer, the layer named by its output point (index and tensor)."""
+    ratio = any("ratio" in r for r in rows)
+    cells = [["#", "tensor", "op", "shape", "mean |w|", *(["ratio"] if ratio else [])]]
+    cells += [["—" if r["point"] is None else str(r["point"]), str(r["tensor"]), shorten(str(r["op_type"]), OP_WIDTH),
+               "×".join(map(str, r["shape"])), f"{r['mean_abs']:.4g}", *([f"{r['ratio']:.3g}"] if ratio else [])]
+              for r in rows]  # fmt: skip
+    table = _fitted(cells, 1, width, title, right=(0, 4, 5))
+    for row in cells[1:]:
+        table.add_row(*map(Text, row))
     return table

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from wn_onnx.data import subset
 from wn_onnx.errors import WnError
 
 
@@ -90,7 +91,12 @@ def normalise(images: np.ndarray, info: DatasetInfo) -> np.ndarray:
 
 
 def load_split(
-    name: str, split: str, data_dir: Path | None = None, data_file: Path | None = None, limit: int | None = None
+    name: str,
+    split: str,
+    data_dir: Path | None = None,
+    data_file: Path | None = None,
+    limit: int | None = None,
+    limit_mode: str = "stratified",
 ) -> Split:
     """One split of dataset ``name``, ready for the model (see :data:`DATASETS`)."""
     if name not in DATASETS:
@@ -138,14 +144,17 @@ def load_split(
 
             x, y = speech_commands(folder, split)
             info = DatasetInfo(**{**info.__dict__, "classes": CLASSES})
-    if limit is not None:
-        x, y = x[:limit], y[:limit]
+    keep = subset(len(x), y, limit, limit_mode)
+    if keep is not None:
+        x, y = x[keep], y[keep]
     if len(x) == 0:
         raise WnError(f"{name} {split}: no samples")
     return Split(np.ascontiguousarray(x, dtype=np.float32), y.astype(np.int64), info, source)
 
 
-def model_ready(model, name: str, split: str | None, data_dir: Path | None, limit: int | None):
+def model_ready(
+    model, name: str, split: str | None, data_dir: Path | None, limit: int | None, limit_mode: str = "stratified"
+):
     """A dataset split preprocessed the way ``model`` (an onnx_ir model) was trained: the
     normalisation in its ``wn_onnx.normalization`` metadata replaces the dataset default."""
     import json
@@ -154,7 +163,7 @@ def model_ready(model, name: str, split: str | None, data_dir: Path | None, limi
 
     info = DATASETS.get(name)
     chosen = split or (info.val_split if info else "test")
-    data = load_split(name, chosen, data_dir, limit=limit)
+    data = load_split(name, chosen, data_dir, limit=limit, limit_mode=limit_mode)
     raw = model.metadata_props.get("wn_onnx.normalization")
     if raw and data.info.mean:
         norm = json.loads(raw)

@@ -39,20 +39,52 @@ def export_onnx(
     return path
 
 
+EXPORT_RTOL = 1e-4  # ONNX vs torch: |Δlogit| ≤ 1e-4 · max|logit| (float32 reassociation grows with the logits)
+
+
 def max_export_error(model: torch.nn.Module, path: str | Path, x: np.ndarray) -> float:
-    """Largest |ONNX − torch eval| over inputs ``x`` (the export must stay within 1e-5)."""
+    """Largest |ONNX − torch eval| over inputs ``x``."""
+    return export_difference(model, path, x)[0]
+
+
+def export_difference(model: torch.nn.Module, path: str | Path, x: np.ndarray) -> tuple[float, float, bool]:
+    """(largest |ONNX − torch eval|, largest |torch logit|, whether every top-1 prediction agrees) on ``x``."""
     import onnxruntime as ort
 
     model.eval()
+    x = np.ascontiguousarray(x, np.float32)
     with torch.no_grad():
-        ref = (
-            model(torch.from_numpy(np.ascontiguousarray(x, np.float32)).to(next(model.parameters()).device))
-            .cpu()
-            .numpy()
-        )
+        ref = model(torch.from_numpy(x).to(next(model.parameters()).device)).cpu().numpy()
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    got = session.run(None, {session.get_inputs()[0].name: np.ascontiguousarray(x, np.float32)})[0]
-    return float(np.abs(got - ref).max())
+    got = session.run(None, {session.get_inputs()[0].name: x})[0]
+    same = bool(np.array_equal(got.argmax(axis=-1), ref.argmax(axis=-1)))
+    return float(np.abs(got - ref).max()), float(np.abs(ref).max()), same
+
+
+def verified_export(
+    model: torch.nn.Module, input_shape: tuple[int, ...], path: str | Path, metadata: dict | None, x: np.ndarray
+) -> float:
+    """Export, then compare with torch on ``x``; the file appears at ``path`` only when the export
+    matches (within ``EXPORT_RTOL`` relative to the largest logit, and the same predictions) — a
+    failed check leaves nothing behind. Returns the largest relative difference."""
+    from wn_onnx.errors import WnError
+
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.partial")
+    try:
+        export_onnx(model, input_shape, tmp, metadata)
+        error, scale, same = export_difference(model, tmp, x)
+        relative = error / max(scale, 1e-12)
+        if not same or relative > EXPORT_RTOL:
+            why = "top-1 predictions differ" if not same else f"> {EXPORT_RTOL:g}"
+            raise WnError(
+                f"exported model differs from torch by {error:.2e} ({relative:.1e} of the largest logit {scale:.3g}; "
+                f"{why}); not trusting it, nothing written"
+            )
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return relative
 
 
 def read_metadata(proto: onnx.ModelProto) -> dict:
