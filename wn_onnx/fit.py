@@ -350,8 +350,8 @@ def _classify(
     if np.count_nonzero(inside) < MIN_INSIDE:
         lo, hi = bracket
         return result("bracketed", thr, max(thr - lo, hi - thr, thr_err), **fixed, bracket=bracket,
-                      note=f"the drop is measured at fewer than {MIN_INSIDE} σ: μ lies between σ = {lo:g} and {hi:g} "
-                           "(measure a finer grid there, e.g. --adaptive)")  # fmt: skip
+                      note=f"the drop is measured at fewer than {MIN_INSIDE} σ: μ lies between σ = {lo:.3g} and {hi:.3g}; "
+                           "a finer grid there resolves it")  # fmt: skip
     fits = {shape: fit for shape in SHAPES if (fit := _fit_mu(sigma, y, dy, a_max, a_min, thr, shape)) is not None}
     ranked = sorted(fits, key=lambda k: fits[k][3])
     dof = max(len(sigma) - 2, 1)
@@ -392,7 +392,7 @@ def _classify(
     if all("grid bracket" in p for p in problems):
         lo, hi = bracket
         return result("bracketed", thr, unresolved, **fixed, bracket=bracket, chi2_red=best_chi2 / dof,
-                      note=f"the fitted μ is less precise than the grid: μ lies between σ = {lo:g} and {hi:g}")  # fmt: skip
+                      note=f"the fitted μ is less precise than the grid: μ lies between σ = {lo:.3g} and {hi:.3g}")  # fmt: skip
     return result("poor-fit", thr, unresolved, **fixed, bracket=bracket, chi2_red=best_chi2 / dof,
                   note=f"no logistic shape agrees with the measurements ({problems[0]}); μ is the threshold crossing")  # fmt: skip
 

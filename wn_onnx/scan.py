@@ -112,8 +112,8 @@ def measure_curve(
     curve["adaptive"] = {"evaluations": len(rows), "grid": len(grid), "tolerance": tolerance, "converged": precise}
     if not precise:
         ratio = "" if not curve["mu_err"] or not curve["mu"] else f" (μ_err/μ = {curve['mu_err'] / curve['mu']:.2g})"
-        curve["fit"]["note"] = (f"{curve['fit']['note']} --adaptive stopped short of the tolerance {tolerance:g}{ratio}: "
-                                "the grid has no σ left near μ; pass a finer --sigmas grid.").strip()  # fmt: skip
+        curve["fit"]["note"] = (f"{curve['fit']['note']}. --adaptive did not reach the tolerance {tolerance:g}{ratio}: "
+                                "no grid σ left near μ.").lstrip(". ")  # fmt: skip
     return curve
 
 
