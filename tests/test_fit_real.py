@@ -63,3 +63,39 @@ def test_ok_mu_sits_on_the_threshold_crossing(weak_digits, kind):
         thr = crossing(sigma, y, (curve["a_max"] + curve["a_min"]) / 2)
         assert abs(curve["mu"] - thr) <= 3 * curve["mu_err"], (curve.get("index"), curve["mu"], curve["mu_err"], thr)
     assert ok >= len(report["points"]) // 2
+
+
+class SqrtHead(torch.nn.Module):
+    """sqrt(h + 3) before the classifier: clean h + 3 > 0, noise there makes it negative, NaN out
+    (the way a LayerNorm's variance goes negative under noise)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1, self.fc2 = torch.nn.Linear(64, 32), torch.nn.Linear(32, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.relu(self.fc1(x.flatten(1))) + 3.0
+        return self.fc2(torch.sqrt(h))
+
+
+def test_nan_breakdown_is_a_drop_not_not_reached(tmp_path):
+    """Accuracy lost to NaN outputs is lost accuracy: the point falls, its NaNs are counted."""
+    digits = load_digits()
+    x = ((digits.images / 16.0 - 0.5) / 0.5).astype(np.float32)[:, None]
+    torch.manual_seed(0)
+    net = SqrtHead()
+    opt = torch.optim.Adam(net.parameters(), lr=1e-2)
+    xt, yt = torch.from_numpy(x[:500]), torch.from_numpy(digits.target[:500])
+    for _ in range(60):
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(net(xt), yt).backward()
+        opt.step()
+    path = export_onnx(net.eval(), (1, 8, 8), tmp_path / "sqrt_head.onnx")
+    loaded = load_model(str(path))
+    spec = NoiseSpec("add")
+    st = SweepSettings(np.logspace(-1, 3, 25), spec, repeats=2, seed=0)
+    report = run_scan(loaded, Dataset(x[500:900], digits.target[500:900], "digits"), st, ScanRequest(mode="walking", at="op:Add"))
+    (curve,) = report["points"]
+    assert np.sum(curve["nonfinite"]) > 0  # NaNs happened and were counted
+    assert curve["status"] != "not-reached" and curve["mu"] < 1e3
+    assert min(np.mean(a) for a in curve["accuracy"]) < 0.2
