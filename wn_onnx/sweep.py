@@ -17,18 +17,30 @@ import socket
 import sqlite3
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import tomllib
 
+from wn_onnx.config_schema import (BOOL, FRACTION, GRID, NOISE, ORDER, POSITIVE, POSITIVE_INT, REPEATS, SEED, STRING, Key,
+                                   check_keys)  # fmt: skip
 from wn_onnx.errors import WnError
-from wn_onnx.noise import KINDS, parse_grid
+from wn_onnx.noise import parse_grid
+from wn_onnx.safeio import read_text
 from wn_onnx.store import digest
 
-KEYS = {"dataset", "data_dir", "arch", "bn", "noise", "order", "sigma_ratio", "points", "sigmas", "seeds", "epochs", "clamp",
-        "training_noise", "limit", "eval_limit", "eval_repeats", "keep_onnx", "batch_size", "lr"}  # fmt: skip
+SCHEMA = {
+    "dataset": STRING, "data_dir": STRING, "arch": STRING, "bn": replace(BOOL, many=True),
+    "noise": replace(NOISE, many=True), "order": ORDER, "sigma_ratio": FRACTION,
+    "points": Key((str, int), '"all", "global" or point indices >= 0',
+                  lambda v: v in ("all", "global") or (isinstance(v, int) and v >= 0), many=True),
+    "sigmas": GRID, "seeds": replace(SEED, many=True), "epochs": POSITIVE_INT,
+    "clamp": Key((bool, int, float), "false or a finite number > 0",
+                 lambda v: v is False or (not isinstance(v, bool) and POSITIVE.accepts(v)), many=True),
+    "training_noise": BOOL, "limit": POSITIVE_INT, "eval_limit": POSITIVE_INT, "eval_repeats": REPEATS,
+    "keep_onnx": STRING, "batch_size": POSITIVE_INT, "lr": POSITIVE,
+}  # fmt: skip
 REQUIRED = {"dataset", "arch", "sigmas", "seeds"}
 
 
@@ -51,20 +63,14 @@ def load_sweep(path: str | Path) -> Sweep:
     """Parse and expand ``sweep.toml``; malformed TOML and unknown keys are errors."""
     p = Path(path)
     try:
-        conf = tomllib.loads(p.read_text())
-    except OSError:
-        raise WnError(f"sweep file not found: {p}") from None
+        conf = tomllib.loads(read_text(p, "sweep file"))
     except tomllib.TOMLDecodeError as err:
         raise WnError(f"{p}: malformed TOML ({err})") from None
-    unknown = sorted(set(conf) - KEYS)
-    if unknown:
-        raise WnError(f"{p}: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(KEYS))}")
+    check_keys(conf, SCHEMA, str(p))
     missing = sorted(REQUIRED - set(conf))
     if missing:
         raise WnError(f"{p}: missing key(s) {', '.join(missing)}")
     kinds = _list(conf.get("noise", "add"))
-    if any(k not in KINDS for k in kinds):
-        raise WnError(f"{p}: noise must be among {', '.join(KINDS)}")
     sigmas = parse_grid(conf["sigmas"]) if isinstance(conf["sigmas"], str) else np.asarray(_list(conf["sigmas"]), float)
     points = conf.get("points", "all")
     points = ["all"] if points == "all" else _list(points)
@@ -84,8 +90,9 @@ def load_sweep(path: str | Path) -> Sweep:
             "clamp": None if clamp in (False, None, 0) else float(clamp),
             "seed": int(seed),
         }
-        if trained:
-            for kind, point, sigma in itertools.product(kinds, points, sigmas):
+        if trained:  # one training per point: "all" is each point of the architecture
+            each = [q for p in points for q in (range(_point_count(conf["arch"], bool(bn))) if p == "all" else [p])]
+            for kind, point, sigma in itertools.product(kinds, each, sigmas):
                 runs.append({**base, "training_noise": True, "noise": kind, "point": point, "sigma": float(sigma)})
         else:
             runs.append(
@@ -94,6 +101,15 @@ def load_sweep(path: str | Path) -> Sweep:
     for run in runs:
         run["key"] = digest({k: v for k, v in run.items() if k != "key"})[:20]
     return Sweep(p, conf, runs)
+
+
+def _point_count(arch: str, bn: bool) -> int:
+    """Noise points of ``arch`` (their count does not depend on the input size or classes)."""
+    from wn_onnx.models.nets import ARCHS, build
+
+    if arch not in ARCHS:
+        raise WnError(f"unknown arch {arch!r}; choose one of {', '.join(ARCHS)}")
+    return len(build(arch, (1, 32, 32), 2, bn).points)
 
 
 def expand_points(run: dict, count: int) -> list:
@@ -243,9 +259,11 @@ def run_sweep(
     store = RunStore(sweep.db_path)
     try:
         rows = store.rows()
-        todo = [r for r in sweep.runs if rows.get(r["key"], {}).get("status") != "done"
-                and not (rows.get(r["key"], {}).get("status") == "failed" and rows[r["key"]]["attempts"] > retries)]  # fmt: skip
-        stats = {"total": len(sweep.runs), "done": len(sweep.runs) - len(todo), "failed": 0, "todo": len(todo)}
+        status = {r["key"]: rows.get(r["key"], {}).get("status") for r in sweep.runs}
+        spent = {k for k, s in status.items() if s == "failed" and rows[k]["attempts"] > retries}  # retries used up
+        todo = [r for r in sweep.runs if status[r["key"]] != "done" and r["key"] not in spent]
+        done = sum(s == "done" for s in status.values())
+        stats = {"total": len(sweep.runs), "done": done, "failed": len(spent), "todo": len(todo)}
         if on_update:
             on_update(stats)
         if workers == 0 and not scheduler:

@@ -7,6 +7,7 @@ and ``npz`` (arrays x, y used as they are).
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -121,7 +122,7 @@ def load_split(
         if name in ("mnist", "fashion-mnist"):
             from wn_onnx.datasets.idx import idx_pair
 
-            images, y = idx_pair(folder, split)
+            images, y = idx_pair(folder, split, limit)
             x = normalise(images[:, None], info)
         elif name == "cifar10":
             from wn_onnx.datasets.cifar import CLASSES, cifar10
@@ -142,14 +143,35 @@ def load_split(
         x, y = x[:limit], y[:limit]
     if len(x) == 0:
         raise WnError(f"{name} {split}: no samples")
-    return Split(np.ascontiguousarray(x, dtype=np.float32), y.astype(np.int64), info, source)
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    if not np.all(np.isfinite(x)):
+        raise WnError(f"{name} {split} ({source}): inputs hold NaN or values beyond float32's range")
+    if y.min() < 0:
+        raise WnError(f"{name} {split} ({source}): labels must be >= 0, found {int(y.min())}")
+    return Split(x, y.astype(np.int64), info, source)
+
+
+def _normalization(raw: str, info: DatasetInfo, channels: int, source: str) -> tuple[np.ndarray, np.ndarray]:
+    """The model's ``wn_onnx.normalization`` metadata (the dataset's values where it gives none):
+    per-channel mean and std, finite, std > 0."""
+    try:
+        norm = json.loads(raw)
+        mean = np.asarray(norm.get("mean") or info.mean, np.float64)
+        std = np.asarray(norm.get("std") or info.std, np.float64)
+    except (ValueError, TypeError, AttributeError, RecursionError):
+        raise WnError(f"{source}: metadata wn_onnx.normalization is not {{'mean': [...], 'std': [...]}}") from None
+    ok = mean.ndim == std.ndim == 1 and len(mean) == len(std) and len(mean) in (1, channels)
+    if not ok or not np.all(np.isfinite(mean)) or not np.all(np.isfinite(std)) or np.any(std <= 0):
+        raise WnError(
+            f"{source}: metadata wn_onnx.normalization needs finite mean and std (std > 0), one value or one per "
+            f"channel ({channels}); got {raw[:200]!r}"
+        )
+    return mean, std
 
 
 def model_ready(model, name: str, split: str | None, data_dir: Path | None, limit: int | None):
     """A dataset split preprocessed the way ``model`` (an onnx_ir model) was trained: the
     normalisation in its ``wn_onnx.normalization`` metadata replaces the dataset default."""
-    import json
-
     from wn_onnx.data import Dataset
 
     info = DATASETS.get(name)
@@ -157,10 +179,12 @@ def model_ready(model, name: str, split: str | None, data_dir: Path | None, limi
     data = load_split(name, chosen, data_dir, limit=limit)
     raw = model.metadata_props.get("wn_onnx.normalization")
     if raw and data.info.mean:
-        norm = json.loads(raw)
-        mean_m = np.asarray(norm.get("mean") or data.info.mean, np.float32).reshape(1, -1, *([1] * (data.x.ndim - 2)))
-        std_m = np.asarray(norm.get("std") or data.info.std, np.float32).reshape(mean_m.shape)
-        mean_d = np.asarray(data.info.mean, np.float32).reshape(1, -1, *([1] * (data.x.ndim - 2)))
-        std_d = np.asarray(data.info.std, np.float32).reshape(mean_d.shape)
+        shape = (1, -1, *([1] * (data.x.ndim - 2)))
+        norm = _normalization(raw, data.info, data.x.shape[1], "the model")
+        mean_m, std_m = (a.astype(np.float32).reshape(shape) for a in norm)
+        mean_d = np.asarray(data.info.mean, np.float32).reshape(shape)
+        std_d = np.asarray(data.info.std, np.float32).reshape(shape)
         data.x = ((data.x * std_d + mean_d) - mean_m) / std_m
+        if not np.all(np.isfinite(data.x)):
+            raise WnError(f"{name}: the model's normalization makes some inputs NaN or Inf")
     return Dataset(data.x.astype(np.float32), data.y, f"{name} {chosen} ({data.source})")
