@@ -21,19 +21,18 @@ from pathlib import Path
 import numpy as np
 import tomllib
 
-from wn_onnx.config_schema import (BOOL, FRACTION, GRID, NOISE, NON_NEGATIVE, ORDER, POSITIVE_INT, REPEATS, SEED, STRING,
-                                   Key, check_keys)  # fmt: skip
+from wn_onnx import config_schema as cs
 from wn_onnx.errors import WnError
 from wn_onnx.safeio import read_text
 
 Z = 2.0  # standard errors of slack in the baseline comparison
 CONFIG = {
-    "noise": NOISE, "order": ORDER, "sigma_ratio": FRACTION, "sigmas": GRID, "repeats": REPEATS, "seed": SEED,
-    "mode": Key((str,), "walking, global or both", lambda v: v in ("walking", "global", "both")), "at": STRING,
-    "min_mu": NON_NEGATIVE, "global_min_mu": NON_NEGATIVE, "max_mu_drop": Key((str, int, float), "like 20% or 0.2"),
-    "baseline": STRING, "label_free": BOOL, "limit": POSITIVE_INT, "output": STRING,
-    "points": Key((dict,), "a table of pattern = minimum μ (a finite number >= 0)",
-                  lambda v: all(NON_NEGATIVE.accepts(f) for f in v.values())),
+    "noise": cs.NOISE, "order": cs.ORDER, "sigma_ratio": cs.FRACTION, "sigmas": cs.GRID, "repeats": cs.REPEATS, "seed": cs.SEED,
+    "mode": cs.Key((str,), "walking, global or both", lambda v: v in ("walking", "global", "both")), "at": cs.STRING,
+    "min_mu": cs.NON_NEGATIVE, "global_min_mu": cs.NON_NEGATIVE, "max_mu_drop": cs.Key((str, int, float), "like 20% or 0.2"),
+    "baseline": cs.STRING, "label_free": cs.BOOL, "limit": cs.POSITIVE_INT, "output": cs.STRING,
+    "points": cs.Key((dict,), "a table of pattern = minimum μ (a finite number >= 0)",
+                  lambda v: all(cs.NON_NEGATIVE.accepts(f) for f in v.values())),
 }  # fmt: skip
 
 @dataclass
@@ -88,7 +87,7 @@ def load_config(path: Path | None) -> dict:
         conf = tool.get("wn-onnx", {}) if isinstance(tool, dict) else None
     if not isinstance(conf, dict):
         raise WnError(f"{path}: [tool.wn-onnx] must be a table")
-    check_keys(conf, CONFIG, str(path))
+    cs.check_keys(conf, CONFIG, str(path))
     if isinstance(conf.get("sigmas"), list):  # a list of σ values: the comma form of the grid
         conf["sigmas"] = ",".join(repr(float(v)) for v in conf["sigmas"])
     return conf

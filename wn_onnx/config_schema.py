@@ -67,7 +67,9 @@ def check_keys(conf: dict, schema: dict[str, Key], source: str) -> dict:
         if key.many and isinstance(value, list) and not value:
             raise WnError(f"{source}: {name} is an empty list")
         if not all(key.accepts(v) for v in values):
-            raise WnError(f"{source}: {name} = {_shown(value)} must be {key.rule}{' (or a list of them)' if key.many else ''}")
+            raise WnError(
+                f"{source}: {name} = {_shown(value)} must be {key.rule}{' (or a list of them)' if key.many else ''}"
+            )
     return conf
 
 

@@ -6,6 +6,7 @@ external data that points outside the model's folder (refused before anything is
 
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,7 @@ from wn_onnx.batch_axis import fixed_batch, free_batch_axis
 from wn_onnx.errors import WnError
 from wn_onnx.graph_passes.noise_functions import MIN_OPSET
 from wn_onnx.graph_passes.points import FLOAT_TYPES
+from wn_onnx.safeio import regular_file
 
 INTEGER_TYPES = frozenset(
     {ir.DataType.INT8, ir.DataType.INT16, ir.DataType.INT32, ir.DataType.INT64,
@@ -38,6 +40,17 @@ class LoadedModel:
     num_classes: int
     input_shape: tuple  # declared input shape, symbolic dims as str/None
     freed_batch: int | None = None  # the file's fixed batch, when the graph was checked to take any
+    external: tuple[str, ...] = ()  # external data files the weights were read from
+
+    def content_digest(self) -> str:
+        """Hash of the model file and its external data files: what the numbers depend on."""
+        h = hashlib.sha256()
+        for name in (self.path, *self.external):
+            with open(name, "rb") as f:
+                for chunk in iter(lambda f=f: f.read(1 << 20), b""):
+                    h.update(chunk)
+            h.update(b"\x00")
+        return h.hexdigest()
 
     @property
     def fixed_batch(self) -> int | None:
@@ -50,36 +63,42 @@ class LoadedModel:
         return ir.from_proto(ir.to_proto(self.model))
 
 
-def _check_external_data(proto: onnx.ModelProto, folder: Path) -> None:
+def _check_external_data(proto: onnx.ModelProto, folder: Path) -> tuple[str, ...]:
+    """The external data files, each checked to lie inside the model's folder before anything is read."""
     root = folder.resolve()
+    files = []
     for tensor in onnx.external_data_helper._get_all_tensors(proto):
         if tensor.data_location != onnx.TensorProto.EXTERNAL:
             continue
         location = next((e.value for e in tensor.external_data if e.key == "location"), "")
-        target = (root / location).resolve()
-        if os.path.isabs(location) or root not in target.parents:
+        where = f"external data file {location[:100]!r} of tensor {tensor.name[:100]!r}"
+        try:
+            target = (root / location).resolve()
+            inside = not os.path.isabs(location) and root in target.parents
+            found = inside and target.is_file()
+        except (OSError, RuntimeError, ValueError) as err:  # a symlink loop, a NUL byte, a name too long
+            raise WnError(f"{where} cannot be opened ({getattr(err, 'strerror', None) or err})") from None
+        if not inside:
             raise WnError(
                 f"refusing external data {location!r} of tensor {tensor.name!r}: it lies outside the model's folder"
             )
-        if not target.is_file():
-            raise WnError(f"external data file {location!r} of tensor {tensor.name!r} not found next to the model")
+        if not found:
+            raise WnError(f"{where} not found next to the model")
+        files.append(str(target))
+    return tuple(dict.fromkeys(files))
 
 
 def load_model(path: str | os.PathLike, output: str | None = None) -> LoadedModel:
     """Read, validate and shape-infer ``path``; ``output``: the graph output to score (default:
     the first float output)."""
-    p = Path(path)
-    if not p.exists():
-        raise WnError(f"model file not found: {p}")
-    if not p.is_file():
-        raise WnError(f"not a file: {p}")
+    p = regular_file(path, "model file")
     try:
         proto = onnx.load(str(p), load_external_data=False)
     except (DecodeError, RuntimeWarning, ValueError, OSError) as err:
         raise WnError(f"{p} is not a readable ONNX model ({type(err).__name__})") from None
     if not proto.graph.node and not proto.graph.output:
         raise WnError(f"{p} is not an ONNX model (empty graph)")
-    _check_external_data(proto, p.parent)
+    external = _check_external_data(proto, p.parent)
     try:
         onnx.external_data_helper.load_external_data_for_model(proto, str(p.parent))
         onnx.checker.check_model(proto)
@@ -103,6 +122,7 @@ def load_model(path: str | os.PathLike, output: str | None = None) -> LoadedMode
     loaded = describe(model, str(p), output)
     _keep_only_output(model, loaded.output_name)
     loaded.freed_batch = declared if freed is not None else None
+    loaded.external = external
     return loaded
 
 

@@ -74,14 +74,18 @@ def schema_problems(report: object) -> list[str]:
         if not isinstance(curve, dict):
             problems.append(f"{name} is not an object")
             continue
-        problems += [f"{name} lacks {k!r}" for k in keys if k not in curve]
-        if curve.get("status") not in STATUSES:
-            problems.append(f"{name} has no valid status")
-            continue
-        own = _curve_problems(name, curve)
-        problems += own
-        if not own and len(curve["accuracy"]) != len(curve["sigmas"]):
-            problems.append(f"{name}: {len(curve['accuracy'])} accuracy rows for {len(curve['sigmas'])} σ values")
+        problems += [f"{name} lacks {k!r}" for k in keys if k not in curve and k not in CURVE_KEYS]
+        problems += curve_problems(name, curve)
+    return problems
+
+
+def curve_problems(name: str, curve: dict) -> list[str]:
+    """What keeps ``curve`` from being a well-typed curve (its status, values and row count)."""
+    if curve.get("status") not in STATUSES:
+        return [f"{name} has no valid status"]
+    problems = [f"{name} lacks {k!r}" for k in CURVE_KEYS if k not in curve] + _curve_problems(name, curve)
+    if not problems and len(curve["accuracy"]) != len(curve["sigmas"]):
+        problems.append(f"{name}: {len(curve['accuracy'])} accuracy rows for {len(curve['sigmas'])} σ values")
     return problems
 
 

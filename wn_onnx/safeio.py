@@ -32,8 +32,8 @@ def regular_file(path: str | os.PathLike, what: str) -> Path:
     except (OSError, ValueError) as err:  # ENAMETOOLONG, ELOOP, a NUL byte
         raise WnError(f"{what} {str(p)[:200]!r} cannot be opened ({getattr(err, 'strerror', None) or err})") from None
     if not stat.S_ISREG(info.st_mode):
-        kind = "a folder" if stat.S_ISDIR(info.st_mode) else "not a regular file (a pipe or a device)"
-        raise WnError(f"{what} {p} is {kind}")
+        kind = "a folder" if stat.S_ISDIR(info.st_mode) else "a pipe or a device"
+        raise WnError(f"{what} {p} is not a file but {kind}")
     return p
 
 
@@ -68,7 +68,9 @@ def memory_budget() -> int:
 def check_budget(nbytes: int, source: str) -> None:
     budget = memory_budget()
     if nbytes > budget:
-        raise WnError(f"{source}: declares {nbytes / 2**30:.3g} GiB of data, over the memory budget of {budget / 2**30:.3g} GiB")
+        raise WnError(
+            f"{source}: declares {nbytes / 2**30:.3g} GiB of data, over the memory budget of {budget / 2**30:.3g} GiB"
+        )
 
 
 def read_npz_member(archive: zipfile.ZipFile, name: str, source: str, limit: int | None = None) -> np.ndarray:
@@ -80,7 +82,9 @@ def read_npz_member(archive: zipfile.ZipFile, name: str, source: str, limit: int
     with archive.open(info) as f:
         try:
             version = np.lib.format.read_magic(f)
-            read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            read_header = (
+                np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            )
             shape, fortran, dtype = read_header(f)
         except (ValueError, EOFError) as err:
             raise WnError(f"{source}: member {name!r} is not an npy array ({err})") from None
@@ -108,6 +112,7 @@ NPZ_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, Run
 
 def guard_outputs(outputs: Iterable[Path | None], inputs: Iterable[Path | str | None]) -> None:
     """Refuse an output path that names one of the inputs (a report written over the model)."""
+
     def same(a: Path, b: Path) -> bool:
         try:
             return a.exists() and b.exists() and os.path.samefile(a, b)

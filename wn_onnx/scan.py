@@ -12,7 +12,6 @@ import os
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, replace
-from pathlib import Path
 
 import numpy as np
 
@@ -194,8 +193,9 @@ def run_scan(
         "global": None,
     }
     base = Curve(chance, clean)
-    config = digest(Path(loaded.path).read_bytes(), loaded.output_name, data.x, data.y, req.label_free, st.spec.to_json(), st.sigmas, st.repeats,
-                    st.seed, st.redraw, st.walk, req.adaptive, req.tolerance, __version__)  # fmt: skip
+    # the batch size matters where the graph mixes samples; the device, for its arithmetic
+    config = digest(loaded.content_digest(), loaded.output_name, data.x, data.y, req.label_free, st.spec.to_json(), st.sigmas, st.repeats,
+                    st.seed, st.redraw, st.walk, req.adaptive, req.tolerance, st.batch_size, req.device, __version__)  # fmt: skip
     report["config_hash"] = config
     try:
         if req.mode in ("walking", "both"):

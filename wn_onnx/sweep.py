@@ -23,23 +23,22 @@ from pathlib import Path
 import numpy as np
 import tomllib
 
-from wn_onnx.config_schema import (BOOL, FRACTION, GRID, NOISE, ORDER, POSITIVE, POSITIVE_INT, REPEATS, SEED, STRING, Key,
-                                   check_keys)  # fmt: skip
+from wn_onnx import config_schema as cs
 from wn_onnx.errors import WnError
 from wn_onnx.noise import parse_grid
 from wn_onnx.safeio import read_text
-from wn_onnx.store import digest
+from wn_onnx.store import digest, open_store, store_error
 
 SCHEMA = {
-    "dataset": STRING, "data_dir": STRING, "arch": STRING, "bn": replace(BOOL, many=True),
-    "noise": replace(NOISE, many=True), "order": ORDER, "sigma_ratio": FRACTION,
-    "points": Key((str, int), '"all", "global" or point indices >= 0',
+    "dataset": cs.STRING, "data_dir": cs.STRING, "arch": cs.STRING, "bn": replace(cs.BOOL, many=True),
+    "noise": replace(cs.NOISE, many=True), "order": cs.ORDER, "sigma_ratio": cs.FRACTION,
+    "points": cs.Key((str, int), '"all", "global" or point indices >= 0',
                   lambda v: v in ("all", "global") or (isinstance(v, int) and v >= 0), many=True),
-    "sigmas": GRID, "seeds": replace(SEED, many=True), "epochs": POSITIVE_INT,
-    "clamp": Key((bool, int, float), "false or a finite number > 0",
-                 lambda v: v is False or (not isinstance(v, bool) and POSITIVE.accepts(v)), many=True),
-    "training_noise": BOOL, "limit": POSITIVE_INT, "eval_limit": POSITIVE_INT, "eval_repeats": REPEATS,
-    "keep_onnx": STRING, "batch_size": POSITIVE_INT, "lr": POSITIVE,
+    "sigmas": cs.GRID, "seeds": replace(cs.SEED, many=True), "epochs": cs.POSITIVE_INT,
+    "clamp": cs.Key((bool, int, float), "false or a finite number > 0",
+                 lambda v: v is False or (not isinstance(v, bool) and cs.POSITIVE.accepts(v)), many=True),
+    "training_noise": cs.BOOL, "limit": cs.POSITIVE_INT, "eval_limit": cs.POSITIVE_INT, "eval_repeats": cs.REPEATS,
+    "keep_onnx": cs.STRING, "batch_size": cs.POSITIVE_INT, "lr": cs.POSITIVE,
 }  # fmt: skip
 REQUIRED = {"dataset", "arch", "sigmas", "seeds"}
 
@@ -66,7 +65,7 @@ def load_sweep(path: str | Path) -> Sweep:
         conf = tomllib.loads(read_text(p, "sweep file"))
     except tomllib.TOMLDecodeError as err:
         raise WnError(f"{p}: malformed TOML ({err})") from None
-    check_keys(conf, SCHEMA, str(p))
+    cs.check_keys(conf, SCHEMA, str(p))
     missing = sorted(REQUIRED - set(conf))
     if missing:
         raise WnError(f"{p}: missing key(s) {', '.join(missing)}")
@@ -177,7 +176,9 @@ def execute_run(run: dict) -> dict:
     return out
 
 
-SCHEMA = """
+COLUMNS = ["key", "config", "status", "attempts", "clean_accuracy", "noisy_accuracy", "result", "error", "onnx", "seconds",
+           "updated"]  # fmt: skip
+STORE_SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
     key TEXT PRIMARY KEY, config TEXT NOT NULL, status TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0,
     clean_accuracy REAL, noisy_accuracy REAL, result TEXT, error TEXT, onnx TEXT, seconds REAL, updated REAL NOT NULL
@@ -189,22 +190,37 @@ class RunStore:
     """The sweep's SQLite table; only the client writes it."""
 
     def __init__(self, path: Path) -> None:
-        self.db = sqlite3.connect(path, timeout=30)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute(SCHEMA)
-        self.db.commit()
+        self.path = path
+        self.db = open_store(path, STORE_SCHEMA, "runs", COLUMNS, "sweep store")
 
     def rows(self) -> dict[str, dict]:
-        cur = self.db.execute("SELECT key, status, attempts, result, error FROM runs")
-        return {
-            k: {"status": s, "attempts": a, "result": json.loads(r) if r else None, "error": e} for k, s, a, r, e in cur
-        }
+        """Every stored run; a row whose result is not JSON counts as failed (it is run again)."""
+        try:
+            cur = self.db.execute("SELECT key, status, attempts, result, error FROM runs").fetchall()
+        except sqlite3.Error as err:
+            raise store_error(self.path, err, "sweep store") from None
+        rows = {}
+        for k, s, a, r, e in cur:
+            try:
+                result = json.loads(r) if r else None
+            except (TypeError, ValueError, RecursionError):
+                s, result, e = "failed", None, "stored result is not JSON"
+            if s == "done" and not isinstance(result, dict):
+                s, result = "failed", None
+            rows[k] = {"status": s, "attempts": a if isinstance(a, int) else 0, "result": result, "error": e}
+        return rows
 
     def mark(self, run: dict, status: str, result: dict | None = None, error: str | None = None) -> None:
         noisy = None
         if result:
             accs = [a for ev in result["evaluations"] for a in ev["accuracy"]]
             noisy = float(np.mean(accs)) if accs else None
+        try:
+            self._write(run, status, result, error, noisy)
+        except sqlite3.Error as err:
+            raise store_error(self.path, err, "sweep store") from None
+
+    def _write(self, run: dict, status: str, result: dict | None, error: str | None, noisy: float | None) -> None:
         with self.db:
             self.db.execute(
                 """INSERT INTO runs (key, config, status, attempts, clean_accuracy, noisy_accuracy, result, error, onnx, seconds, updated)
