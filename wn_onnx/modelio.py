@@ -11,6 +11,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import onnx
 import onnx_ir as ir
 from google.protobuf.message import DecodeError
@@ -149,7 +150,7 @@ def describe(model: ir.Model, path: str, output: str | None = None) -> LoadedMod
             f"{path}: input {data_in.name!r} is {data_in.dtype.name if data_in.dtype else 'untyped'}, "
             "not a float or integer tensor"
         )
-    outs = [v for v in graph.outputs if v.dtype in FLOAT_TYPES]
+    outs = [v for v in graph.outputs if isinstance(v.type, ir.TensorType) and v.dtype in FLOAT_TYPES]
     if not outs:
         raise WnError(f"{path}: no float output to score (outputs: {', '.join(v.name for v in graph.outputs)})")
     if output is not None:
@@ -159,9 +160,23 @@ def describe(model: ir.Model, path: str, output: str | None = None) -> LoadedMod
         if named[0] not in outs:
             raise WnError(f"{path}: output {output!r} is not a float tensor; it cannot be scored")
     scored = named[0] if output is not None else outs[0]
-    width = scored.shape[-1] if scored.shape is not None and len(scored.shape) >= 1 else None
-    classes = width if isinstance(width, int) else 0
+    dims = list(scored.shape)[1:] if scored.shape is not None else []
+    if scored.shape is not None:
+        # symbolic axes are checked on the clean pass, when their lengths are known
+        check_scores([d if isinstance(d, int) else 1 for d in scored.shape], f"{path}: output {scored.name!r}")
+    classes = int(np.prod(dims)) if dims and all(isinstance(d, int) for d in dims) else 0
     shape = (
         tuple(d if isinstance(d, int) else getattr(d, "value", None) for d in data_in.shape) if data_in.shape else ()
     )
     return LoadedModel(path, model, data_in.name, scored.name, classes, shape)
+
+
+def check_scores(shape: list[int | None] | tuple, where: str) -> None:
+    """Scores must be one vector of class scores per sample: (N, K), or (N, K) with extra axes of
+    length 1. (N, 2, 3) is not 6 classes, and an argmax over it would be silently wrong."""
+    if len(shape) < 2 or sum(1 for d in shape[1:] if d is None or d > 1) > 1:
+        shown = "×".join("?" if d is None else str(d) for d in shape) or "scalar"
+        raise WnError(
+            f"{where} has shape {shown}; wn-onnx scores one vector of class scores per sample (N×K): "
+            "choose another --output or export the scores flattened"
+        )

@@ -21,7 +21,7 @@ from wn_onnx.errors import WnError
 from wn_onnx.evaluate import Counts, Engine, SweepSettings, providers_for, score
 from wn_onnx.fit import fit_curve
 from wn_onnx.graph_passes import Point, find_points, select_points
-from wn_onnx.modelio import LoadedModel, load_model
+from wn_onnx.modelio import LoadedModel, check_scores, load_model
 from wn_onnx.noise import NoiseSpec
 from wn_onnx.round_cache import RoundCache
 from wn_onnx.store import CurveStore, digest
@@ -162,6 +162,7 @@ def run_scan(
     # the σ = 0 reference, aligned with the batches (padding rows of a fixed-batch model at its end)
     reference = np.concatenate([engine.clean_logits(x) for _, x, _ in engine.batches(data, st.batch_size)])
     clean_logits = reference[: len(data)]
+    check_scores(clean_logits.shape, f"{loaded.path}: output {loaded.output_name!r}")
     num_classes = loaded.num_classes or int(clean_logits.reshape(len(clean_logits), -1).shape[1])
     if num_classes < 2:
         raise WnError(f"{loaded.path}: output {loaded.output_name!r} has width {num_classes}; need class scores (≥ 2)")
@@ -193,14 +194,16 @@ def run_scan(
         "global": None,
     }
     base = Curve(chance, clean)
-    # the batch size matters where the graph mixes samples; the device, for its arithmetic
     config = digest(loaded.content_digest(), loaded.output_name, data.x, data.y, req.label_free, st.spec.to_json(), st.sigmas, st.repeats,
-                    st.seed, st.redraw, st.walk, req.adaptive, req.tolerance, st.batch_size, req.device, __version__)  # fmt: skip
+                    st.seed, st.redraw, st.walk, req.adaptive, req.tolerance, __version__)  # fmt: skip
     report["config_hash"] = config
+    # stored curves are also keyed by what may change the arithmetic without changing the report's
+    # settings: the batch size (graphs that mix samples) and the device
+    stored = digest(config, st.batch_size, req.device)
     try:
         if req.mode in ("walking", "both"):
             tick = silent(f"walking {len(chosen)} points", len(chosen))
-            keys = {p.index: digest(config, "point", p.index, p.tensor) for p in chosen}
+            keys = {p.index: digest(stored, "point", p.index, p.tensor) for p in chosen}
             done = {p.index: store.get(keys[p.index]) for p in chosen} if store is not None and resume else {}
             todo = [p for p in chosen if done.get(p.index) is None]
             tick(len(chosen) - len(todo))
@@ -219,7 +222,7 @@ def run_scan(
             if not where:
                 raise WnError("the global sweep has no point left (all selected points are BatchNormalization outputs)")
             tick = silent(f"global noise at {len(where)} points", 1)
-            key = digest(config, "global", [p.index for p in where])
+            key = digest(stored, "global", [p.index for p in where])
             curve = store.get(key) if store is not None and resume else None
             if curve is None:
                 with RoundCache() if req.adaptive else contextlib.nullcontext() as cache:

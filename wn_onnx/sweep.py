@@ -255,7 +255,7 @@ def connect(workers: int, scheduler: str | None, timeout: float = 10.0):
         cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
                                dashboard_address=None, silence_logs=50)  # fmt: skip
         return Client(cluster, timeout=timeout), cluster
-    except (OSError, TimeoutError) as err:
+    except (OSError, TimeoutError, ValueError, TypeError) as err:  # unreachable, or not an address at all
         raise WnError(
             f"cannot reach the Dask scheduler {scheduler or 'LocalCluster'} within {timeout:g} s ({type(err).__name__})"
         ) from None

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 from enum import Enum
 from pathlib import Path
 from typing import Annotated
@@ -13,8 +15,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from wn_onnx.errors import WnError
 
-out = Console()
-err = Console(stderr=True)
+out = Console(emoji=False)  # ":1:3" in a grid or a tensor name stays text
+err = Console(stderr=True, emoji=False)
+MAX_THREADS = 4 * (os.cpu_count() or 1)  # threads or processes beyond this only oversubscribe the cores
 
 
 class Kind(str, Enum):
@@ -54,10 +57,17 @@ def progress_bar() -> Progress:
 
 def write_json(path: Path, payload: dict) -> None:
     """Write atomically: a reader never sees half a report."""
+    write_text(path, json.dumps(payload, indent=2) + "\n")
+
+
+def write_text(path: Path, text: str) -> None:
+    """Write ``text`` atomically (a temporary file beside ``path``, then a rename); errors are one line."""
+    tmp = path.with_name(path.name[:200] + ".tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(payload, indent=2) + "\n")
+        tmp.write_text(text)
         tmp.replace(path)
     except OSError as e:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
         raise WnError(f"cannot write {path}: {e.strerror or e}") from None

@@ -10,7 +10,8 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from wn_onnx.cli.common import err, out, write_json
+from wn_onnx.cli.common import MAX_THREADS, err, out, write_json
+from wn_onnx.safeio import guard_outputs
 
 sweep_app = typer.Typer(help="Noisy-training sweeps (points × σ × seeds …) on Dask, resumable.", no_args_is_help=True)
 
@@ -42,12 +43,15 @@ def plan_command(sweep_file: Annotated[Path, typer.Argument(metavar="SWEEP.toml"
 def run_command(
     sweep_file: Annotated[Path, typer.Argument(metavar="SWEEP.toml")],
     workers: Annotated[
-        int, typer.Option(help="Worker processes of a local Dask cluster (0: serial, in this process).")
+        int,
+        typer.Option(
+            help="Worker processes of a local Dask cluster (0: serial, in this process).", min=0, max=MAX_THREADS
+        ),
     ] = 2,
     scheduler: Annotated[
         str | None, typer.Option(help="Address of an existing Dask scheduler (tcp://host:8786).")
     ] = None,
-    retries: Annotated[int, typer.Option(help="Retries of a failed run.")] = 1,
+    retries: Annotated[int, typer.Option(help="Retries of a failed run.", min=0, max=100)] = 1,
     quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
 ) -> None:
     """Execute every run not done yet; done runs are skipped, failed ones retried."""
@@ -93,6 +97,7 @@ def report_command(
     """Turn finished runs into scan-schema reports (fit, plot, plan and check work on them)."""
     from wn_onnx.sweep import load_sweep, sweep_reports
 
+    guard_outputs([out_path], [sweep_file])
     reports = sweep_reports(load_sweep(sweep_file))
     for name, report in reports.items():
         path = out_path if len(reports) == 1 else out_path.with_name(f"{out_path.stem}.{name}{out_path.suffix}")
