@@ -9,6 +9,9 @@ import contextlib
 import itertools
 import multiprocessing
 import os
+import signal
+import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, replace
@@ -270,7 +273,8 @@ def walk_points(
     ctx = multiprocessing.get_context("spawn")
     init = (engine.loaded.path, engine.loaded.output_name, data.x, data.y, engine.providers, threads, reference)
     with ProcessPoolExecutor(req.jobs, mp_context=ctx, initializer=_worker_init, initargs=init) as pool:
-        futures = {pool.submit(_worker_walk, point, st, req, base): point for point in chosen}
+        with _sigint_ignored():  # workers start with Ctrl-C ignored: no traceback from their imports
+            futures = {pool.submit(_worker_walk, point, st, req, base): point for point in chosen}
         for future in as_completed(futures):
             keep(futures[future], future.result())
             tick(1)
@@ -312,10 +316,30 @@ def _worker_init(
     threads: int,
     reference: np.ndarray,
 ) -> None:
-    """Each worker process loads the model itself (sessions do not cross processes)."""
+    """Each worker process loads the model itself (sessions do not cross processes). Ctrl-C ends
+    it quietly, and it ends itself when the scan process dies (kill -9 leaves no worker behind)."""
+    signal.signal(signal.SIGINT, lambda *_: os._exit(130))
+    parent = os.getppid()
+    threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True).start()
     _WORKER.update(
         engine=Engine(load_model(path, output), providers, threads), data=Dataset(x, y, "worker"), reference=reference
     )
+
+
+@contextlib.contextmanager
+def _sigint_ignored():
+    """SIGINT ignored while worker processes are spawned (they inherit it), restored after."""
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _exit_with_parent(parent: int) -> None:
+    while os.getppid() == parent:
+        time.sleep(1.0)
+    os._exit(1)
 
 
 def _worker_walk(point: Point, st: SweepSettings, req: ScanRequest, base: Curve) -> dict:
