@@ -10,8 +10,10 @@ import typer
 from rich.table import Table
 
 from wn_onnx.cli.common import Kind, err, out, write_json
+from wn_onnx.config_schema import MAX_REPEATS, MAX_SEED
 from wn_onnx.errors import WnError
 from wn_onnx.report_schema import read_report
+from wn_onnx.safeio import guard_outputs
 
 analyze_app = typer.Typer(help="Self-binarisation, mixed-noise maps, weight magnitudes.", no_args_is_help=True)
 
@@ -27,6 +29,7 @@ def report_command(
 
     if html_path is None and png is None:
         raise WnError("say where to write: --html FILE and/or --png FOLDER")
+    guard_outputs([html_path, png], reports)
     data = [read_report(p) for p in reports]
     if label and len(label) != len(data):
         raise WnError(f"{len(label)} --label for {len(data)} reports")
@@ -53,15 +56,15 @@ def _engine_and_data(model: Path, data: Path, limit: int | None):
 def binarize_command(
     model: Annotated[Path, typer.Argument(help="ONNX model.")],
     data: Annotated[Path, typer.Option(help=".npz with x and y.")],
-    at: Annotated[int, typer.Option(help="The noisy point.")],
+    at: Annotated[int, typer.Option(help="The noisy point.", min=0)],
     noise: Annotated[Kind, typer.Option(help="add or mul.")] = Kind.mul,
     sigma: Annotated[float, typer.Option(help="Noise strength at the point.")] = 1e4,
     quantize_at: Annotated[
         int | None, typer.Option(help="Point whose activation is replaced by levels (default: the next).")
     ] = None,
-    follow: Annotated[int, typer.Option(help="How many points after the noisy one get histograms.")] = 3,
-    seed: Annotated[int, typer.Option(help="Noise seed.")] = 0,
-    limit: Annotated[int | None, typer.Option(help="First N samples only.")] = None,
+    follow: Annotated[int, typer.Option(help="How many points after the noisy one get histograms.", min=0)] = 3,
+    seed: Annotated[int, typer.Option(help="Noise seed.", min=0, max=MAX_SEED)] = 0,
+    limit: Annotated[int | None, typer.Option(help="First N samples only.", min=1)] = None,
     png: Annotated[Path | None, typer.Option(help="Write the histogram figure (PNG + SVG) with this stem.")] = None,
     out_path: Annotated[Path | None, typer.Option("--out", help="JSON result.")] = None,
 ) -> None:
@@ -96,13 +99,13 @@ def binarize_command(
 def mixed_command(
     model: Annotated[Path, typer.Argument(help="ONNX model.")],
     data: Annotated[Path, typer.Option(help=".npz with x and y.")],
-    at: Annotated[int, typer.Option(help="The noisy point.")],
+    at: Annotated[int, typer.Option(help="The noisy point.", min=0)],
     order: Annotated[str, typer.Option(help="mul-first, add-first or both.")] = "both",
     sigma_mul: Annotated[str, typer.Option(help="σ_mul grid (log:a:b:n, lin:a:b:n or a list).")] = "log:1e-2:1e4:13",
     sigma_add: Annotated[str, typer.Option(help="σ_add grid.")] = "log:1e-2:1e4:13",
-    repeats: Annotated[int, typer.Option(help="Noise draws per cell.")] = 3,
-    seed: Annotated[int, typer.Option(help="Noise seed.")] = 0,
-    limit: Annotated[int | None, typer.Option(help="First N samples only.")] = None,
+    repeats: Annotated[int, typer.Option(help="Noise draws per cell.", min=1, max=MAX_REPEATS)] = 3,
+    seed: Annotated[int, typer.Option(help="Noise seed.", min=0, max=MAX_SEED)] = 0,
+    limit: Annotated[int | None, typer.Option(help="First N samples only.", min=1)] = None,
     html_path: Annotated[Path | None, typer.Option("--html", help="HTML page with the heatmaps.")] = None,
     png: Annotated[Path | None, typer.Option(help="Heatmap figure stem (PNG + SVG).")] = None,
     out_path: Annotated[Path | None, typer.Option("--out", help="JSON of the grid(s).")] = None,

@@ -10,6 +10,7 @@ import typer
 from rich.table import Table
 
 from wn_onnx.cli.common import Kind, Order, out, write_json
+from wn_onnx.config_schema import MAX_REPEATS, MAX_SEED
 from wn_onnx.errors import WnError
 from wn_onnx.safeio import guard_outputs, read_text
 
@@ -49,9 +50,13 @@ def plan_command(
     sigma: Annotated[
         str, typer.Option(help="Global σ for --evaluate: a number or 'global-mu' (the report's global μ).")
     ] = "global-mu",
-    repeats: Annotated[int, typer.Option(help="Noise draws per plan (same draws for every plan).")] = 20,
-    seed: Annotated[int, typer.Option(help="Seed of the evaluation draws (greedy selects on seed+1).")] = 0,
-    limit: Annotated[int | None, typer.Option(help="Use the first N samples only.")] = None,
+    repeats: Annotated[
+        int, typer.Option(help="Noise draws per plan (same draws for every plan).", min=1, max=MAX_REPEATS)
+    ] = 20,
+    seed: Annotated[
+        int, typer.Option(help="Seed of the evaluation draws (greedy selects on seed+1).", min=0, max=MAX_SEED - 1)
+    ] = 0,
+    limit: Annotated[int | None, typer.Option(help="Use the first N samples only.", min=1)] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the plan JSON on stdout.")] = False,
     out_path: Annotated[Path | None, typer.Option("--out", help="Write the plan JSON here.")] = None,
 ) -> None:
