@@ -35,6 +35,7 @@ CONFIG = {
                   lambda v: all(cs.NON_NEGATIVE.accepts(f) for f in v.values())),
 }  # fmt: skip
 
+
 @dataclass
 class Verdict:
     name: str  # "point 3 (tensor)" or "global"
