@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from wn_onnx.cli.common import Kind, err, out, write_json
@@ -38,8 +39,8 @@ def report_command(
     except ValueError as e:
         raise WnError(str(e)) from None
     for note in notes:
-        err.print(f"[yellow]warning:[/] {note}")
-    out.print(f"wrote {len(written)} files: " + ", ".join(str(p) for p in written))
+        err.print(f"[yellow]warning:[/] {escape(note)}")
+    out.print(f"wrote {len(written)} files: " + ", ".join(str(p) for p in written), markup=False)
 
 
 def _engine_and_data(model: Path, data: Path, limit: int | None):
@@ -90,7 +91,7 @@ def binarize_command(
     if png:
         from wn_onnx.report import binarize_figure, save
 
-        out.print("figures: " + ", ".join(map(str, save(binarize_figure(result), png))))
+        out.print("figures: " + ", ".join(map(str, save(binarize_figure(result), png))), markup=False)
     if out_path:
         write_json(out_path, result)
 
@@ -124,10 +125,10 @@ def mixed_command(
     ]
     fig = mixed_figure(grids)
     if png:
-        out.print("figures: " + ", ".join(map(str, save(fig, png))))
+        out.print("figures: " + ", ".join(map(str, save(fig, png))), markup=False)
     if html_path:
         html_path.write_text(html_page(f"mixed noise at point {at}", [("accuracy over (σ_mul, σ_add)", fig)]))
-        out.print(f"wrote {html_path}")
+        out.print(f"wrote {html_path}", markup=False)
     if out_path:
         write_json(out_path, {"grids": grids})
     for g in grids:

@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from wn_onnx.cli.common import Kind, Order, out, write_json
 from wn_onnx.config_schema import MAX_REPEATS, MAX_SEED
@@ -136,7 +137,11 @@ def plan_command(
         table.add_column(col, overflow="fold")
     for p in payload["points"]:
         table.add_row(
-            str(p["index"]), p["tensor"], "—" if p["mu"] is None else f"{p['mu']:.3g}", str(p["executions"]), p["flag"]
+            str(p["index"]),
+            Text(p["tensor"]),
+            "—" if p["mu"] is None else f"{p['mu']:.3g}",
+            str(p["executions"]),
+            p["flag"],
         )
     out.print(table)
     if evaluate:
@@ -190,4 +195,4 @@ def apply_plan_command(
     except OSError as e:
         raise WnError(f"cannot write {out_path}: {e.strerror or e}") from None
     inputs = ", ".join(v.name for v in m.graph.inputs)
-    out.print(f"{out_path}: {len(tensors)} noise points, executions {counts}; inputs: {inputs}")
+    out.print(f"{out_path}: {len(tensors)} noise points, executions {counts}; inputs: {inputs}", markup=False)

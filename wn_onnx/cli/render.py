@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from rich.table import Table
+from rich.text import Text
 
 STATUS_STYLE = {
     "ok": "green",
@@ -33,7 +34,7 @@ def points_table(points: list[dict], title: str = "noise points") -> Table:
         table.add_column(col, justify=just, overflow="fold")
     for p in points:
         shape = "×".join("?" if d is None else str(d) for d in p["shape"]) if p["shape"] is not None else "?"
-        table.add_row(str(p["index"]), p["tensor"], p["op_type"], shape)
+        table.add_row(str(p["index"]), Text(p["tensor"]), Text(p["op_type"]), shape)  # names are not markup
     return table
 
 
@@ -58,8 +59,8 @@ def report_table(report: dict) -> Table:
         style = STATUS_STYLE.get(curve["status"], "")
         table.add_row(
             index,
-            tensor,
-            op,
+            Text(tensor),  # names come from the model: never read as markup
+            Text(op),
             format_mu(curve),
             f"{curve['a_max']:.3f}",
             f"{curve['a_min']:.3f}",

@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
+from rich.text import Text
 
 from wn_onnx.cli.common import MAX_THREADS, err, out, write_json
 from wn_onnx.safeio import guard_outputs
@@ -22,12 +23,12 @@ def plan_command(sweep_file: Annotated[Path, typer.Argument(metavar="SWEEP.toml"
     from wn_onnx.sweep import load_sweep
 
     sweep = load_sweep(sweep_file)
-    table = Table(title=f"{sweep_file}: {len(sweep.runs)} runs")
+    table = Table(title=Text(f"{sweep_file}: {len(sweep.runs)} runs"))
     table.add_column("axis")
     table.add_column("values")
     for axis in ("bn", "clamp", "seed", "noise", "point", "sigma"):
         values = Counter(str(r[axis]) for r in sweep.runs)
-        table.add_row(axis, ", ".join(values))
+        table.add_row(axis, Text(", ".join(values)))
     out.print(table)
     mode = (
         "training under noise"
@@ -35,7 +36,8 @@ def plan_command(sweep_file: Annotated[Path, typer.Argument(metavar="SWEEP.toml"
         else "clean training, noise at inference"
     )
     out.print(
-        f"{len(sweep.runs)} runs ({mode}), {sweep.runs[0]['epochs'] if sweep.runs else 0} epochs each; results go to {sweep.db_path}"
+        f"{len(sweep.runs)} runs ({mode}), {sweep.runs[0]['epochs'] if sweep.runs else 0} epochs each; results go to {sweep.db_path}",
+        markup=False,
     )
 
 
@@ -72,7 +74,7 @@ def run_command(
             stats = run_sweep(sweep, workers, scheduler, retries, update)
     else:
         stats = run_sweep(sweep, workers, scheduler, retries)
-    out.print(f"{stats['done']}/{stats['total']} runs done, {stats['failed']} failed · {sweep.db_path}")
+    out.print(f"{stats['done']}/{stats['total']} runs done, {stats['failed']} failed · {sweep.db_path}", markup=False)
     if stats["failed"]:
         raise typer.Exit(1)
 
@@ -84,7 +86,7 @@ def status_command(sweep_file: Annotated[Path, typer.Argument(metavar="SWEEP.tom
 
     sweep = load_sweep(sweep_file)
     counts = status_counts(sweep)
-    out.print(" · ".join(f"{k} {v}" for k, v in counts.items()) + f" (of {len(sweep.runs)})")
+    out.print(" · ".join(f"{k} {v}" for k, v in counts.items()) + f" (of {len(sweep.runs)})", markup=False)
 
 
 @sweep_app.command("report")
@@ -102,4 +104,4 @@ def report_command(
     for name, report in reports.items():
         path = out_path if len(reports) == 1 else out_path.with_name(f"{out_path.stem}.{name}{out_path.suffix}")
         write_json(path, report)
-        out.print(f"{path}: {len(report['points'])} points" + (", global" if report["global"] else ""))
+        out.print(f"{path}: {len(report['points'])} points" + (", global" if report["global"] else ""), markup=False)
