@@ -108,7 +108,8 @@ def check_shape(data: Dataset, input_shape: tuple, dtype: np.dtype) -> Dataset:
             raise WnError(f"{data.source}: the model takes integers ({dtype}), but x holds fractional values")
         if x.size and (x.min() < info.min or x.max() > info.max):
             raise WnError(f"{data.source}: x spans [{x.min()}, {x.max()}], outside the model's {dtype} input")
-    x = data.x.astype(dtype, copy=False)
+    with np.errstate(over="ignore", invalid="ignore"):  # reported below, in one line
+        x = data.x.astype(dtype, copy=False)
     if dtype.kind == "f" and not np.all(np.isfinite(x)):  # float64 data beyond float32's range
         raise WnError(f"{data.source}: some inputs are NaN or overflow to Inf as {dtype} (the model's input type)")
     return Dataset(x, data.y, data.source)

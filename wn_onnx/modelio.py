@@ -119,12 +119,27 @@ def load_model(path: str | os.PathLike, output: str | None = None) -> LoadedMode
         proto = shape_inference.infer_shapes(proto, data_prop=True)
     except Exception:
         pass
-    model = ir.from_proto(proto)
+    maps = [v.name for v in proto.graph.output if _is_map(v.type)]
+    if maps:
+        raise WnError(
+            f"{p}: output {maps[0]!r} is a map (ZipMap), not a tensor of class scores; export the classifier "
+            "without ZipMap (skl2onnx: options={'zipmap': False})"
+        )
+    try:
+        model = ir.from_proto(proto)
+    except Exception as err:  # types onnx_ir cannot represent (e.g. maps from ZipMap)
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise WnError(f"{p}: cannot be analysed ({first[:200]})") from None
     loaded = describe(model, str(p), output)
     _keep_only_output(model, loaded.output_name)
     loaded.freed_batch = declared if freed is not None else None
     loaded.external = external
     return loaded
+
+
+def _is_map(t: onnx.TypeProto) -> bool:
+    kind = t.WhichOneof("value")
+    return kind == "map_type" or (kind == "sequence_type" and _is_map(t.sequence_type.elem_type))
 
 
 def _keep_only_output(model: ir.Model, name: str) -> None:
@@ -163,7 +178,7 @@ def describe(model: ir.Model, path: str, output: str | None = None) -> LoadedMod
     dims = list(scored.shape)[1:] if scored.shape is not None else []
     if scored.shape is not None:
         # symbolic axes are checked on the clean pass, when their lengths are known
-        check_scores([d if isinstance(d, int) else 1 for d in scored.shape], f"{path}: output {scored.name!r}")
+        check_scores([d if isinstance(d, int) else None for d in scored.shape], f"{path}: output {scored.name!r}")
     classes = int(np.prod(dims)) if dims and all(isinstance(d, int) for d in dims) else 0
     shape = (
         tuple(d if isinstance(d, int) else getattr(d, "value", None) for d in data_in.shape) if data_in.shape else ()
@@ -173,8 +188,9 @@ def describe(model: ir.Model, path: str, output: str | None = None) -> LoadedMod
 
 def check_scores(shape: list[int | None] | tuple, where: str) -> None:
     """Scores must be one vector of class scores per sample: (N, K), or (N, K) with extra axes of
-    length 1. (N, 2, 3) is not 6 classes, and an argmax over it would be silently wrong."""
-    if len(shape) < 2 or sum(1 for d in shape[1:] if d is None or d > 1) > 1:
+    length 1. (N, 2, 3) is not 6 classes, and an argmax over it would be silently wrong.
+    ``None``: a symbolic length, judged later from the clean pass."""
+    if len(shape) < 2 or sum(1 for d in shape[1:] if d is not None and d > 1) > 1:
         shown = "×".join("?" if d is None else str(d) for d in shape) or "scalar"
         raise WnError(
             f"{where} has shape {shown}; wn-onnx scores one vector of class scores per sample (N×K): "

@@ -52,20 +52,22 @@ def open_store(path: Path, schema: str, table: str, columns: list[str], what: st
     db = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("ab"):  # the OS's reason (a name too long, no permission) before SQLite's vaguer one
+            pass
         db = sqlite3.connect(path, timeout=LOCK_SECONDS)
+        found = [row[1] for row in db.execute(f"PRAGMA table_info({table})")]  # before anything is written
+        if found and found != columns:
+            db.close()
+            raise WnError(f"{path} is not a {what} of this wn-onnx version (table {table!r} has other columns); "
+                          "delete it or choose another output")  # fmt: skip
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")
         db.execute(schema)
         db.commit()
-        found = [row[1] for row in db.execute(f"PRAGMA table_info({table})")]
     except (sqlite3.Error, OSError) as err:
         if db is not None:
             db.close()
         raise store_error(path, err, what) from None
-    if found != columns:
-        db.close()
-        raise WnError(f"{path} is not a {what} of this wn-onnx version (table {table!r} has other columns); "
-                      "delete it or choose another output")  # fmt: skip
     return db
 
 

@@ -57,9 +57,10 @@ def run_command(
     quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
 ) -> None:
     """Execute every run not done yet; done runs are skipped, failed ones retried."""
-    from wn_onnx.sweep import load_sweep, run_sweep
+    from wn_onnx.sweep import RunStore, load_sweep, run_sweep
 
     sweep = load_sweep(sweep_file)
+    RunStore(sweep.db_path).close()  # a damaged store is reported before the progress bar starts
     bar = None if quiet else Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[failed]} failed"),
                                       TimeElapsedColumn(), TimeRemainingColumn(), console=err)  # fmt: skip
     task = None

@@ -84,7 +84,8 @@ def _folder(info: DatasetInfo, data_dir: Path | None) -> Path:
 
 def normalise(images: np.ndarray, info: DatasetInfo) -> np.ndarray:
     """uint8 images (N, C, H, W) → float32 (x/255 − mean)/std per channel."""
-    x = images.astype(np.float32) / 255.0
+    with np.errstate(over="ignore", invalid="ignore"):  # non-finite results are refused by load_split
+        x = images.astype(np.float32) / 255.0
     mean = np.asarray(info.mean, np.float32).reshape(1, -1, 1, 1)
     std = np.asarray(info.std, np.float32).reshape(1, -1, 1, 1)
     return (x - mean) / std
@@ -114,7 +115,7 @@ def load_split(
         if data_file is None:
             raise WnError("--dataset npz needs --data FILE.npz")
         d = load_npz(data_file)
-        x, y, source = d.x.astype(np.float32), d.y, str(data_file)
+        x, y, source = d.x, d.y, str(data_file)
         info = DatasetInfo("npz", [str(i) for i in range(int(y.max()) + 1)], tuple(x.shape[1:]), (), (), False)
     else:
         folder = _folder(info, data_dir)
@@ -143,7 +144,8 @@ def load_split(
         x, y = x[:limit], y[:limit]
     if len(x) == 0:
         raise WnError(f"{name} {split}: no samples")
-    x = np.ascontiguousarray(x, dtype=np.float32)
+    with np.errstate(over="ignore", invalid="ignore"):  # reported below, in one line
+        x = np.ascontiguousarray(x, dtype=np.float32)
     if not np.all(np.isfinite(x)):
         raise WnError(f"{name} {split} ({source}): inputs hold NaN or values beyond float32's range")
     if y.min() < 0:
@@ -184,7 +186,8 @@ def model_ready(model, name: str, split: str | None, data_dir: Path | None, limi
         mean_m, std_m = (a.astype(np.float32).reshape(shape) for a in norm)
         mean_d = np.asarray(data.info.mean, np.float32).reshape(shape)
         std_d = np.asarray(data.info.std, np.float32).reshape(shape)
-        data.x = ((data.x * std_d + mean_d) - mean_m) / std_m
+        with np.errstate(over="ignore", invalid="ignore"):
+            data.x = ((data.x * std_d + mean_d) - mean_m) / std_m
         if not np.all(np.isfinite(data.x)):
             raise WnError(f"{name}: the model's normalization makes some inputs NaN or Inf")
     return Dataset(data.x.astype(np.float32), data.y, f"{name} {chosen} ({data.source})")
