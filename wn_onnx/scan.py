@@ -272,12 +272,19 @@ def walk_points(
     threads = max(1, (req.threads or os.cpu_count() or 1) // req.jobs)
     ctx = multiprocessing.get_context("spawn")
     init = (engine.loaded.path, engine.loaded.output_name, data.x, data.y, engine.providers, threads, reference)
-    with ProcessPoolExecutor(req.jobs, mp_context=ctx, initializer=_worker_init, initargs=init) as pool:
-        with _sigint_ignored():  # workers start with Ctrl-C ignored: no traceback from their imports
+    pool = ProcessPoolExecutor(req.jobs, mp_context=ctx, initializer=_worker_init, initargs=init)
+    try:
+        with _sigint_held():  # workers start with Ctrl-C held back: no traceback from their imports
             futures = {pool.submit(_worker_walk, point, st, req, base): point for point in chosen}
         for future in as_completed(futures):
             keep(futures[future], future.result())
             tick(1)
+    except BaseException:  # Ctrl-C or SIGTERM here: stop the workers now instead of letting them finish
+        for process in list(getattr(pool, "_processes", {}).values()):  # no public handle on the workers
+            process.terminate()
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown()
 
 
 def _walk_one(
@@ -316,9 +323,11 @@ def _worker_init(
     threads: int,
     reference: np.ndarray,
 ) -> None:
-    """Each worker process loads the model itself (sessions do not cross processes). Ctrl-C ends
-    it quietly, and it ends itself when the scan process dies (kill -9 leaves no worker behind)."""
-    signal.signal(signal.SIGINT, lambda *_: os._exit(130))
+    """Each worker process loads the model itself (sessions do not cross processes). It ignores
+    Ctrl-C (the scan process terminates it) and ends itself when the scan process dies (kill -9
+    leaves no worker behind)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the scan process stops its workers on Ctrl-C
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # a Ctrl-C held back since the start is dropped
     parent = os.getppid()
     threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True).start()
     _WORKER.update(
@@ -327,13 +336,23 @@ def _worker_init(
 
 
 @contextlib.contextmanager
-def _sigint_ignored():
-    """SIGINT ignored while worker processes are spawned (they inherit it), restored after."""
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+def _sigint_held():
+    """While the workers are spawned, SIGINT is blocked in this thread (the workers inherit the mask,
+    so a Ctrl-C stays pending until their initializer drops it) and, if another thread takes it,
+    only noted; KeyboardInterrupt is raised once every worker has started."""
+    noted = []
+    previous = signal.signal(signal.SIGINT, lambda *_: noted.append(True))
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
     try:
         yield
+    except Exception:
+        if not noted:
+            raise
     finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
         signal.signal(signal.SIGINT, previous)
+    if noted:
+        raise KeyboardInterrupt
 
 
 def _exit_with_parent(parent: int) -> None:
