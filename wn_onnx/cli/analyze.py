@@ -36,8 +36,8 @@ def report_command(
         raise WnError(f"{len(label)} --label for {len(data)} reports")
     try:
         written, notes = build_report(data, label or [p.stem for p in reports], html_path, png)
-    except ValueError as e:
-        raise WnError(str(e)) from None
+    except ValueError as e:  # numpy's LinAlgError ("Singular matrix") too: say which reports
+        raise WnError(f"{', '.join(map(str, reports))}: {e}") from None
     for note in notes:
         err.print(f"[yellow]warning:[/] {escape(note)}")
     out.print(f"wrote {len(written)} files: " + ", ".join(str(p) for p in written), markup=False)
