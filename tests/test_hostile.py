@@ -302,7 +302,8 @@ CHECK = ["check", "m.onnx", "--data", "d.npz", "--min-mu", "0.1"]
         ("limit = true", "limit = True must be a whole number >= 1"),
         ('noise = "loud"', "noise = 'loud' must be add, mul or mixed"),
         ("sigmas = [0.1, -1]", "sigmas = [0.1, -1] must be"),
-        ("sigmas = []", "sigmas is an empty list"),
+        ("sigmas = []", "sigmas = [] must be a grid string"),
+        ('sigmas = [""]', "sigmas = [''] must be a grid string"),
         ('[points]\n"op:Gemm" = "high"', "points = {'op:Gemm': 'high'} must be a table"),
         ("points = 3", "points = 3 must be a table"),
         ("mode = 1", "mode = 1 must be walking, global or both"),
@@ -391,6 +392,30 @@ def test_sweep_run_counts_runs_whose_retries_are_used_up_as_failed(ws):
     assert again.code == 1 and "0/1 runs done, 1 failed" in again.out, again
     assert "failed 1" in cli("sweep", "status", ws / "s.toml").out
     CASES.append("sweep run after retries used up")
+
+
+def test_sweep_clients_claim_runs_and_a_crashed_client_frees_them(ws):
+    import socket
+
+    from wn_onnx.sweep import RunStore, load_sweep
+
+    (ws / "s.toml").write_text(SWEEP + "points = [0]\n")
+    sweep = load_sweep(ws / "s.toml")
+    other = subprocess.Popen(["sleep", "60"])  # a live client on this machine holds the run
+    try:
+        store = RunStore(sweep.db_path)
+        store.mark(sweep.runs[0], "running", error=f"running in {socket.gethostname()} pid {other.pid}")
+        store.close()
+        res = cli("sweep", "run", "s.toml", "--workers", "0", "--quiet")
+        assert res.code == 0 and "0/1 runs done, 0 failed, 1 running in another client" in res.out, res
+        assert "running 1" in cli("sweep", "status", "s.toml").out
+    finally:
+        other.kill()
+        other.wait()
+    assert "pending 1" in cli("sweep", "status", "s.toml").out  # its client is gone
+    res = cli("sweep", "run", "s.toml", "--workers", "0", "--retries", "0", "--quiet")
+    assert res.code == 1 and "0/1 runs done, 1 failed" in res.out, res  # taken again (and failing: no data)
+    CASES.extend(["sweep run claimed by a live client", "sweep run left running by a dead client"])
 
 
 def test_points_all_means_each_point_in_a_training_noise_sweep(ws):

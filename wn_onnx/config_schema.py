@@ -51,8 +51,8 @@ FRACTION = Key(NUMBER, "a number in [0, 1]", lambda v: _finite(v) and 0 <= v <= 
 NOISE = Key((str,), "add, mul or mixed", lambda v: v in ("add", "mul", "mixed"))
 ORDER = Key((str,), "mul-first or add-first", lambda v: v in ("mul-first", "add-first"))
 GRID = Key(
-    (str, *NUMBER), "a grid string (log:A:B:N, lin:A:B:N) or a list of finite σ >= 0",
-    lambda v: isinstance(v, str) or (_finite(v) and v >= 0), many=True,
+    (str, list), "a grid string (log:A:B:N, lin:A:B:N) or a non-empty list of finite σ >= 0",
+    lambda v: isinstance(v, str) or (bool(v) and all(NON_NEGATIVE.accepts(s) for s in v)),
 )  # fmt: skip
 
 

@@ -52,8 +52,8 @@ def open_store(path: Path, schema: str, table: str, columns: list[str], what: st
     db = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        with path.open("ab"):  # the OS's reason (a name too long, no permission) before SQLite's vaguer one
-            pass
+        # never open the file with anything but SQLite: closing another descriptor of it would drop
+        # the locks of this process's connections (SQLite's POSIX-lock caveat)
         db = sqlite3.connect(path, timeout=LOCK_SECONDS)
         found = [row[1] for row in db.execute(f"PRAGMA table_info({table})")]  # before anything is written
         if found and found != columns:
@@ -78,6 +78,11 @@ def store_error(path: Path, err: Exception, what: str) -> WnError:
         return WnError(f"{path} is locked by another wn-onnx process (waited {LOCK_SECONDS:g} s); let it finish first")
     if isinstance(err, OSError):
         return WnError(f"cannot create {what} {path}: {err.strerror or err}")
+    if "unable to open" in text:
+        too_long = len(path.name.encode()) > 255
+        return WnError(
+            f"cannot create {what} {path}: {'file name too long' if too_long else 'the folder is not writable'}"
+        )
     return WnError(
         f"{path} is not a usable {what} ({text}); delete it (its finished results are lost) or choose another output"
     )

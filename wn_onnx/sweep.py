@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
+import re
 import socket
 import sqlite3
 import time
@@ -196,18 +198,24 @@ class RunStore:
     def rows(self) -> dict[str, dict]:
         """Every stored run; a row whose result is not JSON counts as failed (it is run again)."""
         try:
-            cur = self.db.execute("SELECT key, status, attempts, result, error FROM runs").fetchall()
+            cur = self.db.execute("SELECT key, status, attempts, result, error, updated FROM runs").fetchall()
         except sqlite3.Error as err:
             raise store_error(self.path, err, "sweep store") from None
         rows = {}
-        for k, s, a, r, e in cur:
+        for k, s, a, r, e, u in cur:
             try:
                 result = json.loads(r) if r else None
             except (TypeError, ValueError, RecursionError):
                 s, result, e = "failed", None, "stored result is not JSON"
             if s == "done" and not isinstance(result, dict):
                 s, result = "failed", None
-            rows[k] = {"status": s, "attempts": a if isinstance(a, int) else 0, "result": result, "error": e}
+            rows[k] = {
+                "status": s,
+                "attempts": a if isinstance(a, int) else 0,
+                "result": result,
+                "error": e,
+                "updated": u,
+            }
         return rows
 
     def mark(self, run: dict, status: str, result: dict | None = None, error: str | None = None) -> None:
@@ -217,6 +225,23 @@ class RunStore:
             noisy = float(np.mean(accs)) if accs else None
         try:
             self._write(run, status, result, error, noisy)
+        except sqlite3.Error as err:
+            raise store_error(self.path, err, "sweep store") from None
+
+    def claim(self, run: dict) -> bool:
+        """Mark ``run`` running for this client unless it is done or another live client has it;
+        one transaction, so two clients never both take a run."""
+        try:
+            with self.db:
+                self.db.execute("BEGIN IMMEDIATE")
+                row = self.db.execute("SELECT status, error, updated FROM runs WHERE key = ?", (run["key"],)).fetchone()
+                if row is not None:
+                    status, owner, updated = row
+                    if status == "done" or (status == "running" and owner != _owner()
+                                            and _claim_alive({"error": owner, "updated": updated})):  # fmt: skip
+                        return False
+                self._write(run, "running", None, _owner(), None)
+            return True
         except sqlite3.Error as err:
             raise store_error(self.path, err, "sweep store") from None
 
@@ -238,11 +263,48 @@ class RunStore:
 
 
 def status_counts(sweep: Sweep) -> dict[str, int]:
-    rows = RunStore(sweep.db_path).rows() if sweep.db_path.exists() else {}
+    """Runs per status; a run left "running" by a client that is gone counts as pending."""
+    rows = _stored_rows(sweep)
     counts = {"done": 0, "running": 0, "failed": 0, "pending": 0}
     for run in sweep.runs:
-        counts[rows[run["key"]]["status"] if run["key"] in rows else "pending"] += 1
+        row = rows.get(run["key"])
+        status = row["status"] if row else "pending"
+        counts["pending" if status == "running" and not _claim_alive(row) else status] += 1
     return counts
+
+
+def _stored_rows(sweep: Sweep) -> dict[str, dict]:
+    if not sweep.db_path.exists():
+        return {}
+    store = RunStore(sweep.db_path)
+    try:
+        return store.rows()
+    finally:
+        store.close()
+
+
+OWNER = re.compile(r"^running in (?P<host>\S+) pid (?P<pid>\d+)$")
+CLAIM_SECONDS = 24 * 3600  # a claim from another machine is trusted this long after its last update
+
+
+def _owner() -> str:
+    return f"running in {socket.gethostname()} pid {os.getpid()}"
+
+
+def _claim_alive(row: dict) -> bool:
+    """Whether the client that marked a row "running" may still be working on it."""
+    m = OWNER.match(row.get("error") or "")
+    if m is None:
+        return False
+    if m["host"] != socket.gethostname():
+        return time.time() - (row.get("updated") or 0) < CLAIM_SECONDS
+    try:
+        os.kill(int(m["pid"]), 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True
+    return True
 
 
 def connect(workers: int, scheduler: str | None, timeout: float = 10.0):
@@ -279,12 +341,15 @@ def run_sweep(
         spent = {k for k, s in status.items() if s == "failed" and rows[k]["attempts"] > retries}  # retries used up
         todo = [r for r in sweep.runs if status[r["key"]] != "done" and r["key"] not in spent]
         done = sum(s == "done" for s in status.values())
-        stats = {"total": len(sweep.runs), "done": done, "failed": len(spent), "todo": len(todo)}
+        stats = {"total": len(sweep.runs), "done": done, "failed": len(spent), "todo": len(todo), "elsewhere": 0}
         if on_update:
             on_update(stats)
         if workers == 0 and not scheduler:
             for run in todo:
-                _serial(store, run, retries, stats, on_update)
+                if store.claim(run):
+                    _serial(store, run, retries, stats, on_update)
+                else:
+                    stats["elsewhere"] += 1
             return stats
         client, cluster = connect(workers, scheduler)
         try:
@@ -293,7 +358,9 @@ def run_sweep(
             attempts = {r["key"]: 0 for r in todo}
             futures = {}
             for run in todo:
-                store.mark(run, "running")
+                if not store.claim(run):
+                    stats["elsewhere"] += 1
+                    continue
                 futures[client.submit(execute_run, run, key=f"wn-{run['key']}-0", pure=False)] = run
             pending = as_completed(list(futures))
             for future in pending:
@@ -327,7 +394,6 @@ def run_sweep(
 
 def _serial(store: RunStore, run: dict, retries: int, stats: dict, on_update) -> None:
     for attempt in range(retries + 1):
-        store.mark(run, "running")
         try:
             result = execute_run(run)
         except Exception as err:
@@ -347,7 +413,7 @@ def sweep_reports(sweep: Sweep) -> dict[str, dict]:
     accuracy per σ over seeds (and evaluation repeats) per point → the same μ fit."""
     from wn_onnx.fit import fit_curve
 
-    rows = RunStore(sweep.db_path).rows() if sweep.db_path.exists() else {}
+    rows = _stored_rows(sweep)
     done = [(r, rows[r["key"]]["result"]) for r in sweep.runs if rows.get(r["key"], {}).get("status") == "done"]
     if not done:
         raise WnError(f"{sweep.path}: no finished runs yet (wn-onnx sweep run {sweep.path})")

@@ -75,7 +75,11 @@ def run_command(
             stats = run_sweep(sweep, workers, scheduler, retries, update)
     else:
         stats = run_sweep(sweep, workers, scheduler, retries)
-    out.print(f"{stats['done']}/{stats['total']} runs done, {stats['failed']} failed · {sweep.db_path}", markup=False)
+    elsewhere = f", {stats['elsewhere']} running in another client" if stats.get("elsewhere") else ""
+    out.print(
+        f"{stats['done']}/{stats['total']} runs done, {stats['failed']} failed{elsewhere} · {sweep.db_path}",
+        markup=False,
+    )
     if stats["failed"]:
         raise typer.Exit(1)
 
