@@ -203,7 +203,10 @@ def test_resume_key_covers_external_weights_batch_size_and_device(ws):
     assert cli(*args).code == 0
     assert stored(ws / "r.json.sqlite") == 2  # other weights: a new curve, not the old one reused
     second = json.loads((ws / "r.json").read_text())
-    assert second["global"]["accuracy"] != first["global"]["accuracy"] or second["clean_accuracy"] != first["clean_accuracy"]
+    assert (
+        second["global"]["accuracy"] != first["global"]["accuracy"]
+        or second["clean_accuracy"] != first["clean_accuracy"]
+    )
     assert cli(*args, "--batch-size", "2").code == 0
     assert stored(ws / "r.json.sqlite") == 3
     CASES.extend(["resume: replaced external weights", "resume: other --batch-size"])
@@ -257,8 +260,18 @@ def test_nonfinite_inputs_never_reach_the_model(ws):
 
 # ---------------------------------------------------------------- 3, 17. what is scored
 def test_scores_must_be_one_vector_per_sample(ws):
-    refused_untouched(ws, "has shape ?×2×3", "scan", six_wide_model(ws / "s.onnx", ["N", 2, 3]), "--data", ws / "d.npz", *FAST)
-    refused_untouched(ws, "×2×3; wn-onnx scores one vector", "scan", six_wide_model(ws / "s.onnx", ["N", "a", "b"]), "--data", ws / "d.npz", *FAST)
+    refused_untouched(
+        ws, "has shape ?×2×3", "scan", six_wide_model(ws / "s.onnx", ["N", 2, 3]), "--data", ws / "d.npz", *FAST
+    )
+    refused_untouched(
+        ws,
+        "×2×3; wn-onnx scores one vector",
+        "scan",
+        six_wide_model(ws / "s.onnx", ["N", "a", "b"]),
+        "--data",
+        ws / "d.npz",
+        *FAST,
+    )
     refused_untouched(ws, "has shape ?;", "points", six_wide_model(ws / "s.onnx", ["N"]))
 
 
@@ -317,7 +330,7 @@ def test_check_config_values_are_typed(ws, toml, message):
 
 
 def test_pyproject_tool_table_must_be_a_table(ws):
-    (ws / "pyproject.toml").write_text('tool = 3\n')
+    (ws / "pyproject.toml").write_text("tool = 3\n")
     refused_untouched(ws, "[tool.wn-onnx] must be a table", *CHECK)
     (ws / "pyproject.toml").write_text('[tool.wn-onnx]\nlabel_free = "false"\n')
     refused_untouched(ws, "label_free = 'false'", *CHECK)
@@ -378,9 +391,13 @@ def test_train_refuses_values_that_train_nan_networks(ws, args, message):
 
 def test_train_refuses_data_beyond_float32_and_negative_labels(ws):
     big = data(ws / "big.npz", x=np.full((8, 4), 1e39))
-    refused_untouched(ws, "beyond float32's range", "train", "--dataset", "npz", "--data", big, "--out", ws / "t.onnx", "--quiet")
+    refused_untouched(
+        ws, "beyond float32's range", "train", "--dataset", "npz", "--data", big, "--out", ws / "t.onnx", "--quiet"
+    )
     neg = data(ws / "neg.npz", y=np.array([0, 1, -1, 2, 0, 1]))
-    refused_untouched(ws, "labels must be >= 0", "train", "--dataset", "npz", "--data", neg, "--out", ws / "t.onnx", "--quiet")
+    refused_untouched(
+        ws, "labels must be >= 0", "train", "--dataset", "npz", "--data", neg, "--out", ws / "t.onnx", "--quiet"
+    )
 
 
 # ---------------------------------------------------------------- 6, 7. sweeps
@@ -495,6 +512,8 @@ def test_outputs_that_name_an_input_are_refused(ws):
         ["apply-plan", "m.onnx", "plan.json", "--out", "plan.json"],
         ["report", "b.json", "--html", "b.json"],
         ["plan", "b.json", "--out", "b.json"],
+        ["analyze", "binarize", "m.onnx", "--data", "d.npz", "--at", "0", "--out", "d.npz"],
+        ["analyze", "mixed", "m.onnx", "--data", "d.npz", "--at", "0", "--html", "m.onnx"],
     ):
         (ws / "sub").mkdir(exist_ok=True)
         refused_untouched(ws, "is the input", *args)
@@ -637,7 +656,10 @@ def test_outputs_that_cannot_be_written(ws):
     for args, message in [
         (["scan", "m.onnx", "--data", "d.npz", "--out", "d.npz/r.json", *FAST], "cannot create curve store"),
         (["scan", "m.onnx", "--data", "d.npz", "--out", long, *FAST], "cannot create curve store"),
-        (["check", "m.onnx", "--data", "d.npz", "--min-mu", "0.1", "--junit", "d.npz/j.xml", *GRID], "cannot write d.npz/j.xml"),
+        (
+            ["check", "m.onnx", "--data", "d.npz", "--min-mu", "0.1", "--junit", "d.npz/j.xml", *GRID],
+            "cannot write d.npz/j.xml",
+        ),
         (["check", "m.onnx", "--data", "d.npz", "--min-mu", "0.1", "--summary", long, *GRID], "cannot write"),
         (["apply-plan", "m.onnx", "plan.json", "--out", "d.npz/x.onnx"], "cannot write d.npz/x.onnx"),
         (["report", "b.json", "--html", "d.npz/r.html"], "cannot access d.npz"),
@@ -686,7 +708,9 @@ def test_damaged_curve_stores(ws, monkeypatch):
     holder = sqlite3.connect(db, isolation_level=None)
     holder.execute("BEGIN EXCLUSIVE")
     try:
-        refused(cli(*args, "--seed", "1"), "is locked by another wn-onnx process", "store locked")  # a new curve to store
+        refused(
+            cli(*args, "--seed", "1"), "is locked by another wn-onnx process", "store locked"
+        )  # a new curve to store
     finally:
         holder.close()
 
@@ -762,8 +786,14 @@ def test_apply_plan_files_that_are_not_plans(ws):
 def test_other_commands_out_of_range(ws):
     (ws / "s.toml").write_text(SWEEP)
     for args, message in [
-        (["analyze", "binarize", "m.onnx", "--data", "d.npz", "--at", "0", "--follow", "-3"], "Invalid value for '--follow'"),
-        (["analyze", "mixed", "m.onnx", "--data", "d.npz", "--at", "0", "--repeats", "0"], "Invalid value for '--repeats'"),
+        (
+            ["analyze", "binarize", "m.onnx", "--data", "d.npz", "--at", "0", "--follow", "-3"],
+            "Invalid value for '--follow'",
+        ),
+        (
+            ["analyze", "mixed", "m.onnx", "--data", "d.npz", "--at", "0", "--repeats", "0"],
+            "Invalid value for '--repeats'",
+        ),
         (["sweep", "run", "s.toml", "--workers", "-2"], "Invalid value for '--workers'"),
         (["sweep", "run", "s.toml", "--retries", "-1"], "Invalid value for '--retries'"),
         (["plan", "x.json", "--repeats", "0"], "Invalid value for '--repeats'"),
@@ -839,7 +869,7 @@ JOBS = ["scan", "--mode", "walking", "--sigmas", "log:1e-2:1e3:25", "--repeats",
 
 def test_ctrl_c_while_importing_prints_no_traceback():
     proc = subprocess.Popen([sys.executable, "-m", "wn_onnx", "scan", "--quiet"], stderr=subprocess.PIPE, text=True)
-    time.sleep(0.25)
+    time.sleep(0.5)  # inside the imports of the command line
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     CASES.append("Ctrl-C while importing")

@@ -75,6 +75,7 @@ def binarize_command(
 
     if noise == Kind.mixed:
         raise WnError("analyze binarize takes --noise add or mul")
+    guard_outputs([out_path], [model, data])
     engine, dataset = _engine_and_data(model, data, limit)
     result = binarize(engine, dataset, at, NoiseSpec(noise.value), sigma, seed, follow, quantize_at)
     acc = result["accuracy"]
@@ -119,6 +120,7 @@ def mixed_command(
     orders = ["mul-first", "add-first"] if order == "both" else [order]
     if any(o not in ("mul-first", "add-first") for o in orders):
         raise WnError(f"--order must be mul-first, add-first or both, not {order!r}")
+    guard_outputs([out_path, html_path], [model, data])
     engine, dataset = _engine_and_data(model, data, limit)
     grids = [
         mixed_grid(engine, dataset, at, o, parse_grid(sigma_mul), parse_grid(sigma_add), repeats, seed) for o in orders

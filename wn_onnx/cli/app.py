@@ -62,7 +62,9 @@ def points(
         print(json.dumps({"model": str(model), "points": chosen}, indent=2))
     else:
         out.print(
-            __import__("wn_onnx.cli.render", fromlist=["points_table"]).points_table(chosen, escape(f"noise points of {model}"))
+            __import__("wn_onnx.cli.render", fromlist=["points_table"]).points_table(
+                chosen, escape(f"noise points of {model}")
+            )
         )
 
 
