@@ -280,7 +280,7 @@ def walk_points(
             keep(futures[future], future.result())
             tick(1)
     except BaseException:  # Ctrl-C or SIGTERM here: stop the workers now instead of letting them finish
-        for process in list(getattr(pool, "_processes", {}).values()):  # no public handle on the workers
+        for process in list((getattr(pool, "_processes", None) or {}).values()):  # no public handle on the workers
             process.terminate()
         pool.shutdown(wait=False, cancel_futures=True)
         raise
@@ -340,6 +340,9 @@ def _sigint_held():
     """While the workers are spawned, SIGINT is blocked in this thread (the workers inherit the mask,
     so a Ctrl-C stays pending until their initializer drops it) and, if another thread takes it,
     only noted; KeyboardInterrupt is raised once every worker has started."""
+    if threading.current_thread() is not threading.main_thread():  # signals belong to the main thread
+        yield
+        return
     noted = []
     previous = signal.signal(signal.SIGINT, lambda *_: noted.append(True))
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
