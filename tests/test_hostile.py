@@ -671,6 +671,27 @@ def test_outputs_that_cannot_be_written(ws):
     CASES.append("scan --out into a missing folder")
 
 
+def test_a_full_disk_is_one_line(tmp_path):
+    """A file-size limit makes writes fail the way a full disk does (EFBIG / SQLITE_FULL)."""
+    (tmp_path / "b.json").write_text(json.dumps(report()))
+    tiny_model(tmp_path / "m.onnx")
+    data(tmp_path / "d.npz")
+
+    for args, message, size in [
+        (["scan", tmp_path / "m.onnx", "--data", tmp_path / "d.npz", *FAST, "--out", tmp_path / "r.json"],
+         "(is the disk full?)", 3000),
+        (["plan", tmp_path / "b.json", "--out", tmp_path / "p.json"], "cannot write", 100),
+    ]:  # fmt: skip
+
+        def small_files(size: int = size) -> None:
+            resource.setrlimit(resource.RLIMIT_FSIZE, (size, size))
+
+        res = subprocess.run([sys.executable, "-m", "wn_onnx", *map(str, args)], capture_output=True, text=True,
+                             timeout=120, preexec_fn=small_files)  # fmt: skip
+        refused(res, message, "full disk: " + args[0])
+    assert not (tmp_path / "p.json").exists() and not (tmp_path / "p.json.tmp").exists()
+
+
 # ---------------------------------------------------------------- 15. damaged stores
 def test_damaged_curve_stores(ws, monkeypatch):
     args = ["scan", "m.onnx", "--data", "d.npz", "--mode", "global", *FAST, "--out", "r.json", "--resume"]

@@ -78,8 +78,8 @@ def store_error(path: Path, err: Exception, what: str) -> WnError:
         return WnError(f"{path} is locked by another wn-onnx process (waited {LOCK_SECONDS:g} s); let it finish first")
     if isinstance(err, OSError):
         return WnError(f"cannot create {what} {path}: {err.strerror or err}")
-    if "full" in text:
-        return WnError(f"cannot write {what} {path}: the disk is full")
+    if "full" in text or "disk I/O" in text:
+        return WnError(f"cannot write {what} {path}: {text} (is the disk full?)")
     if "unable to open" in text:
         too_long = len(path.name.encode()) > 255
         return WnError(
