@@ -22,11 +22,19 @@ from pathlib import Path
 import numpy as np
 import tomllib
 
+from wn_onnx import config_schema as cs
 from wn_onnx.errors import WnError
+from wn_onnx.safeio import read_text
 
 Z = 2.0  # standard errors of slack in the baseline comparison
-CONFIG_KEYS = {"noise", "order", "sigma_ratio", "sigmas", "repeats", "seed", "mode", "at", "min_mu", "global_min_mu",
-               "max_mu_drop", "baseline", "label_free", "limit", "points"}  # fmt: skip
+CONFIG = {
+    "noise": cs.NOISE, "order": cs.ORDER, "sigma_ratio": cs.FRACTION, "sigmas": cs.GRID, "repeats": cs.REPEATS, "seed": cs.SEED,
+    "mode": cs.Key((str,), "walking, global or both", lambda v: v in ("walking", "global", "both")), "at": cs.STRING,
+    "min_mu": cs.NON_NEGATIVE, "global_min_mu": cs.NON_NEGATIVE, "max_mu_drop": cs.Key((str, int, float), "like 20% or 0.2"),
+    "baseline": cs.STRING, "label_free": cs.BOOL, "limit": cs.POSITIVE_INT, "output": cs.STRING,
+    "points": cs.Key((dict,), "a table of pattern = minimum μ (a finite number >= 0)",
+                  lambda v: all(cs.NON_NEGATIVE.accepts(f) for f in v.values())),
+}  # fmt: skip
 
 
 @dataclass
@@ -72,18 +80,18 @@ def load_config(path: Path | None) -> dict:
         else:
             return {}
     try:
-        raw = tomllib.loads(Path(path).read_text())
-    except OSError:
-        raise WnError(f"config file not found: {path}") from None
+        raw = tomllib.loads(read_text(path, "config file"))
     except tomllib.TOMLDecodeError as err:
         raise WnError(f"{path}: malformed TOML ({err})") from None
-    conf = raw.get("tool", {}).get("wn-onnx", {}) if Path(path).name == "pyproject.toml" else raw
-    unknown = sorted(set(conf) - CONFIG_KEYS)
-    if unknown:
-        raise WnError(f"{path}: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(CONFIG_KEYS))}")
-    points = conf.get("points", {})
-    if not isinstance(points, dict) or not all(isinstance(v, int | float) for v in points.values()):
-        raise WnError(f"{path}: [points] maps patterns (op:TYPE or re:REGEX) to minimum μ values")
+    conf = raw
+    if Path(path).name == "pyproject.toml":
+        tool = raw.get("tool", {})
+        conf = tool.get("wn-onnx", {}) if isinstance(tool, dict) else None
+    if not isinstance(conf, dict):
+        raise WnError(f"{path}: [tool.wn-onnx] must be a table")
+    cs.check_keys(conf, CONFIG, str(path))
+    if isinstance(conf.get("sigmas"), list):  # a list of σ values: the comma form of the grid
+        conf["sigmas"] = ",".join(repr(float(v)) for v in conf["sigmas"])
     return conf
 
 

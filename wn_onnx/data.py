@@ -6,6 +6,7 @@ never unpickled.
 
 from __future__ import annotations
 
+import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from wn_onnx.errors import WnError
+from wn_onnx.safeio import NPZ_ERRORS, read_npz_member, regular_file
 
 
 @dataclass
@@ -70,25 +72,25 @@ def subset(n: int, y: np.ndarray | None, limit: int | None, mode: str = "stratif
 def load_npz(
     path: str | Path, limit: int | None = None, require_labels: bool = True, limit_mode: str = "stratified"
 ) -> Dataset:
-    """Read ``x`` (and ``y``) from an npz archive; check dtypes and finiteness."""
-    p = Path(path)
-    if not p.is_file():
-        raise WnError(f"data file not found: {p}")
+    """Read ``x`` (and ``y``) from an npz archive; check dtypes and finiteness. Declared sizes are
+    checked against the memory budget before reading; with ``--limit-mode first`` only the first
+    ``limit`` rows are read (a stratified subset needs every label, and rows from anywhere)."""
+    p = regular_file(path, "data file")
+    if limit is not None and limit < 1:
+        raise WnError(f"--limit must be >= 1, got {limit}")
+    rows = limit if limit_mode == "first" else None
     try:
-        with np.load(p, allow_pickle=False) as archive:
-            keys = set(archive.files)
+        with zipfile.ZipFile(p) as archive:
+            keys = {n.removesuffix(".npy"): n for n in archive.namelist() if n.endswith(".npy")}
             if "x" not in keys:
                 raise WnError(f"{p}: no array named 'x' (found: {', '.join(sorted(keys)) or 'none'})")
-            x = archive["x"]
-            y = archive["y"] if "y" in keys else None
+            x = read_npz_member(archive, keys["x"], str(p), rows)
+            y = read_npz_member(archive, keys["y"], str(p), rows) if "y" in keys else None
     except WnError:
         raise
-    except ValueError as err:
-        if "pickle" in str(err).lower():
-            raise WnError(f"{p}: holds pickled Python objects; refusing to load it (save plain arrays)") from None
-        raise WnError(f"{p}: not a readable .npz archive ({err})") from None
-    except (OSError, EOFError) as err:
-        raise WnError(f"{p}: not a readable .npz archive ({type(err).__name__})") from None
+    except NPZ_ERRORS as err:
+        why = str(err).splitlines()[0] if str(err).strip() else type(err).__name__
+        raise WnError(f"{p}: not a readable .npz archive ({why})") from None
     if require_labels and y is None:
         raise WnError(f"{p}: no array named 'y' with labels (use --label-free to score agreement instead)")
     return make_dataset(x, y, str(p), limit, limit_mode)
@@ -108,6 +110,8 @@ def make_dataset(
                 y = y.astype(np.int64)
             else:
                 raise WnError(f"{source}: labels y have dtype {y.dtype}, expected integers")
+        if y.ndim != 1 and not (y.ndim == 2 and y.shape[1] == 1):
+            raise WnError(f"{source}: labels y have shape {y.shape}; expected one integer label per sample")
         y = y.reshape(-1).astype(np.int64)
         if len(y) != len(x):
             raise WnError(f"{source}: {len(x)} inputs but {len(y)} labels")
@@ -138,7 +142,11 @@ def check_shape(data: Dataset, input_shape: tuple, dtype: np.dtype) -> Dataset:
             raise WnError(f"{data.source}: the model takes integers ({dtype}), but x holds fractional values")
         if x.size and (x.min() < info.min or x.max() > info.max):
             raise WnError(f"{data.source}: x spans [{x.min()}, {x.max()}], outside the model's {dtype} input")
-    return Dataset(data.x.astype(dtype, copy=False), data.y, data.source)
+    with np.errstate(over="ignore", invalid="ignore"):  # reported below, in one line
+        x = data.x.astype(dtype, copy=False)
+    if dtype.kind == "f" and not np.all(np.isfinite(x)):  # float64 data beyond float32's range
+        raise WnError(f"{data.source}: some inputs are NaN or overflow to Inf as {dtype} (the model's input type)")
+    return Dataset(x, data.y, data.source)
 
 
 def check_labels(data: Dataset, num_classes: int) -> None:

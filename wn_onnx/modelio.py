@@ -6,10 +6,12 @@ external data that points outside the model's folder (refused before anything is
 
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import onnx
 import onnx_ir as ir
 from google.protobuf.message import DecodeError
@@ -20,6 +22,7 @@ from wn_onnx.batch_axis import fixed_batch, free_batch_axis
 from wn_onnx.errors import WnError
 from wn_onnx.graph_passes.noise_functions import MIN_OPSET
 from wn_onnx.graph_passes.points import FLOAT_TYPES
+from wn_onnx.safeio import regular_file
 
 INTEGER_TYPES = frozenset(
     {ir.DataType.INT8, ir.DataType.INT16, ir.DataType.INT32, ir.DataType.INT64,
@@ -38,6 +41,17 @@ class LoadedModel:
     num_classes: int
     input_shape: tuple  # declared input shape, symbolic dims as str/None
     freed_batch: int | None = None  # the file's fixed batch, when the graph was checked to take any
+    external: tuple[str, ...] = ()  # external data files the weights were read from
+
+    def content_digest(self) -> str:
+        """Hash of the model file and its external data files: what the numbers depend on."""
+        h = hashlib.sha256()
+        for name in (self.path, *self.external):
+            with open(name, "rb") as f:
+                for chunk in iter(lambda f=f: f.read(1 << 20), b""):
+                    h.update(chunk)
+            h.update(b"\x00")
+        return h.hexdigest()
 
     @property
     def fixed_batch(self) -> int | None:
@@ -50,36 +64,42 @@ class LoadedModel:
         return ir.from_proto(ir.to_proto(self.model))
 
 
-def _check_external_data(proto: onnx.ModelProto, folder: Path) -> None:
+def _check_external_data(proto: onnx.ModelProto, folder: Path) -> tuple[str, ...]:
+    """The external data files, each checked to lie inside the model's folder before anything is read."""
     root = folder.resolve()
+    files = []
     for tensor in onnx.external_data_helper._get_all_tensors(proto):
         if tensor.data_location != onnx.TensorProto.EXTERNAL:
             continue
         location = next((e.value for e in tensor.external_data if e.key == "location"), "")
-        target = (root / location).resolve()
-        if os.path.isabs(location) or root not in target.parents:
+        where = f"external data file {location[:100]!r} of tensor {tensor.name[:100]!r}"
+        try:
+            target = (root / location).resolve()
+            inside = not os.path.isabs(location) and root in target.parents
+            found = inside and target.is_file()
+        except (OSError, RuntimeError, ValueError) as err:  # a symlink loop, a NUL byte, a name too long
+            raise WnError(f"{where} cannot be opened ({getattr(err, 'strerror', None) or err})") from None
+        if not inside:
             raise WnError(
                 f"refusing external data {location!r} of tensor {tensor.name!r}: it lies outside the model's folder"
             )
-        if not target.is_file():
-            raise WnError(f"external data file {location!r} of tensor {tensor.name!r} not found next to the model")
+        if not found:
+            raise WnError(f"{where} not found next to the model")
+        files.append(str(target))
+    return tuple(dict.fromkeys(files))
 
 
 def load_model(path: str | os.PathLike, output: str | None = None) -> LoadedModel:
     """Read, validate and shape-infer ``path``; ``output``: the graph output to score (default:
     the first float output)."""
-    p = Path(path)
-    if not p.exists():
-        raise WnError(f"model file not found: {p}")
-    if not p.is_file():
-        raise WnError(f"not a file: {p}")
+    p = regular_file(path, "model file")
     try:
         proto = onnx.load(str(p), load_external_data=False)
     except (DecodeError, RuntimeWarning, ValueError, OSError) as err:
         raise WnError(f"{p} is not a readable ONNX model ({type(err).__name__})") from None
     if not proto.graph.node and not proto.graph.output:
         raise WnError(f"{p} is not an ONNX model (empty graph)")
-    _check_external_data(proto, p.parent)
+    external = _check_external_data(proto, p.parent)
     try:
         onnx.external_data_helper.load_external_data_for_model(proto, str(p.parent))
         onnx.checker.check_model(proto)
@@ -99,11 +119,27 @@ def load_model(path: str | os.PathLike, output: str | None = None) -> LoadedMode
         proto = shape_inference.infer_shapes(proto, data_prop=True)
     except Exception:
         pass
-    model = ir.from_proto(proto)
+    maps = [v.name for v in proto.graph.output if _is_map(v.type)]
+    if maps:
+        raise WnError(
+            f"{p}: output {maps[0]!r} is a map (ZipMap), not a tensor of class scores; export the classifier "
+            "without ZipMap (skl2onnx: options={'zipmap': False})"
+        )
+    try:
+        model = ir.from_proto(proto)
+    except Exception as err:  # types onnx_ir cannot represent (e.g. maps from ZipMap)
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise WnError(f"{p}: cannot be analysed ({first[:200]})") from None
     loaded = describe(model, str(p), output)
     _keep_only_output(model, loaded.output_name)
     loaded.freed_batch = declared if freed is not None else None
+    loaded.external = external
     return loaded
+
+
+def _is_map(t: onnx.TypeProto) -> bool:
+    kind = t.WhichOneof("value")
+    return kind == "map_type" or (kind == "sequence_type" and _is_map(t.sequence_type.elem_type))
 
 
 def _keep_only_output(model: ir.Model, name: str) -> None:
@@ -129,7 +165,7 @@ def describe(model: ir.Model, path: str, output: str | None = None) -> LoadedMod
             f"{path}: input {data_in.name!r} is {data_in.dtype.name if data_in.dtype else 'untyped'}, "
             "not a float or integer tensor"
         )
-    outs = [v for v in graph.outputs if v.dtype in FLOAT_TYPES]
+    outs = [v for v in graph.outputs if isinstance(v.type, ir.TensorType) and v.dtype in FLOAT_TYPES]
     if not outs:
         raise WnError(f"{path}: no float output to score (outputs: {', '.join(v.name for v in graph.outputs)})")
     if output is not None:
@@ -139,9 +175,24 @@ def describe(model: ir.Model, path: str, output: str | None = None) -> LoadedMod
         if named[0] not in outs:
             raise WnError(f"{path}: output {output!r} is not a float tensor; it cannot be scored")
     scored = named[0] if output is not None else outs[0]
-    width = scored.shape[-1] if scored.shape is not None and len(scored.shape) >= 1 else None
-    classes = width if isinstance(width, int) else 0
+    dims = list(scored.shape)[1:] if scored.shape is not None else []
+    if scored.shape is not None:
+        # symbolic axes are checked on the clean pass, when their lengths are known
+        check_scores([d if isinstance(d, int) else None for d in scored.shape], f"{path}: output {scored.name!r}")
+    classes = int(np.prod(dims)) if dims and all(isinstance(d, int) for d in dims) else 0
     shape = (
         tuple(d if isinstance(d, int) else getattr(d, "value", None) for d in data_in.shape) if data_in.shape else ()
     )
     return LoadedModel(path, model, data_in.name, scored.name, classes, shape)
+
+
+def check_scores(shape: list[int | None] | tuple, where: str) -> None:
+    """Scores must be one vector of class scores per sample: (N, K), or (N, K) with extra axes of
+    length 1. (N, 2, 3) is not 6 classes, and an argmax over it would be silently wrong.
+    ``None``: a symbolic length, judged later from the clean pass."""
+    if len(shape) < 2 or sum(1 for d in shape[1:] if d is not None and d > 1) > 1:
+        shown = "×".join("?" if d is None else str(d) for d in shape) or "scalar"
+        raise WnError(
+            f"{where} has shape {shown}; wn-onnx scores one vector of class scores per sample (N×K): "
+            "choose another --output or export the scores flattened"
+        )

@@ -114,6 +114,9 @@ def apply_noise(
 _GRID = re.compile(r"^(log|lin):([^:]+):([^:]+):(\d+)$")
 
 
+MAX_GRID = 10_000  # σ values in one grid: far more than any fit needs
+
+
 def parse_grid(text: str) -> np.ndarray:
     """``log:1e-2:1e10:49``, ``lin:0:2:21`` or ``0.1,0.2,0.5`` → sorted unique float64 array."""
     text = text.strip()
@@ -123,6 +126,8 @@ def parse_grid(text: str) -> np.ndarray:
             kind, a, b, n = m.group(1), float(m.group(2)), float(m.group(3)), int(m.group(4))
             if n < 1:
                 raise ValueError
+            if n > MAX_GRID:
+                raise WnError(f"sigma grid {text!r} has {n} values; at most {MAX_GRID}")
             if kind == "log":
                 if a <= 0 or b <= 0:
                     raise WnError(f"log grid needs positive bounds: {text!r}")
@@ -130,6 +135,8 @@ def parse_grid(text: str) -> np.ndarray:
             else:
                 grid = np.linspace(a, b, n)
         else:
+            if text.count(",") >= MAX_GRID:
+                raise WnError(f"sigma grid has more than {MAX_GRID} values")
             grid = np.array([float(v) for v in text.split(",") if v.strip()], dtype=np.float64)
     except ValueError:
         raise WnError(

@@ -11,6 +11,7 @@ it is recomputed. Memory stays bounded whatever the data size.
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 from collections.abc import Callable, Hashable
@@ -20,6 +21,30 @@ import numpy as np
 
 RAM_BYTES = 128 << 20
 DISK_BYTES = 4 << 30
+
+
+PREFIX = "wn-onnx-rounds-"  # + pid of the owning process
+_CLEANED = False
+
+
+def remove_stale(folder: str | None = None) -> None:
+    """Delete round folders whose process is gone (killed by kill -9, or an older version's)."""
+    root = Path(folder or tempfile.gettempdir())
+    for path in root.glob(f"{PREFIX}*"):
+        owner = path.name[len(PREFIX) :].split("-")[0]
+        if owner.isdigit() and _alive(int(owner)):
+            continue
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 class RoundCache:
@@ -32,6 +57,10 @@ class RoundCache:
         self._disk: dict[Hashable, tuple[Path, int]] = {}
         self._folder: Path | None = None
         self.hits = 0
+        global _CLEANED
+        if not _CLEANED:  # once per process: what killed scans left behind
+            remove_stale()
+            _CLEANED = True
 
     def get(self, key: Hashable, compute: Callable[[], list[np.ndarray]]) -> list[np.ndarray]:
         if key in self._ram:
@@ -57,7 +86,7 @@ class RoundCache:
         """Write ``arrays`` to a file of their own; a full disk only ends caching, never the scan."""
         try:
             if self._folder is None:  # at most half of the free space
-                self._folder = Path(tempfile.mkdtemp(prefix="wn-onnx-rounds-"))
+                self._folder = Path(tempfile.mkdtemp(prefix=f"{PREFIX}{os.getpid()}-"))
                 self.disk_left = min(self.disk_left, shutil.disk_usage(self._folder).free // 2)
             if size > self.disk_left:
                 return False

@@ -9,10 +9,12 @@ import contextlib
 import itertools
 import multiprocessing
 import os
+import signal
+import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, replace
-from pathlib import Path
 
 import numpy as np
 
@@ -22,7 +24,7 @@ from wn_onnx.errors import WnError
 from wn_onnx.evaluate import Counts, Engine, SweepSettings, providers_for, score
 from wn_onnx.fit import curve_json as fit_curve_json
 from wn_onnx.graph_passes import Point, find_points, select_points
-from wn_onnx.modelio import LoadedModel, load_model
+from wn_onnx.modelio import LoadedModel, check_scores, load_model
 from wn_onnx.noise import NoiseSpec
 from wn_onnx.round_cache import RoundCache
 from wn_onnx.store import CurveStore, digest
@@ -160,6 +162,7 @@ def run_scan(
     # the σ = 0 reference, aligned with the batches (padding rows of a fixed-batch model at its end)
     reference = np.concatenate([engine.clean_logits(x) for _, x, _ in engine.batches(data, st.batch_size)])
     clean_logits = reference[: len(data)]
+    check_scores(clean_logits.shape, f"{loaded.path}: output {loaded.output_name!r}")
     num_classes = loaded.num_classes or int(clean_logits.reshape(len(clean_logits), -1).shape[1])
     if num_classes < 2:
         raise WnError(f"{loaded.path}: output {loaded.output_name!r} has width {num_classes}; need class scores (≥ 2)")
@@ -191,13 +194,16 @@ def run_scan(
         "global": None,
     }
     base = Curve(chance, clean)
-    config = digest(Path(loaded.path).read_bytes(), loaded.output_name, data.x, data.y, req.label_free, st.spec.to_json(), st.sigmas, st.repeats,
+    config = digest(loaded.content_digest(), loaded.output_name, data.x, data.y, req.label_free, st.spec.to_json(), st.sigmas, st.repeats,
                     st.seed, st.redraw, st.walk, req.adaptive, req.tolerance, __version__)  # fmt: skip
     report["config_hash"] = config
+    # stored curves are also keyed by what may change the arithmetic without changing the report's
+    # settings: the batch size (graphs that mix samples) and the device
+    stored = digest(config, st.batch_size, req.device)
     try:
         if req.mode in ("walking", "both"):
             tick = silent(f"walking {len(chosen)} points", len(chosen))
-            keys = {p.index: digest(config, "point", p.index, p.tensor) for p in chosen}
+            keys = {p.index: digest(stored, "point", p.index, p.tensor) for p in chosen}
             done = {p.index: store.get(keys[p.index]) for p in chosen} if store is not None and resume else {}
             todo = [p for p in chosen if done.get(p.index) is None]
             tick(len(chosen) - len(todo))
@@ -216,7 +222,7 @@ def run_scan(
             if not where:
                 raise WnError("the global sweep has no point left (all selected points are BatchNormalization outputs)")
             tick = silent(f"global noise at {len(where)} points", 1)
-            key = digest(config, "global", [p.index for p in where])
+            key = digest(stored, "global", [p.index for p in where])
             curve = store.get(key) if store is not None and resume else None
             if curve is None:
                 with RoundCache() if req.adaptive else contextlib.nullcontext() as cache:
@@ -263,11 +269,19 @@ def walk_points(
     threads = max(1, (req.threads or os.cpu_count() or 1) // req.jobs)
     ctx = multiprocessing.get_context("spawn")
     init = (engine.loaded.path, engine.loaded.output_name, data.x, data.y, engine.providers, threads, reference)
-    with ProcessPoolExecutor(req.jobs, mp_context=ctx, initializer=_worker_init, initargs=init) as pool:
-        futures = {pool.submit(_worker_walk, point, st, req, base): point for point in chosen}
+    pool = ProcessPoolExecutor(req.jobs, mp_context=ctx, initializer=_worker_init, initargs=init)
+    try:
+        with _sigint_held():  # workers start with Ctrl-C held back: no traceback from their imports
+            futures = {pool.submit(_worker_walk, point, st, req, base): point for point in chosen}
         for future in as_completed(futures):
             keep(futures[future], future.result())
             tick(1)
+    except BaseException:  # Ctrl-C or SIGTERM here: stop the workers now instead of letting them finish
+        for process in list((getattr(pool, "_processes", None) or {}).values()):  # no public handle on the workers
+            process.terminate()
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown()
 
 
 def _walk_one(
@@ -306,10 +320,45 @@ def _worker_init(
     threads: int,
     reference: np.ndarray,
 ) -> None:
-    """Each worker process loads the model itself (sessions do not cross processes)."""
+    """Each worker process loads the model itself (sessions do not cross processes). It ignores
+    Ctrl-C (the scan process terminates it) and ends itself when the scan process dies (kill -9
+    leaves no worker behind)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the scan process stops its workers on Ctrl-C
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # a Ctrl-C held back since the start is dropped
+    parent = os.getppid()
+    threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True).start()
     _WORKER.update(
         engine=Engine(load_model(path, output), providers, threads), data=Dataset(x, y, "worker"), reference=reference
     )
+
+
+@contextlib.contextmanager
+def _sigint_held():
+    """While the workers are spawned, SIGINT is blocked in this thread (the workers inherit the mask,
+    so a Ctrl-C stays pending until their initializer drops it) and, if another thread takes it,
+    only noted; KeyboardInterrupt is raised once every worker has started."""
+    if threading.current_thread() is not threading.main_thread():  # signals belong to the main thread
+        yield
+        return
+    noted = []
+    previous = signal.signal(signal.SIGINT, lambda *_: noted.append(True))
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    except Exception:
+        if not noted:
+            raise
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+        signal.signal(signal.SIGINT, previous)
+    if noted:
+        raise KeyboardInterrupt
+
+
+def _exit_with_parent(parent: int) -> None:
+    while os.getppid() == parent:
+        time.sleep(1.0)
+    os._exit(1)
 
 
 def _worker_walk(point: Point, st: SweepSettings, req: ScanRequest, base: Curve) -> dict:

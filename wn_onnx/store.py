@@ -17,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from wn_onnx.errors import WnError
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS curves (
     key TEXT PRIMARY KEY,
@@ -42,26 +44,83 @@ def digest(*parts) -> str:
     return h.hexdigest()
 
 
+LOCK_SECONDS = 30.0  # how long to wait for another process holding the store
+
+
+def open_store(path: Path, schema: str, table: str, columns: list[str], what: str) -> sqlite3.Connection:
+    """A WAL SQLite file with ``table`` in ``schema``; a damaged, foreign or locked file is one clear error."""
+    db = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # never open the file with anything but SQLite: closing another descriptor of it would drop
+        # the locks of this process's connections (SQLite's POSIX-lock caveat)
+        db = sqlite3.connect(path, timeout=LOCK_SECONDS)
+        found = [row[1] for row in db.execute(f"PRAGMA table_info({table})")]  # before anything is written
+        if found and found != columns:
+            db.close()
+            raise WnError(f"{path} is not a {what} of this wn-onnx version (table {table!r} has other columns); "
+                          "delete it or choose another output")  # fmt: skip
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        db.execute(schema)
+        db.commit()
+    except (sqlite3.Error, OSError) as err:
+        if db is not None:
+            db.close()
+        raise store_error(path, err, what) from None
+    return db
+
+
+def store_error(path: Path, err: Exception, what: str) -> WnError:
+    """The one-line error for a failing store file, with what to do about it."""
+    text = str(err) or type(err).__name__
+    if "locked" in text or "busy" in text:
+        return WnError(f"{path} is locked by another wn-onnx process (waited {LOCK_SECONDS:g} s); let it finish first")
+    if isinstance(err, OSError):
+        return WnError(f"cannot create {what} {path}: {err.strerror or err}")
+    if "full" in text or "disk I/O" in text:
+        return WnError(f"cannot write {what} {path}: {text} (is the disk full?)")
+    if "unable to open" in text:
+        too_long = len(path.name.encode()) > 255
+        return WnError(
+            f"cannot create {what} {path}: {'file name too long' if too_long else 'the folder is not writable'}"
+        )
+    return WnError(
+        f"{path} is not a usable {what} ({text}); delete it (its finished results are lost) or choose another output"
+    )
+
+
 class CurveStore:
     """A small SQLite (WAL) table of finished curves, keyed by configuration hash."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self.db = sqlite3.connect(self.path, timeout=30)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=NORMAL")
-        self.db.execute(SCHEMA)
-        self.db.commit()
+        self.db = open_store(self.path, SCHEMA, "curves", ["key", "scope", "result", "created"], "curve store")
 
     def get(self, key: str) -> dict | None:
-        row = self.db.execute("SELECT result FROM curves WHERE key = ?", (key,)).fetchone()
-        return json.loads(row[0]) if row else None
+        """The stored curve, or None when absent or not a valid curve (then it is computed again)."""
+        from wn_onnx.report_schema import curve_problems
+
+        try:
+            row = self.db.execute("SELECT result FROM curves WHERE key = ?", (key,)).fetchone()
+        except sqlite3.Error as err:
+            raise store_error(self.path, err, "curve store") from None
+        if row is None:
+            return None
+        try:
+            curve = json.loads(row[0])
+        except (TypeError, ValueError, RecursionError):
+            return None
+        return curve if isinstance(curve, dict) and not curve_problems("stored curve", curve) else None
 
     def put(self, key: str, scope: str, result: dict) -> None:
-        with self.db:  # one transaction per curve: committed or absent, never half
-            self.db.execute(
-                "INSERT OR REPLACE INTO curves VALUES (?, ?, ?, ?)", (key, scope, json.dumps(result), time.time())
-            )
+        try:
+            with self.db:  # one transaction per curve: committed or absent, never half
+                self.db.execute(
+                    "INSERT OR REPLACE INTO curves VALUES (?, ?, ?, ?)", (key, scope, json.dumps(result), time.time())
+                )
+        except sqlite3.Error as err:
+            raise store_error(self.path, err, "curve store") from None
 
     def close(self) -> None:
         self.db.close()

@@ -13,22 +13,35 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
+import re
 import socket
 import sqlite3
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import tomllib
 
+from wn_onnx import config_schema as cs
 from wn_onnx.errors import WnError
-from wn_onnx.noise import KINDS, parse_grid
-from wn_onnx.store import digest
+from wn_onnx.noise import parse_grid
+from wn_onnx.safeio import read_text
+from wn_onnx.store import digest, open_store, store_error
 
-KEYS = {"dataset", "data_dir", "arch", "bn", "noise", "order", "sigma_ratio", "points", "sigmas", "seeds", "epochs", "clamp",
-        "training_noise", "limit", "eval_limit", "eval_repeats", "keep_onnx", "batch_size", "lr"}  # fmt: skip
+SCHEMA = {
+    "dataset": cs.STRING, "data_dir": cs.STRING, "arch": cs.STRING, "bn": replace(cs.BOOL, many=True),
+    "noise": replace(cs.NOISE, many=True), "order": cs.ORDER, "sigma_ratio": cs.FRACTION,
+    "points": cs.Key((str, int), '"all", "global" or point indices >= 0',
+                  lambda v: v in ("all", "global") or (isinstance(v, int) and v >= 0), many=True),
+    "sigmas": cs.GRID, "seeds": replace(cs.SEED, many=True), "epochs": cs.POSITIVE_INT,
+    "clamp": cs.Key((bool, int, float), "false or a finite number > 0",
+                 lambda v: v is False or (not isinstance(v, bool) and cs.POSITIVE.accepts(v)), many=True),
+    "training_noise": cs.BOOL, "limit": cs.POSITIVE_INT, "eval_limit": cs.POSITIVE_INT, "eval_repeats": cs.REPEATS,
+    "keep_onnx": cs.STRING, "batch_size": cs.POSITIVE_INT, "lr": cs.POSITIVE,
+}  # fmt: skip
 REQUIRED = {"dataset", "arch", "sigmas", "seeds"}
 
 
@@ -51,20 +64,14 @@ def load_sweep(path: str | Path) -> Sweep:
     """Parse and expand ``sweep.toml``; malformed TOML and unknown keys are errors."""
     p = Path(path)
     try:
-        conf = tomllib.loads(p.read_text())
-    except OSError:
-        raise WnError(f"sweep file not found: {p}") from None
+        conf = tomllib.loads(read_text(p, "sweep file"))
     except tomllib.TOMLDecodeError as err:
         raise WnError(f"{p}: malformed TOML ({err})") from None
-    unknown = sorted(set(conf) - KEYS)
-    if unknown:
-        raise WnError(f"{p}: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(KEYS))}")
+    cs.check_keys(conf, SCHEMA, str(p))
     missing = sorted(REQUIRED - set(conf))
     if missing:
         raise WnError(f"{p}: missing key(s) {', '.join(missing)}")
     kinds = _list(conf.get("noise", "add"))
-    if any(k not in KINDS for k in kinds):
-        raise WnError(f"{p}: noise must be among {', '.join(KINDS)}")
     sigmas = parse_grid(conf["sigmas"]) if isinstance(conf["sigmas"], str) else np.asarray(_list(conf["sigmas"]), float)
     points = conf.get("points", "all")
     points = ["all"] if points == "all" else _list(points)
@@ -84,8 +91,9 @@ def load_sweep(path: str | Path) -> Sweep:
             "clamp": None if clamp in (False, None, 0) else float(clamp),
             "seed": int(seed),
         }
-        if trained:
-            for kind, point, sigma in itertools.product(kinds, points, sigmas):
+        if trained:  # one training per point: "all" is each point of the architecture
+            each = [q for p in points for q in (range(_point_count(conf["arch"], bool(bn))) if p == "all" else [p])]
+            for kind, point, sigma in itertools.product(kinds, each, sigmas):
                 runs.append({**base, "training_noise": True, "noise": kind, "point": point, "sigma": float(sigma)})
         else:
             runs.append(
@@ -94,6 +102,15 @@ def load_sweep(path: str | Path) -> Sweep:
     for run in runs:
         run["key"] = digest({k: v for k, v in run.items() if k != "key"})[:20]
     return Sweep(p, conf, runs)
+
+
+def _point_count(arch: str, bn: bool) -> int:
+    """Noise points of ``arch`` (their count does not depend on the input size or classes)."""
+    from wn_onnx.models.nets import ARCHS, build
+
+    if arch not in ARCHS:
+        raise WnError(f"unknown arch {arch!r}; choose one of {', '.join(ARCHS)}")
+    return len(build(arch, (1, 32, 32), 2, bn).points)
 
 
 def expand_points(run: dict, count: int) -> list:
@@ -161,7 +178,9 @@ def execute_run(run: dict) -> dict:
     return out
 
 
-SCHEMA = """
+COLUMNS = ["key", "config", "status", "attempts", "clean_accuracy", "noisy_accuracy", "result", "error", "onnx", "seconds",
+           "updated"]  # fmt: skip
+STORE_SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
     key TEXT PRIMARY KEY, config TEXT NOT NULL, status TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0,
     clean_accuracy REAL, noisy_accuracy REAL, result TEXT, error TEXT, onnx TEXT, seconds REAL, updated REAL NOT NULL
@@ -173,22 +192,60 @@ class RunStore:
     """The sweep's SQLite table; only the client writes it."""
 
     def __init__(self, path: Path) -> None:
-        self.db = sqlite3.connect(path, timeout=30)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute(SCHEMA)
-        self.db.commit()
+        self.path = path
+        self.db = open_store(path, STORE_SCHEMA, "runs", COLUMNS, "sweep store")
 
     def rows(self) -> dict[str, dict]:
-        cur = self.db.execute("SELECT key, status, attempts, result, error FROM runs")
-        return {
-            k: {"status": s, "attempts": a, "result": json.loads(r) if r else None, "error": e} for k, s, a, r, e in cur
-        }
+        """Every stored run; a row whose result is not JSON counts as failed (it is run again)."""
+        try:
+            cur = self.db.execute("SELECT key, status, attempts, result, error, updated FROM runs").fetchall()
+        except sqlite3.Error as err:
+            raise store_error(self.path, err, "sweep store") from None
+        rows = {}
+        for k, s, a, r, e, u in cur:
+            try:
+                result = json.loads(r) if r else None
+            except (TypeError, ValueError, RecursionError):
+                s, result, e = "failed", None, "stored result is not JSON"
+            if s == "done" and not isinstance(result, dict):
+                s, result = "failed", None
+            rows[k] = {
+                "status": s,
+                "attempts": a if isinstance(a, int) else 0,
+                "result": result,
+                "error": e,
+                "updated": u,
+            }
+        return rows
 
     def mark(self, run: dict, status: str, result: dict | None = None, error: str | None = None) -> None:
         noisy = None
         if result:
             accs = [a for ev in result["evaluations"] for a in ev["accuracy"]]
             noisy = float(np.mean(accs)) if accs else None
+        try:
+            self._write(run, status, result, error, noisy)
+        except sqlite3.Error as err:
+            raise store_error(self.path, err, "sweep store") from None
+
+    def claim(self, run: dict) -> bool:
+        """Mark ``run`` running for this client unless it is done or another live client has it;
+        one transaction, so two clients never both take a run."""
+        try:
+            with self.db:
+                self.db.execute("BEGIN IMMEDIATE")
+                row = self.db.execute("SELECT status, error, updated FROM runs WHERE key = ?", (run["key"],)).fetchone()
+                if row is not None:
+                    status, owner, updated = row
+                    if status == "done" or (status == "running" and owner != _owner()
+                                            and _claim_alive({"error": owner, "updated": updated})):  # fmt: skip
+                        return False
+                self._write(run, "running", None, _owner(), None)
+            return True
+        except sqlite3.Error as err:
+            raise store_error(self.path, err, "sweep store") from None
+
+    def _write(self, run: dict, status: str, result: dict | None, error: str | None, noisy: float | None) -> None:
         with self.db:
             self.db.execute(
                 """INSERT INTO runs (key, config, status, attempts, clean_accuracy, noisy_accuracy, result, error, onnx, seconds, updated)
@@ -206,11 +263,48 @@ class RunStore:
 
 
 def status_counts(sweep: Sweep) -> dict[str, int]:
-    rows = RunStore(sweep.db_path).rows() if sweep.db_path.exists() else {}
+    """Runs per status; a run left "running" by a client that is gone counts as pending."""
+    rows = _stored_rows(sweep)
     counts = {"done": 0, "running": 0, "failed": 0, "pending": 0}
     for run in sweep.runs:
-        counts[rows[run["key"]]["status"] if run["key"] in rows else "pending"] += 1
+        row = rows.get(run["key"])
+        status = row["status"] if row else "pending"
+        counts["pending" if status == "running" and not _claim_alive(row) else status] += 1
     return counts
+
+
+def _stored_rows(sweep: Sweep) -> dict[str, dict]:
+    if not sweep.db_path.exists():
+        return {}
+    store = RunStore(sweep.db_path)
+    try:
+        return store.rows()
+    finally:
+        store.close()
+
+
+OWNER = re.compile(r"^running in (?P<host>\S+) pid (?P<pid>\d+)$")
+CLAIM_SECONDS = 24 * 3600  # a claim from another machine is trusted this long after its last update
+
+
+def _owner() -> str:
+    return f"running in {socket.gethostname()} pid {os.getpid()}"
+
+
+def _claim_alive(row: dict) -> bool:
+    """Whether the client that marked a row "running" may still be working on it."""
+    m = OWNER.match(row.get("error") or "")
+    if m is None:
+        return False
+    if m["host"] != socket.gethostname():
+        return time.time() - (row.get("updated") or 0) < CLAIM_SECONDS
+    try:
+        os.kill(int(m["pid"]), 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True
+    return True
 
 
 def connect(workers: int, scheduler: str | None, timeout: float = 10.0):
@@ -223,7 +317,7 @@ def connect(workers: int, scheduler: str | None, timeout: float = 10.0):
         cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
                                dashboard_address=None, silence_logs=50)  # fmt: skip
         return Client(cluster, timeout=timeout), cluster
-    except (OSError, TimeoutError) as err:
+    except (OSError, TimeoutError, ValueError, TypeError) as err:  # unreachable, or not an address at all
         raise WnError(
             f"cannot reach the Dask scheduler {scheduler or 'LocalCluster'} within {timeout:g} s ({type(err).__name__})"
         ) from None
@@ -243,14 +337,19 @@ def run_sweep(
     store = RunStore(sweep.db_path)
     try:
         rows = store.rows()
-        todo = [r for r in sweep.runs if rows.get(r["key"], {}).get("status") != "done"
-                and not (rows.get(r["key"], {}).get("status") == "failed" and rows[r["key"]]["attempts"] > retries)]  # fmt: skip
-        stats = {"total": len(sweep.runs), "done": len(sweep.runs) - len(todo), "failed": 0, "todo": len(todo)}
+        status = {r["key"]: rows.get(r["key"], {}).get("status") for r in sweep.runs}
+        spent = {k for k, s in status.items() if s == "failed" and rows[k]["attempts"] > retries}  # retries used up
+        todo = [r for r in sweep.runs if status[r["key"]] != "done" and r["key"] not in spent]
+        done = sum(s == "done" for s in status.values())
+        stats = {"total": len(sweep.runs), "done": done, "failed": len(spent), "todo": len(todo), "elsewhere": 0}
         if on_update:
             on_update(stats)
         if workers == 0 and not scheduler:
             for run in todo:
-                _serial(store, run, retries, stats, on_update)
+                if store.claim(run):
+                    _serial(store, run, retries, stats, on_update)
+                else:
+                    stats["elsewhere"] += 1
             return stats
         client, cluster = connect(workers, scheduler)
         try:
@@ -259,7 +358,9 @@ def run_sweep(
             attempts = {r["key"]: 0 for r in todo}
             futures = {}
             for run in todo:
-                store.mark(run, "running")
+                if not store.claim(run):
+                    stats["elsewhere"] += 1
+                    continue
                 futures[client.submit(execute_run, run, key=f"wn-{run['key']}-0", pure=False)] = run
             pending = as_completed(list(futures))
             for future in pending:
@@ -293,7 +394,6 @@ def run_sweep(
 
 def _serial(store: RunStore, run: dict, retries: int, stats: dict, on_update) -> None:
     for attempt in range(retries + 1):
-        store.mark(run, "running")
         try:
             result = execute_run(run)
         except Exception as err:
@@ -313,7 +413,7 @@ def sweep_reports(sweep: Sweep) -> dict[str, dict]:
     accuracy per σ over seeds (and evaluation repeats) per point → the same μ fit."""
     from wn_onnx.fit import curve_json
 
-    rows = RunStore(sweep.db_path).rows() if sweep.db_path.exists() else {}
+    rows = _stored_rows(sweep)
     done = [(r, rows[r["key"]]["result"]) for r in sweep.runs if rows.get(r["key"], {}).get("status") == "done"]
     if not done:
         raise WnError(f"{sweep.path}: no finished runs yet (wn-onnx sweep run {sweep.path})")

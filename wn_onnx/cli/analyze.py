@@ -25,8 +25,10 @@ from wn_onnx.cli.common import (
     out,
     write_json,
 )
+from wn_onnx.config_schema import MAX_REPEATS, MAX_SEED
 from wn_onnx.errors import WnError
 from wn_onnx.report_schema import read_report
+from wn_onnx.safeio import guard_outputs
 
 analyze_app = typer.Typer(help="Self-binarisation, mixed-noise maps, weight magnitudes.", no_args_is_help=True)
 
@@ -42,13 +44,14 @@ def report_command(
 
     if html_path is None and png is None:
         raise WnError("say where to write: --html FILE and/or --png FOLDER")
+    guard_outputs([html_path, png], reports)
     data = [read_report(p) for p in reports]
     if label and len(label) != len(data):
         raise WnError(f"{len(label)} --label for {len(data)} reports")
     try:
         written, notes = build_report(data, label or [p.stem for p in reports], html_path, png)
-    except ValueError as e:
-        raise WnError(str(e)) from None
+    except ValueError as e:  # numpy's LinAlgError ("Singular matrix") too: say which reports
+        raise WnError(f"{', '.join(map(str, reports))}: {e}") from None
     for note in notes:
         err.print(f"[yellow]warning:[/] {escape(note)}")
     out.print(f"wrote {len(written)} files: " + ", ".join(escape(str(p)) for p in written))
@@ -69,7 +72,7 @@ def _engine_and_data(model: Path, data: Path | None, dataset_name: str | None, s
 @analyze_app.command("binarize")
 def binarize_command(
     model: Annotated[Path, typer.Argument(help="ONNX model.")],
-    at: Annotated[int, typer.Option(help="The noisy point.")],
+    at: Annotated[int, typer.Option(help="The noisy point.", min=0)],
     data: DataOption = None,
     dataset_name: DatasetOption = None,
     split: SplitOption = None,
@@ -79,8 +82,8 @@ def binarize_command(
     quantize_at: Annotated[
         int | None, typer.Option(help="Point whose activation is replaced by levels (default: the next).")
     ] = None,
-    follow: Annotated[int, typer.Option(help="How many points after the noisy one get histograms.")] = 3,
-    seed: Annotated[int, typer.Option(help="Noise seed.")] = 0,
+    follow: Annotated[int, typer.Option(help="How many points after the noisy one get histograms.", min=0)] = 3,
+    seed: Annotated[int, typer.Option(help="Noise seed.", min=0, max=MAX_SEED)] = 0,
     limit: LimitOption = None,
     limit_mode: LimitModeOption = LimitMode.stratified,
     threads: ThreadsOption = 0,
@@ -93,6 +96,7 @@ def binarize_command(
 
     if noise == Kind.mixed:
         raise WnError("analyze binarize takes --noise add or mul")
+    guard_outputs([out_path], [model, data])
     engine, dataset = _engine_and_data(model, data, dataset_name, split, data_dir, limit, limit_mode, threads)
     result = binarize(engine, dataset, at, NoiseSpec(noise.value), sigma, seed, follow, quantize_at)
     acc = result["accuracy"]
@@ -109,7 +113,7 @@ def binarize_command(
     if png:
         from wn_onnx.report import binarize_figure, save
 
-        out.print("figures: " + ", ".join(map(str, save(binarize_figure(result), png))))
+        out.print("figures: " + ", ".join(map(str, save(binarize_figure(result), png))), markup=False)
     if out_path:
         write_json(out_path, result)
 
@@ -117,7 +121,7 @@ def binarize_command(
 @analyze_app.command("mixed")
 def mixed_command(
     model: Annotated[Path, typer.Argument(help="ONNX model.")],
-    at: Annotated[int, typer.Option(help="The noisy point.")],
+    at: Annotated[int, typer.Option(help="The noisy point.", min=0)],
     data: DataOption = None,
     dataset_name: DatasetOption = None,
     split: SplitOption = None,
@@ -125,8 +129,8 @@ def mixed_command(
     order: Annotated[str, typer.Option(help="mul-first, add-first or both.")] = "both",
     sigma_mul: Annotated[str, typer.Option(help="σ_mul grid (log:a:b:n, lin:a:b:n or a list).")] = "log:1e-2:1e4:13",
     sigma_add: Annotated[str, typer.Option(help="σ_add grid.")] = "log:1e-2:1e4:13",
-    repeats: Annotated[int, typer.Option(help="Noise draws per cell.")] = 3,
-    seed: Annotated[int, typer.Option(help="Noise seed.")] = 0,
+    repeats: Annotated[int, typer.Option(help="Noise draws per cell.", min=1, max=MAX_REPEATS)] = 3,
+    seed: Annotated[int, typer.Option(help="Noise seed.", min=0, max=MAX_SEED)] = 0,
     limit: LimitOption = None,
     limit_mode: LimitModeOption = LimitMode.stratified,
     threads: ThreadsOption = 0,
@@ -142,16 +146,17 @@ def mixed_command(
     orders = ["mul-first", "add-first"] if order == "both" else [order]
     if any(o not in ("mul-first", "add-first") for o in orders):
         raise WnError(f"--order must be mul-first, add-first or both, not {order!r}")
+    guard_outputs([out_path, html_path], [model, data])
     engine, dataset = _engine_and_data(model, data, dataset_name, split, data_dir, limit, limit_mode, threads)
     grids = [
         mixed_grid(engine, dataset, at, o, parse_grid(sigma_mul), parse_grid(sigma_add), repeats, seed) for o in orders
     ]
     fig = mixed_figure(grids)
     if png:
-        out.print("figures: " + ", ".join(map(str, save(fig, png))))
+        out.print("figures: " + ", ".join(map(str, save(fig, png))), markup=False)
     if html_path:
         html_path.write_text(html_page(f"mixed noise at point {at}", [("accuracy over (σ_mul, σ_add)", fig)]))
-        out.print(f"wrote {html_path}")
+        out.print(f"wrote {html_path}", markup=False)
     if out_path:
         write_json(out_path, {"grids": grids})
     for g in grids:

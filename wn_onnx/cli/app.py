@@ -15,6 +15,7 @@ from rich.markup import escape
 from wn_onnx.cli.analyze import analyze_app, report_command
 from wn_onnx.cli.check import check_command
 from wn_onnx.cli.common import (
+    MAX_THREADS,
     BatchSizeOption,
     DataDirOption,
     DataOption,
@@ -38,7 +39,9 @@ from wn_onnx.cli.common import (
 from wn_onnx.cli.plan import apply_plan_command, plan_command
 from wn_onnx.cli.sweep import sweep_app
 from wn_onnx.cli.train import data_app, train_command
+from wn_onnx.config_schema import MAX_REPEATS, MAX_SEED
 from wn_onnx.errors import WnError
+from wn_onnx.safeio import guard_outputs
 
 app = typer.Typer(
     name="wn-onnx",
@@ -112,8 +115,10 @@ def scan(
     at: Annotated[
         str | None, typer.Option(help="Points to use: 0,3,5-8 · op:Conv,Gemm · re:PATTERN (default: all).")
     ] = None,
-    repeats: Annotated[int, typer.Option(help="Independent noise draws per σ.")] = 5,
-    seed: Annotated[int, typer.Option(help="Seed of every noise draw: same inputs + seed → identical report.")] = 0,
+    repeats: Annotated[int, typer.Option(help="Independent noise draws per σ.", min=1, max=MAX_REPEATS)] = 5,
+    seed: Annotated[
+        int, typer.Option(help="Seed of every noise draw: same inputs + seed → identical report.", min=0, max=MAX_SEED)
+    ] = 0,
     limit: LimitOption = None,
     limit_mode: LimitModeOption = LimitMode.stratified,
     batch_size: BatchSizeOption = 1024,
@@ -128,7 +133,7 @@ def scan(
         bool, typer.Option(help="Measure a coarse part of the grid, then refine around each drop until μ is precise.")
     ] = False,
     tolerance: Annotated[float, typer.Option(help="--adaptive stops once μ_err ≤ tolerance·μ.")] = 0.05,
-    jobs: Annotated[int, typer.Option(help="Walk points in this many processes.")] = 1,
+    jobs: Annotated[int, typer.Option(help="Walk points in this many processes.", min=1, max=MAX_THREADS)] = 1,
     device: Annotated[Device, typer.Option(help="Execution provider.")] = Device.cpu,
     threads: ThreadsOption = 0,
     out_path: Annotated[Path | None, typer.Option("--out", help="Write the report JSON here.")] = None,
@@ -171,6 +176,8 @@ def scan(
     )
     if resume and out_path is None:
         raise WnError("--resume needs --out: finished curves are kept in OUT.sqlite")
+    if out_path:
+        guard_outputs([out_path, out_path.with_name(out_path.name + ".sqlite")], [model, data, *loaded.external])
     from wn_onnx.scan import ScanInterrupted
     from wn_onnx.store import CurveStore
 
@@ -187,7 +194,8 @@ def scan(
         if out_path:
             write_json(out_path, stop.report)
             err.print(
-                f"interrupted: partial report ({len(stop.report['points'])} points) written to {out_path}; rerun with --resume to finish"
+                f"interrupted: partial report ({len(stop.report['points'])} points) written to {escape(str(out_path))}; "
+                "rerun with --resume to finish"
             )
         else:
             err.print("interrupted (no --out: nothing saved)")
@@ -208,7 +216,7 @@ def scan(
         if p["fit"]["note"]
     ]
     for where, note in notes:
-        out.print(f"[dim]point {where}: {note}[/]")
+        out.print(f"[dim]point {where}: {escape(note)}[/]")
     mixing = [str(p["index"]) for p in report["points"] if p.get("mixes_samples")]
     if mixing:
         out.print(
@@ -233,16 +241,22 @@ app.add_typer(sweep_app, name="sweep")
 app.add_typer(data_app, name="data")
 
 
+def _terminate(_signum: int, _frame: object) -> None:
+    """SIGTERM ends a command like Ctrl-C: partial reports written, temporary folders removed."""
+    raise KeyboardInterrupt
+
+
 def run() -> None:
     """Console entry point: one clear line and exit 2 for bad input, never a traceback."""
+    import signal
+
     from typer._click import exceptions as click_errors  # Typer vendors click; its usage errors live here
 
+    signal.signal(signal.SIGTERM, _terminate)
     try:
         code = app(standalone_mode=False)
     except WnError as e:
-        err.print(
-            f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True
-        )  # names from models are text
+        err.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
         sys.exit(2)
     except KeyboardInterrupt:
         err.print("interrupted")
@@ -252,8 +266,14 @@ def run() -> None:
     except click_errors.NoArgsIsHelpError:
         sys.exit(0)  # the help was printed
     except click_errors.ClickException as e:
-        err.print(f"[bold red]error:[/] {escape(e.format_message())}", highlight=False, soft_wrap=True)
+        message = " ".join(e.format_message().split())
+        err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
         sys.exit(e.exit_code)
+    except OSError as e:  # a file the user named: unwritable folder, full disk, a name too long
+        where = f" {str(e.filename)[:300]}" if e.filename else ""
+        err.print(f"[bold red]error:[/] cannot access{escape(where)}: {escape(e.strerror or str(e))}",
+                  highlight=False, soft_wrap=True)  # fmt: skip
+        sys.exit(2)
     except Exception as e:
         if os.environ.get("WN_ONNX_DEBUG"):
             raise

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from wn_onnx.cli.common import Kind, Mode, Order, OutputOption, err, write_json
+from wn_onnx.cli.common import Kind, Mode, Order, OutputOption, err, write_json, write_text
+from wn_onnx.config_schema import MAX_REPEATS, MAX_SEED
 from wn_onnx.errors import WnError
+from wn_onnx.safeio import guard_outputs
 
 
 def check_command(
@@ -25,9 +28,9 @@ def check_command(
     sigmas: Annotated[str | None, typer.Option(help="σ grid (default: the paper's for the kind).")] = None,
     mode: Annotated[Mode | None, typer.Option(help="walking, global or both (default both).")] = None,
     at: Annotated[str | None, typer.Option(help="Points to check (default all).")] = None,
-    repeats: Annotated[int | None, typer.Option(help="Noise draws per σ (default 5).")] = None,
-    seed: Annotated[int | None, typer.Option(help="Noise seed (default 0).")] = None,
-    limit: Annotated[int | None, typer.Option(help="First N samples only.")] = None,
+    repeats: Annotated[int | None, typer.Option(help="Noise draws per σ (default 5).", min=1, max=MAX_REPEATS)] = None,
+    seed: Annotated[int | None, typer.Option(help="Noise seed (default 0).", min=0, max=MAX_SEED)] = None,
+    limit: Annotated[int | None, typer.Option(help="First N samples only.", min=1)] = None,
     label_free: Annotated[
         bool | None, typer.Option("--label-free/--labels", help="Agreement with the clean model instead of labels.")
     ] = None,
@@ -43,13 +46,15 @@ def check_command(
     output: OutputOption = None,
 ) -> None:
     """Fail CI when a model's robustness falls below a floor or drops against a baseline."""
+    guard_outputs([junit_path, summary, out_path], [model, data, config, baseline])
     try:
         verdicts, report = _run(**locals())
     except WnError as e:
         if junit_path:
             from wn_onnx.check import junit
 
-            junit_path.write_text(junit([], {}, error=str(e)))
+            with contextlib.suppress(WnError):  # the error itself is what the user must see
+                write_text(junit_path, junit([], {}, error=str(e)))
         raise
     failed = [v for v in verdicts if not v.passed]
     sys.exit(1 if failed else 0)
@@ -77,9 +82,10 @@ def _run(model, data, config, noise, order, sigma_ratio, sigmas, mode, at, repea
     free = bool(pick(label_free, "label_free", False))
     if data is None:
         raise WnError("give --data FILE.npz")
+    base_path = pick(baseline, "baseline")
+    guard_outputs([junit_path, summary, out_path], [base_path])
     loaded = load_model(model, pick(output, "output"))
     dataset = load_npz(data, pick(limit, "limit"), require_labels=not free)
-    base_path = pick(baseline, "baseline")
     base_report = load_report(base_path) if base_path else None
     policy = Policy(pick(min_mu, "min_mu"), pick(global_min_mu, "global_min_mu"), parse_drop(pick(max_mu_drop, "max_mu_drop")),
                     list(conf.get("points", {}).items()))  # fmt: skip
@@ -93,11 +99,11 @@ def _run(model, data, config, noise, order, sigma_ratio, sigmas, mode, at, repea
     verdicts = evaluate_policy(report, policy, base_report)
     text = markdown(verdicts, report)
     if summary:
-        summary.write_text(text)
+        write_text(summary, text)
     else:
         print(text)
     if junit_path:
-        junit_path.write_text(junit(verdicts, report))
+        write_text(junit_path, junit(verdicts, report))
     if out_path:
         write_json(out_path, {**report, "verdicts": [v.__dict__ for v in verdicts]})
     if any(not v.passed for v in verdicts):

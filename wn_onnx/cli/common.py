@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 from enum import Enum
 from pathlib import Path
 from typing import Annotated
@@ -13,8 +15,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from wn_onnx.errors import WnError
 
-out = Console()
-err = Console(stderr=True)
+out = Console(emoji=False)  # ":1:3" in a grid or a tensor name stays text
+err = Console(stderr=True, emoji=False)
+MAX_THREADS = 4 * (os.cpu_count() or 1)  # threads or processes beyond this only oversubscribe the cores
 
 
 class Kind(str, Enum):
@@ -51,7 +54,7 @@ SplitOption = Annotated[
     str | None, typer.Option(help="--dataset split (default: test, or validation for speech-commands).")
 ]
 DataDirOption = Annotated[Path | None, typer.Option(help="--dataset: folder with its official files.")]
-LimitOption = Annotated[int | None, typer.Option(help="Use N samples only (see --limit-mode).")]
+LimitOption = Annotated[int | None, typer.Option(help="Use N samples only (see --limit-mode).", min=1)]
 
 
 class LimitMode(str, Enum):
@@ -63,8 +66,10 @@ LimitModeOption = Annotated[
     LimitMode,
     typer.Option(help="--limit: stratified (every class its share, seeded; default) or first (the first N)."),
 ]
-BatchSizeOption = Annotated[int, typer.Option(help="Samples per onnxruntime batch.")]
-ThreadsOption = Annotated[int, typer.Option(help="onnxruntime intra-op threads (0: its default).")]
+BatchSizeOption = Annotated[int, typer.Option(help="Samples per onnxruntime batch.", min=1)]
+ThreadsOption = Annotated[
+    int, typer.Option(help="onnxruntime intra-op threads (0: its default).", min=0, max=MAX_THREADS)
+]
 
 
 def load_data(
@@ -99,10 +104,17 @@ def progress_bar() -> Progress:
 
 def write_json(path: Path, payload: dict) -> None:
     """Write atomically: a reader never sees half a report."""
+    write_text(path, json.dumps(payload, indent=2) + "\n")
+
+
+def write_text(path: Path, text: str) -> None:
+    """Write ``text`` atomically (a temporary file beside ``path``, then a rename); errors are one line."""
+    tmp = path.with_name(path.name[:200] + ".tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(payload, indent=2) + "\n")
+        tmp.write_text(text)
         tmp.replace(path)
     except OSError as e:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
         raise WnError(f"cannot write {path}: {e.strerror or e}") from None

@@ -29,10 +29,13 @@ from wn_onnx.cli.common import (
     progress_bar,
     write_json,
 )
+from wn_onnx.config_schema import MAX_REPEATS, MAX_SEED
 from wn_onnx.errors import WnError
 from wn_onnx.names import shorten
+from wn_onnx.safeio import guard_outputs, read_text
 
 GREEDY_MAX_POINTS = 20  # above this, --evaluate leaves greedy out unless asked: it measures points × extra budget plans
+MAX_EXECUTIONS = 10_000  # repetitions of one point in a deployed model
 
 
 def _match_model(report: dict, model_path: Path):
@@ -96,8 +99,12 @@ def plan_command(
     sigma: Annotated[
         str, typer.Option(help="Global σ for --evaluate: a number or 'global-mu' (the report's global μ).")
     ] = "global-mu",
-    repeats: Annotated[int, typer.Option(help="Noise draws per plan (same draws for every plan).")] = 20,
-    seed: Annotated[int, typer.Option(help="Seed of the evaluation draws (greedy selects on seed+1).")] = 0,
+    repeats: Annotated[
+        int, typer.Option(help="Noise draws per plan (same draws for every plan).", min=1, max=MAX_REPEATS)
+    ] = 20,
+    seed: Annotated[
+        int, typer.Option(help="Seed of the evaluation draws (greedy selects on seed+1).", min=0, max=MAX_SEED - 1)
+    ] = 0,
     limit: LimitOption = None,
     limit_mode: LimitModeOption = LimitMode.stratified,
     batch_size: BatchSizeOption = 1024,
@@ -198,6 +205,7 @@ def plan_command(
         extra["greedy_steps"] = greedy_steps
     payload = plan_json(strategy, total, plans[strategy], inp, report, extra)
     if out_path:
+        guard_outputs([out_path], [report_path, model, data])
         write_json(out_path, payload)
     if as_json:
         print(json.dumps(payload, indent=2))
@@ -231,13 +239,21 @@ def apply_plan_command(
     from wn_onnx.graph_passes import InsertNoisePass
     from wn_onnx.noise import NoiseSpec
 
+    guard_outputs([out_path], [model, plan_path])
     try:
-        plan = json.loads(plan_path.read_text())
+        plan = json.loads(read_text(plan_path, "plan"))
         tensors = [p["tensor"] for p in plan["points"]]
-        counts = [int(n) for n in plan["executions"]]
-    except (OSError, json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
-        raise WnError(f"{plan_path}: not a wn-onnx plan ({type(err).__name__}: {err})") from None
-    report_like = {"points": [{"index": p["index"], "tensor": p["tensor"]} for p in plan["points"]]}
+        indices = [p["index"] for p in plan["points"]]
+        counts = plan["executions"]
+    except (json.JSONDecodeError, KeyError, TypeError, RecursionError) as err:
+        raise WnError(f"{plan_path}: not a wn-onnx plan ({type(err).__name__}: {str(err)[:200]})") from None
+    if not (all(isinstance(t, str) for t in tensors) and all(type(i) is int for i in indices)):
+        raise WnError(f"{plan_path}: not a wn-onnx plan (points need an integer index and a tensor name)")
+    if not isinstance(counts, list) or len(counts) != len(tensors):
+        raise WnError(f"{plan_path}: 'executions' must list one count per point ({len(tensors)})")
+    if not all(type(n) is int and 1 <= n <= MAX_EXECUTIONS for n in counts):
+        raise WnError(f"{plan_path}: executions must be whole numbers in [1, {MAX_EXECUTIONS}], got {counts}"[:300])
+    report_like = {"points": [{"index": i, "tensor": t} for i, t in zip(indices, tensors, strict=True)]}
     loaded, _ = _match_model(report_like, model)
     spec = (
         NoiseSpec(noise.value, order.value if order else None, 0.5 if noise.value == "mixed" else None)
@@ -246,6 +262,10 @@ def apply_plan_command(
     )
     m = loaded.fresh()
     InsertNoisePass(tensors, spec, source="drawn", repetitions=counts)(m)
-    ir.save(m, out_path)
+    try:
+        out_path.parent.mkdir(parents=True, exist_ok=True)
+        ir.save(m, out_path)
+    except OSError as e:
+        raise WnError(f"cannot write {out_path}: {e.strerror or e}") from None
     inputs = ", ".join(v.name for v in m.graph.inputs)
     out.print(Text(f"{out_path}: {len(tensors)} noise points, executions {counts}; inputs: {inputs}"))

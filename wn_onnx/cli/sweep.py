@@ -9,8 +9,10 @@ from typing import Annotated
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
+from rich.text import Text
 
-from wn_onnx.cli.common import err, out, write_json
+from wn_onnx.cli.common import MAX_THREADS, err, out, write_json
+from wn_onnx.safeio import guard_outputs
 
 sweep_app = typer.Typer(help="Noisy-training sweeps (points × σ × seeds …) on Dask, resumable.", no_args_is_help=True)
 
@@ -21,12 +23,12 @@ def plan_command(sweep_file: Annotated[Path, typer.Argument(metavar="SWEEP.toml"
     from wn_onnx.sweep import load_sweep
 
     sweep = load_sweep(sweep_file)
-    table = Table(title=f"{sweep_file}: {len(sweep.runs)} runs")
+    table = Table(title=Text(f"{sweep_file}: {len(sweep.runs)} runs"))
     table.add_column("axis")
     table.add_column("values")
     for axis in ("bn", "clamp", "seed", "noise", "point", "sigma"):
         values = Counter(str(r[axis]) for r in sweep.runs)
-        table.add_row(axis, ", ".join(values))
+        table.add_row(axis, Text(", ".join(values)))
     out.print(table)
     mode = (
         "training under noise"
@@ -34,7 +36,8 @@ def plan_command(sweep_file: Annotated[Path, typer.Argument(metavar="SWEEP.toml"
         else "clean training, noise at inference"
     )
     out.print(
-        f"{len(sweep.runs)} runs ({mode}), {sweep.runs[0]['epochs'] if sweep.runs else 0} epochs each; results go to {sweep.db_path}"
+        f"{len(sweep.runs)} runs ({mode}), {sweep.runs[0]['epochs'] if sweep.runs else 0} epochs each; results go to {sweep.db_path}",
+        markup=False,
     )
 
 
@@ -42,18 +45,22 @@ def plan_command(sweep_file: Annotated[Path, typer.Argument(metavar="SWEEP.toml"
 def run_command(
     sweep_file: Annotated[Path, typer.Argument(metavar="SWEEP.toml")],
     workers: Annotated[
-        int, typer.Option(help="Worker processes of a local Dask cluster (0: serial, in this process).")
+        int,
+        typer.Option(
+            help="Worker processes of a local Dask cluster (0: serial, in this process).", min=0, max=MAX_THREADS
+        ),
     ] = 2,
     scheduler: Annotated[
         str | None, typer.Option(help="Address of an existing Dask scheduler (tcp://host:8786).")
     ] = None,
-    retries: Annotated[int, typer.Option(help="Retries of a failed run.")] = 1,
+    retries: Annotated[int, typer.Option(help="Retries of a failed run.", min=0, max=100)] = 1,
     quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
 ) -> None:
     """Execute every run not done yet; done runs are skipped, failed ones retried."""
-    from wn_onnx.sweep import load_sweep, run_sweep
+    from wn_onnx.sweep import RunStore, load_sweep, run_sweep
 
     sweep = load_sweep(sweep_file)
+    RunStore(sweep.db_path).close()  # a damaged store is reported before the progress bar starts
     bar = None if quiet else Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[failed]} failed"),
                                       TimeElapsedColumn(), TimeRemainingColumn(), console=err)  # fmt: skip
     task = None
@@ -68,7 +75,11 @@ def run_command(
             stats = run_sweep(sweep, workers, scheduler, retries, update)
     else:
         stats = run_sweep(sweep, workers, scheduler, retries)
-    out.print(f"{stats['done']}/{stats['total']} runs done, {stats['failed']} failed · {sweep.db_path}")
+    elsewhere = f", {stats['elsewhere']} running in another client" if stats.get("elsewhere") else ""
+    out.print(
+        f"{stats['done']}/{stats['total']} runs done, {stats['failed']} failed{elsewhere} · {sweep.db_path}",
+        markup=False,
+    )
     if stats["failed"]:
         raise typer.Exit(1)
 
@@ -80,7 +91,7 @@ def status_command(sweep_file: Annotated[Path, typer.Argument(metavar="SWEEP.tom
 
     sweep = load_sweep(sweep_file)
     counts = status_counts(sweep)
-    out.print(" · ".join(f"{k} {v}" for k, v in counts.items()) + f" (of {len(sweep.runs)})")
+    out.print(" · ".join(f"{k} {v}" for k, v in counts.items()) + f" (of {len(sweep.runs)})", markup=False)
 
 
 @sweep_app.command("report")
@@ -93,8 +104,9 @@ def report_command(
     """Turn finished runs into scan-schema reports (fit, plot, plan and check work on them)."""
     from wn_onnx.sweep import load_sweep, sweep_reports
 
+    guard_outputs([out_path], [sweep_file])
     reports = sweep_reports(load_sweep(sweep_file))
     for name, report in reports.items():
         path = out_path if len(reports) == 1 else out_path.with_name(f"{out_path.stem}.{name}{out_path.suffix}")
         write_json(path, report)
-        out.print(f"{path}: {len(report['points'])} points" + (", global" if report["global"] else ""))
+        out.print(f"{path}: {len(report['points'])} points" + (", global" if report["global"] else ""), markup=False)

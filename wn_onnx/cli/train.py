@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from wn_onnx.cli.common import Kind, Order, err, out, progress_bar, write_json
+from wn_onnx.config_schema import MAX_SEED
 from wn_onnx.errors import WnError
+from wn_onnx.safeio import guard_outputs
 
 data_app = typer.Typer(help="Datasets: download the official files (checksums verified).", no_args_is_help=True)
 
@@ -22,10 +25,14 @@ def train_command(
     data: Annotated[Path | None, typer.Option(help="--dataset npz: training arrays x, y.")] = None,
     val: Annotated[Path | None, typer.Option(help="--dataset npz: validation arrays x, y.")] = None,
     bn: Annotated[bool, typer.Option("--bn/--no-bn", help="BatchNorm after every Conv/Linear but the last.")] = True,
-    epochs: Annotated[int, typer.Option(help="Training epochs (reference: 100 for MLPs, 300 for LeNet-5).")] = 100,
+    epochs: Annotated[
+        int, typer.Option(help="Training epochs (reference: 100 for MLPs, 300 for LeNet-5).", min=1)
+    ] = 100,
     lr: Annotated[float, typer.Option(help="Adam learning rate (cosine-annealed over all epochs).")] = 1e-3,
-    batch_size: Annotated[int, typer.Option(help="Batch size.")] = 128,
-    seed: Annotated[int, typer.Option(help="Seed of initialisation, data order, augmentation and noise.")] = 0,
+    batch_size: Annotated[int, typer.Option(help="Batch size.", min=1)] = 128,
+    seed: Annotated[
+        int, typer.Option(help="Seed of initialisation, data order, augmentation and noise.", min=0, max=MAX_SEED)
+    ] = 0,
     noise: Annotated[Kind | None, typer.Option(help="Train with noise of this kind.")] = None,
     order: Annotated[Order | None, typer.Option(help="Mixed noise: which component acts first.")] = None,
     sigma_ratio: Annotated[float | None, typer.Option(help="Mixed: σ_add = σ·r, σ_mul = σ·(1−r).")] = None,
@@ -35,7 +42,7 @@ def train_command(
     at: Annotated[str, typer.Option(help="Noisy point index, a comma list, or 'global' (every point).")] = "global",
     clamp: Annotated[float | None, typer.Option(help="Clamp non-BN weights to [−C, C] after every step.")] = None,
     augment: Annotated[bool, typer.Option(help="RandomCrop(pad 4) + flip for the image datasets (SPEC.md).")] = True,
-    limit: Annotated[int | None, typer.Option(help="Train on N samples only, class-stratified (smoke runs).")] = None,
+    limit: Annotated[int | None, typer.Option(help="Train on N samples only, class-stratified (smoke runs).", min=1)] = None,
     device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
     out_path: Annotated[Path, typer.Option("--out", help="Exported ONNX model.")] = Path("model.onnx"),
     checkpoint: Annotated[Path | None, typer.Option(help="Checkpoint file (default: OUT with .ckpt).")] = None,
@@ -56,8 +63,12 @@ def train_command(
     if arch not in ARCHS:
         raise WnError(f"unknown architecture {arch!r}; choose one of {', '.join(ARCHS)}")
     spec = NoiseSpec(noise.value, order.value if order else None, sigma_ratio, sigma_mul, sigma_add) if noise else None
+    for name, value, low in (("--sigma", sigma, 0.0), ("--lr", lr, None), ("--clamp", clamp, None)):
+        if value is not None and not (math.isfinite(value) and (value >= low if low is not None else value > 0)):
+            raise WnError(f"{name} must be a finite number {'>= 0' if low is not None else '> 0'}, got {value}")
     if spec and sigma <= 0:
         raise WnError("--noise needs --sigma > 0")
+    guard_outputs([out_path, checkpoint], [data, val])
     points = None if at == "global" else _indices(at)
     train_split = load_split(dataset, "train", data_dir, data, limit)
     info = train_split.info
@@ -99,6 +110,10 @@ def train_command(
         "clamp": clamp, "epochs": epochs, "seed": seed, "weight_stats": stats,
         "val_accuracy": last.get("val_accuracy"), "val_accuracy_noisy": last.get("val_accuracy_noisy"),
     }  # fmt: skip
+    if not all(bool(t.isfinite().all()) for t in net.state_dict().values() if t.is_floating_point()):
+        raise WnError(
+            "training diverged: the network holds NaN or Inf weights (lower --lr or --sigma); nothing exported"
+        )
     out_path.parent.mkdir(parents=True, exist_ok=True)
     error = verified_export(net.cpu(), tuple(train_split.x.shape[1:]), out_path, meta, val_split.x[:256])
     table = Table(title=Text(f"mean |w| per learnable layer · {out_path}"))

@@ -7,6 +7,7 @@ and ``npz`` (arrays x, y used as they are).
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -84,7 +85,8 @@ def _folder(info: DatasetInfo, data_dir: Path | None) -> Path:
 
 def normalise(images: np.ndarray, info: DatasetInfo) -> np.ndarray:
     """uint8 images (N, C, H, W) → float32 (x/255 − mean)/std per channel."""
-    x = images.astype(np.float32) / 255.0
+    with np.errstate(over="ignore", invalid="ignore"):  # non-finite results are refused by load_split
+        x = images.astype(np.float32) / 255.0
     mean = np.asarray(info.mean, np.float32).reshape(1, -1, 1, 1)
     std = np.asarray(info.std, np.float32).reshape(1, -1, 1, 1)
     return (x - mean) / std
@@ -119,7 +121,7 @@ def load_split(
         if data_file is None:
             raise WnError("--dataset npz needs --data FILE.npz")
         d = load_npz(data_file)
-        x, y, source = d.x.astype(np.float32), d.y, str(data_file)
+        x, y, source = d.x, d.y, str(data_file)
         info = DatasetInfo("npz", [str(i) for i in range(int(y.max()) + 1)], tuple(x.shape[1:]), (), (), False)
     else:
         folder = _folder(info, data_dir)
@@ -127,7 +129,7 @@ def load_split(
         if name in ("mnist", "fashion-mnist"):
             from wn_onnx.datasets.idx import idx_pair
 
-            images, y = idx_pair(folder, split)
+            images, y = idx_pair(folder, split, limit)
             x = normalise(images[:, None], info)
         elif name == "cifar10":
             from wn_onnx.datasets.cifar import CLASSES, cifar10
@@ -149,7 +151,31 @@ def load_split(
         x, y = x[keep], y[keep]
     if len(x) == 0:
         raise WnError(f"{name} {split}: no samples")
-    return Split(np.ascontiguousarray(x, dtype=np.float32), y.astype(np.int64), info, source)
+    with np.errstate(over="ignore", invalid="ignore"):  # reported below, in one line
+        x = np.ascontiguousarray(x, dtype=np.float32)
+    if not np.all(np.isfinite(x)):
+        raise WnError(f"{name} {split} ({source}): inputs hold NaN or values beyond float32's range")
+    if y.min() < 0:
+        raise WnError(f"{name} {split} ({source}): labels must be >= 0, found {int(y.min())}")
+    return Split(x, y.astype(np.int64), info, source)
+
+
+def _normalization(raw: str, info: DatasetInfo, channels: int, source: str) -> tuple[np.ndarray, np.ndarray]:
+    """The model's ``wn_onnx.normalization`` metadata (the dataset's values where it gives none):
+    per-channel mean and std, finite, std > 0."""
+    try:
+        norm = json.loads(raw)
+        mean = np.asarray(norm.get("mean") or info.mean, np.float64)
+        std = np.asarray(norm.get("std") or info.std, np.float64)
+    except (ValueError, TypeError, AttributeError, RecursionError):
+        raise WnError(f"{source}: metadata wn_onnx.normalization is not {{'mean': [...], 'std': [...]}}") from None
+    ok = mean.ndim == std.ndim == 1 and len(mean) == len(std) and len(mean) in (1, channels)
+    if not ok or not np.all(np.isfinite(mean)) or not np.all(np.isfinite(std)) or np.any(std <= 0):
+        raise WnError(
+            f"{source}: metadata wn_onnx.normalization needs finite mean and std (std > 0), one value or one per "
+            f"channel ({channels}); got {raw[:200]!r}"
+        )
+    return mean, std
 
 
 def model_ready(
@@ -157,8 +183,6 @@ def model_ready(
 ):
     """A dataset split preprocessed the way ``model`` (an onnx_ir model) was trained: the
     normalisation in its ``wn_onnx.normalization`` metadata replaces the dataset default."""
-    import json
-
     from wn_onnx.data import Dataset
 
     info = DATASETS.get(name)
@@ -166,10 +190,13 @@ def model_ready(
     data = load_split(name, chosen, data_dir, limit=limit, limit_mode=limit_mode)
     raw = model.metadata_props.get("wn_onnx.normalization")
     if raw and data.info.mean:
-        norm = json.loads(raw)
-        mean_m = np.asarray(norm.get("mean") or data.info.mean, np.float32).reshape(1, -1, *([1] * (data.x.ndim - 2)))
-        std_m = np.asarray(norm.get("std") or data.info.std, np.float32).reshape(mean_m.shape)
-        mean_d = np.asarray(data.info.mean, np.float32).reshape(1, -1, *([1] * (data.x.ndim - 2)))
-        std_d = np.asarray(data.info.std, np.float32).reshape(mean_d.shape)
-        data.x = ((data.x * std_d + mean_d) - mean_m) / std_m
+        shape = (1, -1, *([1] * (data.x.ndim - 2)))
+        norm = _normalization(raw, data.info, data.x.shape[1], "the model")
+        mean_m, std_m = (a.astype(np.float32).reshape(shape) for a in norm)
+        mean_d = np.asarray(data.info.mean, np.float32).reshape(shape)
+        std_d = np.asarray(data.info.std, np.float32).reshape(shape)
+        with np.errstate(over="ignore", invalid="ignore"):
+            data.x = ((data.x * std_d + mean_d) - mean_m) / std_m
+        if not np.all(np.isfinite(data.x)):
+            raise WnError(f"{name}: the model's normalization makes some inputs NaN or Inf")
     return Dataset(data.x.astype(np.float32), data.y, f"{name} {chosen} ({data.source})")

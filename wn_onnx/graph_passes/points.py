@@ -127,7 +127,7 @@ def select_points(points: list[Point], at: str | None) -> list[Point]:
                 elif m:
                     lo = int(m.group(1)) if m.group(1) else 0
                     hi = int(m.group(2)) if m.group(2) else len(points) - 1
-                    wanted.update(range(lo, hi + 1))
+                    wanted.update(range(lo, min(hi, len(points)) + 1))  # past the end: reported below, not built
                 else:
                     raise ValueError
             except (ValueError, ZeroDivisionError):

@@ -75,7 +75,7 @@ def verified_export(
         export_onnx(model, input_shape, tmp, metadata)
         error, scale, same = export_difference(model, tmp, x)
         relative = error / max(scale, 1e-12)
-        if not same or relative > EXPORT_RTOL:
+        if not same or not relative <= EXPORT_RTOL:  # NaN fails too
             why = "top-1 predictions differ" if not same else f"> {EXPORT_RTOL:g}"
             raise WnError(
                 f"exported model differs from torch by {error:.2e} ({relative:.1e} of the largest logit {scale:.3g}; "
