@@ -28,10 +28,13 @@ import onnx_ir as ir
 import onnxruntime as ort
 
 from wn_onnx.data import Dataset
+from wn_onnx.engine.axes import fixed_sample_axis, probe_batches, sample_axis
+from wn_onnx.engine.draws import GLOBAL_STREAM, PLAN_STREAM, WALK_STREAM, draw_at
 from wn_onnx.errors import WnError
 from wn_onnx.graph_passes import (
     ExtractSuffixPass,
     InsertNoisePass,
+    LinearPartPass,
     Point,
     data_dependent,
     suffix_inputs,
@@ -44,9 +47,7 @@ from wn_onnx.modelio import LoadedModel
 from wn_onnx.noise import NoiseSpec, apply_noise
 from wn_onnx.round_cache import RoundCache
 
-WALK_STREAM, GLOBAL_STREAM, PLAN_STREAM = 0, 1, 2
 CHUNK_ELEMENTS = 1 << 23  # floats per stacked suffix input (32 MB in float32)
-NOISE_BLOCK = 256  # samples per noise generator (see draw)
 PREFIX_CACHE = 4  # clean-prefix sessions kept at once
 
 
@@ -101,7 +102,6 @@ class Route:
     session: ort.InferenceSession | None
     inputs: list[str]
     stack: bool
-    base: np.ndarray | None = None  # A(0) of the chain, once known
     probed: bool = False  # stacking checked against one σ per run (see Engine.stacking_is_exact)
 
 
@@ -133,29 +133,6 @@ def providers_for(device: str) -> list[str]:
     raise WnError(f"unknown device {device!r}; use cpu or cuda")
 
 
-def draw(
-    seed: int, stream: int, key: tuple[int, ...], shape: tuple[int, ...], count: int, dtype, first: int
-) -> list[np.ndarray]:
-    """``count`` standard-normal arrays of ``shape`` for samples ``first…first+shape[0]-1``.
-
-    Noise is drawn in fixed blocks of NOISE_BLOCK samples, each from its own generator seeded by
-    ``[seed, stream, *key, block]``: the numbers a sample receives do not depend on the batch
-    size, the batch order or the number of threads.
-    """
-    n = shape[0] if shape else 0
-    out = [np.empty(shape, np.float32) for _ in range(count)]
-    for start in range(first - first % NOISE_BLOCK, first + n, NOISE_BLOCK):
-        rng = np.random.default_rng([seed, stream, *key, start // NOISE_BLOCK])
-        lo, hi = max(start, first), min(start + NOISE_BLOCK, first + n)
-        for arr in out:
-            if lo == start and hi == start + NOISE_BLOCK:  # a whole block: draw in place
-                rng.standard_normal(dtype=np.float32, out=arr[lo - first : hi - first])
-            else:
-                block = rng.standard_normal((NOISE_BLOCK, *shape[1:]), dtype=np.float32)
-                arr[lo - first : hi - first] = block[lo - start : hi - start]
-    return [a.astype(dtype, copy=False) for a in out]
-
-
 def score(logits: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(correct, non-finite) flags per sample; a non-finite row never counts as correct, and a
     padding row (label -1, see :meth:`Dataset.batches`) counts as neither."""
@@ -182,6 +159,7 @@ class Engine:
         self._clean: ort.InferenceSession | None = None
         self._suffix: dict[tuple, tuple[ort.InferenceSession | None, list[str], bool]] = {}
         self._noisy: dict[tuple, ort.InferenceSession] = {}
+        self._axes: dict[str, tuple[int | None, int]] | None = None  # value → (sample axis, rank)
         data_in = next(v for v in loaded.model.graph.inputs if v.name == loaded.input_name)
         self.dtype = np.dtype(ir.DataType(data_in.dtype).numpy())
 
@@ -238,61 +216,107 @@ class Engine:
         except Exception as err:
             raise WnError(f"onnxruntime failed on the data: {str(err).strip().splitlines()[0]}") from None
 
-    def suffix(self, tensor: str, spec: NoiseSpec) -> tuple[ort.InferenceSession | None, list[str], bool]:
-        """The graph after value ``tensor`` with ``spec`` noise on it, stacked over σ values.
+    def sample_axis(self, name: str, x: np.ndarray) -> int | None:
+        """The axis of value ``name`` that holds the samples (None: none found; see engine.axes),
+        probed once for every value of the graph with samples taken from ``x``."""
+        if self._axes is None:
+            self._axes = self._probe_axes(x)
+        return self._axes.get(name, (None, 0))[0]
+
+    def _probe_axes(self, x: np.ndarray) -> dict[str, tuple[int | None, int]]:
+        graph = self.loaded.model.graph
+        names = list(dict.fromkeys(v.name for n in graph for v in n.outputs if v.name and v in self._live))
+        axes: dict[str, tuple[int | None, int]] = {self.loaded.input_name: (0, x.ndim)}
+        model = self.loaded.fresh()
+        ExtractSuffixPass([self.loaded.input_name], names)(model)
+        try:
+            session = self.session(model)
+            fixed = self.loaded.fixed_batch
+            batches = [x[np.arange(fixed) % len(x)]] if fixed else probe_batches(x)
+            runs = [session.run(names, {self.loaded.input_name: b}) for b in batches]
+        except Exception:  # the graph does not run on other batch sizes: no axis known
+            return axes
+        for name, values in zip(names, zip(*runs, strict=True), strict=True):
+            if all(isinstance(v, np.ndarray) for v in values):
+                shapes = [v.shape for v in values]
+                axes[name] = (fixed_sample_axis(shapes[0], fixed) if fixed else sample_axis(shapes), len(shapes[0]))
+        return axes
+
+    def suffix(
+        self, tensor: str, spec: NoiseSpec, x: np.ndarray
+    ) -> tuple[ort.InferenceSession | None, list[str], bool]:
+        """The graph after value ``tensor`` with ``spec`` noise on it, stacked over σ values on the
+        value's sample axis (probed with samples from ``x``).
 
         Returns (session or None when ``tensor`` is the scored output itself, the clean values
         the session reads, whether several σ may share one run). Only a suffix whose single
-        input has a free batch axis may stack σ values: skip connections would need tiling.
+        input has a free sample axis, and whose output has its samples on axis 0, may stack σ
+        values: skip connections would need tiling. Without a sample axis each σ gets a run.
         """
         key = (tensor, spec)
         if key not in self._suffix:
             if tensor == self.loaded.output_name:
                 self._suffix[key] = (None, [tensor], True)
             else:
+                axis = self.sample_axis(tensor, x)
                 model = self.loaded.fresh()
                 inputs = suffix_inputs(model.graph, tensor, data_dependent(model.graph))
                 ExtractSuffixPass(inputs, [self.loaded.output_name])(model)
-                shape = model.graph.inputs[0].shape
-                if shape is None:
-                    raise WnError(f"cannot walk from {tensor!r}: its rank is unknown to shape inference")
-                StackNoisyInputPass(tensor, spec)(model)
-                stack = len(inputs) == 1 and not (len(shape) and isinstance(shape[0], int))
+                value = model.graph.inputs[0]
+                if value.shape is None:  # shape inference lost it; the probe saw its rank
+                    value.shape = ir.Shape([None] * self._axes.get(tensor, (None, 0))[1])
+                StackNoisyInputPass(tensor, spec, axis or 0)(model)
+                stack = (
+                    len(inputs) == 1
+                    and axis is not None
+                    and self.sample_axis(self.loaded.output_name, x) == 0
+                    and not isinstance(value.shape[axis], int)
+                )
                 self._suffix[key] = (self.session(model), inputs, stack)
         return self._suffix[key]
 
-    def route(self, point: Point, spec: NoiseSpec) -> Route:
-        """How to evaluate noise at ``point``: straight into the suffix after it, or — for additive
-        or multiplicative noise followed by affine ops (Conv, Gemm, BatchNorm, …) — carried
-        exactly through them, A(x + σ·t) = A(x) + σ·L(t), so the σ loop starts after the chain."""
+    def route(self, point: Point, spec: NoiseSpec, x: np.ndarray) -> Route:
+        """How to evaluate noise at ``point`` (``x``: samples for the axis probe): straight into
+        the suffix after it, or — for additive or multiplicative noise followed by affine ops
+        (Conv, Gemm, BatchNorm, …) — carried exactly through them, A(x + σ·t) = A(x) + σ·L(t)
+        with L the chain's linear part, so the σ loop starts after the chain."""
         key = ("route", point.tensor, spec)
         if key not in self._suffix:
             chain = affine_chain(self.loaded.model.graph, point.tensor, self._live) if spec.kind != "mixed" else []
             if not chain:
-                self._suffix[key] = Route(point.tensor, None, spec, *self.suffix(point.tensor, spec))
+                self._suffix[key] = Route(point.tensor, None, spec, *self.suffix(point.tensor, spec, x))
             else:
                 model = self.loaded.fresh()
                 ExtractSuffixPass([point.tensor], [chain[-1]])(model)
+                LinearPartPass()(model)
                 additive = NoiseSpec("add")
-                self._suffix[key] = Route(chain[-1], self.session(model), additive, *self.suffix(chain[-1], additive))
+                self._suffix[key] = Route(
+                    chain[-1], self.session(model), additive, *self.suffix(chain[-1], additive, x)
+                )
         return self._suffix[key]
 
-    def stacking_is_exact(self, route: Route, start: np.ndarray) -> bool:
+    def stacking_is_exact(self, route: Route, start: np.ndarray, axis: int) -> bool:
         """Whether a σ stacked with others on the batch axis gives the outputs it gives alone.
 
         Not so when the graph after the point mixes the samples of a batch (dynamic
         quantization's per-tensor scale, statistics over the batch): a large σ next to a small
-        one would then change the small one's result. Probed on a few real activations with
-        σ = (0, 1000) against σ = 0 alone; where they differ, every σ gets a run of its own."""
-        x = start[: min(len(start), 4)]
+        one would then change the small one's result; or a graph may not take the doubled batch.
+        Probed on a few real activations (samples on ``axis``) with σ = (0, 1000) against σ = 0
+        alone; where they differ, every σ gets a run of its own."""
+        n = min(start.shape[axis], 4)
+        x = np.take(start, np.arange(n), axis=axis)
         z = np.random.default_rng(0).standard_normal(x.shape).astype(x.dtype)
         feeds = {route.inputs[0]: x, **dict.fromkeys(("wn_z", "wn_z2")[: route.spec.draws], z)}
         comps = [SIGMA_INPUT[c] for c in sigma_inputs(route.spec)]
         name = (self.loaded.output_name,)
-        alone = self._run(route.session, name, {**feeds, **{c: np.zeros(1, np.float32) for c in comps}})[0]
-        both = self._run(route.session, name, {**feeds, **{c: np.array([0, 1e3], np.float32) for c in comps}})[0]
-        alone = alone.reshape(len(x), -1).astype(np.float64)
-        both = both.reshape(2, len(x), -1)[0].astype(np.float64)
+        try:
+            alone = self._run(route.session, name, {**feeds, **{c: np.zeros(1, np.float32) for c in comps}})[0]
+            both = self._run(route.session, name, {**feeds, **{c: np.array([0, 1e3], np.float32) for c in comps}})[0]
+        except WnError:
+            return False
+        alone = alone.reshape(n, -1).astype(np.float64)
+        with np.errstate(all="ignore"):
+            both = both.reshape(2, n, -1)[0].astype(np.float64)
         scale = float(np.nanmax(np.abs(alone), initial=0.0)) or 1.0
         return bool(np.allclose(both, alone, rtol=1e-3, atol=1e-4 * scale, equal_nan=True))
 
@@ -361,10 +385,12 @@ class Engine:
         idle = np.setdiff1d(np.arange(len(st.sigmas)), active)
         full = st.walk == "full" or self._subgraphs
         ring = all_points or [point]
+        probe = next(self.batches(data, st.batch_size))[1]
         if full:
             route = Route(point.tensor, None, st.spec, None, [p.tensor for p in ring], False)
         else:
-            route = self.route(point, st.spec)
+            route = self.route(point, st.spec, probe)
+        axis = self.sample_axis(point.tensor, probe)
         # σ values as the evaluated noise sees them: carried through a chain, σ_add or σ_mul
         # becomes the additive σ at the chain's end
         sa_eval, sm_eval = (
@@ -379,14 +405,15 @@ class Engine:
             start_value = taps[route.tensor]
             bound = None
             if route.stack and not route.probed and route.session is not None:
-                route.stack, route.probed = self.stacking_is_exact(route, start_value), True
+                route.stack = self.stacking_is_exact(route, start_value, self.sample_axis(route.tensor, probe))
+                route.probed = True
             per_chunk = max(1, CHUNK_ELEMENTS // max(start_value.size, 1)) if route.stack and not st.redraw else 1
             for r in range(st.repeats):
                 for start in range(0, len(active), per_chunk):
                     idx = active[start : start + per_chunk]
                     if start == 0 or st.redraw:
                         key = (r, int(idx[0])) if st.redraw else (r,)
-                        make = functools.partial(self._walk_noise, st, point, route, key, xk, first)
+                        make = functools.partial(self._walk_noise, st, point, route, key, xk, axis, first, b)
                         noise = make() if cache is None or st.redraw else cache.get(("noise", b, r), make)
                     if full:
                         hot = np.array([p is point for p in ring], np.float32)
@@ -452,25 +479,24 @@ class Engine:
         return {self.loaded.input_name: x, **dict(zip(inner, cache.get(("taps", b), compute), strict=True))}
 
     def _walk_noise(
-        self, st: SweepSettings, point: Point, route: Route, key: tuple[int, ...], xk: np.ndarray, first: int
+        self,
+        st: SweepSettings,
+        point: Point,
+        route: Route,
+        key: tuple[int, ...],
+        xk: np.ndarray,
+        axis: int | None,
+        first: int,
+        batch: int,
     ) -> list[np.ndarray]:
-        """The draw ``key`` of ``point``'s noise for samples ``first…``, as the route evaluates it:
-        carried through the affine chain (t − A(0) at the chain's end) when there is one."""
-        z = draw(st.seed, WALK_STREAM, (point.index, *key), xk.shape, st.spec.draws, xk.dtype, first)
+        """The draw ``key`` of ``point``'s noise for batch ``batch`` (samples ``first…`` on
+        ``axis``), as the route evaluates it: carried through the chain's linear part when
+        there is one."""
+        z = draw_at(st.seed, WALK_STREAM, (point.index, *key), xk.shape, axis, st.spec.draws, xk.dtype, first, batch)
         if route.chain is None:
             return z
         t = z[0] if st.spec.kind == "add" else xk * z[0]
-        (out,) = self._run(route.chain, (route.chain.get_outputs()[0].name,), {point.tensor: t})
-        return [out - self._chain_base(route, point, xk)]
-
-    def _chain_base(self, route: Route, point: Point, xk: np.ndarray) -> np.ndarray:
-        """A(0): the chain's constant part, computed once per route (on one sample, or on a whole
-        batch of a fixed-batch model)."""
-        if route.base is None:
-            rows = len(xk) if self.loaded.fixed_batch else 1
-            zeros = np.zeros((rows, *xk.shape[1:]), xk.dtype)
-            (route.base,) = self._run(route.chain, (route.chain.get_outputs()[0].name,), {point.tensor: zeros})
-        return route.base
+        return self._run(route.chain, (route.chain.get_outputs()[0].name,), {point.tensor: t})
 
     @staticmethod
     def _add_clean(counts: Counts, idle: np.ndarray, logits: np.ndarray, y: np.ndarray) -> None:
@@ -506,7 +532,7 @@ class Engine:
                 for n, s in enumerate(active):
                     if n == 0 or st.redraw:
                         key = (r, int(s)) if st.redraw else (r,)
-                        make = functools.partial(self._global_noise, points, st, key, taps, first)
+                        make = functools.partial(self._global_noise, points, st, key, taps, x, first, b)
                         flat = make() if cache is None or st.redraw else cache.get(("z", b, r), make)
                         zs = {j: flat[j * st.spec.draws : (j + 1) * st.spec.draws] for j in range(len(points))}
                     ok, bad = score(self.run_noisy(points, st.spec, x, zs, ones * sa_all[s], ones * sm_all[s]), y)
@@ -515,16 +541,22 @@ class Engine:
                     tick(1)
         return counts
 
-    @staticmethod
     def _global_noise(
-        points: list[Point], st: SweepSettings, key: tuple[int, ...], taps: Callable[[], dict], first: int
+        self,
+        points: list[Point],
+        st: SweepSettings,
+        key: tuple[int, ...],
+        taps: Callable[[], dict],
+        x: np.ndarray,
+        first: int,
+        batch: int,
     ) -> list[np.ndarray]:
         """Draw ``key`` at every point, point after point (``spec.draws`` arrays each)."""
         values = taps()
         out: list[np.ndarray] = []
         for p in points:
-            v = values[p.tensor]
-            out += draw(st.seed, GLOBAL_STREAM, (p.index, *key), v.shape, st.spec.draws, v.dtype, first)
+            v, axis = values[p.tensor], self.sample_axis(p.tensor, x)
+            out += draw_at(st.seed, GLOBAL_STREAM, (p.index, *key), v.shape, axis, st.spec.draws, v.dtype, first, batch)
         return out
 
     def plan_accuracy(
@@ -544,14 +576,14 @@ class Engine:
         """
         sa, sm = (np.full(len(points), float(v), np.float32) for v in spec.components(sigma))
         correct = np.zeros(repeats, np.int64)
-        for first, x, y in self.batches(data, 1024):
+        for b, (first, x, y) in enumerate(self.batches(data, 1024)):
             taps = self.run_values(x, [p.tensor for p in points])
             for r in range(repeats):
                 z = {}
                 for j, p in enumerate(points):
-                    shape, dtype = taps[p.tensor].shape, taps[p.tensor].dtype
+                    shape, dtype, axis = taps[p.tensor].shape, taps[p.tensor].dtype, self.sample_axis(p.tensor, x)
                     runs = [
-                        draw(seed, PLAN_STREAM, (p.index, r, e), shape, spec.draws, dtype, first)
+                        draw_at(seed, PLAN_STREAM, (p.index, r, e), shape, axis, spec.draws, dtype, first, b)
                         for e in range(int(plan[j]))
                     ]
                     z[j] = [np.stack([run[d] for run in runs]) for d in range(spec.draws)]

@@ -92,6 +92,7 @@ def load_model(path: str | os.PathLike, output: str | None = None) -> LoadedMode
             proto = version_converter.convert_version(proto, MIN_OPSET)
         except Exception as err:
             raise WnError(f"{p} uses opset {version}; converting it to {MIN_OPSET} failed ({err})") from None
+    _free_unsized_dims(proto)
     declared = fixed_batch(proto)
     freed = free_batch_axis(proto) if declared else None
     proto = freed or proto
@@ -104,6 +105,15 @@ def load_model(path: str | os.PathLike, output: str | None = None) -> LoadedMode
     _keep_only_output(model, loaded.output_name)
     loaded.freed_batch = declared if freed is not None else None
     return loaded
+
+
+def _free_unsized_dims(proto: onnx.ModelProto) -> None:
+    """A dimension declared as a number ≤ 0 (PaddlePaddle writes -1 for its batch) is a free one."""
+    graph = proto.graph
+    for v in [*graph.input, *graph.output, *graph.value_info]:
+        for dim in v.type.tensor_type.shape.dim:
+            if dim.HasField("dim_value") and dim.dim_value <= 0:
+                dim.Clear()
 
 
 def _keep_only_output(model: ir.Model, name: str) -> None:

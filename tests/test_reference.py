@@ -1,0 +1,81 @@
+"""The engine's shortcuts (prefix cache, σ stacking, affine chains, fixed-batch padding, found
+batch axes) against the plain reference evaluator (tests/reference.py): same draws, same
+predictions, on graphs from outside this project's exporter."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from corpus import build
+from reference import Reference
+
+from wn_onnx.data import make_dataset
+from wn_onnx.engine.draws import GLOBAL_STREAM, WALK_STREAM
+from wn_onnx.evaluate import Engine, SweepSettings
+from wn_onnx.graph_passes import find_points
+from wn_onnx.modelio import load_model
+from wn_onnx.noise import NoiseSpec
+
+CORPUS = ["lstm", "gru", "transformer", "transformer_dynamo", "residual_cnn", "qdq_cnn", "fp16", "tiny_bn_gain",
+          "batch_minus_one", "two_outputs"]  # fmt: skip
+SPECS = {
+    "add": (NoiseSpec("add"), np.array([0.05, 0.5, 5.0])),
+    "mul": (NoiseSpec("mul"), np.array([0.1, 1.0, 10.0])),
+    "mixed": (NoiseSpec("mixed", "add-first", ratio=0.5), np.array([0.1, 1.0, 10.0])),
+}
+SAMPLES, BATCH, REPEATS, MOST_POINTS = 23, 10, 2, 10
+# onnxruntime runs a QDQ graph with int8 kernels where it finds the Q→op→DQ pattern; cut at a
+# point or with noise inserted the patterns differ, and an int8 rounding differs from its float
+# emulation: compared with fusions off, where both compute the graph as written.
+UNFUSED = {"qdq_cnn"}
+
+
+@pytest.fixture(scope="session")
+def corpus(tmp_path_factory):
+    return build(tmp_path_factory.mktemp("corpus"))
+
+
+def quiet(_n: int) -> None:
+    pass
+
+
+def spread(points: list, most: int) -> list:
+    """At most ``most`` points, evenly over the graph, first and last included."""
+    if len(points) <= most:
+        return points
+    return [points[int(i)] for i in np.unique(np.linspace(0, len(points) - 1, most).round())]
+
+
+def original_names(path) -> set[str]:
+    graph = onnx.load(str(path)).graph
+    return {v.name for v in graph.input} | {o for n in graph.node for o in n.output}
+
+
+@pytest.mark.parametrize("kind", list(SPECS))
+@pytest.mark.parametrize("name", CORPUS)
+def test_engine_equals_reference(corpus, name, kind):
+    spec, sigmas = SPECS[kind]
+    net = corpus[name]
+    loaded = load_model(net.path)
+    engine = Engine(loaded, ["CPUExecutionProvider"])
+    reference = Reference(net.path, fuse=name not in UNFUSED)
+    if name in UNFUSED:
+        engine.options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    x = net.data(SAMPLES)
+    (clean,) = reference.values([reference.proto.graph.output[0].name], x)
+    data = make_dataset(x, clean.reshape(len(x), -1).argmax(axis=1), name)
+    points = find_points(loaded.model)
+    assert {p.tensor for p in points} <= original_names(net.path)  # reported names are the user's
+    st = SweepSettings(sigmas, spec, repeats=REPEATS, batch_size=BATCH)
+    args = (data.x, data.y, sigmas, spec, REPEATS, st.seed)
+    for point in spread(points, MOST_POINTS):
+        fast = engine.walk(point, data, st, quiet).correct
+        ref = reference.counts([(point.index, point.tensor)], *args, WALK_STREAM, BATCH)
+        # same draws, same predictions (onnxruntime's fusions may move a logit by ~1e-7)
+        assert np.abs(fast - ref).max() <= 1, (point, fast.tolist(), ref.tolist())
+        engine.release(point)
+    fast = engine.global_sweep(points, data, st, quiet).correct
+    ref = reference.counts([(p.index, p.tensor) for p in points], *args, GLOBAL_STREAM, BATCH)
+    assert np.abs(fast - ref).max() <= 1, ("global", fast.tolist(), ref.tolist())
