@@ -29,8 +29,8 @@ def _session(proto: onnx.ModelProto, fuse: bool = True) -> ort.InferenceSession:
 
 
 def noisy_proto(proto: onnx.ModelProto, tensors: dict[str, np.dtype], spec: NoiseSpec) -> onnx.ModelProto:
-    """``proto`` with noise after ``tensors`` (name → dtype); new inputs ``ref_z{k}``, ``ref_z2{k}``
-    and the scalars ``ref_sa{k}``, ``ref_sm{k}`` (in the tensor's dtype)."""
+    """``proto`` with noise after ``tensors`` (name → dtype); new inputs ``ref_z_{k}``, ``ref_z2_{k}``
+    and the scalars ``ref_sa_{k}``, ``ref_sm_{k}`` (in the tensor's dtype)."""
     out = onnx.ModelProto()
     out.CopyFrom(proto)
     graph = out.graph

@@ -8,7 +8,8 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-from corpus import build
+import torch
+from corpus import TinyGainBN, build, export
 from reference import Reference
 
 from wn_onnx.data import make_dataset
@@ -79,3 +80,33 @@ def test_engine_equals_reference(corpus, name, kind):
     fast = engine.global_sweep(points, data, st, quiet).correct
     ref = reference.counts([(p.index, p.tensor) for p in points], *args, GLOBAL_STREAM, BATCH)
     assert np.abs(fast - ref).max() <= 1, ("global", fast.tolist(), ref.tolist())
+
+
+def test_tiny_bn_gain_keeps_the_noise(tmp_path):
+    """Training under multiplicative noise σ = 1e10 leaves BatchNorm gains of ~1e-10: the noise
+    carried through the Conv→BN chain is then below float32 resolution next to the BN offsets, and
+    A(t) − A(0) cancelled it (the walk gave the clean accuracy). Through the chain's linear part
+    the walk must give what the whole graph and torch give."""
+    torch.manual_seed(0)
+    net = TinyGainBN().eval()
+    path = export(net, (3, 6, 6), tmp_path / "tiny.onnx")
+    x = np.random.default_rng(0).standard_normal((200, 3, 6, 6)).astype(np.float32)
+    with torch.no_grad():
+        y = net(torch.from_numpy(x)).argmax(1).numpy()
+    loaded = load_model(path)
+    point = find_points(loaded.model)[1]
+    assert point.op_type == "Conv"
+    sigmas, repeats = np.array([1e8, 1e10]), 10
+    st = SweepSettings(sigmas, NoiseSpec("mul"), repeats=repeats, batch_size=64)
+    ours = Engine(loaded, ["CPUExecutionProvider"]).walk(point, make_dataset(x, y, "tiny"), st, quiet)
+    ref = Reference(path).counts([(1, point.tensor)], x, y, sigmas, st.spec, repeats, st.seed, WALK_STREAM, 64)
+    assert np.abs(ours.correct - ref).max() <= 1, (ours.correct, ref)
+    assert ours.accuracy[1].mean() < 0.8  # σ = 1e10 reaches the output
+    for s, sigma in enumerate(sigmas):
+        handle = net.conv.register_forward_hook(lambda _m, _i, out, v=float(sigma): out * (1 + v * torch.randn_like(out)))
+        torch.manual_seed(1)
+        with torch.no_grad():
+            theirs = np.array([(net(torch.from_numpy(x)).argmax(1).numpy() == y).mean() for _ in range(repeats)])
+        handle.remove()
+        err = np.sqrt(ours.accuracy[s].var(ddof=1) / repeats + theirs.var(ddof=1) / repeats)
+        assert abs(ours.accuracy[s].mean() - theirs.mean()) < 4 * err + 1e-2, (sigma, ours.accuracy[s], theirs)
