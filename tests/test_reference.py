@@ -110,3 +110,20 @@ def test_tiny_bn_gain_keeps_the_noise(tmp_path):
         handle.remove()
         err = np.sqrt(ours.accuracy[s].var(ddof=1) / repeats + theirs.var(ddof=1) / repeats)
         assert abs(ours.accuracy[s].mean() - theirs.mean()) < 4 * err + 1e-2, (sigma, ours.accuracy[s], theirs)
+
+
+@pytest.mark.parametrize("name", ["transformer", "lstm"])
+def test_points_hold_per_sample_data(corpus, name):
+    """Values computed from shapes only (the TorchScript attention scale Sqrt(Cast(Shape(x))), of
+    shape [1]) are no points: every point changes with the input's values at a fixed shape."""
+    net = corpus[name]
+    loaded = load_model(net.path)
+    points = find_points(loaded.model)
+    engine = Engine(loaded, ["CPUExecutionProvider"])
+    a = engine.run_values(net.data(3, seed=1), [p.tensor for p in points])
+    b = engine.run_values(net.data(3, seed=2), [p.tensor for p in points])
+    assert all(not np.array_equal(a[p.tensor], b[p.tensor]) for p in points), [
+        p for p in points if np.array_equal(a[p.tensor], b[p.tensor])
+    ]
+    if name == "transformer":
+        assert "Sqrt" not in {p.op_type for p in points}

@@ -3,7 +3,8 @@
 A point is a float activation: a float graph input, or the float output of a compute node. Pure
 layout/shape ops (unless they bring constant values into the data path, as an embedding lookup
 does), integer tensors, scalars (such as dynamic quantization's scales: no sample axis),
-initializers and anything computed from constants alone are never points. Indices follow graph
+initializers and anything computed from constants or shapes alone (an attention scale
+Sqrt(Cast(Shape(x))): no per-sample data, whatever its rank) are never points. Indices follow graph
 order and stay fixed whatever ``--at`` selects, so reports from different selections of one
 model line up.
 """
@@ -64,10 +65,25 @@ def data_dependent(graph: ir.Graph) -> set[ir.Value]:
     return live
 
 
+# Ops whose result depends on the shape of their input only, never on its values.
+SHAPE_OPS = frozenset({"Shape", "Size", "ConstantOfShape", "EyeLike", "RandomNormalLike", "RandomUniformLike"})
+
+
+def sample_dependent(graph: ir.Graph) -> set[ir.Value]:
+    """Values computed from the values of a graph input (not from its shape or constants alone)."""
+    live = {v for v in graph.inputs if not v.is_initializer()}
+    for node in graph:
+        if node.op_type in SHAPE_OPS and node.domain in ("", "ai.onnx"):
+            continue
+        if any(v in live for v in node.inputs if v is not None):
+            live.update(node.outputs)
+    return live
+
+
 def find_points(model: ir.Model) -> list[Point]:
     """All default noise points of ``model`` (shape-inferred), in graph order."""
     graph = model.graph
-    live = data_dependent(graph)
+    live = sample_dependent(graph)
     outputs = set(graph.outputs)
     points: list[Point] = []
 
