@@ -100,7 +100,14 @@ def _value(curve: dict) -> float | None:
     return curve.get("mu") if curve.get("mu") is not None else (curve.get("fit") or {}).get("mu_threshold")
 
 
+def _failed(name: str, curve: dict, rule: str) -> Verdict:
+    """A point the scan could not evaluate fails every rule, saying why."""
+    return Verdict(name, False, f"{name}: not evaluated ({curve.get('reason', 'failed')})", None, None, "failed", rule)
+
+
 def judge_floor(name: str, curve: dict, floor: float) -> Verdict:
+    if curve["status"] == "failed":
+        return _failed(name, curve, f"min μ {floor:g}")
     mu, err, status = _value(curve), curve.get("mu_err"), curve["status"]
     shown = "—" if mu is None else f"{mu:.4g}" + (f" ± {err:.2g}" if err else "")
     if status == "not-reached":
@@ -115,6 +122,8 @@ def judge_floor(name: str, curve: dict, floor: float) -> Verdict:
 
 
 def judge_drop(name: str, base: dict, new: dict, max_drop: float) -> Verdict:
+    if new["status"] == "failed":
+        return _failed(name, new, f"drop ≤ {max_drop:.0%}")
     mb, mn = _value(base), _value(new)
     eb, en = base.get("mu_err") or 0.0, new.get("mu_err") or 0.0
     if mb is None or mn is None:

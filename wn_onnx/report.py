@@ -23,6 +23,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from wn_onnx.fit import logistic
+from wn_onnx.report_schema import FAILED
 
 STATUS_MARK = {"ok": "o", "not-reached": "^", "no-drop-from-start": "v", "poor-fit": "s", "two-drops": "D"}
 STATUS_TEXT = {
@@ -34,7 +35,7 @@ STATUS_TEXT = {
 
 
 def _curves(report: dict) -> list[tuple[str, dict]]:
-    items = [(f"{p['index']} {p['op_type']}", p) for p in report.get("points", [])]
+    items = [(f"{p['index']} {p['op_type']}", p) for p in report.get("points", []) if p["status"] != FAILED]
     if report.get("global"):
         items.append(("global", report["global"]))
     return items

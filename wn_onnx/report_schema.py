@@ -8,6 +8,8 @@ from pathlib import Path
 from wn_onnx.errors import WnError
 from wn_onnx.fit import STATUSES
 
+FAILED = "failed"  # a walked point that could not be evaluated; its "reason" says why
+
 CURVE_KEYS = ("sigmas", "accuracy", "mu", "mu_err", "a_max", "a_min", "status")
 POINT_KEYS = ("index", "tensor", "op_type", "shape", *CURVE_KEYS)
 TOP_KEYS = ("model", "noise", "seed", "clean_accuracy", "num_classes", "points", "global")
@@ -29,7 +31,7 @@ def schema_problems(report: object) -> list[str]:
             problems.append(f"{name} is not an object")
             continue
         problems += [f"{name} lacks {k!r}" for k in keys if k not in curve]
-        if curve.get("status") not in STATUSES:
+        if curve.get("status") not in (*STATUSES, FAILED):
             problems.append(f"{name} has no valid status")
         elif len(curve.get("accuracy", [])) != len(curve.get("sigmas", [])):
             problems.append(

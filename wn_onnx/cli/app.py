@@ -197,10 +197,13 @@ def scan(
     notes = [
         (p.get("index", "global"), p["fit"]["note"])
         for p in [*report["points"], *([report["global"]] if report["global"] else [])]
-        if p["fit"]["note"]
+        if p["fit"].get("note") and p["status"] != "failed"
     ]
     for where, note in notes:
         out.print(f"[dim]point {where}: {note}[/]")
+    for p in report["points"]:
+        if p["status"] == "failed":
+            out.print(f"[bold red]point {p['index']} ({p['tensor']}) failed: {p['reason']}[/]")
     mixing = [str(p["index"]) for p in report["points"] if p.get("mixes_samples")]
     if mixing:
         out.print(

@@ -10,6 +10,7 @@ STATUS_STYLE = {
     "no-drop-from-start": "red",
     "poor-fit": "yellow",
     "two-drops": "magenta",
+    "failed": "bold red",
 }
 
 
@@ -61,8 +62,8 @@ def report_table(report: dict) -> Table:
             tensor,
             op,
             format_mu(curve),
-            f"{curve['a_max']:.3f}",
-            f"{curve['a_min']:.3f}",
+            "—" if curve["a_max"] is None else f"{curve['a_max']:.3f}",
+            "—" if curve["a_min"] is None else f"{curve['a_min']:.3f}",
             f"[{style}]{curve['status']}[/]",
         )
 
