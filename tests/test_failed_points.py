@@ -104,3 +104,14 @@ def test_batch_declared_minus_one_is_free(minus_one, tmp_path):
     res = wn("check", path, "--data", data, "--sigmas", GRID, "--repeats", "2", "--min-mu", "1e-3")
     assert res.returncode == 0, res.stdout + res.stderr
     assert "wn-onnx check: passed" in res.stdout
+
+
+def test_fp16_overflow_is_counted_not_printed(tmp_path):
+    """Large σ overflow float16: counted in ``nonfinite``, no numpy warning on the terminal."""
+    path = export(MLP(), (12,), tmp_path / "fp16.onnx", half=True)
+    np.savez(tmp_path / "x.npz", x=np.random.default_rng(0).standard_normal((60, 12)).astype(np.float16))
+    args = ["--data", tmp_path / "x.npz", "--label-free", "--repeats", "2", "--sigmas", "log:1e-2:1e8:6"]
+    res = wn("scan", path, *args, "--out", tmp_path / "r.json", "--quiet")
+    assert res.returncode == 0 and "Warning" not in res.stderr, res.stderr
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert sum(np.sum(p["nonfinite"]) for p in report["points"]) > 0

@@ -137,8 +137,9 @@ def score(logits: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarra
     """(correct, non-finite) flags per sample; a non-finite row never counts as correct, and a
     padding row (label -1, see :meth:`Dataset.batches`) counts as neither."""
     flat = logits.reshape(len(logits), -1)
-    finite = np.isfinite(flat).all(axis=1)
-    pred = np.argmax(np.where(np.isfinite(flat), flat, -np.inf), axis=1)
+    with np.errstate(all="ignore"):
+        finite = np.isfinite(flat).all(axis=1)
+        pred = np.argmax(np.where(np.isfinite(flat), flat, -np.inf), axis=1)
     return (pred == labels) & finite, ~finite & (labels >= 0)
 
 
@@ -425,14 +426,15 @@ class Engine:
                     elif route.session is None:  # noise lands on the scored output: apply it directly
                         shape = (len(idx),) + (1,) * start_value.ndim
                         second = noise[1][None] if len(noise) > 1 else None
-                        logits = apply_noise(
-                            start_value[None],
-                            noise[0][None],
-                            second,
-                            sa_eval[idx].reshape(shape),
-                            sm_eval[idx].reshape(shape),
-                            route.spec,
-                        )
+                        with np.errstate(all="ignore"):  # fp16 overflow: counted as non-finite, not printed
+                            logits = apply_noise(
+                                start_value[None],
+                                noise[0][None],
+                                second,
+                                sa_eval[idx].reshape(shape),
+                                sm_eval[idx].reshape(shape),
+                                route.spec,
+                            )
                     else:
                         if bound is None:  # clean activations go to the session's device once per batch
                             bound = BoundInputs(route.session)
