@@ -51,7 +51,10 @@ def test_a_failing_point_leaves_the_others_as_they_were(broken_point):
     report = scan("0-4")
     failed = [p for p in report["points"] if p["status"] == "failed"]
     assert [p["index"] for p in failed] == [BROKEN]
-    assert failed[0]["mu"] is None and failed[0]["reason"] == "onnxruntime failed on the data: Got invalid dimensions for input: h"
+    assert (
+        failed[0]["mu"] is None
+        and failed[0]["reason"] == "onnxruntime failed on the data: Got invalid dimensions for input: h"
+    )
     assert failed[0]["fit"]["note"] == failed[0]["reason"] and not schema_problems(report)
     verdict = judge_floor("point 2", failed[0], 0.1)
     assert not verdict.passed and "not evaluated" in verdict.message and "invalid dimensions" in verdict.message
@@ -90,7 +93,9 @@ def minus_one(tmp_path_factory):
 
 
 def wn(*args) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "wn_onnx", *map(str, args)], capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "wn_onnx", *map(str, args)], capture_output=True, text=True, timeout=300
+    )
 
 
 def test_batch_declared_minus_one_is_free(minus_one, tmp_path):

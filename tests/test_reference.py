@@ -103,7 +103,9 @@ def test_tiny_bn_gain_keeps_the_noise(tmp_path):
     assert np.abs(ours.correct - ref).max() <= 1, (ours.correct, ref)
     assert ours.accuracy[1].mean() < 0.8  # σ = 1e10 reaches the output
     for s, sigma in enumerate(sigmas):
-        handle = net.conv.register_forward_hook(lambda _m, _i, out, v=float(sigma): out * (1 + v * torch.randn_like(out)))
+        handle = net.conv.register_forward_hook(
+            lambda _m, _i, out, v=float(sigma): out * (1 + v * torch.randn_like(out))
+        )
         torch.manual_seed(1)
         with torch.no_grad():
             theirs = np.array([(net(torch.from_numpy(x)).argmax(1).numpy() == y).mean() for _ in range(repeats)])
@@ -127,3 +129,37 @@ def test_points_hold_per_sample_data(corpus, name):
     ]
     if name == "transformer":
         assert "Sqrt" not in {p.op_type for p in points}
+
+
+def test_converted_model_reports_the_users_names(tmp_path):
+    """Opset 11 → 15 conversion turns Softmax(axis=1) into Flatten → Softmax → Reshape and names
+    the Softmax result ``…_intermediate``: the point is reported (and walked) at the user's value."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    w1, w2 = (
+        numpy_helper.from_array(rng.standard_normal(s).astype(np.float32), n)
+        for n, s in (("w1", (3, 3)), ("w2", (12, 5)))
+    )
+    nodes = [helper.make_node("MatMul", ["x", "w1"], ["h"]), helper.make_node("Softmax", ["h"], ["softmax_0.tmp_0"], axis=1),
+             helper.make_node("Flatten", ["softmax_0.tmp_0"], ["f"]), helper.make_node("MatMul", ["f", "w2"], ["y"])]  # fmt: skip
+    graph = helper.make_graph(nodes, "paddle_like", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [-1, 4, 3])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [-1, 5])], [w1, w2])  # fmt: skip
+    path = tmp_path / "opset11.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 11)]), str(path))
+    loaded = load_model(path)
+    points = find_points(loaded.model)
+    assert [(p.tensor, p.op_type) for p in points] == [
+        ("x", "Input"),
+        ("h", "MatMul"),
+        ("softmax_0.tmp_0", "Softmax"),
+        ("y", "MatMul"),
+    ]
+    x = rng.standard_normal((30, 4, 3)).astype(np.float32)
+    reference = Reference(path)
+    (clean,) = reference.values(["y"], x)
+    data = make_dataset(x, clean.argmax(axis=1), "x")
+    st = SweepSettings(np.array([0.01, 0.1, 1.0]), NoiseSpec("add"), repeats=2, batch_size=BATCH)
+    fast = Engine(loaded, ["CPUExecutionProvider"]).walk(points[2], data, st, quiet).correct
+    ref = reference.counts([(2, points[2].tensor)], x, data.y, st.sigmas, st.spec, 2, st.seed, WALK_STREAM, BATCH)
+    assert np.abs(fast - ref).max() <= 1 and fast.min() < len(x), (fast, ref)

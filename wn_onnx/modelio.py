@@ -19,7 +19,7 @@ from onnx_ir.passes.common import RemoveUnusedNodesPass
 from wn_onnx.batch_axis import fixed_batch, free_batch_axis
 from wn_onnx.errors import WnError
 from wn_onnx.graph_passes.noise_functions import MIN_OPSET
-from wn_onnx.graph_passes.points import FLOAT_TYPES
+from wn_onnx.graph_passes.points import FLOAT_TYPES, LAYOUT_OPS, USER_VALUE
 
 INTEGER_TYPES = frozenset(
     {ir.DataType.INT8, ir.DataType.INT16, ir.DataType.INT32, ir.DataType.INT64,
@@ -87,6 +87,7 @@ def load_model(path: str | os.PathLike, output: str | None = None) -> LoadedMode
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise WnError(f"{p} fails the ONNX checker: {first}") from None
     version = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 0)
+    user_names = {o for n in proto.graph.node for o in n.output}
     if version < MIN_OPSET:
         try:
             proto = version_converter.convert_version(proto, MIN_OPSET)
@@ -101,10 +102,30 @@ def load_model(path: str | os.PathLike, output: str | None = None) -> LoadedMode
     except Exception:
         pass
     model = ir.from_proto(proto)
+    _mark_renamed_values(model, user_names)
     loaded = describe(model, str(p), output)
     _keep_only_output(model, loaded.output_name)
     loaded.freed_batch = declared if freed is not None else None
     return loaded
+
+
+def _mark_renamed_values(model: ir.Model, user_names: set[str]) -> None:
+    """Version conversion may split an op and rename its result: Softmax(axis=1) before opset 13
+    becomes Flatten → Softmax → Reshape, the Softmax result named ``X_intermediate`` and the
+    user's name X moved to the Reshape. Such a value gets the name of the user's value reached
+    through layout ops alone (:data:`USER_VALUE`): its point is placed and reported there."""
+    for node in model.graph:
+        for value in node.outputs:
+            if value.name in user_names:
+                continue
+            target = value
+            while target.name not in user_names and len(target.uses()) == 1 and not target.is_graph_output():
+                consumer, slot = next(iter(target.uses()))
+                if consumer.op_type not in LAYOUT_OPS or slot != 0:
+                    break
+                target = consumer.outputs[0]
+            if target is not value and target.name in user_names:
+                value.metadata_props[USER_VALUE] = target.name
 
 
 def _free_unsized_dims(proto: onnx.ModelProto) -> None:

@@ -32,6 +32,11 @@ LAYOUT_OPS = frozenset(
 )  # fmt: skip
 
 
+# Set on a value that conversion renamed (see modelio): the name of the user's value holding the
+# same numbers in another layout, where its point is placed and reported.
+USER_VALUE = "wn_onnx.user_value"
+
+
 @dataclass(frozen=True)
 class Point:
     """One place noise can be injected."""
@@ -86,11 +91,13 @@ def find_points(model: ir.Model) -> list[Point]:
     live = sample_dependent(graph)
     outputs = set(graph.outputs)
     points: list[Point] = []
+    named = {v.name: v for n in graph for v in n.outputs}
 
     def add(value: ir.Value, op_type: str, node: str) -> None:
         scalar = value.shape is not None and len(value.shape) == 0  # a batch statistic, not per-sample values
         if value.dtype in FLOAT_TYPES and value in live and (value.uses() or value in outputs) and not scalar:
-            points.append(Point(len(points), value.name or "", op_type, node, _shape(value)))
+            at = named.get(value.metadata_props.get(USER_VALUE, ""), value)
+            points.append(Point(len(points), at.name or "", op_type, node, _shape(at)))
 
     for value in graph.inputs:
         if not value.is_initializer():
