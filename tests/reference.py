@@ -105,13 +105,16 @@ class Reference:
         self.out_index = outs.index(output) if output else 0
         dim = self.proto.graph.input[0].type.tensor_type.shape.dim[0]
         self.fixed = dim.dim_value if dim.HasField("dim_value") and dim.dim_value > 0 else None
+        self._taps: dict[tuple[str, ...], ort.InferenceSession] = {}
 
     def values(self, names: list[str], x: np.ndarray) -> list[np.ndarray]:
         """Clean values ``names`` on ``x``."""
-        proto = onnx.ModelProto()
-        proto.CopyFrom(self.proto)
-        proto.graph.output.extend(onnx.ValueInfoProto(name=n) for n in names)
-        return _session(proto, self.fuse).run(names, {self.input: x})
+        if tuple(names) not in self._taps:
+            proto = onnx.ModelProto()
+            proto.CopyFrom(self.proto)
+            proto.graph.output.extend(onnx.ValueInfoProto(name=n) for n in names)
+            self._taps[tuple(names)] = _session(proto, self.fuse)
+        return self._taps[tuple(names)].run(names, {self.input: x})
 
     def batch_axes(self, names: list[str], x: np.ndarray) -> list[int | None]:
         """Per tensor: the axis whose length is the number of samples (2 and 3 tried), else None."""

@@ -11,9 +11,9 @@ from onnx import TensorProto, helper, numpy_helper
 from reference import Reference
 
 from wn_onnx.data import make_dataset
+from wn_onnx.engine import Engine, SweepSettings
 from wn_onnx.engine.axes import fixed_sample_axis, sample_axis
 from wn_onnx.engine.draws import WALK_STREAM, draw, draw_at
-from wn_onnx.evaluate import Engine, SweepSettings
 from wn_onnx.graph_passes import find_points
 from wn_onnx.modelio import load_model
 from wn_onnx.noise import NoiseSpec
@@ -114,7 +114,7 @@ def test_random_graphs_walk_like_the_reference(tmp_path, axis, ops, seed, kind):
     for point in find_points(loaded.model)[1:-1]:  # inside: N on ``axis``
         assert engine.sample_axis(point.tensor, x) == axis, point
         fast = engine.walk(point, data, settings_, lambda _n: None)
-        assert engine.route(point, spec, x).stack  # σ values stacked on that axis
+        assert engine.routes.route(point, spec, x).stack  # σ values stacked on that axis
         ref = reference.counts([(point.index, point.tensor)], x, data.y, sigmas, spec, 1, 0, WALK_STREAM, 5)
         assert np.abs(fast.correct - ref).max() <= 1, (point, fast.correct.tolist(), ref.tolist())
         engine.release(point)

@@ -16,8 +16,8 @@ from typer.testing import CliRunner
 from wn_onnx.check import judge_floor
 from wn_onnx.cli.app import app
 from wn_onnx.data import load_npz
+from wn_onnx.engine import Engine, SweepSettings
 from wn_onnx.errors import WnError
-from wn_onnx.evaluate import Engine, SweepSettings
 from wn_onnx.modelio import load_model
 from wn_onnx.models.embedded import DEFAULT_DATA, DEFAULT_MODEL
 from wn_onnx.noise import NoiseSpec, parse_grid

@@ -13,8 +13,8 @@ from corpus import TinyGainBN, build, export
 from reference import Reference
 
 from wn_onnx.data import make_dataset
+from wn_onnx.engine import Engine, SweepSettings
 from wn_onnx.engine.draws import GLOBAL_STREAM, WALK_STREAM
-from wn_onnx.evaluate import Engine, SweepSettings
 from wn_onnx.graph_passes import find_points
 from wn_onnx.modelio import load_model
 from wn_onnx.noise import NoiseSpec
@@ -63,7 +63,7 @@ def test_engine_equals_reference(corpus, name, kind):
     engine = Engine(loaded, ["CPUExecutionProvider"])
     reference = Reference(net.path, fuse=name not in UNFUSED)
     if name in UNFUSED:
-        engine.options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        engine.sessions.options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     x = net.data(SAMPLES)
     (clean,) = reference.values([reference.proto.graph.output[0].name], x)
     data = make_dataset(x, clean.reshape(len(x), -1).argmax(axis=1), name)

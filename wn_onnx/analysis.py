@@ -17,9 +17,9 @@ import onnx_ir as ir
 from onnx import numpy_helper
 
 from wn_onnx.data import Dataset
+from wn_onnx.engine import Engine, SweepSettings, score
 from wn_onnx.engine.draws import draw_at
 from wn_onnx.errors import WnError
-from wn_onnx.evaluate import Engine, SweepSettings, score
 from wn_onnx.graph_passes import (
     ExposeValuesPass,
     ExtractSuffixPass,

@@ -18,8 +18,8 @@ import numpy as np
 
 from wn_onnx import __version__
 from wn_onnx.data import Dataset, check_labels, check_shape
+from wn_onnx.engine import Counts, Engine, SweepSettings, providers_for, score
 from wn_onnx.errors import WnError
-from wn_onnx.evaluate import Counts, Engine, SweepSettings, providers_for, score
 from wn_onnx.fit import fit_curve
 from wn_onnx.graph_passes import Point, find_points, select_points
 from wn_onnx.modelio import LoadedModel, load_model

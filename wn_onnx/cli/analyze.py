@@ -42,7 +42,7 @@ def report_command(
 def _engine_and_data(model: Path, data: Path, limit: int | None):
 
     from wn_onnx.data import check_shape, load_npz
-    from wn_onnx.evaluate import Engine, providers_for
+    from wn_onnx.engine import Engine, providers_for
     from wn_onnx.modelio import load_model
 
     engine = Engine(load_model(model), providers_for("cpu"))

@@ -128,7 +128,7 @@ def scan(
     """Sweep noise strength at every point (walking) and everywhere at once (global); fit μ per point."""
     from wn_onnx.cli.render import report_table
     from wn_onnx.data import load_npz
-    from wn_onnx.evaluate import SweepSettings
+    from wn_onnx.engine import SweepSettings
     from wn_onnx.modelio import load_model
     from wn_onnx.models.embedded import DEFAULT_DATA, DEFAULT_MODEL
     from wn_onnx.noise import NoiseSpec, default_grid, parse_grid

@@ -11,6 +11,11 @@ are never stacked.
 from __future__ import annotations
 
 import numpy as np
+import onnx_ir as ir
+
+from wn_onnx.engine.sessions import Sessions
+from wn_onnx.graph_passes import ExtractSuffixPass
+from wn_onnx.modelio import LoadedModel
 
 PROBE_SIZES = (2, 3)
 
@@ -35,3 +40,28 @@ def fixed_sample_axis(shape: tuple[int, ...], batch: int) -> int | None:
     """For a model whose batch is built in (no other batch size can be probed): axis 0 when its
     length is that batch, else unknown."""
     return 0 if shape[:1] == (batch,) else None
+
+
+def probe_axes(
+    loaded: LoadedModel, sessions: Sessions, live: set[ir.Value], x: np.ndarray
+) -> dict[str, tuple[int | None, int]]:
+    """value name → (sample axis or None, rank) for every data-dependent value of the model, from
+    one session exposing them all, run on PROBE_SIZES samples of ``x`` (on the built-in batch of a
+    model that has one)."""
+    graph = loaded.model.graph
+    names = list(dict.fromkeys(v.name for n in graph for v in n.outputs if v.name and v in live))
+    axes: dict[str, tuple[int | None, int]] = {loaded.input_name: (0, x.ndim)}
+    model = loaded.fresh()
+    ExtractSuffixPass([loaded.input_name], names)(model)
+    fixed = loaded.fixed_batch
+    try:
+        session = sessions.build(model)
+        batches = [x[np.arange(fixed) % len(x)]] if fixed else probe_batches(x)
+        runs = [session.run(names, {loaded.input_name: b}) for b in batches]
+    except Exception:  # the graph does not run on other batch sizes: no axis known
+        return axes
+    for name, values in zip(names, zip(*runs, strict=True), strict=True):
+        if all(isinstance(v, np.ndarray) for v in values):
+            shapes = [v.shape for v in values]
+            axes[name] = (fixed_sample_axis(shapes[0], fixed) if fixed else sample_axis(shapes), len(shapes[0]))
+    return axes
