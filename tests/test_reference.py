@@ -26,7 +26,7 @@ SPECS = {
     "mul": (NoiseSpec("mul"), np.array([0.1, 1.0, 10.0])),
     "mixed": (NoiseSpec("mixed", "add-first", ratio=0.5), np.array([0.1, 1.0, 10.0])),
 }
-SAMPLES, BATCH, REPEATS, MOST_POINTS = 23, 10, 2, 10
+SAMPLES, BATCH, REPEATS, MOST_POINTS = 23, 10, 2, 6
 # onnxruntime runs a QDQ graph with int8 kernels where it finds the Q→op→DQ pattern; cut at a
 # point or with noise inserted the patterns differ, and an int8 rounding differs from its float
 # emulation: compared with fusions off, where both compute the graph as written.
