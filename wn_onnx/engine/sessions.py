@@ -65,11 +65,13 @@ class Sessions:
 
 
 def run(session: ort.InferenceSession, names: tuple[str, ...], feeds: dict) -> list[np.ndarray]:
-    """``session.run`` whose failure is a one-line WnError."""
+    """``session.run`` whose failure is a one-line WnError (onnxruntime's message may span lines:
+    "… for the following indices", then the indices)."""
     try:
         return session.run(list(names), feeds)
     except Exception as err:
-        raise WnError(f"onnxruntime failed on the data: {str(err).strip().splitlines()[0]}") from None
+        text = " ".join(line.strip() for line in str(err).strip().splitlines() if line.strip())
+        raise WnError(f"onnxruntime failed: {text[:300]}") from None
 
 
 class BoundInputs:
