@@ -60,8 +60,8 @@ class WalkPoint:
         """The point's draw ``key``, as the route evaluates it: carried through the chain's
         linear part when there is one."""
         xk, st = self.taps[self.point.tensor], self.st
-        z = draw_at(st.seed, WALK_STREAM, (self.point.index, *key), xk.shape, self.axis, st.spec.draws, xk.dtype,
-                    self.first, self.batch)  # fmt: skip
+        where = (xk.shape, self.axis, st.spec.draws, xk.dtype, self.first, self.batch)
+        z = draw_at(st.seed, WALK_STREAM, (self.point.index, *key), *where)
         if self.route.chain is None:
             return z
         t = z[0] if st.spec.kind == "add" else xk * z[0]
