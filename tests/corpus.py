@@ -103,10 +103,24 @@ class MLP(nn.Module):
         return self.fc2(torch.relu(self.fc1(x)))
 
 
-def export(model: nn.Module, shape: tuple[int, ...], path: Path, dynamo: bool = False, half: bool = False) -> Path:
-    """TorchScript (or dynamo) export with a dynamic batch axis on the input and every output."""
+class BakedBatch(nn.Module):
+    """A batch of 4 built into a Reshape target: the batch cannot be freed, runs are padded."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1, self.fc2 = nn.Linear(12, 16), nn.Linear(16, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(torch.relu(self.fc1(x)).reshape(4, -1))
+
+
+def export(
+    model: nn.Module, shape: tuple[int, ...], path: Path, dynamo: bool = False, half: bool = False, fixed: int = 0
+) -> Path:
+    """TorchScript (or dynamo) export with a dynamic batch axis on the input and every output
+    (``fixed``: that batch size, declared and traced in)."""
     model = model.eval().half() if half else model.eval()
-    sample = torch.randn(2, *shape, dtype=torch.float16 if half else torch.float32)
+    sample = torch.randn(fixed or 2, *shape, dtype=torch.float16 if half else torch.float32)
     with warnings.catch_warnings():  # not under no_grad: torch would export its fused encoder kernel
         warnings.simplefilter("ignore")
         if dynamo:
@@ -116,7 +130,8 @@ def export(model: nn.Module, shape: tuple[int, ...], path: Path, dynamo: bool = 
             with torch.no_grad():
                 outs = ["y"] if isinstance(model(sample), torch.Tensor) else ["y", "aux"]
             torch.onnx.export(model, (sample,), str(path), dynamo=False, do_constant_folding=False, opset_version=17,
-                              input_names=["x"], output_names=outs, dynamic_axes={n: {0: "N"} for n in ["x", *outs]})  # fmt: skip
+                              input_names=["x"], output_names=outs,
+                              dynamic_axes=None if fixed else {n: {0: "N"} for n in ["x", *outs]})  # fmt: skip
     return path
 
 
@@ -159,6 +174,7 @@ def build(folder: Path) -> dict[str, Net]:
         "fp16": Net(export(MLP(), (12,), folder / "fp16.onnx", half=True), (12,), np.float16),
         "tiny_bn_gain": Net(export(TinyGainBN(), (3, 6, 6), folder / "tiny_bn.onnx"), (3, 6, 6)),
         "two_outputs": Net(export(TwoHeads(), (12,), folder / "two.onnx"), (12,)),
+        "fixed_batch": Net(export(BakedBatch(), (12,), folder / "baked.onnx", fixed=4), (12,)),
     }
     cnn = export(SmallCNN(), (3, 8, 8), folder / "cnn.onnx")
     nets["qdq_cnn"] = Net(quantize_qdq(cnn, (3, 8, 8), folder / "qdq.onnx"), (3, 8, 8))
