@@ -33,8 +33,8 @@ import onnxruntime as ort
 import torch
 
 from wn_onnx.datasets import load_split
+from wn_onnx.engine import Engine, providers_for
 from wn_onnx.errors import WnError
-from wn_onnx.evaluate import Engine, providers_for
 from wn_onnx.graph_passes import ExtractSuffixPass, InsertNoisePass, data_dependent, find_points, suffix_inputs
 from wn_onnx.modelio import load_model
 from wn_onnx.models.export import export_onnx
@@ -135,7 +135,7 @@ def main(work: Path) -> None:
     engine = Engine(loaded, providers)
     per_config = 0.0
     for p in points:
-        session, inputs, _ = engine.suffix(p.tensor, spec)
+        session, inputs, _ = engine.routes.suffix(p.tensor, spec, batches[0][0])
         if session is None:
             continue
         plain = engine.loaded.fresh()

@@ -19,8 +19,8 @@ import onnxruntime as ort
 import torch
 
 from wn_onnx.data import make_dataset
+from wn_onnx.engine import SweepSettings
 from wn_onnx.errors import WnError
-from wn_onnx.evaluate import SweepSettings
 from wn_onnx.modelio import load_model
 from wn_onnx.models.embedded import digits_split
 from wn_onnx.models.export import export_onnx, max_export_error

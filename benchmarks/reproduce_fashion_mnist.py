@@ -18,7 +18,7 @@ from pathlib import Path
 
 from wn_onnx.data import Dataset
 from wn_onnx.datasets import load_split
-from wn_onnx.evaluate import SweepSettings
+from wn_onnx.engine import SweepSettings
 from wn_onnx.modelio import load_model
 from wn_onnx.models.export import export_onnx
 from wn_onnx.noise import NoiseSpec, default_grid

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from wn_onnx.data import Dataset
 from wn_onnx.datasets import load_split
-from wn_onnx.evaluate import Engine, SweepSettings
+from wn_onnx.engine import Engine, SweepSettings
 from wn_onnx.graph_passes import find_points
 from wn_onnx.modelio import load_model
 from wn_onnx.models.export import export_onnx

@@ -12,7 +12,7 @@ import pytest
 
 from wn_onnx.check import Policy, evaluate_policy, judge_drop
 from wn_onnx.data import make_dataset
-from wn_onnx.evaluate import SweepSettings
+from wn_onnx.engine import SweepSettings
 from wn_onnx.modelio import load_model
 from wn_onnx.models.embedded import DEFAULT_DATA, DEFAULT_MODEL, digits_split
 from wn_onnx.models.export import export_onnx

@@ -8,9 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-from wn_onnx import evaluate
 from wn_onnx.data import load_npz, make_dataset
-from wn_onnx.evaluate import Engine, SweepSettings
+from wn_onnx.engine import Engine, SweepSettings, walking
 from wn_onnx.graph_passes import find_points
 from wn_onnx.modelio import load_model
 from wn_onnx.models.embedded import DEFAULT_DATA, DEFAULT_MODEL, digits_split
@@ -59,7 +58,7 @@ def test_stacking_sigmas_changes_nothing(zoo, monkeypatch):
     data = random_data(engine, shape)
     st = SweepSettings(np.geomspace(0.01, 10, 7), NoiseSpec("mul"), repeats=2, batch_size=64)
     stacked = engine.walk(point, data, st, quiet)
-    monkeypatch.setattr(evaluate, "CHUNK_ELEMENTS", 1)
+    monkeypatch.setattr(walking, "CHUNK_ELEMENTS", 1)
     single = engine.walk(point, data, st, quiet)
     assert np.abs(stacked.correct - single.correct).max() <= 1
 
@@ -116,7 +115,7 @@ def test_graph_that_mixes_samples_is_not_stacked(tmp_path):
         points = find_points(loaded.model)
         assert all(p.shape != () for p in points)
         for point in points[:5]:
-            route = engine.route(point, st.spec)
+            route = engine.routes.route(point, st.spec, data.x)
             fast = engine.walk(point, data, st, quiet)
             assert route.probed and route.stack is not mixes and engine.mixes_samples(point, st.spec) is mixes
             ref = engine.walk(point, data, SweepSettings(**{**st.__dict__, "walk": "full"}), quiet, all_points=points)

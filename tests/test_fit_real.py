@@ -10,7 +10,7 @@ import torch
 from sklearn.datasets import load_digits
 
 from wn_onnx.data import Dataset
-from wn_onnx.evaluate import SweepSettings
+from wn_onnx.engine import SweepSettings
 from wn_onnx.fit import binomial_se, uncertainty
 from wn_onnx.modelio import load_model
 from wn_onnx.models.export import export_onnx

@@ -14,7 +14,7 @@ import pytest
 from onnx import TensorProto, helper
 
 from wn_onnx.data import load_npz
-from wn_onnx.evaluate import Engine, SweepSettings
+from wn_onnx.engine import Engine, SweepSettings
 from wn_onnx.graph_passes import InsertNoisePass, find_points, z_input_names
 from wn_onnx.modelio import load_model
 from wn_onnx.models.embedded import DEFAULT_DATA, DEFAULT_MODEL

@@ -18,8 +18,8 @@ from onnx import TensorProto, helper, numpy_helper
 
 from wn_onnx.analysis import binarize, find_levels, histogram, mixed_grid, weight_magnitudes, weight_ratio
 from wn_onnx.data import load_npz, make_dataset
+from wn_onnx.engine import Engine, SweepSettings
 from wn_onnx.errors import WnError
-from wn_onnx.evaluate import Engine, SweepSettings
 from wn_onnx.graph_passes import find_points
 from wn_onnx.modelio import load_model
 from wn_onnx.models.embedded import DEFAULT_DATA, DEFAULT_MODEL, digits_split

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from wn_onnx.data import load_npz
+from wn_onnx.engine import SweepSettings
 from wn_onnx.errors import WnError
-from wn_onnx.evaluate import SweepSettings
 from wn_onnx.modelio import load_model
 from wn_onnx.models.embedded import DEFAULT_DATA, DEFAULT_MODEL
 from wn_onnx.noise import NoiseSpec, default_grid

@@ -15,8 +15,8 @@ from conftest import randomize_bn
 
 from wn_onnx.analysis import weight_magnitudes
 from wn_onnx.data import make_dataset
+from wn_onnx.engine import SweepSettings
 from wn_onnx.errors import WnError
-from wn_onnx.evaluate import SweepSettings
 from wn_onnx.modelio import load_model
 from wn_onnx.models.embedded import digits_split
 from wn_onnx.models.export import (

@@ -17,8 +17,9 @@ import onnx_ir as ir
 from onnx import numpy_helper
 
 from wn_onnx.data import Dataset
+from wn_onnx.engine import Engine, SweepSettings, score
+from wn_onnx.engine.draws import draw_at
 from wn_onnx.errors import WnError
-from wn_onnx.evaluate import Engine, SweepSettings, draw, score
 from wn_onnx.graph_passes import (
     ExposeValuesPass,
     ExtractSuffixPass,
@@ -153,20 +154,14 @@ def binarize(
     batches = list(engine.batches(data, 1024))
     levels = clean_levels = None
     for stage in ("collect", "test"):
-        for first, x, y in batches:
+        for b, (first, x, y) in enumerate(batches):
             real = int(np.count_nonzero(y >= 0))  # padding rows of a fixed-batch model stay out of the histograms
             rows = slice(None) if real == len(x) else slice(0, real)
             clean = engine.run_values(x, [p.tensor for p in watched] + suffix_needs + [loaded.output_name])
             feeds = {loaded.input_name: x, **sigma_feeds}
-            z = draw(
-                seed,
-                BINARIZE_STREAM,
-                (at,),
-                clean[noisy_pt.tensor].shape,
-                spec.draws,
-                clean[noisy_pt.tensor].dtype,
-                first,
-            )
+            tapped = clean[noisy_pt.tensor]
+            axis = engine.sample_axis(noisy_pt.tensor, x)
+            z = draw_at(seed, BINARIZE_STREAM, (at,), tapped.shape, axis, spec.draws, tapped.dtype, first, b)
             feeds.update(zip(("wn_z_0", "wn_z2_0"), z, strict=False))
             names = [o.name for o in noisy_session.get_outputs()]
             got = dict(zip(names, noisy_session.run(names, feeds), strict=True))

@@ -124,7 +124,14 @@ def pessimistic(curve: dict) -> float | None:
     return None
 
 
+def _failed(name: str, curve: dict, rule: str) -> Verdict:
+    """A point the scan could not evaluate fails every rule, saying why."""
+    return Verdict(name, False, f"{name}: not evaluated ({curve.get('reason', 'failed')})", None, None, "failed", rule)
+
+
 def judge_floor(name: str, curve: dict, floor: float) -> Verdict:
+    if curve["status"] == "failed":
+        return _failed(name, curve, f"min μ {floor:g}")
     mu, err, status = _value(curve), curve.get("mu_err"), curve["status"]
     low = pessimistic(curve)
     ok = low is not None and low >= floor
@@ -132,8 +139,6 @@ def judge_floor(name: str, curve: dict, floor: float) -> Verdict:
         why = f"μ > {mu:.4g} (never reached the midpoint)"
     elif status == "no-drop-from-start":
         why = f"μ ≤ {mu:.4g} (below the midpoint from the smallest σ)"
-    elif status == "failed":
-        why = f"not evaluated ({(curve.get('fit') or {}).get('note') or 'failed'})"
     elif status in ("bracketed", "poor-fit"):
         what = "only bracketed by the grid" if status == "bracketed" else "the fit is poor"
         why = f"μ ≈ {mu:.4g}, judged on the low end {low:.4g} ({what})"
@@ -146,6 +151,8 @@ def judge_drop(name: str, base: dict, new: dict, max_drop: float) -> Verdict:
     """Only resolved μ values get error-bar slack; the new curve is otherwise read at its lowest
     possible μ (:func:`pessimistic`), so an unresolved curve cannot pass by a wide error."""
     rule = f"drop ≤ {max_drop:.0%}"
+    if new["status"] == "failed":
+        return _failed(name, new, rule)
     mb, mn = _value(base), pessimistic(new)
     eb = (base.get("mu_err") or 0.0) if base["status"] in RESOLVED else 0.0
     en = (new.get("mu_err") or 0.0) if new["status"] in RESOLVED else 0.0

@@ -21,7 +21,7 @@ from onnx_ir.passes.common import RemoveUnusedNodesPass
 from wn_onnx.batch_axis import fixed_batch, free_batch_axis
 from wn_onnx.errors import WnError
 from wn_onnx.graph_passes.noise_functions import MIN_OPSET
-from wn_onnx.graph_passes.points import FLOAT_TYPES
+from wn_onnx.graph_passes.points import FLOAT_TYPES, LAYOUT_OPS, USER_VALUE
 from wn_onnx.safeio import regular_file
 
 INTEGER_TYPES = frozenset(
@@ -107,11 +107,13 @@ def load_model(path: str | os.PathLike, output: str | None = None) -> LoadedMode
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise WnError(f"{p} fails the ONNX checker: {first}") from None
     version = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 0)
+    user_names = {o for n in proto.graph.node for o in n.output}
     if version < MIN_OPSET:
         try:
             proto = version_converter.convert_version(proto, MIN_OPSET)
         except Exception as err:
             raise WnError(f"{p} uses opset {version}; converting it to {MIN_OPSET} failed ({err})") from None
+    _free_unsized_dims(proto)
     declared = fixed_batch(proto)
     freed = free_batch_axis(proto) if declared else None
     proto = freed or proto
@@ -130,6 +132,7 @@ def load_model(path: str | os.PathLike, output: str | None = None) -> LoadedMode
     except Exception as err:  # types onnx_ir cannot represent (e.g. maps from ZipMap)
         first = (str(err).strip().splitlines() or [type(err).__name__])[0]
         raise WnError(f"{p}: cannot be analysed ({first[:200]})") from None
+    _mark_renamed_values(model, user_names)
     loaded = describe(model, str(p), output)
     _keep_only_output(model, loaded.output_name)
     loaded.freed_batch = declared if freed is not None else None
@@ -140,6 +143,34 @@ def load_model(path: str | os.PathLike, output: str | None = None) -> LoadedMode
 def _is_map(t: onnx.TypeProto) -> bool:
     kind = t.WhichOneof("value")
     return kind == "map_type" or (kind == "sequence_type" and _is_map(t.sequence_type.elem_type))
+
+
+def _mark_renamed_values(model: ir.Model, user_names: set[str]) -> None:
+    """Version conversion may split an op and rename its result: Softmax(axis=1) before opset 13
+    becomes Flatten → Softmax → Reshape, the Softmax result named ``X_intermediate`` and the
+    user's name X moved to the Reshape. Such a value gets the name of the user's value reached
+    through layout ops alone (:data:`USER_VALUE`): its point is placed and reported there."""
+    for node in model.graph:
+        for value in node.outputs:
+            if value.name in user_names:
+                continue
+            target = value
+            while target.name not in user_names and len(target.uses()) == 1 and not target.is_graph_output():
+                consumer, slot = next(iter(target.uses()))
+                if consumer.op_type not in LAYOUT_OPS or slot != 0:
+                    break
+                target = consumer.outputs[0]
+            if target is not value and target.name in user_names:
+                value.metadata_props[USER_VALUE] = target.name
+
+
+def _free_unsized_dims(proto: onnx.ModelProto) -> None:
+    """A dimension declared as a number ≤ 0 (PaddlePaddle writes -1 for its batch) is a free one."""
+    graph = proto.graph
+    for v in [*graph.input, *graph.output, *graph.value_info]:
+        for dim in v.type.tensor_type.shape.dim:
+            if dim.HasField("dim_value") and dim.dim_value <= 0:
+                dim.Clear()
 
 
 def _keep_only_output(model: ir.Model, name: str) -> None:

@@ -25,6 +25,7 @@ import numpy as np
 
 from wn_onnx.fit import shaped_curve
 from wn_onnx.names import point_label, shorten
+from wn_onnx.report_schema import FAILED
 
 STATUS_MARK = {"ok": "o", "not-reached": "^", "no-drop-from-start": "v", "poor-fit": "s", "two-drops": "D", "bracketed": "P",
                "failed": "x"}  # fmt: skip
@@ -49,7 +50,7 @@ def _text(s: object) -> str:
 
 
 def _curves(report: dict) -> list[tuple[str, dict]]:
-    items = [(_text(point_label(p)), p) for p in report.get("points", [])]
+    items = [(_text(point_label(p)), p) for p in report.get("points", []) if p["status"] != FAILED]
     if report.get("global"):
         items.append((f"global ({len(report['global'].get('points', []))} points)", report["global"]))
     return items

@@ -14,6 +14,8 @@ from wn_onnx.errors import WnError
 from wn_onnx.fit import STATUSES
 from wn_onnx.safeio import read_text
 
+FAILED = "failed"  # a walked point that could not be evaluated; its "reason" says why
+
 CURVE_KEYS = ("sigmas", "accuracy", "mu", "mu_err", "a_max", "a_min", "status")
 POINT_KEYS = ("index", "tensor", "op_type", "shape", *CURVE_KEYS)
 TOP_KEYS = ("model", "noise", "seed", "clean_accuracy", "num_classes", "points", "global")

@@ -20,12 +20,13 @@ import numpy as np
 
 from wn_onnx import __version__
 from wn_onnx.data import Dataset, check_labels, check_shape
+from wn_onnx.engine import Counts, Engine, SweepSettings, providers_for, score
 from wn_onnx.errors import WnError
-from wn_onnx.evaluate import Counts, Engine, SweepSettings, providers_for, score
 from wn_onnx.fit import curve_json as fit_curve_json
 from wn_onnx.graph_passes import Point, find_points, select_points
 from wn_onnx.modelio import LoadedModel, check_scores, load_model
 from wn_onnx.noise import NoiseSpec
+from wn_onnx.report_schema import FAILED
 from wn_onnx.round_cache import RoundCache
 from wn_onnx.store import CurveStore, digest
 
@@ -212,11 +213,14 @@ def run_scan(
             def keep(point: Point, curve: dict) -> None:
                 finished[point.index] = curve
                 report["points"] = [finished[p.index] for p in chosen if p.index in finished]
-                if store is not None:
+                if store is not None and curve["status"] != FAILED:  # a resumed scan tries it again
                     store.put(keys[point.index], f"point {point.index}", curve)
 
             report["points"] = [finished[p.index] for p in chosen if p.index in finished]
             walk_points(engine, todo, data, st, req, base, tick, reference, keep)
+            if all(p["status"] == FAILED for p in report["points"]):
+                first = report["points"][0]
+                raise WnError(f"every walked point failed; point {first['index']}: {first['reason']}")
         if req.mode in ("global", "both"):
             where = chosen if req.global_after_bn else [p for p in chosen if p.op_type != "BatchNormalization"]
             if not where:
@@ -304,8 +308,20 @@ def _walk_one(
             if engine.mixes_samples(point, st.spec):
                 curve["mixes_samples"] = True
             return curve
+        except Exception as err:  # one point that cannot be evaluated must not end the scan
+            return failed_curve(point, err)
         finally:
             engine.release(point)
+
+
+def failed_curve(point: Point, err: Exception) -> dict:
+    """The report entry of a point that could not be evaluated: status ``failed``, no μ, and a
+    one-line reason."""
+    text = str(err).strip().splitlines()[0] if str(err).strip() else ""
+    reason = text if isinstance(err, WnError) else f"{type(err).__name__}: {text}".rstrip(": ")
+    none = dict.fromkeys(("mu", "mu_err", "a_max", "a_min"))
+    return {**point.to_json(), "sigmas": [], "accuracy": [], "nonfinite": [], **none, "status": FAILED,
+            "reason": reason, "fit": {"note": reason}}  # fmt: skip
 
 
 _WORKER: dict = {}

@@ -61,7 +61,7 @@ def _engine_and_data(model: Path, data: Path | None, dataset_name: str | None, s
                      data_dir: Path | None, limit: int | None, limit_mode: LimitMode, threads: int):  # fmt: skip
     """The model's engine and its data, from --data or --dataset as for scan."""
     from wn_onnx.data import check_shape
-    from wn_onnx.evaluate import Engine, providers_for
+    from wn_onnx.engine import Engine, providers_for
     from wn_onnx.modelio import load_model
 
     engine = Engine(load_model(model), providers_for("cpu"), threads)

@@ -148,7 +148,7 @@ def scan(
 ) -> None:
     """Sweep noise strength at every point (walking) and everywhere at once (global); fit μ per point."""
     from wn_onnx.cli.render import report_table
-    from wn_onnx.evaluate import SweepSettings
+    from wn_onnx.engine import SweepSettings
     from wn_onnx.modelio import load_model
     from wn_onnx.models.embedded import DEFAULT_DATA, DEFAULT_MODEL
     from wn_onnx.noise import NoiseSpec, default_grid, parse_grid
@@ -213,10 +213,13 @@ def scan(
     notes = [
         (p.get("index", "global"), p["fit"]["note"])
         for p in [*report["points"], *([report["global"]] if report["global"] else [])]
-        if p["fit"]["note"]
+        if p["fit"].get("note") and p["status"] != "failed"
     ]
     for where, note in notes:
         out.print(f"[dim]point {where}: {escape(note)}[/]")
+    for p in report["points"]:
+        if p["status"] == "failed":
+            out.print(f"[bold red]point {p['index']} ({escape(str(p['tensor']))}) failed: {escape(str(p['reason']))}[/]")
     mixing = [str(p["index"]) for p in report["points"] if p.get("mixes_samples")]
     if mixing:
         out.print(

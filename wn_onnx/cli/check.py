@@ -64,7 +64,7 @@ def _run(model, data, config, noise, order, sigma_ratio, sigmas, mode, at, repea
          global_min_mu, baseline, max_mu_drop, junit_path, summary, out_path, output):  # fmt: skip
     from wn_onnx.check import Policy, evaluate_policy, junit, load_config, markdown, parse_drop
     from wn_onnx.data import load_npz
-    from wn_onnx.evaluate import SweepSettings
+    from wn_onnx.engine import SweepSettings
     from wn_onnx.modelio import load_model
     from wn_onnx.noise import NoiseSpec, default_grid, parse_grid
     from wn_onnx.plan import load_report

@@ -117,7 +117,7 @@ def plan_command(
     import numpy as np
 
     from wn_onnx.data import check_labels, check_shape
-    from wn_onnx.evaluate import Engine, providers_for
+    from wn_onnx.engine import Engine, providers_for
     from wn_onnx.noise import NoiseSpec
     from wn_onnx.plan import (
         STRATEGIES,

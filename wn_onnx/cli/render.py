@@ -20,7 +20,7 @@ STATUS_STYLE = {
     "poor-fit": "yellow",
     "two-drops": "magenta",
     "bracketed": "yellow",
-    "failed": "red",
+    "failed": "bold red",
 }
 OP_WIDTH = 10
 GAP = 2  # characters between two columns (collapsed padding + the box's separator)
@@ -74,6 +74,10 @@ def points_table(points: list[dict], title: str = "noise points", width: int = 8
     return table
 
 
+def _level(value: float | None) -> str:
+    return "—" if value is None else f"{value:.3f}"  # a failed point has no curve
+
+
 def report_table(report: dict, width: int = 80) -> Table:
     """μ per point and globally; ``acc max``/``acc min`` are the report's ``a_max``/``a_min``: the
     accuracy the curve achieves before the drop and where it ends."""
@@ -83,7 +87,7 @@ def report_table(report: dict, width: int = 80) -> Table:
     if report.get("global"):
         curves.append(("all", "global", f"{len(report['global']['points'])} points", report["global"]))
     rows = [["#", "tensor", "op", "μ ± err", "acc\nmax", "acc\nmin", "status"]]
-    rows += [[i, t, shorten(op, OP_WIDTH), format_mu(c), f"{c['a_max']:.3f}", f"{c['a_min']:.3f}", str(c["status"])]
+    rows += [[i, t, shorten(op, OP_WIDTH), format_mu(c), _level(c["a_max"]), _level(c["a_min"]), str(c["status"])]
              for i, t, op, c in curves]  # fmt: skip
     title = (
         f"Walking Noise · {kind} · clean accuracy {report['clean_accuracy']:.2%} · {report['data']['samples']} samples"

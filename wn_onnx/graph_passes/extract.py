@@ -102,7 +102,7 @@ def has_subgraphs(graph: ir.Graph) -> bool:
 
 
 # Ops that are affine in their data input when every other input is a constant: noise entering
-# them can be carried through exactly, A(x + σ·t) = A(x) + σ·(A(t) − A(0)).
+# them can be carried through exactly, A(x + σ·t) = A(x) + σ·L(t) with L the linear part.
 AFFINE_SLOTS = {
     "Conv": (0,), "ConvTranspose": (0,), "Gemm": (0,), "MatMul": (0, 1), "BatchNormalization": (0,),
     "Add": (0, 1), "Sub": (0, 1), "Mul": (0, 1), "Div": (0,), "Neg": (0,), "Identity": (0,),
@@ -136,3 +136,47 @@ def affine_chain(graph: ir.Graph, name: str, live: set[ir.Value]) -> list[str]:
         value = used_outputs[0]
         chain.append(value.name)
     return chain
+
+
+def _offset_slots(node: ir.Node, data_slot: int) -> list[int]:
+    """Inputs of an affine op that only shift its result (what L leaves out)."""
+    if node.op_type in ("Add", "Sub"):
+        return [1 - data_slot]
+    if node.op_type in ("Conv", "ConvTranspose", "Gemm"):
+        return [2]
+    if node.op_type == "BatchNormalization":
+        return [2, 3]  # bias and running mean
+    return []
+
+
+class LinearPartPass(ir.passes.InPlacePass):
+    """Turn an extracted affine chain A (see :func:`affine_chain`) into its linear part L: every
+    offset (bias, BatchNorm bias and mean, added constant) becomes zeros of its shape.
+
+    L(t) is what the noise becomes; computing it as A(t) − A(0) would cancel it to nothing where
+    the chain scales by less than float resolution next to its offsets (a BatchNorm gain of 1e-10
+    beside a bias of 0.1, as training under noise σ = 1e10 leaves)."""
+
+    def call(self, model: ir.Model) -> ir.passes.PassResult:
+        graph = model.graph
+        live = {v for v in graph.inputs if not v.is_initializer()}
+        modified = False
+        for node in list(graph):
+            slots = [i for i, v in enumerate(node.inputs) if v in live]
+            if not slots:
+                continue
+            live.update(node.outputs)
+            for slot in _offset_slots(node, slots[0]):
+                offset = node.inputs[slot] if slot < len(node.inputs) else None
+                if offset is None:
+                    continue
+                name = f"{node.name or node.op_type}_wn_zero_{slot}"
+                shape = ir.Node("", "Shape", [offset], name=f"{name}_shape")
+                zeros = ir.Node("", "ConstantOfShape", [shape.outputs[0]], name=f"{name}_float")
+                cast = ir.Node("", "CastLike", [zeros.outputs[0], offset], name=name)
+                for n, out in ((shape, f"{name}_shape"), (zeros, f"{name}_float"), (cast, name)):
+                    n.outputs[0].name = out
+                graph.insert_before(node, [shape, zeros, cast])
+                node.replace_input_with(slot, cast.outputs[0])
+                modified = True
+        return ir.passes.PassResult(model, modified=modified)

@@ -171,38 +171,40 @@ class InsertNoisePass(ir.passes.InPlacePass):
 
 
 class StackNoisyInputPass(ir.passes.InPlacePass):
-    """Put noise on graph input ``name`` for C sigma values at once, stacked on the batch axis.
+    """Put noise on graph input ``name`` for C sigma values at once, stacked on its batch ``axis``.
 
     New inputs: ``wn_z`` (and ``wn_z2``) shaped like the input, and ``wn_sigma_add`` /
     ``wn_sigma_mul`` of shape ``[C]``. The rest of the graph sees a batch of C·B samples: the
     B inputs under sigma 0, then under sigma 1, … — one onnxruntime run per (repeat, chunk of
     sigmas) with common random numbers, the noise arithmetic done by the same ``wn_onnx``
-    function as everywhere else. The input's rank must be known.
+    function as everywhere else. The input's rank must be known; with C = 1 any ``axis`` leaves
+    the graph's arithmetic as it was.
     """
 
-    def __init__(self, name: str, spec: NoiseSpec) -> None:
+    def __init__(self, name: str, spec: NoiseSpec, axis: int = 0) -> None:
         super().__init__()
         self.name = name
         self.spec = spec
+        self.axis = axis
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         graph = model.graph
         value = next((v for v in graph.inputs if v.name == self.name), None)
         if value is None or value.shape is None:
             raise ValueError(f"{self.name!r} is not a graph input of known rank")
-        rank = len(value.shape)
+        rank, a = len(value.shape), self.axis
         for fn in function_closure(self.spec, "fed", model.opset_imports.get("", 0)):
             model.functions[fn.identifier()] = fn
         model.opset_imports[DOMAIN] = 1
         users = list(value.uses())
         b = _Builder(graph)
-        axis0 = b.const("wn_axis0", np.array([0], np.int64))
-        args = [b.node("Unsqueeze", [value, axis0], "wn_x_stacked")]
+        at = b.const(f"wn_axis{a}", np.array([a], np.int64))
+        args = [b.node("Unsqueeze", [value, at], "wn_x_stacked")]
         for z_name in ("wn_z", "wn_z2")[: self.spec.draws]:
             z = ir.Value(name=z_name, type=value.type, shape=value.shape)
             graph.inputs.append(z)
-            args.append(b.node("Unsqueeze", [z, axis0], f"{z_name}_stacked"))
-        column = b.const("wn_sigma_column", np.array([-1] + [1] * rank, np.int64))
+            args.append(b.node("Unsqueeze", [z, at], f"{z_name}_stacked"))
+        column = b.const("wn_sigma_column", np.array([1] * a + [-1] + [1] * (rank - a), np.int64))
         for comp in sigma_inputs(self.spec):
             name = SIGMA_INPUT[comp]
             sigma = ir.Value(name=name, type=ir.TensorType(ir.DataType.FLOAT), shape=ir.Shape(["C"]))
@@ -211,12 +213,15 @@ class StackNoisyInputPass(ir.passes.InPlacePass):
                 b.node("CastLike", [b.node("Reshape", [sigma, column], f"{name}_column"), value], f"{name}_cast")
             )
         noisy = b.node(noise_function(self.spec, "fed").name, args, "wn_noise_stacked", DOMAIN)
-        sample_shape = b.node("Shape", [value], "wn_sample_shape", start=1)
-        minus_one = b.const("wn_minus_one", np.array([-1], np.int64))
-        flat = b.node(
-            "Reshape", [noisy, b.node("Concat", [minus_one, sample_shape], "wn_flat_shape", axis=0)], "wn_noisy_flat"
-        )
-        flat.type, flat.shape = value.type, ir.Shape([None, *list(value.shape)[1:]])
+        parts = [b.const("wn_minus_one", np.array([-1], np.int64))]  # C and the batch merged, σ-major
+        if a:
+            parts.insert(0, b.node("Shape", [value], "wn_shape_before", start=0, end=a))
+        if a + 1 < rank:
+            parts.append(b.node("Shape", [value], "wn_shape_after", start=a + 1))
+        target = b.node("Concat", parts, "wn_flat_shape", axis=0) if len(parts) > 1 else parts[0]
+        flat = b.node("Reshape", [noisy, target], "wn_noisy_flat")
+        dims = list(value.shape)
+        flat.type, flat.shape = value.type, ir.Shape([*dims[:a], None, *dims[a + 1 :]])
         nodes = b.nodes
         for user, slot in users:
             user.replace_input_with(slot, flat)

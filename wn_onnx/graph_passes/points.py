@@ -3,7 +3,8 @@
 A point is a float activation: a float graph input, or the float output of a compute node. Pure
 layout/shape ops (unless they bring constant values into the data path, as an embedding lookup
 does), integer tensors, scalars (such as dynamic quantization's scales: no sample axis),
-initializers and anything computed from constants alone are never points. Indices follow graph
+initializers and anything computed from constants or shapes alone (an attention scale
+Sqrt(Cast(Shape(x))): no per-sample data, whatever its rank) are never points. Indices follow graph
 order and stay fixed whatever ``--at`` selects, so reports from different selections of one
 model line up.
 """
@@ -29,6 +30,11 @@ LAYOUT_OPS = frozenset(
         "SpaceToDepth", "Range", "NonZero", "Optional", "OptionalGetElement",
     }
 )  # fmt: skip
+
+
+# Set on a value that conversion renamed (see modelio): the name of the user's value holding the
+# same numbers in another layout, where its point is placed and reported.
+USER_VALUE = "wn_onnx.user_value"
 
 
 @dataclass(frozen=True)
@@ -64,17 +70,34 @@ def data_dependent(graph: ir.Graph) -> set[ir.Value]:
     return live
 
 
+# Ops whose result depends on the shape of their input only, never on its values.
+SHAPE_OPS = frozenset({"Shape", "Size", "ConstantOfShape", "EyeLike", "RandomNormalLike", "RandomUniformLike"})
+
+
+def sample_dependent(graph: ir.Graph) -> set[ir.Value]:
+    """Values computed from the values of a graph input (not from its shape or constants alone)."""
+    live = {v for v in graph.inputs if not v.is_initializer()}
+    for node in graph:
+        if node.op_type in SHAPE_OPS and node.domain in ("", "ai.onnx"):
+            continue
+        if any(v in live for v in node.inputs if v is not None):
+            live.update(node.outputs)
+    return live
+
+
 def find_points(model: ir.Model) -> list[Point]:
     """All default noise points of ``model`` (shape-inferred), in graph order."""
     graph = model.graph
-    live = data_dependent(graph)
+    live = sample_dependent(graph)
     outputs = set(graph.outputs)
     points: list[Point] = []
+    named = {v.name: v for n in graph for v in n.outputs}
 
     def add(value: ir.Value, op_type: str, node: str) -> None:
         scalar = value.shape is not None and len(value.shape) == 0  # a batch statistic, not per-sample values
         if value.dtype in FLOAT_TYPES and value in live and (value.uses() or value in outputs) and not scalar:
-            points.append(Point(len(points), value.name or "", op_type, node, _shape(value)))
+            at = named.get(value.metadata_props.get(USER_VALUE, ""), value)
+            points.append(Point(len(points), at.name or "", op_type, node, _shape(at)))
 
     for value in graph.inputs:
         if not value.is_initializer():

@@ -1,0 +1,67 @@
+"""Where the samples of a batch lie in each value of a graph.
+
+Not always on axis 0: an exported LSTM/GRU output Y is [seq, dir, N, H], attention inside a
+TorchScript TransformerEncoder works on [L, N, E], and a dynamo export folds the heads into the
+batch ([N·heads, L, d]: no axis holds the samples alone). The axis is found by a probe: the
+same graph run on 2 and on 3 samples; the one axis whose length goes from 2 to 3 holds the
+samples. Values with no such axis get None: their noise is drawn per batch and their σ values
+are never stacked.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx_ir as ir
+
+from wn_onnx.engine.sessions import Sessions
+from wn_onnx.graph_passes import ExtractSuffixPass
+from wn_onnx.modelio import LoadedModel
+
+PROBE_SIZES = (2, 3)
+
+
+def probe_batches(x: np.ndarray) -> list[np.ndarray]:
+    """Batches of PROBE_SIZES samples taken (cyclically) from ``x``."""
+    return [x[np.arange(n) % len(x)] for n in PROBE_SIZES]
+
+
+def sample_axis(shapes: list[tuple[int, ...]]) -> int | None:
+    """The axis of a value whose lengths, one shape per probe batch, follow the sample count."""
+    small, large = shapes
+    if len(small) != len(large):
+        return None
+    moved = [i for i, (a, b) in enumerate(zip(small, large, strict=True)) if a != b]
+    if len(moved) == 1 and (small[moved[0]], large[moved[0]]) == PROBE_SIZES:
+        return moved[0]
+    return None
+
+
+def fixed_sample_axis(shape: tuple[int, ...], batch: int) -> int | None:
+    """For a model whose batch is built in (no other batch size can be probed): axis 0 when its
+    length is that batch, else unknown."""
+    return 0 if shape[:1] == (batch,) else None
+
+
+def probe_axes(
+    loaded: LoadedModel, sessions: Sessions, live: set[ir.Value], x: np.ndarray
+) -> dict[str, tuple[int | None, int]]:
+    """value name → (sample axis or None, rank) for every data-dependent value of the model, from
+    one session exposing them all, run on PROBE_SIZES samples of ``x`` (on the built-in batch of a
+    model that has one)."""
+    graph = loaded.model.graph
+    names = list(dict.fromkeys(v.name for n in graph for v in n.outputs if v.name and v in live))
+    axes: dict[str, tuple[int | None, int]] = {loaded.input_name: (0, x.ndim)}
+    model = loaded.fresh()
+    ExtractSuffixPass([loaded.input_name], names)(model)
+    fixed = loaded.fixed_batch
+    try:
+        session = sessions.build(model)
+        batches = [x[np.arange(fixed) % len(x)]] if fixed else probe_batches(x)
+        runs = [session.run(names, {loaded.input_name: b}) for b in batches]
+    except Exception:  # the graph does not run on other batch sizes: no axis known
+        return axes
+    for name, values in zip(names, zip(*runs, strict=True), strict=True):
+        if all(isinstance(v, np.ndarray) for v in values):
+            shapes = [v.shape for v in values]
+            axes[name] = (fixed_sample_axis(shapes[0], fixed) if fixed else sample_axis(shapes), len(shapes[0]))
+    return axes

@@ -1,0 +1,172 @@
+"""The Engine: one model's onnxruntime evaluation of accuracy under noise, for a whole scan.
+
+Costs are paid once where possible (DESIGN.md): sessions are built once per scan
+(engine.sessions), derived graphs once per point (engine.routes), the clean activation a walk
+starts from once per batch, the noise once per (point, repeat, batch) for every σ, and several
+σ values share one run where that is exact (engine.stacking). Every shortcut is checked against
+a plain whole-graph evaluator in tests/test_reference.py.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import numpy as np
+import onnx_ir as ir
+import onnxruntime as ort
+
+from wn_onnx.data import Dataset
+from wn_onnx.engine.draws import PLAN_STREAM, draw_at
+from wn_onnx.engine.global_noise import GlobalNoise
+from wn_onnx.engine.routes import Routes
+from wn_onnx.engine.sessions import Sessions
+from wn_onnx.engine.sweep import Counts, SweepSettings, score, sweep
+from wn_onnx.engine.walking import AtOutput, FullGraph, Suffix, WalkPoint
+from wn_onnx.graph_passes import Point, z_input_names
+from wn_onnx.graph_passes.insert_noise import SIGMA_INPUT
+from wn_onnx.graph_passes.noise_functions import sigma_inputs
+from wn_onnx.modelio import LoadedModel
+from wn_onnx.noise import NoiseSpec
+from wn_onnx.round_cache import RoundCache
+
+
+class Engine:
+    """The onnxruntime sessions of one scan, built once and reused."""
+
+    def __init__(self, loaded: LoadedModel, providers: list[str], threads: int = 0) -> None:
+        self.loaded = loaded
+        self.sessions = Sessions(providers, threads)
+        self.routes = Routes(loaded, self.sessions)
+        data_in = next(v for v in loaded.model.graph.inputs if v.name == loaded.input_name)
+        self.dtype = np.dtype(ir.DataType(data_in.dtype).numpy())
+
+    @property
+    def providers(self) -> list[str]:
+        return self.sessions.providers
+
+    def session(self, model: ir.Model) -> ort.InferenceSession:
+        return self.sessions.build(model)
+
+    def run_values(self, x: np.ndarray, names: list[str]) -> dict[str, np.ndarray]:
+        return self.routes.run_values(x, names)
+
+    def clean_logits(self, x: np.ndarray) -> np.ndarray:
+        return self.routes.clean_logits(x)
+
+    def sample_axis(self, name: str, x: np.ndarray) -> int | None:
+        return self.routes.sample_axis(name, x)
+
+    def mixes_samples(self, point: Point, spec: NoiseSpec) -> bool:
+        return self.routes.mixes_samples(point, spec)
+
+    def release(self, point: Point) -> None:
+        """Drop the sessions of a walked point (see Routes.release)."""
+        self.routes.release()
+
+    def batches(self, data: Dataset, size: int) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+        """(index of the first sample, inputs, labels) per batch; a model exported with a fixed
+        batch gets exactly that many samples per run, the last batch padded (labels -1)."""
+        size = self.batch_size(size)
+        for b, (x, y) in enumerate(data.batches(size, pad=self.loaded.fixed_batch is not None)):
+            yield b * size, x, y
+
+    def batch_size(self, requested: int) -> int:
+        """Samples per run: ``requested``, unless the model's batch is built in."""
+        return self.loaded.fixed_batch or requested
+
+    def run_noisy(
+        self,
+        points: list[Point],
+        spec: NoiseSpec,
+        x: np.ndarray,
+        z: dict[int, list[np.ndarray]],
+        sa: np.ndarray,
+        sm: np.ndarray,
+        repeated: bool = False,
+    ) -> np.ndarray:
+        """Logits of the fed-noise graph: ``z[j]`` feeds ``points[j]``; ``sa``/``sm`` per point."""
+        feeds = {self.loaded.input_name: x}
+        for comp, vec in (("sigma_add", sa), ("sigma_mul", sm)):
+            if comp in sigma_inputs(spec):
+                feeds[SIGMA_INPUT[comp]] = np.asarray(vec, np.float32)
+        for j in range(len(points)):
+            feeds.update(zip(z_input_names(j, spec), z[j], strict=True))
+        return self.routes.noisy(points, spec, repeated).run([self.loaded.output_name], feeds)[0]
+
+    def _clean(self, reference: np.ndarray | None) -> Callable[[int, np.ndarray], np.ndarray]:
+        """Clean outputs of a batch: from ``reference`` (the whole data's, when known) or computed."""
+        if reference is None:
+            return lambda _first, x: self.clean_logits(x)
+        return lambda first, x: reference[first : first + len(x)]
+
+    def walk(
+        self,
+        point: Point,
+        data: Dataset,
+        st: SweepSettings,
+        tick: Callable[[int], None],
+        all_points: list[Point] | None = None,
+        reference: np.ndarray | None = None,
+        cache: RoundCache | None = None,
+    ) -> Counts:
+        """Noise at ``point`` only; ``tick`` gets the number of (σ, repeat) configurations done.
+
+        ``st.walk == "full"`` runs the whole noisy graph over ``all_points`` (the
+        straightforward reference) instead of the suffix after the point. ``reference``: the
+        clean model's outputs on ``data`` when already known (σ = 0 results, no recomputation).
+        ``cache``: keeps the clean activations and the noise of each (batch, repeat) for later
+        calls on the same point, data and settings (adaptive rounds)."""
+        ev: WalkPoint
+        if st.walk == "full" or self.routes.subgraphs:
+            ev = FullGraph(self.routes, point, all_points or [point], st, self.run_noisy, cache)
+        else:
+            route = self.routes.route(point, st.spec, next(self.batches(data, st.batch_size))[1])
+            ev = (AtOutput if route.session is None else Suffix)(self.routes, point, route, st, cache)
+        return sweep(ev, self.batches(data, st.batch_size), st, tick, self._clean(reference), cache)
+
+    def global_sweep(
+        self,
+        points: list[Point],
+        data: Dataset,
+        st: SweepSettings,
+        tick: Callable[[int], None],
+        reference: np.ndarray | None = None,
+        cache: RoundCache | None = None,
+    ) -> Counts:
+        """The same σ at every point of ``points``, whole noisy graph per evaluation; ``cache``
+        keeps each (batch, repeat)'s draws for later calls (adaptive rounds)."""
+        ev = GlobalNoise(self.routes, points, st, self.run_noisy)
+        return sweep(ev, self.batches(data, st.batch_size), st, tick, self._clean(reference), cache)
+
+    def plan_accuracy(
+        self,
+        points: list[Point],
+        spec: NoiseSpec,
+        sigma: float,
+        plan: np.ndarray,
+        data: Dataset,
+        repeats: int,
+        seed: int,
+        batch_size: int = 1024,
+    ) -> np.ndarray:
+        """Accuracy per repeat with global noise ``sigma`` and point k executed ``plan[k]`` times.
+
+        Execution j of point k in repeat r always gets the same draw whatever the plan (common
+        random numbers), so plans are compared on the same noise.
+        """
+        sa, sm = (np.full(len(points), float(v), np.float32) for v in spec.components(sigma))
+        correct = np.zeros(repeats, np.int64)
+        for b, (first, x, y) in enumerate(self.batches(data, batch_size)):
+            taps = self.run_values(x, [p.tensor for p in points])
+            for r in range(repeats):
+                z = {}
+                for j, p in enumerate(points):
+                    shape, dtype, axis = taps[p.tensor].shape, taps[p.tensor].dtype, self.sample_axis(p.tensor, x)
+                    runs = [
+                        draw_at(seed, PLAN_STREAM, (p.index, r, e), shape, axis, spec.draws, dtype, first, b)
+                        for e in range(int(plan[j]))
+                    ]
+                    z[j] = [np.stack([run[d] for run in runs]) for d in range(spec.draws)]
+                ok, _ = score(self.run_noisy(points, spec, x, z, sa, sm, repeated=True), y)
+                correct[r] += int(ok.sum())
+        return correct / len(data)

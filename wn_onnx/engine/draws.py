@@ -1,0 +1,55 @@
+"""Noise draws: seeded standard-normal numbers that a sample receives whatever the batching.
+
+Noise is drawn with numpy from ``SeedSequence([seed, stream, *key, block])`` in blocks of
+NOISE_BLOCK samples along the value's sample (batch) axis: the numbers a sample receives do not
+depend on the batch size, the batch order or the number of threads. A value whose sample axis
+is unknown (heads folded into the batch, shapes the probe cannot explain) gets one draw per
+batch instead, keyed by the batch number.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+WALK_STREAM, GLOBAL_STREAM, PLAN_STREAM = 0, 1, 2
+NOISE_BLOCK = 256  # samples per noise generator
+PER_BATCH = 1 << 31  # key marker of draws made per batch (no sample axis)
+
+
+def draw(
+    seed: int, stream: int, key: tuple[int, ...], shape: tuple[int, ...], count: int, dtype, first: int
+) -> list[np.ndarray]:
+    """``count`` standard-normal arrays of ``shape`` for samples ``first…first+shape[0]-1``
+    (the sample axis first), each block of NOISE_BLOCK samples from its own generator."""
+    n = shape[0] if shape else 0
+    out = [np.empty(shape, np.float32) for _ in range(count)]
+    for start in range(first - first % NOISE_BLOCK, first + n, NOISE_BLOCK):
+        rng = np.random.default_rng([seed, stream, *key, start // NOISE_BLOCK])
+        lo, hi = max(start, first), min(start + NOISE_BLOCK, first + n)
+        for arr in out:
+            if lo == start and hi == start + NOISE_BLOCK:  # a whole block: draw in place
+                rng.standard_normal(dtype=np.float32, out=arr[lo - first : hi - first])
+            else:
+                block = rng.standard_normal((NOISE_BLOCK, *shape[1:]), dtype=np.float32)
+                arr[lo - first : hi - first] = block[lo - start : hi - start]
+    return [a.astype(dtype, copy=False) for a in out]
+
+
+def draw_at(
+    seed: int,
+    stream: int,
+    key: tuple[int, ...],
+    shape: tuple[int, ...],
+    axis: int | None,
+    count: int,
+    dtype,
+    first: int,
+    batch: int,
+) -> list[np.ndarray]:
+    """:func:`draw` for a value of ``shape`` whose samples lie on ``axis``; with ``axis`` None,
+    one draw for the whole value of batch number ``batch`` (then results depend on the batching)."""
+    if axis is None:
+        rng = np.random.default_rng([seed, stream, *key, PER_BATCH, batch])
+        return [rng.standard_normal(shape, dtype=np.float32).astype(dtype, copy=False) for _ in range(count)]
+    moved = (shape[axis], *shape[:axis], *shape[axis + 1 :])
+    return [np.moveaxis(a, 0, axis) for a in draw(seed, stream, key, moved, count, dtype, first)]

@@ -1,0 +1,186 @@
+"""The graphs derived from one model, built once per scan and cached.
+
+* clean prefixes: the part of the graph computing some values (taps) and nothing after them;
+* suffixes: the graph after a walked point, fed its clean activation, noise stacked over σ on
+  the point's sample axis (engine.axes);
+* affine chains: single-consumer affine ops after a point, reduced to their linear part, that
+  carry the noise so the σ loop starts after them;
+* whole graphs with fed noise at chosen points (global sweeps, the reference walk, plans).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import onnx_ir as ir
+import onnxruntime as ort
+
+from wn_onnx.engine.axes import probe_axes
+from wn_onnx.engine.sessions import Sessions, run
+from wn_onnx.engine.stacking import stacking_is_exact
+from wn_onnx.graph_passes import (
+    ExtractSuffixPass,
+    InsertNoisePass,
+    LinearPartPass,
+    Point,
+    affine_chain,
+    data_dependent,
+    suffix_inputs,
+)
+from wn_onnx.graph_passes.extract import has_subgraphs
+from wn_onnx.graph_passes.insert_noise import StackNoisyInputPass
+from wn_onnx.modelio import LoadedModel
+from wn_onnx.noise import NoiseSpec
+
+PREFIX_CACHE = 4  # clean-prefix sessions kept at once
+
+
+@dataclass
+class Route:
+    """Where a walked point's noise is evaluated (see :meth:`Routes.route`)."""
+
+    tensor: str  # value the noisy suffix starts from
+    chain: ort.InferenceSession | None  # linear part of the affine chain carrying the noise there, if any
+    spec: NoiseSpec  # noise as the suffix applies it
+    session: ort.InferenceSession | None  # None: the noise lands on the scored output itself
+    inputs: list[str]
+    stack: bool
+    probed: bool = False  # stacking checked against one σ per run (see engine.stacking)
+
+
+class Routes:
+    """Derived graphs of ``loaded`` and their sessions."""
+
+    def __init__(self, loaded: LoadedModel, sessions: Sessions) -> None:
+        self.loaded = loaded
+        self.sessions = sessions
+        self.live = data_dependent(loaded.model.graph)
+        self.subgraphs = has_subgraphs(loaded.model.graph)  # control flow hides reads from a cut
+        self._prefixes: dict[tuple[str, ...], ort.InferenceSession] = {}
+        self._clean: ort.InferenceSession | None = None
+        self._suffix: dict[tuple, tuple[ort.InferenceSession | None, list[str], bool]] = {}
+        self._routes: dict[tuple, Route] = {}
+        self._noisy: dict[tuple, ort.InferenceSession] = {}
+        self._axes: dict[str, tuple[int | None, int]] | None = None  # value → (sample axis, rank)
+
+    def _prefix(self, names: tuple[str, ...]) -> ort.InferenceSession:
+        """The part of the clean graph that computes ``names`` from the input (and nothing
+        after them); the few most recent ones are kept."""
+        if names not in self._prefixes:
+            model = self.loaded.fresh()
+            ExtractSuffixPass([self.loaded.input_name], list(names))(model)
+            self._prefixes[names] = self.sessions.build(model)
+            while len(self._prefixes) > PREFIX_CACHE:
+                del self._prefixes[next(iter(self._prefixes))]
+        return self._prefixes[names]
+
+    def run_values(self, x: np.ndarray, names: list[str]) -> dict[str, np.ndarray]:
+        """Clean values ``names`` only: the graph after them is not computed."""
+        wanted = tuple(dict.fromkeys(n for n in names if n != self.loaded.input_name))
+        out = (
+            dict(zip(wanted, run(self._prefix(wanted), wanted, {self.loaded.input_name: x}), strict=True))
+            if wanted
+            else {}
+        )
+        out[self.loaded.input_name] = x
+        return out
+
+    def clean_logits(self, x: np.ndarray) -> np.ndarray:
+        """Scored output of the unmodified model (all of onnxruntime's fusions apply)."""
+        if self._clean is None:
+            self._clean = self.sessions.build(self.loaded.fresh())
+        return run(self._clean, (self.loaded.output_name,), {self.loaded.input_name: x})[0]
+
+    def sample_axis(self, name: str, x: np.ndarray) -> int | None:
+        """The axis of value ``name`` that holds the samples (None: none found; see engine.axes),
+        probed once for every value of the graph with samples taken from ``x``."""
+        if self._axes is None:
+            self._axes = probe_axes(self.loaded, self.sessions, self.live, x)
+        return self._axes.get(name, (None, 0))[0]
+
+    def suffix(
+        self, tensor: str, spec: NoiseSpec, x: np.ndarray
+    ) -> tuple[ort.InferenceSession | None, list[str], bool]:
+        """The graph after value ``tensor`` with ``spec`` noise on it, stacked over σ values on the
+        value's sample axis (probed with samples from ``x``).
+
+        Returns (session or None when ``tensor`` is the scored output itself, the clean values
+        the session reads, whether several σ may share one run). Only a suffix whose single
+        input has a free sample axis, and whose output has its samples on axis 0, may stack σ
+        values: skip connections would need tiling. Without a sample axis each σ gets a run.
+        """
+        key = (tensor, spec)
+        if key not in self._suffix:
+            if tensor == self.loaded.output_name:
+                self._suffix[key] = (None, [tensor], True)
+            else:
+                axis = self.sample_axis(tensor, x)
+                model = self.loaded.fresh()
+                inputs = suffix_inputs(model.graph, tensor, data_dependent(model.graph))
+                ExtractSuffixPass(inputs, [self.loaded.output_name])(model)
+                value = model.graph.inputs[0]
+                if value.shape is None:  # shape inference lost it; the probe saw its rank
+                    value.shape = ir.Shape([None] * self._axes.get(tensor, (None, 0))[1])
+                StackNoisyInputPass(tensor, spec, axis or 0)(model)
+                stack = (
+                    len(inputs) == 1
+                    and axis is not None
+                    and self.sample_axis(self.loaded.output_name, x) == 0
+                    and not isinstance(value.shape[axis], int)
+                )
+                self._suffix[key] = (self.sessions.build(model), inputs, stack)
+        return self._suffix[key]
+
+    def route(self, point: Point, spec: NoiseSpec, x: np.ndarray) -> Route:
+        """How to evaluate noise at ``point`` (``x``: samples for the axis probe): straight into
+        the suffix after it, or — for additive or multiplicative noise followed by affine ops
+        (Conv, Gemm, BatchNorm, …) — carried exactly through them, A(x + σ·t) = A(x) + σ·L(t)
+        with L the chain's linear part, so the σ loop starts after the chain."""
+        key = (point.tensor, spec)
+        if key not in self._routes:
+            chain = affine_chain(self.loaded.model.graph, point.tensor, self.live) if spec.kind != "mixed" else []
+            if not chain:
+                self._routes[key] = Route(point.tensor, None, spec, *self.suffix(point.tensor, spec, x))
+            else:
+                model = self.loaded.fresh()
+                ExtractSuffixPass([point.tensor], [chain[-1]])(model)
+                LinearPartPass()(model)
+                additive = NoiseSpec("add")
+                self._routes[key] = Route(
+                    chain[-1], self.sessions.build(model), additive, *self.suffix(chain[-1], additive, x)
+                )
+        return self._routes[key]
+
+    def check_stacking(self, route: Route, start: np.ndarray, x: np.ndarray) -> None:
+        """Turn ``route``'s stacking off, once, where it would change results (engine.stacking);
+        ``start``: clean activations the route starts from."""
+        if route.stack and not route.probed and route.session is not None:
+            axis = self.sample_axis(route.tensor, x)
+            route.stack = stacking_is_exact(
+                route.session, route.spec, route.tensor, start, axis, self.loaded.output_name
+            )
+            route.probed = True
+
+    def mixes_samples(self, point: Point, spec: NoiseSpec) -> bool:
+        """Whether the graph after ``point`` was found to mix the samples of a batch (its results
+        then depend on the batch size); False when not found or not probed."""
+        route = self._routes.get((point.tensor, spec))
+        return bool(route is not None and route.probed and not route.stack)
+
+    def release(self) -> None:
+        """Drop the sessions of walked points: each holds an onnxruntime arena sized for stacked
+        batches, and a walk visits points one after another."""
+        self._suffix.clear()
+        self._routes.clear()
+
+    def noisy(self, points: list[Point], spec: NoiseSpec, repeated: bool = False) -> ort.InferenceSession:
+        """The whole graph with fed noise at ``points`` (global sweeps, the reference walk);
+        ``repeated``: each point averages as many noise samples as its fed ``z`` stacks."""
+        key = (tuple(p.tensor for p in points), spec, repeated)
+        if key not in self._noisy:
+            model = self.loaded.fresh()
+            reps = [1] * len(points) if repeated else None
+            InsertNoisePass([p.tensor for p in points], spec, source="fed", repetitions=reps)(model)
+            self._noisy[key] = self.sessions.build(model)
+        return self._noisy[key]

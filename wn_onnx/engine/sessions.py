@@ -1,0 +1,98 @@
+"""onnxruntime sessions of one scan: which providers, with which options, and failures as WnErrors.
+
+A provider that does not start is an error here, never a silent CPU run. Suffix runs bind their
+large inputs to the session's device once per draw (:class:`BoundInputs`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import warnings
+
+import numpy as np
+import onnx_ir as ir
+import onnxruntime as ort
+
+from wn_onnx.errors import WnError
+
+
+def providers_for(device: str) -> list[str]:
+    if device == "cpu":
+        return ["CPUExecutionProvider"]
+    if device == "cuda":
+        if "CUDAExecutionProvider" not in ort.get_available_providers():
+            raise WnError(
+                "--device cuda needs onnxruntime-gpu with CUDA (pip install 'wn-onnx[gpu]'); only CPU is available"
+            )
+        # CUDA/cuDNN from pip's nvidia-* wheels (torch's, or onnxruntime-gpu[cuda,cudnn]); it prints
+        # what it misses, and a provider that then fails to start is reported by Sessions.build
+        if hasattr(ort, "preload_dlls"):
+            with contextlib.redirect_stdout(io.StringIO()):
+                ort.preload_dlls()
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    raise WnError(f"unknown device {device!r}; use cpu or cuda")
+
+
+class Sessions:
+    """Builds sessions with this scan's providers and options."""
+
+    def __init__(self, providers: list[str], threads: int = 0) -> None:
+        self.providers = providers
+        self.options = ort.SessionOptions()
+        self.options.log_severity_level = 3
+        if threads:
+            self.options.intra_op_num_threads = threads
+            self.options.inter_op_num_threads = 1
+
+    def build(self, model: ir.Model) -> ort.InferenceSession:
+        """A session of ``model``; failures are WnErrors."""
+        proto = ir.to_proto(model)
+        try:
+            with warnings.catch_warnings():  # a provider that is not there is reported below, once
+                warnings.simplefilter("ignore")
+                session = ort.InferenceSession(proto.SerializeToString(), self.options, providers=self.providers)
+        except Exception as err:
+            first = str(err).strip().splitlines()[0]
+            raise WnError(f"onnxruntime cannot load the model: {first}") from None
+        missing = [p for p in self.providers if p not in session.get_providers()]
+        if missing:  # onnxruntime falls back to the CPU silently; a scan claiming the GPU must not
+            raise WnError(
+                f"onnxruntime could not start {', '.join(missing)} (CUDA/cuDNN libraries or the GPU missing?); "
+                "it would silently run on the CPU — use --device cpu, or fix the CUDA setup"
+            )
+        return session
+
+
+def run(session: ort.InferenceSession, names: tuple[str, ...], feeds: dict) -> list[np.ndarray]:
+    """``session.run`` whose failure is a one-line WnError (onnxruntime's message may span lines:
+    "… for the following indices", then the indices)."""
+    try:
+        return session.run(list(names), feeds)
+    except Exception as err:
+        text = " ".join(line.strip() for line in str(err).strip().splitlines() if line.strip())
+        raise WnError(f"onnxruntime failed: {text[:300]}") from None
+
+
+class BoundInputs:
+    """IO binding of a suffix session: activations and noise are placed on the session's device
+    once per (batch, draw); each σ chunk then sends only its few σ values (with the CUDA
+    provider this removes the host→device copy of the large inputs from every run)."""
+
+    def __init__(self, session: ort.InferenceSession) -> None:
+        self.session = session
+        self.device = "cuda" if session.get_providers()[0] == "CUDAExecutionProvider" else "cpu"
+        self.binding = session.io_binding()
+        self.values: dict[str, ort.OrtValue] = {}  # keeps bound buffers alive
+
+    def put(self, name: str, array: np.ndarray) -> None:
+        value = ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(array), self.device, 0)
+        self.values[name] = value
+        self.binding.bind_ortvalue_input(name, value)
+
+    def run(self, output: str, small: dict[str, np.ndarray]) -> np.ndarray:
+        for name, array in small.items():
+            self.binding.bind_cpu_input(name, array)
+        self.binding.bind_output(output)
+        self.session.run_with_iobinding(self.binding)
+        return self.binding.copy_outputs_to_cpu()[0]
