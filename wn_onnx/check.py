@@ -24,6 +24,7 @@ import tomllib
 
 from wn_onnx import config_schema as cs
 from wn_onnx.errors import WnError
+from wn_onnx.fit import RESOLVED, pessimistic
 from wn_onnx.safeio import read_text
 
 Z = 2.0  # standard errors of slack in the baseline comparison
@@ -109,21 +110,6 @@ def _value(curve: dict) -> float | None:
     return curve.get("mu") if curve.get("mu") is not None else (curve.get("fit") or {}).get("mu_threshold")
 
 
-RESOLVED = ("ok", "two-drops")  # μ is a fitted value with a meaningful error
-
-
-def pessimistic(curve: dict) -> float | None:
-    """The smallest μ the measurements allow: the value itself when resolved, the low end of the
-    bracket when the grid only brackets it, the bound for not-reached, None when nothing is known."""
-    status = curve.get("status")
-    if status in RESOLVED or status == "not-reached":
-        return _value(curve)
-    if status in ("bracketed", "poor-fit"):
-        bracket = (curve.get("fit") or {}).get("bracket")
-        return bracket[0] if bracket and bracket[0] is not None else _value(curve)
-    return None
-
-
 def _failed(name: str, curve: dict, rule: str) -> Verdict:
     """A point the scan could not evaluate fails every rule, saying why."""
     return Verdict(name, False, f"{name}: not evaluated ({curve.get('reason', 'failed')})", None, None, "failed", rule)
@@ -153,7 +139,10 @@ def judge_drop(name: str, base: dict, new: dict, max_drop: float) -> Verdict:
     rule = f"drop ≤ {max_drop:.0%}"
     if new["status"] == "failed":
         return _failed(name, new, rule)
-    mb, mn = _value(base), pessimistic(new)
+    # like with like: where either side is unresolved both are read at their lowest possible μ,
+    # so a report compared with itself never fails
+    both = base["status"] in RESOLVED and new["status"] in RESOLVED
+    mb, mn = (_value(base), _value(new)) if both else (pessimistic(base), pessimistic(new))
     eb = (base.get("mu_err") or 0.0) if base["status"] in RESOLVED else 0.0
     en = (new.get("mu_err") or 0.0) if new["status"] in RESOLVED else 0.0
     if mb is None or mn is None or base["status"] in ("failed", "no-drop-from-start"):

@@ -10,7 +10,7 @@ error is scaled by √χ²_red when the logistic describes the data worse than �
 uncertainty of a_max and a_min.
 
 A fitted μ is ``ok`` only when the data resolve it: it lies inside the measured σ range, at
-least two measured σ fall inside the drop, the measurements below μ are not significantly under
+least three measured σ fall inside the drop, on both sides of μ, the measurements below μ are not significantly under
 the midpoint nor those above it over it, and it agrees with the measured threshold crossing
 within their errors. Otherwise the status says what the data do tell (docs/method.md, "Statuses").
 """
@@ -23,7 +23,6 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from scipy.optimize import OptimizeWarning, curve_fit
 from scipy.special import expit
-from scipy.stats import chi2
 
 STATUSES = ("ok", "bracketed", "not-reached", "no-drop-from-start", "poor-fit", "two-drops", "failed")
 MAX_CHI2_RED = 50.0  # above this a second, two-logistic model is tried
@@ -32,7 +31,7 @@ MIN_DROP = 0.05  # a drop smaller than this fraction of (a_max − chance) is no
 CHANCE_MARGIN = 0.02  # a bottom within this fraction of (a_max − chance) of chance is chance
 PLATEAU_JOIN = 2.0  # a value this many standard errors below the plateau has left it
 FLAT_TAIL = 0.1
-MIN_INSIDE = 3  # measured σ inside the drop that an `ok` μ needs (2 determine a logistic exactly)  # the last points change by less than this fraction of the drop: a plateau
+MIN_INSIDE = 3  # distinct measured σ inside the drop that an `ok` μ needs (2 determine a logistic exactly)  # the last points change by less than this fraction of the drop: a plateau
 
 
 @dataclass
@@ -69,20 +68,20 @@ def double_logistic(
 
 
 def uncertainty(acc: np.ndarray, n_samples: int) -> tuple[np.ndarray, np.ndarray]:
-    """Mean accuracy per σ and its uncertainty Δy: the binomial standard error of the mean over
-    n_samples × repeats predictions, or the spread of the mean over repeats where that is
-    significantly larger (χ² test at 95 %; e.g. repeats that are differently trained networks).
-    Taking the larger of the two unconditionally would overstate Δy whenever both estimate the
-    same sampling error (docs/method.md)."""
+    """Mean accuracy per σ and its standard error Δy when every repeat scores the same n samples.
+
+    A sample's correctness varies between samples (how hard it is) and, for one sample, between
+    noise draws. The spread of the accuracy over repeats, s², measures the second part (per
+    repeat, over n samples); the binomial p(1 − p)/n is both together. So
+    Δy² = (p(1 − p)/n − s²)⁺ + s²/repeats: the sample part is paid once, only the draw part
+    shrinks with repeats. Repeats that are differently trained networks (s² above the binomial)
+    reduce to s²/repeats. docs/method.md, "Δy"."""
     acc = np.atleast_2d(np.asarray(acc, dtype=np.float64))
     reps = acc.shape[1]
     y = acc.mean(axis=1)
-    floor = binomial_se(y, n_samples * reps)
-    if reps < 2:
-        return y, floor
-    spread = acc.std(axis=1, ddof=1) / np.sqrt(reps)
-    larger = spread**2 > floor**2 * chi2.ppf(0.95, reps - 1) / (reps - 1)
-    return y, np.where(larger, spread, floor)
+    binomial = binomial_se(y, n_samples) ** 2
+    draws = acc.var(axis=1, ddof=1) if reps > 1 else np.zeros_like(y)
+    return y, np.sqrt(np.maximum(binomial - draws, 0.0) + draws / reps)
 
 
 def binomial_se(p: np.ndarray | float, n: int) -> np.ndarray:
@@ -284,11 +283,15 @@ def fit_curve(
     accuracy = np.asarray(accuracy, dtype=np.float64).reshape(len(sigma), -1)
     order = np.argsort(sigma, kind="stable")
     sigma, accuracy = sigma[order], accuracy[order]
+    if not np.all(np.isfinite(accuracy)) or (clean is not None and not np.isfinite(clean)):
+        raise ValueError("accuracies must be finite (NaN outputs are wrong predictions, counted as such)")
     y, dy = uncertainty(accuracy, n_samples)
     first = _classify(sigma, y, dy, chance, *_achieved_max(y, dy, clean, n_samples), max_chi2_red, errors=False)
     if first.status != "ok":
         return first
     flat = shaped_curve(sigma, first.mu, first.slope, first.a_max, first.a_min, first.shape) >= first.a_max - 0.25 * dy
+    if not np.any(flat) and clean is None:
+        return first
     w = 1 / dy[flat] ** 2
     values = y[flat]
     if clean is not None:
@@ -313,7 +316,9 @@ def _classify(
         return FitResult(status, None if mu is None else float(mu), None if err is None else float(err), **{**base, **kw})
 
     # a_min: chance, unless the curve ends on a plateau clearly above it (then that plateau)
-    k = min(3, len(y))
+    # the tail: the last decade of σ (at least 3 values) must be flat, not merely the last steps of a fine grid
+    k = max(3, int(np.count_nonzero(sigma >= sigma_hi / 10))) if sigma_hi > 0 else 3
+    k = min(k, len(y))
     bottom = float(y.min())
     tail = y[-k:]
     tail_drop = max(a_max - float(tail.mean()), 1e-12)
@@ -347,21 +352,29 @@ def _classify(
     inside = (y < a_max - SIGNIFICANT * np.hypot(dy, a_max_err)) & (y > a_min + SIGNIFICANT * np.hypot(dy, a_min_err))
     fixed["mu_threshold"] = thr
 
-    if np.count_nonzero(inside) < MIN_INSIDE:
+    if np.unique(sigma[inside]).size < MIN_INSIDE:
         lo, hi = bracket
         return result("bracketed", thr, max(thr - lo, hi - thr, thr_err), **fixed, bracket=bracket,
                       note=f"the drop is measured at fewer than {MIN_INSIDE} σ: μ lies between σ = {lo:.3g} and {hi:.3g}; "
                            "a finer grid there resolves it")  # fmt: skip
-    fits = {shape: fit for shape in SHAPES if (fit := _fit_mu(sigma, y, dy, a_max, a_min, thr, shape)) is not None}
+    # The shapes are fitted to the drop (the σ inside it and one neighbour each side): the plateaus
+    # are held, and tails far from μ would otherwise pull a shape that does not match them exactly.
+    where = np.flatnonzero(inside)
+    window = slice(max(int(where[0]) - 1, 0), int(where[-1]) + 2)
+    ws, wy, wdy = sigma[window], y[window], dy[window]
+    fits = {shape: fit for shape in SHAPES if (fit := _fit_mu(ws, wy, wdy, a_max, a_min, thr, shape)) is not None}
     ranked = sorted(fits, key=lambda k: fits[k][3])
-    dof = max(len(sigma) - 2, 1)
+    dof = max(len(ws) - 2, 1)
     best_chi2 = fits[ranked[0]][3] if ranked else np.inf
-    if best_chi2 / dof > max_chi2_red:
-        two = _two_drops(sigma, y, dy, a_min, a_min_free, best_chi2)
-        if two is not None:
-            two.mu_threshold, two.a_max_err, two.a_min_err = thr, a_max_err, a_min_err
-            return two
     unresolved = max(thr - bracket[0], bracket[1] - thr, thr_err)  # an unresolved μ's error spans its bracket
+    if best_chi2 / dof > max_chi2_red:
+        two = _two_drops(sigma, y, dy, a_min, a_min_free, best_chi2 * (len(sigma) - 2) / dof)
+        if two is not None:
+            problem = _inconsistency(sigma, y, dy, two.mu, (two.a_max + two.a_min) / 2, thr, thr_err, two.mu_err,
+                                     sigma_lo, sigma_hi)  # fmt: skip
+            if not problem:
+                two.mu_threshold, two.a_max_err, two.a_min_err = thr, a_max_err, a_min_err
+                return two
     if not ranked:
         return result("poor-fit", thr, unresolved, **fixed, bracket=bracket,
                       note="the logistic fit did not converge; μ is the threshold crossing")  # fmt: skip
@@ -372,9 +385,12 @@ def _classify(
     for shape in ranked:
         mu, slope, var_mu, chi2_fit = fits[shape]
         chi2_red = chi2_fit / dof
-        moved = _plateau_error(sigma, y, dy, a_max, a_min, mu, slope, shape, a_max_err, a_min_err) if errors else 0.0
+        moved = _plateau_error(ws, wy, wdy, a_max, a_min, mu, slope, shape, a_max_err, a_min_err) if errors else 0.0
         mu_err = float(np.hypot(np.sqrt(max(var_mu, 0.0)) * np.sqrt(max(1.0, chi2_red)), moved))
         problem = _inconsistency(sigma, y, dy, mu, half, thr, thr_err, mu_err, sigma_lo, sigma_hi)
+        before, after = sigma[inside & (y >= half)], sigma[inside & (y < half)]
+        if not problem and not (np.any(before < mu) and np.any(after > mu)):
+            problem = "the drop is not measured on both sides of μ"
         if not problem and mu_err <= unresolved:
             accepted.append((shape, mu, mu_err, slope, chi2_fit))
         else:
@@ -389,7 +405,7 @@ def _classify(
         mu_err = float(np.sqrt(w @ (errs**2 + (mus - mu) ** 2)))
         shape, _, _, slope, chi2_fit = accepted[0]
         return result("ok", mu, mu_err, slope=slope, shape=shape, **fixed, chi2_red=chi2_fit / dof)
-    if all("grid bracket" in p for p in problems):
+    if all("grid bracket" in p or "both sides" in p for p in problems):
         lo, hi = bracket
         return result("bracketed", thr, unresolved, **fixed, bracket=bracket, chi2_red=best_chi2 / dof,
                       note=f"the fitted μ is less precise than the grid: μ lies between σ = {lo:.3g} and {hi:.3g}")  # fmt: skip
@@ -458,3 +474,20 @@ def curve_json(
         note = f"{int(np.sum(nonfinite))} predictions had NaN/Inf outputs: counted as wrong, kept in the fit."
         out["fit"]["note"] = f"{out['fit']['note']} {note}".strip()
     return out
+
+
+RESOLVED = ("ok", "two-drops")  # μ is a fitted value with a meaningful error
+
+
+def pessimistic(curve: dict) -> float | None:
+    """The smallest μ a report curve's measurements allow: the value itself when resolved (and the
+    bound of `not-reached`), the low end of the bracket when the grid only brackets it, None when
+    nothing is known (`failed`, `no-drop-from-start`). Used by check and plan (README, "Statuses")."""
+    status = curve.get("status")
+    value = curve.get("mu") if curve.get("mu") is not None else (curve.get("fit") or {}).get("mu_threshold")
+    if status in RESOLVED or status == "not-reached":
+        return value
+    if status in ("bracketed", "poor-fit"):
+        bracket = (curve.get("fit") or {}).get("bracket")
+        return bracket[0] if bracket and bracket[0] is not None else value
+    return None

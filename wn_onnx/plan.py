@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from wn_onnx.errors import WnError
+from wn_onnx.fit import pessimistic
 from wn_onnx.report_schema import read_report
 
 STRATEGIES = ("uniform", "inverse-mu", "greedy")
@@ -134,10 +135,13 @@ class PlanInput:
         for p in pts:
             status = p["status"]
             value = p["mu"] if p["mu"] is not None else p.get("fit", {}).get("mu_threshold")
+            if status in ("bracketed", "poor-fit"):
+                value = pessimistic(p)  # the bracket's low end: an unresolved point gets more executions
             if status == ROBUST:
                 flags.append("not reached: counted as robust (1 execution)")
             elif status in FALLBACK:
-                flags.append(f"{status}: μ is the threshold value")
+                flags.append(f"{status}: μ is the low end of its bracket" if status != "no-drop-from-start"
+                             else f"{status}: μ is the smallest σ (an upper bound)")  # fmt: skip
             elif status == "failed" or value is None:
                 flags.append(f"{status}: μ unknown, planned as the most sensitive point")
                 value = None
