@@ -121,6 +121,8 @@ def judge_floor(name: str, curve: dict, floor: float) -> Verdict:
     mu, err, status = _value(curve), curve.get("mu_err"), curve["status"]
     low = pessimistic(curve)
     ok = low is not None and low >= floor
+    if mu is None:
+        return Verdict(name, False, f"{name}: no μ ({status}) < min μ {floor:g}", None, err, status, f"min μ {floor:g}")
     if status == "not-reached":
         why = f"μ > {mu:.4g} (never reached the midpoint)"
     elif status == "no-drop-from-start":

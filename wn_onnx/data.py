@@ -78,14 +78,21 @@ def load_npz(
     p = regular_file(path, "data file")
     if limit is not None and limit < 1:
         raise WnError(f"--limit must be >= 1, got {limit}")
-    rows = limit if limit_mode == "first" else None
     try:
         with zipfile.ZipFile(p) as archive:
             keys = {n.removesuffix(".npy"): n for n in archive.namelist() if n.endswith(".npy")}
             if "x" not in keys:
                 raise WnError(f"{p}: no array named 'x' (found: {', '.join(sorted(keys)) or 'none'})")
-            x = read_npz_member(archive, keys["x"], str(p), rows)
-            y = read_npz_member(archive, keys["y"], str(p), rows) if "y" in keys else None
+            if limit is None or limit_mode == "first" or "y" not in keys:
+                x = read_npz_member(archive, keys["x"], str(p), limit if limit_mode == "first" else None)
+                y = read_npz_member(archive, keys["y"], str(p), limit if limit_mode == "first" else None) if "y" in keys else None
+            else:  # a stratified subset: every label, then only the chosen rows of x
+                y = read_npz_member(archive, keys["y"], str(p))
+                labels = y.reshape(len(y), -1)[:, 0] if y.ndim in (1, 2) and len(y) else None
+                keep = subset(len(labels), labels, limit, limit_mode) if labels is not None else None
+                x = read_npz_member(archive, keys["x"], str(p), pick=keep)
+                if keep is not None:
+                    y, limit = y[keep], None  # already applied
     except WnError:
         raise
     except NPZ_ERRORS as err:

@@ -73,9 +73,12 @@ def check_budget(nbytes: int, source: str) -> None:
         )
 
 
-def read_npz_member(archive: zipfile.ZipFile, name: str, source: str, limit: int | None = None) -> np.ndarray:
+def read_npz_member(
+    archive: zipfile.ZipFile, name: str, source: str, limit: int | None = None, pick: np.ndarray | None = None
+) -> np.ndarray:
     """Array ``name`` of an npz archive: the npy header's shape·itemsize is checked against the
-    member's size and the memory budget first; with ``limit`` only the first rows are read."""
+    member's size and the memory budget first; with ``limit`` only the first rows are read, with
+    ``pick`` (sorted row indices) only those rows are kept while the member streams past."""
     info = archive.getinfo(name)
     if info.flag_bits & 0x1:
         raise WnError(f"{source}: member {name!r} is encrypted")
@@ -95,6 +98,8 @@ def read_npz_member(archive: zipfile.ZipFile, name: str, source: str, limit: int
         if declared > info.file_size:
             raise WnError(f"{source}: member {name!r} declares {declared} bytes but holds {info.file_size}")
         rows = shape[0] if shape else 1
+        if pick is not None and shape and not fortran:
+            return _pick_rows(f, shape, dtype, np.asarray(pick), source, name)
         if limit is not None and shape and not fortran:
             rows = min(rows, limit)
             shape = (rows, *shape[1:])
@@ -105,6 +110,27 @@ def read_npz_member(archive: zipfile.ZipFile, name: str, source: str, limit: int
         raise WnError(f"{source}: member {name!r} is truncated")
     array = np.frombuffer(data, dtype=dtype, count=count)
     return array.reshape(shape[::-1]).T if fortran else array.reshape(shape)
+
+
+def _pick_rows(f, shape: tuple, dtype: np.dtype, pick: np.ndarray, source: str, name: str) -> np.ndarray:
+    """The rows ``pick`` of a C-ordered array streamed from ``f``, read in blocks of ≤ 16 MiB."""
+    if len(pick) and int(pick[-1]) >= shape[0]:
+        raise WnError(f"{source}: x has {shape[0]} rows, fewer than the labels")
+    row = int(np.prod(shape[1:], dtype=object)) * dtype.itemsize
+    check_budget(len(pick) * row, source)
+    out = np.empty((len(pick), *shape[1:]), dtype)
+    block = max(1, (16 << 20) // max(row, 1))
+    done = 0
+    for start in range(0, int(pick[-1]) + 1 if len(pick) else 0, block):
+        n = min(block, shape[0] - start)
+        data = f.read(n * row)
+        if len(data) != n * row:
+            raise WnError(f"{source}: member {name!r} is truncated")
+        chunk = np.frombuffer(data, dtype=dtype).reshape((n, *shape[1:]))
+        take = pick[(pick >= start) & (pick < start + n)]
+        out[done : done + len(take)] = chunk[take - start]
+        done += len(take)
+    return out
 
 
 NPZ_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError, ValueError, OSError)

@@ -161,7 +161,7 @@ class LinearPartPass(ir.passes.InPlacePass):
         graph = model.graph
         live = {v for v in graph.inputs if not v.is_initializer()}
         modified = False
-        for node in list(graph):
+        for k, node in enumerate(list(graph)):
             slots = [i for i, v in enumerate(node.inputs) if v in live]
             if not slots:
                 continue
@@ -170,7 +170,7 @@ class LinearPartPass(ir.passes.InPlacePass):
                 offset = node.inputs[slot] if slot < len(node.inputs) else None
                 if offset is None:
                     continue
-                name = f"{node.name or node.op_type}_wn_zero_{slot}"
+                name = f"{node.name or node.op_type}_wn_zero_{k}_{slot}"  # unnamed nodes share op types: k keeps it unique
                 shape = ir.Node("", "Shape", [offset], name=f"{name}_shape")
                 zeros = ir.Node("", "ConstantOfShape", [shape.outputs[0]], name=f"{name}_float")
                 cast = ir.Node("", "CastLike", [zeros.outputs[0], offset], name=name)
