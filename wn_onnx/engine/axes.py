@@ -44,13 +44,13 @@ def fixed_sample_axis(shape: tuple[int, ...], batch: int) -> int | None:
 
 def probe_axes(
     loaded: LoadedModel, sessions: Sessions, live: set[ir.Value], x: np.ndarray
-) -> dict[str, tuple[int | None, int]]:
-    """value name → (sample axis or None, rank) for every data-dependent value of the model, from
-    one session exposing them all, run on PROBE_SIZES samples of ``x`` (on the built-in batch of a
-    model that has one)."""
+) -> dict[str, tuple[int | None, int, float]]:
+    """value name → (sample axis or None, rank, bytes per sample) for every data-dependent value of
+    the model, from one session exposing them all, run on PROBE_SIZES samples of ``x`` (on the
+    built-in batch of a model that has one)."""
     graph = loaded.model.graph
     names = list(dict.fromkeys(v.name for n in graph for v in n.outputs if v.name and v in live))
-    axes: dict[str, tuple[int | None, int]] = {loaded.input_name: (0, x.ndim)}
+    axes: dict[str, tuple[int | None, int, float]] = {loaded.input_name: (0, x.ndim, x[:1].nbytes)}
     model = loaded.fresh()
     ExtractSuffixPass([loaded.input_name], names)(model)
     fixed = loaded.fixed_batch
@@ -63,5 +63,6 @@ def probe_axes(
     for name, values in zip(names, zip(*runs, strict=True), strict=True):
         if all(isinstance(v, np.ndarray) for v in values):
             shapes = [v.shape for v in values]
-            axes[name] = (fixed_sample_axis(shapes[0], fixed) if fixed else sample_axis(shapes), len(shapes[0]))
+            axis = fixed_sample_axis(shapes[0], fixed) if fixed else sample_axis(shapes)
+            axes[name] = (axis, len(shapes[0]), values[-1].nbytes / len(batches[-1]))
     return axes

@@ -6,6 +6,9 @@
 * affine chains: single-consumer affine ops after a point, reduced to their linear part, that
   carry the noise so the σ loop starts after them;
 * whole graphs with fed noise at chosen points (global sweeps, the reference walk, plans).
+
+The clean values that the walks of several points read can be shared (:class:`SharedTaps`):
+one prefix run per batch for all of them instead of one per point.
 """
 
 from __future__ import annotations
@@ -62,7 +65,8 @@ class Routes:
         self._suffix: dict[tuple, tuple[ort.InferenceSession | None, list[str], bool]] = {}
         self._routes: dict[tuple, Route] = {}
         self._noisy: dict[tuple, ort.InferenceSession] = {}
-        self._axes: dict[str, tuple[int | None, int]] | None = None  # value → (sample axis, rank)
+        self._axes: dict[str, tuple[int | None, int, float]] | None = None  # value → (sample axis, rank, bytes)
+        self.shared: SharedTaps | None = None  # clean values kept for the walks of a group of points
 
     def _prefix(self, names: tuple[str, ...]) -> ort.InferenceSession:
         """The part of the clean graph that computes ``names`` from the input (and nothing
@@ -97,7 +101,24 @@ class Routes:
         probed once for every value of the graph with samples taken from ``x``."""
         if self._axes is None:
             self._axes = probe_axes(self.loaded, self.sessions, self.live, x)
-        return self._axes.get(name, (None, 0))[0]
+        return self._axes.get(name, (None, 0, 0.0))[0]
+
+    def sample_bytes(self, name: str, x: np.ndarray) -> float:
+        """Bytes value ``name`` holds per sample (probed with samples from ``x``; 0 if unknown)."""
+        self.sample_axis(name, x)
+        return self._axes.get(name, (None, 0, 0.0))[2]
+
+    def tap_names(self, point: Point, spec: NoiseSpec, full: bool) -> list[str]:
+        """The clean values a walk of ``point`` reads, known before any of its sessions is built:
+        the point's, then the inputs of the suffix its route starts (see :meth:`route`);
+        ``full``: the whole-graph walk, which reads the point's only."""
+        if full or self.subgraphs:
+            return [point.tensor]
+        chain = affine_chain(self.loaded.model.graph, point.tensor, self.live) if spec.kind != "mixed" else []
+        start = chain[-1] if chain else point.tensor
+        if start == self.loaded.output_name:
+            return [point.tensor, start]
+        return [point.tensor, *suffix_inputs(self.loaded.model.graph, start, self.live)]
 
     def suffix(
         self, tensor: str, spec: NoiseSpec, x: np.ndarray
@@ -121,7 +142,7 @@ class Routes:
                 ExtractSuffixPass(inputs, [self.loaded.output_name])(model)
                 value = model.graph.inputs[0]
                 if value.shape is None:  # shape inference lost it; the probe saw its rank
-                    value.shape = ir.Shape([None] * self._axes.get(tensor, (None, 0))[1])
+                    value.shape = ir.Shape([None] * self._axes.get(tensor, (None, 0, 0.0))[1])
                 StackNoisyInputPass(tensor, spec, axis or 0)(model)
                 stack = (
                     len(inputs) == 1
@@ -184,3 +205,25 @@ class Routes:
             InsertNoisePass([p.tensor for p in points], spec, source="fed", repetitions=reps)(model)
             self._noisy[key] = self.sessions.build(model)
         return self._noisy[key]
+
+
+class SharedTaps:
+    """Clean values ``names`` of every batch of one data set, each batch's computed by one prefix
+    run the first time a walk asks for it and kept for the walks of the other points (their
+    bytes are bounded by whoever groups the points, see Engine.tap_groups)."""
+
+    def __init__(self, routes: Routes, names: list[str]) -> None:
+        self.routes = routes
+        self.names = [n for n in dict.fromkeys(names) if n != routes.loaded.input_name]
+        self.values: dict[tuple[int, int], dict[str, np.ndarray]] = {}
+
+    def covers(self, names: list[str]) -> bool:
+        return set(names) <= {*self.names, self.routes.loaded.input_name}
+
+    def get(self, first: int, x: np.ndarray, names: list[str]) -> dict[str, np.ndarray]:
+        """Values ``names`` (all covered) of the batch of samples ``first…first+len(x)-1``."""
+        key = (first, len(x))
+        if key not in self.values:
+            self.values[key] = self.routes.run_values(x, self.names)
+        kept = self.values[key]
+        return {n: kept[n] for n in names} | {self.routes.loaded.input_name: x}
