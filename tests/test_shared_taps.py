@@ -76,3 +76,18 @@ def test_budget_splits_the_points_into_groups(mlp, monkeypatch):
     assert grouped["points"] == whole["points"]
     _, groups, runs = scan(loaded, data, monkeypatch, budget, spec, adaptive=True)
     assert runs == 3 * len(groups)
+
+
+def test_global_sweep_needs_no_clean_pass(mlp, monkeypatch):
+    """Global noise draws need the shapes of the values only: the axis probe gives them for any
+    batch (a whole and a short one here), so a global sweep makes no prefix run over the data."""
+    loaded, data = mlp
+    engine = Engine(loaded, ["CPUExecutionProvider"])
+    names = [p.tensor for p in find_points(loaded.model)]
+    for x in (data.x[:BATCH], data.x[-6:]):
+        values = engine.run_values(x, names)
+        assert engine.routes.shapes(x, names) == {n: (values[n].shape, values[n].dtype) for n in names}
+    runs = []
+    monkeypatch.setattr(Routes, "run_values", lambda self, x, names: runs.append(names) or RUN_VALUES(self, x, names))
+    counts = engine.global_sweep(find_points(loaded.model), data, settings(NoiseSpec("add")), lambda _n: None)
+    assert runs == [] and counts.total == SAMPLES and counts.correct[1:].min() < SAMPLES  # the noise is there
