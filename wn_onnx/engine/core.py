@@ -1,9 +1,10 @@
 """The Engine: one model's onnxruntime evaluation of accuracy under noise, for a whole scan.
 
 Costs are paid once where possible (DESIGN.md): sessions are built once per scan
-(engine.sessions), derived graphs once per point (engine.routes), the clean activations the walks
-of a group of points start from once per batch for all of them (Engine.tap_groups), the noise once per (point, repeat, batch) for every σ, and several
-σ values share one run where that is exact (engine.stacking). Every shortcut is checked against
+(engine.sessions), derived graphs once per point (engine.routes), the clean activations the
+walks of a group of points start from by one run per batch for all of them (Engine.tap_groups),
+the noise once per (point, repeat, batch) for every σ, and several σ values share one run where
+that is exact (engine.stacking). Every shortcut is checked against
 a plain whole-graph evaluator in tests/test_reference.py.
 """
 
@@ -86,13 +87,13 @@ class Engine:
         groups: list[list[Point]] = []
         names: set[str] = set()
         for p in points:
-            wanted = names | set(self.routes.tap_names(p, st.spec, st.walk == "full"))
-            if groups and sum(self.routes.sample_bytes(n, x) for n in wanted) * rows <= TAP_BYTES:
+            own = set(self.routes.tap_names(p, st.spec, st.walk == "full"))
+            if groups and sum(self.routes.sample_bytes(n, x) for n in names | own) * rows <= TAP_BYTES:
                 groups[-1].append(p)
-                names = wanted
+                names |= own
             else:
                 groups.append([p])
-                names = set(self.routes.tap_names(p, st.spec, st.walk == "full"))
+                names = own
         return groups
 
     @contextlib.contextmanager
