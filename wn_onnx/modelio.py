@@ -6,6 +6,7 @@ external data that points outside the model's folder (refused before anything is
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 from dataclasses import dataclass
@@ -60,8 +61,13 @@ class LoadedModel:
         return first if isinstance(first, int) else None
 
     def fresh(self) -> ir.Model:
-        """A private copy to run passes on (passes work in place)."""
-        return ir.from_proto(ir.to_proto(self.model))
+        """A private copy to run passes on (passes work in place): parsed from the model serialized
+        once, since a scan derives a few graphs per point."""
+        return ir.from_proto(onnx.ModelProto.FromString(self._serialized))
+
+    @functools.cached_property
+    def _serialized(self) -> bytes:
+        return ir.to_proto(self.model).SerializeToString()
 
 
 def _check_external_data(proto: onnx.ModelProto, folder: Path) -> tuple[str, ...]:

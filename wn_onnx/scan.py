@@ -267,8 +267,10 @@ def walk_points(
     if req.jobs <= 1 or len(chosen) == 1:
         n_active = int(np.count_nonzero(np.any(np.stack(st.spec.components(st.sigmas)) > 0, axis=0)))
         per_point = max(1, -(-len(data) // engine.batch_size(st.batch_size)) * st.repeats * n_active)
-        for point in chosen:
-            keep(point, _walk_one(engine, point, data, st, req, base, lambda n: tick(n / per_point), reference))
+        for group in engine.tap_groups(chosen, data, st):  # one clean prefix run per batch for a group
+            with engine.shared_taps(group, st):
+                for point in group:
+                    keep(point, _walk_one(engine, point, data, st, req, base, lambda n: tick(n / per_point), reference))
         return
     threads = max(1, (req.threads or os.cpu_count() or 1) // req.jobs)
     ctx = multiprocessing.get_context("spawn")

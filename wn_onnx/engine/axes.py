@@ -10,6 +10,8 @@ are never stacked.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 import onnx_ir as ir
 
@@ -42,15 +44,28 @@ def fixed_sample_axis(shape: tuple[int, ...], batch: int) -> int | None:
     return 0 if shape[:1] == (batch,) else None
 
 
-def probe_axes(
-    loaded: LoadedModel, sessions: Sessions, live: set[ir.Value], x: np.ndarray
-) -> dict[str, tuple[int | None, int]]:
-    """value name → (sample axis or None, rank) for every data-dependent value of the model, from
-    one session exposing them all, run on PROBE_SIZES samples of ``x`` (on the built-in batch of a
+class Probed(NamedTuple):
+    """What the probe saw of one value."""
+
+    axis: int | None  # the samples' axis (None: none found)
+    shape: tuple[int, ...]  # on the last probe batch
+    dtype: np.dtype
+    sample_bytes: float  # bytes per sample
+
+    def shape_for(self, samples: int) -> tuple[int, ...] | None:
+        """The value's shape on a batch of ``samples`` samples, where its samples have an axis."""
+        if self.axis is None:
+            return None
+        return (*self.shape[: self.axis], samples, *self.shape[self.axis + 1 :])
+
+
+def probe_axes(loaded: LoadedModel, sessions: Sessions, live: set[ir.Value], x: np.ndarray) -> dict[str, Probed]:
+    """value name → what a probe saw of it, for every data-dependent value of the model, from one
+    session exposing them all, run on PROBE_SIZES samples of ``x`` (on the built-in batch of a
     model that has one)."""
     graph = loaded.model.graph
     names = list(dict.fromkeys(v.name for n in graph for v in n.outputs if v.name and v in live))
-    axes: dict[str, tuple[int | None, int]] = {loaded.input_name: (0, x.ndim)}
+    axes = {loaded.input_name: Probed(0, x[:1].shape, x.dtype, x[:1].nbytes)}
     model = loaded.fresh()
     ExtractSuffixPass([loaded.input_name], names)(model)
     fixed = loaded.fixed_batch
@@ -63,5 +78,7 @@ def probe_axes(
     for name, values in zip(names, zip(*runs, strict=True), strict=True):
         if all(isinstance(v, np.ndarray) for v in values):
             shapes = [v.shape for v in values]
-            axes[name] = (fixed_sample_axis(shapes[0], fixed) if fixed else sample_axis(shapes), len(shapes[0]))
+            axis = fixed_sample_axis(shapes[0], fixed) if fixed else sample_axis(shapes)
+            last = values[-1]
+            axes[name] = Probed(axis, last.shape, last.dtype, last.nbytes / len(batches[-1]))
     return axes

@@ -1,14 +1,16 @@
 """The Engine: one model's onnxruntime evaluation of accuracy under noise, for a whole scan.
 
 Costs are paid once where possible (DESIGN.md): sessions are built once per scan
-(engine.sessions), derived graphs once per point (engine.routes), the clean activation a walk
-starts from once per batch, the noise once per (point, repeat, batch) for every σ, and several
-σ values share one run where that is exact (engine.stacking). Every shortcut is checked against
+(engine.sessions), derived graphs once per point (engine.routes), the clean activations the
+walks of a group of points start from by one run per batch for all of them (Engine.tap_groups),
+the noise once per (point, repeat, batch) for every σ, and several σ values share one run where
+that is exact (engine.stacking). Every shortcut is checked against
 a plain whole-graph evaluator in tests/test_reference.py.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterator
 
 import numpy as np
@@ -18,7 +20,7 @@ import onnxruntime as ort
 from wn_onnx.data import Dataset
 from wn_onnx.engine.draws import PLAN_STREAM, draw_at
 from wn_onnx.engine.global_noise import GlobalNoise
-from wn_onnx.engine.routes import Routes
+from wn_onnx.engine.routes import Routes, SharedTaps
 from wn_onnx.engine.sessions import Sessions
 from wn_onnx.engine.sweep import Counts, SweepSettings, score, sweep
 from wn_onnx.engine.walking import AtOutput, FullGraph, Suffix, WalkPoint
@@ -28,6 +30,8 @@ from wn_onnx.graph_passes.noise_functions import sigma_inputs
 from wn_onnx.modelio import LoadedModel
 from wn_onnx.noise import NoiseSpec
 from wn_onnx.round_cache import RoundCache
+
+TAP_BYTES = 256 << 20  # clean values kept at once for the walks of a group of points, whole data
 
 
 class Engine:
@@ -73,6 +77,38 @@ class Engine:
     def batch_size(self, requested: int) -> int:
         """Samples per run: ``requested``, unless the model's batch is built in."""
         return self.loaded.fixed_batch or requested
+
+    def tap_groups(self, points: list[Point], data: Dataset, st: SweepSettings) -> list[list[Point]]:
+        """``points`` in order, in groups whose walks read clean values that, kept for the whole
+        of ``data``, fit TAP_BYTES (a point that alone does not fit is a group of its own)."""
+        x = next(self.batches(data, st.batch_size))[1]
+        size = self.batch_size(st.batch_size)
+        rows = -(-len(data) // size) * size if self.loaded.fixed_batch else len(data)
+        groups: list[list[Point]] = []
+        names: set[str] = set()
+        for p in points:
+            own = set(self.routes.tap_names(p, st.spec, st.walk == "full"))
+            if groups and sum(self.routes.sample_bytes(n, x) for n in names | own) * rows <= TAP_BYTES:
+                groups[-1].append(p)
+                names |= own
+            else:
+                groups.append([p])
+                names = own
+        return groups
+
+    @contextlib.contextmanager
+    def shared_taps(self, points: list[Point], st: SweepSettings) -> Iterator[None]:
+        """Within: walks of ``points`` on one data set (batches of ``st``) read their clean values
+        from one prefix run per batch for all of them (a group from :meth:`tap_groups`)."""
+        if len(points) < 2:  # nothing to share
+            yield
+            return
+        names = [n for p in points for n in self.routes.tap_names(p, st.spec, st.walk == "full")]
+        self.routes.shared = SharedTaps(self.routes, names)
+        try:
+            yield
+        finally:
+            self.routes.shared = None
 
     def run_noisy(
         self,

@@ -26,19 +26,19 @@ class GlobalNoise:
     def start(self, batch: int, first: int, x: np.ndarray) -> None:
         self.batch, self.first, self.x = batch, first, x
         # activation shapes, only needed when a draw is made (not when the round cache has it)
-        self.taps = functools.cache(functools.partial(self.routes.run_values, x, [p.tensor for p in self.points]))
+        self.shapes = functools.cache(functools.partial(self.routes.shapes, x, [p.tensor for p in self.points]))
 
     def chunk(self, st: SweepSettings) -> int:
         return 1
 
     def noise(self, key: tuple[int, ...]) -> list[np.ndarray]:
         """Draw ``key`` at every point, point after point (``spec.draws`` arrays each)."""
-        values, st = self.taps(), self.st
+        shapes, st = self.shapes(), self.st
         out: list[np.ndarray] = []
         for p in self.points:
-            v, axis = values[p.tensor], self.routes.sample_axis(p.tensor, self.x)
+            (shape, dtype), axis = shapes[p.tensor], self.routes.sample_axis(p.tensor, self.x)
             out += draw_at(
-                st.seed, GLOBAL_STREAM, (p.index, *key), v.shape, axis, st.spec.draws, v.dtype, self.first, self.batch
+                st.seed, GLOBAL_STREAM, (p.index, *key), shape, axis, st.spec.draws, dtype, self.first, self.batch
             )
         return out
 

@@ -6,6 +6,9 @@
 * affine chains: single-consumer affine ops after a point, reduced to their linear part, that
   carry the noise so the σ loop starts after them;
 * whole graphs with fed noise at chosen points (global sweeps, the reference walk, plans).
+
+The clean values that the walks of several points read can be shared (:class:`SharedTaps`):
+one prefix run per batch for all of them instead of one per point.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import numpy as np
 import onnx_ir as ir
 import onnxruntime as ort
 
-from wn_onnx.engine.axes import probe_axes
+from wn_onnx.engine.axes import Probed, probe_axes
 from wn_onnx.engine.sessions import Sessions, run
 from wn_onnx.engine.stacking import stacking_is_exact
 from wn_onnx.graph_passes import (
@@ -62,7 +65,8 @@ class Routes:
         self._suffix: dict[tuple, tuple[ort.InferenceSession | None, list[str], bool]] = {}
         self._routes: dict[tuple, Route] = {}
         self._noisy: dict[tuple, ort.InferenceSession] = {}
-        self._axes: dict[str, tuple[int | None, int]] | None = None  # value → (sample axis, rank)
+        self._axes: dict[str, Probed] | None = None  # value → what the axis probe saw of it
+        self.shared: SharedTaps | None = None  # clean values kept for the walks of a group of points
 
     def _prefix(self, names: tuple[str, ...]) -> ort.InferenceSession:
         """The part of the clean graph that computes ``names`` from the input (and nothing
@@ -95,9 +99,43 @@ class Routes:
     def sample_axis(self, name: str, x: np.ndarray) -> int | None:
         """The axis of value ``name`` that holds the samples (None: none found; see engine.axes),
         probed once for every value of the graph with samples taken from ``x``."""
+        probed = self._probed(name, x)
+        return None if probed is None else probed.axis
+
+    def _probed(self, name: str, x: np.ndarray) -> Probed | None:
         if self._axes is None:
             self._axes = probe_axes(self.loaded, self.sessions, self.live, x)
-        return self._axes.get(name, (None, 0))[0]
+        return self._axes.get(name)
+
+    def sample_bytes(self, name: str, x: np.ndarray) -> float:
+        """Bytes value ``name`` holds per sample (probed with samples from ``x``; infinite where
+        the probe did not see it, so that no budget keeps it)."""
+        probed = self._probed(name, x)
+        return float("inf") if probed is None else probed.sample_bytes
+
+    def shapes(self, x: np.ndarray, names: list[str]) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+        """(shape, dtype) of values ``names`` on batch ``x``: from the axis probe where the samples
+        have an axis (no run over the data: noise draws need no more), else from a prefix run."""
+        known = {}
+        for n in names:
+            probed = self._probed(n, x)
+            if probed is not None and probed.axis is not None:
+                known[n] = (probed.shape_for(len(x)), probed.dtype)
+        rest = [n for n in names if n not in known]
+        values = self.run_values(x, rest) if rest else {}
+        return {n: known[n] if n in known else (values[n].shape, values[n].dtype) for n in names}
+
+    def tap_names(self, point: Point, spec: NoiseSpec, full: bool) -> list[str]:
+        """The clean values a walk of ``point`` reads, known before any of its sessions is built:
+        the point's, then the inputs of the suffix its route starts (see :meth:`route`);
+        ``full``: the whole-graph walk, which reads the point's only."""
+        if full or self.subgraphs:
+            return [point.tensor]
+        chain = affine_chain(self.loaded.model.graph, point.tensor, self.live) if spec.kind != "mixed" else []
+        start = chain[-1] if chain else point.tensor
+        if start == self.loaded.output_name:
+            return [point.tensor, start]
+        return [point.tensor, *suffix_inputs(self.loaded.model.graph, start, self.live)]
 
     def suffix(
         self, tensor: str, spec: NoiseSpec, x: np.ndarray
@@ -119,9 +157,9 @@ class Routes:
                 model = self.loaded.fresh()
                 inputs = suffix_inputs(model.graph, tensor, data_dependent(model.graph))
                 ExtractSuffixPass(inputs, [self.loaded.output_name])(model)
-                value = model.graph.inputs[0]
+                value, probed = model.graph.inputs[0], self._probed(tensor, x)
                 if value.shape is None:  # shape inference lost it; the probe saw its rank
-                    value.shape = ir.Shape([None] * self._axes.get(tensor, (None, 0))[1])
+                    value.shape = ir.Shape([None] * (0 if probed is None else len(probed.shape)))
                 StackNoisyInputPass(tensor, spec, axis or 0)(model)
                 stack = (
                     len(inputs) == 1
@@ -184,3 +222,25 @@ class Routes:
             InsertNoisePass([p.tensor for p in points], spec, source="fed", repetitions=reps)(model)
             self._noisy[key] = self.sessions.build(model)
         return self._noisy[key]
+
+
+class SharedTaps:
+    """Clean values ``names`` of every batch of one data set, each batch's computed by one prefix
+    run the first time a walk asks for it and kept for the walks of the other points (their
+    bytes are bounded by whoever groups the points, see Engine.tap_groups)."""
+
+    def __init__(self, routes: Routes, names: list[str]) -> None:
+        self.routes = routes
+        self.names = [n for n in dict.fromkeys(names) if n != routes.loaded.input_name]
+        self.values: dict[tuple[int, int], dict[str, np.ndarray]] = {}
+
+    def covers(self, names: list[str]) -> bool:
+        return set(names) <= {*self.names, self.routes.loaded.input_name}
+
+    def get(self, first: int, x: np.ndarray, names: list[str]) -> dict[str, np.ndarray]:
+        """Values ``names`` (all covered) of the batch of samples ``first…first+len(x)-1``."""
+        key = (first, len(x))
+        if key not in self.values:
+            self.values[key] = self.routes.run_values(x, self.names)
+        kept = self.values[key]
+        return {n: kept[n] for n in names} | {self.routes.loaded.input_name: x}

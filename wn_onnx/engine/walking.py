@@ -41,7 +41,11 @@ class WalkPoint:
         self.axis = self.routes.sample_axis(self.point.tensor, x)
 
     def _taps(self, names: list[str]) -> dict[str, np.ndarray]:
-        """Clean values of the batch, kept in the round cache when there is one (not the input)."""
+        """Clean values of the batch: shared with the walks of other points when they are
+        (Routes.shared), else kept in the round cache when there is one (not the input)."""
+        shared = self.routes.shared
+        if shared is not None and shared.covers(names):
+            return shared.get(self.first, self.x, names)
         if self.cache is None:
             return self.routes.run_values(self.x, names)
         inner = [n for n in dict.fromkeys(names) if n != self.routes.loaded.input_name]
