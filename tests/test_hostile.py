@@ -545,7 +545,8 @@ def test_npz_bombs_are_measured_before_they_are_read(ws, monkeypatch):
     (ws / "bomb.npz").write_bytes(buf.getvalue())
     assert (ws / "bomb.npz").stat().st_size < 1 << 20
     refused_untouched(ws, "over the memory budget", "scan", "m.onnx", "--data", "bomb.npz", *FAST)
-    res = cli("scan", "m.onnx", "--data", "bomb.npz", "--limit", "10", *FAST, "--json")  # reads 10 rows only
+    # reads 10 rows only (a stratified --limit must read every label first: 4 MB here, over the budget)
+    res = cli("scan", "m.onnx", "--data", "bomb.npz", "--limit", "10", "--limit-mode", "first", *FAST, "--json")
     assert res.code == 0 and json.loads(res.out)["data"]["samples"] == 10, res.err
     CASES.append("npz bomb with --limit 10")
 

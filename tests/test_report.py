@@ -139,7 +139,11 @@ def test_curve_panels_have_labels_reference_lines_and_marks(reports):
         clean = next(line for line in ax.lines if line.get_gid() == "clean-point")
         assert clean.get_ydata()[0] == pytest.approx(mul["clean_accuracy"]) and clean.get_xdata()[0] > lo
     assert "nonfinite" in gids(axes[3]) and "nonfinite" not in gids(axes[2])
-    assert "fit" in gids(axes[0]) and "mu-line" in gids(axes[0])
+    assert "mu-line" in gids(axes[0])
+    # the fitted curve is drawn where the fit is `ok` and only there (2 σ per decade brackets some)
+    statuses = [p["status"] for p in [*mul["points"], mul["global"]]]
+    assert "ok" in statuses and "bracketed" in statuses
+    assert all(("fit" in gids(ax)) == (status == "ok") for ax, status in zip(axes, statuses, strict=True))
     assert {t.get_text() for t in fig.legends[0].get_texts()} >= {"clean accuracy", "logistic fit", "NaN/Inf outputs"}
 
 

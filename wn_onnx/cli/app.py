@@ -11,6 +11,7 @@ from typing import Annotated
 
 import typer
 from rich.markup import escape
+from rich.text import Text
 
 from wn_onnx.cli.analyze import analyze_app, report_command
 from wn_onnx.cli.check import check_command
@@ -82,11 +83,8 @@ def points(
     if as_json:
         print(json.dumps({"model": str(model), "points": chosen}, indent=2))
     else:
-        out.print(
-            __import__("wn_onnx.cli.render", fromlist=["points_table"]).points_table(
-                chosen, f"noise points of {model}", out.width
-            )
-        )
+        out.print(Text(f"noise points of {model}"), soft_wrap=True)  # a long path on one line, not folded in the table
+        out.print(__import__("wn_onnx.cli.render", fromlist=["points_table"]).points_table(chosen, None, out.width))
 
 
 @app.command()

@@ -44,12 +44,12 @@ def format_mu(curve: dict) -> str:
     return f"{mu:.3g} ± {err:.2g}" if err is not None else f"{mu:.3g}"
 
 
-def _fitted(rows: list[list[str]], tensor_col: int, width: int, title: str, right: tuple[int, ...] = ()) -> Table:
+def _fitted(rows: list[list[str]], tensor_col: int, width: int, title: str | None, right: tuple[int, ...] = ()) -> Table:
     """A compact table whose tensor column takes what the other columns leave of ``width``.
 
     Columns are GAP characters apart and no wider than their widest cell, so the tensor column gets
     ``width - others - GAP·(columns - 1)``; its names are shortened in the middle to fit."""
-    table = Table(title=Text(title), box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, padding=(0, 1),
+    table = Table(title=None if title is None else Text(title), box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, padding=(0, 1),
                   collapse_padding=True, title_justify="left")  # fmt: skip
     columns = len(rows[0])
     sizes = [max(len(line) for r in rows for line in r[c].splitlines() or [""]) for c in range(columns)]
@@ -63,7 +63,7 @@ def _fitted(rows: list[list[str]], tensor_col: int, width: int, title: str, righ
     return table
 
 
-def points_table(points: list[dict], title: str = "noise points", width: int = 80) -> Table:
+def points_table(points: list[dict], title: str | None = "noise points", width: int = 80) -> Table:
     rows = [["#", "tensor", "op", "shape"]]
     for p in points:
         shape = "×".join("?" if d is None else str(d) for d in p["shape"]) if p["shape"] is not None else "?"
