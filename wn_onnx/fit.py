@@ -4,15 +4,15 @@
 defines them (docs/method.md), a_max and a_min are the **maximally and minimally achieved
 accuracy**: both are estimated from the measurements (with their errors) and held fixed, so F(μ)
 is exactly half-way between what the model achieves clean and what it falls to. Only μ and the
-slope s are fitted, by weighted least squares (scipy.optimize.curve_fit) with the observed
-uncertainty Δy of the mean accuracy over repeats, floored by the binomial standard error; μ's
-error is scaled by √χ²_red when the logistic describes the data worse than Δy, and carries the
-uncertainty of a_max and a_min.
+slope s are fitted to the drop, by weighted least squares (scipy.optimize.curve_fit) with the
+standard error Δy of each mean accuracy (see :func:`uncertainty`), in four shapes of the same
+meaning (:data:`SHAPES`); μ's error is scaled by √χ²_red when a shape describes the data worse
+than Δy, and carries the uncertainty of a_max and a_min and the spread between shapes.
 
 A fitted μ is ``ok`` only when the data resolve it: it lies inside the measured σ range, at
-least three measured σ fall inside the drop, on both sides of μ, the measurements below μ are not significantly under
-the midpoint nor those above it over it, and it agrees with the measured threshold crossing
-within their errors. Otherwise the status says what the data do tell (docs/method.md, "Statuses").
+least three distinct measured σ fall inside the drop, on both sides of μ, the measurements below
+μ are not significantly under the midpoint nor those above it over it, and it agrees with the
+measured threshold crossing within their errors. Otherwise the status says what the data do tell (docs/method.md, "Statuses").
 """
 
 from __future__ import annotations
