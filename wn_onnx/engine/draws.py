@@ -2,8 +2,9 @@
 
 Noise is drawn with numpy from ``SeedSequence([seed, stream, *key, block])`` in blocks of
 NOISE_BLOCK samples along the value's sample (batch) axis, float32 from PCG64 (numpy's fastest
-normal path), filled in place and only up to the last sample asked for: the numbers a sample
-receives do not depend on the batch size, the batch order or the number of threads. A value
+normal path), filled in place; a block is always drawn whole (mixed noise draws two arrays from
+one stream, so a partial block would shift the second): the numbers a sample receives do not
+depend on the batch size, the batch order or the number of threads. A value
 whose sample axis is unknown (heads folded into the batch, shapes the probe cannot explain)
 gets one draw per batch instead, keyed by the batch number.
 """
@@ -30,9 +31,9 @@ def draw(
         for arr in out:
             if lo == start and hi == start + NOISE_BLOCK:  # a whole block: draw in place
                 rng.standard_normal(dtype=np.float32, out=arr[lo - first : hi - first])
-            else:  # numbers fill a block in order: the samples up to ``hi`` are the block's first ones
-                block = rng.standard_normal((hi - start, *shape[1:]), dtype=np.float32)
-                arr[lo - first : hi - first] = block[lo - start :]
+            else:  # the whole block: a later array of this key continues the stream after it
+                block = rng.standard_normal((NOISE_BLOCK, *shape[1:]), dtype=np.float32)
+                arr[lo - first : hi - first] = block[lo - start : hi - start]
     return [a.astype(dtype, copy=False) for a in out]
 
 
