@@ -93,7 +93,7 @@ def random_graph(axis: int, ops: list[str], seed: int, path) -> None:
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
 
 
-@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     axis=st.sampled_from([0, 1, 2]),
     ops=st.lists(st.sampled_from(OPS), min_size=1, max_size=4),

@@ -1029,7 +1029,7 @@ REPORT_PATHS = [("clean_accuracy",), ("num_classes",), ("noise",), ("points",), 
                 ("global", "mu"), ("global", "accuracy"), ("global", "sigmas")]  # fmt: skip
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.lists(st.tuples(st.sampled_from(REPORT_PATHS), json_values), min_size=1, max_size=3))
 def test_property_report_reader_validates_or_one_error(tmp_path, edits):
     from wn_onnx.check import Policy, evaluate_policy
