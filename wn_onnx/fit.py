@@ -200,8 +200,9 @@ def _fit_mu(sigma, y, dy, a_max, a_min, mu0, shape, slope0: float | None = None)
             best = (float(popt[0]), abs(float(popt[1])) + tiny, float(pcov[0, 0]), chi2)
     if best is None or shape == "linear":
         return best
-    mu = float(np.exp(best[0]))
-    return mu, best[1], best[2] * mu**2, best[3]  # var μ by the delta method
+    with np.errstate(over="ignore"):  # a diverged fit: μ = inf, refused as outside the σ range
+        mu = float(np.exp(best[0]))
+        return mu, best[1], best[2] * mu**2, best[3]  # var μ by the delta method
 
 
 def _fit_double(sigma, y, dy, a_min_fixed: float | None):
