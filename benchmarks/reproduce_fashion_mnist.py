@@ -25,7 +25,7 @@ from wn_onnx.noise import NoiseSpec, default_grid
 from wn_onnx.scan import ScanRequest, run_scan
 from wn_onnx.training import TrainConfig, train
 
-PAPER = {  # SPEC.md, Table 4, FashionMNIST: (add BN, add no-BN, mul BN, mul no-BN)
+PAPER = {  # docs/reference.md, Table 4, FashionMNIST: (add BN, add no-BN, mul BN, mul no-BN)
     "mlp": {"add": {True: 0.30, False: 1.19}, "mul": {True: 0.25, False: 0.40}},
     "lenet5": {"add": {True: 0.09, False: 0.17}, "mul": {True: 0.23, False: 0.35}},
 }

@@ -91,7 +91,7 @@ def identity_like(n: int = 40000) -> ir.Model:
 
 
 def expected_moments(spec: NoiseSpec, c: float, sa: float, sm: float) -> tuple[float, float]:
-    """Mean and std of noise(c) for constant input c (SPEC.md's formulas)."""
+    """Mean and std of noise(c) for constant input c (docs/method.md's formulas)."""
     if spec.kind == "add":
         return c, sa
     if spec.kind == "mul":

@@ -23,7 +23,7 @@ from wn_onnx.models.nets import build
     ],
 )  # fmt: skip
 def test_torch_point_i_is_onnx_point_i(tmp_path, arch, shape, bn, count):
-    """Same count as SPEC.md, and point i's activation in torch equals point i's in ONNX."""
+    """Same count as docs/reference.md, and point i's activation in torch equals point i's in ONNX."""
     torch.manual_seed(1)
     net = build(arch, shape, 10 if arch != "cnn-s" else 12, bn=bn).eval()
     path = export_onnx(net, shape, tmp_path / "m.onnx")

@@ -150,7 +150,7 @@ def parse_grid(text: str) -> np.ndarray:
 
 
 def default_grid(spec: NoiseSpec) -> np.ndarray:
-    """The reference sweeps' grids (SPEC.md): add 49 log 1e-2..1e10; mul 21 lin 0..2 plus
+    """The reference sweeps' grids (docs/method.md, "Grids"): add 49 log 1e-2..1e10; mul 21 lin 0..2 plus
     41 log 1..1e10; mixed amplitude 25 log 1e-2..1e10."""
     if spec.kind == "add":
         return parse_grid("log:1e-2:1e10:49")

@@ -1,4 +1,4 @@
-"""Noisy training of the paper's networks (SPEC.md): Adam lr 1e-3, cosine annealing over all
+"""Noisy training of the paper's networks (docs/reference.md): Adam lr 1e-3, cosine annealing over all
 epochs, cross-entropy, batch 128, optional noise at one point or all points, optional weight
 clamping, a checkpoint every epoch and an exact resume."""
 

@@ -41,7 +41,7 @@ def train_command(
     sigma: Annotated[float, typer.Option(help="Noise strength during training.")] = 0.0,
     at: Annotated[str, typer.Option(help="Noisy point index, a comma list, or 'global' (every point).")] = "global",
     clamp: Annotated[float | None, typer.Option(help="Clamp non-BN weights to [−C, C] after every step.")] = None,
-    augment: Annotated[bool, typer.Option(help="RandomCrop(pad 4) + flip for the image datasets (SPEC.md).")] = True,
+    augment: Annotated[bool, typer.Option(help="RandomCrop(pad 4) + flip for the image datasets (docs/reference.md).")] = True,
     limit: Annotated[int | None, typer.Option(help="Train on N samples only, class-stratified (smoke runs).", min=1)] = None,
     device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
     out_path: Annotated[Path, typer.Option("--out", help="Exported ONNX model.")] = Path("model.onnx"),

@@ -25,7 +25,7 @@ class DatasetInfo:
     input_shape: tuple[int, ...]
     mean: tuple[float, ...]
     std: tuple[float, ...]
-    augment: bool  # RandomCrop(pad 4) + horizontal flip while training (SPEC.md)
+    augment: bool  # RandomCrop(pad 4) + horizontal flip while training (docs/reference.md)
     system_dirs: tuple[str, ...] = field(default=())
     splits: tuple[str, ...] = ("train", "test")
 

@@ -1,4 +1,4 @@
-"""MFCC features per MLPerf Tiny keyword spotting (SPEC.md), in numpy/scipy.
+"""MFCC features per MLPerf Tiny keyword spotting (docs/reference.md), in numpy/scipy.
 
 16 kHz, 1 s clips; 30 ms Hann window (periodic), 20 ms stride, 512-point FFT magnitude; 40 mel
 bins on 20–4000 Hz with TensorFlow's ``linear_to_mel_weight_matrix`` construction (HTK mel

@@ -2,7 +2,7 @@
 
 Layout of the official archive: one folder per word of 16 kHz WAV clips, ``_background_noise_``,
 and ``validation_list.txt`` / ``testing_list.txt`` naming the clips of those splits; every other
-clip is training data. Silence and unknown each make up 10 % of a split (SPEC.md). Training
+clip is training data. Silence and unknown each make up 10 % of a split (docs/reference.md). Training
 clips get background noise mixed in (frequency 0.8, volume up to 0.1).
 """
 

@@ -1,6 +1,6 @@
 """The Engine: one model's onnxruntime evaluation of accuracy under noise, for a whole scan.
 
-Costs are paid once where possible (DESIGN.md): sessions are built once per scan
+Costs are paid once where possible (docs/reference.md, "Design principle"): sessions are built once per scan
 (engine.sessions), derived graphs once per point (engine.routes), the clean activations the
 walks of a group of points start from by one run per batch for all of them (Engine.tap_groups),
 the noise once per (point, repeat, batch) for every σ, and several σ values share one run where

@@ -1,6 +1,6 @@
 """The paper's architectures in torch, with a noise point wherever the ONNX export has one.
 
-Point order (SPEC.md): the input, then the output of every Linear/Conv, BatchNorm, ReLU and
+Point order (docs/reference.md): the input, then the output of every Linear/Conv, BatchNorm, ReLU and
 MaxPool, then the logits; none after Flatten. ``model.points[i]`` is the torch twin of point i
 that ``wn-onnx points`` lists on the exported model (tested for every architecture, BN on/off).
 """
