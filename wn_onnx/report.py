@@ -250,15 +250,20 @@ def _lowest_sigma(point: dict) -> float:
     return float(s[s > 0].min()) if (s > 0).any() else 1e-12
 
 
-def mu_figure(reports: list[dict], labels: list[str] | None = None) -> plt.Figure:
-    """Fig. 2 style: μ per point, x labelled "index tensor", one series per report, log μ axis,
-    status-coded markers, error bars kept above zero, μ below the grid clipped and marked as bound."""
+def _per_point_axes(reports: list[dict], labels: list[str] | None, height: float):
+    """What every per-point figure starts from: the aligned columns, the labels, one axes as wide
+    as the points need, and the x positions."""
     columns, _ = align(reports)
     if not columns:
         raise ValueError("the reports share no walking point")
-    labels = _labels(reports, labels)
-    fig, ax = plt.subplots(figsize=(max(3.4, 0.32 * len(columns) + 3.0), 3.2))
-    x = np.arange(len(columns))
+    fig, ax = plt.subplots(figsize=(max(3.4, 0.32 * len(columns) + 3.0), height))
+    return columns, _labels(reports, labels), fig, ax, np.arange(len(columns))
+
+
+def mu_figure(reports: list[dict], labels: list[str] | None = None) -> plt.Figure:
+    """Fig. 2 style: μ per point, x labelled "index tensor", one series per report, log μ axis,
+    status-coded markers, error bars kept above zero, μ below the grid clipped and marked as bound."""
+    columns, labels, fig, ax, x = _per_point_axes(reports, labels, height=3.2)
     width = 0.6 / len(reports)
     seen_status, clipped = set(), False
     floor_all = min(_lowest_sigma(p) for col in columns for p in col if p is not None)
@@ -316,12 +321,7 @@ def mu_figure(reports: list[dict], labels: list[str] | None = None) -> plt.Figur
 def preserved_figure(reports: list[dict], labels: list[str] | None = None) -> plt.Figure:
     """Figs. 3/5 style: accuracy at the largest σ relative to clean accuracy, per point, with the
     spread over repeats as error bars (kept inside [0, 1.05])."""
-    columns, _ = align(reports)
-    if not columns:
-        raise ValueError("the reports share no walking point")
-    labels = _labels(reports, labels)
-    fig, ax = plt.subplots(figsize=(max(3.4, 0.32 * len(columns) + 3.0), 3.0))
-    x = np.arange(len(columns))
+    columns, labels, fig, ax, x = _per_point_axes(reports, labels, height=3.0)
     width = 0.8 / len(reports)
     for j, r in enumerate(reports):
         clean = r.get("clean_accuracy") or 1.0
