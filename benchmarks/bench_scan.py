@@ -39,15 +39,15 @@ import onnx_ir as ir
 import onnxruntime as ort
 import torch
 
-from wn_onnx.datasets import load_split
 from wn_onnx.engine import Engine, providers_for
 from wn_onnx.errors import WnError
 from wn_onnx.graph_passes import ExtractSuffixPass, InsertNoisePass, data_dependent, find_points, suffix_inputs
-from wn_onnx.modelio import load_model
-from wn_onnx.models.export import export_onnx
-from wn_onnx.models.nets import build
+from wn_onnx.io.datasets import load_split
+from wn_onnx.io.model import load_model
 from wn_onnx.noise import NoiseSpec, default_grid
-from wn_onnx.training import TrainConfig, train
+from wn_onnx.training.export import export_onnx
+from wn_onnx.training.nets import build
+from wn_onnx.training.trainer import TrainConfig, train
 
 SUBSET_SIGMAS = (0.1, 1.0)  # σ values timed for the projected baselines (1 repeat each)
 GRIDS = {"full": (1, 5, 10000), "small": (4, 2, 5000)}  # every k-th σ of the default grid, repeats, images

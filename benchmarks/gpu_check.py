@@ -18,15 +18,15 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
-from wn_onnx.data import make_dataset
 from wn_onnx.engine import SweepSettings
 from wn_onnx.errors import WnError
-from wn_onnx.modelio import load_model
-from wn_onnx.models.embedded import digits_split
-from wn_onnx.models.export import export_onnx, max_export_error
+from wn_onnx.io.data import make_dataset
+from wn_onnx.io.embedded import digits_split
+from wn_onnx.io.model import load_model
 from wn_onnx.noise import NoiseSpec, parse_grid
-from wn_onnx.scan import ScanRequest, run_scan
-from wn_onnx.training import TrainConfig, train
+from wn_onnx.scanner import ScanRequest, run_scan
+from wn_onnx.training.export import export_onnx, max_export_error
+from wn_onnx.training.trainer import TrainConfig, train
 
 
 def upsample(x: np.ndarray) -> np.ndarray:

@@ -16,14 +16,14 @@ import tempfile
 import time
 from pathlib import Path
 
-from wn_onnx.data import Dataset
-from wn_onnx.datasets import load_split
 from wn_onnx.engine import SweepSettings
-from wn_onnx.modelio import load_model
-from wn_onnx.models.export import export_onnx
+from wn_onnx.io.data import Dataset
+from wn_onnx.io.datasets import load_split
+from wn_onnx.io.model import load_model
 from wn_onnx.noise import NoiseSpec, default_grid
-from wn_onnx.scan import ScanRequest, run_scan
-from wn_onnx.training import TrainConfig, train
+from wn_onnx.scanner import ScanRequest, run_scan
+from wn_onnx.training.export import export_onnx
+from wn_onnx.training.trainer import TrainConfig, train
 
 PAPER = {  # docs/reference.md, Table 4, FashionMNIST: (add BN, add no-BN, mul BN, mul no-BN)
     "mlp": {"add": {True: 0.30, False: 1.19}, "mul": {True: 0.25, False: 0.40}},

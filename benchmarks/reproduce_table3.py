@@ -13,16 +13,16 @@ import argparse
 import tempfile
 from pathlib import Path
 
-from wn_onnx.data import Dataset
-from wn_onnx.datasets import load_split
 from wn_onnx.engine import Engine, SweepSettings
 from wn_onnx.graph_passes import find_points
-from wn_onnx.modelio import load_model
-from wn_onnx.models.export import export_onnx
+from wn_onnx.io.data import Dataset
+from wn_onnx.io.datasets import load_split
+from wn_onnx.io.model import load_model
 from wn_onnx.noise import NoiseSpec, parse_grid
-from wn_onnx.plan import PlanInput, greedy, inverse_mu, uniform
-from wn_onnx.scan import ScanRequest, run_scan
-from wn_onnx.training import TrainConfig, train
+from wn_onnx.planner import PlanInput, greedy, inverse_mu, uniform
+from wn_onnx.scanner import ScanRequest, run_scan
+from wn_onnx.training.export import export_onnx
+from wn_onnx.training.trainer import TrainConfig, train
 
 PAPER = {"mlp": {True: "MNIST 71.4 → 80.6; CIFAR-10 41.7 → 43.7", False: "MNIST 68.2 → 87.1; CIFAR-10 38.9 → 43.4"},
          "lenet5": {True: "CIFAR-10 58.5 → 61.1", False: "CIFAR-10 57.2 → 62.4"}}  # fmt: skip

@@ -1,8 +1,15 @@
-"""Models exported from torch, shared by the tests (built once per session)."""
+"""What the tests share: the command line run in-process (``wn``) or as a real process
+(``wn_process``, for signals and memory limits), and models exported from torch (built once per session)."""
 
 from __future__ import annotations
 
+import os
+import resource
+import signal
+import subprocess
+import sys
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -10,8 +17,65 @@ import pytest
 import torch
 from torch import nn
 
-from wn_onnx.models.export import export_onnx
-from wn_onnx.models.nets import lenet5, mlp
+from wn_onnx.training.export import export_onnx
+from wn_onnx.training.nets import lenet5, mlp
+
+
+@dataclass
+class Ran:
+    """What a command did: the fields of :class:`subprocess.CompletedProcess` the tests read."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def wn(*args, cwd: Path | None = None, env: dict | None = None, columns: int = 80) -> Ran:
+    """``wn-onnx ARGS`` in this process, through the console entry point (its error mapping and exit
+    codes), with Typer's CliRunner isolating stdin/stdout/stderr and the environment; ``columns``
+    is the terminal width. Much faster than a process per call; use :func:`wn_process` where a real
+    process matters (signals, kill -9, memory limits, import-time behaviour)."""
+    from typer.testing import CliRunner
+
+    from wn_onnx.cli import common
+    from wn_onnx.cli.app import run
+
+    argv, here, widths = sys.argv, Path.cwd(), (common.out.width, common.err.width)
+    with CliRunner().isolation(env=env) as (stdout, stderr, _), warnings.catch_warnings():
+        warnings.simplefilter("default")  # a warning printed by a real process counts as a stderr line
+        warnings.showwarning = lambda message, category, *_a, **_k: sys.stderr.write(f"{category.__name__}: {message}\n")
+        sys.argv = ["wn-onnx", *map(str, args)]
+        common.out.width = common.err.width = columns
+        try:
+            if cwd is not None:
+                os.chdir(cwd)
+            run()
+            code = 0
+        except SystemExit as stop:
+            code = stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 1)
+        finally:
+            sys.argv = argv
+            os.chdir(here)
+            common.out.width, common.err.width = widths
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            sys.stdout.flush()
+            sys.stderr.flush()
+        text = stdout.getvalue().decode(), stderr.getvalue().decode(errors="backslashreplace")
+    return Ran(code, *text)
+
+
+def wn_process(
+    *args, cwd: Path | None = None, env: dict | None = None, memory: int | None = None, timeout: float = 300
+) -> Ran:
+    """``python -m wn_onnx ARGS`` as a real process, optionally under an address-space limit of ``memory`` bytes."""
+
+    def limit() -> None:
+        if memory:
+            resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
+
+    res = subprocess.run([sys.executable, "-m", "wn_onnx", *map(str, args)], capture_output=True, text=True,
+                         cwd=cwd, env=env, timeout=timeout, preexec_fn=limit)  # fmt: skip
+    return Ran(res.returncode, res.stdout, res.stderr)
 
 
 def randomize_bn(model: nn.Module, seed: int = 0) -> nn.Module:
@@ -95,7 +159,7 @@ def zoo(tmp_path_factory) -> dict[str, tuple[Path, tuple[int, ...]]]:
 @pytest.fixture(scope="session")
 def digits():
     """The embedded digits model and test split (trained, shipped in the package)."""
-    from wn_onnx.models.embedded import DEFAULT_DATA, DEFAULT_MODEL
+    from wn_onnx.io.embedded import DEFAULT_DATA, DEFAULT_MODEL
 
     with np.load(DEFAULT_DATA) as f:
         return DEFAULT_MODEL, f["x"], f["y"]

@@ -10,12 +10,12 @@ from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
 from reference import Reference
 
-from wn_onnx.data import make_dataset
 from wn_onnx.engine import Engine, SweepSettings
 from wn_onnx.engine.axes import fixed_sample_axis, sample_axis
 from wn_onnx.engine.draws import WALK_STREAM, draw, draw_at
 from wn_onnx.graph_passes import find_points
-from wn_onnx.modelio import load_model
+from wn_onnx.io.data import make_dataset
+from wn_onnx.io.model import load_model
 from wn_onnx.noise import NoiseSpec
 
 

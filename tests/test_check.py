@@ -3,30 +3,24 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import xml.etree.ElementTree as ET
 
 import numpy as np
 import pytest
+from conftest import wn
 
-from wn_onnx.check import Policy, evaluate_policy, judge_drop
-from wn_onnx.data import make_dataset
 from wn_onnx.engine import SweepSettings
-from wn_onnx.modelio import load_model
-from wn_onnx.models.embedded import DEFAULT_DATA, DEFAULT_MODEL, digits_split
-from wn_onnx.models.export import export_onnx
+from wn_onnx.gate import Policy, evaluate_policy, judge_drop
+from wn_onnx.io.data import make_dataset
+from wn_onnx.io.embedded import DEFAULT_DATA, DEFAULT_MODEL, digits_split
+from wn_onnx.io.model import load_model
 from wn_onnx.noise import NoiseSpec, parse_grid
-from wn_onnx.scan import ScanRequest, run_scan
-from wn_onnx.training import TrainConfig, train
+from wn_onnx.scanner import ScanRequest, run_scan
+from wn_onnx.training.export import export_onnx
+from wn_onnx.training.trainer import TrainConfig, train
 
 FAST = ["--sigmas", "log:1e-2:1e3:21", "--repeats", "3"]
 
-
-def wn(*args, cwd=None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "wn_onnx", *map(str, args)], capture_output=True, text=True, cwd=cwd, timeout=300
-    )
 
 
 def test_pass_fail_error_exit_codes_and_junit(tmp_path):

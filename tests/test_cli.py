@@ -3,32 +3,24 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import warnings
 from pathlib import Path
 
 import numpy as np
 import onnx
 import pytest
+from conftest import wn as run_cli
 from onnx import TensorProto, helper
 
-from wn_onnx.report_schema import schema_problems
+from wn_onnx.results.schema import schema_problems
 
 FAST = ["--sigmas", "log:1e-2:1e3:11", "--repeats", "2", "--quiet"]
 
 
-def wn(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    env = {**os.environ, "COLUMNS": "200"}
-    return subprocess.run(
-        [sys.executable, "-m", "wn_onnx", *map(str, args)],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        env=env,
-        timeout=300,
-    )
+
+def wn(*args, **kw):
+    """The command in-process at a 200-column terminal (long names stay on one line)."""
+    return run_cli(*args, columns=200, **kw)
 
 
 def test_embedded_default_scan_writes_schema(tmp_path):
@@ -59,11 +51,11 @@ def test_same_seed_same_json_whatever_the_threads(tmp_path):
 
 
 def test_points_json(tmp_path):
-    res = wn("points", Path(__file__).parents[1] / "wn_onnx/models/assets/digits_mlp_bn.onnx", "--json")
+    res = wn("points", Path(__file__).parents[1] / "wn_onnx/io/assets/digits_mlp_bn.onnx", "--json")
     assert res.returncode == 0, res.stderr
     pts = json.loads(res.stdout)["points"]
     assert [p["index"] for p in pts] == list(range(11))
-    assert set(pts[0]) == {"index", "tensor", "op_type", "shape"} and pts[0]["op_type"] == "Input"
+    assert set(pts[0]) == {"index", "tensor", "op_type", "node", "shape"} and pts[0]["op_type"] == "Input"
 
 
 def _int_output_model(path: Path) -> Path:
@@ -113,7 +105,7 @@ def test_bad_input_one_line_exit_2(bad_inputs):
         (["scan", model, "--data", d / "labels.npz", "--at", "op:Conv"], "selects no noise point"),
         (["scan", model], "give --data"),
         (["scan", "--sigmas", "log:0:1:3"], "positive bounds"),
-        (["scan", "--noise", "mixed"], "needs --order"),
+        (["scan", "--noise", "mixed"], "needs an order"),
         (["scan", "--noise", "mixed", "--order", "mul-first", "--sigma-ratio", "2"], "must lie in [0, 1]"),
         (["points", f["junk"]], "not a readable ONNX model"),
     ]

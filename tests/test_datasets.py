@@ -7,23 +7,22 @@ import hashlib
 import json
 import pickle
 import struct
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import wn
 from scipy.io import savemat, wavfile
 
-from wn_onnx.data import load_npz, subset
-from wn_onnx.datasets import load_split
-from wn_onnx.datasets.cifar import cifar10
-from wn_onnx.datasets.fetch import Resource, download
-from wn_onnx.datasets.idx import read_idx
-from wn_onnx.datasets.mfcc import mfcc
-from wn_onnx.datasets.speech_commands import SILENCE, UNKNOWN, WORDS, speech_commands
-from wn_onnx.datasets.svhn import svhn
 from wn_onnx.errors import WnError
+from wn_onnx.io.data import load_npz, subset
+from wn_onnx.io.datasets import load_split
+from wn_onnx.io.datasets.cifar import cifar10
+from wn_onnx.io.datasets.fetch import Resource, download
+from wn_onnx.io.datasets.idx import read_idx
+from wn_onnx.io.datasets.mfcc import mfcc
+from wn_onnx.io.datasets.speech_commands import SILENCE, UNKNOWN, WORDS, speech_commands
+from wn_onnx.io.datasets.svhn import svhn
 
 RNG = np.random.default_rng(0)
 
@@ -209,20 +208,20 @@ def test_limit_is_class_stratified_on_a_sorted_split(tmp_path):
 
 
 def test_limit_mode_reaches_the_cli(tmp_path):
-    from wn_onnx.models.embedded import DEFAULT_MODEL, digits_split
+    from wn_onnx.io.embedded import DEFAULT_MODEL, digits_split
 
     _, _, x, y = digits_split()
     order = np.argsort(y, kind="stable")
     np.savez(tmp_path / "sorted.npz", x=x[order], y=y[order])
-    common = [sys.executable, "-m", "wn_onnx", "scan", DEFAULT_MODEL, "--data", tmp_path / "sorted.npz", "--limit", "30",
+    common = ["scan", DEFAULT_MODEL, "--data", tmp_path / "sorted.npz", "--limit", "30",
               "--mode", "global", "--sigmas", "0.01", "--repeats", "1", "--json", "--quiet"]  # fmt: skip
     runs = {}
     for mode in ("stratified", "first"):
-        res = subprocess.run([*map(str, common), "--limit-mode", mode], capture_output=True, text=True, timeout=120)
+        res = wn(*common, "--limit-mode", mode)
         assert res.returncode == 0, res.stderr
         runs[mode] = json.loads(res.stdout)
     assert runs["stratified"]["data"]["samples"] == runs["first"]["data"]["samples"] == 30
     # the first 30 of a sorted split are all zeros, which the model gets right; ten classes are harder
     assert runs["first"]["clean_accuracy"] == 1.0
-    res = subprocess.run([*map(str, common), "--limit-mode", "random"], capture_output=True, text=True, timeout=120)
+    res = wn(*common, "--limit-mode", "random")
     assert res.returncode == 2 and "limit-mode" in res.stderr

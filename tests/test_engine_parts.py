@@ -9,6 +9,7 @@ import onnx_ir as ir
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from wn_onnx.engine.round_cache import RoundCache
 from wn_onnx.engine.sessions import Sessions, run
 from wn_onnx.engine.stacking import stacking_is_exact
 from wn_onnx.engine.sweep import SweepSettings, sweep
@@ -16,7 +17,6 @@ from wn_onnx.errors import WnError
 from wn_onnx.graph_passes import LinearPartPass
 from wn_onnx.graph_passes.insert_noise import StackNoisyInputPass
 from wn_onnx.noise import NoiseSpec
-from wn_onnx.round_cache import RoundCache
 
 SESSIONS = Sessions(["CPUExecutionProvider"])
 

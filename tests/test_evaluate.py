@@ -8,15 +8,15 @@ import pytest
 import torch
 from torch import nn
 
-from wn_onnx.data import load_npz, make_dataset
 from wn_onnx.engine import Engine, SweepSettings, walking
+from wn_onnx.engine.round_cache import RoundCache
 from wn_onnx.graph_passes import find_points
-from wn_onnx.modelio import load_model
-from wn_onnx.models.embedded import DEFAULT_DATA, DEFAULT_MODEL, digits_split
-from wn_onnx.models.export import export_onnx
+from wn_onnx.io.data import load_npz, make_dataset
+from wn_onnx.io.embedded import DEFAULT_DATA, DEFAULT_MODEL, digits_split
+from wn_onnx.io.model import load_model
 from wn_onnx.noise import NoiseSpec
-from wn_onnx.round_cache import RoundCache
-from wn_onnx.training import TrainConfig, train
+from wn_onnx.training.export import export_onnx
+from wn_onnx.training.trainer import TrainConfig, train
 
 
 def quiet(_n: int) -> None:

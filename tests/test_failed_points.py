@@ -5,24 +5,23 @@ batch declared ``dim_value: -1`` (PaddlePaddle's exporter) is a free batch, thro
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
+from conftest import wn
 from corpus import MLP, declare_batch, export
 from typer.testing import CliRunner
 
-from wn_onnx.check import judge_floor
 from wn_onnx.cli.app import app
-from wn_onnx.data import load_npz
 from wn_onnx.engine import Engine, SweepSettings
 from wn_onnx.errors import WnError
-from wn_onnx.modelio import load_model
-from wn_onnx.models.embedded import DEFAULT_DATA, DEFAULT_MODEL
+from wn_onnx.gate import judge_floor
+from wn_onnx.io.data import load_npz
+from wn_onnx.io.embedded import DEFAULT_DATA, DEFAULT_MODEL
+from wn_onnx.io.model import load_model
 from wn_onnx.noise import NoiseSpec, parse_grid
-from wn_onnx.report_schema import schema_problems
-from wn_onnx.scan import ScanRequest, run_scan
+from wn_onnx.results.schema import schema_problems
+from wn_onnx.scanner import ScanRequest, run_scan
 
 GRID = "log:1e-2:1e3:11"
 BROKEN = 2
@@ -91,11 +90,6 @@ def minus_one(tmp_path_factory):
     np.savez(folder / "data.npz", x=x, y=engine.clean_logits(x).argmax(axis=1))
     return path, folder / "data.npz"
 
-
-def wn(*args) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "wn_onnx", *map(str, args)], capture_output=True, text=True, timeout=300
-    )
 
 
 def test_batch_declared_minus_one_is_free(minus_one, tmp_path):

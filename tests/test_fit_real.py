@@ -9,14 +9,14 @@ import pytest
 import torch
 from sklearn.datasets import load_digits
 
-from wn_onnx.data import Dataset
 from wn_onnx.engine import SweepSettings
-from wn_onnx.fit import binomial_se, uncertainty
-from wn_onnx.modelio import load_model
-from wn_onnx.models.export import export_onnx
-from wn_onnx.models.nets import mlp
+from wn_onnx.io.data import Dataset
+from wn_onnx.io.model import load_model
 from wn_onnx.noise import NoiseSpec, default_grid
-from wn_onnx.scan import ScanRequest, run_scan
+from wn_onnx.results.fit import binomial_se, uncertainty
+from wn_onnx.scanner import ScanRequest, run_scan
+from wn_onnx.training.export import export_onnx
+from wn_onnx.training.nets import mlp
 
 
 def crossing(sigma: np.ndarray, y: np.ndarray, level: float) -> float:

@@ -16,19 +16,14 @@ import onnx
 import onnx_ir as ir
 import onnxruntime as ort
 import pytest
+from conftest import wn
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
 
-from wn_onnx.fit import STATUSES, fit_curve
 from wn_onnx.graph_passes import InsertNoisePass, find_points
 from wn_onnx.noise import NoiseSpec
-
-
-def wn(*args, **kw) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "wn_onnx", *map(str, args)], capture_output=True, text=True, timeout=300, **kw
-    )
+from wn_onnx.results.fit import STATUSES, fit_curve
 
 
 def one_line_exit_2(res: subprocess.CompletedProcess, message: str) -> None:

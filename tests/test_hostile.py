@@ -21,20 +21,19 @@ import sqlite3
 import subprocess
 import sys
 import time
-import warnings
 import zipfile
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import onnx
 import pytest
+from conftest import Ran, wn, wn_process
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
 
-from wn_onnx import safeio
 from wn_onnx.errors import WnError
+from wn_onnx.io import safeio
 
 pytestmark = pytest.mark.skipif(os.name != "posix", reason="FIFOs, signals, rlimits")
 
@@ -43,46 +42,6 @@ FAST = [*GRID, "--quiet"]
 
 
 # ---------------------------------------------------------------- harness
-@dataclass
-class Result:
-    code: int
-    out: str
-    err: str
-
-
-def cli(*args) -> Result:
-    """``wn-onnx ARGS`` in this process, through the console entry point (exit codes and all)."""
-    from wn_onnx.cli.app import run
-
-    out, err = io.StringIO(), io.StringIO()
-    argv = sys.argv
-    sys.argv = ["wn-onnx", *map(str, args)]
-    try:
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), warnings.catch_warnings():
-            warnings.simplefilter("default")  # a warning printed by a real process counts as a stderr line
-            warnings.showwarning = lambda message, category, *_a, **_k: err.write(f"{category.__name__}: {message}\n")
-            try:
-                run()
-                code = 0
-            except SystemExit as stop:
-                code = stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 1)
-    finally:
-        sys.argv = argv
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    return Result(code, out.getvalue(), err.getvalue())
-
-
-def wn(*args, env=None, memory: int | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
-    """``python -m wn_onnx ARGS`` in a real process, optionally under an address-space limit."""
-
-    def limit() -> None:
-        if memory:
-            resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
-
-    return subprocess.run([sys.executable, "-m", "wn_onnx", *map(str, args)], capture_output=True, text=True,
-                          timeout=timeout, env=env, preexec_fn=limit)  # fmt: skip
-
-
 def snapshot(folder: Path) -> dict[str, str]:
     """Path → content hash of every regular file under ``folder`` (FIFOs and devices skipped)."""
     files = {}
@@ -95,19 +54,18 @@ def snapshot(folder: Path) -> dict[str, str]:
 CASES: list[str] = []  # one entry per hostile case tried (the count goes to the report)
 
 
-def refused(res: Result | subprocess.CompletedProcess, message: str, case: str = "") -> None:
-    code = res.code if isinstance(res, Result) else res.returncode
-    err = res.err if isinstance(res, Result) else res.stderr
+def refused(res: Ran, message: str, case: str = "") -> None:
+    code, err = res.returncode, res.stderr
     CASES.append(case or message)
     assert code == 2, (code, err[-2000:])
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err[-2000:]
     assert message in err, err
 
 
-def refused_untouched(folder: Path, message: str, *args) -> Result:
+def refused_untouched(folder: Path, message: str, *args) -> Ran:
     """``args`` fail with ``message`` and leave every file in ``folder`` as it was."""
     before = snapshot(folder)
-    res = cli(*args)
+    res = wn(*args)
     refused(res, message, " ".join(map(str, args))[:120])
     assert snapshot(folder) == before
     return res
@@ -197,17 +155,17 @@ def test_resume_key_covers_external_weights_batch_size_and_device(ws):
     model = tiny_model(ws / "ext" / "m.onnx", external="w.bin")
     (ws / "ext" / "w.bin").write_bytes(np.ones((4, 3), np.float32).tobytes())
     args = ["scan", model, "--data", ws / "d.npz", "--mode", "global", *FAST, "--out", ws / "r.json", "--resume"]
-    assert cli(*args).code == 0
+    assert wn(*args).returncode == 0
     first = json.loads((ws / "r.json").read_text())
     (ws / "ext" / "w.bin").write_bytes(np.eye(4, 3, dtype=np.float32).tobytes() * 1)
-    assert cli(*args).code == 0
+    assert wn(*args).returncode == 0
     assert stored(ws / "r.json.sqlite") == 2  # other weights: a new curve, not the old one reused
     second = json.loads((ws / "r.json").read_text())
     assert (
         second["global"]["accuracy"] != first["global"]["accuracy"]
         or second["clean_accuracy"] != first["clean_accuracy"]
     )
-    assert cli(*args, "--batch-size", "2").code == 0
+    assert wn(*args, "--batch-size", "2").returncode == 0
     assert stored(ws / "r.json.sqlite") == 3
     CASES.extend(["resume: replaced external weights", "resume: other --batch-size"])
 
@@ -403,18 +361,18 @@ def test_train_refuses_data_beyond_float32_and_negative_labels(ws):
 # ---------------------------------------------------------------- 6, 7. sweeps
 def test_sweep_run_counts_runs_whose_retries_are_used_up_as_failed(ws):
     (ws / "s.toml").write_text(SWEEP + "points = [0]\n")  # npz without a data file: every run fails at once
-    first = cli("sweep", "run", ws / "s.toml", "--workers", "0", "--retries", "0", "--quiet")
-    assert first.code == 1 and "0/1 runs done, 1 failed" in first.out
-    again = cli("sweep", "run", ws / "s.toml", "--workers", "0", "--retries", "0", "--quiet")
-    assert again.code == 1 and "0/1 runs done, 1 failed" in again.out, again
-    assert "failed 1" in cli("sweep", "status", ws / "s.toml").out
+    first = wn("sweep", "run", ws / "s.toml", "--workers", "0", "--retries", "0", "--quiet")
+    assert first.returncode == 1 and "0/1 runs done, 1 failed" in first.stdout
+    again = wn("sweep", "run", ws / "s.toml", "--workers", "0", "--retries", "0", "--quiet")
+    assert again.returncode == 1 and "0/1 runs done, 1 failed" in again.stdout, again
+    assert "failed 1" in wn("sweep", "status", ws / "s.toml").stdout
     CASES.append("sweep run after retries used up")
 
 
 def test_sweep_clients_claim_runs_and_a_crashed_client_frees_them(ws):
     import socket
 
-    from wn_onnx.sweep import RunStore, load_sweep
+    from wn_onnx.training.sweep import RunStore, load_sweep
 
     (ws / "s.toml").write_text(SWEEP + "points = [0]\n")
     sweep = load_sweep(ws / "s.toml")
@@ -423,20 +381,20 @@ def test_sweep_clients_claim_runs_and_a_crashed_client_frees_them(ws):
         store = RunStore(sweep.db_path)
         store.mark(sweep.runs[0], "running", error=f"running in {socket.gethostname()} pid {other.pid}")
         store.close()
-        res = cli("sweep", "run", "s.toml", "--workers", "0", "--quiet")
-        assert res.code == 0 and "0/1 runs done, 0 failed, 1 running in another client" in res.out, res
-        assert "running 1" in cli("sweep", "status", "s.toml").out
+        res = wn("sweep", "run", "s.toml", "--workers", "0", "--quiet")
+        assert res.returncode == 0 and "0/1 runs done, 0 failed, 1 running in another client" in res.stdout, res
+        assert "running 1" in wn("sweep", "status", "s.toml").stdout
     finally:
         other.kill()
         other.wait()
-    assert "pending 1" in cli("sweep", "status", "s.toml").out  # its client is gone
-    res = cli("sweep", "run", "s.toml", "--workers", "0", "--retries", "0", "--quiet")
-    assert res.code == 1 and "0/1 runs done, 1 failed" in res.out, res  # taken again (and failing: no data)
+    assert "pending 1" in wn("sweep", "status", "s.toml").stdout  # its client is gone
+    res = wn("sweep", "run", "s.toml", "--workers", "0", "--retries", "0", "--quiet")
+    assert res.returncode == 1 and "0/1 runs done, 1 failed" in res.stdout, res  # taken again (and failing: no data)
     CASES.extend(["sweep run claimed by a live client", "sweep run left running by a dead client"])
 
 
 def test_points_all_means_each_point_in_a_training_noise_sweep(ws):
-    from wn_onnx.sweep import load_sweep
+    from wn_onnx.training.sweep import load_sweep
 
     (ws / "s.toml").write_text(SWEEP + 'points = "all"\nbn = [true, false]\n')
     runs = load_sweep(ws / "s.toml").runs
@@ -525,7 +483,7 @@ def test_a_scan_writes_nothing_under_home(tmp_path):
     home.mkdir()
     env = {k: v for k, v in os.environ.items() if k not in ("ORT_DISABLE_TELEMETRY", "XDG_CACHE_HOME")}
     env.update(HOME=str(home), TMPDIR=str(tmp_path))
-    res = wn("scan", "--mode", "global", *FAST, "--out", tmp_path / "r.json", env=env)
+    res = wn_process("scan", "--mode", "global", *FAST, "--out", tmp_path / "r.json", env=env)
     assert res.returncode == 0, res.stderr
     assert list(home.rglob("*")) == []  # onnxruntime's telemetry database would be under ~/.cache/Microsoft
     assert sorted(p.name for p in tmp_path.iterdir()) == ["home", "r.json", "r.json.sqlite"]
@@ -546,13 +504,13 @@ def test_npz_bombs_are_measured_before_they_are_read(ws, monkeypatch):
     assert (ws / "bomb.npz").stat().st_size < 1 << 20
     refused_untouched(ws, "over the memory budget", "scan", "m.onnx", "--data", "bomb.npz", *FAST)
     # reads 10 rows only (a stratified --limit must read every label first: 4 MB here, over the budget)
-    res = cli("scan", "m.onnx", "--data", "bomb.npz", "--limit", "10", "--limit-mode", "first", *FAST, "--json")
-    assert res.code == 0 and json.loads(res.out)["data"]["samples"] == 10, res.err
+    res = wn("scan", "m.onnx", "--data", "bomb.npz", "--limit", "10", "--limit-mode", "first", *FAST, "--json")
+    assert res.returncode == 0 and json.loads(res.stdout)["data"]["samples"] == 10, res.stderr
     CASES.append("npz bomb with --limit 10")
 
 
 def test_idx_bomb_is_measured_before_it_is_decompressed(ws, monkeypatch):
-    from wn_onnx.datasets.idx import read_idx
+    from wn_onnx.io.datasets.idx import read_idx
 
     monkeypatch.setattr(safeio, "memory_budget", lambda: 1 << 20)
     head = bytes([0, 0, 8, 3]) + b"".join(d.to_bytes(4, "big") for d in (1 << 20, 28, 28))
@@ -568,7 +526,7 @@ def test_a_declared_50_gb_array_is_refused_within_a_memory_limit(tmp_path):
     liar.write_bytes(npz_bytes({"x.npy": npy_header((50 << 30 >> 4, 4)) + bytes(64), "y.npy": npy(np.zeros(4, int))}))
     tiny_model(tmp_path / "m.onnx")
     before = snapshot(tmp_path)
-    res = wn("scan", tmp_path / "m.onnx", "--data", liar, *FAST, memory=3 << 30)
+    res = wn_process("scan", tmp_path / "m.onnx", "--data", liar, *FAST, memory=3 << 30)
     refused(res, "declares 53687091200 bytes but holds", "npz declaring 50 GB")
     assert snapshot(tmp_path) == before
 
@@ -636,12 +594,12 @@ class FakeResponse:
     ],
 )
 def test_downloads_are_capped_and_leave_no_part_file(ws, monkeypatch, response, message):
-    from wn_onnx.datasets import fetch
+    from wn_onnx.io.datasets import fetch
 
     label_file = next(r for r in fetch.RESOURCES["mnist"] if r.url.endswith("t10k-labels-idx1-ubyte.gz"))
     monkeypatch.setitem(fetch.RESOURCES, "mnist", [label_file])
     monkeypatch.setattr(fetch.urllib.request, "urlopen", lambda *_a, **_k: response())
-    refused(cli("data", "fetch", "mnist", "--target", ws / "mnist"), message)
+    refused(wn("data", "fetch", "mnist", "--target", ws / "mnist"), message)
     assert list((ws / "mnist").iterdir()) == []
 
 
@@ -667,8 +625,8 @@ def test_outputs_that_cannot_be_written(ws):
         (["plan", "b.json", "--out", long], "cannot write"),
     ]:
         refused_untouched(ws, message, *args)
-    res = cli("scan", "m.onnx", "--data", "d.npz", "--out", "new/deeper/r.json", *FAST)
-    assert res.code == 0 and (ws / "new/deeper/r.json").is_file(), res.err  # a missing folder is created
+    res = wn("scan", "m.onnx", "--data", "d.npz", "--out", "new/deeper/r.json", *FAST)
+    assert res.returncode == 0 and (ws / "new/deeper/r.json").is_file(), res.stderr  # a missing folder is created
     CASES.append("scan --out into a missing folder")
 
 
@@ -698,40 +656,40 @@ def test_damaged_curve_stores(ws, monkeypatch):
     args = ["scan", "m.onnx", "--data", "d.npz", "--mode", "global", *FAST, "--out", "r.json", "--resume"]
     db = ws / "r.json.sqlite"
     db.write_bytes(b"garbage, not a database" * 100)
-    refused(cli(*args), "r.json.sqlite is not a usable curve store", "garbage store")
+    refused(wn(*args), "r.json.sqlite is not a usable curve store", "garbage store")
     db.unlink()
     with sqlite3.connect(db) as con:
         con.execute("CREATE TABLE curves (a, b)")
-    refused(cli(*args), "is not a curve store of this wn-onnx version", "store of another schema")
+    refused(wn(*args), "is not a curve store of this wn-onnx version", "store of another schema")
     db.unlink()
-    assert cli(*args).code == 0
+    assert wn(*args).returncode == 0
     reference = json.loads((ws / "r.json").read_text())
     for bad in ("{}", "not json", '{"status": "ok"}', "[1, 2]"):
         with sqlite3.connect(db) as con:
             con.execute("UPDATE curves SET result = ?", (bad,))
-        res = cli(*args)
-        assert res.code == 0, res.err
+        res = wn(*args)
+        assert res.returncode == 0, res.stderr
         assert json.loads((ws / "r.json").read_text())["global"] == reference["global"]  # recomputed, not taken
         CASES.append(f"store row {bad}")
     size = db.stat().st_size
     with sqlite3.connect(db) as con:
         con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     db.write_bytes(db.read_bytes()[: max(size // 2, 200)])
-    res = cli(*args)
-    assert res.code in (0, 2) and "Traceback" not in res.err and len(res.err.strip().splitlines()) <= 1, res.err
+    res = wn(*args)
+    assert res.returncode in (0, 2) and "Traceback" not in res.stderr and len(res.stderr.strip().splitlines()) <= 1, res.stderr
     CASES.append("truncated store")
     db.unlink()
     for extra in ("r.json.sqlite-wal", "r.json.sqlite-shm"):
         (ws / extra).unlink(missing_ok=True)
-    assert cli(*args).code == 0
-    from wn_onnx import store
+    assert wn(*args).returncode == 0
+    from wn_onnx.results import store
 
     monkeypatch.setattr(store, "LOCK_SECONDS", 0.2)
     holder = sqlite3.connect(db, isolation_level=None)
     holder.execute("BEGIN EXCLUSIVE")
     try:
         refused(
-            cli(*args, "--seed", "1"), "is locked by another wn-onnx process", "store locked"
+            wn(*args, "--seed", "1"), "is locked by another wn-onnx process", "store locked"
         )  # a new curve to store
     finally:
         holder.close()
@@ -773,7 +731,7 @@ def test_external_data_that_cannot_be_opened(ws):
         (["--sigmas", "log:1:10:10000000000"], "at most 10000"),
         (["--sigmas", ",".join(["1"] * 20000)], "more than 10000 values"),
         (["--sigmas", "lin:-1:1:3"], "sigma grid 'lin:-1:1:3' must hold"),
-        (["--at", "0-1000000000"], "point index 2 out of range (model has 2 points"),
+        (["--at", "0-1000000000"], "point index 2 out of range (2 points"),
         (["--threads", "1000"], "Invalid value for '--threads'"),
         (["--jobs", "1000"], "Invalid value for '--jobs'"),
         (["--repeats", "1000000000"], "Invalid value for '--repeats'"),
@@ -826,7 +784,7 @@ def test_other_commands_out_of_range(ws):
 def test_a_scheduler_that_is_not_an_address(ws):
     pytest.importorskip("distributed")
     (ws / "s.toml").write_text(SWEEP)
-    res = cli("sweep", "run", "s.toml", "--scheduler", "notaurl", "--quiet")
+    res = wn("sweep", "run", "s.toml", "--scheduler", "notaurl", "--quiet")
     refused(res, "cannot reach the Dask scheduler notaurl", "--scheduler notaurl")
 
 
@@ -837,15 +795,15 @@ def test_markup_in_names_is_printed_as_text(ws):
                               "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3])], [w])  # fmt: skip
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(ws / "[bold]m.onnx"))
-    res = cli("points", ws / "[bold]m.onnx")
-    assert res.code == 0 and "[/]r" in res.out and "[bold]m.onnx" in res.out, res
-    res = cli("scan", ws / "[bold]m.onnx", "--data", "d.npz", "--mode", "walking", *FAST)
-    assert res.code == 0 and "[/]r" in res.out, res
-    refused(cli("scan", "m.onnx", "--data", "d.npz", "--sigmas", "lin:-1:1:3"), "'lin:-1:1:3'", "emoji in a grid")
+    res = wn("points", ws / "[bold]m.onnx")
+    assert res.returncode == 0 and "[/]r" in res.stdout and "[bold]m.onnx" in res.stdout, res
+    res = wn("scan", ws / "[bold]m.onnx", "--data", "d.npz", "--mode", "walking", *FAST)
+    assert res.returncode == 0 and "[/]r" in res.stdout, res
+    refused(wn("scan", "m.onnx", "--data", "d.npz", "--sigmas", "lin:-1:1:3"), "'lin:-1:1:3'", "emoji in a grid")
     import onnxruntime
 
     if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
-        refused(cli("scan", "m.onnx", "--data", "d.npz", "--device", "cuda", *FAST), "'wn-onnx[gpu]'", "[gpu] hint")
+        refused(wn("scan", "m.onnx", "--data", "d.npz", "--device", "cuda", *FAST), "'wn-onnx[gpu]'", "[gpu] hint")
     CASES.extend(["tensor named [/]r (points)", "tensor named [/]r (scan)"])
 
 
@@ -865,7 +823,7 @@ def test_pipes_devices_and_folders_are_not_read(ws):
 
 def test_a_fifo_config_does_not_hang_a_real_process(tmp_path):
     os.mkfifo(tmp_path / "fifo")
-    res = wn("sweep", "plan", tmp_path / "fifo", timeout=60)
+    res = wn_process("sweep", "plan", tmp_path / "fifo", timeout=60)
     refused(res, "is not a file but a pipe or a device", "FIFO sweep file (process)")
 
 
@@ -938,7 +896,7 @@ def test_sigterm_writes_the_partial_report_like_ctrl_c(tmp_path):
 
 
 def test_stale_round_folders_are_removed(tmp_path, monkeypatch):
-    from wn_onnx import round_cache
+    from wn_onnx.engine import round_cache
 
     dead = subprocess.Popen(["true"])
     dead.wait()
@@ -982,10 +940,10 @@ def toml_document(doc: dict) -> str:
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(st.dictionaries(st.sampled_from([*sorted(__import__("wn_onnx.check", fromlist=["CONFIG"]).CONFIG), "other"]),
+@given(st.dictionaries(st.sampled_from([*sorted(__import__("wn_onnx.gate", fromlist=["CONFIG"]).CONFIG), "other"]),
                        toml_values, max_size=5))  # fmt: skip
 def test_property_check_config_is_typed_or_one_error(tmp_path, doc):
-    from wn_onnx.check import CONFIG, load_config
+    from wn_onnx.gate import CONFIG, load_config
 
     path = tmp_path / "wn-onnx.toml"
     path.write_text(toml_document(doc))
@@ -1004,7 +962,7 @@ def test_property_check_config_is_typed_or_one_error(tmp_path, doc):
                                         "training_noise", "eval_repeats", "limit", "batch_size", "order"]),
                        toml_values, max_size=4))  # fmt: skip
 def test_property_sweep_file_expands_or_one_error(tmp_path, doc):
-    from wn_onnx.sweep import load_sweep
+    from wn_onnx.training.sweep import load_sweep
 
     path = tmp_path / "s.toml"
     path.write_text(toml_document({"dataset": "npz", "arch": "mlp", "sigmas": [0.1], "seeds": [0], **doc}))
@@ -1032,8 +990,8 @@ REPORT_PATHS = [("clean_accuracy",), ("num_classes",), ("noise",), ("points",), 
 @settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.lists(st.tuples(st.sampled_from(REPORT_PATHS), json_values), min_size=1, max_size=3))
 def test_property_report_reader_validates_or_one_error(tmp_path, edits):
-    from wn_onnx.check import Policy, evaluate_policy
-    from wn_onnx.plan import load_report
+    from wn_onnx.gate import Policy, evaluate_policy
+    from wn_onnx.planner import load_report
 
     doc = report()
     for path, value in edits:
@@ -1057,9 +1015,9 @@ def test_property_report_reader_validates_or_one_error(tmp_path, edits):
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.binary(max_size=200) | st.text(max_size=200).map(str.encode))
 def test_property_any_bytes_as_report_config_or_sweep_are_one_error(tmp_path, payload):
-    from wn_onnx.check import load_config
-    from wn_onnx.report_schema import read_report
-    from wn_onnx.sweep import load_sweep
+    from wn_onnx.gate import load_config
+    from wn_onnx.results.schema import read_report
+    from wn_onnx.training.sweep import load_sweep
 
     path = tmp_path / "f.toml"
     path.write_bytes(payload)

@@ -10,7 +10,7 @@ import pytest
 from onnx import TensorProto, helper
 
 from wn_onnx.graph_passes import ExposeValuesPass, InsertNoisePass, find_points, z_input_names
-from wn_onnx.modelio import load_model
+from wn_onnx.io.model import load_model
 from wn_onnx.noise import NoiseSpec, apply_noise
 
 SPECS = [

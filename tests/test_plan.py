@@ -3,24 +3,24 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import onnx
 import onnx_ir as ir
 import onnxruntime as ort
 import pytest
+import torch
+from conftest import wn
 from onnx import TensorProto, helper
 
-from wn_onnx.data import load_npz
 from wn_onnx.engine import Engine, SweepSettings
 from wn_onnx.graph_passes import InsertNoisePass, find_points, z_input_names
-from wn_onnx.modelio import load_model
-from wn_onnx.models.embedded import DEFAULT_DATA, DEFAULT_MODEL
+from wn_onnx.io.data import load_npz
+from wn_onnx.io.embedded import DEFAULT_DATA, DEFAULT_MODEL
+from wn_onnx.io.model import load_model
 from wn_onnx.noise import NoiseSpec, default_grid
-from wn_onnx.plan import greedy, inverse_mu, uniform
-from wn_onnx.scan import ScanRequest, run_scan
+from wn_onnx.planner import greedy, inverse_mu, uniform
+from wn_onnx.scanner import ScanRequest, run_scan
 
 
 def test_table3_mnist_mlp_plan_is_reproduced():
@@ -104,11 +104,6 @@ def test_guided_beats_uniform_and_greedy_keeps_up(digits_report):
     assert gap.mean() > -3 * gap.std(ddof=1) / np.sqrt(len(gap)) - 0.01, (gre.mean(), inv.mean())
 
 
-def wn(*args) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "wn_onnx", *map(str, args)], capture_output=True, text=True, timeout=300
-    )
-
 
 def test_plan_cli_json_and_apply(tmp_path, digits_report):
     _loaded, data, report = digits_report
@@ -128,6 +123,40 @@ def test_plan_cli_json_and_apply(tmp_path, digits_report):
     clean = ort.InferenceSession(str(DEFAULT_MODEL), providers=["CPUExecutionProvider"]).run(None, {"input": data.x})[0]
     quiet = s.run(None, {"input": data.x, "wn_sigma_add": np.zeros(11, np.float32)})[0]
     np.testing.assert_allclose(quiet, clean, rtol=1e-5, atol=1e-5)
+
+
+def test_apply_plan_keeps_the_users_graph(tmp_path):
+    """Was: apply-plan saved the copy prepared for scanning (other outputs dropped, a built-in batch
+    freed). The deployable model keeps every output and the declared input shape."""
+    from torch import nn
+
+    class TwoHeads(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.body, self.head = nn.Linear(6, 8), nn.Linear(8, 3)
+
+        def forward(self, x):
+            h = torch.relu(self.body(x))
+            return self.head(h), h
+
+    torch.manual_seed(0)
+    path = tmp_path / "two.onnx"
+    torch.onnx.export(TwoHeads().eval(), (torch.randn(4, 6),), str(path), dynamo=False, input_names=["x"],
+                      output_names=["logits", "features"])  # fmt: skip  (batch 4 built in)
+    plan = {"points": [{"index": 1, "tensor": find_points(load_model(path).model)[1].tensor}], "executions": [3],
+            "noise": {"kind": "add", "order": None}}  # fmt: skip
+    (tmp_path / "plan.json").write_text(json.dumps(plan))
+    res = wn("apply-plan", path, tmp_path / "plan.json", "--out", tmp_path / "multi.onnx")
+    assert res.returncode == 0, res.stderr
+    proto = onnx.load(str(tmp_path / "multi.onnx"))
+    assert [o.name for o in proto.graph.output] == ["logits", "features"]
+    assert [d.dim_value for d in proto.graph.input[0].type.tensor_type.shape.dim] == [4, 6]
+    x = np.random.default_rng(0).standard_normal((4, 6)).astype(np.float32)
+    want = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"x": x})
+    got = ort.InferenceSession(str(tmp_path / "multi.onnx"), providers=["CPUExecutionProvider"]).run(
+        None, {"x": x, "wn_sigma_add": np.zeros(1, np.float32)})  # fmt: skip
+    for a, b in zip(got, want, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
 def test_plan_bad_input(tmp_path, digits_report):
@@ -160,7 +189,7 @@ def test_plan_bad_input(tmp_path, digits_report):
             ],
             "--strategies",
         ),
-        (["plan", rpath, "--strategy", "random"], "unknown --strategy"),
+        (["plan", rpath, "--strategy", "random"], "Invalid value for '--strategy'"),
     ]
     for args, message in cases:
         res = wn(*args)

@@ -9,9 +9,9 @@ import torch
 
 from wn_onnx.errors import WnError
 from wn_onnx.graph_passes import ExposeValuesPass, find_points, select_points
-from wn_onnx.modelio import load_model
-from wn_onnx.models.export import export_onnx
-from wn_onnx.models.nets import build
+from wn_onnx.io.model import load_model
+from wn_onnx.training.export import export_onnx
+from wn_onnx.training.nets import build
 
 
 @pytest.mark.parametrize(
@@ -70,7 +70,9 @@ def test_points_of_residual_and_attention(zoo):
 def test_selection_syntax(zoo):
     points = find_points(load_model(zoo["lenet5_bn"][0]).model)
     assert [p.index for p in select_points(points, "0,3,5-7")] == [0, 3, 5, 6, 7]
-    assert [p.index for p in select_points(points, "-1")] == [15]
+    assert [p.index for p in select_points(points, "14-")] == [14, 15]
+    with pytest.raises(WnError, match=r"ambiguous.*0-3 or 13-15"):  # was: silently point 13 (indices wrapped)
+        select_points(points, "-3")
     assert {p.op_type for p in select_points(points, "op:conv,Gemm")} == {"Conv", "Gemm"}
     assert [p.tensor for p in select_points(points, "re:^logits$")] == ["logits"]
     assert len(select_points(points, None)) == 16

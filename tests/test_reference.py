@@ -12,11 +12,11 @@ import torch
 from corpus import TinyGainBN, build, export
 from reference import Reference
 
-from wn_onnx.data import make_dataset
 from wn_onnx.engine import Engine, SweepSettings
 from wn_onnx.engine.draws import GLOBAL_STREAM, WALK_STREAM
 from wn_onnx.graph_passes import find_points
-from wn_onnx.modelio import load_model
+from wn_onnx.io.data import make_dataset
+from wn_onnx.io.model import load_model
 from wn_onnx.noise import NoiseSpec
 
 CORPUS = ["lstm", "gru", "transformer", "transformer_dynamo", "residual_cnn", "qdq_cnn", "fp16", "tiny_bn_gain",

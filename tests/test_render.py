@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from conftest import wn
 from rich.console import Console
 
 from wn_onnx.cli.render import points_table, report_table
-from wn_onnx.names import shorten
+from wn_onnx.results.names import shorten
 
 LONG = "jax2tf_get_logits_fn_model/very_long_block_name_{i}/conv_{i}/Relu_output_{i}"
 
@@ -62,10 +63,8 @@ def test_points_table_fits_and_escapes():
 def test_error_naming_a_markup_tensor_is_one_clean_line(tmp_path):
     """WnError messages quote tensor names; a name like ``[/]r`` is printed, not parsed as markup."""
     import json
-    import subprocess
-    import sys
 
-    from wn_onnx.models.embedded import DEFAULT_MODEL
+    from wn_onnx.io.embedded import DEFAULT_MODEL
 
     report = synthetic_report()
     report.update(model=str(DEFAULT_MODEL), seed=0, num_classes=10, **{"global": None})
@@ -73,7 +72,7 @@ def test_error_naming_a_markup_tensor_is_one_clean_line(tmp_path):
         p.update(sigmas=[0.1], accuracy=[[1.0]])
     report["points"][0]["tensor"] = "[/]r"  # the first point the check compares
     (tmp_path / "r.json").write_text(json.dumps(report))
-    res = subprocess.run([sys.executable, "-m", "wn_onnx", "plan", tmp_path / "r.json", "--evaluate", "--model", DEFAULT_MODEL,
-                          "--dataset", "digits", "--sigma", "1"], capture_output=True, text=True, timeout=120)  # fmt: skip
+    res = wn("plan", tmp_path / "r.json", "--evaluate", "--model", DEFAULT_MODEL,
+                          "--dataset", "digits", "--sigma", "1")  # fmt: skip
     assert res.returncode == 2 and "does not describe" in res.stderr and "[/]r" in res.stderr, res.stderr
     assert len(res.stderr.strip().splitlines()) == 1

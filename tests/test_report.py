@@ -5,29 +5,28 @@ from __future__ import annotations
 import html
 import json
 import re
-import subprocess
-import sys
 import xml.etree.ElementTree as ET
 
 import numpy as np
 import onnx
 import pytest
+from conftest import wn
 from matplotlib import image as mpimg
 from matplotlib.container import BarContainer, ErrorbarContainer
 from onnx import TensorProto, helper, numpy_helper
 
 from wn_onnx.analysis import binarize, find_levels, histogram, mixed_grid, weight_magnitudes, weight_ratio
-from wn_onnx.data import load_npz, make_dataset
 from wn_onnx.engine import Engine, SweepSettings
 from wn_onnx.errors import WnError
 from wn_onnx.graph_passes import find_points
-from wn_onnx.modelio import load_model
-from wn_onnx.models.embedded import DEFAULT_DATA, DEFAULT_MODEL, digits_split
-from wn_onnx.models.export import export_onnx
+from wn_onnx.io.data import load_npz, make_dataset
+from wn_onnx.io.embedded import DEFAULT_DATA, DEFAULT_MODEL, digits_split
+from wn_onnx.io.model import load_model
 from wn_onnx.noise import NoiseSpec, parse_grid
-from wn_onnx.report import align, binarize_figure, build_report, curves_figure, mu_figure, preserved_figure
-from wn_onnx.scan import ScanRequest, run_scan
-from wn_onnx.training import TrainConfig, train
+from wn_onnx.results.figures import align, binarize_figure, build_report, curves_figure, mu_figure, preserved_figure
+from wn_onnx.scanner import ScanRequest, run_scan
+from wn_onnx.training.export import export_onnx
+from wn_onnx.training.trainer import TrainConfig, train
 
 
 @pytest.fixture(scope="module")
@@ -236,16 +235,11 @@ def test_overlaying_other_models_warns_and_aligns(tmp_path, reports):
 def test_report_cli(tmp_path, reports):
     add, _ = reports
     (tmp_path / "a.json").write_text(json.dumps(add))
-    res = subprocess.run([sys.executable, "-m", "wn_onnx", "report", tmp_path / "a.json", "--html", tmp_path / "a.html", "--png", tmp_path / "f"],
-                         capture_output=True, text=True)  # fmt: skip
+    res = wn("report", tmp_path / "a.json", "--html", tmp_path / "a.html", "--png", tmp_path / "f")  # fmt: skip
     assert res.returncode == 0, res.stderr
     assert (tmp_path / "a.html").stat().st_size > 10000 and (tmp_path / "f" / "mu_per_point.svg").is_file()
     (tmp_path / "bad.json").write_text("[1, 2")
-    res = subprocess.run(
-        [sys.executable, "-m", "wn_onnx", "report", tmp_path / "bad.json", "--html", tmp_path / "b.html"],
-        capture_output=True,
-        text=True,
-    )
+    res = wn("report", tmp_path / "bad.json", "--html", tmp_path / "b.html")
     assert res.returncode == 2 and "not a JSON report" in res.stderr
 
 
@@ -320,35 +314,30 @@ def test_weights_and_ratio(tmp_path):
     assert [r["point"] for r in a] == [1, 4, 7, 10]  # named as `wn-onnx points` names them
     assert [r["tensor"] for r in a] == [points[i] for i in (1, 4, 7, 10)]
     assert [r["ratio"] for r in weight_ratio(a, a)] == [1.0] * 4
-    res = subprocess.run(
-        [sys.executable, "-m", "wn_onnx", "analyze", "weights", DEFAULT_MODEL, "--json"], capture_output=True, text=True
-    )
+    res = wn("analyze", "weights", DEFAULT_MODEL, "--json")
     assert res.returncode == 0 and len(json.loads(res.stdout)["layers"]) == 4
-    res = subprocess.run([sys.executable, "-m", "wn_onnx", "analyze", "weights", DEFAULT_MODEL, DEFAULT_MODEL],
-                         capture_output=True, text=True)  # fmt: skip
+    res = wn("analyze", "weights", DEFAULT_MODEL, DEFAULT_MODEL)  # fmt: skip
     rows = [line.split() for line in res.stdout.splitlines() if line.strip()[:2].strip().isdigit()]
     assert [(r[0], r[1]) for r in rows] == [(str(i), points[i]) for i in (1, 4, 7, 10)], res.stdout
 
 
 def test_analyze_bad_point(tmp_path):
-    res = subprocess.run([sys.executable, "-m", "wn_onnx", "analyze", "binarize", DEFAULT_MODEL, "--data", DEFAULT_DATA, "--at", "42"],
-                         capture_output=True, text=True)  # fmt: skip
+    res = wn("analyze", "binarize", DEFAULT_MODEL, "--data", DEFAULT_DATA, "--at", "42")  # fmt: skip
     assert res.returncode == 2 and "out of range" in res.stderr
 
 
 def test_analyze_takes_a_dataset_with_the_models_normalisation(tmp_path):
     """--dataset digits (normalised from the model's metadata) gives what the matching npz gives."""
-    base = [sys.executable, "-m", "wn_onnx", "analyze"]
+    base = ["analyze"]
     results = {}
     for name, source in (("npz", ["--data", DEFAULT_DATA]), ("dataset", ["--dataset", "digits", "--split", "test"])):
-        res = subprocess.run([*base, "binarize", DEFAULT_MODEL, "--at", "1", "--limit", "80", "--threads", "1", *source,
-                              "--out", tmp_path / f"{name}.json"], capture_output=True, text=True)  # fmt: skip
+        res = wn(*base, "binarize", DEFAULT_MODEL, "--at", "1", "--limit", "80", "--threads", "1", *source,
+                              "--out", tmp_path / f"{name}.json")  # fmt: skip
         assert res.returncode == 0, res.stderr
         results[name] = json.loads((tmp_path / f"{name}.json").read_text())["accuracy"]
     assert results["npz"] == results["dataset"] and results["npz"]["clean"] > 0.9
-    res = subprocess.run([*base, "mixed", DEFAULT_MODEL, "--at", "1", "--dataset", "digits", "--limit", "60", "--order", "mul-first",
-                          "--sigma-mul", "0.1,10", "--sigma-add", "0.1,10", "--repeats", "1", "--out", tmp_path / "m.json"],
-                         capture_output=True, text=True)  # fmt: skip
+    res = wn(*base, "mixed", DEFAULT_MODEL, "--at", "1", "--dataset", "digits", "--limit", "60", "--order", "mul-first",
+                          "--sigma-mul", "0.1,10", "--sigma-add", "0.1,10", "--repeats", "1", "--out", tmp_path / "m.json")  # fmt: skip
     assert res.returncode == 0, res.stderr
     grid = json.loads((tmp_path / "m.json").read_text())["grids"][0]["accuracy"]
     assert grid[0][0] > 0.9 > grid[1][1]

@@ -5,13 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from wn_onnx.data import load_npz
 from wn_onnx.engine import SweepSettings
 from wn_onnx.errors import WnError
-from wn_onnx.modelio import load_model
-from wn_onnx.models.embedded import DEFAULT_DATA, DEFAULT_MODEL
+from wn_onnx.io.data import load_npz
+from wn_onnx.io.embedded import DEFAULT_DATA, DEFAULT_MODEL
+from wn_onnx.io.model import load_model
 from wn_onnx.noise import NoiseSpec, default_grid
-from wn_onnx.scan import ScanRequest, run_scan
+from wn_onnx.scanner import ScanRequest, run_scan
 
 
 @pytest.fixture(scope="module")

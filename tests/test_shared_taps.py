@@ -6,13 +6,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from wn_onnx.data import make_dataset
 from wn_onnx.engine import Engine, SweepSettings, core
 from wn_onnx.engine.routes import Routes
 from wn_onnx.graph_passes import find_points
-from wn_onnx.modelio import load_model
+from wn_onnx.io.data import make_dataset
+from wn_onnx.io.model import load_model
 from wn_onnx.noise import NoiseSpec
-from wn_onnx.scan import ScanRequest, run_scan
+from wn_onnx.scanner import ScanRequest, run_scan
 
 SAMPLES, BATCH = 70, 32  # 3 batches
 RUN_VALUES, TAP_GROUPS = Routes.run_values, Engine.tap_groups

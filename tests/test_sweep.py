@@ -11,10 +11,12 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import wn
 
 from wn_onnx.errors import WnError
-from wn_onnx.report_schema import schema_problems
-from wn_onnx.sweep import load_sweep, run_sweep, status_counts, sweep_reports
+from wn_onnx.noise import NoiseSpec
+from wn_onnx.results.schema import schema_problems
+from wn_onnx.training.sweep import load_sweep, run_sweep, status_counts, sweep_reports
 
 TINY = """
 dataset = "digits"
@@ -68,9 +70,7 @@ def test_report_has_scan_schema_and_feeds_plan(tmp_path):
     assert schema_problems(report) == []
     assert all(p["sigmas"] == [0.5, 2.0] for p in report["points"])
     (tmp_path / "r.json").write_text(json.dumps(report))
-    res = subprocess.run(
-        [sys.executable, "-m", "wn_onnx", "plan", tmp_path / "r.json", "--json"], capture_output=True, text=True
-    )
+    res = wn("plan", tmp_path / "r.json", "--json")
     assert res.returncode == 0, res.stderr
     assert sum(json.loads(res.stdout)["executions"]) == 4
 
@@ -112,7 +112,17 @@ def test_bad_sweep_files(tmp_path):
         load_sweep(tmp_path / "b.toml")
     (tmp_path / "c.toml").write_text(TINY)
     started = time.time()
-    res = subprocess.run([sys.executable, "-m", "wn_onnx", "sweep", "run", tmp_path / "c.toml", "--scheduler", "tcp://127.0.0.1:9", "--quiet"],
-                         capture_output=True, text=True, timeout=120)  # fmt: skip
+    res = wn("sweep", "run", tmp_path / "c.toml", "--scheduler", "tcp://127.0.0.1:9", "--quiet")  # fmt: skip
     assert res.returncode == 2 and "cannot reach the Dask scheduler" in res.stderr, res.stderr
     assert time.time() - started < 60
+
+
+def test_run_noise_keeps_a_zero_ratio_and_mixed_settings_off_other_kinds():
+    """Was: sigma_ratio = 0 became 0.5, and order/ratio reached add and mul runs (refused only when
+    the run executed)."""
+    from wn_onnx.training.sweep import run_noise
+
+    run = {"order": "add-first", "sigma_ratio": 0.0}
+    assert run_noise(run, "mixed").to_json() == NoiseSpec("mixed", "add-first", 0.0).to_json()
+    assert run_noise(run, "add").to_json() == NoiseSpec("add").to_json()
+    assert run_noise({}, "mixed").to_json() == NoiseSpec("mixed", "mul-first", 0.5).to_json()

@@ -4,22 +4,22 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
-import sys
 
 import numpy as np
 import onnx
 import pytest
 import torch
-from conftest import randomize_bn
+from conftest import randomize_bn, wn
 
 from wn_onnx.analysis import weight_magnitudes
-from wn_onnx.data import make_dataset
 from wn_onnx.engine import SweepSettings
 from wn_onnx.errors import WnError
-from wn_onnx.modelio import load_model
-from wn_onnx.models.embedded import digits_split
-from wn_onnx.models.export import (
+from wn_onnx.io.data import make_dataset
+from wn_onnx.io.embedded import digits_split
+from wn_onnx.io.model import load_model
+from wn_onnx.noise import NoiseSpec, parse_grid
+from wn_onnx.scanner import ScanRequest, run_scan
+from wn_onnx.training.export import (
     EXPORT_RTOL,
     export_difference,
     export_onnx,
@@ -27,10 +27,8 @@ from wn_onnx.models.export import (
     read_metadata,
     verified_export,
 )
-from wn_onnx.models.nets import build
-from wn_onnx.noise import NoiseSpec, parse_grid
-from wn_onnx.scan import ScanRequest, run_scan
-from wn_onnx.training import TrainConfig, train
+from wn_onnx.training.nets import build
+from wn_onnx.training.trainer import TrainConfig, train
 
 DIGITS = digits_split()
 
@@ -121,11 +119,6 @@ def test_resume_continues_identically(tmp_path):
         assert torch.equal(a, b)
 
 
-def wn(*args) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "wn_onnx", *map(str, args)], capture_output=True, text=True, timeout=300
-    )
-
 
 def test_train_cli_exports_metadata_and_scan_reads_it(tmp_path):
     out = tmp_path / "m.onnx"
@@ -150,13 +143,13 @@ def test_train_cli_bad_input(tmp_path):
     assert wn("train", "--epochs", "1", "--out", good, "--quiet").returncode == 0
     cases = [
         (["train", "--dataset", "imagenet"], "unknown dataset"),
-        (["train", "--arch", "resnet"], "unknown architecture"),
+        (["train", "--arch", "resnet"], "Invalid value for '--arch'"),
         (["train", "--dataset", "cifar10", "--data-dir", tmp_path], "no CIFAR-10 batches"),
         (["train", "--arch", "lenet5", "--out", good, "--resume"], "checkpoint of mlp"),
         (["train", "--noise", "add"], "--sigma > 0"),
         (
             ["train", "--noise", "add", "--sigma", "1", "--at", "99", "--epochs", "1", "--out", tmp_path / "x.onnx"],
-            "has 11 points",
+            "out of range (11 points",
         ),
     ]
     for args, message in cases:
@@ -168,7 +161,8 @@ def test_train_cli_bad_input(tmp_path):
 def test_embedded_default_is_what_build_makes(tmp_path):
     import onnxruntime as ort
 
-    from wn_onnx.models.embedded import DEFAULT_DATA, DEFAULT_MODEL, build
+    from wn_onnx.io.embedded import DEFAULT_DATA, DEFAULT_MODEL
+    from wn_onnx.training.embedded import build
 
     model, data = build(tmp_path, epochs=10)
     with np.load(DEFAULT_DATA) as shipped, np.load(data) as rebuilt:

@@ -16,9 +16,9 @@ import numpy as np
 import onnx_ir as ir
 from onnx import numpy_helper
 
-from wn_onnx.data import Dataset
 from wn_onnx.engine import Engine, SweepSettings, score
 from wn_onnx.engine.draws import draw_at
+from wn_onnx.engine.sessions import run
 from wn_onnx.errors import WnError
 from wn_onnx.graph_passes import (
     ExposeValuesPass,
@@ -31,6 +31,7 @@ from wn_onnx.graph_passes import (
 )
 from wn_onnx.graph_passes.insert_noise import SIGMA_INPUT
 from wn_onnx.graph_passes.noise_functions import sigma_inputs
+from wn_onnx.io.data import Dataset
 from wn_onnx.noise import NoiseSpec
 
 BINARIZE_STREAM = 3
@@ -164,7 +165,7 @@ def binarize(
             z = draw_at(seed, BINARIZE_STREAM, (at,), tapped.shape, axis, spec.draws, tapped.dtype, first, b)
             feeds.update(zip(("wn_z_0", "wn_z2_0"), z, strict=False))
             names = [o.name for o in noisy_session.get_outputs()]
-            got = dict(zip(names, noisy_session.run(names, feeds), strict=True))
+            got = dict(zip(names, run(noisy_session, names, feeds), strict=True))
             got[loaded.input_name] = x
             if stage == "collect":
                 for p in watched:
@@ -177,7 +178,7 @@ def binarize(
                 for key, source, lv in (("quantized", got, levels), ("clean_quantized", clean, clean_levels)):
                     fed = {n: source[renamed.get(n, n) if source is got else n] for n in suffix_needs}
                     fed[q.tensor] = lv.apply(fed[q.tensor])
-                    correct[key] += int(score(suffix_session.run([loaded.output_name], fed)[0], y)[0].sum())
+                    correct[key] += int(score(run(suffix_session, (loaded.output_name,), fed)[0], y)[0].sum())
         if stage == "collect":
             levels = find_levels(np.concatenate(noisy_vals[q.tensor]))
             clean_levels = find_levels(np.concatenate(clean_vals[q.tensor]))
@@ -235,7 +236,7 @@ WEIGHT_OPS = {"Conv": 1, "ConvTranspose": 1, "Gemm": 1, "MatMul": 1}
 def weight_magnitudes(path: str) -> list[dict]:
     """Mean |w| of every learnable layer's weight initializer, in graph order, each named as
     ``wn-onnx points`` names it: the point index and tensor of the layer's output."""
-    from wn_onnx.modelio import load_model
+    from wn_onnx.io.model import load_model
 
     loaded = load_model(path)
     points = {p.tensor: p.index for p in find_points(loaded.model)}

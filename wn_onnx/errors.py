@@ -1,5 +1,27 @@
-"""The one error type users see: a clear, single-line message and exit code 2."""
+"""The errors users see: a clear, single-line message (the CLI prints it and exits with 2).
+
+One base class, so a notebook can catch everything wn-onnx refuses with ``except WnError``, and
+four kinds, so a script can tell a bad model from bad data, a bad setting or a missing device.
+Messages name concepts ("the repeat count"), not command-line flags: the library is used from
+Python too.
+"""
 
 
-class WnError(Exception):
-    """Bad input or usage. The CLI prints ``str(err)`` on one line and exits with 2."""
+class WnError(ValueError):
+    """Bad input or usage."""
+
+
+class ModelError(WnError):
+    """The ONNX model cannot be loaded or analysed (corrupt file, no float output, opset, external data)."""
+
+
+class DataError(WnError):
+    """The evaluation data does not fit the model or is unreadable (shape, labels, file format, size)."""
+
+
+class ConfigError(WnError):
+    """A setting, config file, σ grid or point selection is invalid."""
+
+
+class DeviceError(WnError):
+    """The requested execution provider (e.g. CUDA) is not available."""

@@ -12,7 +12,7 @@ from typing import Literal
 
 import numpy as np
 
-from wn_onnx.errors import WnError
+from wn_onnx.errors import ConfigError
 
 Kind = Literal["add", "mul", "mixed"]
 Order = Literal["mul-first", "add-first"]
@@ -36,21 +36,21 @@ class NoiseSpec:
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
-            raise WnError(f"unknown noise kind {self.kind!r}; choose one of {', '.join(KINDS)}")
+            raise ConfigError(f"unknown noise kind {self.kind!r}; choose one of {', '.join(KINDS)}")
         if self.kind != "mixed":
             if self.order or self.ratio is not None or self.sigma_mul is not None or self.sigma_add is not None:
-                raise WnError("--order, --sigma-ratio, --sigma-mul and --sigma-add apply to --noise mixed only")
+                raise ConfigError("order, sigma_ratio, sigma_mul and sigma_add apply to mixed noise only")
             return
         if self.order not in ORDERS:
-            raise WnError(f"mixed noise needs --order {' or '.join(ORDERS)}, got {self.order!r}")
+            raise ConfigError(f"mixed noise needs an order: {' or '.join(ORDERS)}, got {self.order!r}")
         given = sum(v is not None for v in (self.ratio, self.sigma_mul, self.sigma_add))
         if given != 1:
-            raise WnError("mixed noise needs exactly one of --sigma-ratio, --sigma-mul, --sigma-add")
+            raise ConfigError("mixed noise needs exactly one of sigma_ratio, sigma_mul, sigma_add")
         if self.ratio is not None and not 0.0 <= self.ratio <= 1.0:
-            raise WnError(f"--sigma-ratio must lie in [0, 1], got {self.ratio}")
+            raise ConfigError(f"sigma_ratio must lie in [0, 1], got {self.ratio}")
         for name, value in (("--sigma-mul", self.sigma_mul), ("--sigma-add", self.sigma_add)):
             if value is not None and not (np.isfinite(value) and value >= 0):
-                raise WnError(f"{name} must be a finite value >= 0, got {value}")
+                raise ConfigError(f"{name} must be a finite value >= 0, got {value}")
 
     @property
     def draws(self) -> int:
@@ -127,25 +127,27 @@ def parse_grid(text: str) -> np.ndarray:
             if n < 1:
                 raise ValueError
             if n > MAX_GRID:
-                raise WnError(f"sigma grid {text!r} has {n} values; at most {MAX_GRID}")
+                raise ConfigError(f"sigma grid {text!r} has {n} values; at most {MAX_GRID}")
             if kind == "log":
                 if a <= 0 or b <= 0:
-                    raise WnError(f"log grid needs positive bounds: {text!r}")
+                    raise ConfigError(f"log grid needs positive bounds: {text!r}")
                 grid = np.logspace(np.log10(a), np.log10(b), n)
             else:
                 grid = np.linspace(a, b, n)
         else:
             if text.count(",") >= MAX_GRID:
-                raise WnError(f"sigma grid has more than {MAX_GRID} values")
+                raise ConfigError(f"sigma grid has more than {MAX_GRID} values")
             grid = np.array([float(v) for v in text.split(",") if v.strip()], dtype=np.float64)
+    except ConfigError:  # a ValueError too: keep its own message
+        raise
     except ValueError:
-        raise WnError(
+        raise ConfigError(
             f"cannot read sigma grid {text!r}: use log:START:STOP:N, lin:START:STOP:N or a comma list"
         ) from None
     if grid.size == 0:
-        raise WnError(f"sigma grid {text!r} is empty")
+        raise ConfigError(f"sigma grid {text!r} is empty")
     if not np.all(np.isfinite(grid)) or np.any(grid < 0):
-        raise WnError(f"sigma grid {text!r} must hold finite values >= 0")
+        raise ConfigError(f"sigma grid {text!r} must hold finite values >= 0")
     return np.unique(grid)
 
 

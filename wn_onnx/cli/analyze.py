@@ -1,4 +1,4 @@
-"""``wn-onnx report`` and ``wn-onnx analyze``: figures and the analyses behind the paper's insight."""
+"""``wn-onnx analyze``: the analyses behind the paper's insight (binarisation, mixed-noise maps, weights)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.markup import escape
 from rich.table import Table
 
 from wn_onnx.cli.common import (
@@ -18,51 +17,25 @@ from wn_onnx.cli.common import (
     LimitMode,
     LimitModeOption,
     LimitOption,
+    PngOption,
     SplitOption,
     ThreadsOption,
-    err,
     load_data,
     out,
-    write_json,
 )
-from wn_onnx.config_schema import MAX_REPEATS, MAX_SEED
 from wn_onnx.errors import WnError
-from wn_onnx.report_schema import read_report
-from wn_onnx.safeio import guard_outputs
+from wn_onnx.io.config import MAX_REPEATS, MAX_SEED
+from wn_onnx.io.safeio import guard_outputs, write_json
 
 analyze_app = typer.Typer(help="Self-binarisation, mixed-noise maps, weight magnitudes.", no_args_is_help=True)
-
-
-def report_command(
-    reports: Annotated[list[Path], typer.Argument(help="One or more scan reports (overlaid when several).")],
-    html_path: Annotated[Path | None, typer.Option("--html", help="One self-contained HTML file.")] = None,
-    png: Annotated[Path | None, typer.Option(help="Folder for the figures (PNG and SVG).")] = None,
-    label: Annotated[list[str] | None, typer.Option(help="Legend label per report (repeat the option).")] = None,
-) -> None:
-    """Figures of scan reports: accuracy vs σ with fits (Fig 1), μ per point (Fig 2), accuracy preserved (Fig 3/5)."""
-    from wn_onnx.report import build_report
-
-    if html_path is None and png is None:
-        raise WnError("say where to write: --html FILE and/or --png FOLDER")
-    guard_outputs([html_path, png], reports)
-    data = [read_report(p) for p in reports]
-    if label and len(label) != len(data):
-        raise WnError(f"{len(label)} --label for {len(data)} reports")
-    try:
-        written, notes = build_report(data, label or [p.stem for p in reports], html_path, png)
-    except ValueError as e:  # numpy's LinAlgError ("Singular matrix") too: say which reports
-        raise WnError(f"{', '.join(map(str, reports))}: {e}") from None
-    for note in notes:
-        err.print(f"[yellow]warning:[/] {escape(note)}")
-    out.print(f"wrote {len(written)} files: " + ", ".join(escape(str(p)) for p in written))
 
 
 def _engine_and_data(model: Path, data: Path | None, dataset_name: str | None, split: str | None,
                      data_dir: Path | None, limit: int | None, limit_mode: LimitMode, threads: int):  # fmt: skip
     """The model's engine and its data, from --data or --dataset as for scan."""
-    from wn_onnx.data import check_shape
     from wn_onnx.engine import Engine, providers_for
-    from wn_onnx.modelio import load_model
+    from wn_onnx.io.data import check_shape
+    from wn_onnx.io.model import load_model
 
     engine = Engine(load_model(model), providers_for("cpu"), threads)
     dataset = load_data(engine.loaded, data, dataset_name, split, data_dir, limit, limit_mode)
@@ -87,7 +60,7 @@ def binarize_command(
     limit: LimitOption = None,
     limit_mode: LimitModeOption = LimitMode.stratified,
     threads: ThreadsOption = 0,
-    png: Annotated[Path | None, typer.Option(help="Write the histogram figure (PNG + SVG) with this stem.")] = None,
+    png: PngOption = None,
     out_path: Annotated[Path | None, typer.Option("--out", help="JSON result.")] = None,
 ) -> None:
     """Self-binarisation (Fig 4): histograms with/without noise and the two/three-level threshold test."""
@@ -111,9 +84,9 @@ def binarize_command(
     out.print(table)
     out.print(f"levels {result['levels']['values']} · cuts {result['levels']['cuts']}")
     if png:
-        from wn_onnx.report import binarize_figure, save
+        from wn_onnx.results.figures import binarize_figure, save
 
-        out.print("figures: " + ", ".join(map(str, save(binarize_figure(result), png))), markup=False)
+        out.print("figures: " + ", ".join(map(str, save(binarize_figure(result), png / "binarize"))), markup=False)
     if out_path:
         write_json(out_path, result)
 
@@ -135,13 +108,13 @@ def mixed_command(
     limit_mode: LimitModeOption = LimitMode.stratified,
     threads: ThreadsOption = 0,
     html_path: Annotated[Path | None, typer.Option("--html", help="HTML page with the heatmaps.")] = None,
-    png: Annotated[Path | None, typer.Option(help="Heatmap figure stem (PNG + SVG).")] = None,
+    png: PngOption = None,
     out_path: Annotated[Path | None, typer.Option("--out", help="JSON of the grid(s).")] = None,
 ) -> None:
     """Mixed noise map (Fig 6): accuracy over (σ_mul, σ_add) for each order."""
     from wn_onnx.analysis import mixed_grid
     from wn_onnx.noise import parse_grid
-    from wn_onnx.report import html_page, mixed_figure, save
+    from wn_onnx.results.figures import html_page, mixed_figure, save
 
     orders = ["mul-first", "add-first"] if order == "both" else [order]
     if any(o not in ("mul-first", "add-first") for o in orders):
@@ -153,7 +126,7 @@ def mixed_command(
     ]
     fig = mixed_figure(grids)
     if png:
-        out.print("figures: " + ", ".join(map(str, save(fig, png))), markup=False)
+        out.print("figures: " + ", ".join(map(str, save(fig, png / "mixed"))), markup=False)
     if html_path:
         html_path.write_text(html_page(f"mixed noise at point {at}", [("accuracy over (σ_mul, σ_add)", fig)]))
         out.print(f"wrote {html_path}", markup=False)

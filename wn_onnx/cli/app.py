@@ -13,36 +13,43 @@ import typer
 from rich.markup import escape
 from rich.text import Text
 
-from wn_onnx.cli.analyze import analyze_app, report_command
+from wn_onnx.cli.analyze import analyze_app
 from wn_onnx.cli.check import check_command
 from wn_onnx.cli.common import (
     MAX_THREADS,
+    AtOption,
     BatchSizeOption,
     DataDirOption,
     DataOption,
     DatasetOption,
     Device,
+    DeviceOption,
     Kind,
     LimitMode,
     LimitModeOption,
     LimitOption,
     Mode,
-    Order,
+    OrderOption,
     OutputOption,
+    SigmaAddOption,
+    SigmaMulOption,
+    SigmaRatioOption,
     SplitOption,
     ThreadsOption,
     err,
     load_data,
+    noise_spec,
     out,
     progress_bar,
-    write_json,
 )
+from wn_onnx.cli.data import data_app
 from wn_onnx.cli.plan import apply_plan_command, plan_command
+from wn_onnx.cli.report import report_command
 from wn_onnx.cli.sweep import sweep_app
-from wn_onnx.cli.train import data_app, train_command
-from wn_onnx.config_schema import MAX_REPEATS, MAX_SEED
+from wn_onnx.cli.train import train_command
 from wn_onnx.errors import WnError
-from wn_onnx.safeio import guard_outputs
+from wn_onnx.io.config import MAX_REPEATS, MAX_SEED
+from wn_onnx.io.safeio import guard_outputs, write_json
 
 app = typer.Typer(
     name="wn-onnx",
@@ -76,7 +83,7 @@ def points(
 ) -> None:
     """List the noise points of MODEL: index, tensor, producing op, shape."""
     from wn_onnx.graph_passes import find_points, select_points
-    from wn_onnx.modelio import load_model
+    from wn_onnx.io.model import load_model
 
     loaded = load_model(model, output)
     chosen = [p.to_json() for p in select_points(find_points(loaded.model), at)]
@@ -97,10 +104,10 @@ def scan(
     split: SplitOption = None,
     data_dir: DataDirOption = None,
     noise: Annotated[Kind, typer.Option(help="Noise kind.")] = Kind.add,
-    order: Annotated[Order | None, typer.Option(help="Mixed noise: which component acts first.")] = None,
-    sigma_ratio: Annotated[float | None, typer.Option(help="Mixed: σ_add = A·r, σ_mul = A·(1−r); A is swept.")] = None,
-    sigma_mul: Annotated[float | None, typer.Option(help="Mixed: fixed σ_mul, σ_add swept.")] = None,
-    sigma_add: Annotated[float | None, typer.Option(help="Mixed: fixed σ_add, σ_mul swept.")] = None,
+    order: OrderOption = None,
+    sigma_ratio: SigmaRatioOption = None,
+    sigma_mul: SigmaMulOption = None,
+    sigma_add: SigmaAddOption = None,
     sigmas: Annotated[
         str | None,
         typer.Option(
@@ -110,9 +117,7 @@ def scan(
     mode: Annotated[
         Mode, typer.Option(help="walking: one point at a time · global: all selected points · both.")
     ] = Mode.both,
-    at: Annotated[
-        str | None, typer.Option(help="Points to use: 0,3,5-8 · op:Conv,Gemm · re:PATTERN (default: all).")
-    ] = None,
+    at: AtOption = None,
     repeats: Annotated[int, typer.Option(help="Independent noise draws per σ.", min=1, max=MAX_REPEATS)] = 5,
     seed: Annotated[
         int, typer.Option(help="Seed of every noise draw: same inputs + seed → identical report.", min=0, max=MAX_SEED)
@@ -132,7 +137,7 @@ def scan(
     ] = False,
     tolerance: Annotated[float, typer.Option(help="--adaptive stops once μ_err ≤ tolerance·μ.")] = 0.05,
     jobs: Annotated[int, typer.Option(help="Walk points in this many processes.", min=1, max=MAX_THREADS)] = 1,
-    device: Annotated[Device, typer.Option(help="Execution provider.")] = Device.cpu,
+    device: DeviceOption = Device.cpu,
     threads: ThreadsOption = 0,
     out_path: Annotated[Path | None, typer.Option("--out", help="Write the report JSON here.")] = None,
     as_json: Annotated[
@@ -147,14 +152,16 @@ def scan(
     """Sweep noise strength at every point (walking) and everywhere at once (global); fit μ per point."""
     from wn_onnx.cli.render import report_table
     from wn_onnx.engine import SweepSettings
-    from wn_onnx.modelio import load_model
-    from wn_onnx.models.embedded import DEFAULT_DATA, DEFAULT_MODEL
-    from wn_onnx.noise import NoiseSpec, default_grid, parse_grid
-    from wn_onnx.scan import ScanRequest, run_scan
+    from wn_onnx.io.embedded import DEFAULT_DATA, DEFAULT_MODEL
+    from wn_onnx.io.model import load_model
+    from wn_onnx.noise import default_grid, parse_grid
+    from wn_onnx.scanner import ScanRequest, run_scan
 
     if model is None:
-        model, data = DEFAULT_MODEL, data or (None if dataset_name else DEFAULT_DATA)
-    spec = NoiseSpec(noise.value, order.value if order else None, sigma_ratio, sigma_mul, sigma_add)
+        if data is not None or dataset_name is not None:
+            raise WnError("--data/--dataset without a MODEL: give the ONNX model to scan (the embedded default runs on its own digits)")
+        model, data = DEFAULT_MODEL, DEFAULT_DATA
+    spec = noise_spec(noise, order, sigma_ratio, sigma_mul, sigma_add)
     grid = parse_grid(sigmas) if sigmas else default_grid(spec)
     loaded = load_model(model, output)
     dataset = load_data(loaded, data, dataset_name, split, data_dir, limit, limit_mode, require_labels=not label_free)
@@ -176,8 +183,8 @@ def scan(
         raise WnError("--resume needs --out: finished curves are kept in OUT.sqlite")
     if out_path:
         guard_outputs([out_path, out_path.with_name(out_path.name + ".sqlite")], [model, data, *loaded.external])
-    from wn_onnx.scan import ScanInterrupted
-    from wn_onnx.store import CurveStore
+    from wn_onnx.results.store import CurveStore
+    from wn_onnx.scanner import ScanInterrupted
 
     store = CurveStore(out_path.with_name(out_path.name + ".sqlite")) if out_path else None
     bar, factory = _progress(not quiet and not as_json)

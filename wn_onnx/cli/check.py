@@ -9,10 +9,22 @@ from typing import Annotated
 
 import typer
 
-from wn_onnx.cli.common import Kind, Mode, Order, OutputOption, err, write_json, write_text
-from wn_onnx.config_schema import MAX_REPEATS, MAX_SEED
+from wn_onnx.cli.common import (
+    AtOption,
+    Device,
+    Kind,
+    Mode,
+    OrderOption,
+    OutputOption,
+    SigmaAddOption,
+    SigmaMulOption,
+    SigmaRatioOption,
+    err,
+    noise_spec,
+)
 from wn_onnx.errors import WnError
-from wn_onnx.safeio import guard_outputs
+from wn_onnx.io.config import MAX_REPEATS, MAX_SEED
+from wn_onnx.io.safeio import guard_outputs, write_json, write_text
 
 
 def check_command(
@@ -23,11 +35,13 @@ def check_command(
         typer.Option(help="wn-onnx.toml or pyproject.toml ([tool.wn-onnx]); found in the working folder by default."),
     ] = None,
     noise: Annotated[Kind | None, typer.Option(help="Noise kind (default add).")] = None,
-    order: Annotated[Order | None, typer.Option(help="Mixed noise order.")] = None,
-    sigma_ratio: Annotated[float | None, typer.Option(help="Mixed: σ_add = A·r, σ_mul = A·(1−r).")] = None,
+    order: OrderOption = None,
+    sigma_ratio: SigmaRatioOption = None,
+    sigma_mul: SigmaMulOption = None,
+    sigma_add: SigmaAddOption = None,
     sigmas: Annotated[str | None, typer.Option(help="σ grid (default: the paper's for the kind).")] = None,
     mode: Annotated[Mode | None, typer.Option(help="walking, global or both (default both).")] = None,
-    at: Annotated[str | None, typer.Option(help="Points to check (default all).")] = None,
+    at: AtOption = None,
     repeats: Annotated[int | None, typer.Option(help="Noise draws per σ (default 5).", min=1, max=MAX_REPEATS)] = None,
     seed: Annotated[int | None, typer.Option(help="Noise seed (default 0).", min=0, max=MAX_SEED)] = None,
     limit: Annotated[int | None, typer.Option(help="First N samples only.", min=1)] = None,
@@ -44,6 +58,7 @@ def check_command(
     summary: Annotated[Path | None, typer.Option(help="Markdown summary to this file instead of stdout.")] = None,
     out_path: Annotated[Path | None, typer.Option("--out", help="Full report plus verdicts as JSON.")] = None,
     output: OutputOption = None,
+    device: Annotated[Device | None, typer.Option(help="Execution provider (default cpu).")] = None,
 ) -> None:
     """Fail CI when a model's robustness falls below a floor or drops against a baseline."""
     guard_outputs([junit_path, summary, out_path], [model, data, config, baseline])
@@ -51,7 +66,7 @@ def check_command(
         verdicts, report = _run(**locals())
     except WnError as e:
         if junit_path:
-            from wn_onnx.check import junit
+            from wn_onnx.gate import junit
 
             with contextlib.suppress(WnError):  # the error itself is what the user must see
                 write_text(junit_path, junit([], {}, error=str(e)))
@@ -60,23 +75,23 @@ def check_command(
     sys.exit(1 if failed else 0)
 
 
-def _run(model, data, config, noise, order, sigma_ratio, sigmas, mode, at, repeats, seed, limit, label_free, min_mu,
-         global_min_mu, baseline, max_mu_drop, junit_path, summary, out_path, output):  # fmt: skip
-    from wn_onnx.check import Policy, evaluate_policy, junit, load_config, markdown, parse_drop
-    from wn_onnx.data import load_npz
+def _run(model, data, config, noise, order, sigma_ratio, sigma_mul, sigma_add, sigmas, mode, at, repeats, seed, limit,
+         label_free, min_mu, global_min_mu, baseline, max_mu_drop, junit_path, summary, out_path, output, device):  # fmt: skip
     from wn_onnx.engine import SweepSettings
-    from wn_onnx.modelio import load_model
-    from wn_onnx.noise import NoiseSpec, default_grid, parse_grid
-    from wn_onnx.plan import load_report
-    from wn_onnx.scan import ScanRequest, run_scan
+    from wn_onnx.gate import Policy, evaluate_policy, junit, load_config, markdown, parse_drop
+    from wn_onnx.io.data import load_npz
+    from wn_onnx.io.model import load_model
+    from wn_onnx.noise import default_grid, parse_grid
+    from wn_onnx.planner import load_report
+    from wn_onnx.scanner import ScanRequest, run_scan
 
     conf = load_config(config)
 
     def pick(cli, key, default=None):
         return cli if cli is not None else conf.get(key, default)
 
-    kind = noise.value if noise else conf.get("noise", "add")
-    spec = NoiseSpec(kind, order.value if order else conf.get("order"), pick(sigma_ratio, "sigma_ratio"))
+    spec = noise_spec(pick(noise, "noise", "add"), pick(order, "order"), pick(sigma_ratio, "sigma_ratio"),
+                      pick(sigma_mul, "sigma_mul"), pick(sigma_add, "sigma_add"))  # fmt: skip
     grid_text = pick(sigmas, "sigmas")
     grid = parse_grid(grid_text) if grid_text else default_grid(spec)
     free = bool(pick(label_free, "label_free", False))
@@ -94,7 +109,8 @@ def _run(model, data, config, noise, order, sigma_ratio, sigmas, mode, at, repea
     if base_report is not None and policy.max_drop is None:
         policy.max_drop = 0.0
     st = SweepSettings(grid, spec, int(pick(repeats, "repeats", 5)), int(pick(seed, "seed", 0)))
-    req = ScanRequest(mode=mode.value if mode else conf.get("mode", "both"), at=pick(at, "at"), label_free=free)
+    req = ScanRequest(mode=mode.value if mode else conf.get("mode", "both"), at=pick(at, "at"), label_free=free,
+                      device=Device(pick(device, "device", "cpu")).value)  # fmt: skip
     report = run_scan(loaded, dataset, st, req)
     verdicts = evaluate_policy(report, policy, base_report)
     text = markdown(verdicts, report)

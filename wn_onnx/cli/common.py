@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import json
 import os
 from enum import Enum
 from pathlib import Path
@@ -42,6 +40,37 @@ class Device(str, Enum):
     cuda = "cuda"
 
 
+class Arch(str, Enum):  # wn_onnx.training.nets.ARCHS
+    mlp = "mlp"
+    lenet5 = "lenet5"
+    cnn_s = "cnn-s"
+
+
+class Strategy(str, Enum):  # wn_onnx.planner.STRATEGIES
+    uniform = "uniform"
+    inverse_mu = "inverse-mu"
+    greedy = "greedy"
+
+
+PngOption = Annotated[Path | None, typer.Option(help="Folder for the figures (PNG and SVG).")]
+# The options several commands share, declared once (help texts say what the library calls them).
+OrderOption = Annotated[Order | None, typer.Option(help="Mixed noise: which component acts first.")]
+SigmaRatioOption = Annotated[float | None, typer.Option(help="Mixed: σ_add = A·r, σ_mul = A·(1−r); A is swept.")]
+SigmaMulOption = Annotated[float | None, typer.Option(help="Mixed: fixed σ_mul, σ_add swept.")]
+SigmaAddOption = Annotated[float | None, typer.Option(help="Mixed: fixed σ_add, σ_mul swept.")]
+DeviceOption = Annotated[Device, typer.Option(help="Execution provider.")]
+AtOption = Annotated[str | None, typer.Option(help="Points to use: 0,3,5-8 · op:Conv,Gemm · re:PATTERN (default: all).")]
+
+
+def noise_spec(kind: Kind | str, order: Order | str | None = None, ratio: float | None = None,
+               sigma_mul: float | None = None, sigma_add: float | None = None):  # fmt: skip
+    """The :class:`~wn_onnx.noise.NoiseSpec` the noise options describe (enum or plain values)."""
+    from wn_onnx.noise import NoiseSpec
+
+    value = lambda v: v.value if isinstance(v, Enum) else v  # noqa: E731
+    return NoiseSpec(value(kind), value(order), ratio, sigma_mul, sigma_add)
+
+
 DataOption = Annotated[Path | None, typer.Option(help=".npz with x (model-ready inputs) and y (integer labels).")]
 DatasetOption = Annotated[
     str | None,
@@ -78,10 +107,10 @@ def load_data(
 ):  # fmt: skip
     """Evaluation data from ``--data FILE.npz`` or ``--dataset NAME`` (normalised as ``loaded``'s
     metadata says), as every command that runs a model takes it."""
-    from wn_onnx.data import load_npz
+    from wn_onnx.io.data import load_npz
 
     if dataset_name:
-        from wn_onnx.datasets import model_ready
+        from wn_onnx.io.datasets import model_ready
 
         return model_ready(loaded.model, dataset_name, split, data_dir, limit, limit_mode.value)
     if data is None:
@@ -100,21 +129,3 @@ def progress_bar() -> Progress:
         TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
         console=err,
     )  # fmt: skip
-
-
-def write_json(path: Path, payload: dict) -> None:
-    """Write atomically: a reader never sees half a report."""
-    write_text(path, json.dumps(payload, indent=2) + "\n")
-
-
-def write_text(path: Path, text: str) -> None:
-    """Write ``text`` atomically (a temporary file beside ``path``, then a rename); errors are one line."""
-    tmp = path.with_name(path.name[:200] + ".tmp")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_text(text)
-        tmp.replace(path)
-    except OSError as e:
-        with contextlib.suppress(OSError):
-            tmp.unlink(missing_ok=True)
-        raise WnError(f"cannot write {path}: {e.strerror or e}") from None

@@ -20,19 +20,21 @@ from wn_onnx.cli.common import (
     LimitMode,
     LimitModeOption,
     LimitOption,
-    Order,
+    OrderOption,
+    SigmaRatioOption,
     SplitOption,
+    Strategy,
     ThreadsOption,
     err,
     load_data,
+    noise_spec,
     out,
     progress_bar,
-    write_json,
 )
-from wn_onnx.config_schema import MAX_REPEATS, MAX_SEED
 from wn_onnx.errors import WnError
-from wn_onnx.names import shorten
-from wn_onnx.safeio import guard_outputs, read_text
+from wn_onnx.io.config import MAX_REPEATS, MAX_SEED
+from wn_onnx.io.safeio import guard_outputs, read_text, write_json
+from wn_onnx.results.names import shorten
 
 GREEDY_MAX_POINTS = 20  # above this, --evaluate leaves greedy out unless asked: it measures points × extra budget plans
 MAX_EXECUTIONS = 10_000  # repetitions of one point in a deployed model
@@ -41,7 +43,7 @@ MAX_EXECUTIONS = 10_000  # repetitions of one point in a deployed model
 def _match_model(report: dict, model_path: Path):
     """Load the model and check the report describes it (same point tensors)."""
     from wn_onnx.graph_passes import find_points
-    from wn_onnx.modelio import load_model
+    from wn_onnx.io.model import load_model
 
     loaded = load_model(model_path)
     by_index = {p.index: p for p in find_points(loaded.model)}
@@ -58,7 +60,7 @@ def _match_model(report: dict, model_path: Path):
 
 def _strategies(text: str | None, points: int, budget: int) -> tuple[list[str], str | None]:
     """The strategies ``--evaluate`` measures, and a note when greedy was left out for its cost."""
-    from wn_onnx.plan import STRATEGIES, greedy_evaluations
+    from wn_onnx.planner import STRATEGIES, greedy_evaluations
 
     if text is None:
         if points <= GREEDY_MAX_POINTS:
@@ -78,8 +80,8 @@ def plan_command(
     report_path: Annotated[Path, typer.Argument(metavar="REPORT", help="A scan report JSON (walking points with μ).")],
     budget: Annotated[str | None, typer.Option(help="Total executions (default: 2 × number of points).")] = None,
     strategy: Annotated[
-        str, typer.Option(help="The plan to write: uniform · inverse-mu (the paper) · greedy (needs --model and data).")
-    ] = "inverse-mu",
+        Strategy, typer.Option(help="The plan to write: inverse-mu is the paper's; greedy needs --model and data.")
+    ] = Strategy.inverse_mu,
     evaluate: Annotated[bool, typer.Option(help="Measure the --strategies under global noise.")] = False,
     strategies: Annotated[
         str | None,
@@ -94,8 +96,8 @@ def plan_command(
     split: SplitOption = None,
     data_dir: DataDirOption = None,
     noise: Annotated[Kind | None, typer.Option(help="Noise for --evaluate (default: the report's).")] = None,
-    order: Annotated[Order | None, typer.Option(help="Mixed noise order.")] = None,
-    sigma_ratio: Annotated[float | None, typer.Option(help="Mixed: σ_add = A·r, σ_mul = A·(1−r).")] = None,
+    order: OrderOption = None,
+    sigma_ratio: SigmaRatioOption = None,
     sigma: Annotated[
         str, typer.Option(help="Global σ for --evaluate: a number or 'global-mu' (the report's global μ).")
     ] = "global-mu",
@@ -116,11 +118,10 @@ def plan_command(
     """Spread a budget of repeated executions over the points, guided by μ (paper Table 3)."""
     import numpy as np
 
-    from wn_onnx.data import check_labels, check_shape
     from wn_onnx.engine import Engine, providers_for
+    from wn_onnx.io.data import check_labels, check_shape
     from wn_onnx.noise import NoiseSpec
-    from wn_onnx.plan import (
-        STRATEGIES,
+    from wn_onnx.planner import (
         PlanInput,
         greedy,
         greedy_evaluations,
@@ -131,8 +132,7 @@ def plan_command(
         uniform,
     )
 
-    if strategy not in STRATEGIES:
-        raise WnError(f"unknown --strategy {strategy!r}; choose {', '.join(STRATEGIES)}")
+    strategy = strategy.value
     report = load_report(report_path)
     inp = PlanInput.from_report(report)
     n = len(inp.indices)
@@ -151,11 +151,7 @@ def plan_command(
             load_data(loaded, data, dataset_name, split, data_dir, limit, limit_mode), loaded.input_shape, engine.dtype
         )
         check_labels(dataset, report.get("num_classes") or loaded.num_classes or 0)
-        spec = (
-            NoiseSpec(noise.value, order.value if order else None, sigma_ratio)
-            if noise
-            else NoiseSpec.from_json(report.get("noise"))
-        )
+        spec = noise_spec(noise, order, sigma_ratio) if noise else NoiseSpec.from_json(report.get("noise"))
         if sigma == "global-mu":
             g = report.get("global") or {}
             if g.get("mu") is None:
@@ -231,12 +227,13 @@ def apply_plan_command(
     plan_path: Annotated[Path, typer.Argument(metavar="PLAN", help="Plan JSON from `wn-onnx plan --out`.")],
     out_path: Annotated[Path, typer.Option("--out", help="Where to write the multi-execution model.")],
     noise: Annotated[Kind | None, typer.Option(help="Noise kind (default: the plan's).")] = None,
-    order: Annotated[Order | None, typer.Option(help="Mixed noise order.")] = None,
+    order: OrderOption = None,
 ) -> None:
     """Write a deployable model: noise nodes that execute point i n_i times, σ as inputs."""
     import onnx_ir as ir
 
     from wn_onnx.graph_passes import InsertNoisePass
+    from wn_onnx.io.model import load_as_written
     from wn_onnx.noise import NoiseSpec
 
     guard_outputs([out_path], [model, plan_path])
@@ -254,13 +251,11 @@ def apply_plan_command(
     if not all(type(n) is int and 1 <= n <= MAX_EXECUTIONS for n in counts):
         raise WnError(f"{plan_path}: executions must be whole numbers in [1, {MAX_EXECUTIONS}], got {counts}"[:300])
     report_like = {"points": [{"index": i, "tensor": t} for i, t in zip(indices, tensors, strict=True)]}
-    loaded, _ = _match_model(report_like, model)
+    _match_model(report_like, model)
     spec = (
-        NoiseSpec(noise.value, order.value if order else None, 0.5 if noise.value == "mixed" else None)
-        if noise
-        else NoiseSpec.from_json(plan.get("noise"))
+        noise_spec(noise, order, 0.5 if noise == Kind.mixed else None) if noise else NoiseSpec.from_json(plan.get("noise"))
     )
-    m = loaded.fresh()
+    m = load_as_written(model)  # every output and the declared batch, as the user exported them
     InsertNoisePass(tensors, spec, source="drawn", repetitions=counts)(m)
     try:
         out_path.parent.mkdir(parents=True, exist_ok=True)

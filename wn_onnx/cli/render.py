@@ -11,7 +11,7 @@ from rich import box
 from rich.table import Table
 from rich.text import Text
 
-from wn_onnx.names import shorten
+from wn_onnx.results.names import shorten
 
 STATUS_STYLE = {
     "ok": "green",

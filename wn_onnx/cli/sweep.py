@@ -11,8 +11,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
-from wn_onnx.cli.common import MAX_THREADS, err, out, write_json
-from wn_onnx.safeio import guard_outputs
+from wn_onnx.cli.common import MAX_THREADS, err, out
+from wn_onnx.io.safeio import guard_outputs, write_json
 
 sweep_app = typer.Typer(help="Noisy-training sweeps (points × σ × seeds …) on Dask, resumable.", no_args_is_help=True)
 
@@ -20,7 +20,7 @@ sweep_app = typer.Typer(help="Noisy-training sweeps (points × σ × seeds …) 
 @sweep_app.command("plan")
 def plan_command(sweep_file: Annotated[Path, typer.Argument(metavar="SWEEP.toml")]) -> None:
     """Expand the sweep and count its runs; nothing is executed."""
-    from wn_onnx.sweep import load_sweep
+    from wn_onnx.training.sweep import load_sweep
 
     sweep = load_sweep(sweep_file)
     table = Table(title=Text(f"{sweep_file}: {len(sweep.runs)} runs"))
@@ -57,7 +57,7 @@ def run_command(
     quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
 ) -> None:
     """Execute every run not done yet; done runs are skipped, failed ones retried."""
-    from wn_onnx.sweep import RunStore, load_sweep, run_sweep
+    from wn_onnx.training.sweep import RunStore, load_sweep, run_sweep
 
     sweep = load_sweep(sweep_file)
     RunStore(sweep.db_path).close()  # a damaged store is reported before the progress bar starts
@@ -87,7 +87,7 @@ def run_command(
 @sweep_app.command("status")
 def status_command(sweep_file: Annotated[Path, typer.Argument(metavar="SWEEP.toml")]) -> None:
     """Done / running / failed / pending runs."""
-    from wn_onnx.sweep import load_sweep, status_counts
+    from wn_onnx.training.sweep import load_sweep, status_counts
 
     sweep = load_sweep(sweep_file)
     counts = status_counts(sweep)
@@ -102,7 +102,7 @@ def report_command(
     ],
 ) -> None:
     """Turn finished runs into scan-schema reports (fit, plot, plan and check work on them)."""
-    from wn_onnx.sweep import load_sweep, sweep_reports
+    from wn_onnx.training.sweep import load_sweep, sweep_reports
 
     guard_outputs([out_path], [sweep_file])
     reports = sweep_reports(load_sweep(sweep_file))

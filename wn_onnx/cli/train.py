@@ -1,4 +1,4 @@
-"""``wn-onnx train`` and ``wn-onnx data``: the companion path that produces models to scan."""
+"""``wn-onnx train``: the companion path that produces (noise-trained) models to scan."""
 
 from __future__ import annotations
 
@@ -8,16 +8,27 @@ from typing import Annotated
 
 import typer
 
-from wn_onnx.cli.common import Kind, Order, err, out, progress_bar, write_json
-from wn_onnx.config_schema import MAX_SEED
+from wn_onnx.cli.common import (
+    Arch,
+    Device,
+    DeviceOption,
+    Kind,
+    OrderOption,
+    SigmaAddOption,
+    SigmaMulOption,
+    SigmaRatioOption,
+    err,
+    noise_spec,
+    out,
+    progress_bar,
+)
 from wn_onnx.errors import WnError
-from wn_onnx.safeio import guard_outputs
-
-data_app = typer.Typer(help="Datasets: download the official files (checksums verified).", no_args_is_help=True)
+from wn_onnx.io.config import MAX_SEED
+from wn_onnx.io.safeio import guard_outputs, write_json
 
 
 def train_command(
-    arch: Annotated[str, typer.Option(help="mlp · lenet5 · cnn-s")] = "mlp",
+    arch: Annotated[Arch, typer.Option(help="The paper's architecture.")] = Arch.mlp,
     dataset: Annotated[
         str, typer.Option(help="digits · mnist · fashion-mnist · cifar10 · svhn · speech-commands · npz")
     ] = "digits",
@@ -34,16 +45,16 @@ def train_command(
         int, typer.Option(help="Seed of initialisation, data order, augmentation and noise.", min=0, max=MAX_SEED)
     ] = 0,
     noise: Annotated[Kind | None, typer.Option(help="Train with noise of this kind.")] = None,
-    order: Annotated[Order | None, typer.Option(help="Mixed noise: which component acts first.")] = None,
-    sigma_ratio: Annotated[float | None, typer.Option(help="Mixed: σ_add = σ·r, σ_mul = σ·(1−r).")] = None,
-    sigma_mul: Annotated[float | None, typer.Option(help="Mixed: fixed σ_mul (σ is σ_add).")] = None,
-    sigma_add: Annotated[float | None, typer.Option(help="Mixed: fixed σ_add (σ is σ_mul).")] = None,
+    order: OrderOption = None,
+    sigma_ratio: SigmaRatioOption = None,
+    sigma_mul: SigmaMulOption = None,
+    sigma_add: SigmaAddOption = None,
     sigma: Annotated[float, typer.Option(help="Noise strength during training.")] = 0.0,
-    at: Annotated[str, typer.Option(help="Noisy point index, a comma list, or 'global' (every point).")] = "global",
+    at: Annotated[str, typer.Option(help="Noisy points: 0,3,5-8, or 'global' (every point).")] = "global",
     clamp: Annotated[float | None, typer.Option(help="Clamp non-BN weights to [−C, C] after every step.")] = None,
     augment: Annotated[bool, typer.Option(help="RandomCrop(pad 4) + flip for the image datasets (docs/reference.md).")] = True,
     limit: Annotated[int | None, typer.Option(help="Train on N samples only, class-stratified (smoke runs).", min=1)] = None,
-    device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
+    device: DeviceOption = Device.cpu,
     out_path: Annotated[Path, typer.Option("--out", help="Exported ONNX model.")] = Path("model.onnx"),
     checkpoint: Annotated[Path | None, typer.Option(help="Checkpoint file (default: OUT with .ckpt).")] = None,
     resume: Annotated[bool, typer.Option(help="Continue from the checkpoint.")] = False,
@@ -54,28 +65,28 @@ def train_command(
     from rich.table import Table
     from rich.text import Text
 
-    from wn_onnx.datasets import load_split
-    from wn_onnx.models.export import verified_export
-    from wn_onnx.models.nets import ARCHS
-    from wn_onnx.noise import NoiseSpec
-    from wn_onnx.training import TrainConfig, train, weight_stats
+    from wn_onnx.graph_passes.points import parse_indices
+    from wn_onnx.io.datasets import load_split
+    from wn_onnx.training.export import verified_export
+    from wn_onnx.training.nets import build
+    from wn_onnx.training.trainer import TrainConfig, train, weight_stats
 
-    if arch not in ARCHS:
-        raise WnError(f"unknown architecture {arch!r}; choose one of {', '.join(ARCHS)}")
-    spec = NoiseSpec(noise.value, order.value if order else None, sigma_ratio, sigma_mul, sigma_add) if noise else None
+    arch, device = arch.value, device.value
+    spec = noise_spec(noise, order, sigma_ratio, sigma_mul, sigma_add) if noise else None
     for name, value, low in (("--sigma", sigma, 0.0), ("--lr", lr, None), ("--clamp", clamp, None)):
         if value is not None and not (math.isfinite(value) and (value >= low if low is not None else value > 0)):
             raise WnError(f"{name} must be a finite number {'>= 0' if low is not None else '> 0'}, got {value}")
     if spec and sigma <= 0:
         raise WnError("--noise needs --sigma > 0")
     guard_outputs([out_path, checkpoint], [data, val])
-    points = None if at == "global" else _indices(at)
     train_split = load_split(dataset, "train", data_dir, data, limit)
     info = train_split.info
     val_split = load_split(dataset, info.val_split, data_dir, val or data if dataset == "npz" else None)
     if dataset == "npz" and val is None:
         err.print("[yellow]no --val given: validating on the training arrays[/]")
     classes = max(len(info.classes), int(train_split.y.max()) + 1)
+    count = len(build(arch, tuple(train_split.x.shape[1:]), classes, bn).points)
+    points = None if at == "global" else parse_indices(at, count)
     cfg = TrainConfig(
         arch, dataset, bn, epochs, lr, batch_size, seed, spec, sigma, points, clamp, augment and info.augment, device
     )
@@ -136,22 +147,3 @@ def train_command(
         out_path.with_suffix(".history.json"),
         {"config": cfg.to_json(), "epochs": history.epochs, "weight_stats": stats},
     )
-
-
-def _indices(text: str) -> list[int]:
-    try:
-        return sorted({int(t) for t in text.split(",") if t.strip()})
-    except ValueError:
-        raise WnError(f"--at {text!r}: use a point index, a comma list, or 'global'") from None
-
-
-@data_app.command("fetch")
-def fetch_command(
-    name: Annotated[str, typer.Argument(help="mnist · fashion-mnist · cifar10 · svhn · speech-commands")],
-    target: Annotated[Path | None, typer.Option(help="Folder to fill (default: ~/.cache/wn-onnx/NAME).")] = None,
-) -> None:
-    """Download NAME's official files into the cache (or TARGET), verifying their checksums."""
-    from wn_onnx.datasets.fetch import fetch
-
-    folder = fetch(name, target)
-    out.print(f"{name}: verified files in {folder}")

@@ -1,4 +1,4 @@
-"""The onnxruntime evaluator of accuracy under noise, split by job (README "How it works"):
+"""The onnxruntime evaluator of accuracy under noise, split by job (docs/design.md):
 
 sessions (providers, options), draws (seeded noise), axes (where the samples lie), routes (the
 derived graphs: prefixes, suffixes, affine chains, fed-noise graphs), stacking (when σ values

@@ -17,7 +17,7 @@ import onnx_ir as ir
 
 from wn_onnx.engine.sessions import Sessions
 from wn_onnx.graph_passes import ExtractSuffixPass
-from wn_onnx.modelio import LoadedModel
+from wn_onnx.io.model import LoadedModel
 
 PROBE_SIZES = (2, 3)
 

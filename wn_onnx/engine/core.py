@@ -17,9 +17,9 @@ import numpy as np
 import onnx_ir as ir
 import onnxruntime as ort
 
-from wn_onnx.data import Dataset
 from wn_onnx.engine.draws import PLAN_STREAM, draw_at
 from wn_onnx.engine.global_noise import GlobalNoise
+from wn_onnx.engine.round_cache import RoundCache
 from wn_onnx.engine.routes import Routes, SharedTaps
 from wn_onnx.engine.sessions import Sessions
 from wn_onnx.engine.sweep import Counts, SweepSettings, score, sweep
@@ -27,9 +27,9 @@ from wn_onnx.engine.walking import AtOutput, FullGraph, Suffix, WalkPoint
 from wn_onnx.graph_passes import Point, z_input_names
 from wn_onnx.graph_passes.insert_noise import SIGMA_INPUT
 from wn_onnx.graph_passes.noise_functions import sigma_inputs
-from wn_onnx.modelio import LoadedModel
+from wn_onnx.io.data import Dataset
+from wn_onnx.io.model import LoadedModel
 from wn_onnx.noise import NoiseSpec
-from wn_onnx.round_cache import RoundCache
 
 TAP_BYTES = 256 << 20  # clean values kept at once for the walks of a group of points, whole data
 

@@ -33,7 +33,7 @@ from wn_onnx.graph_passes import (
 )
 from wn_onnx.graph_passes.extract import has_subgraphs
 from wn_onnx.graph_passes.insert_noise import StackNoisyInputPass
-from wn_onnx.modelio import LoadedModel
+from wn_onnx.io.model import LoadedModel
 from wn_onnx.noise import NoiseSpec
 
 PREFIX_CACHE = 4  # clean-prefix sessions kept at once

@@ -14,7 +14,7 @@ import numpy as np
 import onnx_ir as ir
 import onnxruntime as ort
 
-from wn_onnx.errors import WnError
+from wn_onnx.errors import DeviceError, ModelError, WnError
 
 
 def providers_for(device: str) -> list[str]:
@@ -22,7 +22,7 @@ def providers_for(device: str) -> list[str]:
         return ["CPUExecutionProvider"]
     if device == "cuda":
         if "CUDAExecutionProvider" not in ort.get_available_providers():
-            raise WnError(
+            raise DeviceError(
                 "--device cuda needs onnxruntime-gpu with CUDA (pip install 'wn-onnx[gpu]'); only CPU is available"
             )
         # CUDA/cuDNN from pip's nvidia-* wheels (torch's, or onnxruntime-gpu[cuda,cudnn]); it prints
@@ -31,7 +31,7 @@ def providers_for(device: str) -> list[str]:
             with contextlib.redirect_stdout(io.StringIO()):
                 ort.preload_dlls()
         return ["CUDAExecutionProvider", "CPUExecutionProvider"]
-    raise WnError(f"unknown device {device!r}; use cpu or cuda")
+    raise DeviceError(f"unknown device {device!r}; use cpu or cuda")
 
 
 class Sessions:
@@ -54,10 +54,10 @@ class Sessions:
                 session = ort.InferenceSession(proto.SerializeToString(), self.options, providers=self.providers)
         except Exception as err:
             first = str(err).strip().splitlines()[0]
-            raise WnError(f"onnxruntime cannot load the model: {first}") from None
+            raise ModelError(f"onnxruntime cannot load the model: {first}") from None
         missing = [p for p in self.providers if p not in session.get_providers()]
         if missing:  # onnxruntime falls back to the CPU silently; a scan claiming the GPU must not
-            raise WnError(
+            raise DeviceError(
                 f"onnxruntime could not start {', '.join(missing)} (CUDA/cuDNN libraries or the GPU missing?); "
                 "it would silently run on the CPU — use --device cpu, or fix the CUDA setup"
             )

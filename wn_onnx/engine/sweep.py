@@ -15,8 +15,8 @@ from typing import Protocol
 
 import numpy as np
 
+from wn_onnx.engine.round_cache import RoundCache
 from wn_onnx.noise import NoiseSpec
-from wn_onnx.round_cache import RoundCache
 
 
 @dataclass

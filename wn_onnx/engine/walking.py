@@ -14,6 +14,7 @@ from collections.abc import Callable
 import numpy as np
 
 from wn_onnx.engine.draws import WALK_STREAM, draw_at
+from wn_onnx.engine.round_cache import RoundCache
 from wn_onnx.engine.routes import Route, Routes
 from wn_onnx.engine.sessions import BoundInputs, run
 from wn_onnx.engine.sweep import SweepSettings
@@ -21,7 +22,6 @@ from wn_onnx.graph_passes import Point
 from wn_onnx.graph_passes.insert_noise import SIGMA_INPUT
 from wn_onnx.graph_passes.noise_functions import sigma_inputs
 from wn_onnx.noise import apply_noise
-from wn_onnx.round_cache import RoundCache
 
 CHUNK_ELEMENTS = 1 << 23  # floats per stacked suffix input (32 MB in float32)
 

@@ -15,7 +15,8 @@ from collections.abc import Sequence
 import numpy as np
 import onnx_ir as ir
 
-from wn_onnx.graph_passes.noise_functions import DOMAIN, MIN_OPSET, function_closure, noise_function, sigma_inputs
+from wn_onnx.graph_passes.noise_functions import DOMAIN, function_closure, noise_function, sigma_inputs
+from wn_onnx.io.vocabulary import MIN_OPSET
 from wn_onnx.noise import NoiseSpec
 
 SIGMA_INPUT = {"sigma_add": "wn_sigma_add", "sigma_mul": "wn_sigma_mul"}

@@ -114,5 +114,3 @@ def function_closure(spec: NoiseSpec, source: str, opset_version: int) -> list[i
         out.append(ir.serde.deserialize_function(proto))
     return out
 
-
-MIN_OPSET = 15  # CastLike, which onnxscript emits for the literal comparisons, is opset 15

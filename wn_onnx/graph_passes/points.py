@@ -16,25 +16,8 @@ from dataclasses import dataclass
 
 import onnx_ir as ir
 
-from wn_onnx.errors import WnError
-
-FLOAT_TYPES = frozenset({ir.DataType.FLOAT, ir.DataType.FLOAT16, ir.DataType.BFLOAT16, ir.DataType.DOUBLE})
-
-# Ops that move, view or re-type data without computing on it: noise after them would duplicate
-# the noise already injected after their producer.
-LAYOUT_OPS = frozenset(
-    {
-        "Reshape", "Flatten", "Transpose", "Squeeze", "Unsqueeze", "Identity", "Cast", "CastLike",
-        "Shape", "Size", "Constant", "ConstantOfShape", "Gather", "GatherElements", "GatherND",
-        "Concat", "Split", "Slice", "Expand", "Tile", "Pad", "Dropout", "DepthToSpace",
-        "SpaceToDepth", "Range", "NonZero", "Optional", "OptionalGetElement",
-    }
-)  # fmt: skip
-
-
-# Set on a value that conversion renamed (see modelio): the name of the user's value holding the
-# same numbers in another layout, where its point is placed and reported.
-USER_VALUE = "wn_onnx.user_value"
+from wn_onnx.errors import ConfigError
+from wn_onnx.io.vocabulary import FLOAT_TYPES, LAYOUT_OPS, USER_VALUE
 
 
 @dataclass(frozen=True)
@@ -48,7 +31,8 @@ class Point:
     shape: tuple[int | str | None, ...] | None
 
     def to_json(self) -> dict:
-        return {"index": self.index, "tensor": self.tensor, "op_type": self.op_type, "shape": _shape_json(self.shape)}
+        return {"index": self.index, "tensor": self.tensor, "op_type": self.op_type, "node": self.node,
+                "shape": _shape_json(self.shape)}  # fmt: skip
 
 
 def _shape_json(shape: tuple | None) -> list | None:
@@ -117,7 +101,34 @@ def find_points(model: ir.Model) -> list[Point]:
     return points
 
 
-_RANGE = re.compile(r"^(-?\d+)?(?:-|:)(-?\d+)?$")
+_RANGE = re.compile(r"^(\d+)?(?:-|:)(\d+)?$")
+
+
+def parse_indices(at: str, count: int) -> list[int]:
+    """The point indices ``at`` names among ``count`` points: ``0,3,5-8``, open ranges ``5-``/``-3``
+    refused as ambiguous. The index part of every command's point selection (scan's ``--at``, check
+    configs, train's noisy points)."""
+    wanted: set[int] = set()
+    for part in at.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        if part.startswith("-") and part[1:].isdigit():  # -3: "the third from the end" or "up to 3"?
+            raise ConfigError(f"point selection {at!r}: {part} is ambiguous; write an index from 0 or a "
+                              f"range such as 0{part} or {max(count + int(part), 0)}-{count - 1}")  # fmt: skip
+        m = _RANGE.match(part)
+        if part.isdigit():
+            wanted.add(int(part))
+        elif m:
+            lo = int(m.group(1)) if m.group(1) else 0
+            hi = int(m.group(2)) if m.group(2) else count - 1
+            wanted.update(range(lo, min(hi, count) + 1))  # past the end: reported below, not built
+        else:
+            raise ConfigError(f"point selection {at!r}: use indices (0,3,5-8), op:TYPE[,TYPE] or re:PATTERN")
+    bad = sorted(i for i in wanted if not 0 <= i < count)
+    if bad:
+        raise ConfigError(f"point selection {at!r}: point index {bad[0]} out of range ({count} points: 0-{count - 1})")
+    return sorted(wanted)
 
 
 def select_points(points: list[Point], at: str | None) -> list[Point]:
@@ -135,32 +146,11 @@ def select_points(points: list[Point], at: str | None) -> list[Point]:
         try:
             pattern = re.compile(at[3:])
         except re.error as err:
-            raise WnError(f"--at {at!r}: invalid regular expression ({err})") from None
+            raise ConfigError(f"point selection {at!r}: invalid regular expression ({err})") from None
         chosen = [p for p in points if pattern.search(p.tensor) or pattern.search(p.node)]
     else:
-        wanted: set[int] = set()
-        for part in at.split(","):
-            part = part.strip()
-            if not part:
-                continue
-            m = _RANGE.match(part)
-            try:
-                if part.lstrip("-").isdigit():
-                    wanted.add(int(part) % len(points) if int(part) < 0 else int(part))
-                elif m:
-                    lo = int(m.group(1)) if m.group(1) else 0
-                    hi = int(m.group(2)) if m.group(2) else len(points) - 1
-                    wanted.update(range(lo, min(hi, len(points)) + 1))  # past the end: reported below, not built
-                else:
-                    raise ValueError
-            except (ValueError, ZeroDivisionError):
-                raise WnError(f"--at {at!r}: use indices (0,3,5-8), op:TYPE[,TYPE] or re:PATTERN") from None
-        bad = sorted(i for i in wanted if not 0 <= i < len(points))
-        if bad:
-            raise WnError(
-                f"--at {at!r}: point index {bad[0]} out of range (model has {len(points)} points: 0-{len(points) - 1})"
-            )
+        wanted = set(parse_indices(at, len(points)))
         chosen = [p for p in points if p.index in wanted]
     if not chosen:
-        raise WnError(f"--at {at!r} selects no noise point (see `wn-onnx points MODEL`)")
+        raise ConfigError(f"point selection {at!r} selects no noise point (see `wn-onnx points MODEL`)")
     return chosen

@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from wn_onnx.errors import WnError
-from wn_onnx.fit import pessimistic
-from wn_onnx.report_schema import read_report
+from wn_onnx.results.fit import pessimistic
+from wn_onnx.results.schema import read_report
 
 STRATEGIES = ("uniform", "inverse-mu", "greedy")
 ROBUST, FALLBACK = "not-reached", ("poor-fit", "no-drop-from-start", "bracketed")
@@ -25,7 +25,12 @@ ROBUST, FALLBACK = "not-reached", ("poor-fit", "no-drop-from-start", "bracketed"
 def load_report(path: str | Path) -> dict:
     """A scan report with walking points and usable μ values, as planning needs."""
     p = Path(path)
-    report = read_report(p)
+    return plannable(read_report(p), str(p))
+
+
+def plannable(report: dict, where: str = "report") -> dict:
+    """``report`` when it has walking points and usable μ values; a clear error otherwise."""
+    p = where
     if not report["points"]:
         raise WnError(f"{p}: no walking points in this report (run `wn-onnx scan --mode walking` or `both`)")
     for q in report["points"]:
@@ -41,12 +46,12 @@ def parse_budget(text: str | int | None, points: int) -> int:
     try:
         value = float(text)
     except (TypeError, ValueError):
-        raise WnError(f"--budget must be a whole number, got {text!r}") from None
+        raise WnError(f"the execution budget must be a whole number, got {text!r}") from None
     if not value.is_integer():
-        raise WnError(f"--budget must be a whole number, got {text!r}")
+        raise WnError(f"the execution budget must be a whole number, got {text!r}")
     if value < points:
         raise WnError(
-            f"--budget {int(value)} is below the number of points ({points}): every point executes at least once"
+            f"a budget of {int(value)} executions is below the number of points ({points}): every point executes at least once"
         )
     return int(value)
 

@@ -7,6 +7,8 @@ declared sizes, before a byte of data is decompressed; outputs never overwrite a
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import resource
 import stat
@@ -152,3 +154,21 @@ def guard_outputs(outputs: Iterable[Path | None], inputs: Iterable[Path | str | 
         hit = next((s for s in sources if same(Path(out), s)), None)
         if hit is not None:
             raise WnError(f"output {out} is the input {hit}; choose another output path")
+
+
+def write_json(path: Path, payload: dict) -> None:
+    """Write atomically: a reader never sees half a report."""
+    write_text(path, json.dumps(payload, indent=2) + "\n")
+
+
+def write_text(path: Path, text: str) -> None:
+    """Write ``text`` atomically (a temporary file beside ``path``, then a rename); errors are one line."""
+    tmp = path.with_name(path.name[:200] + ".tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(text)
+        tmp.replace(path)
+    except OSError as e:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        raise WnError(f"cannot write {path}: {e.strerror or e}") from None

@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 from scipy.io import wavfile
 
-from wn_onnx.datasets.mfcc import CLIP, SAMPLE_RATE, mfcc
-from wn_onnx.errors import WnError
+from wn_onnx.errors import DataError
+from wn_onnx.io.datasets.mfcc import CLIP, SAMPLE_RATE, mfcc
 
 WORDS = ["yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go"]
 CLASSES = [*WORDS, "_silence_", "_unknown_"]
@@ -29,9 +29,9 @@ def read_wav(path: Path) -> np.ndarray:
     try:
         rate, data = wavfile.read(path)
     except (ValueError, OSError) as err:
-        raise WnError(f"{path}: not a readable WAV file ({err})") from None
+        raise DataError(f"{path}: not a readable WAV file ({err})") from None
     if rate != SAMPLE_RATE:
-        raise WnError(f"{path}: sample rate {rate} Hz, expected {SAMPLE_RATE}")
+        raise DataError(f"{path}: sample rate {rate} Hz, expected {SAMPLE_RATE}")
     if data.ndim > 1:
         data = data[:, 0]
     if data.dtype.kind == "i":
@@ -44,14 +44,14 @@ def read_wav(path: Path) -> np.ndarray:
 def _list(root: Path, name: str) -> set[str]:
     p = root / name
     if not p.is_file():
-        raise WnError(f"{name} not found in {root} (the official Speech Commands v2 layout has it)")
+        raise DataError(f"{name} not found in {root} (the official Speech Commands v2 layout has it)")
     return {line.strip() for line in p.read_text().splitlines() if line.strip()}
 
 
 def split_files(root: Path, split: str) -> list[tuple[str, int]]:
     """(relative path, class) of the split's word clips, unknown ones included (subsampled later)."""
     if not root.is_dir():
-        raise WnError(f"Speech Commands folder not found: {root}")
+        raise DataError(f"Speech Commands folder not found: {root}")
     val, test = _list(root, "validation_list.txt"), _list(root, "testing_list.txt")
     out = []
     for wav in sorted(root.glob("*/*.wav")):
@@ -76,7 +76,7 @@ def speech_commands(root: Path, split: str, seed: int = 0) -> tuple[np.ndarray, 
     known = [f for f in files if f[1] != UNKNOWN]
     unknown = [f for f in files if f[1] == UNKNOWN]
     if not known:
-        raise WnError(f"{root}: no clips of the 10 keywords in the {split} split")
+        raise DataError(f"{root}: no clips of the 10 keywords in the {split} split")
     n_words = len(known)
     n_extra = max(1, round(n_words * SILENCE_FRACTION / (1 - SILENCE_FRACTION - UNKNOWN_FRACTION)))
     picked = [unknown[i] for i in rng.permutation(len(unknown))[:n_extra]]

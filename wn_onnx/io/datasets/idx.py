@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from wn_onnx.errors import WnError
-from wn_onnx.safeio import check_budget, regular_file
+from wn_onnx.errors import DataError
+from wn_onnx.io.safeio import check_budget, regular_file
 
 _IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 
@@ -24,11 +24,11 @@ def read_idx(path: str | Path, limit: int | None = None) -> np.ndarray:
         with (gzip.open if gz else open)(p, "rb") as f:
             head = f.read(4)
             if len(head) < 4 or head[0] != 0 or head[1] != 0 or head[2] not in _IDX_DTYPES:
-                raise WnError(f"{p}: not an IDX file (bad magic number)")
+                raise DataError(f"{p}: not an IDX file (bad magic number)")
             dims_raw = f.read(4 * head[3])
             dims = tuple(int.from_bytes(dims_raw[4 * i : 4 * i + 4], "big") for i in range(len(dims_raw) // 4))
             if len(dims) != head[3]:
-                raise WnError(f"{p}: truncated IDX header")
+                raise DataError(f"{p}: truncated IDX header")
             dtype = np.dtype(_IDX_DTYPES[head[2]])
             if limit is not None and dims:
                 dims = (min(dims[0], limit), *dims[1:])
@@ -36,9 +36,9 @@ def read_idx(path: str | Path, limit: int | None = None) -> np.ndarray:
             check_budget(count * dtype.itemsize, str(p))
             data = f.read(count * dtype.itemsize)
     except (OSError, EOFError, zlib.error) as err:
-        raise WnError(f"{p}: corrupt gzip archive ({err})") from None
+        raise DataError(f"{p}: corrupt gzip archive ({err})") from None
     if len(data) != count * dtype.itemsize:
-        raise WnError(f"{p}: truncated IDX file ({len(data)} bytes of data, header says {count * dtype.itemsize})")
+        raise DataError(f"{p}: truncated IDX file ({len(data)} bytes of data, header says {count * dtype.itemsize})")
     return np.frombuffer(data, dtype=dtype, count=count).reshape(dims)
 
 
@@ -47,7 +47,7 @@ def find_idx(folder: Path, stem: str) -> Path:
     for candidate in (folder / f"{stem}.gz", folder / stem):
         if candidate.is_file():
             return candidate
-    raise WnError(f"{stem}[.gz] not found in {folder}")
+    raise DataError(f"{stem}[.gz] not found in {folder}")
 
 
 def idx_pair(folder: Path, split: str, limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -56,5 +56,5 @@ def idx_pair(folder: Path, split: str, limit: int | None = None) -> tuple[np.nda
     images = read_idx(find_idx(folder, f"{prefix}-images-idx3-ubyte"), limit)
     labels = read_idx(find_idx(folder, f"{prefix}-labels-idx1-ubyte"), limit)
     if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
-        raise WnError(f"{folder}: {prefix} images {images.shape} and labels {labels.shape} do not match")
+        raise DataError(f"{folder}: {prefix} images {images.shape} and labels {labels.shape} do not match")
     return images, labels.astype(np.int64)

@@ -22,14 +22,15 @@ from pathlib import Path
 import numpy as np
 import tomllib
 
-from wn_onnx import config_schema as cs
 from wn_onnx.errors import WnError
-from wn_onnx.fit import RESOLVED, pessimistic
-from wn_onnx.safeio import read_text
+from wn_onnx.io import config as cs
+from wn_onnx.io.safeio import read_text
+from wn_onnx.results.fit import RESOLVED, pessimistic
 
 Z = 2.0  # standard errors of slack in the baseline comparison
 CONFIG = {
-    "noise": cs.NOISE, "order": cs.ORDER, "sigma_ratio": cs.FRACTION, "sigmas": cs.GRID, "repeats": cs.REPEATS, "seed": cs.SEED,
+    "noise": cs.NOISE, "order": cs.ORDER, "sigma_ratio": cs.FRACTION, "sigma_mul": cs.NON_NEGATIVE,
+    "sigma_add": cs.NON_NEGATIVE, "device": cs.Key((str,), "cpu or cuda", lambda v: v in ("cpu", "cuda")), "sigmas": cs.GRID, "repeats": cs.REPEATS, "seed": cs.SEED,
     "mode": cs.Key((str,), "walking, global or both", lambda v: v in ("walking", "global", "both")), "at": cs.STRING,
     "min_mu": cs.NON_NEGATIVE, "global_min_mu": cs.NON_NEGATIVE, "max_mu_drop": cs.Key((str, int, float), "like 20% or 0.2"),
     "baseline": cs.STRING, "label_free": cs.BOOL, "limit": cs.POSITIVE_INT, "output": cs.STRING,
@@ -65,9 +66,9 @@ def parse_drop(text: str | None) -> float | None:
     try:
         value = float(t[:-1]) / 100 if t.endswith("%") else float(t)
     except ValueError:
-        raise WnError(f"--max-mu-drop must look like 20% or 0.2, got {text!r}") from None
+        raise WnError(f"the allowed μ drop must look like 20% or 0.2, got {text!r}") from None
     if not 0 <= value < 1:
-        raise WnError(f"--max-mu-drop must lie in [0%, 100%), got {text!r}")
+        raise WnError(f"the allowed μ drop must lie in [0%, 100%), got {text!r}")
     return value
 
 
@@ -101,7 +102,8 @@ def _matches(pattern: str, point: dict) -> bool:
         return point["op_type"].lower() in {p.strip().lower() for p in pattern[3:].split(",")}
     regex = pattern[3:] if pattern.startswith("re:") else pattern
     try:
-        return re.search(regex, point["tensor"]) is not None
+        # tensor or producing node, as --at re: selects (graph_passes/points.py); older reports lack "node"
+        return any(re.search(regex, point.get(key) or "") is not None for key in ("tensor", "node"))
     except re.error as err:
         raise WnError(f"threshold pattern {pattern!r}: invalid regular expression ({err})") from None
 
@@ -182,7 +184,7 @@ def evaluate_policy(report: dict, policy: Policy, baseline: dict | None) -> list
         if policy.max_drop is not None and baseline and baseline.get("global"):
             verdicts.append(judge_drop("global", baseline["global"], g, policy.max_drop))
     if not verdicts:
-        raise WnError("no policy to check: give --min-mu, --baseline with --max-mu-drop, or thresholds in the config")
+        raise WnError("no policy to check: give a minimum μ, a baseline with an allowed μ drop, or thresholds in the config")
     return verdicts
 
 

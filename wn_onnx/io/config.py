@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from wn_onnx.errors import WnError
+from wn_onnx.errors import ConfigError
 
 MAX_REPEATS = 100_000  # noise draws per σ; beyond this a run would not finish
 MAX_SEED = 2**32 - 1  # numpy's seed range
@@ -60,14 +60,14 @@ def check_keys(conf: dict, schema: dict[str, Key], source: str) -> dict:
     """``conf`` unchanged when every key is known and well typed; else one WnError naming the key."""
     unknown = sorted(set(conf) - set(schema))
     if unknown:
-        raise WnError(f"{source}: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(schema))}")
+        raise ConfigError(f"{source}: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(schema))}")
     for name, value in conf.items():
         key = schema[name]
         values = value if key.many and isinstance(value, list) else [value]
         if key.many and isinstance(value, list) and not value:
-            raise WnError(f"{source}: {name} is an empty list")
+            raise ConfigError(f"{source}: {name} is an empty list")
         if not all(key.accepts(v) for v in values):
-            raise WnError(
+            raise ConfigError(
                 f"{source}: {name} = {_shown(value)} must be {key.rule}{' (or a list of them)' if key.many else ''}"
             )
     return conf

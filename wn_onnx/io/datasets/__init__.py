@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from wn_onnx.data import subset
-from wn_onnx.errors import WnError
+from wn_onnx.errors import DataError
+from wn_onnx.io.data import subset
 
 
 @dataclass(frozen=True)
@@ -71,13 +71,13 @@ def cache_dir(name: str) -> Path:
 def _folder(info: DatasetInfo, data_dir: Path | None) -> Path:
     if data_dir is not None:
         if not Path(data_dir).is_dir():
-            raise WnError(f"--data-dir {data_dir} is not a folder")
+            raise DataError(f"--data-dir {data_dir} is not a folder")
         return Path(data_dir)
     candidates = [*map(Path, info.system_dirs), cache_dir(info.name)]
     for c in candidates:
         if c.is_dir():
             return c
-    raise WnError(
+    raise DataError(
         f"{info.name} files not found (looked in {', '.join(map(str, candidates))}); "
         f"pass --data-dir or run `wn-onnx data fetch {info.name}`"
     )
@@ -102,12 +102,12 @@ def load_split(
 ) -> Split:
     """One split of dataset ``name``, ready for the model (see :data:`DATASETS`)."""
     if name not in DATASETS:
-        raise WnError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
+        raise DataError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
     info = DATASETS[name]
     if split not in info.splits and name != "npz":
-        raise WnError(f"{name} has splits {', '.join(info.splits)}, not {split!r}")
+        raise DataError(f"{name} has splits {', '.join(info.splits)}, not {split!r}")
     if name == "digits":
-        from wn_onnx.models.embedded import digits_split
+        from wn_onnx.io.embedded import digits_split
 
         x_train, y_train, x_test, y_test = digits_split()
         x, y, source = (
@@ -116,10 +116,10 @@ def load_split(
             else (x_test, y_test, "scikit-learn digits (test)")
         )
     elif name == "npz":
-        from wn_onnx.data import load_npz
+        from wn_onnx.io.data import load_npz
 
         if data_file is None:
-            raise WnError("--dataset npz needs --data FILE.npz")
+            raise DataError("--dataset npz needs --data FILE.npz")
         d = load_npz(data_file)
         x, y, source = d.x, d.y, str(data_file)
         info = DatasetInfo("npz", [str(i) for i in range(int(y.max()) + 1)], tuple(x.shape[1:]), (), (), False)
@@ -127,22 +127,22 @@ def load_split(
         folder = _folder(info, data_dir)
         source = str(folder)
         if name in ("mnist", "fashion-mnist"):
-            from wn_onnx.datasets.idx import idx_pair
+            from wn_onnx.io.datasets.idx import idx_pair
 
             images, y = idx_pair(folder, split, limit)
             x = normalise(images[:, None], info)
         elif name == "cifar10":
-            from wn_onnx.datasets.cifar import CLASSES, cifar10
+            from wn_onnx.io.datasets.cifar import CLASSES, cifar10
 
             images, y = cifar10(folder, split)
             x, info = normalise(images, info), DatasetInfo(**{**info.__dict__, "classes": CLASSES})
         elif name == "svhn":
-            from wn_onnx.datasets.svhn import svhn
+            from wn_onnx.io.datasets.svhn import svhn
 
             images, y = svhn(folder, split)
             x = normalise(images, info)
         else:
-            from wn_onnx.datasets.speech_commands import CLASSES, speech_commands
+            from wn_onnx.io.datasets.speech_commands import CLASSES, speech_commands
 
             x, y = speech_commands(folder, split)
             info = DatasetInfo(**{**info.__dict__, "classes": CLASSES})
@@ -150,13 +150,13 @@ def load_split(
     if keep is not None:
         x, y = x[keep], y[keep]
     if len(x) == 0:
-        raise WnError(f"{name} {split}: no samples")
+        raise DataError(f"{name} {split}: no samples")
     with np.errstate(over="ignore", invalid="ignore"):  # reported below, in one line
         x = np.ascontiguousarray(x, dtype=np.float32)
     if not np.all(np.isfinite(x)):
-        raise WnError(f"{name} {split} ({source}): inputs hold NaN or values beyond float32's range")
+        raise DataError(f"{name} {split} ({source}): inputs hold NaN or values beyond float32's range")
     if y.min() < 0:
-        raise WnError(f"{name} {split} ({source}): labels must be >= 0, found {int(y.min())}")
+        raise DataError(f"{name} {split} ({source}): labels must be >= 0, found {int(y.min())}")
     return Split(x, y.astype(np.int64), info, source)
 
 
@@ -168,10 +168,10 @@ def _normalization(raw: str, info: DatasetInfo, channels: int, source: str) -> t
         mean = np.asarray(norm.get("mean") or info.mean, np.float64)
         std = np.asarray(norm.get("std") or info.std, np.float64)
     except (ValueError, TypeError, AttributeError, RecursionError):
-        raise WnError(f"{source}: metadata wn_onnx.normalization is not {{'mean': [...], 'std': [...]}}") from None
+        raise DataError(f"{source}: metadata wn_onnx.normalization is not {{'mean': [...], 'std': [...]}}") from None
     ok = mean.ndim == std.ndim == 1 and len(mean) == len(std) and len(mean) in (1, channels)
     if not ok or not np.all(np.isfinite(mean)) or not np.all(np.isfinite(std)) or np.any(std <= 0):
-        raise WnError(
+        raise DataError(
             f"{source}: metadata wn_onnx.normalization needs finite mean and std (std > 0), one value or one per "
             f"channel ({channels}); got {raw[:200]!r}"
         )
@@ -183,7 +183,7 @@ def model_ready(
 ):
     """A dataset split preprocessed the way ``model`` (an onnx_ir model) was trained: the
     normalisation in its ``wn_onnx.normalization`` metadata replaces the dataset default."""
-    from wn_onnx.data import Dataset
+    from wn_onnx.io.data import Dataset
 
     info = DATASETS.get(name)
     chosen = split or (info.val_split if info else "test")
@@ -198,5 +198,5 @@ def model_ready(
         with np.errstate(over="ignore", invalid="ignore"):
             data.x = ((data.x * std_d + mean_d) - mean_m) / std_m
         if not np.all(np.isfinite(data.x)):
-            raise WnError(f"{name}: the model's normalization makes some inputs NaN or Inf")
+            raise DataError(f"{name}: the model's normalization makes some inputs NaN or Inf")
     return Dataset(data.x.astype(np.float32), data.y, f"{name} {chosen} ({data.source})")

@@ -25,11 +25,11 @@ from pathlib import Path
 import numpy as np
 import tomllib
 
-from wn_onnx import config_schema as cs
 from wn_onnx.errors import WnError
-from wn_onnx.noise import parse_grid
-from wn_onnx.safeio import read_text
-from wn_onnx.store import digest, open_store, store_error
+from wn_onnx.io import config as cs
+from wn_onnx.io.safeio import read_text
+from wn_onnx.noise import NoiseSpec, parse_grid
+from wn_onnx.results.store import digest, open_store, store_error
 
 SCHEMA = {
     "dataset": cs.STRING, "data_dir": cs.STRING, "arch": cs.STRING, "bn": replace(cs.BOOL, many=True),
@@ -106,7 +106,7 @@ def load_sweep(path: str | Path) -> Sweep:
 
 def _point_count(arch: str, bn: bool) -> int:
     """Noise points of ``arch`` (their count does not depend on the input size or classes)."""
-    from wn_onnx.models.nets import ARCHS, build
+    from wn_onnx.training.nets import ARCHS, build
 
     if arch not in ARCHS:
         raise WnError(f"unknown arch {arch!r}; choose one of {', '.join(ARCHS)}")
@@ -121,14 +121,23 @@ def expand_points(run: dict, count: int) -> list:
     return out
 
 
+
+def run_noise(run: dict, kind: str) -> NoiseSpec:
+    """The noise of one run: order and ratio belong to mixed noise only (an add or mul run in the
+    same sweep ignores them); a ratio of 0 is a ratio (pure multiplicative), not a missing value."""
+    if kind != "mixed":
+        return NoiseSpec(kind)
+    ratio = run.get("sigma_ratio")
+    return NoiseSpec(kind, run.get("order") or "mul-first", 0.5 if ratio is None else ratio)
+
+
 def execute_run(run: dict) -> dict:
     """One run, start to finish (this is what a Dask worker executes)."""
     import torch
 
-    from wn_onnx.datasets import load_split
-    from wn_onnx.models.nets import build
-    from wn_onnx.noise import NoiseSpec
-    from wn_onnx.training import TrainConfig, evaluate_accuracy, train, weight_stats
+    from wn_onnx.io.datasets import load_split
+    from wn_onnx.training.nets import build
+    from wn_onnx.training.trainer import TrainConfig, evaluate_accuracy, train, weight_stats
 
     torch.set_num_threads(1)  # the same numbers whatever machine or worker runs it
     began = time.perf_counter()
@@ -138,13 +147,6 @@ def execute_run(run: dict) -> dict:
     shape = tuple(tr.x.shape[1:])
     count = len(build(run["arch"], shape, classes, run["bn"]).points)
 
-    def spec_of(kind: str) -> NoiseSpec:
-        return NoiseSpec(
-            kind,
-            run.get("order") or ("mul-first" if kind == "mixed" else None),
-            run.get("sigma_ratio") or (0.5 if kind == "mixed" else None),
-        )
-
     def where(point) -> list[int] | None:
         if point == "global":
             return None
@@ -152,7 +154,7 @@ def execute_run(run: dict) -> dict:
             raise WnError(f"point {point!r} out of range: {run['arch']} has {count} points")
         return [point]
 
-    noise = spec_of(run["noise"]) if run["training_noise"] else None
+    noise = run_noise(run, run["noise"]) if run["training_noise"] else None
     at = where(run["point"]) if run["training_noise"] else None
     cfg = TrainConfig(run["arch"], run["dataset"], run["bn"], run["epochs"], run["lr"], run["batch_size"], run["seed"],
                       noise, run["sigma"] if noise else 0.0, at, run["clamp"], tr.info.augment)  # fmt: skip
@@ -163,7 +165,7 @@ def execute_run(run: dict) -> dict:
     combos = [(run["noise"], run["point"], run["sigma"])] if run["training_noise"] else list(
         itertools.product(_list(run["noise"]), expand_points(run, count), _list(run["sigma"])))  # fmt: skip
     for kind, point, sigma in combos:
-        net.set_noise(spec_of(kind), sigma, where(point))
+        net.set_noise(run_noise(run, kind), sigma, where(point))
         accs = [evaluate_accuracy(net, xv, yv) for _ in range(run["eval_repeats"])]
         evaluations.append({"noise": kind, "point": point, "sigma": sigma, "accuracy": accs})
     net.set_noise(None, 0.0, None)
@@ -171,7 +173,7 @@ def execute_run(run: dict) -> dict:
            "weight_stats": weight_stats(net), "seconds": time.perf_counter() - began, "num_classes": classes,
            "input_shape": list(shape), "val_samples": len(yv), "host": socket.gethostname()}  # fmt: skip
     if run.get("keep_onnx"):
-        from wn_onnx.models.export import export_onnx
+        from wn_onnx.training.export import export_onnx
 
         folder = Path(str(run["keep_onnx"]))
         out["onnx"] = str(export_onnx(net, shape, folder / f"{run['key']}.onnx"))
@@ -411,7 +413,7 @@ def _serial(store: RunStore, run: dict, retries: int, stats: dict, on_update) ->
 def sweep_reports(sweep: Sweep) -> dict[str, dict]:
     """Scan-schema reports from the finished runs, one per (noise kind, BN, clamp) group:
     accuracy per σ over seeds (and evaluation repeats) per point → the same μ fit."""
-    from wn_onnx.fit import curve_json
+    from wn_onnx.results.fit import curve_json
 
     rows = _stored_rows(sweep)
     done = [(r, rows[r["key"]]["result"]) for r in sweep.runs if rows.get(r["key"], {}).get("status") == "done"]
@@ -457,9 +459,9 @@ def _reference_points(arch: str, shape: tuple, classes: int, bn: bool) -> list:
     import tempfile
 
     from wn_onnx.graph_passes import find_points
-    from wn_onnx.modelio import load_model
-    from wn_onnx.models.export import export_onnx
-    from wn_onnx.models.nets import build
+    from wn_onnx.io.model import load_model
+    from wn_onnx.training.export import export_onnx
+    from wn_onnx.training.nets import build
 
     with tempfile.TemporaryDirectory() as tmp:
         path = export_onnx(build(arch, shape, classes, bn), shape, Path(tmp) / "ref.onnx")

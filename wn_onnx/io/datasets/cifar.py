@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from wn_onnx.errors import WnError
+from wn_onnx.errors import DataError
 
 CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 RECORD = 1 + 3 * 32 * 32
@@ -39,7 +39,7 @@ def load_plain_pickle(path: Path):
     try:
         return PlainDataUnpickler(io.BytesIO(path.read_bytes()), encoding="bytes").load()
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError) as err:
-        raise WnError(f"{path}: not a plain-data CIFAR pickle ({err})") from None
+        raise DataError(f"{path}: not a plain-data CIFAR pickle ({err})") from None
 
 
 def _binary(folder: Path, names: list[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -47,10 +47,10 @@ def _binary(folder: Path, names: list[str]) -> tuple[np.ndarray, np.ndarray]:
     for name in names:
         p = folder / name
         if not p.is_file():
-            raise WnError(f"CIFAR-10 file {name} not found in {folder}")
+            raise DataError(f"CIFAR-10 file {name} not found in {folder}")
         raw = np.fromfile(p, dtype=np.uint8)
         if raw.size % RECORD:
-            raise WnError(f"{p}: size {raw.size} is not a multiple of the {RECORD}-byte CIFAR-10 record")
+            raise DataError(f"{p}: size {raw.size} is not a multiple of the {RECORD}-byte CIFAR-10 record")
         chunks.append(raw.reshape(-1, RECORD))
     records = np.concatenate(chunks)
     return records[:, 1:].reshape(-1, 3, 32, 32), records[:, 0].astype(np.int64)
@@ -61,10 +61,10 @@ def _python(folder: Path, names: list[str]) -> tuple[np.ndarray, np.ndarray]:
     for name in names:
         p = folder / name
         if not p.is_file():
-            raise WnError(f"CIFAR-10 file {name} not found in {folder}")
+            raise DataError(f"CIFAR-10 file {name} not found in {folder}")
         batch = load_plain_pickle(p)
         if not isinstance(batch, dict) or b"data" not in batch or b"labels" not in batch:
-            raise WnError(f"{p}: expected a dict with b'data' and b'labels'")
+            raise DataError(f"{p}: expected a dict with b'data' and b'labels'")
         xs.append(np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
         ys.append(np.asarray(batch[b"labels"], dtype=np.int64))
     return np.concatenate(xs), np.concatenate(ys)
@@ -84,7 +84,7 @@ def cifar10(folder: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
         names = ["test_batch"] if split == "test" else [f"data_batch_{i}" for i in range(1, 6)]
         x, y = _python(folder, names)
     else:
-        raise WnError(f"no CIFAR-10 batches (test_batch[.bin], data_batch_N[.bin]) in {folder}")
+        raise DataError(f"no CIFAR-10 batches (test_batch[.bin], data_batch_N[.bin]) in {folder}")
     if y.min() < 0 or y.max() > 9:
-        raise WnError(f"{folder}: CIFAR-10 labels outside 0-9")
+        raise DataError(f"{folder}: CIFAR-10 labels outside 0-9")
     return x, y

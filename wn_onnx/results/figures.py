@@ -23,9 +23,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
-from wn_onnx.fit import shaped_curve
-from wn_onnx.names import point_label, shorten
-from wn_onnx.report_schema import FAILED
+from wn_onnx.results.fit import shaped_curve
+from wn_onnx.results.names import point_label, shorten
+from wn_onnx.results.schema import FAILED
 
 STATUS_MARK = {"ok": "o", "not-reached": "^", "no-drop-from-start": "v", "poor-fit": "s", "two-drops": "D", "bracketed": "P",
                "failed": "x"}  # fmt: skip

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from wn_onnx.errors import WnError
-from wn_onnx.safeio import NPZ_ERRORS, read_npz_member, regular_file
+from wn_onnx.errors import DataError, WnError
+from wn_onnx.io.safeio import NPZ_ERRORS, read_npz_member, regular_file
 
 
 @dataclass
@@ -53,9 +53,9 @@ def subset(n: int, y: np.ndarray | None, limit: int | None, mode: str = "stratif
     if limit is None:
         return None
     if limit < 1:
-        raise WnError(f"--limit must be >= 1, got {limit}")
+        raise DataError(f"--limit must be >= 1, got {limit}")
     if mode not in LIMIT_MODES:
-        raise WnError(f"--limit-mode must be one of {', '.join(LIMIT_MODES)}, not {mode!r}")
+        raise DataError(f"--limit-mode must be one of {', '.join(LIMIT_MODES)}, not {mode!r}")
     if limit >= n:
         return None
     if y is None or mode == "first":
@@ -77,12 +77,12 @@ def load_npz(
     ``limit`` rows are read (a stratified subset needs every label, and rows from anywhere)."""
     p = regular_file(path, "data file")
     if limit is not None and limit < 1:
-        raise WnError(f"--limit must be >= 1, got {limit}")
+        raise DataError(f"--limit must be >= 1, got {limit}")
     try:
         with zipfile.ZipFile(p) as archive:
             keys = {n.removesuffix(".npy"): n for n in archive.namelist() if n.endswith(".npy")}
             if "x" not in keys:
-                raise WnError(f"{p}: no array named 'x' (found: {', '.join(sorted(keys)) or 'none'})")
+                raise DataError(f"{p}: no array named 'x' (found: {', '.join(sorted(keys)) or 'none'})")
             if limit is None or limit_mode == "first" or "y" not in keys:
                 x = read_npz_member(archive, keys["x"], str(p), limit if limit_mode == "first" else None)
                 y = read_npz_member(archive, keys["y"], str(p), limit if limit_mode == "first" else None) if "y" in keys else None
@@ -97,9 +97,9 @@ def load_npz(
         raise
     except NPZ_ERRORS as err:
         why = str(err).splitlines()[0] if str(err).strip() else type(err).__name__
-        raise WnError(f"{p}: not a readable .npz archive ({why})") from None
+        raise DataError(f"{p}: not a readable .npz archive ({why})") from None
     if require_labels and y is None:
-        raise WnError(f"{p}: no array named 'y' with labels (use --label-free to score agreement instead)")
+        raise DataError(f"{p}: no array named 'y' with labels (use --label-free to score agreement instead)")
     return make_dataset(x, y, str(p), limit, limit_mode)
 
 
@@ -108,27 +108,27 @@ def make_dataset(
 ) -> Dataset:
     """Validate arrays and keep ``limit`` samples (see :func:`subset`)."""
     if x.dtype.kind not in "fiu":
-        raise WnError(f"{source}: x has dtype {x.dtype}, expected numbers")
+        raise DataError(f"{source}: x has dtype {x.dtype}, expected numbers")
     if x.ndim < 1 or len(x) == 0:
-        raise WnError(f"{source}: x holds no samples")
+        raise DataError(f"{source}: x holds no samples")
     if y is not None:
         if y.dtype.kind not in "iu":
             if y.dtype.kind == "f" and np.all(np.isfinite(y)) and np.all(y == np.round(y)):
                 y = y.astype(np.int64)
             else:
-                raise WnError(f"{source}: labels y have dtype {y.dtype}, expected integers")
+                raise DataError(f"{source}: labels y have dtype {y.dtype}, expected integers")
         if y.ndim != 1 and not (y.ndim == 2 and y.shape[1] == 1):
-            raise WnError(f"{source}: labels y have shape {y.shape}; expected one integer label per sample")
+            raise DataError(f"{source}: labels y have shape {y.shape}; expected one integer label per sample")
         y = y.reshape(-1).astype(np.int64)
         if len(y) != len(x):
-            raise WnError(f"{source}: {len(x)} inputs but {len(y)} labels")
+            raise DataError(f"{source}: {len(x)} inputs but {len(y)} labels")
     keep = subset(len(x), y, limit, limit_mode)
     if keep is not None:
         x = x[keep]
         y = None if y is None else y[keep]
     if not np.all(np.isfinite(x)):
         bad = int(np.sum(~np.isfinite(x.reshape(len(x), -1)).any(axis=1)))
-        raise WnError(f"{source}: {bad} input samples contain NaN or Inf")
+        raise DataError(f"{source}: {bad} input samples contain NaN or Inf")
     return Dataset(np.ascontiguousarray(x), y, source)
 
 
@@ -139,20 +139,20 @@ def check_shape(data: Dataset, input_shape: tuple, dtype: np.dtype) -> Dataset:
     got = data.x.shape[1:]
     if len(want) != len(got) or any(isinstance(w, int) and w != g for w, g in zip(want, got, strict=False)):
         shown = "×".join(str(d) if isinstance(d, int) else "?" for d in want)
-        raise WnError(
+        raise DataError(
             f"{data.source}: samples have shape {'×'.join(map(str, got)) or 'scalar'}, the model expects {shown}"
         )
     if dtype.kind in "iu":  # token ids or raw pixels: a cast must not round or wrap anything
         info = np.iinfo(dtype)
         x = data.x
         if x.dtype.kind == "f" and not np.array_equal(x, np.round(x)):
-            raise WnError(f"{data.source}: the model takes integers ({dtype}), but x holds fractional values")
+            raise DataError(f"{data.source}: the model takes integers ({dtype}), but x holds fractional values")
         if x.size and (x.min() < info.min or x.max() > info.max):
-            raise WnError(f"{data.source}: x spans [{x.min()}, {x.max()}], outside the model's {dtype} input")
+            raise DataError(f"{data.source}: x spans [{x.min()}, {x.max()}], outside the model's {dtype} input")
     with np.errstate(over="ignore", invalid="ignore"):  # reported below, in one line
         x = data.x.astype(dtype, copy=False)
     if dtype.kind == "f" and not np.all(np.isfinite(x)):  # float64 data beyond float32's range
-        raise WnError(f"{data.source}: some inputs are NaN or overflow to Inf as {dtype} (the model's input type)")
+        raise DataError(f"{data.source}: some inputs are NaN or overflow to Inf as {dtype} (the model's input type)")
     return Dataset(x, data.y, data.source)
 
 
@@ -161,6 +161,6 @@ def check_labels(data: Dataset, num_classes: int) -> None:
     if data.y is not None:
         lo, hi = int(data.y.min()), int(data.y.max())
         if lo < 0 or hi >= num_classes:
-            raise WnError(
+            raise DataError(
                 f"{data.source}: labels span [{lo}, {hi}] but the model has {num_classes} classes (0-{num_classes - 1})"
             )

@@ -14,8 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from wn_onnx.datasets import cache_dir
 from wn_onnx.errors import WnError
+from wn_onnx.io.datasets import cache_dir
 
 
 @dataclass(frozen=True)

@@ -99,7 +99,7 @@ class CurveStore:
 
     def get(self, key: str) -> dict | None:
         """The stored curve, or None when absent or not a valid curve (then it is computed again)."""
-        from wn_onnx.report_schema import curve_problems
+        from wn_onnx.results.schema import curve_problems
 
         try:
             row = self.db.execute("SELECT result FROM curves WHERE key = ?", (key,)).fetchone()

@@ -1,4 +1,4 @@
-"""The scan-report schema (README "Report JSON"), checked where reports are read back.
+"""The scan-report schema (docs/report-schema.md), checked where reports are read back.
 
 Types and values are checked too: a baseline whose ``mu_err`` is 1e308 or NaN, or whose μ is a
 string, would otherwise pass or crash every comparison made with it.
@@ -11,9 +11,10 @@ import math
 from pathlib import Path
 
 from wn_onnx.errors import WnError
-from wn_onnx.fit import STATUSES
-from wn_onnx.safeio import read_text
+from wn_onnx.io.safeio import read_text
+from wn_onnx.results.fit import STATUSES
 
+SCHEMA_VERSION = 1  # written as "schema_version"; a report without it is version 1
 FAILED = "failed"  # a walked point that could not be evaluated; its "reason" says why
 
 CURVE_KEYS = ("sigmas", "accuracy", "mu", "mu_err", "a_max", "a_min", "status")
@@ -48,7 +49,7 @@ def _curve_problems(name: str, curve: dict) -> list[str]:
         problems.append(f"{name}: 'fit' must be an object")
     if "index" in curve and not (isinstance(curve["index"], int) and not isinstance(curve["index"], bool)):
         problems.append(f"{name}: 'index' must be a whole number")
-    for key in ("tensor", "op_type"):
+    for key in ("tensor", "op_type", "node"):
         if key in curve and not isinstance(curve[key], str):
             problems.append(f"{name}: {key!r} must be a string")
     return problems
@@ -59,6 +60,11 @@ def schema_problems(report: object) -> list[str]:
     if not isinstance(report, dict):
         return ["not a JSON object"]
     problems = [f"missing key {k!r}" for k in TOP_KEYS if k not in report]
+    version = report.get("schema_version", 1)
+    if not (isinstance(version, int) and not isinstance(version, bool) and version >= 1):
+        problems.append("'schema_version' must be a whole number >= 1")
+    elif version > SCHEMA_VERSION:
+        problems.append(f"schema_version {version} is newer than this wn-onnx reads ({SCHEMA_VERSION}): upgrade wn-onnx")
     if "clean_accuracy" in report and not _fraction(report["clean_accuracy"]):
         problems.append("'clean_accuracy' must be a fraction in [0, 1]")
     classes = report.get("num_classes", 0)

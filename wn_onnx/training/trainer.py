@@ -15,8 +15,8 @@ import torch
 from torch import nn
 
 from wn_onnx.errors import WnError
-from wn_onnx.models.nets import NoisePoint, PointNet, build
 from wn_onnx.noise import NoiseSpec
+from wn_onnx.training.nets import NoisePoint, PointNet, build
 
 
 @dataclass
@@ -152,7 +152,7 @@ def train(
     net = build(cfg.arch, input_shape, num_classes, cfg.bn).to(device)
     points = len(net.points)
     if cfg.at is not None and any(not 0 <= k < points for k in cfg.at):
-        raise WnError(f"--at {cfg.at}: {cfg.arch} has {points} points (0-{points - 1})")
+        raise WnError(f"noisy points {cfg.at}: {cfg.arch} has {points} points (0-{points - 1})")
     gen = torch.Generator().manual_seed(cfg.seed)
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs)

@@ -1,6 +1,6 @@
 """A whole scan: model + data + noise → accuracy per (point, σ, repeat) → μ per point → report.
 
-The report is a plain dict with the schema documented in the README ("Report JSON").
+The report is a dict in the JSON schema of docs/report-schema.md; wn_onnx.Report is its typed view.
 """
 
 from __future__ import annotations
@@ -19,16 +19,16 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from wn_onnx import __version__
-from wn_onnx.data import Dataset, check_labels, check_shape
 from wn_onnx.engine import Counts, Engine, SweepSettings, providers_for, score
-from wn_onnx.errors import WnError
-from wn_onnx.fit import curve_json as fit_curve_json
+from wn_onnx.engine.round_cache import RoundCache
+from wn_onnx.errors import ConfigError, WnError
 from wn_onnx.graph_passes import Point, find_points, select_points
-from wn_onnx.modelio import LoadedModel, check_scores, load_model
+from wn_onnx.io.data import Dataset, check_labels, check_shape
+from wn_onnx.io.model import LoadedModel, check_scores, load_model
 from wn_onnx.noise import NoiseSpec
-from wn_onnx.report_schema import FAILED
-from wn_onnx.round_cache import RoundCache
-from wn_onnx.store import CurveStore, digest
+from wn_onnx.results.fit import curve_json as fit_curve_json
+from wn_onnx.results.schema import FAILED, SCHEMA_VERSION
+from wn_onnx.results.store import CurveStore, digest
 
 MODES = ("walking", "global", "both")
 
@@ -55,7 +55,7 @@ class Curve:
 
 
 def curve_json(sigmas: np.ndarray, spec: NoiseSpec, counts: Counts, base: Curve) -> dict:
-    """The shared curve writer (:func:`wn_onnx.fit.curve_json`) plus the mixed-noise components."""
+    """The shared curve writer (:func:`wn_onnx.results.fit.curve_json`) plus the mixed-noise components."""
     out = fit_curve_json(sigmas, counts.accuracy, counts.nonfinite, base.chance, counts.total, base.clean)
     if spec.kind == "mixed":
         a_add, a_mul = spec.components(sigmas)
@@ -145,15 +145,15 @@ def run_scan(
     report.
     """
     if req.mode not in MODES:
-        raise WnError(f"unknown --mode {req.mode!r}; choose walking, global or both")
+        raise ConfigError(f"unknown scan mode {req.mode!r}; choose walking, global or both")
     if st.repeats < 1:
-        raise WnError("--repeats must be >= 1")
+        raise ConfigError("repeats must be >= 1")
     if st.batch_size < 1:
-        raise WnError("--batch-size must be >= 1")
+        raise ConfigError("batch size must be >= 1")
     if req.jobs < 1:
-        raise WnError("--jobs must be >= 1")
+        raise ConfigError("jobs must be >= 1")
     if not 0 < req.tolerance < 1:
-        raise WnError("--tolerance must lie in (0, 1)")
+        raise ConfigError("tolerance must lie in (0, 1)")
     engine = Engine(loaded, providers_for(req.device), req.threads)
     all_points = find_points(loaded.model)
     chosen = select_points(all_points, req.at)
@@ -176,6 +176,7 @@ def run_scan(
 
     silent = progress or (lambda _d, _t: lambda _n: None)
     report: dict = {
+        "schema_version": SCHEMA_VERSION,
         "wn_onnx_version": __version__,
         "model": loaded.path,
         "data": {"source": data.source, "samples": len(data), "label_free": req.label_free},

@@ -19,11 +19,10 @@ from google.protobuf.message import DecodeError
 from onnx import shape_inference, version_converter
 from onnx_ir.passes.common import RemoveUnusedNodesPass
 
-from wn_onnx.batch_axis import fixed_batch, free_batch_axis
-from wn_onnx.errors import WnError
-from wn_onnx.graph_passes.noise_functions import MIN_OPSET
-from wn_onnx.graph_passes.points import FLOAT_TYPES, LAYOUT_OPS, USER_VALUE
-from wn_onnx.safeio import regular_file
+from wn_onnx.errors import ModelError
+from wn_onnx.io.batch_axis import fixed_batch, free_batch_axis
+from wn_onnx.io.safeio import regular_file
+from wn_onnx.io.vocabulary import FLOAT_TYPES, LAYOUT_OPS, MIN_OPSET, USER_VALUE
 
 INTEGER_TYPES = frozenset(
     {ir.DataType.INT8, ir.DataType.INT16, ir.DataType.INT32, ir.DataType.INT64,
@@ -84,41 +83,61 @@ def _check_external_data(proto: onnx.ModelProto, folder: Path) -> tuple[str, ...
             inside = not os.path.isabs(location) and root in target.parents
             found = inside and target.is_file()
         except (OSError, RuntimeError, ValueError) as err:  # a symlink loop, a NUL byte, a name too long
-            raise WnError(f"{where} cannot be opened ({getattr(err, 'strerror', None) or err})") from None
+            raise ModelError(f"{where} cannot be opened ({getattr(err, 'strerror', None) or err})") from None
         if not inside:
-            raise WnError(
+            raise ModelError(
                 f"refusing external data {location!r} of tensor {tensor.name!r}: it lies outside the model's folder"
             )
         if not found:
-            raise WnError(f"{where} not found next to the model")
+            raise ModelError(f"{where} not found next to the model")
         files.append(str(target))
     return tuple(dict.fromkeys(files))
 
 
-def load_model(path: str | os.PathLike, output: str | None = None) -> LoadedModel:
-    """Read, validate and shape-infer ``path``; ``output``: the graph output to score (default:
-    the first float output)."""
-    p = regular_file(path, "model file")
+def _read(p: Path) -> tuple[onnx.ModelProto, tuple[str, ...]]:
+    """The checked model at ``p`` with its external data, and the external files it read."""
     try:
         proto = onnx.load(str(p), load_external_data=False)
     except (DecodeError, RuntimeWarning, ValueError, OSError) as err:
-        raise WnError(f"{p} is not a readable ONNX model ({type(err).__name__})") from None
+        raise ModelError(f"{p} is not a readable ONNX model ({type(err).__name__})") from None
     if not proto.graph.node and not proto.graph.output:
-        raise WnError(f"{p} is not an ONNX model (empty graph)")
+        raise ModelError(f"{p} is not an ONNX model (empty graph)")
     external = _check_external_data(proto, p.parent)
     try:
         onnx.external_data_helper.load_external_data_for_model(proto, str(p.parent))
         onnx.checker.check_model(proto)
     except Exception as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise WnError(f"{p} fails the ONNX checker: {first}") from None
+        raise ModelError(f"{p} fails the ONNX checker: {first}") from None
+    return proto, external
+
+
+def _at_least_min_opset(proto: onnx.ModelProto, p: Path) -> onnx.ModelProto:
+    """``proto`` converted to the opset the noise functions need, if it is older."""
     version = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 0)
+    if version >= MIN_OPSET:
+        return proto
+    try:
+        return version_converter.convert_version(proto, MIN_OPSET)
+    except Exception as err:
+        raise ModelError(f"{p} uses opset {version}; converting it to {MIN_OPSET} failed ({err})") from None
+
+
+def load_as_written(path: str | os.PathLike) -> ir.Model:
+    """The user's graph as the file has it (every output, the declared batch), only raised to the
+    opset the noise functions need: what a deployable copy (``apply-plan``) is built from."""
+    p = regular_file(path, "model file")
+    proto, _ = _read(p)
+    return ir.from_proto(_at_least_min_opset(proto, p))
+
+
+def load_model(path: str | os.PathLike, output: str | None = None) -> LoadedModel:
+    """Read, validate and shape-infer ``path``; ``output``: the graph output to score (default:
+    the first float output)."""
+    p = regular_file(path, "model file")
+    proto, external = _read(p)
     user_names = {o for n in proto.graph.node for o in n.output}
-    if version < MIN_OPSET:
-        try:
-            proto = version_converter.convert_version(proto, MIN_OPSET)
-        except Exception as err:
-            raise WnError(f"{p} uses opset {version}; converting it to {MIN_OPSET} failed ({err})") from None
+    proto = _at_least_min_opset(proto, p)
     _free_unsized_dims(proto)
     declared = fixed_batch(proto)
     freed = free_batch_axis(proto) if declared else None
@@ -129,7 +148,7 @@ def load_model(path: str | os.PathLike, output: str | None = None) -> LoadedMode
         pass
     maps = [v.name for v in proto.graph.output if _is_map(v.type)]
     if maps:
-        raise WnError(
+        raise ModelError(
             f"{p}: output {maps[0]!r} is a map (ZipMap), not a tensor of class scores; export the classifier "
             "without ZipMap (skl2onnx: options={'zipmap': False})"
         )
@@ -137,7 +156,7 @@ def load_model(path: str | os.PathLike, output: str | None = None) -> LoadedMode
         model = ir.from_proto(proto)
     except Exception as err:  # types onnx_ir cannot represent (e.g. maps from ZipMap)
         first = (str(err).strip().splitlines() or [type(err).__name__])[0]
-        raise WnError(f"{p}: cannot be analysed ({first[:200]})") from None
+        raise ModelError(f"{p}: cannot be analysed ({first[:200]})") from None
     _mark_renamed_values(model, user_names)
     loaded = describe(model, str(p), output)
     _keep_only_output(model, loaded.output_name)
@@ -195,22 +214,22 @@ def describe(model: ir.Model, path: str, output: str | None = None) -> LoadedMod
     graph = model.graph
     inputs = [v for v in graph.inputs if not v.is_initializer()]
     if len(inputs) != 1:
-        raise WnError(f"{path}: expected one data input, found {len(inputs)} ({', '.join(v.name for v in inputs)})")
+        raise ModelError(f"{path}: expected one data input, found {len(inputs)} ({', '.join(v.name for v in inputs)})")
     data_in = inputs[0]
     if data_in.dtype not in FLOAT_TYPES | INTEGER_TYPES:  # integers: token ids, raw pixels cast inside the graph
-        raise WnError(
+        raise ModelError(
             f"{path}: input {data_in.name!r} is {data_in.dtype.name if data_in.dtype else 'untyped'}, "
             "not a float or integer tensor"
         )
     outs = [v for v in graph.outputs if isinstance(v.type, ir.TensorType) and v.dtype in FLOAT_TYPES]
     if not outs:
-        raise WnError(f"{path}: no float output to score (outputs: {', '.join(v.name for v in graph.outputs)})")
+        raise ModelError(f"{path}: no float output to score (outputs: {', '.join(v.name for v in graph.outputs)})")
     if output is not None:
         named = [v for v in graph.outputs if v.name == output]
         if not named:
-            raise WnError(f"{path}: no graph output {output!r} (outputs: {', '.join(v.name for v in graph.outputs)})")
+            raise ModelError(f"{path}: no graph output {output!r} (outputs: {', '.join(v.name for v in graph.outputs)})")
         if named[0] not in outs:
-            raise WnError(f"{path}: output {output!r} is not a float tensor; it cannot be scored")
+            raise ModelError(f"{path}: output {output!r} is not a float tensor; it cannot be scored")
     scored = named[0] if output is not None else outs[0]
     dims = list(scored.shape)[1:] if scored.shape is not None else []
     if scored.shape is not None:
@@ -229,7 +248,7 @@ def check_scores(shape: list[int | None] | tuple, where: str) -> None:
     ``None``: a symbolic length, judged later from the clean pass."""
     if len(shape) < 2 or sum(1 for d in shape[1:] if d is not None and d > 1) > 1:
         shown = "×".join("?" if d is None else str(d) for d in shape) or "scalar"
-        raise WnError(
+        raise ModelError(
             f"{where} has shape {shown}; wn-onnx scores one vector of class scores per sample (N×K): "
             "choose another --output or export the scores flattened"
         )

@@ -1,0 +1,114 @@
+"""The public Python API: the README's example runs, the report model round-trips, errors are typed."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import wn_onnx
+from wn_onnx.errors import ConfigError, DataError, ModelError, WnError
+
+README = Path(__file__).parents[1] / "README.md"
+
+
+def test_readme_python_example_runs(tmp_path, monkeypatch):
+    text = README.read_text()
+    section = text[text.index("## Python API") :]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    monkeypatch.chdir(tmp_path)
+    scope: dict = {}
+    exec(compile(code, "README.md", "exec"), scope)
+    report = scope["report"]
+    assert [p.index for p in report.points] == [0, 1, 2, 3, 4]
+    assert (tmp_path / "curves.png").stat().st_size > 10_000
+    assert scope["same"].to_json() == report.to_json()
+    frame = scope["frame"]
+    assert len(frame) == 17 * (5 + 1)  # five points and the global curve, 17 σ each
+    assert sum(scope["plan"]["executions"]) == 10
+
+
+def test_api_scan_is_the_cli_scan(tmp_path):
+    """Same model, data and settings: the API's report is the command's, number for number."""
+    from typer.testing import CliRunner
+
+    from wn_onnx.cli.app import app
+
+    out = tmp_path / "r.json"
+    res = CliRunner().invoke(app, ["scan", "--sigmas", "log:1e-2:1e2:9", "--repeats", "2", "--at", "1,3",
+                                   "--quiet", "--out", str(out)])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    cli = json.loads(out.read_text())
+    api = wn_onnx.scan(sigmas="log:1e-2:1e2:9", repeats=2, at="1,3").to_json()
+    for key in ("clean_accuracy", "num_classes", "config_hash", "points", "global"):
+        assert api[key] == cli[key], key
+
+
+def test_report_round_trip_keeps_every_key_and_refuses_newer_schemas():
+    report = wn_onnx.scan(sigmas="log:1e-2:1e2:9", repeats=1, mode="walking", at="0")
+    d = json.loads(json.dumps(report.to_json()))
+    d["points"][0]["some_future_key"] = {"x": 1}
+    d["points"].append({**d["points"][0], "index": 7, "status": "failed", "fit": {"note": "boom"}, "mu": None,
+                        "mu_err": None, "sigmas": [], "accuracy": [], "reason": "boom"})  # fmt: skip
+    back = wn_onnx.Report.from_json(d)
+    assert back.to_json() == d
+    assert back.points[0].extra["some_future_key"] == {"x": 1} and back.points[1].fit.note == "boom" and not back.points[1].resolved
+    assert back.global_ is None and back.points[0].fit.shape in ("linear", "log", "frechet", "weibull")
+    with pytest.raises(WnError, match="newer"):
+        wn_onnx.Report.from_json({**d, "schema_version": 99})
+    with pytest.raises(WnError, match="not a wn-onnx scan report"):
+        wn_onnx.Report.from_json({"points": []})
+
+
+def test_to_pandas_rows_are_the_curves():
+    report = wn_onnx.scan(sigmas="log:1e-2:1e2:5", repeats=3, at="2")
+    frame = report.to_pandas()
+    point = frame[frame.point == 2]
+    assert list(point.sigma) == report.points[0].sigmas
+    assert np.allclose(point.accuracy, np.mean(report.points[0].accuracy, axis=1))
+    assert (frame[frame.point == "global"].status == report.global_.status).all()
+
+
+def test_fit_curve_matches_the_scan_fit():
+    p = wn_onnx.scan(sigmas="log:1e-2:1e2:13", repeats=2, mode="walking", at="3").points[0]
+    n = len(np.load(wn_onnx.DEFAULT_DATA)["y"])
+    refit = wn_onnx.fit_curve(p.sigmas, p.accuracy, chance=0.1, n_samples=n, clean=None)
+    assert refit.status == p.status and refit.mu == pytest.approx(p.mu, rel=0.05)
+
+
+def test_errors_are_typed_and_name_concepts(tmp_path):
+    bad = tmp_path / "m.onnx"
+    bad.write_bytes(b"not a model")
+    with pytest.raises(ModelError):
+        wn_onnx.load_model(bad)
+    with pytest.raises(ConfigError, match="data without a model"):
+        wn_onnx.scan(data=wn_onnx.DEFAULT_DATA)
+    with pytest.raises(ConfigError, match=r"^repeats must be >= 1"):
+        wn_onnx.scan(repeats=0)
+    with pytest.raises(DataError):
+        wn_onnx.fit_curve([1, 2], [0.5], chance=0.1, n_samples=10)
+    with pytest.raises(ConfigError, match="point selection"):
+        wn_onnx.find_points(wn_onnx.DEFAULT_MODEL, at="-3")
+    assert issubclass(WnError, ValueError) and set(wn_onnx.__all__) >= {"scan", "Report", "plan", "check", "fit_curve"}
+
+
+def test_cli_refuses_data_without_a_model(tmp_path):
+    """Was: `scan --data mine.npz` with no model scanned the embedded digits model on the user's data."""
+    from typer.testing import CliRunner
+
+    from wn_onnx.cli.app import app
+
+    res = CliRunner().invoke(app, ["scan", "--data", str(wn_onnx.DEFAULT_DATA), "--quiet"])
+    assert res.exit_code != 0 and "without a MODEL" in str(res.exception or res.output)
+
+
+def test_check_patterns_match_node_names_as_point_selection_does():
+    """Was: a check config's `re:` matched tensor names only, while `--at re:` matches node names too."""
+    report = wn_onnx.scan(sigmas="log:1e-2:1e2:5", repeats=1, mode="walking", at="1,3")
+    by_node = wn_onnx.check(report, point_floors=[("re:^/2/Gemm$", 1e9)], min_mu=None)
+    selected = [p.index for p in wn_onnx.find_points(wn_onnx.DEFAULT_MODEL, at="re:^/2/Gemm$")]
+    assert selected == [1]
+    assert [(v.name.split()[1], v.passed) for v in by_node] == [("1", False)]

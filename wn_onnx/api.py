@@ -1,0 +1,181 @@
+"""The Python face of wn-onnx: what a notebook or a script needs, in a handful of calls.
+
+Each call is one phase, as the command line runs them (README "Python API"):
+``load_model`` → ``find_points`` → ``load_data`` → ``scan`` → :class:`Report` → ``plan`` / ``check``;
+``fit_curve`` fits a curve measured elsewhere. Errors are :class:`wn_onnx.errors.WnError`
+subclasses, never a traceback from deep inside.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from wn_onnx.errors import ConfigError, DataError
+from wn_onnx.graph_passes import Point, select_points
+from wn_onnx.graph_passes import find_points as _all_points
+from wn_onnx.io.data import Dataset, load_npz, make_dataset
+from wn_onnx.io.embedded import DEFAULT_DATA, DEFAULT_MODEL
+from wn_onnx.io.model import LoadedModel, load_model
+from wn_onnx.noise import NoiseSpec, default_grid, parse_grid
+from wn_onnx.results.fit import curve_json
+from wn_onnx.results.report import Curve, Report
+
+ModelLike = str | os.PathLike | LoadedModel
+DataLike = Dataset | tuple | str | os.PathLike | None
+
+
+def _model(model: ModelLike | None) -> LoadedModel:
+    return model if isinstance(model, LoadedModel) else load_model(DEFAULT_MODEL if model is None else model)
+
+
+def find_points(model: ModelLike, at: str | None = None) -> list[Point]:
+    """The noise points of ``model`` (all, or those ``at`` selects: ``"0,3,5-8"``, ``"op:Conv"``, ``"re:PATTERN"``)."""
+    return select_points(_all_points(_model(model).model), at)
+
+
+def load_data(
+    model: ModelLike,
+    data: DataLike = None,
+    *,
+    dataset: str | None = None,
+    split: str | None = None,
+    data_dir: str | os.PathLike | None = None,
+    limit: int | None = None,
+    limit_mode: str = "stratified",
+    labels: bool = True,
+) -> Dataset:
+    """Evaluation data for ``model``: a :class:`Dataset`, an ``(x, y)`` pair of arrays, an ``.npz``
+    file with ``x`` and ``y``, or a bundled dataset by name (``dataset="fashion-mnist"``, normalised
+    as the model's metadata says). ``labels=False`` accepts data without labels (label-free scans)."""
+    if dataset is not None:
+        from wn_onnx.io.datasets import model_ready
+
+        return model_ready(_model(model).model, dataset, split, None if data_dir is None else Path(data_dir),
+                           limit, limit_mode)  # fmt: skip
+    if isinstance(data, Dataset):
+        return data
+    if isinstance(data, tuple):
+        if len(data) != 2:
+            raise DataError("data as a tuple must be (x, y); pass (x, None) for label-free data")
+        x, y = data
+        return make_dataset(np.asarray(x), None if y is None else np.asarray(y), "arrays", limit, limit_mode)
+    if data is None:
+        raise DataError("no evaluation data: give arrays (x, y), an .npz file with x and y, or a dataset name")
+    return load_npz(data, limit, labels, limit_mode)
+
+
+def scan(
+    model: ModelLike | None = None,
+    data: DataLike = None,
+    *,
+    noise: str | NoiseSpec = "add",
+    sigmas: str | Sequence[float] | None = None,
+    repeats: int = 5,
+    seed: int = 0,
+    mode: str = "both",
+    at: str | None = None,
+    label_free: bool = False,
+    batch_size: int = 1024,
+    threads: int = 0,
+    device: str = "cpu",
+    adaptive: bool = False,
+    tolerance: float = 0.05,
+    redraw: bool = False,
+    global_after_bn: bool = True,
+    progress: Callable[[str, int], Callable[[int], None]] | None = None,
+) -> Report:
+    """Sweep σ at every selected point (walking) and at all of them at once (global) and fit μ.
+
+    ``model`` and ``data`` omitted: the embedded digits MLP on its held-out split. ``noise``:
+    ``"add"``, ``"mul"`` or a :class:`NoiseSpec` (mixed noise). ``sigmas``: a grid text
+    (``"log:1e-2:1e2:21"``) or values; default the paper's grid for the noise kind.
+    ``progress(description, total)`` may return a ``tick(n)`` callback.
+    """
+    from wn_onnx.engine import SweepSettings
+    from wn_onnx.scanner import ScanRequest, run_scan
+
+    if model is None:
+        if data is not None:
+            raise ConfigError("data without a model: the embedded default model only runs on its own digits")
+        data = DEFAULT_DATA
+    loaded = _model(model)
+    spec = noise if isinstance(noise, NoiseSpec) else NoiseSpec(noise)
+    if sigmas is None:
+        grid = default_grid(spec)
+    elif isinstance(sigmas, str):
+        grid = parse_grid(sigmas)
+    else:
+        grid = np.asarray(sigmas, float)
+        if grid.ndim != 1 or grid.size == 0 or not np.all(np.isfinite(grid)) or (grid < 0).any():
+            raise ConfigError("sigmas must be a non-empty list of finite values >= 0")
+    dataset = load_data(loaded, data, labels=not label_free)
+    settings = SweepSettings(grid, spec, repeats, seed, batch_size, redraw)
+    request = ScanRequest(mode, at, label_free, device, threads, global_after_bn, adaptive, tolerance)
+    return Report.from_json(run_scan(loaded, dataset, settings, request, progress))
+
+
+def fit_curve(
+    sigmas: Sequence[float], accuracy: Sequence[Sequence[float]] | Sequence[float], *, chance: float, n_samples: int,
+    clean: float | None = None,
+) -> Curve:  # fmt: skip
+    """Fit μ to a curve measured elsewhere: ``accuracy`` per σ (one value, or one row of repeats),
+    measured on ``n_samples`` samples, falling to ``chance``; ``clean`` is the σ = 0 accuracy if known.
+    The result has the same statuses and errors as a scan's curves (docs/method.md)."""
+    s = np.asarray(sigmas, float)
+    acc = np.asarray(accuracy, float)
+    acc = acc[:, None] if acc.ndim == 1 else acc
+    if acc.ndim != 2 or len(acc) != len(s) or len(s) == 0:
+        raise DataError(f"accuracy needs one row per σ ({len(s)}), got shape {acc.shape}")
+    if not (np.isfinite(acc).all() and ((acc >= 0) & (acc <= 1)).all()):
+        raise DataError("accuracy values must be fractions in [0, 1]")
+    if n_samples < 1:
+        raise DataError("n_samples must be >= 1")
+    return Curve.from_json(curve_json(s, acc, np.zeros(acc.shape, int), chance, n_samples, clean))
+
+
+def _report(report: Report | dict | str | os.PathLike) -> dict:
+    if isinstance(report, Report):
+        return report.to_json()
+    if isinstance(report, dict):
+        return Report.from_json(report).to_json()
+    return Report.load(report).to_json()
+
+
+def plan(report: Report | dict | str | os.PathLike, budget: int | str | None = None, strategy: str = "inverse-mu") -> dict:
+    """Spread ``budget`` executions (a whole number ≥ the point count; default 2 per point) over the
+    walked points: ``"uniform"`` or ``"inverse-mu"`` (paper Table 3). The greedy search measures
+    accuracy and runs from the command line (``wn-onnx plan --strategy greedy``)."""
+    from wn_onnx.planner import PlanInput, inverse_mu, parse_budget, plan_json, plannable, uniform
+
+    if strategy not in ("uniform", "inverse-mu"):
+        raise ConfigError(f"unknown strategy {strategy!r} here; choose uniform or inverse-mu")
+    data = plannable(_report(report))
+    inp = PlanInput.from_report(data)
+    total = parse_budget(budget, len(inp.indices))
+    executions = uniform(len(inp.indices), total) if strategy == "uniform" else inverse_mu(inp.mu, total, inp.robust)
+    return plan_json(strategy, total, executions, inp, data)
+
+
+def check(
+    report: Report | dict | str | os.PathLike,
+    *,
+    min_mu: float | None = None,
+    global_min_mu: float | None = None,
+    baseline: Report | dict | str | os.PathLike | None = None,
+    max_drop: float | None = None,
+    point_floors: Sequence[tuple[str, float]] = (),
+) -> list:
+    """CI verdicts for ``report``: every point's μ ≥ ``min_mu`` (``point_floors``: (pattern, min μ)
+    per point, patterns as in check configs), the global μ ≥ ``global_min_mu``, and no μ more than
+    ``max_drop`` (a fraction) below ``baseline``'s. Returns one :class:`wn_onnx.gate.Verdict` per rule;
+    ``all(v.passed for v in verdicts)`` is the gate."""
+    from wn_onnx.gate import Policy, evaluate_policy
+
+    if max_drop is not None and not 0 <= max_drop < 1:
+        raise ConfigError(f"the allowed μ drop must lie in [0, 1), got {max_drop}")
+    policy = Policy(min_mu, global_min_mu, max_drop, list(point_floors))
+    return evaluate_policy(_report(report), policy, None if baseline is None else _report(baseline))
