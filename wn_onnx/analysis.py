@@ -112,6 +112,7 @@ def binarize(
     seed: int = 0,
     follow: int = 3,
     quantize_at: int | None = None,
+    granularity: str = "layer",
 ) -> dict:
     """Self-binarisation at point ``at`` under noise σ: histograms and the threshold test.
 
@@ -121,7 +122,7 @@ def binarize(
     its accuracy on levels, one that did not loses it.
     """
     loaded = engine.loaded
-    points = find_points(loaded.model)
+    points = find_points(loaded.model, granularity)
     noisy_pt = _point(points, at)
     q = _point(points, quantize_at if quantize_at is not None else min(at + 1, len(points) - 1))
     if q.index <= at:
@@ -213,9 +214,10 @@ def mixed_grid(
     sigma_add: np.ndarray,
     repeats: int = 3,
     seed: int = 0,
+    granularity: str = "layer",
 ) -> dict:
-    """Accuracy at point ``at`` for every (σ_mul, σ_add) pair, one order."""
-    point = _point(find_points(engine.loaded.model), at)
+    """Accuracy at point ``at`` (of ``granularity``) for every (σ_mul, σ_add) pair, one order."""
+    point = _point(find_points(engine.loaded.model, granularity), at)
     grid = np.zeros((len(sigma_mul), len(sigma_add)))
     spread = np.zeros_like(grid)
     for i, sm in enumerate(sigma_mul):

@@ -9,7 +9,17 @@ from typing import Annotated
 
 import typer
 
-from wn_onnx.cli.common import Kind, Mode, Order, OutputOption, err, write_json, write_text
+from wn_onnx.cli.common import (
+    Granularity,
+    GranularityOption,
+    Kind,
+    Mode,
+    Order,
+    OutputOption,
+    err,
+    write_json,
+    write_text,
+)
 from wn_onnx.config_schema import MAX_REPEATS, MAX_SEED
 from wn_onnx.errors import WnError
 from wn_onnx.safeio import guard_outputs
@@ -44,6 +54,7 @@ def check_command(
     summary: Annotated[Path | None, typer.Option(help="Markdown summary to this file instead of stdout.")] = None,
     out_path: Annotated[Path | None, typer.Option("--out", help="Full report plus verdicts as JSON.")] = None,
     output: OutputOption = None,
+    granularity: GranularityOption = Granularity.layer,
 ) -> None:
     """Fail CI when a model's robustness falls below a floor or drops against a baseline."""
     guard_outputs([junit_path, summary, out_path], [model, data, config, baseline])
@@ -61,7 +72,7 @@ def check_command(
 
 
 def _run(model, data, config, noise, order, sigma_ratio, sigmas, mode, at, repeats, seed, limit, label_free, min_mu,
-         global_min_mu, baseline, max_mu_drop, junit_path, summary, out_path, output):  # fmt: skip
+         global_min_mu, baseline, max_mu_drop, junit_path, summary, out_path, output, granularity):  # fmt: skip
     from wn_onnx.check import Policy, evaluate_policy, junit, load_config, markdown, parse_drop
     from wn_onnx.data import load_npz
     from wn_onnx.engine import SweepSettings
@@ -94,7 +105,8 @@ def _run(model, data, config, noise, order, sigma_ratio, sigmas, mode, at, repea
     if base_report is not None and policy.max_drop is None:
         policy.max_drop = 0.0
     st = SweepSettings(grid, spec, int(pick(repeats, "repeats", 5)), int(pick(seed, "seed", 0)))
-    req = ScanRequest(mode=mode.value if mode else conf.get("mode", "both"), at=pick(at, "at"), label_free=free)
+    req = ScanRequest(mode=mode.value if mode else conf.get("mode", "both"), at=pick(at, "at"), label_free=free,
+                      granularity=granularity.value)  # fmt: skip
     report = run_scan(loaded, dataset, st, req)
     verdicts = evaluate_policy(report, policy, base_report)
     text = markdown(verdicts, report)
