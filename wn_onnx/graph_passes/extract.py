@@ -53,8 +53,11 @@ def hoist(top: ir.Graph, value: ir.Value) -> ir.Value:
     name = value.name
     value.name = f"{name}__inner"
     for _, body in subgraphs(node):
-        if body is graph:
-            body.outputs.append(value)
+        if body is graph:  # through an Identity: the value may be a branch output already
+            copy = ir.Node("", "Identity", [value], name=f"{name}__hoisted")
+            copy.outputs[0].name, copy.outputs[0].type = f"{name}__hoisted", value.type
+            body.append(copy)
+            body.outputs.append(copy.outputs[0])
         else:
             dtype = ir.DataType(value.dtype).numpy() if value.dtype is not None else np.float32
             empty = ir.Node("", "Constant", [], [ir.AttrTensor("value", ir.tensor(np.zeros((0,), dtype)))])
