@@ -14,8 +14,8 @@ import pytest
 import torch
 from onnx import TensorProto, helper, numpy_helper
 from reference import Reference
-from test_cli import wn
 from torch import nn
+from typer.testing import CliRunner
 
 from wn_onnx.data import make_dataset
 from wn_onnx.engine import Engine, SweepSettings
@@ -28,6 +28,15 @@ from wn_onnx.noise import NoiseSpec
 from wn_onnx.scan import ScanRequest, run_scan
 
 CPU = ["CPUExecutionProvider"]
+
+
+def listed(*args: object) -> list[dict]:
+    """``wn-onnx points ARGS --json``, in this process."""
+    from wn_onnx.cli.app import app
+
+    result = CliRunner().invoke(app, ["points", *map(str, args), "--json"])
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)["points"]
 
 
 class Block(nn.Module):
@@ -89,9 +98,7 @@ def labels(points) -> list[str]:
 def test_points_cli_lists_each_gelu_and_layernorm_once(block):
     for opset, norm in ((17, ["LayerNormalization"]), (14, ["ReduceMean", "Sub", "Pow", "ReduceMean", "Add", "Sqrt",
                                                              "Div", "Mul", "Add"])):  # fmt: skip
-        result = wn("points", block[opset], "--granularity", "layer", "--json")
-        assert result.returncode == 0, result.stderr
-        points = json.loads(result.stdout)["points"]
+        points = listed(block[opset], "--granularity", "layer")
         ops = [p["op_type"] for p in points]
         gelu = [p for p in points if p["op_type"] == "Gelu"]
         assert len(gelu) == 1 and gelu[0]["ops"] == ["Div", "Erf", "Add", "Mul", "Mul"], points
@@ -101,8 +108,7 @@ def test_points_cli_lists_each_gelu_and_layernorm_once(block):
         assert len(points) == 17, ops
         op_level = find_points(load_model(block[opset]).model, "op")
         assert len(op_level) == {17: 24, 14: 40}[opset]
-    result = wn("points", block[14], "--granularity", "op", "--json")
-    assert len(json.loads(result.stdout)["points"]) == 40
+    assert len(listed(block[14], "--granularity", "op")) == 40
 
 
 @pytest.mark.parametrize(
@@ -217,8 +223,7 @@ def test_if_branch_points_are_listed_and_walked(tmp_path):
     assert inner == [("e_o", "MatMul", "If_0/else_branch"), ("t_h", "MatMul", "If_0/then_branch"),
                      ("t_r", "Relu", "If_0/then_branch"), ("t_o", "MatMul", "If_0/then_branch")]  # fmt: skip
     assert not any(p.unsupported for p in points)
-    listed = json.loads(wn("points", path, "--json").stdout)["points"]
-    assert [p.get("path") for p in listed if p["tensor"] == "t_h"] == ["If_0/then_branch"]
+    assert [p.get("path") for p in listed(path) if p["tensor"] == "t_h"] == ["If_0/then_branch"]
 
     engine = Engine(loaded, CPU)
     data = _data(engine, np.random.default_rng(2).standard_normal((30, 8)).astype(np.float32))
