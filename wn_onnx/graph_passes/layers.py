@@ -150,7 +150,6 @@ def layer_groups(graph: ir.Graph, live: set[ir.Value]) -> dict[ir.Node, Group]:
     """Each op that is part of a multi-op layer or function → its group (ops left out stay single)."""
     finder = _Finder(graph, live)
     owner: dict[ir.Node, Group] = {}
-    groups: list[Group] = []
     candidates = [v for v in graph.inputs if v in live] + [v for n in graph for v in n.outputs if v in live]
     for x in candidates:  # rule 1, in graph order; a region's inner values open none
         producer = x.producer()
@@ -158,7 +157,6 @@ def layer_groups(graph: ir.Graph, live: set[ir.Value]) -> dict[ir.Node, Group]:
             continue
         group = finder.region(x)
         if group is not None and not any(n in owner for n in group.nodes):
-            groups.append(group)
             owner.update(dict.fromkeys(group.nodes, group))
 
     def single(node: ir.Node) -> Group:
@@ -247,7 +245,7 @@ def label(nodes: list[ir.Node]) -> str:
         return "Gelu"
     if "ReduceMean" in kinds and kinds & {"Sqrt", "Reciprocal"}:
         return "LayerNorm" if "Sub" in kinds else "RMSNorm"
-    if "Exp" in kinds and kinds & {"ReduceSum"} and "Div" in kinds:
+    if {"Exp", "ReduceSum", "Div"} <= kinds:
         return "Softmax"
     if kinds & {"HardSigmoid", "Clip"} and "Mul" in kinds:
         return "HardSwish"
