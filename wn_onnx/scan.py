@@ -222,7 +222,7 @@ def run_scan(
     try:
         if req.mode in ("walking", "both"):
             tick = silent(f"walking {len(chosen)} points", len(chosen))
-            keys = {p.index: digest(stored, "point", p.index, p.tensor) for p in chosen}
+            keys = {p.index: digest(stored, "point", p.index, p.tensor, req.granularity) for p in chosen}
             done = {p.index: store.get(keys[p.index]) for p in chosen} if store is not None and resume else {}
             todo = [p for p in chosen if done.get(p.index) is None]
             tick(len(chosen) - len(todo))
@@ -244,7 +244,7 @@ def run_scan(
             if not where:
                 raise WnError("the global sweep has no point left (all selected points are BatchNormalization outputs)")
             tick = silent(f"global noise at {len(where)} points", 1)
-            key = digest(stored, "global", [p.index for p in where], [p.tensor for p in where])
+            key = digest(stored, "global", [p.index for p in where], req.granularity)
             curve = store.get(key) if store is not None and resume else None
             if curve is None:
                 with RoundCache() if req.adaptive else contextlib.nullcontext() as cache:
