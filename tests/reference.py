@@ -138,9 +138,11 @@ class Reference:
         seed: int,
         stream: int,
         batch_size: int,
+        scales: list[float] | None = None,
     ) -> np.ndarray:
         """Correct predictions per (σ, repeat) with noise ``σ`` at every (point index, tensor) of
-        ``tensors`` at once; batches as the engine makes them (a fixed batch padded, pads unscored)."""
+        ``tensors`` at once (``scales``: σ·scales[k] at the k-th); batches as the engine makes
+        them (a fixed batch padded, pads unscored)."""
         names = [t for _, t in tensors]
         dtypes = {n: v.dtype for n, v in zip(names, self.values(names, x[: self.fixed or 2]), strict=True)}
         session = _session(noisy_proto(self.proto, dtypes, spec), self.fuse)
@@ -161,8 +163,9 @@ class Reference:
                 for s, sigma in enumerate(sigmas):
                     sa, sm = spec.components(sigma)
                     for k, v in enumerate(clean):
-                        feeds[f"ref_sa_{k}"] = np.asarray(sa, v.dtype)
-                        feeds[f"ref_sm_{k}"] = np.asarray(sm, v.dtype)
+                        scale = 1.0 if scales is None else scales[k]
+                        feeds[f"ref_sa_{k}"] = np.asarray(sa * scale, v.dtype)
+                        feeds[f"ref_sm_{k}"] = np.asarray(sm * scale, v.dtype)
                     with np.errstate(all="ignore"):
                         logits = session.run(None, feeds)[self.out_index].astype(np.float64)
                         flat = logits.reshape(len(xb), -1)

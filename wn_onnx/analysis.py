@@ -113,6 +113,7 @@ def binarize(
     seed: int = 0,
     follow: int = 3,
     quantize_at: int | None = None,
+    granularity: str = "layer",
 ) -> dict:
     """Self-binarisation at point ``at`` under noise σ: histograms and the threshold test.
 
@@ -122,7 +123,7 @@ def binarize(
     its accuracy on levels, one that did not loses it.
     """
     loaded = engine.loaded
-    points = find_points(loaded.model)
+    points = find_points(loaded.model, granularity)
     noisy_pt = _point(points, at)
     q = _point(points, quantize_at if quantize_at is not None else min(at + 1, len(points) - 1))
     if q.index <= at:
@@ -214,9 +215,10 @@ def mixed_grid(
     sigma_add: np.ndarray,
     repeats: int = 3,
     seed: int = 0,
+    granularity: str = "layer",
 ) -> dict:
-    """Accuracy at point ``at`` for every (σ_mul, σ_add) pair, one order."""
-    point = _point(find_points(engine.loaded.model), at)
+    """Accuracy at point ``at`` (of ``granularity``) for every (σ_mul, σ_add) pair, one order."""
+    point = _point(find_points(engine.loaded.model, granularity), at)
     grid = np.zeros((len(sigma_mul), len(sigma_add)))
     spread = np.zeros_like(grid)
     for i, sm in enumerate(sigma_mul):
@@ -235,11 +237,12 @@ WEIGHT_OPS = {"Conv": 1, "ConvTranspose": 1, "Gemm": 1, "MatMul": 1}
 
 def weight_magnitudes(path: str) -> list[dict]:
     """Mean |w| of every learnable layer's weight initializer, in graph order, each named as
-    ``wn-onnx points`` names it: the point index and tensor of the layer's output."""
+    ``wn-onnx points --granularity op`` names it: the point index and tensor of the layer's output
+    (the paper's models have the same points at both granularities)."""
     from wn_onnx.io.model import load_model
 
     loaded = load_model(path)
-    points = {p.tensor: p.index for p in find_points(loaded.model)}
+    points = {p.tensor: p.index for p in find_points(loaded.model, "op")}
     proto = ir.to_proto(loaded.model)
     inits = {t.name: t for t in proto.graph.initializer}
     out = []

@@ -32,9 +32,10 @@ def _model(model: ModelLike | None) -> LoadedModel:
     return model if isinstance(model, LoadedModel) else load_model(DEFAULT_MODEL if model is None else model)
 
 
-def find_points(model: ModelLike, at: str | None = None) -> list[Point]:
-    """The noise points of ``model`` (all, or those ``at`` selects: ``"0,3,5-8"``, ``"op:Conv"``, ``"re:PATTERN"``)."""
-    return select_points(_all_points(_model(model).model), at)
+def find_points(model: ModelLike, at: str | None = None, granularity: str = "layer") -> list[Point]:
+    """The noise points of ``model`` (all, or those ``at`` selects: ``"0,3,5-8"``, ``"op:Conv"``,
+    ``"re:PATTERN"``): one per layer and complete function, or with ``granularity="op"`` one per op."""
+    return select_points(_all_points(_model(model).model, granularity), at)
 
 
 def load_data(
@@ -86,6 +87,8 @@ def scan(
     tolerance: float = 0.05,
     redraw: bool = False,
     global_after_bn: bool = True,
+    granularity: str = "layer",
+    sigma_scale: str = "absolute",
     progress: Callable[[str, int], Callable[[int], None]] | None = None,
 ) -> Report:
     """Sweep σ at every selected point (walking) and at all of them at once (global) and fit μ.
@@ -93,7 +96,9 @@ def scan(
     ``model`` and ``data`` omitted: the embedded digits MLP on its held-out split. ``noise``:
     ``"add"``, ``"mul"`` or a :class:`NoiseSpec` (mixed noise). ``sigmas``: a grid text
     (``"log:1e-2:1e2:21"``) or values; default the paper's grid for the noise kind.
-    ``progress(description, total)`` may return a ``tick(n)`` callback.
+    ``granularity``: ``"layer"`` (a GELU or LayerNorm is one point) or ``"op"``; ``sigma_scale="std"``:
+    σ in units of each point's clean activation std. ``progress(description, total)`` may return
+    a ``tick(n)`` callback.
     """
     from wn_onnx.engine import SweepSettings
     from wn_onnx.scanner import ScanRequest, run_scan
@@ -114,7 +119,9 @@ def scan(
             raise ConfigError("sigmas must be a non-empty list of finite values >= 0")
     dataset = load_data(loaded, data, labels=not label_free)
     settings = SweepSettings(grid, spec, repeats, seed, batch_size, redraw)
-    request = ScanRequest(mode, at, label_free, device, threads, global_after_bn, adaptive, tolerance)
+    request = ScanRequest(mode=mode, at=at, label_free=label_free, device=device, threads=threads,
+                          global_after_bn=global_after_bn, adaptive=adaptive, tolerance=tolerance,
+                          granularity=granularity, sigma_scale=sigma_scale)  # fmt: skip
     return Report.from_json(run_scan(loaded, dataset, settings, request, progress))
 
 

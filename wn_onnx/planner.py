@@ -174,5 +174,6 @@ def plan_json(
         ],
         "model": report.get("model"),
         "noise": report.get("noise"),
+        "granularity": report.get("granularity", "op"),
         **(extra or {}),
     }

@@ -31,6 +31,7 @@ from wn_onnx.results.schema import FAILED, SCHEMA_VERSION
 from wn_onnx.results.store import CurveStore, digest
 
 MODES = ("walking", "global", "both")
+SIGMA_SCALES = ("absolute", "std")
 
 
 @dataclass
@@ -44,6 +45,8 @@ class ScanRequest:
     adaptive: bool = False
     tolerance: float = 0.05  # adaptive: stop once mu_err <= tolerance * mu
     jobs: int = 1  # walking points spread over this many processes
+    granularity: str = "layer"  # one point per layer / function, or "op": one per op (graph_passes.layers)
+    sigma_scale: str = "absolute"  # or "std": σ in units of each point's clean activation std
 
 
 @dataclass
@@ -154,9 +157,17 @@ def run_scan(
         raise ConfigError("jobs must be >= 1")
     if not 0 < req.tolerance < 1:
         raise ConfigError("tolerance must lie in (0, 1)")
+    if req.sigma_scale not in SIGMA_SCALES:
+        raise ConfigError(f"unknown σ scale {req.sigma_scale!r}; choose absolute or std")
+    if req.sigma_scale == "std" and st.spec.kind != "add":
+        raise ConfigError("σ relative to the activation std applies to additive noise (multiplicative noise is relative already)")
     engine = Engine(loaded, providers_for(req.device), req.threads)
-    all_points = find_points(loaded.model)
-    chosen = select_points(all_points, req.at)
+    all_points = find_points(loaded.model, req.granularity)
+    selected = select_points(all_points, req.at)
+    chosen = [p for p in selected if not p.unsupported]
+    skipped = [{**p.to_json(), "reason": p.unsupported} for p in selected if p.unsupported]
+    if not chosen:
+        raise WnError(f"no selected point can carry noise: point {selected[0].index}: {selected[0].unsupported}")
 
     # Clean pass: class count, clean accuracy, label-free targets.
     data = check_shape(data, loaded.input_shape, engine.dtype)
@@ -192,12 +203,19 @@ def run_scan(
         "clean_nonfinite": int(bad.sum()),
         "num_classes": num_classes,
         "chance": chance,
+        "granularity": req.granularity,
+        "sigma_scale": req.sigma_scale,
         "points": [],
         "global": None,
     }
+    if skipped:
+        report["skipped"] = skipped
     base = Curve(chance, clean)
+    # relative σ: each point's clean activation std on the data; the noise there is σ·std
+    scales = engine.clean_std(chosen, data, st.batch_size) if req.sigma_scale == "std" else None
+    relative = ["sigma_scale=std"] if req.sigma_scale == "std" else []  # absolute: the hashes of earlier versions
     config = digest(loaded.content_digest(), loaded.output_name, data.x, data.y, req.label_free, st.spec.to_json(), st.sigmas, st.repeats,
-                    st.seed, st.redraw, st.walk, req.adaptive, req.tolerance, __version__)  # fmt: skip
+                    st.seed, st.redraw, st.walk, req.adaptive, req.tolerance, __version__, *relative)  # fmt: skip
     report["config_hash"] = config
     # stored curves are also keyed by what may change the arithmetic without changing the report's
     # settings: the batch size (graphs that mix samples) and the device
@@ -205,7 +223,7 @@ def run_scan(
     try:
         if req.mode in ("walking", "both"):
             tick = silent(f"walking {len(chosen)} points", len(chosen))
-            keys = {p.index: digest(stored, "point", p.index, p.tensor) for p in chosen}
+            keys = {p.index: digest(stored, "point", p.index, p.tensor, req.granularity) for p in chosen}
             done = {p.index: store.get(keys[p.index]) for p in chosen} if store is not None and resume else {}
             todo = [p for p in chosen if done.get(p.index) is None]
             tick(len(chosen) - len(todo))
@@ -218,7 +236,7 @@ def run_scan(
                     store.put(keys[point.index], f"point {point.index}", curve)
 
             report["points"] = [finished[p.index] for p in chosen if p.index in finished]
-            walk_points(engine, todo, data, st, req, base, tick, reference, keep)
+            walk_points(engine, todo, data, st, req, base, tick, reference, keep, scales)
             if all(p["status"] == FAILED for p in report["points"]):
                 first = report["points"][0]
                 raise WnError(f"every walked point failed; point {first['index']}: {first['reason']}")
@@ -227,19 +245,22 @@ def run_scan(
             if not where:
                 raise WnError("the global sweep has no point left (all selected points are BatchNormalization outputs)")
             tick = silent(f"global noise at {len(where)} points", 1)
-            key = digest(stored, "global", [p.index for p in where])
+            key = digest(stored, "global", [p.index for p in where], req.granularity)
             curve = store.get(key) if store is not None and resume else None
             if curve is None:
                 with RoundCache() if req.adaptive else contextlib.nullcontext() as cache:
 
                     def measure(sigmas: np.ndarray) -> Counts:
                         sub = replace(st, sigmas=sigmas)
-                        return engine.global_sweep(where, data, sub, lambda _n: None, reference, cache)
+                        scale = None if scales is None else np.array([scales[p.index] for p in where])
+                        return engine.global_sweep(where, data, sub, lambda _n: None, reference, cache, scale)
 
                     curve = {
                         "points": [p.index for p in where],
                         **measure_curve(measure, st, base, req.adaptive, req.tolerance),
                     }
+                    if scales is not None:
+                        curve["activation_std"] = [scales[p.index] for p in where]
                 if store is not None:
                     store.put(key, "global", curve)
             report["global"] = curve
@@ -261,8 +282,11 @@ def walk_points(
     tick,
     reference: np.ndarray | None,
     keep: Callable[[Point, dict], None],
+    scales: dict[int, float] | None = None,
 ) -> None:
-    """Walk ``chosen``, handing each finished curve to ``keep``; over ``req.jobs`` processes when asked."""
+    """Walk ``chosen``, handing each finished curve to ``keep``; over ``req.jobs`` processes when asked.
+    ``scales``: relative σ, point index → the clean activation std σ is measured in."""
+    scale = (lambda p: None) if scales is None else (lambda p: scales[p.index])
     if not chosen:
         return
     if req.jobs <= 1 or len(chosen) == 1:
@@ -271,7 +295,8 @@ def walk_points(
         for group in engine.tap_groups(chosen, data, st):  # one clean prefix run per batch for a group
             with engine.shared_taps(group, st):
                 for point in group:
-                    keep(point, _walk_one(engine, point, data, st, req, base, lambda n: tick(n / per_point), reference))
+                    ticks = lambda n: tick(n / per_point)  # noqa: E731
+                    keep(point, _walk_one(engine, point, data, st, req, base, ticks, reference, scale(point)))
         return
     threads = max(1, (req.threads or os.cpu_count() or 1) // req.jobs)
     ctx = multiprocessing.get_context("spawn")
@@ -279,7 +304,7 @@ def walk_points(
     pool = ProcessPoolExecutor(req.jobs, mp_context=ctx, initializer=_worker_init, initargs=init)
     try:
         with _sigint_held():  # workers start with Ctrl-C held back: no traceback from their imports
-            futures = {pool.submit(_worker_walk, point, st, req, base): point for point in chosen}
+            futures = {pool.submit(_worker_walk, point, st, req, base, scale(point)): point for point in chosen}
         for future in as_completed(futures):
             keep(futures[future], future.result())
             tick(1)
@@ -300,14 +325,20 @@ def _walk_one(
     base: Curve,
     tick=lambda _n: None,
     reference: np.ndarray | None = None,
+    scale: float | None = None,
 ) -> dict:
+    """One walked point's curve; ``scale``: relative σ, the grid's σ values are in units of
+    this std (the curve keeps them in those units and records the std)."""
     with RoundCache() if req.adaptive else contextlib.nullcontext() as cache:  # adaptive rounds reuse work
 
         def measure(sigmas: np.ndarray) -> Counts:
-            return engine.walk(point, data, replace(st, sigmas=sigmas), tick, reference=reference, cache=cache)
+            absolute = sigmas if scale is None else sigmas * scale
+            return engine.walk(point, data, replace(st, sigmas=absolute), tick, reference=reference, cache=cache)
 
         try:
             curve = {**point.to_json(), **measure_curve(measure, st, base, req.adaptive, req.tolerance)}
+            if scale is not None:
+                curve["activation_std"] = scale
             if engine.mixes_samples(point, st.spec):
                 curve["mixes_samples"] = True
             return curve
@@ -380,5 +411,6 @@ def _exit_with_parent(parent: int) -> None:
     os._exit(1)
 
 
-def _worker_walk(point: Point, st: SweepSettings, req: ScanRequest, base: Curve) -> dict:
-    return _walk_one(_WORKER["engine"], point, _WORKER["data"], st, req, base, reference=_WORKER["reference"])
+def _worker_walk(point: Point, st: SweepSettings, req: ScanRequest, base: Curve, scale: float | None) -> dict:
+    engine, data = _WORKER["engine"], _WORKER["data"]
+    return _walk_one(engine, point, data, st, req, base, reference=_WORKER["reference"], scale=scale)

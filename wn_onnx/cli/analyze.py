@@ -13,6 +13,8 @@ from wn_onnx.cli.common import (
     DataDirOption,
     DataOption,
     DatasetOption,
+    Granularity,
+    GranularityOption,
     Kind,
     LimitMode,
     LimitModeOption,
@@ -62,6 +64,7 @@ def binarize_command(
     threads: ThreadsOption = 0,
     png: PngOption = None,
     out_path: Annotated[Path | None, typer.Option("--out", help="JSON result.")] = None,
+    granularity: GranularityOption = Granularity.layer,
 ) -> None:
     """Self-binarisation (Fig 4): histograms with/without noise and the two/three-level threshold test."""
     from wn_onnx.analysis import binarize
@@ -71,7 +74,9 @@ def binarize_command(
         raise WnError("analyze binarize takes --noise add or mul")
     guard_outputs([out_path], [model, data])
     engine, dataset = _engine_and_data(model, data, dataset_name, split, data_dir, limit, limit_mode, threads)
-    result = binarize(engine, dataset, at, NoiseSpec(noise.value), sigma, seed, follow, quantize_at)
+    result = binarize(
+        engine, dataset, at, NoiseSpec(noise.value), sigma, seed, follow, quantize_at, granularity.value
+    )
     acc = result["accuracy"]
     table = Table(
         title=f"{noise.value} noise σ={sigma:g} at point {at} · {result['levels']['count']} levels at point {result['quantized_point']['index']}"
@@ -110,6 +115,7 @@ def mixed_command(
     html_path: Annotated[Path | None, typer.Option("--html", help="HTML page with the heatmaps.")] = None,
     png: PngOption = None,
     out_path: Annotated[Path | None, typer.Option("--out", help="JSON of the grid(s).")] = None,
+    granularity: GranularityOption = Granularity.layer,
 ) -> None:
     """Mixed noise map (Fig 6): accuracy over (σ_mul, σ_add) for each order."""
     from wn_onnx.analysis import mixed_grid
@@ -122,7 +128,8 @@ def mixed_command(
     guard_outputs([out_path, html_path], [model, data])
     engine, dataset = _engine_and_data(model, data, dataset_name, split, data_dir, limit, limit_mode, threads)
     grids = [
-        mixed_grid(engine, dataset, at, o, parse_grid(sigma_mul), parse_grid(sigma_add), repeats, seed) for o in orders
+        mixed_grid(engine, dataset, at, o, parse_grid(sigma_mul), parse_grid(sigma_add), repeats, seed, granularity.value)
+        for o in orders
     ]
     fig = mixed_figure(grids)
     if png:

@@ -24,6 +24,8 @@ from wn_onnx.cli.common import (
     DatasetOption,
     Device,
     DeviceOption,
+    Granularity,
+    GranularityOption,
     Kind,
     LimitMode,
     LimitModeOption,
@@ -34,6 +36,7 @@ from wn_onnx.cli.common import (
     SigmaAddOption,
     SigmaMulOption,
     SigmaRatioOption,
+    SigmaScale,
     SplitOption,
     ThreadsOption,
     err,
@@ -80,18 +83,25 @@ def points(
     at: Annotated[str | None, typer.Option(help="Show only a selection: 0,3,5-8 · op:Conv,Gemm · re:PATTERN.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help='Print {"points": [...]} as JSON.')] = False,
     output: OutputOption = None,
+    granularity: GranularityOption = Granularity.layer,
 ) -> None:
-    """List the noise points of MODEL: index, tensor, producing op, shape."""
+    """List the noise points of MODEL: index, tensor, producing op, shape (and the ops a layer point stands for)."""
     from wn_onnx.graph_passes import find_points, select_points
     from wn_onnx.io.model import load_model
 
     loaded = load_model(model, output)
-    chosen = [p.to_json() for p in select_points(find_points(loaded.model), at)]
+    chosen = [p.to_json() for p in select_points(find_points(loaded.model, granularity.value), at)]
     if as_json:
-        print(json.dumps({"model": str(model), "points": chosen}, indent=2))
-    else:
-        out.print(Text(f"noise points of {model}"), soft_wrap=True)  # a long path on one line, not folded in the table
-        out.print(__import__("wn_onnx.cli.render", fromlist=["points_table"]).points_table(chosen, None, out.width))
+        print(json.dumps({"model": str(model), "granularity": granularity.value, "points": chosen}, indent=2))
+        return
+    out.print(Text(f"noise points of {model}"), soft_wrap=True)  # a long path on one line, not folded in the table
+    out.print(__import__("wn_onnx.cli.render", fromlist=["points_table"]).points_table(chosen, None, out.width))
+    for p in chosen:
+        where = f" in {p['path']}" if p.get("path") else ""
+        ops = f" = {' → '.join(p['ops'])}" if p.get("ops") else ""
+        skip = f" · not walkable: {p['unsupported']}" if p.get("unsupported") else ""
+        if where or ops or skip:
+            out.print(Text(f"point {p['index']}: {p['op_type']}{ops}{where}{skip}"), soft_wrap=True)
 
 
 @app.command()
@@ -147,6 +157,11 @@ def scan(
         bool, typer.Option(help="Take curves finished by an earlier run with the same --out and settings.")
     ] = False,
     output: OutputOption = None,
+    granularity: GranularityOption = Granularity.layer,
+    sigma_scale: Annotated[
+        SigmaScale,
+        typer.Option(help="absolute: σ as given (the paper's) · std: σ in units of each point's clean activation std."),
+    ] = SigmaScale.absolute,
     quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
 ) -> None:
     """Sweep noise strength at every point (walking) and everywhere at once (global); fit μ per point."""
@@ -177,8 +192,9 @@ def scan(
             "samples per run (slow for small batches: export with a dynamic batch axis to go faster)[/]"
         )
     request = ScanRequest(
-        mode.value, at, label_free, device.value, threads, not global_skip_bn, adaptive, tolerance, jobs
-    )
+        mode.value, at, label_free, device.value, threads, not global_skip_bn, adaptive, tolerance, jobs,
+        granularity.value, sigma_scale.value,
+    )  # fmt: skip
     if resume and out_path is None:
         raise WnError("--resume needs --out: finished curves are kept in OUT.sqlite")
     if out_path:
@@ -225,6 +241,8 @@ def scan(
     for p in report["points"]:
         if p["status"] == "failed":
             out.print(f"[bold red]point {p['index']} ({escape(str(p['tensor']))}) failed: {escape(str(p['reason']))}[/]")
+    for p in report.get("skipped", []):
+        out.print(f"[yellow]point {p['index']} ({escape(str(p['tensor']))}) skipped: {escape(p['reason'])}[/]")
     mixing = [str(p["index"]) for p in report["points"] if p.get("mixes_samples")]
     if mixing:
         out.print(

@@ -12,6 +12,8 @@ import typer
 from wn_onnx.cli.common import (
     AtOption,
     Device,
+    Granularity,
+    GranularityOption,
     Kind,
     Mode,
     OrderOption,
@@ -59,6 +61,7 @@ def check_command(
     out_path: Annotated[Path | None, typer.Option("--out", help="Full report plus verdicts as JSON.")] = None,
     output: OutputOption = None,
     device: Annotated[Device | None, typer.Option(help="Execution provider (default cpu).")] = None,
+    granularity: GranularityOption = Granularity.layer,
 ) -> None:
     """Fail CI when a model's robustness falls below a floor or drops against a baseline."""
     guard_outputs([junit_path, summary, out_path], [model, data, config, baseline])
@@ -76,7 +79,8 @@ def check_command(
 
 
 def _run(model, data, config, noise, order, sigma_ratio, sigma_mul, sigma_add, sigmas, mode, at, repeats, seed, limit,
-         label_free, min_mu, global_min_mu, baseline, max_mu_drop, junit_path, summary, out_path, output, device):  # fmt: skip
+         label_free, min_mu, global_min_mu, baseline, max_mu_drop, junit_path, summary, out_path, output, device,
+         granularity):  # fmt: skip
     from wn_onnx.engine import SweepSettings
     from wn_onnx.gate import Policy, evaluate_policy, junit, load_config, markdown, parse_drop
     from wn_onnx.io.data import load_npz
@@ -110,7 +114,7 @@ def _run(model, data, config, noise, order, sigma_ratio, sigma_mul, sigma_add, s
         policy.max_drop = 0.0
     st = SweepSettings(grid, spec, int(pick(repeats, "repeats", 5)), int(pick(seed, "seed", 0)))
     req = ScanRequest(mode=mode.value if mode else conf.get("mode", "both"), at=pick(at, "at"), label_free=free,
-                      device=Device(pick(device, "device", "cpu")).value)  # fmt: skip
+                      device=Device(pick(device, "device", "cpu")).value, granularity=granularity.value)  # fmt: skip
     report = run_scan(loaded, dataset, st, req)
     verdicts = evaluate_policy(report, policy, base_report)
     text = markdown(verdicts, report)

@@ -118,6 +118,25 @@ def load_data(
     return load_npz(data, limit, require_labels, limit_mode.value)
 
 
+class Granularity(str, Enum):
+    layer = "layer"
+    op = "op"
+
+
+GranularityOption = Annotated[
+    Granularity,
+    typer.Option(
+        help="Points per layer (a compute layer or a whole activation / normalisation function, however many ops "
+        "it was exported as) or per op. The paper's models give the same points either way."
+    ),
+]
+
+
+class SigmaScale(str, Enum):
+    absolute = "absolute"
+    std = "std"
+
+
 OutputOption = Annotated[
     str | None, typer.Option("--output", help="Graph output to score (default: the first float output).")
 ]

@@ -16,6 +16,7 @@ from wn_onnx.cli.common import (
     DataDirOption,
     DataOption,
     DatasetOption,
+    Granularity,
     Kind,
     LimitMode,
     LimitModeOption,
@@ -40,13 +41,14 @@ GREEDY_MAX_POINTS = 20  # above this, --evaluate leaves greedy out unless asked:
 MAX_EXECUTIONS = 10_000  # repetitions of one point in a deployed model
 
 
-def _match_model(report: dict, model_path: Path):
-    """Load the model and check the report describes it (same point tensors)."""
+def _match_model(report: dict, model_path: Path, granularity: str | None = None):
+    """Load the model and check the report describes it (same point tensors, at the report's
+    granularity unless ``granularity`` says otherwise; reports before it was recorded: op)."""
     from wn_onnx.graph_passes import find_points
     from wn_onnx.io.model import load_model
 
     loaded = load_model(model_path)
-    by_index = {p.index: p for p in find_points(loaded.model)}
+    by_index = {p.index: p for p in find_points(loaded.model, granularity or report.get("granularity", "op"))}
     chosen = []
     for q in report["points"]:
         p = by_index.get(q["index"])
@@ -114,6 +116,9 @@ def plan_command(
     as_json: Annotated[bool, typer.Option("--json", help="Print the plan JSON on stdout.")] = False,
     out_path: Annotated[Path | None, typer.Option("--out", help="Write the plan JSON here.")] = None,
     quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
+    granularity: Annotated[
+        Granularity | None, typer.Option(help="Points per layer or per op (default: the report's).")
+    ] = None,
 ) -> None:
     """Spread a budget of repeated executions over the points, guided by μ (paper Table 3)."""
     import numpy as np
@@ -145,7 +150,9 @@ def plan_command(
     if evaluate or run_greedy:
         if model is None or (data is None and dataset_name is None):
             raise WnError("--evaluate and --strategy greedy need --model and --data FILE.npz or --dataset NAME")
-        loaded, points = _match_model(report, model)
+        if report.get("sigma_scale", "absolute") != "absolute":
+            raise WnError("--evaluate and greedy take a report with absolute σ (scan --sigma-scale absolute)")
+        loaded, points = _match_model(report, model, granularity and granularity.value)
         engine = Engine(loaded, providers_for("cpu"), threads)
         dataset = check_shape(
             load_data(loaded, data, dataset_name, split, data_dir, limit, limit_mode), loaded.input_shape, engine.dtype
@@ -250,7 +257,10 @@ def apply_plan_command(
         raise WnError(f"{plan_path}: 'executions' must list one count per point ({len(tensors)})")
     if not all(type(n) is int and 1 <= n <= MAX_EXECUTIONS for n in counts):
         raise WnError(f"{plan_path}: executions must be whole numbers in [1, {MAX_EXECUTIONS}], got {counts}"[:300])
-    report_like = {"points": [{"index": i, "tensor": t} for i, t in zip(indices, tensors, strict=True)]}
+    report_like = {
+        "points": [{"index": i, "tensor": t} for i, t in zip(indices, tensors, strict=True)],
+        "granularity": plan.get("granularity", "op"),
+    }
     _match_model(report_like, model)
     spec = (
         noise_spec(noise, order, 0.5 if noise == Kind.mixed else None) if noise else NoiseSpec.from_json(plan.get("noise"))

@@ -17,6 +17,7 @@ import onnx_ir as ir
 
 from wn_onnx.engine.sessions import Sessions
 from wn_onnx.graph_passes import ExtractSuffixPass
+from wn_onnx.graph_passes.insert_noise import values_by_name
 from wn_onnx.io.model import LoadedModel
 
 PROBE_SIZES = (2, 3)
@@ -64,7 +65,8 @@ def probe_axes(loaded: LoadedModel, sessions: Sessions, live: set[ir.Value], x: 
     session exposing them all, run on PROBE_SIZES samples of ``x`` (on the built-in batch of a
     model that has one)."""
     graph = loaded.model.graph
-    names = list(dict.fromkeys(v.name for n in graph for v in n.outputs if v.name and v in live))
+    values = [v for n in graph for v in n.outputs] + list(values_by_name(graph, inner=True).values())  # If branches too
+    names = list(dict.fromkeys(v.name for v in values if v.name and v in live and v.producer() is not None))
     axes = {loaded.input_name: Probed(0, x[:1].shape, x.dtype, x[:1].nbytes)}
     model = loaded.fresh()
     ExtractSuffixPass([loaded.input_name], names)(model)

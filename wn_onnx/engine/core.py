@@ -168,11 +168,31 @@ class Engine:
         tick: Callable[[int], None],
         reference: np.ndarray | None = None,
         cache: RoundCache | None = None,
+        scale: np.ndarray | None = None,
     ) -> Counts:
         """The same σ at every point of ``points``, whole noisy graph per evaluation; ``cache``
-        keeps each (batch, repeat)'s draws for later calls (adaptive rounds)."""
-        ev = GlobalNoise(self.routes, points, st, self.run_noisy)
+        keeps each (batch, repeat)'s draws for later calls (adaptive rounds); ``scale``: relative
+        σ, one factor per point (its clean std): point k gets σ·scale[k]."""
+        ev = GlobalNoise(self.routes, points, st, self.run_noisy, scale)
         return sweep(ev, self.batches(data, st.batch_size), st, tick, self._clean(reference), cache)
+
+    def clean_std(self, points: list[Point], data: Dataset, batch_size: int) -> dict[int, float]:
+        """Point index → standard deviation of the point's clean activation over every element
+        of every sample of ``data`` (the unit of relative σ; padding rows of a fixed batch left out)."""
+        moments = {p.index: np.zeros(3) for p in points}  # count, sum, sum of squares (float64)
+        for first, x, _ in self.batches(data, batch_size):
+            values = self.run_values(x, [p.tensor for p in points])
+            for p in points:
+                v, axis = values[p.tensor], self.sample_axis(p.tensor, x)
+                if axis is not None and first + v.shape[axis] > len(data):  # padding rows of a fixed batch
+                    v = np.take(v, np.arange(len(data) - first), axis=axis)
+                v = v.astype(np.float64, copy=False)
+                moments[p.index] += (v.size, v.sum(), np.square(v).sum())
+        out = {}
+        for index, (n, total, squares) in moments.items():
+            mean = total / max(n, 1)
+            out[index] = float(np.sqrt(max(squares / max(n, 1) - mean * mean, 0.0)))
+        return out
 
     def plan_accuracy(
         self,

@@ -18,10 +18,16 @@ class GlobalNoise:
     cache_tag = "z"
 
     def __init__(
-        self, routes: Routes, points: list[Point], st: SweepSettings, run_noisy: Callable[..., np.ndarray]
+        self,
+        routes: Routes,
+        points: list[Point],
+        st: SweepSettings,
+        run_noisy: Callable[..., np.ndarray],
+        scale: np.ndarray | None = None,
     ) -> None:
         self.routes, self.points, self.st, self.run_noisy = routes, points, st, run_noisy
-        self.ones = np.ones(len(points), np.float32)
+        # σ per point for σ = 1: 1 (absolute σ) or the point's clean std (relative σ)
+        self.unit = np.ones(len(points)) if scale is None else np.asarray(scale, np.float64)
 
     def start(self, batch: int, first: int, x: np.ndarray) -> None:
         self.batch, self.first, self.x = batch, first, x
@@ -45,4 +51,4 @@ class GlobalNoise:
     def logits(self, noise: list[np.ndarray], sa: np.ndarray, sm: np.ndarray, fresh: bool) -> list[np.ndarray]:
         d = self.st.spec.draws
         zs = {j: noise[j * d : (j + 1) * d] for j in range(len(self.points))}
-        return [self.run_noisy(self.points, self.st.spec, self.x, zs, self.ones * sa[0], self.ones * sm[0])]
+        return [self.run_noisy(self.points, self.st.spec, self.x, zs, self.unit * sa[0], self.unit * sm[0])]

@@ -10,18 +10,64 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import onnx_ir as ir
 from onnx_ir.passes.common import RemoveUnusedNodesPass
 
 from wn_onnx.graph_passes.insert_noise import values_by_name
+from wn_onnx.graph_passes.points import subgraphs
 
 
 def _lookup(graph: ir.Graph, names: Sequence[str]) -> list[ir.Value]:
+    """The values ``names`` of ``graph``; one inside an If branch is brought out first (:func:`hoist`)."""
     table = values_by_name(graph)
-    missing = [n for n in names if n not in table]
+    inner = values_by_name(graph, inner=True)
+    missing = [n for n in names if n not in inner]
     if missing:
         raise ValueError(f"no value named {missing[0]!r} in the graph")
+    for n in names:
+        if n not in table:
+            table[n] = hoist(graph, inner[n])
     return [table[n] for n in names]
+
+
+def _holder(graph: ir.Graph, body: ir.Graph) -> ir.Node | None:
+    """The node of ``graph`` (or of its bodies) that holds ``body``."""
+    for node in graph:
+        for _, sub in subgraphs(node):
+            found = node if sub is body else _holder(sub, body)
+            if found is not None:
+                return found
+    return None
+
+
+def hoist(top: ir.Graph, value: ir.Value) -> ir.Value:
+    """Make ``value``, computed inside an If branch, a value of the enclosing graph: an extra
+    output of its branch and of the If node, the other branch giving an empty tensor. The If
+    output takes the name (the inner value becomes ``NAME__inner``); when that branch is not
+    taken, the value is empty. Nested branches are hoisted level by level."""
+    graph = value.graph
+    node = _holder(top, graph) if graph is not None and graph is not top else None
+    if node is None or node.op_type != "If":
+        return value
+    name = value.name
+    value.name = f"{name}__inner"
+    for _, body in subgraphs(node):
+        if body is graph:  # through an Identity: the value may be a branch output already
+            copy = ir.Node("", "Identity", [value], name=f"{name}__hoisted")
+            copy.outputs[0].name, copy.outputs[0].type = f"{name}__hoisted", value.type
+            body.append(copy)
+            body.outputs.append(copy.outputs[0])
+        else:
+            dtype = ir.DataType(value.dtype).numpy() if value.dtype is not None else np.float32
+            empty = ir.Node("", "Constant", [], [ir.AttrTensor("value", ir.tensor(np.zeros((0,), dtype)))])
+            empty.outputs[0].name = f"{name}__empty_{len(body.outputs)}"
+            body.append(empty)
+            body.outputs.append(empty.outputs[0])
+    node.resize_outputs(len(node.outputs) + 1)
+    outer = node.outputs[-1]
+    outer.name, outer.type = name, value.type
+    return hoist(top, outer)
 
 
 class ExposeValuesPass(ir.passes.InPlacePass):

@@ -16,6 +16,7 @@ import numpy as np
 import onnx_ir as ir
 
 from wn_onnx.graph_passes.noise_functions import DOMAIN, function_closure, noise_function, sigma_inputs
+from wn_onnx.graph_passes.points import subgraphs
 from wn_onnx.io.vocabulary import MIN_OPSET
 from wn_onnx.noise import NoiseSpec
 
@@ -27,12 +28,18 @@ def z_input_names(k: int, spec: NoiseSpec) -> list[str]:
     return [f"wn_z_{k}"] + ([f"wn_z2_{k}"] if spec.draws == 2 else [])
 
 
-def values_by_name(graph: ir.Graph) -> dict[str, ir.Value]:
-    """Every named value of the graph: inputs, initializers and node outputs."""
+def values_by_name(graph: ir.Graph, inner: bool = False) -> dict[str, ir.Value]:
+    """Every named value of the graph: inputs, initializers and node outputs; ``inner``: the
+    node outputs inside If branches too (the graph's own values win a name clash)."""
     table = {v.name: v for v in graph.inputs if v.name}
     table.update({name: v for name, v in graph.initializers.items()})
     for node in graph:
         table.update({v.name: v for v in node.outputs if v.name})
+    if inner:
+        for node in graph:
+            if node.op_type == "If":
+                for _, body in subgraphs(node):
+                    table = values_by_name(body, inner=True) | table
     return table
 
 
@@ -101,7 +108,7 @@ class InsertNoisePass(ir.passes.InPlacePass):
         for fn in function_closure(self.spec, self.source, version):
             model.functions[fn.identifier()] = fn
         model.opset_imports[DOMAIN] = 1
-        table = values_by_name(graph)
+        table = values_by_name(graph, inner=True)
         missing = [t for t in self.tensors if t not in table]
         if missing:
             raise ValueError(f"no value named {missing[0]!r} in the graph")
@@ -132,10 +139,11 @@ class InsertNoisePass(ir.passes.InPlacePass):
                     )
                     x = b.node("Expand", [x, times], f"wn_x_{k}_times")
             args: list[ir.Value] = [x]
+            inside = value.graph is not graph  # in an If branch: its shape may differ per branch taken
             if self.source == "fed":
-                z_shape = value.shape  # with repetitions: a symbolic leading axis, any count can be fed
-                if repeat is not None:
-                    z_shape = ir.Shape([f"wn_n_{k}", *value.shape]) if value.shape is not None else None
+                z_shape = None if inside else value.shape  # with repetitions: a leading axis, any count can be fed
+                if repeat is not None and z_shape is not None:
+                    z_shape = ir.Shape([f"wn_n_{k}", *z_shape])
                 for z_name in z_input_names(k, self.spec):
                     z = ir.Value(name=z_name, type=value.type, shape=z_shape)
                     graph.inputs.append(z)
@@ -153,9 +161,9 @@ class InsertNoisePass(ir.passes.InPlacePass):
             new_nodes = b.nodes
             if value.is_graph_output():
                 noisy.name, value.name = name, f"{name}__clean"
-                for i, out in enumerate(graph.outputs):
+                for i, out in enumerate(value.graph.outputs):
                     if out is value:
-                        graph.outputs[i] = noisy
+                        value.graph.outputs[i] = noisy
             else:
                 noisy.name = f"{name}__noisy"
             for user, slot in users:
@@ -163,7 +171,7 @@ class InsertNoisePass(ir.passes.InPlacePass):
             if value.producer() is None:
                 graph.insert_before(graph.node(0), new_nodes)
             else:
-                graph.insert_after(value.producer(), new_nodes)
+                value.graph.insert_after(value.producer(), new_nodes)
         model.metadata_props["wn_onnx.noise_points"] = json.dumps(self.tensors)
         model.metadata_props["wn_onnx.noise"] = json.dumps({**self.spec.to_json(), "source": self.source})
         if self.repetitions is not None:

@@ -16,8 +16,11 @@ from dataclasses import dataclass
 
 import onnx_ir as ir
 
-from wn_onnx.errors import ConfigError
+from wn_onnx.errors import ConfigError, WnError
+from wn_onnx.graph_passes.layers import label, layer_groups
 from wn_onnx.io.vocabulary import FLOAT_TYPES, LAYOUT_OPS, USER_VALUE
+
+GRANULARITIES = ("layer", "op")
 
 
 @dataclass(frozen=True)
@@ -26,13 +29,18 @@ class Point:
 
     index: int
     tensor: str
-    op_type: str  # producing op, "Input" for a graph input
+    op_type: str  # producing op, "Input" for a graph input; at layer granularity the function's name
     node: str  # producing node's name ("" for inputs)
     shape: tuple[int | str | None, ...] | None
+    ops: tuple[str, ...] = ()  # layer granularity: the ops this point stands for, when more than one
+    path: str = ""  # inside control flow: the node and attribute holding it, e.g. "If_0/then_branch"
+    unsupported: str = ""  # why noise cannot be put here yet (a scan skips the point with this reason)
 
     def to_json(self) -> dict:
-        return {"index": self.index, "tensor": self.tensor, "op_type": self.op_type, "node": self.node,
-                "shape": _shape_json(self.shape)}  # fmt: skip
+        out = {"index": self.index, "tensor": self.tensor, "op_type": self.op_type, "node": self.node,
+               "shape": _shape_json(self.shape)}  # fmt: skip
+        extra = {"ops": list(self.ops), "path": self.path, "unsupported": self.unsupported}
+        return out | {k: v for k, v in extra.items() if v}
 
 
 def _shape_json(shape: tuple | None) -> list | None:
@@ -45,12 +53,40 @@ def _shape(value: ir.Value) -> tuple[int | str | None, ...] | None:
     return tuple(d if isinstance(d, int) else (d.value if d.value is not None else None) for d in value.shape)
 
 
+def subgraphs(node: ir.Node) -> list[tuple[str, ir.Graph]]:
+    """(attribute name, graph) of each body of a control-flow node (If, Loop, Scan)."""
+    found: list[tuple[str, ir.Graph]] = []
+    for name, attr in node.attributes.items():
+        if attr.type == ir.AttributeType.GRAPH:
+            found.append((name, attr.as_graph()))
+        elif attr.type == ir.AttributeType.GRAPHS:
+            found += [(f"{name}[{i}]", g) for i, g in enumerate(attr.as_graphs())]
+    return found
+
+
+def _propagate(graph: ir.Graph, live: set[ir.Value], skip: frozenset[str], sources: bool) -> None:
+    """Add to ``live`` what ``graph``'s nodes compute from it, into control-flow bodies too: a
+    body sees its node's live inputs as its own inputs, and outer values by reference.
+    ``skip``: ops whose result never depends on their inputs' values; ``sources``: nodes
+    without inputs (other than Constant) count as data."""
+    for node in graph:
+        if node.op_type in skip and node.domain in ("", "ai.onnx"):
+            continue
+        reads = any(v in live for v in node.inputs if v is not None)
+        reads = reads or (sources and not node.inputs and node.op_type != "Constant")
+        for _, body in subgraphs(node):
+            if reads:
+                live.update(body.inputs)
+            _propagate(body, live, skip, sources)
+            reads = reads or any(v in live for v in body.outputs)
+        if reads:
+            live.update(node.outputs)
+
+
 def data_dependent(graph: ir.Graph) -> set[ir.Value]:
     """Values that depend on a graph input (others are constants, folded or not)."""
     live = {v for v in graph.inputs if not v.is_initializer()}
-    for node in graph:  # graph iteration is topological
-        if any(v in live for v in node.inputs if v is not None) or (not node.inputs and node.op_type != "Constant"):
-            live.update(node.outputs)
+    _propagate(graph, live, frozenset(), sources=True)
     return live
 
 
@@ -61,44 +97,70 @@ SHAPE_OPS = frozenset({"Shape", "Size", "ConstantOfShape", "EyeLike", "RandomNor
 def sample_dependent(graph: ir.Graph) -> set[ir.Value]:
     """Values computed from the values of a graph input (not from its shape or constants alone)."""
     live = {v for v in graph.inputs if not v.is_initializer()}
-    for node in graph:
-        if node.op_type in SHAPE_OPS and node.domain in ("", "ai.onnx"):
-            continue
-        if any(v in live for v in node.inputs if v is not None):
-            live.update(node.outputs)
+    _propagate(graph, live, SHAPE_OPS, sources=False)
     return live
 
 
-def find_points(model: ir.Model) -> list[Point]:
-    """All default noise points of ``model`` (shape-inferred), in graph order."""
+# Control-flow bodies whose points cannot carry noise yet, and why.
+UNSUPPORTED_BODY = {
+    "Loop": "inside a Loop body: noise per iteration is not supported yet",
+    "Scan": "inside a Scan body: noise per iteration is not supported yet",
+}
+
+
+def find_points(model: ir.Model, granularity: str = "op") -> list[Point]:
+    """All default noise points of ``model`` (shape-inferred), in graph order; those inside
+    control-flow bodies just before the node holding them.
+
+    ``granularity="op"``: one point per computing op. ``"layer"``: one per compute layer or
+    activation / normalisation function, however many ops the exporter wrote it as
+    (graph_passes.layers; docs/method.md, "Granularity").
+    """
+    if granularity not in GRANULARITIES:
+        raise WnError(f"unknown granularity {granularity!r}; use layer or op")
     graph = model.graph
     live = sample_dependent(graph)
-    outputs = set(graph.outputs)
-    points: list[Point] = []
     named = {v.name: v for n in graph for v in n.outputs}
+    found: list[tuple[ir.Value, str, str, tuple[str, ...], str, str]] = []
 
-    def add(value: ir.Value, op_type: str, node: str) -> None:
+    def add(value: ir.Value, op_type: str, node: str, ops: tuple[str, ...], path: str, why: str) -> None:
         scalar = value.shape is not None and len(value.shape) == 0  # a batch statistic, not per-sample values
-        if value.dtype in FLOAT_TYPES and value in live and (value.uses() or value in outputs) and not scalar:
-            at = named.get(value.metadata_props.get(USER_VALUE, ""), value)
-            points.append(Point(len(points), at.name or "", op_type, node, _shape(at)))
+        used = value.uses() or value.is_graph_output()
+        if value.dtype in FLOAT_TYPES and value in live and used and not scalar:
+            found.append((named.get(value.metadata_props.get(USER_VALUE, ""), value), op_type, node, ops, path, why))
+
+    def walk(g: ir.Graph, path: str, why: str) -> None:
+        groups = layer_groups(g, live) if granularity == "layer" else {}
+        for node in g:
+            for attr, body in subgraphs(node):
+                inner = f"{path}{node.name or node.op_type}/{attr}"
+                walk(body, f"{inner}/", why or UNSUPPORTED_BODY.get(node.op_type, ""))
+            group = groups.get(node)
+            if group is not None:
+                if group.exit in node.outputs:
+                    add(group.exit, label(group.nodes), node.name or "", tuple(n.op_type for n in group.nodes),
+                        path.rstrip("/"), why)  # fmt: skip
+                continue
+            floats = [v for v in node.inputs if v is not None and v.dtype in FLOAT_TYPES]
+            # a layout op repeats its producers' values, unless those are all constants: an embedding
+            # lookup (Gather of a table by token ids) is where such values enter the data path
+            if (
+                node.op_type in LAYOUT_OPS
+                and node.domain in ("", "ai.onnx")
+                and (not floats or any(v in live for v in floats))
+            ):
+                continue
+            for value in node.outputs:
+                add(value, node.op_type, node.name or "", (), path.rstrip("/"), why)
 
     for value in graph.inputs:
         if not value.is_initializer():
-            add(value, "Input", "")
-    for node in graph:
-        floats = [v for v in node.inputs if v is not None and v.dtype in FLOAT_TYPES]
-        # a layout op repeats its producers' values, unless those are all constants: an embedding
-        # lookup (Gather of a table by token ids) is where such values enter the data path
-        if (
-            node.op_type in LAYOUT_OPS
-            and node.domain in ("", "ai.onnx")
-            and (not floats or any(v in live for v in floats))
-        ):
-            continue
-        for value in node.outputs:
-            add(value, node.op_type, node.name or "")
-    return points
+            add(value, "Input", "", (), "", "")
+    walk(graph, "", "")
+    return [
+        Point(i, v.name or "", op, node, _shape(v), ops, path, why)
+        for i, (v, op, node, ops, path, why) in enumerate(found)
+    ]
 
 
 _RANGE = re.compile(r"^(\d+)?(?:-|:)(\d+)?$")
