@@ -48,6 +48,19 @@ class ScanRequest:
     granularity: str = "layer"  # one point per layer / function, or "op": one per op (graph_passes.layers)
     sigma_scale: str = "absolute"  # or "std": σ in units of each point's clean activation std
 
+    def __post_init__(self) -> None:
+        """A request is checked where it is made, so every caller (CLI, API, workers) gets the same errors."""
+        if self.mode not in MODES:
+            raise ConfigError(f"unknown scan mode {self.mode!r}; choose walking, global or both")
+        if self.jobs < 1:
+            raise ConfigError("jobs must be >= 1")
+        if not 0 < self.tolerance < 1:
+            raise ConfigError("tolerance must lie in (0, 1)")
+        if self.sigma_scale not in SIGMA_SCALES:
+            raise ConfigError(f"unknown σ scale {self.sigma_scale!r}; choose absolute or std")
+        if self.granularity not in ("layer", "op"):
+            raise ConfigError(f"unknown granularity {self.granularity!r}; choose layer or op")
+
 
 @dataclass
 class Curve:
@@ -147,18 +160,6 @@ def run_scan(
     are taken instead of recomputed. Ctrl-C raises :class:`ScanInterrupted` with the partial
     report.
     """
-    if req.mode not in MODES:
-        raise ConfigError(f"unknown scan mode {req.mode!r}; choose walking, global or both")
-    if st.repeats < 1:
-        raise ConfigError("repeats must be >= 1")
-    if st.batch_size < 1:
-        raise ConfigError("batch size must be >= 1")
-    if req.jobs < 1:
-        raise ConfigError("jobs must be >= 1")
-    if not 0 < req.tolerance < 1:
-        raise ConfigError("tolerance must lie in (0, 1)")
-    if req.sigma_scale not in SIGMA_SCALES:
-        raise ConfigError(f"unknown σ scale {req.sigma_scale!r}; choose absolute or std")
     if req.sigma_scale == "std" and st.spec.kind != "add":
         raise ConfigError("σ relative to the activation std applies to additive noise (multiplicative noise is relative already)")
     engine = Engine(loaded, providers_for(req.device), req.threads)

@@ -16,6 +16,7 @@ from typing import Protocol
 import numpy as np
 
 from wn_onnx.engine.round_cache import RoundCache
+from wn_onnx.errors import ConfigError
 from wn_onnx.noise import NoiseSpec
 
 
@@ -45,6 +46,12 @@ class SweepSettings:
     batch_size: int = 1024
     redraw: bool = False  # fresh noise per sigma instead of common random numbers
     walk: str = "suffix"  # "suffix" or "full" (whole noisy graph, the reference path)
+
+    def __post_init__(self) -> None:
+        if self.repeats < 1:
+            raise ConfigError("repeats must be >= 1")
+        if self.batch_size < 1:
+            raise ConfigError("batch size must be >= 1")
 
 
 def score(logits: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
