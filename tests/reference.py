@@ -5,6 +5,10 @@ Every consumer of a noisy tensor T reads ``T + σ_a·Z``, ``T·(1 + σ_m·Z)`` o
 written with plain Add/Mul nodes. Z comes from the engine's seeded draws (the same numbers for
 the same sample), so the engine's shortcuts must reproduce these predictions. The batch axis of
 each tensor is found here independently, by running two batch sizes.
+
+Several inputs are given as ``{name: (array, axis)}``: the array in the graph's layout, its
+samples on ``axis`` (None: the same value for every batch). Scores are computed here too,
+plainly (:func:`scores`): top1, binary and per-position, with labels or against the clean run.
 """
 
 from __future__ import annotations
@@ -94,6 +98,28 @@ def _toposort(proto: onnx.ModelProto) -> onnx.ModelProto:
     return proto
 
 
+Inputs = np.ndarray | dict[str, tuple[np.ndarray, int | None]]
+
+
+def scores(metric: str, out: np.ndarray, clean: np.ndarray, labels: np.ndarray | None) -> np.ndarray:
+    """Per-sample scores, written out plainly; a sample with a non-finite output scores 0."""
+    n = len(out)
+    with np.errstate(all="ignore"):
+        finite = np.isfinite(out.reshape(n, -1)).all(axis=1)
+        if metric == "top1":
+            flat, ref = out.reshape(n, -1), clean.reshape(n, -1)
+            target = ref.argmax(axis=1) if labels is None else labels.reshape(n)
+            got = (np.where(np.isfinite(flat), flat, -np.inf).argmax(axis=1) == target).astype(float)
+        elif metric == "binary":
+            target = (clean > 0.5).reshape(n, -1) if labels is None else labels.reshape(n, -1)
+            got = ((out > 0.5).reshape(n, -1) == target).mean(axis=1)
+        else:  # per-position: classes on the last axis
+            target = clean.argmax(axis=-1) if labels is None else labels
+            pred = np.where(np.isfinite(out), out, -np.inf).argmax(axis=-1)
+            got = (pred == target).reshape(n, -1).mean(axis=1)
+    return np.where(finite, got, 0.0)
+
+
 class Reference:
     """The user's model file, evaluated plainly."""
 
@@ -107,20 +133,34 @@ class Reference:
         self.fixed = dim.dim_value if dim.HasField("dim_value") and dim.dim_value > 0 else None
         self._taps: dict[tuple[str, ...], ort.InferenceSession] = {}
 
-    def values(self, names: list[str], x: np.ndarray) -> list[np.ndarray]:
-        """Clean values ``names`` on ``x``."""
+    def feeds(self, x: Inputs, rows: np.ndarray) -> dict[str, np.ndarray]:
+        """The graph's inputs for samples ``rows``."""
+        if isinstance(x, np.ndarray):
+            return {self.input: x[rows]}
+        return {k: a if axis is None else np.take(a, rows, axis=axis) for k, (a, axis) in x.items()}
+
+    @staticmethod
+    def samples(x: Inputs) -> int:
+        if isinstance(x, np.ndarray):
+            return len(x)
+        return next(a.shape[axis] for a, axis in x.values() if axis is not None)
+
+    def values(self, names: list[str], x: Inputs, rows: np.ndarray) -> list[np.ndarray]:
+        """Clean values ``names`` on samples ``rows`` of ``x``."""
         if tuple(names) not in self._taps:
             proto = onnx.ModelProto()
             proto.CopyFrom(self.proto)
-            proto.graph.output.extend(onnx.ValueInfoProto(name=n) for n in names)
+            present = {v.name for v in proto.graph.output}
+            proto.graph.output.extend(onnx.ValueInfoProto(name=n) for n in names if n not in present)
             self._taps[tuple(names)] = _session(proto, self.fuse)
-        return self._taps[tuple(names)].run(names, {self.input: x})
+        return self._taps[tuple(names)].run(names, self.feeds(x, rows))
 
-    def batch_axes(self, names: list[str], x: np.ndarray) -> list[int | None]:
+    def batch_axes(self, names: list[str], x: Inputs) -> list[int | None]:
         """Per tensor: the axis whose length is the number of samples (2 and 3 tried), else None."""
         if self.fixed:
-            return [0 if v.shape[:1] == (self.fixed,) else None for v in self.values(names, x[: self.fixed])]
-        two, three = self.values(names, x[:2]), self.values(names, x[:3])
+            values = self.values(names, x, np.arange(self.fixed))
+            return [0 if v.shape[:1] == (self.fixed,) else None for v in values]
+        two, three = self.values(names, x, np.arange(2)), self.values(names, x, np.arange(3))
         axes = []
         for a, b in zip(two, three, strict=True):
             moved = [i for i in range(a.ndim) if a.shape[i] != b.shape[i]]
@@ -130,8 +170,8 @@ class Reference:
     def counts(
         self,
         tensors: list[tuple[int, str]],
-        x: np.ndarray,
-        y: np.ndarray,
+        x: Inputs,
+        y: np.ndarray | None,
         sigmas: np.ndarray,
         spec: NoiseSpec,
         repeats: int,
@@ -139,24 +179,28 @@ class Reference:
         stream: int,
         batch_size: int,
         scales: list[float] | None = None,
+        metric: str = "top1",
     ) -> np.ndarray:
-        """Correct predictions per (σ, repeat) with noise ``σ`` at every (point index, tensor) of
-        ``tensors`` at once (``scales``: σ·scales[k] at the k-th); batches as the engine makes
-        them (a fixed batch padded, pads unscored)."""
+        """Summed scores (correct predictions, for top1) per (σ, repeat) with noise ``σ`` at every
+        (point index, tensor) of ``tensors`` at once (``scales``: σ·scales[k] at the k-th); ``y``
+        None: agreement with the clean run; batches as the engine makes them (a fixed batch padded,
+        pads unscored)."""
         names = [t for _, t in tensors]
-        dtypes = {n: v.dtype for n, v in zip(names, self.values(names, x[: self.fixed or 2]), strict=True)}
+        n = self.samples(x)
+        dtypes = {k: v.dtype for k, v in zip(names, self.values(names, x, np.arange(self.fixed or 2)), strict=True)}
         session = _session(noisy_proto(self.proto, dtypes, spec), self.fuse)
+        clean_session = _session(self.proto, self.fuse)
         axes = self.batch_axes(names, x)
         size = self.fixed or batch_size
-        correct = np.zeros((len(sigmas), repeats), np.int64)
-        for b, start in enumerate(range(0, len(x), size)):
-            xb, yb = x[start : start + size], y[start : start + size]
-            if self.fixed and len(xb) < size:
-                yb = np.concatenate([yb, np.full(size - len(xb), -1)])
-                xb = np.concatenate([xb, np.repeat(xb[-1:], size - len(xb), axis=0)])
-            clean = self.values(names, xb)
+        total = np.zeros((len(sigmas), repeats))
+        for b, start in enumerate(range(0, n, size)):
+            real = min(size, n - start)
+            rows = np.minimum(np.arange(start, start + size if self.fixed else start + real), start + real - 1)
+            yb = None if y is None else y[start : start + real]
+            clean = self.values(names, x, rows)
+            reference = clean_session.run(None, self.feeds(x, rows))[self.out_index][:real]
             for r in range(repeats):
-                feeds = {self.input: xb}
+                feeds = self.feeds(x, rows)
                 for k, ((index, _), v, axis) in enumerate(zip(tensors, clean, axes, strict=True)):
                     zs = draw_at(seed, stream, (index, r), v.shape, axis, spec.draws, v.dtype, start, b)
                     feeds.update(zip((f"ref_z_{k}", f"ref_z2_{k}"), zs, strict=False))
@@ -167,8 +211,6 @@ class Reference:
                         feeds[f"ref_sa_{k}"] = np.asarray(sa * scale, v.dtype)
                         feeds[f"ref_sm_{k}"] = np.asarray(sm * scale, v.dtype)
                     with np.errstate(all="ignore"):
-                        logits = session.run(None, feeds)[self.out_index].astype(np.float64)
-                        flat = logits.reshape(len(xb), -1)
-                        pred = np.argmax(np.where(np.isfinite(flat), flat, -np.inf), axis=1)
-                    correct[s, r] += int(((pred == yb) & np.isfinite(flat).all(axis=1)).sum())
-        return correct
+                        out = session.run(None, feeds)[self.out_index][:real].astype(np.float64)
+                    total[s, r] += scores(metric, out, reference, yb).sum()
+        return total

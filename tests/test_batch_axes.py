@@ -107,7 +107,7 @@ def test_random_graphs_walk_like_the_reference(tmp_path, axis, ops, seed, kind):
     engine = Engine(loaded, ["CPUExecutionProvider"])
     reference = Reference(path)
     x = np.random.default_rng(seed).standard_normal((13, 3, 4)).astype(np.float32)
-    (clean,) = reference.values(["y"], x)
+    (clean,) = reference.values(["y"], x, np.arange(len(x)))
     data = make_dataset(x, clean.argmax(axis=1), "random")
     sigmas, spec = np.array([0.1, 1.0, 10.0]), NoiseSpec(kind)
     settings_ = SweepSettings(sigmas, spec, repeats=1, batch_size=5)

@@ -12,7 +12,7 @@ from onnx import TensorProto, helper, numpy_helper
 from wn_onnx.engine.round_cache import RoundCache
 from wn_onnx.engine.sessions import Sessions, run
 from wn_onnx.engine.stacking import stacking_is_exact
-from wn_onnx.engine.sweep import SweepSettings, sweep
+from wn_onnx.engine.sweep import Batch, SweepSettings, sweep
 from wn_onnx.errors import WnError
 from wn_onnx.graph_passes import LinearPartPass
 from wn_onnx.graph_passes.insert_noise import StackNoisyInputPass
@@ -100,7 +100,7 @@ class Stub:
 @pytest.mark.parametrize("chunk", [1, 2, 8])
 def test_sweep_counts_every_configuration_once(chunk):
     x, y = np.zeros((10, 1)), np.zeros(10, np.int64)
-    batches = [(0, x[:4], y[:4]), (4, x[4:8], y[4:8]), (8, x[8:], y[8:])]
+    batches = [Batch(0, x[:4], y[:4], 4), Batch(4, x[4:8], y[4:8], 4), Batch(8, x[8:], y[8:], 2)]
     st = SweepSettings(np.array([0.0, 0.5, 2.0, 3.0]), NoiseSpec("add"), repeats=2)
     stub, ticks = Stub(chunk), []
     with RoundCache() as cache:

@@ -287,7 +287,7 @@ def test_relative_sigma_is_absolute_sigma_times_std(tmp_path):
     st = SweepSettings(grid, NoiseSpec("add"), repeats=3, batch_size=25)
     relative = run_scan(loaded, data, st, ScanRequest(at="1,2", sigma_scale="std"))
     points = find_points(loaded.model)
-    values = Reference(path).values([points[1].tensor, points[2].tensor], data.x)
+    values = Reference(path).values([points[1].tensor, points[2].tensor], data.x, np.arange(len(data.x)))
     stds = [p["activation_std"] for p in relative["points"]]
     np.testing.assert_allclose(stds, [v.std() for v in values], rtol=1e-5)
     assert relative["sigma_scale"] == "std" and relative["global"]["activation_std"] == stds

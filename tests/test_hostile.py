@@ -218,19 +218,13 @@ def test_nonfinite_inputs_never_reach_the_model(ws):
 
 # ---------------------------------------------------------------- 3, 17. what is scored
 def test_scores_must_be_one_vector_per_sample(ws):
-    refused_untouched(
-        ws, "has shape ?×2×3", "scan", six_wide_model(ws / "s.onnx", ["N", 2, 3]), "--data", ws / "d.npz", *FAST
-    )
-    refused_untouched(
-        ws,
-        "×2×3; wn-onnx scores one vector",
-        "scan",
-        six_wide_model(ws / "s.onnx", ["N", "a", "b"]),
-        "--data",
-        ws / "d.npz",
-        *FAST,
-    )
-    refused_untouched(ws, "has shape ?;", "points", six_wide_model(ws / "s.onnx", ["N"]))
+    """Whatever the declared shape, an output that fits no metric is refused with its shape, never
+    flattened into 6 classes; per-position takes it, with labels shaped like its positions."""
+    for dims in (["N", 2, 3], ["N", "a", "b"], ["N"]):
+        model = six_wide_model(ws / "s.onnx", dims)
+        refused_untouched(ws, "not an output of shape 6×2×3", "scan", model, "--data", ws / "d.npz", *FAST)
+    refused_untouched(ws, "labels y have shape (6,); --metric per-position on an output of shape 6×2×3 needs (6, 2)",
+                      "scan", model, "--data", ws / "d.npz", "--metric", "per-position", *FAST)  # fmt: skip
 
 
 def test_sequence_and_map_outputs_are_not_scored(ws):

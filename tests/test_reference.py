@@ -65,7 +65,7 @@ def test_engine_equals_reference(corpus, name, kind):
     if name in UNFUSED:
         engine.sessions.options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     x = net.data(SAMPLES)
-    clean = np.concatenate([engine.clean_logits(xb) for _, xb, _ in engine.batches(make_dataset(x, None, name), BATCH)])
+    clean = np.concatenate([engine.clean_logits(b.x) for b in engine.batches(make_dataset(x, None, name), BATCH)])
     data = make_dataset(x, clean[: len(x)].reshape(len(x), -1).argmax(axis=1), name)
     assert (loaded.fixed_batch == 4) is (name == "fixed_batch")  # padded runs of a batch built in
     points = find_points(loaded.model)
@@ -158,7 +158,7 @@ def test_converted_model_reports_the_users_names(tmp_path):
     ]
     x = rng.standard_normal((30, 4, 3)).astype(np.float32)
     reference = Reference(path)
-    (clean,) = reference.values(["y"], x)
+    (clean,) = reference.values(["y"], x, np.arange(len(x)))
     data = make_dataset(x, clean.argmax(axis=1), "x")
     st = SweepSettings(np.array([0.01, 0.1, 1.0]), NoiseSpec("add"), repeats=2, batch_size=BATCH)
     fast = Engine(loaded, ["CPUExecutionProvider"]).walk(points[2], data, st, quiet).correct

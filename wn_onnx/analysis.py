@@ -16,7 +16,7 @@ import numpy as np
 import onnx_ir as ir
 from onnx import numpy_helper
 
-from wn_onnx.engine import Engine, SweepSettings, score
+from wn_onnx.engine import Engine, SweepSettings
 from wn_onnx.engine.draws import draw_at
 from wn_onnx.engine.sessions import run
 from wn_onnx.errors import WnError
@@ -32,6 +32,7 @@ from wn_onnx.graph_passes import (
 from wn_onnx.graph_passes.insert_noise import SIGMA_INPUT
 from wn_onnx.graph_passes.noise_functions import sigma_inputs
 from wn_onnx.io.data import Dataset
+from wn_onnx.metrics import get_metric, score
 from wn_onnx.noise import NoiseSpec
 
 BINARIZE_STREAM = 3
@@ -114,6 +115,8 @@ def binarize(
     follow: int = 3,
     quantize_at: int | None = None,
     granularity: str = "layer",
+    metric: str = "top1",
+    batch_size: int = 1024,
 ) -> dict:
     """Self-binarisation at point ``at`` under noise σ: histograms and the threshold test.
 
@@ -139,7 +142,7 @@ def binarize(
         noisy_pt.tensor: f"{noisy_pt.tensor}__noisy" if noisy_pt.tensor != loaded.output_name else noisy_pt.tensor
     }
     taps = [renamed.get(t, t) for t in dict.fromkeys([p.tensor for p in watched] + suffix_needs)]
-    ExposeValuesPass([t for t in taps if t != loaded.input_name])(model)
+    ExposeValuesPass([t for t in taps if t not in loaded.inputs])(model)
     noisy_session = engine.session(model)
     suffix = loaded.fresh()
     ExtractSuffixPass(suffix_needs, [loaded.output_name])(suffix)
@@ -153,33 +156,35 @@ def binarize(
     clean_vals: dict[str, list] = {p.tensor: [] for p in watched}
     noisy_vals: dict[str, list] = {p.tensor: [] for p in watched}
     correct = {"clean": 0, "noisy": 0, "quantized": 0, "clean_quantized": 0}
-    batches = list(engine.batches(data, 1024))
+    batches = list(engine.batches(data, batch_size))
     levels = clean_levels = None
+    scorer = get_metric(metric)
     for stage in ("collect", "test"):
-        for b, (first, x, y) in enumerate(batches):
-            real = int(np.count_nonzero(y >= 0))  # padding rows of a fixed-batch model stay out of the histograms
-            rows = slice(None) if real == len(x) else slice(0, real)
+        for b, (first, x, y, real) in enumerate(batches):
+            rows = slice(0, real)  # padding rows of a fixed-batch model stay out of the histograms
             clean = engine.run_values(x, [p.tensor for p in watched] + suffix_needs + [loaded.output_name])
-            feeds = {loaded.input_name: x, **sigma_feeds}
+            feeds = {**engine.routes.feeds(x), **sigma_feeds}
+            reference = clean[loaded.output_name]
             tapped = clean[noisy_pt.tensor]
             axis = engine.sample_axis(noisy_pt.tensor, x)
             z = draw_at(seed, BINARIZE_STREAM, (at,), tapped.shape, axis, spec.draws, tapped.dtype, first, b)
             feeds.update(zip(("wn_z_0", "wn_z2_0"), z, strict=False))
             names = [o.name for o in noisy_session.get_outputs()]
             got = dict(zip(names, run(noisy_session, names, feeds), strict=True))
-            got[loaded.input_name] = x
+            got.update(engine.routes.feeds(x))
             if stage == "collect":
                 for p in watched:
                     step = max(1, clean[p.tensor][rows].size // 20000)
                     clean_vals[p.tensor].append(clean[p.tensor][rows].ravel()[::step])
                     noisy_vals[p.tensor].append(got[renamed.get(p.tensor, p.tensor)][rows].ravel()[::step])
-                correct["clean"] += int(score(clean[loaded.output_name], y)[0].sum())
-                correct["noisy"] += int(score(got[loaded.output_name], y)[0].sum())
+                correct["clean"] += score(scorer, reference, reference, y, real)[0].sum()
+                correct["noisy"] += score(scorer, reference, got[loaded.output_name], y, real)[0].sum()
             else:
                 for key, source, lv in (("quantized", got, levels), ("clean_quantized", clean, clean_levels)):
                     fed = {n: source[renamed.get(n, n) if source is got else n] for n in suffix_needs}
                     fed[q.tensor] = lv.apply(fed[q.tensor])
-                    correct[key] += int(score(run(suffix_session, (loaded.output_name,), fed)[0], y)[0].sum())
+                    out = run(suffix_session, (loaded.output_name,), fed)[0]
+                    correct[key] += score(scorer, reference, out, y, real)[0].sum()
         if stage == "collect":
             levels = find_levels(np.concatenate(noisy_vals[q.tensor]))
             clean_levels = find_levels(np.concatenate(clean_vals[q.tensor]))
@@ -193,7 +198,7 @@ def binarize(
             "values": [levels.low, 0.0, levels.high],
             "cuts": [levels.low_cut, levels.high_cut],
         },
-        "accuracy": {k: v / n for k, v in correct.items()},
+        "accuracy": {k: float(v / n) for k, v in correct.items()},
         "histograms": {
             p.tensor: {
                 "index": p.index,
@@ -216,6 +221,8 @@ def mixed_grid(
     repeats: int = 3,
     seed: int = 0,
     granularity: str = "layer",
+    metric: str = "top1",
+    batch_size: int = 1024,
 ) -> dict:
     """Accuracy at point ``at`` (of ``granularity``) for every (σ_mul, σ_add) pair, one order."""
     point = _point(find_points(engine.loaded.model, granularity), at)
@@ -224,7 +231,7 @@ def mixed_grid(
     for i, sm in enumerate(sigma_mul):
         spec = NoiseSpec("mixed", order, sigma_mul=float(sm))
         counts = engine.walk(
-            point, data, SweepSettings(np.asarray(sigma_add, float), spec, repeats, seed, 1024), lambda _n: None
+            point, data, SweepSettings(np.asarray(sigma_add, float), spec, repeats, seed, batch_size, metric=metric), lambda _n: None
         )
         grid[i] = counts.accuracy.mean(axis=1)
         spread[i] = counts.accuracy.std(axis=1)

@@ -17,7 +17,7 @@ import numpy as np
 from wn_onnx.errors import ConfigError, DataError
 from wn_onnx.graph_passes import Point, select_points
 from wn_onnx.graph_passes import find_points as _all_points
-from wn_onnx.io.data import Dataset, load_npz, make_dataset
+from wn_onnx.io.data import Dataset, Inputs, check_shape, data_inputs, load_npz, make_dataset
 from wn_onnx.io.embedded import DEFAULT_DATA, DEFAULT_MODEL
 from wn_onnx.io.model import LoadedModel, load_model
 from wn_onnx.noise import NoiseSpec, default_grid, parse_grid
@@ -48,25 +48,33 @@ def load_data(
     limit: int | None = None,
     limit_mode: str = "stratified",
     labels: bool = True,
+    feeds: dict[str, np.ndarray | float] | None = None,
 ) -> Dataset:
-    """Evaluation data for ``model``: a :class:`Dataset`, an ``(x, y)`` pair of arrays, an ``.npz``
-    file with ``x`` and ``y``, or a bundled dataset by name (``dataset="fashion-mnist"``, normalised
-    as the model's metadata says). ``labels=False`` accepts data without labels (label-free scans)."""
+    """Evaluation data for ``model``, checked against its inputs: a :class:`Dataset`, an ``(x, y)``
+    pair (``x`` an array, or a dict of arrays by input name for a model with several inputs), an
+    ``.npz`` file with ``x`` (or one array per input) and ``y``, or a bundled dataset by name
+    (``dataset="fashion-mnist"``, normalised as the model's metadata says). ``labels=False``
+    accepts data without labels (label-free scans); ``feeds``: constants for inputs that are not
+    data (a state, a sample rate; README "Inputs")."""
+    loaded = _model(model)
+    fed = {k: np.asarray(v) for k, v in (feeds or {}).items()}
     if dataset is not None:
         from wn_onnx.io.datasets import model_ready
 
-        return model_ready(_model(model).model, dataset, split, None if data_dir is None else Path(data_dir),
-                           limit, limit_mode)  # fmt: skip
-    if isinstance(data, Dataset):
-        return data
-    if isinstance(data, tuple):
+        found = model_ready(loaded.model, dataset, split, None if data_dir is None else Path(data_dir), limit, limit_mode)
+    elif isinstance(data, Dataset):
+        found = data
+    elif isinstance(data, tuple):
         if len(data) != 2:
             raise DataError("data as a tuple must be (x, y); pass (x, None) for label-free data")
         x, y = data
-        return make_dataset(np.asarray(x), None if y is None else np.asarray(y), "arrays", limit, limit_mode)
-    if data is None:
+        x = Inputs({k: np.asarray(v) for k, v in x.items()}) if isinstance(x, dict) else np.asarray(x)
+        found = make_dataset(x, None if y is None else np.asarray(y), "arrays", limit, limit_mode)
+    elif data is None:
         raise DataError("no evaluation data: give arrays (x, y), an .npz file with x and y, or a dataset name")
-    return load_npz(data, limit, labels, limit_mode)
+    else:
+        found = load_npz(data, limit, labels, limit_mode, data_inputs(loaded, fed))
+    return check_shape(found, loaded, fed)
 
 
 def scan(
@@ -89,6 +97,8 @@ def scan(
     global_after_bn: bool = True,
     granularity: str = "layer",
     sigma_scale: str = "absolute",
+    metric: str = "top1",
+    feeds: dict[str, np.ndarray | float] | None = None,
     progress: Callable[[str, int], Callable[[int], None]] | None = None,
 ) -> Report:
     """Sweep σ at every selected point (walking) and at all of them at once (global) and fit μ.
@@ -97,10 +107,13 @@ def scan(
     ``"add"``, ``"mul"`` or a :class:`NoiseSpec` (mixed noise). ``sigmas``: a grid text
     (``"log:1e-2:1e2:21"``) or values; default the paper's grid for the noise kind.
     ``granularity``: ``"layer"`` (a GELU or LayerNorm is one point) or ``"op"``; ``sigma_scale="std"``:
-    σ in units of each point's clean activation std. ``progress(description, total)`` may return
-    a ``tick(n)`` callback.
+    σ in units of each point's clean activation std. ``metric``: ``"top1"``, ``"binary"``,
+    ``"per-position"`` or a plug-in ``"module:function"`` (README "Metrics"); ``feeds``: constants
+    for inputs that are not data (README "Inputs"). ``progress(description, total)`` may return a
+    ``tick(n)`` callback.
     """
     from wn_onnx.engine import SweepSettings
+    from wn_onnx.metrics import get_metric
     from wn_onnx.scanner import ScanRequest, run_scan
 
     if model is None:
@@ -117,8 +130,8 @@ def scan(
         grid = np.asarray(sigmas, float)
         if grid.ndim != 1 or grid.size == 0 or not np.all(np.isfinite(grid)) or (grid < 0).any():
             raise ConfigError("sigmas must be a non-empty list of finite values >= 0")
-    dataset = load_data(loaded, data, labels=not label_free)
-    settings = SweepSettings(grid, spec, repeats, seed, batch_size, redraw)
+    dataset = load_data(loaded, data, labels=not label_free, feeds=feeds)
+    settings = SweepSettings(grid, spec, repeats, seed, batch_size, redraw, metric=get_metric(metric).name)
     request = ScanRequest(mode=mode, at=at, label_free=label_free, device=device, threads=threads,
                           global_after_bn=global_after_bn, adaptive=adaptive, tolerance=tolerance,
                           granularity=granularity, sigma_scale=sigma_scale)  # fmt: skip

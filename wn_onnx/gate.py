@@ -34,6 +34,7 @@ CONFIG = {
     "mode": cs.Key((str,), "walking, global or both", lambda v: v in ("walking", "global", "both")), "at": cs.STRING,
     "min_mu": cs.NON_NEGATIVE, "global_min_mu": cs.NON_NEGATIVE, "max_mu_drop": cs.Key((str, int, float), "like 20% or 0.2"),
     "baseline": cs.STRING, "label_free": cs.BOOL, "limit": cs.POSITIVE_INT, "output": cs.STRING,
+    "dataset": cs.STRING, "metric": cs.STRING, "feed": cs.Key((str,), "NAME=VALUE", many=True), "batch_size": cs.POSITIVE_INT,
     "points": cs.Key((dict,), "a table of pattern = minimum μ (a finite number >= 0)",
                   lambda v: all(cs.NON_NEGATIVE.accepts(f) for f in v.values())),
 }  # fmt: skip

@@ -19,12 +19,13 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from wn_onnx import __version__
-from wn_onnx.engine import Counts, Engine, SweepSettings, providers_for, score
+from wn_onnx.engine import Counts, Engine, SweepSettings, providers_for
 from wn_onnx.engine.round_cache import RoundCache
-from wn_onnx.errors import ConfigError, WnError
+from wn_onnx.errors import ConfigError, DataError, WnError
 from wn_onnx.graph_passes import Point, find_points, select_points
-from wn_onnx.io.data import Dataset, check_labels, check_shape
-from wn_onnx.io.model import LoadedModel, check_scores, load_model
+from wn_onnx.io.data import Dataset, Inputs, check_shape
+from wn_onnx.io.model import LoadedModel, load_model
+from wn_onnx.metrics import get_metric, score
 from wn_onnx.noise import NoiseSpec
 from wn_onnx.results.fit import curve_json as fit_curve_json
 from wn_onnx.results.schema import FAILED, SCHEMA_VERSION
@@ -64,7 +65,7 @@ class ScanRequest:
 
 @dataclass
 class Curve:
-    """What one curve needs besides its counts: the class chance level and clean accuracy."""
+    """What one curve needs besides its counts: a_min (the metric's chance level) and the clean accuracy."""
 
     chance: float
     clean: float
@@ -170,22 +171,7 @@ def run_scan(
     if not chosen:
         raise WnError(f"no selected point can carry noise: point {selected[0].index}: {selected[0].unsupported}")
 
-    # Clean pass: class count, clean accuracy, label-free targets.
-    data = check_shape(data, loaded.input_shape, engine.dtype)
-    # the σ = 0 reference, aligned with the batches (padding rows of a fixed-batch model at its end)
-    reference = np.concatenate([engine.clean_logits(x) for _, x, _ in engine.batches(data, st.batch_size)])
-    clean_logits = reference[: len(data)]
-    check_scores(clean_logits.shape, f"{loaded.path}: output {loaded.output_name!r}")
-    num_classes = loaded.num_classes or int(clean_logits.reshape(len(clean_logits), -1).shape[1])
-    if num_classes < 2:
-        raise WnError(f"{loaded.path}: output {loaded.output_name!r} has width {num_classes}; need class scores (≥ 2)")
-    if req.label_free:
-        data = Dataset(data.x, clean_logits.reshape(len(clean_logits), -1).argmax(axis=1), data.source)
-    check_labels(data, num_classes)
-    ok, bad = score(clean_logits, data.y)
-    clean = float(ok.mean())
-    chance = 1.0 / num_classes
-
+    data, reference, base, facts = clean_pass(engine, data, st.metric, st.batch_size, req.label_free)
     silent = progress or (lambda _d, _t: lambda _n: None)
     report: dict = {
         "schema_version": SCHEMA_VERSION,
@@ -200,10 +186,7 @@ def run_scan(
         "output": loaded.output_name,
         "device": req.device,
         "providers": engine.providers,
-        "clean_accuracy": clean,
-        "clean_nonfinite": int(bad.sum()),
-        "num_classes": num_classes,
-        "chance": chance,
+        **facts,
         "granularity": req.granularity,
         "sigma_scale": req.sigma_scale,
         "points": [],
@@ -211,12 +194,12 @@ def run_scan(
     }
     if skipped:
         report["skipped"] = skipped
-    base = Curve(chance, clean)
     # relative σ: each point's clean activation std on the data; the noise there is σ·std
     scales = engine.clean_std(chosen, data, st.batch_size) if req.sigma_scale == "std" else None
     relative = ["sigma_scale=std"] if req.sigma_scale == "std" else []  # absolute: the hashes of earlier versions
-    config = digest(loaded.content_digest(), loaded.output_name, data.x, data.y, req.label_free, st.spec.to_json(), st.sigmas, st.repeats,
-                    st.seed, st.redraw, st.walk, req.adaptive, req.tolerance, __version__, *relative)  # fmt: skip
+    config = digest(loaded.content_digest(), loaded.output_name, *_input_parts(data.x), data.y, req.label_free, st.spec.to_json(),
+                    st.sigmas, st.repeats, st.seed, st.redraw, st.walk, req.adaptive, req.tolerance, __version__, *relative,
+                    *([] if st.metric == "top1" else [f"metric={st.metric}"]))  # fmt: skip
     report["config_hash"] = config
     # stored curves are also keyed by what may change the arithmetic without changing the report's
     # settings: the batch size (graphs that mix samples) and the device
@@ -271,6 +254,47 @@ def run_scan(
         raise ScanInterrupted(report) from None
     report["partial"] = False
     return report
+
+
+def clean_pass(
+    engine: Engine, data: Dataset, metric_name: str, batch_size: int, label_free: bool
+) -> tuple[Dataset, np.ndarray, Curve, dict]:
+    """The σ = 0 run over ``data``: (data with its inputs checked and its labels in the metric's
+    form — None label-free —, the clean outputs aligned with the batches, the curve base, the
+    report's facts: metric, clean accuracy, classes, chance). An output the metric cannot score
+    is refused here, its shape named."""
+    loaded, metric = engine.loaded, get_metric(metric_name)
+    if not label_free and data.y is None:
+        raise DataError(f"{data.source}: no labels y (score agreement with the clean model instead: label-free)")
+    data = check_shape(data, loaded)
+    # the σ = 0 reference, aligned with the batches (padding rows of a fixed-batch model at its end)
+    reference = np.concatenate([engine.clean_logits(b.x) for b in engine.batches(data, batch_size)])
+    clean = reference[: len(data)]
+    where = f"{loaded.path}: output {loaded.output_name!r}"
+    try:
+        classes = metric.classes(clean.shape)
+        metric.check_outputs(clean, where)
+    except WnError as err:
+        raise type(err)(f"{where}: {err}") from None
+    labels = None if label_free else metric.labels(data.y, clean.shape, data.source)
+    ok, bad = score(metric, clean, clean, labels, len(clean))
+    chance = metric.chance(clean, labels)
+    if label_free and chance >= float(ok.mean()):  # a model that predicts one class for every sample
+        raise DataError(
+            f"{data.source}: label-free a_min ({chance:.3g}, what outputs from other samples score) is not below "
+            f"the clean score ({float(ok.mean()):.3g}): no drop to measure; give labels"
+        )
+    facts = {"metric": metric_name, "clean_accuracy": float(ok.mean()), "clean_nonfinite": int(bad.sum()),
+             "num_classes": classes, "chance": chance}  # fmt: skip
+    return Dataset(data.x, labels, data.source), reference, Curve(chance, float(ok.mean())), facts
+
+
+def _input_parts(x: np.ndarray | Inputs) -> list:
+    """What the numbers depend on in the inputs (one array: itself, as before several inputs)."""
+    if not isinstance(x, Inputs):
+        return [x]
+    return [sorted(x.axes.items()), *(p for k in sorted(x.arrays) for p in (k, x.arrays[k])),
+            *(p for k in sorted(x.fixed) for p in (k, x.fixed[k]))]  # fmt: skip
 
 
 def walk_points(

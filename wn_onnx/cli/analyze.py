@@ -10,15 +10,18 @@ import typer
 from rich.table import Table
 
 from wn_onnx.cli.common import (
+    BatchSizeOption,
     DataDirOption,
     DataOption,
     DatasetOption,
+    FeedOption,
     Granularity,
     GranularityOption,
     Kind,
     LimitMode,
     LimitModeOption,
     LimitOption,
+    MetricOption,
     PngOption,
     SplitOption,
     ThreadsOption,
@@ -33,15 +36,19 @@ analyze_app = typer.Typer(help="Self-binarisation, mixed-noise maps, weight magn
 
 
 def _engine_and_data(model: Path, data: Path | None, dataset_name: str | None, split: str | None,
-                     data_dir: Path | None, limit: int | None, limit_mode: LimitMode, threads: int):  # fmt: skip
-    """The model's engine and its data, from --data or --dataset as for scan."""
+                     data_dir: Path | None, limit: int | None, limit_mode: LimitMode, threads: int,
+                     feed: list[str] | None, metric: str, batch_size: int):  # fmt: skip
+    """The model's engine and its data, from --data or --dataset as for scan (labels checked
+    against the clean outputs as ``metric`` scores them)."""
     from wn_onnx.engine import Engine, providers_for
-    from wn_onnx.io.data import check_shape
     from wn_onnx.io.model import load_model
+    from wn_onnx.metrics import get_metric
+    from wn_onnx.scanner import clean_pass
 
+    get_metric(metric)
     engine = Engine(load_model(model), providers_for("cpu"), threads)
-    dataset = load_data(engine.loaded, data, dataset_name, split, data_dir, limit, limit_mode)
-    return engine, check_shape(dataset, engine.loaded.input_shape, engine.dtype)
+    dataset = load_data(engine.loaded, data, dataset_name, split, data_dir, limit, limit_mode, feeds=feed)
+    return engine, clean_pass(engine, dataset, metric, batch_size, label_free=False)[0]
 
 
 @analyze_app.command("binarize")
@@ -59,6 +66,9 @@ def binarize_command(
     ] = None,
     follow: Annotated[int, typer.Option(help="How many points after the noisy one get histograms.", min=0)] = 3,
     seed: Annotated[int, typer.Option(help="Noise seed.", min=0, max=MAX_SEED)] = 0,
+    feed: FeedOption = None,
+    metric: MetricOption = "top1",
+    batch_size: BatchSizeOption = 1024,
     limit: LimitOption = None,
     limit_mode: LimitModeOption = LimitMode.stratified,
     threads: ThreadsOption = 0,
@@ -73,10 +83,10 @@ def binarize_command(
     if noise == Kind.mixed:
         raise WnError("analyze binarize takes --noise add or mul")
     guard_outputs([out_path], [model, data])
-    engine, dataset = _engine_and_data(model, data, dataset_name, split, data_dir, limit, limit_mode, threads)
-    result = binarize(
-        engine, dataset, at, NoiseSpec(noise.value), sigma, seed, follow, quantize_at, granularity.value
-    )
+    engine, dataset = _engine_and_data(model, data, dataset_name, split, data_dir, limit, limit_mode, threads, feed,
+                                       metric, batch_size)  # fmt: skip
+    result = binarize(engine, dataset, at, NoiseSpec(noise.value), sigma, seed, follow, quantize_at, granularity.value,
+                      metric, batch_size)  # fmt: skip
     acc = result["accuracy"]
     table = Table(
         title=f"{noise.value} noise σ={sigma:g} at point {at} · {result['levels']['count']} levels at point {result['quantized_point']['index']}"
@@ -109,6 +119,9 @@ def mixed_command(
     sigma_add: Annotated[str, typer.Option(help="σ_add grid.")] = "log:1e-2:1e4:13",
     repeats: Annotated[int, typer.Option(help="Noise draws per cell.", min=1, max=MAX_REPEATS)] = 3,
     seed: Annotated[int, typer.Option(help="Noise seed.", min=0, max=MAX_SEED)] = 0,
+    feed: FeedOption = None,
+    metric: MetricOption = "top1",
+    batch_size: BatchSizeOption = 1024,
     limit: LimitOption = None,
     limit_mode: LimitModeOption = LimitMode.stratified,
     threads: ThreadsOption = 0,
@@ -126,9 +139,11 @@ def mixed_command(
     if any(o not in ("mul-first", "add-first") for o in orders):
         raise WnError(f"--order must be mul-first, add-first or both, not {order!r}")
     guard_outputs([out_path, html_path], [model, data])
-    engine, dataset = _engine_and_data(model, data, dataset_name, split, data_dir, limit, limit_mode, threads)
+    engine, dataset = _engine_and_data(model, data, dataset_name, split, data_dir, limit, limit_mode, threads, feed,
+                                       metric, batch_size)  # fmt: skip
     grids = [
-        mixed_grid(engine, dataset, at, o, parse_grid(sigma_mul), parse_grid(sigma_add), repeats, seed, granularity.value)
+        mixed_grid(engine, dataset, at, o, parse_grid(sigma_mul), parse_grid(sigma_add), repeats, seed,
+                   granularity.value, metric, batch_size)
         for o in orders
     ]
     fig = mixed_figure(grids)

@@ -24,12 +24,14 @@ from wn_onnx.cli.common import (
     DatasetOption,
     Device,
     DeviceOption,
+    FeedOption,
     Granularity,
     GranularityOption,
     Kind,
     LimitMode,
     LimitModeOption,
     LimitOption,
+    MetricOption,
     Mode,
     OrderOption,
     OutputOption,
@@ -113,6 +115,8 @@ def scan(
     dataset_name: DatasetOption = None,
     split: SplitOption = None,
     data_dir: DataDirOption = None,
+    feed: FeedOption = None,
+    metric: MetricOption = "top1",
     noise: Annotated[Kind, typer.Option(help="Noise kind.")] = Kind.add,
     order: OrderOption = None,
     sigma_ratio: SigmaRatioOption = None,
@@ -140,7 +144,7 @@ def scan(
         bool, typer.Option(help="Global sweep: no noise after BatchNormalization (the paper's Table 1 setting).")
     ] = False,
     label_free: Annotated[
-        bool, typer.Option(help="Score agreement with the clean model's top-1 instead of labels.")
+        bool, typer.Option(help="Score agreement with the clean model's predictions instead of labels.")
     ] = False,
     adaptive: Annotated[
         bool, typer.Option(help="Measure a coarse part of the grid, then refine around each drop until μ is precise.")
@@ -169,6 +173,7 @@ def scan(
     from wn_onnx.engine import SweepSettings
     from wn_onnx.io.embedded import DEFAULT_DATA, DEFAULT_MODEL
     from wn_onnx.io.model import load_model
+    from wn_onnx.metrics import get_metric
     from wn_onnx.noise import default_grid, parse_grid
     from wn_onnx.scanner import ScanRequest, run_scan
 
@@ -179,8 +184,8 @@ def scan(
     spec = noise_spec(noise, order, sigma_ratio, sigma_mul, sigma_add)
     grid = parse_grid(sigmas) if sigmas else default_grid(spec)
     loaded = load_model(model, output)
-    dataset = load_data(loaded, data, dataset_name, split, data_dir, limit, limit_mode, require_labels=not label_free)
-    settings = SweepSettings(grid, spec, repeats, seed, batch_size, redraw)
+    dataset = load_data(loaded, data, dataset_name, split, data_dir, limit, limit_mode, not label_free, feed)
+    settings = SweepSettings(grid, spec, repeats, seed, batch_size, redraw, metric=get_metric(metric).name)
     if loaded.freed_batch:
         err.print(
             f"[dim]{escape(str(model))}: the input declares a batch of {loaded.freed_batch}, but the graph gives the same outputs for "

@@ -10,18 +10,27 @@ from typing import Annotated
 import typer
 
 from wn_onnx.cli.common import (
+    METRIC_HELP,
     AtOption,
+    DataDirOption,
+    DatasetOption,
     Device,
+    FeedOption,
     Granularity,
     GranularityOption,
     Kind,
+    LimitMode,
+    LimitModeOption,
     Mode,
     OrderOption,
     OutputOption,
     SigmaAddOption,
     SigmaMulOption,
     SigmaRatioOption,
+    SplitOption,
+    ThreadsOption,
     err,
+    load_data,
     noise_spec,
 )
 from wn_onnx.errors import WnError
@@ -32,6 +41,11 @@ from wn_onnx.io.safeio import guard_outputs, write_json, write_text
 def check_command(
     model: Annotated[Path, typer.Argument(help="The ONNX model to gate.")],
     data: Annotated[Path | None, typer.Option(help=".npz with x (and y unless --label-free).")] = None,
+    dataset_name: DatasetOption = None,
+    split: SplitOption = None,
+    data_dir: DataDirOption = None,
+    feed: FeedOption = None,
+    metric: Annotated[str | None, typer.Option(help=f"{METRIC_HELP} Default top1.")] = None,
     config: Annotated[
         Path | None,
         typer.Option(help="wn-onnx.toml or pyproject.toml ([tool.wn-onnx]); found in the working folder by default."),
@@ -46,7 +60,10 @@ def check_command(
     at: AtOption = None,
     repeats: Annotated[int | None, typer.Option(help="Noise draws per σ (default 5).", min=1, max=MAX_REPEATS)] = None,
     seed: Annotated[int | None, typer.Option(help="Noise seed (default 0).", min=0, max=MAX_SEED)] = None,
-    limit: Annotated[int | None, typer.Option(help="First N samples only.", min=1)] = None,
+    limit: Annotated[int | None, typer.Option(help="Use N samples only (see --limit-mode).", min=1)] = None,
+    limit_mode: LimitModeOption = LimitMode.stratified,
+    batch_size: Annotated[int | None, typer.Option(help="Samples per onnxruntime batch (default 1024).", min=1)] = None,
+    threads: ThreadsOption = 0,
     label_free: Annotated[
         bool | None, typer.Option("--label-free/--labels", help="Agreement with the clean model instead of labels.")
     ] = None,
@@ -78,13 +95,13 @@ def check_command(
     sys.exit(1 if failed else 0)
 
 
-def _run(model, data, config, noise, order, sigma_ratio, sigma_mul, sigma_add, sigmas, mode, at, repeats, seed, limit,
-         label_free, min_mu, global_min_mu, baseline, max_mu_drop, junit_path, summary, out_path, output, device,
-         granularity):  # fmt: skip
+def _run(model, data, dataset_name, split, data_dir, feed, metric, config, noise, order, sigma_ratio, sigma_mul,
+         sigma_add, sigmas, mode, at, repeats, seed, limit, limit_mode, batch_size, threads, label_free, min_mu,
+         global_min_mu, baseline, max_mu_drop, junit_path, summary, out_path, output, device, granularity):  # fmt: skip
     from wn_onnx.engine import SweepSettings
     from wn_onnx.gate import Policy, evaluate_policy, junit, load_config, markdown, parse_drop
-    from wn_onnx.io.data import load_npz
     from wn_onnx.io.model import load_model
+    from wn_onnx.metrics import get_metric
     from wn_onnx.noise import default_grid, parse_grid
     from wn_onnx.planner import load_report
     from wn_onnx.scanner import ScanRequest, run_scan
@@ -99,12 +116,16 @@ def _run(model, data, config, noise, order, sigma_ratio, sigma_mul, sigma_add, s
     grid_text = pick(sigmas, "sigmas")
     grid = parse_grid(grid_text) if grid_text else default_grid(spec)
     free = bool(pick(label_free, "label_free", False))
-    if data is None:
-        raise WnError("give --data FILE.npz")
+    dataset_name = pick(dataset_name, "dataset")
+    if data is None and dataset_name is None:
+        raise WnError("give --data FILE.npz or --dataset NAME")
     base_path = pick(baseline, "baseline")
     guard_outputs([junit_path, summary, out_path], [base_path])
+    scoring = get_metric(pick(metric, "metric", "top1")).name
     loaded = load_model(model, pick(output, "output"))
-    dataset = load_npz(data, pick(limit, "limit"), require_labels=not free)
+    feeds = feed if feed is not None else conf.get("feed")
+    dataset = load_data(loaded, data, dataset_name, split, data_dir, pick(limit, "limit"), limit_mode, not free,
+                        [feeds] if isinstance(feeds, str) else feeds)  # fmt: skip
     base_report = load_report(base_path) if base_path else None
     policy = Policy(pick(min_mu, "min_mu"), pick(global_min_mu, "global_min_mu"), parse_drop(pick(max_mu_drop, "max_mu_drop")),
                     list(conf.get("points", {}).items()))  # fmt: skip
@@ -112,9 +133,11 @@ def _run(model, data, config, noise, order, sigma_ratio, sigma_mul, sigma_add, s
         raise WnError("--max-mu-drop needs --baseline REPORT")
     if base_report is not None and policy.max_drop is None:
         policy.max_drop = 0.0
-    st = SweepSettings(grid, spec, int(pick(repeats, "repeats", 5)), int(pick(seed, "seed", 0)))
+    st = SweepSettings(grid, spec, int(pick(repeats, "repeats", 5)), int(pick(seed, "seed", 0)),
+                       int(pick(batch_size, "batch_size", 1024)), metric=scoring)  # fmt: skip
     req = ScanRequest(mode=mode.value if mode else conf.get("mode", "both"), at=pick(at, "at"), label_free=free,
-                      device=Device(pick(device, "device", "cpu")).value, granularity=granularity.value)  # fmt: skip
+                      device=Device(pick(device, "device", "cpu")).value, threads=threads,
+                      granularity=granularity.value)  # fmt: skip
     report = run_scan(loaded, dataset, st, req)
     verdicts = evaluate_policy(report, policy, base_report)
     text = markdown(verdicts, report)

@@ -101,21 +101,39 @@ ThreadsOption = Annotated[
 ]
 
 
+FeedOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--feed",
+        help="A constant for an input that is not data: NAME=NUMBER or NAME=FILE.npy (a state, a sample rate; "
+        "repeated over the batch where the input has one). Repeat for several inputs.",
+    ),
+]
+METRIC_HELP = ("top1 (classes on the last axis) · binary (sigmoid output, threshold 0.5) · per-position "
+               "([N, …, K] outputs) · module:function or file.py:function (a plug-in; README 'Metrics').")  # fmt: skip
+MetricOption = Annotated[str, typer.Option(help=METRIC_HELP)]
+
+
 def load_data(
     loaded, data: Path | None, dataset_name: str | None, split: str | None, data_dir: Path | None,
     limit: int | None, limit_mode: LimitMode = LimitMode.stratified, require_labels: bool = True,
+    feeds: list[str] | None = None,
 ):  # fmt: skip
-    """Evaluation data from ``--data FILE.npz`` or ``--dataset NAME`` (normalised as ``loaded``'s
-    metadata says), as every command that runs a model takes it."""
-    from wn_onnx.io.data import load_npz
+    """Evaluation data from ``--data FILE.npz`` (one array per graph input, or ``x``) or
+    ``--dataset NAME`` (normalised as ``loaded``'s metadata says), inputs that are not data given
+    by ``--feed``, checked against the model's inputs — as every command that runs a model takes it."""
+    from wn_onnx.io.data import check_shape, data_inputs, load_npz, parse_feeds
 
+    fed = parse_feeds(feeds)
     if dataset_name:
         from wn_onnx.io.datasets import model_ready
 
-        return model_ready(loaded.model, dataset_name, split, data_dir, limit, limit_mode.value)
-    if data is None:
+        dataset = model_ready(loaded.model, dataset_name, split, data_dir, limit, limit_mode.value)
+    elif data is None:
         raise WnError("give --data FILE.npz with arrays x (model inputs) and y (labels), or --dataset NAME")
-    return load_npz(data, limit, require_labels, limit_mode.value)
+    else:
+        dataset = load_npz(data, limit, require_labels, limit_mode.value, data_inputs(loaded, fed))
+    return check_shape(dataset, loaded, fed)
 
 
 class Granularity(str, Enum):

@@ -12,10 +12,12 @@ from rich.table import Table
 from rich.text import Text
 
 from wn_onnx.cli.common import (
+    METRIC_HELP,
     BatchSizeOption,
     DataDirOption,
     DataOption,
     DatasetOption,
+    FeedOption,
     Granularity,
     Kind,
     LimitMode,
@@ -97,6 +99,8 @@ def plan_command(
     dataset_name: DatasetOption = None,
     split: SplitOption = None,
     data_dir: DataDirOption = None,
+    feed: FeedOption = None,
+    metric: Annotated[str | None, typer.Option(help=f"{METRIC_HELP} Default: the report's.")] = None,
     noise: Annotated[Kind | None, typer.Option(help="Noise for --evaluate (default: the report's).")] = None,
     order: OrderOption = None,
     sigma_ratio: SigmaRatioOption = None,
@@ -124,7 +128,7 @@ def plan_command(
     import numpy as np
 
     from wn_onnx.engine import Engine, providers_for
-    from wn_onnx.io.data import check_labels, check_shape
+    from wn_onnx.metrics import get_metric
     from wn_onnx.noise import NoiseSpec
     from wn_onnx.planner import (
         PlanInput,
@@ -136,6 +140,7 @@ def plan_command(
         plan_json,
         uniform,
     )
+    from wn_onnx.scanner import clean_pass
 
     strategy = strategy.value
     report = load_report(report_path)
@@ -154,10 +159,9 @@ def plan_command(
             raise WnError("--evaluate and greedy take a report with absolute σ (scan --sigma-scale absolute)")
         loaded, points = _match_model(report, model, granularity and granularity.value)
         engine = Engine(loaded, providers_for("cpu"), threads)
-        dataset = check_shape(
-            load_data(loaded, data, dataset_name, split, data_dir, limit, limit_mode), loaded.input_shape, engine.dtype
-        )
-        check_labels(dataset, report.get("num_classes") or loaded.num_classes or 0)
+        scoring = get_metric(metric or report.get("metric") or "top1").name
+        dataset = load_data(loaded, data, dataset_name, split, data_dir, limit, limit_mode, feeds=feed)
+        dataset = clean_pass(engine, dataset, scoring, batch_size, label_free=False)[0]
         spec = noise_spec(noise, order, sigma_ratio) if noise else NoiseSpec.from_json(report.get("noise"))
         if sigma == "global-mu":
             g = report.get("global") or {}
@@ -181,7 +185,7 @@ def plan_command(
         task = bar.add_task("plans", total=searches + len(measured)) if bar else None
 
         def accuracy(plan: np.ndarray, s: int = seed, r: int = repeats) -> np.ndarray:
-            acc = engine.plan_accuracy(points, spec, level, plan, dataset, r, s, batch_size)
+            acc = engine.plan_accuracy(points, spec, level, plan, dataset, r, s, batch_size, scoring)
             if bar:
                 bar.advance(task, 1)
             return acc

@@ -8,6 +8,6 @@ evaluations), core (the Engine a scan holds).
 
 from wn_onnx.engine.core import Engine
 from wn_onnx.engine.sessions import providers_for
-from wn_onnx.engine.sweep import Counts, SweepSettings, score
+from wn_onnx.engine.sweep import Batch, Counts, SweepSettings
 
-__all__ = ["Counts", "Engine", "SweepSettings", "providers_for", "score"]
+__all__ = ["Batch", "Counts", "Engine", "SweepSettings", "providers_for"]

@@ -18,12 +18,13 @@ import onnx_ir as ir
 from wn_onnx.engine.sessions import Sessions
 from wn_onnx.graph_passes import ExtractSuffixPass
 from wn_onnx.graph_passes.insert_noise import values_by_name
+from wn_onnx.io.data import Inputs, feeds
 from wn_onnx.io.model import LoadedModel
 
 PROBE_SIZES = (2, 3)
 
 
-def probe_batches(x: np.ndarray) -> list[np.ndarray]:
+def probe_batches(x: np.ndarray | Inputs) -> list[np.ndarray | Inputs]:
     """Batches of PROBE_SIZES samples taken (cyclically) from ``x``."""
     return [x[np.arange(n) % len(x)] for n in PROBE_SIZES]
 
@@ -60,23 +61,29 @@ class Probed(NamedTuple):
         return (*self.shape[: self.axis], samples, *self.shape[self.axis + 1 :])
 
 
-def probe_axes(loaded: LoadedModel, sessions: Sessions, live: set[ir.Value], x: np.ndarray) -> dict[str, Probed]:
-    """value name → what a probe saw of it, for every data-dependent value of the model, from one
-    session exposing them all, run on PROBE_SIZES samples of ``x`` (on the built-in batch of a
-    model that has one)."""
+def probe_axes(
+    loaded: LoadedModel, sessions: Sessions, live: set[ir.Value], x: np.ndarray | Inputs
+) -> dict[str, Probed]:
+    """value name → what a probe saw of it, for every data-dependent value of the model (graph
+    inputs as fed), from one session exposing them all, run on PROBE_SIZES samples of ``x`` (on
+    the built-in batch of a model that has one)."""
     graph = loaded.model.graph
     values = [v for n in graph for v in n.outputs] + list(values_by_name(graph, inner=True).values())  # If branches too
     names = list(dict.fromkeys(v.name for v in values if v.name and v in live and v.producer() is not None))
-    axes = {loaded.input_name: Probed(0, x[:1].shape, x.dtype, x[:1].nbytes)}
-    model = loaded.fresh()
-    ExtractSuffixPass([loaded.input_name], names)(model)
     fixed = loaded.fixed_batch
+    batches = [x[np.arange(fixed) % len(x)]] if fixed else probe_batches(x)
+    fed = [feeds(b, loaded.input_name) for b in batches]
+    axes = {}
+    model = loaded.fresh()
+    ExtractSuffixPass(list(loaded.inputs), names)(model)
     try:
         session = sessions.build(model)
-        batches = [x[np.arange(fixed) % len(x)]] if fixed else probe_batches(x)
-        runs = [session.run(names, {loaded.input_name: b}) for b in batches]
+        runs = [[*session.run(names, f), *f.values()] for f in fed]
     except Exception:  # the graph does not run on other batch sizes: no axis known
-        return axes
+        one = feeds(x[:1], loaded.input_name)  # its inputs only, as fed
+        moved, per_sample = (x.axes, x.arrays) if isinstance(x, Inputs) else ({}, one)
+        return {n: Probed(moved.get(n, 0) if n in per_sample else None, v.shape, v.dtype, v.nbytes) for n, v in one.items()}
+    names = [*names, *fed[0]]
     for name, values in zip(names, zip(*runs, strict=True), strict=True):
         if all(isinstance(v, np.ndarray) for v in values):
             shapes = [v.shape for v in values]

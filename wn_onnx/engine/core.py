@@ -22,13 +22,14 @@ from wn_onnx.engine.global_noise import GlobalNoise
 from wn_onnx.engine.round_cache import RoundCache
 from wn_onnx.engine.routes import Routes, SharedTaps
 from wn_onnx.engine.sessions import Sessions
-from wn_onnx.engine.sweep import Counts, SweepSettings, score, sweep
+from wn_onnx.engine.sweep import Batch, Counts, SweepSettings, sweep
 from wn_onnx.engine.walking import AtOutput, FullGraph, Suffix, WalkPoint
 from wn_onnx.graph_passes import Point, z_input_names
 from wn_onnx.graph_passes.insert_noise import SIGMA_INPUT
 from wn_onnx.graph_passes.noise_functions import sigma_inputs
-from wn_onnx.io.data import Dataset
+from wn_onnx.io.data import Dataset, Inputs
 from wn_onnx.io.model import LoadedModel
+from wn_onnx.metrics import get_metric, score
 from wn_onnx.noise import NoiseSpec
 
 TAP_BYTES = 256 << 20  # clean values kept at once for the walks of a group of points, whole data
@@ -41,8 +42,6 @@ class Engine:
         self.loaded = loaded
         self.sessions = Sessions(providers, threads)
         self.routes = Routes(loaded, self.sessions)
-        data_in = next(v for v in loaded.model.graph.inputs if v.name == loaded.input_name)
-        self.dtype = np.dtype(ir.DataType(data_in.dtype).numpy())
 
     @property
     def providers(self) -> list[str]:
@@ -51,13 +50,13 @@ class Engine:
     def session(self, model: ir.Model) -> ort.InferenceSession:
         return self.sessions.build(model)
 
-    def run_values(self, x: np.ndarray, names: list[str]) -> dict[str, np.ndarray]:
+    def run_values(self, x: np.ndarray | Inputs, names: list[str]) -> dict[str, np.ndarray]:
         return self.routes.run_values(x, names)
 
-    def clean_logits(self, x: np.ndarray) -> np.ndarray:
+    def clean_logits(self, x: np.ndarray | Inputs) -> np.ndarray:
         return self.routes.clean_logits(x)
 
-    def sample_axis(self, name: str, x: np.ndarray) -> int | None:
+    def sample_axis(self, name: str, x: np.ndarray | Inputs) -> int | None:
         return self.routes.sample_axis(name, x)
 
     def mixes_samples(self, point: Point, spec: NoiseSpec) -> bool:
@@ -67,12 +66,12 @@ class Engine:
         """Drop the sessions of a walked point (see Routes.release)."""
         self.routes.release()
 
-    def batches(self, data: Dataset, size: int) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
-        """(index of the first sample, inputs, labels) per batch; a model exported with a fixed
-        batch gets exactly that many samples per run, the last batch padded (labels -1)."""
+    def batches(self, data: Dataset, size: int) -> Iterator[Batch]:
+        """The runs over ``data``; a model exported with a fixed batch gets exactly that many
+        samples per run, the last batch padded (the padding is not scored)."""
         size = self.batch_size(size)
-        for b, (x, y) in enumerate(data.batches(size, pad=self.loaded.fixed_batch is not None)):
-            yield b * size, x, y
+        for b, (x, y, n) in enumerate(data.batches(size, pad=self.loaded.fixed_batch is not None)):
+            yield Batch(b * size, x, y, n)
 
     def batch_size(self, requested: int) -> int:
         """Samples per run: ``requested``, unless the model's batch is built in."""
@@ -114,14 +113,14 @@ class Engine:
         self,
         points: list[Point],
         spec: NoiseSpec,
-        x: np.ndarray,
+        x: np.ndarray | Inputs,
         z: dict[int, list[np.ndarray]],
         sa: np.ndarray,
         sm: np.ndarray,
         repeated: bool = False,
     ) -> np.ndarray:
         """Logits of the fed-noise graph: ``z[j]`` feeds ``points[j]``; ``sa``/``sm`` per point."""
-        feeds = {self.loaded.input_name: x}
+        feeds = self.routes.feeds(x)
         for comp, vec in (("sigma_add", sa), ("sigma_mul", sm)):
             if comp in sigma_inputs(spec):
                 feeds[SIGMA_INPUT[comp]] = np.asarray(vec, np.float32)
@@ -180,12 +179,12 @@ class Engine:
         """Point index → standard deviation of the point's clean activation over every element
         of every sample of ``data`` (the unit of relative σ; padding rows of a fixed batch left out)."""
         moments = {p.index: np.zeros(3) for p in points}  # count, sum, sum of squares (float64)
-        for first, x, _ in self.batches(data, batch_size):
+        for _, x, _, n in self.batches(data, batch_size):
             values = self.run_values(x, [p.tensor for p in points])
             for p in points:
                 v, axis = values[p.tensor], self.sample_axis(p.tensor, x)
-                if axis is not None and first + v.shape[axis] > len(data):  # padding rows of a fixed batch
-                    v = np.take(v, np.arange(len(data) - first), axis=axis)
+                if axis is not None and v.shape[axis] > n:  # padding rows of a fixed batch
+                    v = np.take(v, np.arange(n), axis=axis)
                 v = v.astype(np.float64, copy=False)
                 moments[p.index] += (v.size, v.sum(), np.square(v).sum())
         out = {}
@@ -204,16 +203,20 @@ class Engine:
         repeats: int,
         seed: int,
         batch_size: int = 1024,
+        metric: str = "top1",
     ) -> np.ndarray:
-        """Accuracy per repeat with global noise ``sigma`` and point k executed ``plan[k]`` times.
+        """Accuracy (mean ``metric`` score) per repeat with global noise ``sigma`` and point k
+        executed ``plan[k]`` times.
 
         Execution j of point k in repeat r always gets the same draw whatever the plan (common
         random numbers), so plans are compared on the same noise.
         """
         sa, sm = (np.full(len(points), float(v), np.float32) for v in spec.components(sigma))
-        correct = np.zeros(repeats, np.int64)
-        for b, (first, x, y) in enumerate(self.batches(data, batch_size)):
+        correct = np.zeros(repeats, np.float64)
+        scorer = get_metric(metric)
+        for b, (first, x, y, n) in enumerate(self.batches(data, batch_size)):
             taps = self.run_values(x, [p.tensor for p in points])
+            clean = self.clean_logits(x)
             for r in range(repeats):
                 z = {}
                 for j, p in enumerate(points):
@@ -223,6 +226,6 @@ class Engine:
                         for e in range(int(plan[j]))
                     ]
                     z[j] = [np.stack([run[d] for run in runs]) for d in range(spec.draws)]
-                ok, _ = score(self.run_noisy(points, spec, x, z, sa, sm, repeated=True), y)
-                correct[r] += int(ok.sum())
+                ok, _ = score(scorer, clean, self.run_noisy(points, spec, x, z, sa, sm, repeated=True), y, n)
+                correct[r] += ok.sum()
         return correct / len(data)

@@ -33,6 +33,7 @@ from wn_onnx.graph_passes import (
 )
 from wn_onnx.graph_passes.extract import has_subgraphs
 from wn_onnx.graph_passes.insert_noise import StackNoisyInputPass
+from wn_onnx.io.data import Inputs, feeds
 from wn_onnx.io.model import LoadedModel
 from wn_onnx.noise import NoiseSpec
 
@@ -73,47 +74,47 @@ class Routes:
         after them); the few most recent ones are kept."""
         if names not in self._prefixes:
             model = self.loaded.fresh()
-            ExtractSuffixPass([self.loaded.input_name], list(names))(model)
+            ExtractSuffixPass(list(self.loaded.inputs), list(names))(model)
             self._prefixes[names] = self.sessions.build(model)
             while len(self._prefixes) > PREFIX_CACHE:
                 del self._prefixes[next(iter(self._prefixes))]
         return self._prefixes[names]
 
-    def run_values(self, x: np.ndarray, names: list[str]) -> dict[str, np.ndarray]:
-        """Clean values ``names`` only: the graph after them is not computed."""
-        wanted = tuple(dict.fromkeys(n for n in names if n != self.loaded.input_name))
-        out = (
-            dict(zip(wanted, run(self._prefix(wanted), wanted, {self.loaded.input_name: x}), strict=True))
-            if wanted
-            else {}
-        )
-        out[self.loaded.input_name] = x
-        return out
+    def feeds(self, x: np.ndarray | Inputs) -> dict[str, np.ndarray]:
+        """The graph inputs for samples ``x`` (an array: the single input)."""
+        return feeds(x, self.loaded.input_name)
 
-    def clean_logits(self, x: np.ndarray) -> np.ndarray:
+    def run_values(self, x: np.ndarray | Inputs, names: list[str]) -> dict[str, np.ndarray]:
+        """Clean values ``names`` only (graph inputs among them as fed): the graph after them is not computed."""
+        fed = self.feeds(x)
+        wanted = tuple(dict.fromkeys(n for n in names if n not in self.loaded.inputs))
+        out = dict(zip(wanted, run(self._prefix(wanted), wanted, fed), strict=True)) if wanted else {}
+        return out | fed
+
+    def clean_logits(self, x: np.ndarray | Inputs) -> np.ndarray:
         """Scored output of the unmodified model (all of onnxruntime's fusions apply)."""
         if self._clean is None:
             self._clean = self.sessions.build(self.loaded.fresh())
-        return run(self._clean, (self.loaded.output_name,), {self.loaded.input_name: x})[0]
+        return run(self._clean, (self.loaded.output_name,), self.feeds(x))[0]
 
-    def sample_axis(self, name: str, x: np.ndarray) -> int | None:
+    def sample_axis(self, name: str, x: np.ndarray | Inputs) -> int | None:
         """The axis of value ``name`` that holds the samples (None: none found; see engine.axes),
         probed once for every value of the graph with samples taken from ``x``."""
         probed = self._probed(name, x)
         return None if probed is None else probed.axis
 
-    def _probed(self, name: str, x: np.ndarray) -> Probed | None:
+    def _probed(self, name: str, x: np.ndarray | Inputs) -> Probed | None:
         if self._axes is None:
             self._axes = probe_axes(self.loaded, self.sessions, self.live, x)
         return self._axes.get(name)
 
-    def sample_bytes(self, name: str, x: np.ndarray) -> float:
+    def sample_bytes(self, name: str, x: np.ndarray | Inputs) -> float:
         """Bytes value ``name`` holds per sample (probed with samples from ``x``; infinite where
         the probe did not see it, so that no budget keeps it)."""
         probed = self._probed(name, x)
         return float("inf") if probed is None else probed.sample_bytes
 
-    def shapes(self, x: np.ndarray, names: list[str]) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+    def shapes(self, x: np.ndarray | Inputs, names: list[str]) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
         """(shape, dtype) of values ``names`` on batch ``x``: from the axis probe where the samples
         have an axis (no run over the data: noise draws need no more), else from a prefix run."""
         known = {}
@@ -138,7 +139,7 @@ class Routes:
         return [point.tensor, *suffix_inputs(self.loaded.model.graph, start, self.live)]
 
     def suffix(
-        self, tensor: str, spec: NoiseSpec, x: np.ndarray
+        self, tensor: str, spec: NoiseSpec, x: np.ndarray | Inputs
     ) -> tuple[ort.InferenceSession | None, list[str], bool]:
         """The graph after value ``tensor`` with ``spec`` noise on it, stacked over σ values on the
         value's sample axis (probed with samples from ``x``).
@@ -170,7 +171,7 @@ class Routes:
                 self._suffix[key] = (self.sessions.build(model), inputs, stack)
         return self._suffix[key]
 
-    def route(self, point: Point, spec: NoiseSpec, x: np.ndarray) -> Route:
+    def route(self, point: Point, spec: NoiseSpec, x: np.ndarray | Inputs) -> Route:
         """How to evaluate noise at ``point`` (``x``: samples for the axis probe): straight into
         the suffix after it, or — for additive or multiplicative noise followed by affine ops
         (Conv, Gemm, BatchNorm, …) — carried exactly through them, A(x + σ·t) = A(x) + σ·L(t)
@@ -190,7 +191,7 @@ class Routes:
                 )
         return self._routes[key]
 
-    def check_stacking(self, route: Route, start: np.ndarray, x: np.ndarray) -> None:
+    def check_stacking(self, route: Route, start: np.ndarray, x: np.ndarray | Inputs) -> None:
         """Turn ``route``'s stacking off, once, where it would change results (engine.stacking);
         ``start``: clean activations the route starts from."""
         if route.stack and not route.probed and route.session is not None:
@@ -231,16 +232,15 @@ class SharedTaps:
 
     def __init__(self, routes: Routes, names: list[str]) -> None:
         self.routes = routes
-        self.names = [n for n in dict.fromkeys(names) if n != routes.loaded.input_name]
+        self.names = [n for n in dict.fromkeys(names) if n not in routes.loaded.inputs]
         self.values: dict[tuple[int, int], dict[str, np.ndarray]] = {}
 
     def covers(self, names: list[str]) -> bool:
-        return set(names) <= {*self.names, self.routes.loaded.input_name}
+        return set(names) <= {*self.names, *self.routes.loaded.inputs}
 
-    def get(self, first: int, x: np.ndarray, names: list[str]) -> dict[str, np.ndarray]:
+    def get(self, first: int, x: np.ndarray | Inputs, names: list[str]) -> dict[str, np.ndarray]:
         """Values ``names`` (all covered) of the batch of samples ``first…first+len(x)-1``."""
         key = (first, len(x))
         if key not in self.values:
             self.values[key] = self.routes.run_values(x, self.names)
-        kept = self.values[key]
-        return {n: kept[n] for n in names} | {self.routes.loaded.input_name: x}
+        return {n: self.values[key][n] for n in names}

@@ -11,18 +11,31 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 import numpy as np
 
 from wn_onnx.engine.round_cache import RoundCache
 from wn_onnx.errors import ConfigError
+from wn_onnx.io.data import Inputs
+from wn_onnx.metrics import get_metric, score
 from wn_onnx.noise import NoiseSpec
+
+
+class Batch(NamedTuple):
+    """One run's samples: the first one's index, the inputs, their labels (None label-free) and
+    how many of the rows are samples (the others pad a batch built into the model)."""
+
+    first: int
+    x: np.ndarray | Inputs
+    y: np.ndarray | None
+    samples: int
 
 
 @dataclass
 class Counts:
-    """Correct predictions and non-finite outputs per (sigma, repeat), summed over batches."""
+    """Summed scores (correct predictions, for top1) and non-finite outputs per (sigma, repeat),
+    summed over batches; ``total``: the samples scored."""
 
     correct: np.ndarray
     nonfinite: np.ndarray
@@ -30,7 +43,7 @@ class Counts:
 
     @classmethod
     def zeros(cls, n_sigma: int, repeats: int) -> Counts:
-        return cls(np.zeros((n_sigma, repeats), np.int64), np.zeros((n_sigma, repeats), np.int64))
+        return cls(np.zeros((n_sigma, repeats), np.float64), np.zeros((n_sigma, repeats), np.int64))
 
     @property
     def accuracy(self) -> np.ndarray:
@@ -46,6 +59,7 @@ class SweepSettings:
     batch_size: int = 1024
     redraw: bool = False  # fresh noise per sigma instead of common random numbers
     walk: str = "suffix"  # "suffix" or "full" (whole noisy graph, the reference path)
+    metric: str = "top1"  # see wn_onnx.metrics (a name: settings travel to worker processes)
 
     def __post_init__(self) -> None:
         if self.repeats < 1:
@@ -54,22 +68,13 @@ class SweepSettings:
             raise ConfigError("batch size must be >= 1")
 
 
-def score(logits: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(correct, non-finite) flags per sample; a non-finite row never counts as correct, and a
-    padding row (label -1, see :meth:`Dataset.batches`) counts as neither."""
-    flat = logits.reshape(len(logits), -1)
-    with np.errstate(all="ignore"):
-        finite = np.isfinite(flat).all(axis=1)
-        pred = np.argmax(np.where(np.isfinite(flat), flat, -np.inf), axis=1)
-    return (pred == labels) & finite, ~finite & (labels >= 0)
-
 
 class Evaluation(Protocol):
     """How one curve's noisy configurations are evaluated on a batch."""
 
     cache_tag: str  # names the draws kept in a RoundCache
 
-    def start(self, batch: int, first: int, x: np.ndarray) -> None:
+    def start(self, batch: int, first: int, x: np.ndarray | Inputs) -> None:
         """A new batch (number ``batch``, samples ``first…``)."""
 
     def chunk(self, st: SweepSettings) -> int:
@@ -84,24 +89,26 @@ class Evaluation(Protocol):
 
 def sweep(
     ev: Evaluation,
-    batches: Iterator[tuple[int, np.ndarray, np.ndarray]],
+    batches: Iterator[Batch],
     st: SweepSettings,
     tick: Callable[[int], None],
     clean: Callable[[int, np.ndarray], np.ndarray],
     cache: RoundCache | None = None,
 ) -> Counts:
-    """Counts of every (σ, repeat) of ``st`` over ``batches`` (first index, inputs, labels);
-    ``clean(first, x)``: the clean outputs; ``cache``: keeps each (batch, repeat)'s draw for
+    """Counts of every (σ, repeat) of ``st`` over ``batches``; ``clean(first, x)``: the clean
+    outputs (what label-free scores compare with); ``cache``: keeps each (batch, repeat)'s draw for
     later calls (adaptive rounds); ``tick`` gets the number of configurations done."""
     sa_all, sm_all = st.spec.components(st.sigmas)
     counts = Counts.zeros(len(st.sigmas), st.repeats)
     active = np.flatnonzero((sa_all > 0) | (sm_all > 0))
     idle = np.setdiff1d(np.arange(len(st.sigmas)), active)
-    for b, (first, x, y) in enumerate(batches):
+    metric = get_metric(st.metric)
+    for b, (first, x, y, n) in enumerate(batches):
         ev.start(b, first, x)
-        ok, bad = score(clean(first, x), y)  # σ = 0 configurations: the clean result
-        counts.total += int(np.count_nonzero(y >= 0))
-        counts.correct[idle] += int(ok.sum())
+        reference = clean(first, x)
+        ok, bad = score(metric, reference, reference, y, n)  # σ = 0 configurations: the clean result
+        counts.total += n
+        counts.correct[idle] += ok.sum()
         counts.nonfinite[idle] += int(bad.sum())
         per_chunk = ev.chunk(st)
         for r in range(st.repeats):
@@ -113,8 +120,8 @@ def sweep(
                     make = functools.partial(ev.noise, key)
                     noise = make() if cache is None or st.redraw else cache.get((ev.cache_tag, b, r), make)
                 for s, lg in zip(idx, ev.logits(noise, sa_all[idx], sm_all[idx], fresh), strict=True):
-                    ok, bad = score(lg, y)
-                    counts.correct[s, r] += int(ok.sum())
+                    ok, bad = score(metric, reference, lg, y, n)
+                    counts.correct[s, r] += ok.sum()
                     counts.nonfinite[s, r] += int(bad.sum())
                 tick(len(idx))
     return counts

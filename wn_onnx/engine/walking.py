@@ -21,6 +21,7 @@ from wn_onnx.engine.sweep import SweepSettings
 from wn_onnx.graph_passes import Point
 from wn_onnx.graph_passes.insert_noise import SIGMA_INPUT
 from wn_onnx.graph_passes.noise_functions import sigma_inputs
+from wn_onnx.io.data import Inputs
 from wn_onnx.noise import apply_noise
 
 CHUNK_ELEMENTS = 1 << 23  # floats per stacked suffix input (32 MB in float32)
@@ -35,7 +36,7 @@ class WalkPoint:
     def __init__(self, routes: Routes, point: Point, route: Route, st: SweepSettings, cache: RoundCache | None) -> None:
         self.routes, self.point, self.route, self.st, self.cache = routes, point, route, st, cache
 
-    def start(self, batch: int, first: int, x: np.ndarray) -> None:
+    def start(self, batch: int, first: int, x: np.ndarray | Inputs) -> None:
         self.batch, self.first, self.x = batch, first, x
         self.taps = self._taps([self.point.tensor, *self.route.inputs])
         self.axis = self.routes.sample_axis(self.point.tensor, x)
@@ -48,14 +49,14 @@ class WalkPoint:
             return shared.get(self.first, self.x, names)
         if self.cache is None:
             return self.routes.run_values(self.x, names)
-        inner = [n for n in dict.fromkeys(names) if n != self.routes.loaded.input_name]
+        inner = [n for n in dict.fromkeys(names) if n not in self.routes.loaded.inputs]
 
         def compute() -> list[np.ndarray]:
             values = self.routes.run_values(self.x, inner)
             return [values[n] for n in inner]
 
         kept = self.cache.get(("taps", self.batch), compute)
-        return {self.routes.loaded.input_name: self.x, **dict(zip(inner, kept, strict=True))}
+        return self.routes.feeds(self.x) | dict(zip(inner, kept, strict=True))
 
     def chunk(self, st: SweepSettings) -> int:
         return 1
@@ -79,7 +80,7 @@ class WalkPoint:
 
 
 class Suffix(WalkPoint):
-    def start(self, batch: int, first: int, x: np.ndarray) -> None:
+    def start(self, batch: int, first: int, x: np.ndarray | Inputs) -> None:
         super().start(batch, first, x)
         self.start_value = self.taps[self.route.tensor]
         self.routes.check_stacking(self.route, self.start_value, x)
@@ -103,7 +104,7 @@ class Suffix(WalkPoint):
             if comp in sigma_inputs(self.route.spec)
         }
         out = self.bound.run(self.routes.loaded.output_name, sigmas)
-        return out.reshape((len(sa), len(self.x), -1))
+        return out.reshape((len(sa), len(self.x), *out.shape[1:]))  # σ values stacked on the samples' axis 0
 
 
 class AtOutput(WalkPoint):

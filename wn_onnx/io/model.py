@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +42,7 @@ class LoadedModel:
     input_shape: tuple  # declared input shape, symbolic dims as str/None
     freed_batch: int | None = None  # the file's fixed batch, when the graph was checked to take any
     external: tuple[str, ...] = ()  # external data files the weights were read from
+    inputs: dict[str, tuple[tuple, np.dtype]] = field(default_factory=dict)  # every graph input: (shape, dtype)
 
     def content_digest(self) -> str:
         """Hash of the model file and its external data files: what the numbers depend on."""
@@ -210,17 +211,18 @@ def _keep_only_output(model: ir.Model, name: str) -> None:
 
 
 def describe(model: ir.Model, path: str, output: str | None = None) -> LoadedModel:
-    """Find the data input and the scored output (``output``, or the first float output)."""
+    """Find the inputs and the scored output (``output``, or the first float output). The first
+    input is the data input whose batch the others follow (see wn_onnx.data.check_shape)."""
     graph = model.graph
     inputs = [v for v in graph.inputs if not v.is_initializer()]
-    if len(inputs) != 1:
-        raise ModelError(f"{path}: expected one data input, found {len(inputs)} ({', '.join(v.name for v in inputs)})")
-    data_in = inputs[0]
-    if data_in.dtype not in FLOAT_TYPES | INTEGER_TYPES:  # integers: token ids, raw pixels cast inside the graph
-        raise ModelError(
-            f"{path}: input {data_in.name!r} is {data_in.dtype.name if data_in.dtype else 'untyped'}, "
-            "not a float or integer tensor"
-        )
+    if not inputs:
+        raise ModelError(f"{path}: the graph has no input")
+    for value in inputs:  # integers: token ids, raw pixels, a sample rate; booleans: masks
+        if value.dtype not in FLOAT_TYPES | INTEGER_TYPES | {ir.DataType.BOOL}:
+            raise ModelError(
+                f"{path}: input {value.name!r} is {value.dtype.name if value.dtype else 'untyped'}, "
+                "not a float or integer tensor (nor a boolean mask)"
+            )
     outs = [v for v in graph.outputs if isinstance(v.type, ir.TensorType) and v.dtype in FLOAT_TYPES]
     if not outs:
         raise ModelError(f"{path}: no float output to score (outputs: {', '.join(v.name for v in graph.outputs)})")
@@ -232,23 +234,14 @@ def describe(model: ir.Model, path: str, output: str | None = None) -> LoadedMod
             raise ModelError(f"{path}: output {output!r} is not a float tensor; it cannot be scored")
     scored = named[0] if output is not None else outs[0]
     dims = list(scored.shape)[1:] if scored.shape is not None else []
-    if scored.shape is not None:
-        # symbolic axes are checked on the clean pass, when their lengths are known
-        check_scores([d if isinstance(d, int) else None for d in scored.shape], f"{path}: output {scored.name!r}")
     classes = int(np.prod(dims)) if dims and all(isinstance(d, int) for d in dims) else 0
-    shape = (
-        tuple(d if isinstance(d, int) else getattr(d, "value", None) for d in data_in.shape) if data_in.shape else ()
-    )
-    return LoadedModel(path, model, data_in.name, scored.name, classes, shape)
-
-
-def check_scores(shape: list[int | None] | tuple, where: str) -> None:
-    """Scores must be one vector of class scores per sample: (N, K), or (N, K) with extra axes of
-    length 1. (N, 2, 3) is not 6 classes, and an argmax over it would be silently wrong.
-    ``None``: a symbolic length, judged later from the clean pass."""
-    if len(shape) < 2 or sum(1 for d in shape[1:] if d is not None and d > 1) > 1:
-        shown = "×".join("?" if d is None else str(d) for d in shape) or "scalar"
-        raise ModelError(
-            f"{where} has shape {shown}; wn-onnx scores one vector of class scores per sample (N×K): "
-            "choose another --output or export the scores flattened"
+    declared = {
+        v.name: (
+            tuple(d if isinstance(d, int) else getattr(d, "value", None) for d in v.shape) if v.shape else (),
+            np.dtype(ir.DataType(v.dtype).numpy()),
         )
+        for v in inputs
+    }
+    # the data input whose batch the model's is: the first with a free first axis (a state may come first)
+    first = next((v.name for v in inputs if declared[v.name][0][:1] and not isinstance(declared[v.name][0][0], int)), inputs[0].name)
+    return LoadedModel(path, model, first, scored.name, classes, declared[first][0], inputs=declared)

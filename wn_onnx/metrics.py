@@ -1,0 +1,203 @@
+"""What "accuracy" means for a model's output: a score in [0, 1] per sample, summed by the engine.
+
+* ``top1``: one vector of class scores per sample (classes on the last axis, other axes of
+  length 1); correct when its argmax is the label.
+* ``binary``: probabilities (a sigmoid output, width 1 or one per element); each element is
+  predicted 1 above 0.5; the score is the fraction of elements equal to their 0/1 label.
+* ``per-position``: an [N, …, K] output, an argmax over the last axis at every position; the
+  score is the fraction of positions equal to their label (labels shaped like the output
+  without its last axis; a negative label marks a position that is not scored).
+* a plug-in ``module:function`` (or ``path/file.py:function``): ``function(clean, noisy,
+  labels)`` with the clean and noisy outputs of a batch (samples on axis 0) and its labels
+  (None label-free) returns one score in [0, 1] per sample.
+
+Label-free, a built-in metric compares the noisy prediction with the clean model's prediction.
+a_min (docs/method.md, "Metrics"): the chance level of a built-in metric with labels, else the
+score of outputs that carry no information about their sample, estimated on the data.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import importlib.util
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from wn_onnx.errors import ConfigError, DataError, ModelError, WnError
+
+BUILT_IN = ("top1", "binary", "per-position")
+THRESHOLD = 0.5  # binary: a probability above it predicts 1
+SHUFFLE_SEED = 0  # the permutation of the a_min estimate
+
+
+def _shown(shape: tuple) -> str:
+    return "×".join("?" if d is None else str(d) for d in shape) or "scalar"
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One metric: ``name`` is one of BUILT_IN or a plug-in's ``module:function``."""
+
+    name: str
+    function: Callable[[np.ndarray, np.ndarray, np.ndarray | None], np.ndarray] | None = None
+
+    @property
+    def plugin(self) -> bool:
+        return self.function is not None
+
+    def classes(self, shape: tuple) -> int:
+        """How many classes an output of ``shape`` (samples first) has under this metric; refuses
+        a shape the metric cannot score, naming it (None entries: not known yet)."""
+        where = f"output of shape {_shown(shape)}"
+        if self.plugin:
+            return 0
+        if len(shape) < 2 and self.name != "binary":
+            raise ModelError(f"{self.name}: the {where} has no class axis (a width-1 probability: --metric binary)")
+        if self.name == "top1":
+            wide = [d for d in shape[1:] if d is None or d > 1]
+            if len(wide) > 1:
+                raise ModelError(
+                    f"top1 scores one vector of class scores per sample, not an {where}: classes on the last axis "
+                    "at every position → --metric per-position; a map of probabilities → --metric binary"
+                )
+            width = int(np.prod([d for d in shape[1:] if d is not None]))
+            if width < 2 and None not in shape[1:]:
+                raise ModelError(f"top1: the {where} has width {width}; a probability per sample → --metric binary")
+            return width
+        if self.name == "per-position":
+            if len(shape) < 3:
+                raise ModelError(f"per-position needs an [N, …, K] output (positions, then classes); got an {where}")
+            if shape[-1] is not None and shape[-1] < 2:
+                raise ModelError(f"per-position: the {where} has 1 class on its last axis (probabilities → --metric binary)")
+            return shape[-1] or 0
+        return 2
+
+    def labels(self, y: np.ndarray, shape: tuple, source: str) -> np.ndarray:
+        """``y`` checked against an output of ``shape`` (a batch, samples first), in the form
+        :meth:`scores` takes it."""
+        n, rest = shape[0], tuple(shape[1:])
+        if len(y) != n:
+            raise DataError(f"{source}: {len(y)} labels for {n} samples")
+        if self.plugin:
+            return y
+        classes = self.classes(shape)
+        if self.name == "top1":
+            if y.ndim != 1 and not (y.ndim == 2 and y.shape[1] == 1):
+                raise DataError(f"{source}: labels y have shape {y.shape}; top1 takes one integer label per sample")
+            y = y.reshape(-1)
+            lo, hi = int(y.min()), int(y.max())
+            if lo < 0 or hi >= classes:
+                raise DataError(f"{source}: labels span [{lo}, {hi}] but the model has {classes} classes (0-{classes - 1})")
+            return y
+        want = rest[:-1] if self.name == "per-position" else rest
+        if int(np.prod(y.shape[1:])) != int(np.prod(want)):
+            raise DataError(
+                f"{source}: labels y have shape {y.shape}; --metric {self.name} on an output of shape "
+                f"{_shown(shape)} needs {(n, *want)}"
+            )
+        y = y.reshape((n, *want))
+        hi = 1 if self.name == "binary" else classes - 1
+        if int(y.max()) > hi or (self.name == "binary" and int(y.min()) < 0):
+            raise DataError(f"{source}: labels span [{int(y.min())}, {int(y.max())}]; --metric {self.name} takes 0-{hi}")
+        return y
+
+    def scores(self, clean: np.ndarray, noisy: np.ndarray, labels: np.ndarray | None) -> np.ndarray:
+        """One score in [0, 1] per sample (labels None: agreement with ``clean``)."""
+        n = len(noisy)
+        if self.plugin:
+            got = np.asarray(self.function(clean, noisy, labels), np.float64)
+            if got.shape != (n,):
+                raise ConfigError(f"--metric {self.name} returned shape {got.shape}, expected one score per sample ({n},)")
+            with np.errstate(invalid="ignore"):
+                if not np.all((got >= 0) & (got <= 1)):
+                    raise ConfigError(f"--metric {self.name} returned scores outside [0, 1]")
+            return got
+        pred = self._predict(noisy)
+        target = self._predict(clean) if labels is None else labels.reshape(pred.shape)
+        if self.name == "top1":
+            return (pred == target).astype(np.float64)
+        valid = (target >= 0).reshape(n, -1)
+        hits = ((pred == target).reshape(n, -1) & valid).sum(axis=1)
+        return hits / np.maximum(valid.sum(axis=1), 1)
+
+    def _predict(self, out: np.ndarray) -> np.ndarray:
+        n = len(out)
+        with np.errstate(invalid="ignore"):
+            if self.name == "binary":
+                return (out > THRESHOLD).astype(np.int64).reshape(n, -1)
+            if self.name == "top1":
+                flat = out.reshape(n, -1)
+                return np.argmax(np.where(np.isfinite(flat), flat, -np.inf), axis=1)
+            return np.argmax(np.where(np.isfinite(out), out, -np.inf), axis=-1)
+
+    def check_outputs(self, clean: np.ndarray, where: str) -> None:
+        """A binary output must hold probabilities (a threshold of 0.5 means nothing to a logit)."""
+        if self.name == "binary" and clean.size and (np.nanmin(clean) < 0 or np.nanmax(clean) > 1):
+            raise ModelError(
+                f"{where}: --metric binary needs probabilities in [0, 1] (a sigmoid output); it ranges "
+                f"[{float(np.nanmin(clean)):.3g}, {float(np.nanmax(clean)):.3g}]"
+            )
+
+    def chance(self, clean: np.ndarray, labels: np.ndarray | None) -> float:
+        """a_min: a built-in metric's chance level with labels (1/K; binary 1/2), else the mean
+        score of outputs from other samples — ``clean`` permuted so that no sample keeps its own
+        — against the labels (label-free: against the clean outputs)."""
+        if labels is not None and not self.plugin:
+            classes = self.classes(clean.shape)
+            return 1.0 / classes
+        n = len(clean)
+        if n < 2:
+            return 0.0
+        order = np.random.default_rng(SHUFFLE_SEED).permutation(n)
+        other = np.empty(n, np.int64)
+        other[order] = np.roll(order, 1)  # a cycle through all samples: nobody gets its own outputs
+        finite = np.isfinite(clean.reshape(n, -1)).all(axis=1)
+        with np.errstate(all="ignore"):
+            got = self.scores(clean, clean[other], labels)
+        return float(np.mean(np.where(finite[other] & finite, got, 0.0)))
+
+
+def score(
+    metric: Metric, clean: np.ndarray, noisy: np.ndarray, labels: np.ndarray | None, n: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """(score, non-finite flag) per sample for the first ``n`` rows (the others pad a batch built
+    into the model); a sample whose outputs are not all finite scores 0."""
+    clean, noisy = clean[:n], noisy[:n]
+    labels = None if labels is None else labels[:n]
+    with np.errstate(all="ignore"):
+        finite = np.isfinite(noisy.reshape(n, -1)).all(axis=1)
+        got = metric.scores(clean, noisy, labels)
+    return np.where(finite, got, 0.0), ~finite
+
+
+@functools.cache
+def get_metric(name: str = "top1") -> Metric:
+    """The metric called ``name``: a built-in, or ``module:function`` / ``file.py:function``
+    (imported once per process)."""
+    if name in BUILT_IN:
+        return Metric(name)
+    module_name, _, attr = name.rpartition(":")
+    if not module_name or not attr:
+        raise ConfigError(f"unknown --metric {name!r}; choose {', '.join(BUILT_IN)} or module:function")
+    try:
+        if module_name.endswith(".py"):
+            path = Path(module_name)
+            spec = importlib.util.spec_from_file_location(f"wn_onnx_metric_{path.stem}", path)
+            if spec is None or spec.loader is None or not path.is_file():
+                raise ConfigError(f"--metric {name!r}: no Python file {module_name}")
+            module = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(module)
+        else:
+            module = importlib.import_module(module_name)
+    except WnError:
+        raise
+    except Exception as err:  # the plug-in's own import error, in one line
+        raise ConfigError(f"--metric {name!r}: cannot import {module_name} ({type(err).__name__}: {err})") from None
+    function = getattr(module, attr, None)
+    if not callable(function):
+        raise ConfigError(f"--metric {name!r}: {module_name} has no function {attr!r}")
+    return Metric(name, function)
