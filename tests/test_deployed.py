@@ -177,3 +177,26 @@ def test_cli_feeds_and_metrics(deployed, tmp_path):
     ]:
         res = wn("scan", dep.path, "--data", tmp_path / "d.npz", *args, *fast)
         assert res.returncode == 2 and text in res.stderr and len(res.stderr.strip().splitlines()) == 1, res.stderr
+
+
+def test_python_api_takes_inputs_feeds_and_metric(deployed):
+    """wn_onnx.scan with a dict of input arrays, feeds and a metric: the library path's numbers."""
+    import wn_onnx
+
+    dep = deployed["two_inputs"]
+    arrays = dep.data(SAMPLES)
+    report = wn_onnx.scan(dep.path, (arrays, None), label_free=True, mode="global", sigmas=list(SIGMAS), repeats=2,
+                          batch_size=BATCH)  # fmt: skip
+    loaded = load_model(dep.path)
+    st = SweepSettings(SIGMAS, NoiseSpec("add"), repeats=2, batch_size=BATCH)
+    direct = run_scan(loaded, check_shape(make_dataset(Inputs(arrays), None, "a"), loaded), st,
+                      ScanRequest(mode="global", label_free=True))  # fmt: skip
+    assert report.to_json()["global"]["accuracy"] == direct["global"]["accuracy"]
+    dep = deployed["stateful"]
+    fed = wn_onnx.scan(dep.path, (dep.data(SAMPLES), None), label_free=True, mode="global", repeats=1,
+                       sigmas=list(SIGMAS), feeds={"h0": 0.0, "sr": 16000})  # fmt: skip
+    assert fed.to_json()["global"]["accuracy"][-1][0] < 1
+    dep = deployed["tagger"]
+    tagged = wn_onnx.scan(dep.path, (dep.data(SAMPLES)["x"], None), label_free=True, mode="global", repeats=1,
+                          sigmas=list(SIGMAS), metric="per-position")  # fmt: skip
+    assert tagged.to_json()["metric"] == "per-position"
