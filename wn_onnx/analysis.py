@@ -231,7 +231,10 @@ def mixed_grid(
     for i, sm in enumerate(sigma_mul):
         spec = NoiseSpec("mixed", order, sigma_mul=float(sm))
         counts = engine.walk(
-            point, data, SweepSettings(np.asarray(sigma_add, float), spec, repeats, seed, batch_size, metric=metric), lambda _n: None
+            point,
+            data,
+            SweepSettings(np.asarray(sigma_add, float), spec, repeats, seed, batch_size, metric=metric),
+            lambda _n: None,
         )
         grid[i] = counts.accuracy.mean(axis=1)
         spread[i] = counts.accuracy.std(axis=1)

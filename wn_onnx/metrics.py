@@ -72,7 +72,9 @@ class Metric:
             if len(shape) < 3:
                 raise ModelError(f"per-position needs an [N, …, K] output (positions, then classes); got an {where}")
             if shape[-1] is not None and shape[-1] < 2:
-                raise ModelError(f"per-position: the {where} has 1 class on its last axis (probabilities → --metric binary)")
+                raise ModelError(
+                    f"per-position: the {where} has 1 class on its last axis (probabilities → --metric binary)"
+                )
             return shape[-1] or 0
         return 2
 
@@ -91,7 +93,9 @@ class Metric:
             y = y.reshape(-1)
             lo, hi = int(y.min()), int(y.max())
             if lo < 0 or hi >= classes:
-                raise DataError(f"{source}: labels span [{lo}, {hi}] but the model has {classes} classes (0-{classes - 1})")
+                raise DataError(
+                    f"{source}: labels span [{lo}, {hi}] but the model has {classes} classes (0-{classes - 1})"
+                )
             return y
         want = rest[:-1] if self.name == "per-position" else rest
         if int(np.prod(y.shape[1:])) != int(np.prod(want)):
@@ -102,7 +106,9 @@ class Metric:
         y = y.reshape((n, *want))
         hi = 1 if self.name == "binary" else classes - 1
         if int(y.max()) > hi or (self.name == "binary" and int(y.min()) < 0):
-            raise DataError(f"{source}: labels span [{int(y.min())}, {int(y.max())}]; --metric {self.name} takes 0-{hi}")
+            raise DataError(
+                f"{source}: labels span [{int(y.min())}, {int(y.max())}]; --metric {self.name} takes 0-{hi}"
+            )
         return y
 
     def scores(self, clean: np.ndarray, noisy: np.ndarray, labels: np.ndarray | None) -> np.ndarray:
@@ -111,7 +117,9 @@ class Metric:
         if self.plugin:
             got = np.asarray(self.function(clean, noisy, labels), np.float64)
             if got.shape != (n,):
-                raise ConfigError(f"--metric {self.name} returned shape {got.shape}, expected one score per sample ({n},)")
+                raise ConfigError(
+                    f"--metric {self.name} returned shape {got.shape}, expected one score per sample ({n},)"
+                )
             with np.errstate(invalid="ignore"):
                 if not np.all((got >= 0) & (got <= 1)):
                     raise ConfigError(f"--metric {self.name} returned scores outside [0, 1]")

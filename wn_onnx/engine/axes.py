@@ -82,7 +82,9 @@ def probe_axes(
     except Exception:  # the graph does not run on other batch sizes: no axis known
         one = feeds(x[:1], loaded.input_name)  # its inputs only, as fed
         moved, per_sample = (x.axes, x.arrays) if isinstance(x, Inputs) else ({}, one)
-        return {n: Probed(moved.get(n, 0) if n in per_sample else None, v.shape, v.dtype, v.nbytes) for n, v in one.items()}
+        return {
+            n: Probed(moved.get(n, 0) if n in per_sample else None, v.shape, v.dtype, v.nbytes) for n, v in one.items()
+        }
     names = [*names, *fed[0]]
     for name, values in zip(names, zip(*runs, strict=True), strict=True):
         if all(isinstance(v, np.ndarray) for v in values):

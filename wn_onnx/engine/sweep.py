@@ -68,7 +68,6 @@ class SweepSettings:
             raise ConfigError("batch size must be >= 1")
 
 
-
 class Evaluation(Protocol):
     """How one curve's noisy configurations are evaluated on a batch."""
 
