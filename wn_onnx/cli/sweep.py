@@ -18,7 +18,7 @@ sweep_app = typer.Typer(help="Noisy-training sweeps (points × σ × seeds …) 
 
 
 @sweep_app.command("plan")
-def plan_command(sweep_file: Annotated[Path, typer.Argument(metavar="SWEEP.toml")]) -> None:
+def sweep_plan_command(sweep_file: Annotated[Path, typer.Argument(metavar="SWEEP.toml")]) -> None:
     """Expand the sweep and count its runs; nothing is executed."""
     from wn_onnx.training.sweep import load_sweep
 
@@ -95,7 +95,7 @@ def status_command(sweep_file: Annotated[Path, typer.Argument(metavar="SWEEP.tom
 
 
 @sweep_app.command("report")
-def report_command(
+def sweep_report_command(
     sweep_file: Annotated[Path, typer.Argument(metavar="SWEEP.toml")],
     out_path: Annotated[
         Path, typer.Option("--out", help="Report JSON (one file per noise/BN/clamp group when several).")
