@@ -12,8 +12,9 @@ installed, else Gaussian images), additive noise at every point, on one of two g
 2. naive onnxruntime: the whole graph with ``drawn`` noise nodes, full network per config;
 3. clean-suffix floor: the clean sub-graph after each point, same number of evaluations;
 4. wn-onnx scan (walking, default settings) on the grid, run for real as the CLI; with the
-   full grid also ``--adaptive``; and the same scan on 1 σ, whose time per point is the fixed
-   cost a point pays whatever the grid.
+   full grid also ``--adaptive`` and ``--estimator sequential`` (μ per point against the grid's:
+   agreement within 2 combined errors, sample evaluations as a fraction of the grid's); and
+   the same scan on 1 σ, whose time per point is the fixed cost a point pays whatever the grid.
 
 1 and 2 are timed on a documented subset of configurations and projected (printed as such); 3 is
 measured per point and multiplied by the configuration count; 4 is a full run. Usage:
@@ -185,6 +186,8 @@ def main(work: Path) -> None:
     if args.grid == "full":
         t_adapt, fast = cli("--adaptive")
         rows.insert(4, ("4a wn-onnx scan --adaptive (full run)", t_adapt))
+        t_seq, seq = cli("--estimator", "sequential")
+        rows.insert(5, ("4c wn-onnx scan --estimator sequential (full run)", t_seq))
     rss_gb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20  # the largest of the runs
     print(f"\n| {'what':52s} | seconds |")
     print(f"|{'-' * 54}|---------|")
@@ -203,6 +206,17 @@ def main(work: Path) -> None:
         ]
         print(f"adaptive: {evals} σ evaluations vs {len(grid) * len(points)} ({len(grid) * len(points) / evals:.1f}× fewer), "
               f"μ within combined fit error at {sum(agree)}/{len(agree)} points, {t_adapt:.1f} s")  # fmt: skip
+    if args.grid == "full":
+        used = sum(p["sequential"]["evaluations"] for p in seq["points"])
+        grid_evals = sum(p["sequential"]["grid_evaluations"] for p in seq["points"])
+        agree = [
+            abs(a["mu"] - b["mu"]) <= 2 * np.hypot(a["mu_err"], b["mu_err"])
+            for a, b in zip(full["points"], seq["points"], strict=True)
+            if a["status"] == b["status"] == "ok"
+        ]
+        print(f"sequential: {used / grid_evals:.2%} of the grid's sample evaluations (target ≤ 5 %), μ within 2 combined "
+              f"errors at {sum(agree)}/{len(agree)} points with both `ok`, ratio 4/4c = {t_scan / t_seq:.1f}, "
+              f"μ: " + ", ".join(f"{b['index']}:{mu_text(b)}" for b in seq["points"]))  # fmt: skip
     print(f"peak RSS of the wn-onnx scan processes: {rss_gb:.2f} GB (target < 2)")
     both = zip(full["points"], fast["points"], strict=True) if args.grid == "full" else ((a, None) for a in full["points"])
     print(f"μ per point ({args.grid}{' | adaptive' if args.grid == 'full' else ''}): "

@@ -99,6 +99,7 @@ def scan(
     sigma_scale: str = "absolute",
     metric: str = "top1",
     feeds: dict[str, np.ndarray | float] | None = None,
+    estimator: str = "grid",
     progress: Callable[[str, int], Callable[[int], None]] | None = None,
 ) -> Report:
     """Sweep σ at every selected point (walking) and at all of them at once (global) and fit μ.
@@ -110,7 +111,8 @@ def scan(
     σ in units of each point's clean activation std. ``metric``: ``"top1"``, ``"binary"``,
     ``"per-position"`` or a plug-in ``"module:function"`` (README "Metrics"); ``feeds``: constants
     for inputs that are not data (README "Inputs"). ``progress(description, total)`` may return a
-    ``tick(n)`` callback.
+    ``tick(n)`` callback. ``estimator="sequential"``: μ from per-sample trials at the σ that tell
+    most about it, until ``mu_err ≤ tolerance·μ`` (docs/method.md, "Sequential estimator").
     """
     from wn_onnx.engine import SweepSettings
     from wn_onnx.metrics import get_metric
@@ -134,7 +136,7 @@ def scan(
     settings = SweepSettings(grid, spec, repeats, seed, batch_size, redraw, metric=get_metric(metric).name)
     request = ScanRequest(mode=mode, at=at, label_free=label_free, device=device, threads=threads,
                           global_after_bn=global_after_bn, adaptive=adaptive, tolerance=tolerance,
-                          granularity=granularity, sigma_scale=sigma_scale)  # fmt: skip
+                          granularity=granularity, sigma_scale=sigma_scale, estimator=estimator)  # fmt: skip
     return Report.from_json(run_scan(loaded, dataset, settings, request, progress))
 
 

@@ -35,6 +35,8 @@ CONFIG = {
     "min_mu": cs.NON_NEGATIVE, "global_min_mu": cs.NON_NEGATIVE, "max_mu_drop": cs.Key((str, int, float), "like 20% or 0.2"),
     "baseline": cs.STRING, "label_free": cs.BOOL, "limit": cs.POSITIVE_INT, "output": cs.STRING,
     "dataset": cs.STRING, "metric": cs.STRING, "feed": cs.Key((str,), "NAME=VALUE", many=True), "batch_size": cs.POSITIVE_INT,
+    "estimator": cs.Key((str,), "grid or sequential", lambda v: v in ("grid", "sequential")),
+    "tolerance": cs.Key(cs.NUMBER, "a number in (0, 1)", lambda v: 0 < v < 1),
     "points": cs.Key((dict,), "a table of pattern = minimum μ (a finite number >= 0)",
                   lambda v: all(cs.NON_NEGATIVE.accepts(f) for f in v.values())),
 }  # fmt: skip

@@ -20,7 +20,9 @@ import numpy as np
 
 from wn_onnx import __version__
 from wn_onnx.engine import Counts, Engine, SweepSettings, providers_for
+from wn_onnx.engine.draws import ORDER_STREAM
 from wn_onnx.engine.round_cache import RoundCache
+from wn_onnx.engine.sweep import Evaluation
 from wn_onnx.errors import ConfigError, DataError, WnError
 from wn_onnx.graph_passes import Point, find_points, select_points
 from wn_onnx.io.data import Dataset, Inputs, check_shape
@@ -29,10 +31,12 @@ from wn_onnx.metrics import get_metric, score
 from wn_onnx.noise import NoiseSpec
 from wn_onnx.results.fit import curve_json as fit_curve_json
 from wn_onnx.results.schema import FAILED, SCHEMA_VERSION
+from wn_onnx.results.sequential import estimate
 from wn_onnx.results.store import CurveStore, digest
 
 MODES = ("walking", "global", "both")
 SIGMA_SCALES = ("absolute", "std")
+ESTIMATORS = ("grid", "sequential")
 
 
 @dataclass
@@ -44,10 +48,11 @@ class ScanRequest:
     threads: int = 0
     global_after_bn: bool = True  # inject after BatchNormalization in the global sweep too
     adaptive: bool = False
-    tolerance: float = 0.05  # adaptive: stop once mu_err <= tolerance * mu
+    tolerance: float = 0.05  # adaptive and sequential: stop once mu_err <= tolerance * mu
     jobs: int = 1  # walking points spread over this many processes
     granularity: str = "layer"  # one point per layer / function, or "op": one per op (graph_passes.layers)
     sigma_scale: str = "absolute"  # or "std": σ in units of each point's clean activation std
+    estimator: str = "grid"  # grid: every σ on every sample; sequential: wn_onnx.results.sequential
 
     def __post_init__(self) -> None:
         """A request is checked where it is made, so every caller (CLI, API, workers) gets the same errors."""
@@ -61,6 +66,10 @@ class ScanRequest:
             raise ConfigError(f"unknown σ scale {self.sigma_scale!r}; choose absolute or std")
         if self.granularity not in ("layer", "op"):
             raise ConfigError(f"unknown granularity {self.granularity!r}; choose layer or op")
+        if self.estimator not in ESTIMATORS:
+            raise ConfigError(f"unknown estimator {self.estimator!r}; choose grid or sequential")
+        if self.estimator == "sequential" and self.adaptive:
+            raise ConfigError("the adaptive grid and the sequential estimator (which places its own σ) exclude each other")
 
 
 @dataclass
@@ -79,6 +88,43 @@ def curve_json(sigmas: np.ndarray, spec: NoiseSpec, counts: Counts, base: Curve)
         out["sigma_add"] = [float(s) for s in a_add]
         out["sigma_mul"] = [float(s) for s in a_mul]
     return out
+
+
+def sequential_curve(
+    engine: Engine,
+    ev: Evaluation,
+    data: Dataset,
+    st: SweepSettings,
+    base: Curve,
+    tolerance: float,
+    key: list[int],
+    reference: np.ndarray | None,
+    scale: float | None = None,
+) -> dict:
+    """μ of one curve by the sequential estimator (wn_onnx.results.sequential) from per-sample outcomes
+    of ``ev`` at σ in the grid's range; ``key`` makes the curve's sample order its own;
+    ``reference``: the clean outputs of every sample (label-free and plug-in metrics score against them);
+    ``scale``: relative σ of a walked point (σ in units of this std, as the grid's curve keeps it)."""
+    swept = st.sigmas[np.any(np.stack(st.spec.components(st.sigmas)) > 0, axis=0)]
+
+    def outcomes(sigma: float, rows: np.ndarray, repeat: int) -> tuple[np.ndarray, np.ndarray]:
+        return engine.outcomes(ev, data, st, sigma * (1.0 if scale is None else scale), rows, repeat, reference)
+
+    return estimate(outcomes, len(data), st.repeats, float(swept[swept > 0].min()), float(swept.max()), base.clean,
+                    base.chance, len(swept) * len(data) * st.repeats, tolerance, [st.seed, ORDER_STREAM, *key])  # fmt: skip
+
+
+def check_estimator(req: ScanRequest, st: SweepSettings) -> None:
+    """The sequential estimator's conditions on the sweep settings, one clear line each."""
+    if req.estimator == "grid":
+        return
+    if st.redraw:
+        raise ConfigError("fresh noise per σ applies to the grid; the sequential estimator draws per (sample, repeat)")
+    if st.spec.kind == "mixed" and st.spec.ratio is None:
+        raise ConfigError("the sequential estimator needs a curve that starts clean (σ = 0): mixed noise with a "
+                          "σ ratio, not a fixed component")  # fmt: skip
+    if not np.any(st.sigmas > 0):
+        raise ConfigError("the sequential estimator needs a σ range: the grid has no σ > 0")
 
 
 COARSE_POINTS = 9  # adaptive: evenly spaced grid indices measured first
@@ -163,6 +209,7 @@ def run_scan(
     """
     if req.sigma_scale == "std" and st.spec.kind != "add":
         raise ConfigError("σ relative to the activation std applies to additive noise (multiplicative noise is relative already)")
+    check_estimator(req, st)
     engine = Engine(loaded, providers_for(req.device), req.threads)
     all_points = find_points(loaded.model, req.granularity)
     selected = select_points(all_points, req.at)
@@ -189,6 +236,7 @@ def run_scan(
         **facts,
         "granularity": req.granularity,
         "sigma_scale": req.sigma_scale,
+        "estimator": req.estimator,
         "points": [],
         "global": None,
     }
@@ -197,6 +245,7 @@ def run_scan(
     # relative σ: each point's clean activation std on the data; the noise there is σ·std
     scales = engine.clean_std(chosen, data, st.batch_size) if req.sigma_scale == "std" else None
     relative = ["sigma_scale=std"] if req.sigma_scale == "std" else []  # absolute: the hashes of earlier versions
+    relative += [] if req.estimator == "grid" else [f"estimator={req.estimator}"]  # grid: likewise
     config = digest(loaded.content_digest(), loaded.output_name, *_input_parts(data.x), data.y, req.label_free, st.spec.to_json(),
                     st.sigmas, st.repeats, st.seed, st.redraw, st.walk, req.adaptive, req.tolerance, __version__, *relative,
                     *([] if st.metric == "top1" else [f"metric={st.metric}"]))  # fmt: skip
@@ -232,19 +281,24 @@ def run_scan(
             key = digest(stored, "global", [p.index for p in where], req.granularity)
             curve = store.get(key) if store is not None and resume else None
             if curve is None:
-                with RoundCache() if req.adaptive else contextlib.nullcontext() as cache:
+                scale = None if scales is None else np.array([scales[p.index] for p in where])
+                if req.estimator == "sequential":
+                    ev = engine.global_noise(where, st, scale)
+                    curve = {"points": [p.index for p in where],
+                             **sequential_curve(engine, ev, data, st, base, req.tolerance, [1], reference)}  # fmt: skip
+                else:
+                    with RoundCache() if req.adaptive else contextlib.nullcontext() as cache:
 
-                    def measure(sigmas: np.ndarray) -> Counts:
-                        sub = replace(st, sigmas=sigmas)
-                        scale = None if scales is None else np.array([scales[p.index] for p in where])
-                        return engine.global_sweep(where, data, sub, lambda _n: None, reference, cache, scale)
+                        def measure(sigmas: np.ndarray) -> Counts:
+                            sub = replace(st, sigmas=sigmas)
+                            return engine.global_sweep(where, data, sub, lambda _n: None, reference, cache, scale)
 
-                    curve = {
-                        "points": [p.index for p in where],
-                        **measure_curve(measure, st, base, req.adaptive, req.tolerance),
-                    }
-                    if scales is not None:
-                        curve["activation_std"] = [scales[p.index] for p in where]
+                        curve = {
+                            "points": [p.index for p in where],
+                            **measure_curve(measure, st, base, req.adaptive, req.tolerance),
+                        }
+                if scales is not None:
+                    curve["activation_std"] = [scales[p.index] for p in where]
                 if store is not None:
                     store.put(key, "global", curve)
             report["global"] = curve
@@ -317,6 +371,7 @@ def walk_points(
     if req.jobs <= 1 or len(chosen) == 1:
         n_active = int(np.count_nonzero(np.any(np.stack(st.spec.components(st.sigmas)) > 0, axis=0)))
         per_point = max(1, -(-len(data) // engine.batch_size(st.batch_size)) * st.repeats * n_active)
+        per_point = 1 if req.estimator == "sequential" else per_point  # it ticks once per point
         for group in engine.tap_groups(chosen, data, st):  # one clean prefix run per batch for a group
             with engine.shared_taps(group, st):
                 for point in group:
@@ -361,7 +416,13 @@ def _walk_one(
             return engine.walk(point, data, replace(st, sigmas=absolute), tick, reference=reference, cache=cache)
 
         try:
-            curve = {**point.to_json(), **measure_curve(measure, st, base, req.adaptive, req.tolerance)}
+            if req.estimator == "sequential":
+                ev = engine.walker(point, data, st)
+                curve = {**point.to_json(),
+                         **sequential_curve(engine, ev, data, st, base, req.tolerance, [0, point.index], reference, scale)}  # fmt: skip
+                tick(1)
+            else:
+                curve = {**point.to_json(), **measure_curve(measure, st, base, req.adaptive, req.tolerance)}
             if scale is not None:
                 curve["activation_std"] = scale
             if engine.mixes_samples(point, st.spec):

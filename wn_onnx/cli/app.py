@@ -24,6 +24,7 @@ from wn_onnx.cli.common import (
     DatasetOption,
     Device,
     DeviceOption,
+    Estimator,
     FeedOption,
     Granularity,
     GranularityOption,
@@ -149,7 +150,13 @@ def scan(
     adaptive: Annotated[
         bool, typer.Option(help="Measure a coarse part of the grid, then refine around each drop until μ is precise.")
     ] = False,
-    tolerance: Annotated[float, typer.Option(help="--adaptive stops once μ_err ≤ tolerance·μ.")] = 0.05,
+    tolerance: Annotated[
+        float, typer.Option(help="--adaptive and --estimator sequential stop once μ_err ≤ tolerance·μ.")
+    ] = 0.05,
+    estimator: Annotated[
+        Estimator,
+        typer.Option(help="grid: every σ on every sample · sequential: few samples at the σ that tell most about μ."),
+    ] = Estimator.grid,
     jobs: Annotated[int, typer.Option(help="Walk points in this many processes.", min=1, max=MAX_THREADS)] = 1,
     device: DeviceOption = Device.cpu,
     threads: ThreadsOption = 0,
@@ -198,7 +205,7 @@ def scan(
         )
     request = ScanRequest(
         mode.value, at, label_free, device.value, threads, not global_skip_bn, adaptive, tolerance, jobs,
-        granularity.value, sigma_scale.value,
+        granularity.value, sigma_scale.value, estimator.value,
     )  # fmt: skip
     if resume and out_path is None:
         raise WnError("--resume needs --out: finished curves are kept in OUT.sqlite")
@@ -254,6 +261,10 @@ def scan(
             f"[yellow]points {', '.join(mixing)}: the graph after them mixes the samples of a batch (dynamic "
             "quantization, batch statistics); each σ ran on its own, and results depend on --batch-size.[/]"
         )
+    used = [c["sequential"] for c in [*report["points"], report["global"]] if c and "sequential" in c]
+    if used:
+        done, grid = sum(u["evaluations"] for u in used), sum(u["grid_evaluations"] for u in used)
+        out.print(f"[dim]sequential: {done} sample evaluations, {done / grid:.1%} of the full grid's {grid}[/]")
     bad = sum(sum(map(sum, p["nonfinite"])) for p in report["points"])
     if bad:
         out.print(

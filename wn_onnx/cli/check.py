@@ -15,6 +15,7 @@ from wn_onnx.cli.common import (
     DataDirOption,
     DatasetOption,
     Device,
+    Estimator,
     FeedOption,
     Granularity,
     GranularityOption,
@@ -67,6 +68,10 @@ def check_command(
     label_free: Annotated[
         bool | None, typer.Option("--label-free/--labels", help="Agreement with the clean model instead of labels.")
     ] = None,
+    estimator: Annotated[
+        Estimator | None, typer.Option(help="grid (default) or sequential: few samples at the σ that tell most about μ.")
+    ] = None,
+    tolerance: Annotated[float | None, typer.Option(help="--estimator sequential: stop at μ_err ≤ tolerance·μ.")] = None,
     min_mu: Annotated[float | None, typer.Option(help="Every point and the global curve need μ ≥ this.")] = None,
     global_min_mu: Annotated[float | None, typer.Option(help="Floor for the global μ only.")] = None,
     baseline: Annotated[Path | None, typer.Option(help="Report of the last release to compare against.")] = None,
@@ -96,7 +101,7 @@ def check_command(
 
 
 def _run(model, data, dataset_name, split, data_dir, feed, metric, config, noise, order, sigma_ratio, sigma_mul,
-         sigma_add, sigmas, mode, at, repeats, seed, limit, limit_mode, batch_size, threads, label_free, min_mu,
+         sigma_add, sigmas, mode, at, repeats, seed, limit, limit_mode, batch_size, threads, label_free, estimator, tolerance, min_mu,
          global_min_mu, baseline, max_mu_drop, junit_path, summary, out_path, output, device, granularity):  # fmt: skip
     from wn_onnx.engine import SweepSettings
     from wn_onnx.gate import Policy, evaluate_policy, junit, load_config, markdown, parse_drop
@@ -137,7 +142,9 @@ def _run(model, data, dataset_name, split, data_dir, feed, metric, config, noise
                        int(pick(batch_size, "batch_size", 1024)), metric=scoring)  # fmt: skip
     req = ScanRequest(mode=mode.value if mode else conf.get("mode", "both"), at=pick(at, "at"), label_free=free,
                       device=Device(pick(device, "device", "cpu")).value, threads=threads,
-                      granularity=granularity.value)  # fmt: skip
+                      granularity=granularity.value,
+                      tolerance=float(pick(tolerance, "tolerance", 0.05)),
+                      estimator=estimator.value if estimator else conf.get("estimator", "grid"))  # fmt: skip
     report = run_scan(loaded, dataset, st, req)
     verdicts = evaluate_policy(report, policy, base_report)
     text = markdown(verdicts, report)

@@ -29,6 +29,11 @@ class Order(str, Enum):
     add_first = "add-first"
 
 
+class Estimator(str, Enum):
+    grid = "grid"
+    sequential = "sequential"
+
+
 class Mode(str, Enum):
     walking = "walking"
     global_ = "global"

@@ -22,7 +22,7 @@ from wn_onnx.engine.global_noise import GlobalNoise
 from wn_onnx.engine.round_cache import RoundCache
 from wn_onnx.engine.routes import Routes, SharedTaps
 from wn_onnx.engine.sessions import Sessions
-from wn_onnx.engine.sweep import Batch, Counts, SweepSettings, sweep
+from wn_onnx.engine.sweep import Batch, Counts, Evaluation, SweepSettings, sweep
 from wn_onnx.engine.walking import AtOutput, FullGraph, Suffix, WalkPoint
 from wn_onnx.graph_passes import Point, z_input_names
 from wn_onnx.graph_passes.insert_noise import SIGMA_INPUT
@@ -151,13 +151,63 @@ class Engine:
         clean model's outputs on ``data`` when already known (σ = 0 results, no recomputation).
         ``cache``: keeps the clean activations and the noise of each (batch, repeat) for later
         calls on the same point, data and settings (adaptive rounds)."""
-        ev: WalkPoint
-        if st.walk == "full" or self.routes.subgraphs:
-            ev = FullGraph(self.routes, point, all_points or [point], st, self.run_noisy, cache)
-        else:
-            route = self.routes.route(point, st.spec, next(self.batches(data, st.batch_size))[1])
-            ev = (AtOutput if route.session is None else Suffix)(self.routes, point, route, st, cache)
+        ev = self.walker(point, data, st, all_points, cache)
         return sweep(ev, self.batches(data, st.batch_size), st, tick, self._clean(reference), cache)
+
+    def walker(
+        self,
+        point: Point,
+        data: Dataset,
+        st: SweepSettings,
+        all_points: list[Point] | None = None,
+        cache: RoundCache | None = None,
+    ) -> WalkPoint:
+        """The evaluation of noise at ``point`` alone (see :meth:`walk`)."""
+        if st.walk == "full" or self.routes.subgraphs:
+            return FullGraph(self.routes, point, all_points or [point], st, self.run_noisy, cache)
+        route = self.routes.route(point, st.spec, next(self.batches(data, st.batch_size))[1])
+        return (AtOutput if route.session is None else Suffix)(self.routes, point, route, st, cache)
+
+    def global_noise(self, points: list[Point], st: SweepSettings, scale: np.ndarray | None = None) -> GlobalNoise:
+        """The evaluation of the same σ at every point of ``points`` (see :meth:`global_sweep`)."""
+        return GlobalNoise(self.routes, points, st, self.run_noisy, scale)
+
+    def outcomes(
+        self,
+        ev: Evaluation,
+        data: Dataset,
+        st: SweepSettings,
+        sigma: float,
+        rows: np.ndarray,
+        repeat: int,
+        reference: np.ndarray | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(score, non-finite) per sample of ``rows`` (indices into ``data``) under the noise of
+        ``ev`` (:meth:`walker`, :meth:`global_noise`) at ``sigma`` and draw ``repeat``: each
+        sample gets the numbers the grid's sweep gives it at that σ and repeat (draws keyed by
+        sample index, engine.draws), so a subset costs only its own samples. ``reference``: the
+        clean outputs of every sample when known. For the sequential estimator
+        (wn_onnx.results.sequential)."""
+        rows = np.asarray(rows, np.int64)
+        sa, sm = st.spec.components(np.array([sigma], np.float64))
+        size, metric = self.batch_size(st.batch_size), get_metric(st.metric)
+        scores, bad = [], []
+        for b, start in enumerate(range(0, len(rows), size)):
+            part = rows[start : start + size]
+            n = len(part)
+            if self.loaded.fixed_batch and n < size:  # a built-in batch: pad with rows that are not scored
+                part = np.concatenate([part, np.repeat(part[-1:], size - n)])
+            x = data.x[part]
+            clean = self.clean_logits(x) if reference is None else reference[part]
+            if sa[0] > 0 or sm[0] > 0:
+                ev.start(b, part, x)
+                noisy = next(iter(ev.logits(ev.noise((repeat,)), sa, sm, True)))
+            else:  # σ = 0 is the clean result
+                noisy = clean
+            got, nonfinite = score(metric, clean, noisy, None if data.y is None else data.y[part], n)
+            scores.append(got)
+            bad.append(nonfinite)
+        return np.concatenate(scores), np.concatenate(bad)
 
     def global_sweep(
         self,
@@ -172,7 +222,7 @@ class Engine:
         """The same σ at every point of ``points``, whole noisy graph per evaluation; ``cache``
         keeps each (batch, repeat)'s draws for later calls (adaptive rounds); ``scale``: relative
         σ, one factor per point (its clean std): point k gets σ·scale[k]."""
-        ev = GlobalNoise(self.routes, points, st, self.run_noisy, scale)
+        ev = self.global_noise(points, st, scale)
         return sweep(ev, self.batches(data, st.batch_size), st, tick, self._clean(reference), cache)
 
     def clean_std(self, points: list[Point], data: Dataset, batch_size: int) -> dict[int, float]:

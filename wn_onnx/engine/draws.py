@@ -13,18 +13,28 @@ from __future__ import annotations
 
 import numpy as np
 
-WALK_STREAM, GLOBAL_STREAM, PLAN_STREAM = 0, 1, 2
+WALK_STREAM, GLOBAL_STREAM, PLAN_STREAM, ORDER_STREAM = 0, 1, 2, 3  # ORDER: the sequential estimator's sample order
 NOISE_BLOCK = 256  # samples per noise generator
 PER_BATCH = 1 << 31  # key marker of draws made per batch (no sample axis)
 
 
 def draw(
-    seed: int, stream: int, key: tuple[int, ...], shape: tuple[int, ...], count: int, dtype, first: int
+    seed: int, stream: int, key: tuple[int, ...], shape: tuple[int, ...], count: int, dtype, first: int | np.ndarray
 ) -> list[np.ndarray]:
-    """``count`` standard-normal arrays of ``shape`` for samples ``first…first+shape[0]-1``
-    (the sample axis first), each block of NOISE_BLOCK samples from its own generator."""
+    """``count`` standard-normal arrays of ``shape`` for samples ``first…first+shape[0]-1``, or for
+    the samples whose indices ``first`` lists (any order, repeats allowed: the sequential
+    estimator's subsets get what a contiguous batch gives those samples), the sample axis first;
+    each block of NOISE_BLOCK samples from its own generator."""
     n = shape[0] if shape else 0
     out = [np.empty(shape, np.float32) for _ in range(count)]
+    if not np.isscalar(first):  # listed samples: draw every block they touch whole, take their rows
+        rows = np.asarray(first, np.int64)
+        for block in np.unique(rows // NOISE_BLOCK):
+            rng = np.random.default_rng([seed, stream, *key, int(block)])
+            mine = np.flatnonzero(rows // NOISE_BLOCK == block)
+            for arr in out:
+                arr[mine] = rng.standard_normal((NOISE_BLOCK, *shape[1:]), dtype=np.float32)[rows[mine] % NOISE_BLOCK]
+        return [a.astype(dtype, copy=False) for a in out]
     for start in range(first - first % NOISE_BLOCK, first + n, NOISE_BLOCK):
         rng = np.random.default_rng([seed, stream, *key, start // NOISE_BLOCK])
         lo, hi = max(start, first), min(start + NOISE_BLOCK, first + n)
@@ -45,7 +55,7 @@ def draw_at(
     axis: int | None,
     count: int,
     dtype,
-    first: int,
+    first: int | np.ndarray,
     batch: int,
 ) -> list[np.ndarray]:
     """:func:`draw` for a value of ``shape`` whose samples lie on ``axis``; with ``axis`` None,

@@ -30,7 +30,7 @@ class GlobalNoise:
         # σ per point for σ = 1: 1 (absolute σ) or the point's clean std (relative σ)
         self.unit = np.ones(len(points)) if scale is None else np.asarray(scale, np.float64)
 
-    def start(self, batch: int, first: int, x: np.ndarray | Inputs) -> None:
+    def start(self, batch: int, first: int | np.ndarray, x: np.ndarray | Inputs) -> None:
         self.batch, self.first, self.x = batch, first, x
         # activation shapes, only needed when a draw is made (not when the round cache has it)
         self.shapes = functools.cache(functools.partial(self.routes.shapes, x, [p.tensor for p in self.points]))

@@ -73,8 +73,8 @@ class Evaluation(Protocol):
 
     cache_tag: str  # names the draws kept in a RoundCache
 
-    def start(self, batch: int, first: int, x: np.ndarray | Inputs) -> None:
-        """A new batch (number ``batch``, samples ``first…``)."""
+    def start(self, batch: int, first: int | np.ndarray, x: np.ndarray | Inputs) -> None:
+        """A new batch (number ``batch``, samples ``first…``, or the samples ``first`` lists)."""
 
     def chunk(self, st: SweepSettings) -> int:
         """σ values per run on this batch."""

@@ -36,7 +36,7 @@ class WalkPoint:
     def __init__(self, routes: Routes, point: Point, route: Route, st: SweepSettings, cache: RoundCache | None) -> None:
         self.routes, self.point, self.route, self.st, self.cache = routes, point, route, st, cache
 
-    def start(self, batch: int, first: int, x: np.ndarray | Inputs) -> None:
+    def start(self, batch: int, first: int | np.ndarray, x: np.ndarray | Inputs) -> None:
         self.batch, self.first, self.x = batch, first, x
         self.taps = self._taps([self.point.tensor, *self.route.inputs])
         self.axis = self.routes.sample_axis(self.point.tensor, x)
@@ -45,7 +45,7 @@ class WalkPoint:
         """Clean values of the batch: shared with the walks of other points when they are
         (Routes.shared), else kept in the round cache when there is one (not the input)."""
         shared = self.routes.shared
-        if shared is not None and shared.covers(names):
+        if shared is not None and np.isscalar(self.first) and shared.covers(names):  # shared per contiguous batch
             return shared.get(self.first, self.x, names)
         if self.cache is None:
             return self.routes.run_values(self.x, names)
@@ -80,7 +80,7 @@ class WalkPoint:
 
 
 class Suffix(WalkPoint):
-    def start(self, batch: int, first: int, x: np.ndarray | Inputs) -> None:
+    def start(self, batch: int, first: int | np.ndarray, x: np.ndarray | Inputs) -> None:
         super().start(batch, first, x)
         self.start_value = self.taps[self.route.tensor]
         self.routes.check_stacking(self.route, self.start_value, x)

@@ -1,0 +1,239 @@
+"""The sequential estimator (wn_onnx.results.sequential): per-sample outcomes from the engine equal the
+grid's, μ from simulated curves with a known answer is unbiased with calibrated errors, and on
+the embedded digits model it agrees with the full grid at a small share of its evaluations."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from scipy.stats import norm
+
+from wn_onnx.engine import Engine, SweepSettings
+from wn_onnx.errors import ConfigError
+from wn_onnx.graph_passes import find_points
+from wn_onnx.io.data import load_npz
+from wn_onnx.io.embedded import DEFAULT_DATA, DEFAULT_MODEL
+from wn_onnx.io.model import load_model
+from wn_onnx.noise import NoiseSpec, default_grid
+from wn_onnx.results.fit import _UNIT
+from wn_onnx.results.schema import schema_problems
+from wn_onnx.results.sequential import estimate
+from wn_onnx.scanner import ScanRequest, run_scan
+
+A_MAX, CHANCE = 0.95, 0.1
+
+
+def simulated(shape: str, mu: float, s: float, n: int, repeats: int, seed: int):
+    """Outcomes of a curve with known μ: sample i under draw r is correct while p(σ) exceeds its
+    own uniform U[r, i] — every trial has exactly probability p(σ), and a (sample, draw) reused
+    at another σ is strongly correlated with itself, as with the engine's common random numbers.
+    ``probit`` (a normal CDF in log σ) is none of the fitted shapes."""
+    u = np.random.default_rng(seed).random((repeats, n))
+
+    def p(sigma: float) -> float:
+        z = (np.log(sigma) - np.log(mu)) / s
+        return CHANCE + (A_MAX - CHANCE) * float(norm.sf(z) if shape == "probit" else _UNIT[shape](z))
+
+    return lambda sigma, rows, r: (u[r, rows] < p(sigma), np.zeros(len(rows), bool))
+
+
+def test_simulated_curves_unbiased_with_calibrated_errors():
+    """100 replicate runs per curve at the default tolerance (0.05) on 1,000 samples × 5 draws,
+    for a logistic and a Fréchet curve in log σ and a normal CDF in log σ (none of the fitted
+    shapes): the mean μ is within 3 % of the truth for each, and |μ − truth| ≤ μ_err in 60–76 %
+    of all runs (68 % when the errors are calibrated; 300 runs put the bounds 2.6 and 3.1
+    standard errors away)."""
+    n, repeats, runs = 1000, 5, 100
+    covered = []
+    for shape, mu, s in (("log", 0.5, 0.5), ("frechet", 3.0, 0.8), ("probit", 0.05, 0.3)):
+        mus, errs = [], []
+        for run in range(runs):
+            curve = estimate(simulated(shape, mu, s, n, repeats, run), n, repeats, 1e-2, 1e10, A_MAX, CHANCE,
+                             49 * n * repeats, 0.05, seed=run)  # fmt: skip
+            assert curve["status"] == "ok" and curve["sequential"]["converged"], curve["fit"]
+            assert curve["sequential"]["fraction"] <= 0.05
+            mus.append(curve["mu"])
+            errs.append(curve["mu_err"])
+        assert abs(np.mean(mus) / mu - 1) < 0.03, (shape, np.mean(mus))
+        covered += list(np.abs(np.array(mus) - mu) <= np.array(errs))
+    assert 0.60 <= np.mean(covered) <= 0.76, np.mean(covered)
+
+
+def test_statuses_that_bound_mu():
+    """No drop inside the range: not-reached at its top; below the midpoint from the start:
+    no-drop-from-start at its bottom — decided by the two probes, without placing any trial."""
+    n = 400
+    high = estimate(simulated("log", 1e12, 0.5, n, 5, 0), n, 5, 1e-2, 1e10, A_MAX, CHANCE, 49 * n * 5)
+    assert (high["status"], high["mu"], high["fit"]["bracket"]) == ("not-reached", 1e10, [1e10, None])
+    low = estimate(simulated("log", 1e-4, 0.5, n, 5, 0), n, 5, 1e-2, 1e10, A_MAX, CHANCE, 49 * n * 5)
+    assert (low["status"], low["mu"]) == ("no-drop-from-start", 1e-2)
+    assert high["sequential"]["evaluations"] == 64 and low["sequential"]["evaluations"] == 256 + 64
+
+
+def test_a_min_above_chance_is_measured():
+    """A curve ending on a plateau clearly above chance: a_min is that plateau, and μ is the
+    midpoint between it and a_max."""
+    u = np.random.default_rng(1).random((5, 1000))
+    p = lambda sig: 0.5 + 0.45 * float(_UNIT["log"]((np.log(sig) - np.log(2.0)) / 0.4))  # noqa: E731
+    curve = estimate(lambda sig, rows, r: (u[r, rows] < p(sig), np.zeros(len(rows), bool)), 1000, 5, 1e-2, 1e10,
+                     A_MAX, CHANCE, 49 * 5000)  # fmt: skip
+    assert curve["fit"]["a_min_free"] and abs(curve["a_min"] - 0.5) < 3 * curve["fit"]["a_min_err"]
+    assert curve["status"] == "ok" and abs(curve["mu"] - 2.0) <= 2 * curve["mu_err"]
+
+
+def test_two_drops_are_a_poor_fit_not_a_precise_mu():
+    """A fall to a plateau near the midpoint, then a second fall (paper Fig. 8): no single drop
+    describes the outcomes, so the estimate stops early as `poor-fit`, with μ's 95 % posterior
+    interval as the bracket `check` judges, instead of spending its budget on a μ that means little."""
+    u = np.random.default_rng(0).random((5, 1000))
+
+    def p(sig: float) -> float:
+        x = np.log(sig)
+        return CHANCE + 0.45 * float(_UNIT["log"]((x - np.log(0.1)) / 0.3)) + 0.4 * float(_UNIT["log"]((x - np.log(100)) / 0.3))
+
+    curve = estimate(lambda sig, rows, r: (u[r, rows] < p(sig), np.zeros(len(rows), bool)), 1000, 5, 1e-2, 1e10,
+                     A_MAX, CHANCE, 49 * 5000)  # fmt: skip
+    assert curve["status"] == "poor-fit" and curve["fit"]["chi2_red"] > 10
+    low, high = curve["fit"]["bracket"]
+    assert low < curve["mu"] < high and curve["sequential"]["fraction"] <= 0.05
+
+
+@pytest.fixture(scope="module")
+def digits():
+    loaded, data = load_model(DEFAULT_MODEL), load_npz(DEFAULT_DATA)
+    return loaded, data, find_points(loaded.model)
+
+
+@pytest.mark.parametrize("kind", ["add", "mul"])
+def test_outcomes_are_the_grid_sweeps_per_sample(digits, kind):
+    """Engine.outcomes of all samples sums to the grid's count at that σ and repeat; any subset,
+    in any order and batch size, gives those samples the same outcomes (their draws are keyed
+    by sample index), for a walked point and for global noise."""
+    loaded, data, points = digits
+    spec = NoiseSpec(kind)
+    st = SweepSettings(np.array([0.0, 0.3, 1.0, 3.0]), spec, repeats=2, seed=4, batch_size=100)
+    engine = Engine(loaded, ["CPUExecutionProvider"], threads=1)
+    rows = np.random.default_rng(0).permutation(len(data))[:150]
+    for ev, counts in (
+        (engine.walker(points[3], data, st), engine.walk(points[3], data, st, lambda _n: None)),
+        (engine.global_noise(points, st), engine.global_sweep(points, data, st, lambda _n: None)),
+    ):
+        for j, sigma in enumerate(st.sigmas):
+            for r in range(st.repeats):
+                every, _ = engine.outcomes(ev, data, st, float(sigma), np.arange(len(data)), r)
+                assert every.sum() == counts.correct[j, r], (sigma, r)
+                some, _ = engine.outcomes(ev, data, SweepSettings(st.sigmas, spec, 2, 4, 64), float(sigma), rows, r)
+                assert np.array_equal(some, every[rows])
+
+
+def test_outcomes_on_a_built_in_batch(tmp_path):
+    """A model whose batch of 4 is built in: subsets of any length are padded, and the padding
+    counts nowhere."""
+    import torch
+    from corpus import BakedBatch, export
+
+    from wn_onnx.io.data import Dataset
+
+    torch.manual_seed(0)
+    loaded = load_model(export(BakedBatch(), (12,), tmp_path / "baked.onnx", fixed=4))
+    assert loaded.fixed_batch == 4
+    rng = np.random.default_rng(0)
+    data = Dataset(rng.standard_normal((30, 12)).astype(np.float32), rng.integers(0, 4, 30), "random")
+    st = SweepSettings(np.array([0.5, 2.0]), NoiseSpec("add"), repeats=2, seed=1, batch_size=4)
+    engine = Engine(loaded, ["CPUExecutionProvider"], threads=1)
+    point = find_points(loaded.model)[1]
+    counts = engine.walk(point, data, st, lambda _n: None)
+    ev = engine.walker(point, data, st)
+    for j, sigma in enumerate(st.sigmas):
+        for r in range(2):
+            every, _ = engine.outcomes(ev, data, st, float(sigma), np.arange(30), r)
+            assert len(every) == 30 and every.sum() == counts.correct[j, r]
+            some, _ = engine.outcomes(ev, data, st, float(sigma), np.array([29, 3, 17, 8, 0, 11, 22]), r)
+            assert np.array_equal(some, every[[29, 3, 17, 8, 0, 11, 22]])
+
+
+@pytest.fixture(scope="module")
+def digits_both(digits):
+    """The embedded model walked at its 11 points plus global noise, grid and sequential."""
+    loaded, data, _ = digits
+    st = SweepSettings(default_grid(NoiseSpec("add")), NoiseSpec("add"), repeats=5, seed=0)
+    return {e: run_scan(loaded, data, st, ScanRequest(estimator=e)) for e in ("grid", "sequential")}
+
+
+def test_real_model_agrees_with_the_full_grid(digits_both):
+    """Every curve: the grid's status, ≤ 5 % of the grid's 49 σ × 5 repeats × samples, μ_err
+    within the tolerance; μ within twice the combined error (the 95 % level, as `check` compares
+    against a baseline) at ≥ 90 % of the 12 curves (measured: 11/12 at seed 0)."""
+    grid, seq = digits_both["grid"], digits_both["sequential"]
+    assert (grid["estimator"], seq["estimator"]) == ("grid", "sequential")
+    assert schema_problems(seq) == []
+    agree = []
+    for ref, got in zip([*grid["points"], grid["global"]], [*seq["points"], seq["global"]], strict=True):
+        assert ref["status"] == got["status"] == "ok"
+        agree.append(abs(ref["mu"] - got["mu"]) <= 2 * np.hypot(ref["mu_err"], got["mu_err"]))
+        used = got["sequential"]
+        assert used["converged"] and got["mu_err"] <= 0.05 * got["mu"]
+        assert used["grid_evaluations"] == 49 * 5 * 359 and used["fraction"] <= 0.05
+        assert used["evaluations"] == sum(used["trials"])
+    assert np.mean(agree) >= 0.9, agree
+
+
+def test_sequential_is_reproducible_and_keyed_by_settings(digits, digits_both):
+    """Same settings, same report (the sample order and every draw are seeded); the estimator
+    is part of the stored-curve key, so a resumed grid scan never takes sequential curves."""
+    loaded, data, _ = digits
+    st = SweepSettings(default_grid(NoiseSpec("add")), NoiseSpec("add"), repeats=5, seed=0)
+    again = run_scan(loaded, data, st, ScanRequest(mode="walking", at="3", estimator="sequential"))
+    assert again["points"][0] == digits_both["sequential"]["points"][3]
+    assert again["config_hash"] != run_scan(loaded, data, st, ScanRequest(mode="global", at="3"))["config_hash"]
+
+
+@pytest.mark.parametrize(
+    ("request_", "settings", "message"),
+    [
+        ({"estimator": "sequential", "adaptive": True}, {}, "exclude each other"),
+        ({"estimator": "quest"}, {}, "unknown estimator"),
+        ({"estimator": "sequential"}, {"redraw": True}, "fresh noise per σ"),
+        ({"estimator": "sequential"}, {"spec": NoiseSpec("mixed", "mul-first", sigma_mul=0.5)}, "starts clean"),
+        ({"estimator": "sequential"}, {"sigmas": np.array([0.0])}, "no σ > 0"),
+    ],
+)
+def test_bad_combinations_are_one_clear_error(digits, request_, settings, message):
+    loaded, data, _ = digits
+    with pytest.raises(ConfigError, match=message):
+        st = SweepSettings(**{"sigmas": np.array([0.1, 1.0]), "spec": NoiseSpec("add"), **settings})
+        run_scan(loaded, data, st, ScanRequest(**request_))
+
+
+def test_cli_scan_and_check_take_the_estimator(tmp_path):
+    from typer.testing import CliRunner
+
+    from wn_onnx.cli.app import app
+
+    scan = tmp_path / "s.json"
+    res = CliRunner().invoke(app, ["scan", "--estimator", "sequential", "--mode", "walking", "--at", "1", "--quiet",
+                                   "--out", str(scan)])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    point = json.loads(scan.read_text())["points"][0]
+    assert point["status"] == "ok" and point["sequential"]["fraction"] <= 0.05
+    assert "evaluations" in res.output
+    check = tmp_path / "c.json"
+    res = CliRunner().invoke(app, ["check", str(DEFAULT_MODEL), "--data", str(DEFAULT_DATA), "--estimator", "sequential",
+                                   "--tolerance", "0.1", "--mode", "walking", "--at", "1", "--min-mu", "0.1",
+                                   "--out", str(check)])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    report = json.loads(check.read_text())
+    assert report["estimator"] == "sequential" and report["points"][0]["sequential"]["tolerance"] == 0.1
+
+
+def test_api_with_relative_sigma_agrees_with_the_grid():
+    """wn_onnx.scan takes the estimator; with σ in units of the activation std the sequential
+    estimator measures in those units too."""
+    import wn_onnx
+
+    grid = wn_onnx.scan(mode="walking", at="1", sigma_scale="std").points[0]
+    seq = wn_onnx.scan(mode="walking", at="1", sigma_scale="std", estimator="sequential").points[0]
+    assert seq.status == grid.status == "ok" and seq.extra["activation_std"] == grid.extra["activation_std"]
+    assert abs(seq.mu - grid.mu) <= 2 * np.hypot(seq.mu_err, grid.mu_err)

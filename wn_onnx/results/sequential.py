@@ -1,0 +1,349 @@
+"""The sequential estimator of μ: few per-sample trials, placed where they tell most about μ.
+
+The grid measures every σ on every sample. μ is a property of the drop, so most of that work
+says nothing about it. Here (docs/method.md, "Sequential estimator"), as in psychophysics'
+adaptive threshold methods (the Psi method, Kontsevich & Tyler 1999; its marginal form, Prins
+2013), every trial is one sample at one σ under one noise draw, correct or not; its probability
+is the curve itself, p(σ) = a_min + (a_max − a_min)·u((x − x_μ)/s) in the shapes of
+:mod:`wn_onnx.results.fit`. A posterior over (shape, log μ, s) on a grid — flat priors, so it is the
+normalised likelihood of the outcomes in the drop and its peak the maximum-likelihood fit — is
+updated after every batch; the next batch goes to the σ in the drop's core whose outcome is
+expected to leave the least entropy in the posterior of μ (slope and shape are nuisances). It
+stops once μ's error (posterior s.d., scaled by the overdispersion of the outcomes about the
+fit, and combined with what a measured a_min's error does to μ) is at most ``tolerance``·μ.
+
+a_max is the clean accuracy of the samples (σ = 0 needs no noisy evaluation); a_min is chance,
+or the accuracy measured at the largest σ when that lies clearly above chance. Two probes, at
+the ends of the σ range, give the statuses that bound μ (``not-reached``,
+``no-drop-from-start``) as the grid fit does. A lapse rate of LAPSE on both ends keeps a single
+surprising outcome from ruling a curve out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy.special import xlogy
+from scipy.stats import chi2
+
+from wn_onnx.results.fit import _UNIT, CHANCE_MARGIN, FIT_KEYS, MIN_DROP, SHAPES, SIGNIFICANT, binomial_se
+
+LAPSE = 1e-3  # outcomes against the curve at this rate on both ends (psychophysics' lapses)
+M_POINTS = 61  # grid of log μ (zoomed onto the posterior as it narrows)
+SLOPES = np.geomspace(0.02, 4.0, 16)  # s: the drop's width in log σ (a factor e^s around μ)
+LINEAR_MAX_SLOPE = 0.3  # the shape linear in σ: s/μ above this would not start at a_max at σ = 0
+CANDIDATES = 49  # σ values spread over the range that the next batch may go to, besides the zoomed grid
+ZOOM = 6.0  # the zoomed grid spans the posterior mean ± ZOOM standard deviations
+CORE = 0.15  # trials go where the curve is expected between 15 % and 85 % of the way down (μ stays local)
+MIN_BATCH, MAX_BATCH = 32, 256  # trials per batch: a quarter of those so far, within these bounds
+MIN_STEPS = 4  # placed batches before the tolerance may stop the estimate
+OVERDISPERSED = 0.01  # p-value of the deviance below which μ's error is scaled up by it
+MISFIT = 10.0  # ĉ above which no single drop describes the outcomes (digits model: ≤ 3.4; two drops: 18–25)
+MAX_FRACTION = 0.25  # never more trials than this share of the full grid's
+
+
+Outcomes = Callable[[float, np.ndarray, int], tuple[np.ndarray, np.ndarray]]
+
+
+@dataclass
+class Trials:
+    """Outcomes so far, per distinct σ: trials, summed scores (correct trials, for top1; a
+    fractional score, e.g. --metric binary, counts as that fraction of a success), non-finite."""
+
+    n: dict[float, int] = field(default_factory=dict)
+    k: dict[float, float] = field(default_factory=dict)
+    bad: dict[float, int] = field(default_factory=dict)
+
+    def add(self, sigma: float, correct: np.ndarray, nonfinite: np.ndarray) -> None:
+        self.n[sigma] = self.n.get(sigma, 0) + len(correct)
+        self.k[sigma] = self.k.get(sigma, 0.0) + float(correct.sum())
+        self.bad[sigma] = self.bad.get(sigma, 0) + int(nonfinite.sum())
+
+    def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        sigma = np.array(sorted(self.n))
+        return sigma, np.array([self.k[s] for s in sigma]), np.array([self.n[s] for s in sigma])
+
+    @property
+    def total(self) -> int:
+        return sum(self.n.values())
+
+
+class Posterior:
+    """The posterior over (shape, log μ, s) for a_max, a_min held, on a log-μ grid in [lo, hi]."""
+
+    def __init__(self, a_max: float, a_min: float, lo: float, hi: float) -> None:
+        self.a_max, self.a_min, self.lo, self.hi = a_max, a_min, lo, hi
+        self.window = (lo, hi)  # the log-μ grid of the last fit
+
+    def p(self, sigma: np.ndarray, shape: np.ndarray, m: np.ndarray, s: np.ndarray) -> np.ndarray:
+        """P(correct) at each σ (rows) for each parameter set (columns: shape index, sorted;
+        log μ; s)."""
+        x = np.log(sigma)[:, None] - m[None, :]
+        bounds = np.searchsorted(shape, np.arange(len(SHAPES) + 1))
+        for g, name in enumerate(SHAPES):
+            cols = slice(bounds[g], bounds[g + 1])
+            if name == "linear":
+                x[:, cols] = np.expm1(np.clip(x[:, cols], -50, 50))
+            x[:, cols] = _UNIT[name](x[:, cols] / s[cols])
+        return np.clip(self.a_min + (self.a_max - self.a_min) * x, LAPSE, 1 - LAPSE, out=x)
+
+    def drop(self, trials: Trials) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(σ, correct, trials) of the drop: the σ whose accuracy lies significantly between the
+        plateaus and the nearest measured σ on each side, as the grid fit fits its shapes (fit.py:
+        tails far from μ would otherwise pull a shape that does not match them exactly); all
+        σ while none lies inside."""
+        sigma, k, n = trials.arrays()
+        y = k / n
+        clipped = np.clip(y, 1 / (n + 1), n / (n + 1))  # as fit.binomial_se, per σ
+        se = np.sqrt(clipped * (1 - clipped) / n)
+        inside = np.flatnonzero((y < self.a_max - SIGNIFICANT * se) & (y > self.a_min + SIGNIFICANT * se))
+        if inside.size == 0:
+            return sigma, k, n
+        keep = slice(max(int(inside[0]) - 1, 0), int(inside[-1]) + 2)
+        return sigma[keep], k[keep], n[keep]
+
+    def weights(self, trials: Trials, m: np.ndarray) -> np.ndarray:
+        """Normalised posterior on the grid (shapes, ``m``, SLOPES); the linear shape's width
+        is s·μ, and wider ones than LINEAR_MAX_SLOPE are ruled out (they would not start at a_max)."""
+        sigma, k, n = self.drop(trials)
+        g, mm, ss = (a.ravel() for a in np.meshgrid(np.arange(len(SHAPES)), m, SLOPES, indexing="ij"))
+        p = self.p(sigma, g, mm, ss)
+        ll = (k @ np.log(p) + (n - k) @ np.log1p(-p)).reshape(len(SHAPES), len(m), len(SLOPES))
+        ll[SHAPES.index("linear"), :, SLOPES > LINEAR_MAX_SLOPE] = -np.inf
+        w = np.exp(ll - ll.max())
+        return w / w.sum()
+
+    def fit(self, trials: Trials) -> tuple[np.ndarray, np.ndarray]:
+        """(log-μ grid, posterior): the grid zooms onto the posterior mean ± ZOOM s.d. while that
+        is much narrower, so its spacing stays far below μ's error. It starts from the last
+        window when the posterior still lies well inside it, else from the whole [lo, hi]."""
+        m = np.linspace(*self.window, M_POINTS)
+        w = self.weights(trials, m)
+        marginal = w.sum(axis=(0, 2))
+        if self.window != (self.lo, self.hi) and max(marginal[0], marginal[-1]) > 1e-4 * marginal.max():
+            m = np.linspace(self.lo, self.hi, M_POINTS)
+            w = self.weights(trials, m)
+        for _ in range(6):
+            mean, sd = _moments(m, w.sum(axis=(0, 2)))
+            half = max(ZOOM * sd, 4 * (m[1] - m[0]))  # a posterior within one cell has an s.d. the grid cannot show
+            lo, hi = max(mean - half, self.lo), min(mean + half, self.hi)
+            if hi - lo > 0.5 * (m[-1] - m[0]):
+                break
+            m = np.linspace(lo, hi, M_POINTS)
+            w = self.weights(trials, m)
+        self.window = (float(m[0]), float(m[-1]))
+        return m, w
+
+    def next_sigma(self, m: np.ndarray, w: np.ndarray) -> float:
+        """The σ whose next outcome leaves the least expected entropy in the posterior of log μ
+        (the Psi-marginal criterion), among CANDIDATES over the range and the zoomed grid."""
+        cands = np.exp(np.union1d(np.linspace(self.lo, self.hi, CANDIDATES), m[::3]))
+        live = np.flatnonzero(w.ravel() > 1e-4 * w.max())  # the rest cannot move the expectation
+        g, i, j = np.unravel_index(live, w.shape)
+        p = self.p(cands, g, m[i], SLOPES[j])
+        wl = w.ravel()[live]
+        order = np.argsort(i, kind="stable")
+        cells, starts = np.unique(i[order], return_index=True)
+        joint1 = np.zeros((len(cands), len(m)))  # P(correct, log μ) per candidate
+        joint1[:, cells] = np.add.reduceat((p * wl)[:, order], starts, axis=1)
+        joint0 = w.sum(axis=(0, 2))[None, :] - joint1
+        p1 = joint1.sum(axis=1, keepdims=True)
+        entropy = -(xlogy(joint1, joint1 / p1) + xlogy(joint0, np.clip(joint0, 1e-300, None) / (1 - p1))).sum(axis=1)
+        depth = (self.a_max - p1[:, 0]) / max(self.a_max - self.a_min, 1e-9)  # expected share of the drop fallen
+        core = (depth >= CORE) & (depth <= 1 - CORE)
+        return float(cands[core][np.argmin(entropy[core])] if core.any() else cands[np.argmin(entropy)])
+
+
+def _estimate_mu(m: np.ndarray, w: np.ndarray) -> tuple[float, float]:
+    """(μ, its s.d.) from a posterior on the log-μ grid ``m``: the posterior median (half the
+    posterior on each side; the mean of a skewed posterior runs ahead of μ by up to 3 % at a
+    tolerance of 0.1 on Fréchet-shaped curves) and the posterior standard deviation of μ."""
+    return float(_quantiles(m, w, 0.5)), _moments(np.exp(m), w.sum(axis=(0, 2)))[1]
+
+
+def _quantiles(m: np.ndarray, w: np.ndarray, q: float | list[float]) -> np.ndarray:
+    """Quantiles ``q`` of μ's posterior on the log-μ grid ``m``."""
+    cdf = np.cumsum(w.sum(axis=(0, 2)))
+    return np.exp(np.interp(q, cdf / cdf[-1], m))
+
+
+def _moments(values: np.ndarray, w: np.ndarray) -> tuple[float, float]:
+    mean = float(w @ values / w.sum())
+    return mean, float(np.sqrt(max(w @ (values - mean) ** 2 / w.sum(), 0.0)))
+
+
+def _overdispersion(
+    post: Posterior, trials: Trials, m: np.ndarray, w: np.ndarray
+) -> tuple[float, float, tuple[str, float]]:
+    """(ĉ, G²/dof, the peak's (shape, s)): G² is the deviance of the outcomes per σ about the
+    maximum-likelihood curve; ĉ = G²/dof where that is significantly above 1 (the outcomes
+    scatter more than Bernoulli trials about any of the shapes), else 1. μ's error is scaled by
+    √ĉ, as the grid fit scales by √χ²_red; unlike there, chance excesses do not inflate it."""
+    sigma, k, n = post.drop(trials)
+    g, i, j = np.unravel_index(int(np.argmax(w)), w.shape)
+    p = post.p(sigma, np.array([g]), m[[i]], SLOPES[[j]])[:, 0]
+    q = k / n
+    g2 = 2 * float(np.sum(xlogy(k, q / p) + xlogy(n - k, (1 - q) / (1 - p))))
+    dof = len(sigma) - 2
+    ratio = g2 / dof if dof > 0 else 1.0
+    overdispersed = dof >= 3 and chi2.sf(g2, dof) < OVERDISPERSED
+    return (ratio if overdispersed else 1.0), ratio, (SHAPES[g], float(SLOPES[j]))
+
+
+def estimate(
+    outcomes: Outcomes,
+    n_samples: int,
+    repeats: int,
+    sigma_lo: float,
+    sigma_hi: float,
+    a_max: float,
+    chance: float,
+    grid_evaluations: int,
+    tolerance: float = 0.05,
+    seed: int | list[int] = 0,
+) -> dict:
+    """μ of one curve from per-sample trials; a curve in the report's keys (docs/method.md).
+
+    ``outcomes(σ, rows, repeat)`` gives (correct, non-finite) per sample of ``rows`` under noise
+    draw ``repeat``. Trials take (sample, repeat) pairs in a seeded order, every sample of one
+    repeat before the next repeat, and start over when all are used. ``grid_evaluations``: what
+    the full grid would evaluate (its trials), the yardstick of ``sequential.fraction`` and the
+    source of the budget (MAX_FRACTION of it)."""
+    rng = np.random.default_rng(seed)
+    order = [(r, rng.permutation(n_samples)) for r in range(repeats)]
+    cursor = [0]
+
+    def run(sigma: float, count: int, trials: Trials) -> None:
+        """``count`` trials at ``sigma``, the next (sample, repeat) pairs in order."""
+        while count > 0:
+            slot, at = divmod(cursor[0], n_samples)
+            repeat, perm = order[slot % repeats]
+            rows = perm[at : at + count]
+            trials.add(sigma, *outcomes(sigma, rows, repeat))
+            cursor[0] += len(rows)
+            count -= len(rows)
+
+    trials = Trials()
+    span = max(a_max - chance, 1e-9)
+    a_max_err = float(binomial_se(a_max, n_samples))
+    pairs = n_samples * repeats
+    probe = min(2 * MIN_BATCH, pairs)
+
+    def bottom() -> tuple[float, float, bool]:
+        """(a_min, its error, measured): the accuracy at the largest σ where that lies clearly
+        above chance (as the grid fit decides), else chance."""
+        n = trials.n[sigma_hi]
+        y = trials.k[sigma_hi] / n
+        se = float(binomial_se(y, n))
+        return (y, se, True) if y - chance > max(SIGNIFICANT * se, CHANCE_MARGIN * span) else (chance, 0.0, False)
+
+    run(sigma_hi, probe, trials)
+    y_hi = trials.k[sigma_hi] / probe
+    reached = a_max - y_hi > max(SIGNIFICANT * float(np.hypot(a_max_err, binomial_se(y_hi, probe))), MIN_DROP * span)
+    if reached:  # where the curve ends decides a_min, and μ moves with it: measure it better
+        run(sigma_hi, min(4 * probe, pairs) - probe, trials)
+    a_min, a_min_err, a_min_free = bottom()
+    base = {"a_max": a_max, "a_max_err": a_max_err}
+
+    def done(status: str, mu: float | None, err: float | None, converged: bool, **fit) -> dict:
+        plateaus = {**base, "a_min": a_min, "a_min_err": a_min_err, "a_min_free": a_min_free}
+        return _curve(trials, status, mu, err, plateaus, fit, grid_evaluations, tolerance, converged)
+
+    if not reached:
+        return done("not-reached", sigma_hi, None, True, bracket=[sigma_hi, None],
+                    note=f"accuracy never fell significantly up to σ = {sigma_hi:g}: μ > {sigma_hi:g}")  # fmt: skip
+    run(sigma_lo, probe, trials)
+    y_lo = trials.k[sigma_lo] / probe
+    if (a_max + a_min) / 2 - y_lo > SIGNIFICANT * float(binomial_se(y_lo, probe)):
+        return done("no-drop-from-start", sigma_lo, None, True, bracket=[0.0, sigma_lo], mu_threshold=sigma_lo,
+                    note=f"accuracy is already below the midpoint at the smallest σ ({sigma_lo:g}): μ ≤ {sigma_lo:g}")  # fmt: skip
+
+    post = Posterior(a_max, a_min, float(np.log(sigma_lo)), float(np.log(sigma_hi)))
+    budget = max(int(MAX_FRACTION * grid_evaluations), 4 * probe)
+    steps = 0
+    while True:
+        a_min, a_min_err, a_min_free = bottom()
+        post.a_min = a_min
+        m, w = post.fit(trials)
+        mean, sd = _estimate_mu(m, w)
+        c_hat, ratio, (shape, slope) = _overdispersion(post, trials, m, w)
+        err = sd * np.sqrt(c_hat)
+        part = 0.0  # how far μ moves with a measured a_min (± its error), once the rest is precise
+        if a_min_free and (err <= tolerance * mean or trials.total >= budget):
+            part = _a_min_part(post, trials, a_min_err)
+        converged = steps >= MIN_STEPS and np.hypot(err, part) <= tolerance * mean
+        if converged or trials.total >= budget or (part > tolerance * mean and trials.n[sigma_hi] >= pairs):
+            break  # done, out of budget, or a_min measured on every (sample, repeat) still moves μ too much
+        if steps >= MIN_STEPS and c_hat > MISFIT:
+            break  # no single drop describes the outcomes: more trials would not make μ mean more
+        if part > err and trials.n[sigma_hi] < pairs:  # a_min is the larger part of μ's error: measure it
+            run(sigma_hi, min(trials.n[sigma_hi], pairs - trials.n[sigma_hi], budget - trials.total), trials)
+        else:
+            batch = int(np.clip(trials.total // 4, MIN_BATCH, MAX_BATCH))
+            run(post.next_sigma(m, w), min(batch, budget - trials.total), trials)
+        steps += 1
+    err = float(np.hypot(err, part))
+    marginal = w.sum(axis=(0, 2))
+    edge = marginal[:2].sum() * (m[0] <= post.lo) + marginal[-2:].sum() * (m[-1] >= post.hi)
+    fit = {"slope": slope, "shape": shape, "chi2_red": float(ratio)}
+    if c_hat > MISFIT or edge > 0.05:
+        why = "the outcomes do not follow one drop" if c_hat > MISFIT else "μ's posterior reaches the ends of the σ range"
+        fit["bracket"] = [float(v) for v in _quantiles(m, w, [0.025, 0.975])]  # check judges its low end
+        return done("poor-fit", mean, err, converged, **fit,
+                    note=f"{why} (G²/dof = {ratio:.3g}); the full grid (--estimator grid) shows the curve")  # fmt: skip
+    short = "a_min, measured on every (sample, repeat), moves μ by more than that" if part > tolerance * mean else (
+        f"the budget of {budget} trials ran out")
+    note = "" if converged else f"μ_err ≤ {tolerance:g}·μ not reached: {short}"
+    return done("ok", mean, err, converged, **fit, note=note)
+
+
+def _a_min_part(post: Posterior, trials: Trials, a_min_err: float) -> float:
+    """Half the change of μ between posteriors at a_min ± its error (the grid fit refits the
+    same way, fit._plateau_error)."""
+    ends = []
+    for d in (a_min_err, -a_min_err):
+        moved = Posterior(post.a_max, post.a_min + d, post.lo, post.hi)
+        moved.window = post.window
+        ends.append(_estimate_mu(*moved.fit(trials))[0])
+    return abs(ends[0] - ends[1]) / 2
+
+
+def _curve(
+    trials: Trials,
+    status: str,
+    mu,
+    err,
+    base: dict,
+    fit: dict,
+    grid_evaluations: int,
+    tolerance: float,
+    converged: bool,
+) -> dict:
+    """The report curve (same keys as the grid's, docs/report-schema in README): one accuracy per
+    measured σ (its trials in ``sequential.trials``)."""
+    sigma, k, n = trials.arrays()
+    bad = [trials.bad[s] for s in sigma]
+    fit_out = {key: None for key in FIT_KEYS} | {"a_min_free": base["a_min_free"], "a_max_err": base["a_max_err"],
+                                                 "a_min_err": base["a_min_err"], "note": ""} | fit  # fmt: skip
+    return {
+        "sigmas": [float(s) for s in sigma],
+        "accuracy": [[float(v)] for v in k / n],
+        "nonfinite": [[int(b)] for b in bad],
+        "mu": None if mu is None else float(mu),
+        "mu_err": None if err is None else float(err),
+        "a_max": float(base["a_max"]),
+        "a_min": float(base["a_min"]),
+        "status": status,
+        "fit": fit_out,
+        "sequential": {
+            "evaluations": trials.total,
+            "grid_evaluations": int(grid_evaluations),
+            "fraction": trials.total / max(grid_evaluations, 1),
+            "tolerance": tolerance,
+            "converged": bool(converged),
+            "trials": [int(v) for v in n],
+            "correct": [float(v) for v in k],
+        },
+    }
