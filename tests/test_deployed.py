@@ -133,6 +133,9 @@ def test_missing_and_unknown_inputs_are_named(deployed):
         check_shape(data, loaded, {**dep.feeds, "rate": np.array(1)})
     with pytest.raises(WnError, match="fractional"):
         check_shape(data, loaded, {**dep.feeds, "sr": np.array(16000.5)})
+    bound = check_shape(data, loaded, dep.feeds)
+    again = make_dataset(bound.x, np.zeros(SAMPLES, int), "labelled later")  # keeps what was fed, and where
+    assert set(again.x.fixed) == {"sr"} and again.x.axes == bound.x.axes == {"x": 0, "h0": 1}
 
 
 def test_plugin_metric_equals_builtin(deployed, tmp_path):

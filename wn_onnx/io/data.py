@@ -201,7 +201,7 @@ def make_dataset(
             bad = int(np.sum(~np.isfinite(a.reshape(len(a), -1)).any(axis=1)))
             raise DataError(f"{source}: {bad} input samples{'' if name == 'x' else f' of {name}'} contain NaN or Inf")
     if isinstance(x, Inputs):
-        return Dataset(Inputs({k: np.ascontiguousarray(v) for k, v in x.arrays.items()}), y, source)
+        return Dataset(Inputs({k: np.ascontiguousarray(v) for k, v in x.arrays.items()}, x.axes, x.fixed), y, source)
     return Dataset(np.ascontiguousarray(x), y, source)
 
 
