@@ -148,7 +148,7 @@ def test_cuda_request_without_gpu_is_clear():
 
 
 def test_output_picks_the_scored_head_and_drops_the_others(tmp_path):
-    """A two-headed torch model: --output chooses the head; the other head's layers are no
+    """A two-headed torch model: --graph-output chooses the head; the other head's layers are no
     points (noise there cannot reach the scored output); an unknown name is exit 2."""
     import torch
     from torch import nn
@@ -172,7 +172,7 @@ def test_output_picks_the_scored_head_and_drops_the_others(tmp_path):
     np.savez(tmp_path / "d.npz", x=rng.standard_normal((64, 16)).astype(np.float32), y=rng.integers(0, 4, 64))
     listed = {}
     for head in ("main", "aux"):
-        res = wn("points", path, "--output", head, "--json")
+        res = wn("points", path, "--graph-output", head, "--json")
         assert res.returncode == 0, res.stderr
         listed[head] = [(p["tensor"], p["op_type"]) for p in json.loads(res.stdout)["points"]]
     assert listed["main"][-1] == ("main", "Gemm") and listed["aux"][-1] == ("aux", "Tanh")
@@ -180,12 +180,12 @@ def test_output_picks_the_scored_head_and_drops_the_others(tmp_path):
     assert listed["main"][:-1] == listed["aux"][:3]  # the shared body, same indices
     reports = {}
     for head in ("main", "aux"):  # the same --out: resuming must not hand main's curves to aux
-        res = wn("scan", path, "--data", tmp_path / "d.npz", "--output", head, "--resume",
+        res = wn("scan", path, "--data", tmp_path / "d.npz", "--graph-output", head, "--resume",
                  "--out", tmp_path / "r.json", "--json", *FAST)  # fmt: skip
         assert res.returncode == 0, res.stderr
         reports[head] = json.loads(res.stdout)
     assert reports["aux"]["output"] == "aux" and reports["aux"]["num_classes"] == 4
     assert reports["main"]["config_hash"] != reports["aux"]["config_hash"]
     assert reports["main"]["points"][1]["accuracy"] != reports["aux"]["points"][1]["accuracy"]
-    res = wn("scan", path, "--data", tmp_path / "d.npz", "--label-free", "--output", "nope", *FAST)
+    res = wn("scan", path, "--data", tmp_path / "d.npz", "--label-free", "--graph-output", "nope", *FAST)
     assert res.returncode == 2 and "no graph output 'nope'" in res.stderr and "main, aux" in res.stderr

@@ -732,7 +732,7 @@ def test_external_data_that_cannot_be_opened(ws):
         (["--repeats", "0"], "Invalid value for '--repeats'"),
         (["--batch-size", "0"], "Invalid value for '--batch-size'"),
         (["--limit", "0"], "Invalid value for '--limit'"),
-        (["--output", "[/]r"], "no graph output '[/]r'"),
+        (["--graph-output", "[/]r"], "no graph output '[/]r'"),
     ],
 )
 def test_scan_values_out_of_range(ws, args, message):

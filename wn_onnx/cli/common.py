@@ -161,7 +161,7 @@ class SigmaScale(str, Enum):
 
 
 OutputOption = Annotated[
-    str | None, typer.Option("--output", help="Graph output to score (default: the first float output).")
+    str | None, typer.Option("--graph-output", help="Graph output to score (default: the first float output).")
 ]
 
 
