@@ -129,10 +129,11 @@ def test_label_free_mu_close_to_labelled(two_models):
 
 
 def test_toml_thresholds_per_pattern_and_unknown_keys(tmp_path):
-    (tmp_path / "wn-onnx.toml").write_text(
-        'noise = "add"\nsigmas = "log:1e-2:1e3:21"\nrepeats = 3\nmin_mu = 0.1\n[points]\n"op:Gemm" = 3.0\n'
+    (tmp_path / "wn-onnx.toml").write_text(  # the data named in the config (was: no key for it)
+        f'data = "{DEFAULT_DATA}"\nnoise = "add"\nsigmas = "log:1e-2:1e3:21"\nrepeats = 3\nmin_mu = 0.1\n'
+        '[points]\n"op:Gemm" = 3.0\n'
     )
-    res = wn("check", DEFAULT_MODEL, "--data", DEFAULT_DATA, "--junit", "j.xml", cwd=tmp_path)
+    res = wn("check", DEFAULT_MODEL, "--junit", "j.xml", cwd=tmp_path)
     assert res.returncode == 1, res.stderr
     failed = [
         c.get("name")

@@ -33,7 +33,7 @@ CONFIG = {
     "sigma_add": cs.NON_NEGATIVE, "device": cs.Key((str,), "cpu or cuda", lambda v: v in ("cpu", "cuda")), "sigmas": cs.GRID, "repeats": cs.REPEATS, "seed": cs.SEED,
     "mode": cs.Key((str,), "walking, global or both", lambda v: v in ("walking", "global", "both")), "at": cs.STRING,
     "min_mu": cs.NON_NEGATIVE, "global_min_mu": cs.NON_NEGATIVE, "max_mu_drop": cs.Key((str, int, float), "like 20% or 0.2"),
-    "baseline": cs.STRING, "label_free": cs.BOOL, "limit": cs.POSITIVE_INT, "output": cs.STRING,
+    "baseline": cs.STRING, "data": cs.STRING, "label_free": cs.BOOL, "limit": cs.POSITIVE_INT, "output": cs.STRING,
     "dataset": cs.STRING, "metric": cs.STRING, "feed": cs.Key((str,), "NAME=VALUE", many=True), "batch_size": cs.POSITIVE_INT,
     "estimator": cs.Key((str,), "grid or sequential", lambda v: v in ("grid", "sequential")),
     "tolerance": cs.Key(cs.NUMBER, "a number in (0, 1)", lambda v: 0 < v < 1),

@@ -375,8 +375,15 @@ def walk_points(
         for group in engine.tap_groups(chosen, data, st):  # one clean prefix run per batch for a group
             with engine.shared_taps(group, st):
                 for point in group:
-                    ticks = lambda n: tick(n / per_point)  # noqa: E731
+                    done = [0.0]  # this point's share of the bar so far: at most 1, and exactly 1 when it ends
+
+                    def ticks(n: float, done: list = done) -> None:
+                        step = min(n / per_point, 1.0 - done[0])  # per_point is an estimate (stacking, padding)
+                        done[0] += step
+                        tick(step)
+
                     keep(point, _walk_one(engine, point, data, st, req, base, ticks, reference, scale(point)))
+                    tick(1.0 - done[0])
         return
     threads = max(1, (req.threads or os.cpu_count() or 1) // req.jobs)
     ctx = multiprocessing.get_context("spawn")

@@ -75,7 +75,13 @@ def _progress(enabled: bool):
 
     def factory(description: str, total: int):
         task = bar.add_task(description, total=total)
-        return lambda n: bar.advance(task, n)
+        done = [0.0]
+
+        def tick(n: float) -> None:  # fractions of a point add up to 4.999…: rounded, the bar ends at 5/5
+            done[0] += n
+            bar.update(task, completed=round(done[0], 6))
+
+        return tick
 
     return bar, factory
 

@@ -473,7 +473,7 @@ def curve_json(
     }
     if int(np.sum(nonfinite)):
         note = f"{int(np.sum(nonfinite))} predictions had NaN/Inf outputs: counted as wrong, kept in the fit."
-        out["fit"]["note"] = f"{out['fit']['note']} {note}".strip()
+        out["fit"]["note"] = "; ".join(n for n in (out["fit"]["note"].rstrip(". "), note) if n)
     return out
 
 
