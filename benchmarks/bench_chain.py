@@ -1,6 +1,6 @@
 """Fixed cost of a walking point on a long, thin graph: a chain of ``--nodes`` Add/Mul/Relu nodes
 on a [N, 10] tensor (built with onnx.helper), scanned at one point with one σ and one repeat, so
-the time is graph handling and engine setup rather than arithmetic (README, "Performance")::
+the time is graph handling and engine setup rather than arithmetic (docs/design.md, "Long graphs")::
 
     python benchmarks/bench_chain.py --nodes 5000              # prints seconds per point
     python benchmarks/bench_chain.py --nodes 5000 --profile    # and the top of cProfile

@@ -73,7 +73,7 @@ class LoadedModel:
         """The graph cut to the nodes that compute ``outputs`` from ``inputs`` (its inputs: those,
         then any other graph input reached), copied node by node from the serialized model: a
         point's prefix or suffix of a chain of 50,000 nodes costs its own size, not the whole
-        graph's (README, "Performance"). None for a graph with control flow, whose bodies read
+        graph's (docs/design.md, "Long graphs"). None for a graph with control flow, whose bodies read
         values of the enclosing graph that no node input names."""
         if self._parts is None:
             return None
