@@ -2,7 +2,8 @@
 on a [N, 10] tensor (built with onnx.helper), scanned at one point with one σ and one repeat, so
 the time is graph handling and engine setup rather than arithmetic (docs/design.md, "Long graphs")::
 
-    python benchmarks/bench_chain.py --nodes 5000              # prints seconds per point
+    python benchmarks/bench_chain.py --nodes 5000              # seconds for load, setup and one point
+    python benchmarks/bench_chain.py --nodes 5000 --points 4   # minus the above, / 3: seconds per point
     python benchmarks/bench_chain.py --nodes 5000 --profile    # and the top of cProfile
 """
 
@@ -39,6 +40,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--nodes", type=int, default=5000)
     ap.add_argument("--samples", type=int, default=64)
+    ap.add_argument(
+        "--points", type=int, default=1, help="adjacent points walked (the cost per point is the difference)"
+    )
     ap.add_argument("--profile", action="store_true")
     a = ap.parse_args()
     from wn_onnx.cli.app import app
@@ -48,7 +52,7 @@ def main() -> None:
         onnx.save(chain_model(a.nodes), model)
         rng = np.random.default_rng(0)
         np.savez(data, x=rng.normal(size=(a.samples, 10)).astype(np.float32), y=rng.integers(0, 10, a.samples))
-        args = [str(model), "--data", str(data), "--mode", "walking", "--at", str(a.nodes // 6), "--sigmas", "0.1",
+        args = [str(model), "--data", str(data), "--mode", "walking", "--at", f"{a.nodes // 6}-{a.nodes // 6 + a.points - 1}", "--sigmas", "0.1",
                 "--repeats", "1", "--out", str(Path(tmp) / "r.json")]  # fmt: skip
         prof = cProfile.Profile() if a.profile else None
         start, cpu = time.perf_counter(), time.process_time()
@@ -60,7 +64,7 @@ def main() -> None:
             if prof:
                 prof.disable()
         wall, cpu = time.perf_counter() - start, time.process_time() - cpu
-        print(f"{a.nodes} nodes, one point (load + setup + scan): {wall:.2f} s wall, {cpu:.2f} s CPU")
+        print(f"{a.nodes} nodes, {a.points} points (load + setup + scan): {wall:.2f} s wall, {cpu:.2f} s CPU")
         if prof:
             pstats.Stats(prof).sort_stats("cumulative").print_stats(35)
 
