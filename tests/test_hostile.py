@@ -15,13 +15,17 @@ import io
 import json
 import math
 import os
+import pickle
+import re
 import resource
 import signal
 import sqlite3
+import struct
 import subprocess
 import sys
 import time
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -176,12 +180,15 @@ def write_idx(path: Path, array: np.ndarray, code: int) -> None:
     path.write_bytes(gzip.compress(head + array.astype(array.dtype.newbyteorder(">")).tobytes()))
 
 
-def image_model(path: Path, metadata: dict | None = None) -> Path:
-    """(N, 1, 28, 28) → Flatten → MatMul → (N, 10), for --dataset fashion-mnist."""
-    w = numpy_helper.from_array(np.random.default_rng(0).standard_normal((784, 10)).astype(np.float32) * 0.01, "w")
+def image_model(path: Path, metadata: dict | None = None, shape: tuple = (1, 28, 28), classes: int = 10) -> Path:
+    """(N, *shape) → Flatten → MatMul → (N, classes), for --dataset fashion-mnist (cifar10: 3×32×32, …)."""
+    size = int(np.prod(shape))
+    w = numpy_helper.from_array(
+        np.random.default_rng(0).standard_normal((size, classes)).astype(np.float32) * 0.01, "w"
+    )
     nodes = [helper.make_node("Flatten", ["x"], ["f"]), helper.make_node("MatMul", ["f", "w"], ["y"])]
-    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 1, 28, 28])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 10])], [w])  # fmt: skip
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", *shape])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", classes])], [w])  # fmt: skip
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     for key, value in (metadata or {}).items():
         model.metadata_props.add(key=key, value=value)
@@ -525,6 +532,130 @@ def test_a_declared_50_gb_array_is_refused_within_a_memory_limit(tmp_path):
     assert snapshot(tmp_path) == before
 
 
+def cifar_pickle(folder: Path, batch: dict) -> Path:
+    folder.mkdir(exist_ok=True)
+    (folder / "test_batch").write_bytes(pickle.dumps(batch, protocol=2))
+    return folder
+
+
+def test_cifar_pickles_that_unfold_are_refused_before_arrays_are_built(ws, monkeypatch):
+    from wn_onnx.io.datasets.cifar import cifar10
+
+    row = np.zeros((10, 3072), np.uint8)
+    inner = [0] * 10_000
+    nested = [[inner] * 10_000] * 10  # one pickled list, shared by reference: 10^9 labels from a few KB
+    cases = {
+        "nested": ({b"data": row, b"labels": nested}, "b'labels' holds something other than integers"),
+        "short": ({b"data": row, b"labels": [[inner] * 10_000]}, "not a list of 10 labels"),
+        "list": ({b"data": [[inner] * 10_000] * 10, b"labels": [0] * 10}, "b'data' is not a uint8 array"),
+        "floats": ({b"data": row.astype(np.float64), b"labels": [0] * 10}, "b'data' is not a uint8 array"),
+        "ragged": ({b"data": np.zeros(3000, np.uint8), b"labels": []}, "b'data' is not a uint8 array"),
+    }
+    for name, (batch, message) in cases.items():
+        folder = cifar_pickle(ws / name, batch)
+        assert (folder / "test_batch").stat().st_size < 1 << 20
+        with pytest.raises(WnError, match=re.escape(message)):
+            cifar10(folder, "test")
+        CASES.append(f"cifar pickle: {name}")
+    good = cifar_pickle(ws / "good", {b"data": row, b"labels": list(range(10))})
+    assert cifar10(good, "test")[1].tolist() == list(range(10))
+    binary = ws / "bin"
+    binary.mkdir()
+    np.zeros((30, 3073), np.uint8).tofile(binary / "test_batch.bin")
+    assert len(cifar10(binary, "test", first=7)[0]) == 7  # --limit-mode first reads 7 records only
+    monkeypatch.setattr(safeio, "memory_budget", lambda: 20_000)
+    for folder in (good, binary):
+        with pytest.raises(WnError, match="over the memory budget"):
+            cifar10(folder, "test")
+    CASES.extend(["cifar python batch over the budget", "cifar binary batch over the budget"])
+
+
+def test_a_cifar_pickle_bomb_is_one_line_within_a_memory_limit(tmp_path):
+    folder = cifar_pickle(tmp_path / "c", {b"data": np.zeros((10, 3072), np.uint8),
+                                           b"labels": [[[0] * 10_000] * 10_000] * 10})  # fmt: skip
+    model = image_model(tmp_path / "c.onnx", shape=(3, 32, 32))
+    res = wn_process("scan", model, "--dataset", "cifar10", "--data-dir", folder, *FAST, memory=3 << 30)
+    refused(res, "b'labels' holds something other than integers", "cifar pickle bomb under a 3 GB limit")
+
+
+def mat_element(kind: int, data: bytes) -> bytes:
+    return struct.pack("<II", kind, len(data)) + data + bytes(-len(data) % 8)
+
+
+def mat_matrix(name: bytes, dims: tuple, data_bytes: int, data: bytes = b"") -> bytes:
+    """A MATLAB v5 uint8 matrix whose data element declares ``data_bytes`` (followed by ``data``)."""
+    body = mat_element(6, struct.pack("<II", 9, 0)) + mat_element(5, struct.pack(f"<{len(dims)}i", *dims))
+    body += mat_element(1, name) + struct.pack("<II", 2, data_bytes) + data
+    return struct.pack("<II", 14, len(body)) + body
+
+
+def mat_file(*variables: bytes) -> bytes:
+    return (
+        b"MATLAB 5.0 MAT-file, hostile".ljust(116) + bytes(8) + struct.pack("<H", 0x0100) + b"IM" + b"".join(variables)
+    )
+
+
+def mat_compressed(head: bytes, zeros: int) -> bytes:
+    """``head`` then ``zeros`` zero bytes, as one miCOMPRESSED element (a thousandth of the size)."""
+    z = zlib.compressobj()
+    out = z.compress(head) + b"".join(z.compress(bytes(1 << 20)) for _ in range(zeros >> 20)) + z.flush()
+    return struct.pack("<II", 15, len(out)) + out
+
+
+def test_svhn_mat_declared_sizes_are_checked_before_loading(ws, monkeypatch):
+    from wn_onnx.io.datasets.svhn import svhn
+
+    n = (64 << 20) // 3072
+    (ws / "bomb").mkdir()
+    (ws / "bomb" / "test_32x32.mat").write_bytes(mat_file(
+        mat_compressed(mat_matrix(b"X", (32, 32, 3, n), n * 3072), n * 3072),
+        mat_matrix(b"y", (n, 1), n, bytes(n))))  # fmt: skip
+    assert (ws / "bomb" / "test_32x32.mat").stat().st_size < 1 << 20
+    monkeypatch.setattr(safeio, "memory_budget", lambda: 1 << 20)
+    with pytest.raises(WnError, match=r"declares 0\.0625 GiB of data, over the memory budget"):
+        svhn(ws / "bomb", "test")
+    (ws / "noy").mkdir()
+    (ws / "noy" / "test_32x32.mat").write_bytes(mat_file(mat_matrix(b"X", (32, 32, 3, 1), 3072, bytes(3072))))
+    with pytest.raises(WnError, match="expected arrays X and y"):
+        svhn(ws / "noy", "test")
+    CASES.extend(["svhn .mat zlib bomb", "svhn .mat without y"])
+
+
+def test_an_svhn_mat_declaring_terabytes_is_one_line_within_a_memory_limit(tmp_path):
+    (tmp_path / "s").mkdir()
+    (tmp_path / "s" / "test_32x32.mat").write_bytes(mat_file(
+        mat_matrix(b"X", (32, 32, 3, 2**31 - 1), 0), mat_matrix(b"y", (2**31 - 1, 1), 0)))  # fmt: skip
+    model = image_model(tmp_path / "s.onnx", shape=(3, 32, 32))
+    res = wn_process("scan", model, "--dataset", "svhn", "--data-dir", tmp_path / "s", *FAST, memory=3 << 30)
+    refused(res, "GiB of data, over the memory budget of", "svhn .mat declaring 6.6 TB under a 3 GB limit")
+
+
+def wav_bytes(declared: int, samples: np.ndarray) -> bytes:
+    """A 16 kHz mono 16-bit WAV whose data chunk declares ``declared`` bytes."""
+    fmt = struct.pack("<HHIIHH", 1, 1, 16000, 32000, 2, 16)
+    body = b"WAVE" + b"fmt " + struct.pack("<I", len(fmt)) + fmt + b"data" + struct.pack("<I", declared)
+    return b"RIFF" + struct.pack("<I", len(body) + samples.nbytes) + body + samples.astype("<i2").tobytes()
+
+
+def test_a_wav_declaring_4_gb_is_one_line_within_a_memory_limit(tmp_path):
+    from wn_onnx.io.datasets.speech_commands import read_wav
+
+    root = tmp_path / "sc"
+    (root / "yes").mkdir(parents=True)
+    clip = (np.sin(np.arange(16000) / 5) * 3000).astype(np.int16)
+    (root / "yes" / "a.wav").write_bytes(wav_bytes(clip.nbytes, clip))
+    (root / "yes" / "liar.wav").write_bytes(wav_bytes(0xFFFFFFF0, clip[:1600]))
+    (root / "validation_list.txt").write_text("yes/a.wav\n")
+    (root / "testing_list.txt").write_text("yes/liar.wav\n")
+    assert read_wav(root / "yes" / "a.wav", 100).shape == (100,)  # only what a clip needs is copied
+    with pytest.raises(WnError, match="not a readable WAV file"):
+        read_wav(root / "yes" / "liar.wav")
+    model = image_model(tmp_path / "kws.onnx", shape=(1, 49, 10), classes=12)
+    res = wn_process("scan", model, "--dataset", "speech-commands", "--split", "test", "--data-dir", root, *FAST,
+                     memory=3 << 30)  # fmt: skip
+    refused(res, "liar.wav: not a readable WAV file", "WAV declaring 4 GB of audio under a 3 GB limit")
+
+
 def test_damaged_npz_containers(ws):
     good = npz_bytes({"x.npy": npy(np.ones((6, 4), np.float32)), "y.npy": npy(np.arange(6) % 3)})
     crc = bytearray(good)
@@ -670,7 +801,9 @@ def test_damaged_curve_stores(ws, monkeypatch):
         con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     db.write_bytes(db.read_bytes()[: max(size // 2, 200)])
     res = wn(*args)
-    assert res.returncode in (0, 2) and "Traceback" not in res.stderr and len(res.stderr.strip().splitlines()) <= 1, res.stderr
+    assert res.returncode in (0, 2) and "Traceback" not in res.stderr and len(res.stderr.strip().splitlines()) <= 1, (
+        res.stderr
+    )
     CASES.append("truncated store")
     db.unlink()
     for extra in ("r.json.sqlite-wal", "r.json.sqlite-shm"):

@@ -19,6 +19,9 @@ def report_command(
     html_path: Annotated[Path | None, typer.Option("--html", help="One self-contained HTML file.")] = None,
     png: PngOption = None,
     label: Annotated[list[str] | None, typer.Option(help="Legend label per report (repeat the option).")] = None,
+    curves: Annotated[
+        int, typer.Option(min=0, help="Accuracy-vs-σ panels per report: the points with the lowest μ (0: every point).")
+    ] = 48,
 ) -> None:
     """Figures of scan reports: accuracy vs σ with fits (Fig 1), μ per point (Fig 2), accuracy preserved (Fig 3/5)."""
     from wn_onnx.results.figures import build_report
@@ -30,7 +33,7 @@ def report_command(
     if label and len(label) != len(data):
         raise WnError(f"{len(label)} --label for {len(data)} reports")
     try:
-        written, notes = build_report(data, label or [p.stem for p in reports], html_path, png)
+        written, notes = build_report(data, label or [p.stem for p in reports], html_path, png, curves)
     except ValueError as e:  # numpy's LinAlgError ("Singular matrix") too: say which reports
         raise WnError(f"{', '.join(map(str, reports))}: {e}") from None
     for note in notes:

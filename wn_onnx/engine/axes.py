@@ -15,8 +15,7 @@ from typing import NamedTuple
 import numpy as np
 import onnx_ir as ir
 
-from wn_onnx.engine.sessions import Sessions
-from wn_onnx.graph_passes import ExtractSuffixPass
+from wn_onnx.engine.sessions import Sessions, extracted
 from wn_onnx.graph_passes.insert_noise import values_by_name
 from wn_onnx.io.data import Inputs, feeds
 from wn_onnx.io.model import LoadedModel
@@ -74,10 +73,8 @@ def probe_axes(
     batches = [x[np.arange(fixed) % len(x)]] if fixed else probe_batches(x)
     fed = [feeds(b, loaded.input_name) for b in batches]
     axes = {}
-    model = loaded.fresh()
-    ExtractSuffixPass(list(loaded.inputs), names)(model)
     try:
-        session = sessions.build(model)
+        session = sessions.build(extracted(loaded, list(loaded.inputs), names))
         runs = [[*session.run(names, f), *f.values()] for f in fed]
     except Exception:  # the graph does not run on other batch sizes: no axis known
         one = feeds(x[:1], loaded.input_name)  # its inputs only, as fed

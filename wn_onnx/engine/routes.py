@@ -20,7 +20,7 @@ import onnx_ir as ir
 import onnxruntime as ort
 
 from wn_onnx.engine.axes import Probed, probe_axes
-from wn_onnx.engine.sessions import Sessions, run
+from wn_onnx.engine.sessions import Sessions, extracted, run
 from wn_onnx.engine.stacking import stacking_is_exact
 from wn_onnx.graph_passes import (
     ExtractSuffixPass,
@@ -73,9 +73,7 @@ class Routes:
         """The part of the clean graph that computes ``names`` from the input (and nothing
         after them); the few most recent ones are kept."""
         if names not in self._prefixes:
-            model = self.loaded.fresh()
-            ExtractSuffixPass(list(self.loaded.inputs), list(names))(model)
-            self._prefixes[names] = self.sessions.build(model)
+            self._prefixes[names] = self.sessions.build(extracted(self.loaded, list(self.loaded.inputs), list(names)))
             while len(self._prefixes) > PREFIX_CACHE:
                 del self._prefixes[next(iter(self._prefixes))]
         return self._prefixes[names]
@@ -94,7 +92,7 @@ class Routes:
     def clean_logits(self, x: np.ndarray | Inputs) -> np.ndarray:
         """Scored output of the unmodified model (all of onnxruntime's fusions apply)."""
         if self._clean is None:
-            self._clean = self.sessions.build(self.loaded.fresh())
+            self._clean = self.sessions.build(self.loaded.proto)
         return run(self._clean, (self.loaded.output_name,), self.feeds(x))[0]
 
     def sample_axis(self, name: str, x: np.ndarray | Inputs) -> int | None:
@@ -155,8 +153,8 @@ class Routes:
                 self._suffix[key] = (None, [tensor], True)
             else:
                 axis = self.sample_axis(tensor, x)
-                model = self.loaded.fresh()
-                inputs = suffix_inputs(model.graph, tensor, data_dependent(model.graph))
+                inputs = suffix_inputs(self.loaded.model.graph, tensor, self.live)
+                model = self.loaded.fresh(inputs, [self.loaded.output_name])
                 ExtractSuffixPass(inputs, [self.loaded.output_name])(model)
                 value, probed = model.graph.inputs[0], self._probed(tensor, x)
                 if value.shape is None:  # shape inference lost it; the probe saw its rank
@@ -182,7 +180,7 @@ class Routes:
             if not chain:
                 self._routes[key] = Route(point.tensor, None, spec, *self.suffix(point.tensor, spec, x))
             else:
-                model = self.loaded.fresh()
+                model = self.loaded.fresh([point.tensor], [chain[-1]])
                 ExtractSuffixPass([point.tensor], [chain[-1]])(model)
                 LinearPartPass()(model)
                 additive = NoiseSpec("add")

@@ -11,10 +11,13 @@ import io
 import warnings
 
 import numpy as np
+import onnx
 import onnx_ir as ir
 import onnxruntime as ort
 
 from wn_onnx.errors import DeviceError, ModelError, WnError
+from wn_onnx.graph_passes import ExtractSuffixPass
+from wn_onnx.io.model import LoadedModel
 
 
 def providers_for(device: str) -> list[str]:
@@ -45,9 +48,9 @@ class Sessions:
             self.options.intra_op_num_threads = threads
             self.options.inter_op_num_threads = 1
 
-    def build(self, model: ir.Model) -> ort.InferenceSession:
+    def build(self, model: ir.Model | onnx.ModelProto) -> ort.InferenceSession:
         """A session of ``model``; failures are WnErrors."""
-        proto = ir.to_proto(model)
+        proto = model if isinstance(model, onnx.ModelProto) else ir.to_proto(model)
         try:
             with warnings.catch_warnings():  # a provider that is not there is reported below, once
                 warnings.simplefilter("ignore")
@@ -62,6 +65,17 @@ class Sessions:
                 "it would silently run on the CPU — use --device cpu, or fix the CUDA setup"
             )
         return session
+
+
+def extracted(loaded: LoadedModel, inputs: list[str], outputs: list[str]) -> ir.Model | onnx.ModelProto:
+    """The graph computing ``outputs`` from ``inputs``: copied as that part alone where it can be
+    (:meth:`LoadedModel.part`, no parse into onnx_ir and back), else cut from a whole copy."""
+    part = loaded.part(inputs, outputs)
+    if part is not None:
+        return part
+    model = loaded.fresh()
+    ExtractSuffixPass(inputs, outputs)(model)
+    return model
 
 
 def run(session: ort.InferenceSession, names: tuple[str, ...], feeds: dict) -> list[np.ndarray]:

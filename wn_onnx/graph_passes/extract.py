@@ -21,6 +21,8 @@ from wn_onnx.graph_passes.points import subgraphs
 def _lookup(graph: ir.Graph, names: Sequence[str]) -> list[ir.Value]:
     """The values ``names`` of ``graph``; one inside an If branch is brought out first (:func:`hoist`)."""
     table = values_by_name(graph)
+    if all(n in table for n in names):  # the common case: no walk through the If branches
+        return [table[n] for n in names]
     inner = values_by_name(graph, inner=True)
     missing = [n for n in names if n not in inner]
     if missing:

@@ -32,9 +32,8 @@ def values_by_name(graph: ir.Graph, inner: bool = False) -> dict[str, ir.Value]:
     """Every named value of the graph: inputs, initializers and node outputs; ``inner``: the
     node outputs inside If branches too (the graph's own values win a name clash)."""
     table = {v.name: v for v in graph.inputs if v.name}
-    table.update({name: v for name, v in graph.initializers.items()})
-    for node in graph:
-        table.update({v.name: v for v in node.outputs if v.name})
+    table.update(graph.initializers)
+    table.update((v.name, v) for node in graph for v in node.outputs if v.name)  # one pass: long graphs
     if inner:
         for node in graph:
             if node.op_type == "If":

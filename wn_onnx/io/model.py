@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -60,10 +61,77 @@ class LoadedModel:
         first = self.input_shape[0] if self.input_shape else None
         return first if isinstance(first, int) else None
 
-    def fresh(self) -> ir.Model:
+    def fresh(self, inputs: Sequence[str] = (), outputs: Sequence[str] = ()) -> ir.Model:
         """A private copy to run passes on (passes work in place): parsed from the model serialized
-        once, since a scan derives a few graphs per point."""
-        return ir.from_proto(onnx.ModelProto.FromString(self._serialized))
+        once, since a scan derives a few graphs per point. With ``outputs``: only the part that
+        computes them from ``inputs`` is parsed (see :meth:`part`); the caller still cuts it
+        (ExtractSuffixPass), which a graph with control flow needs."""
+        part = self.part(inputs, outputs) if outputs else None
+        return ir.from_proto(part if part is not None else onnx.ModelProto.FromString(self._serialized))
+
+    def part(self, inputs: Sequence[str], outputs: Sequence[str]) -> onnx.ModelProto | None:
+        """The graph cut to the nodes that compute ``outputs`` from ``inputs`` (its inputs: those,
+        then any other graph input reached), copied node by node from the serialized model: a
+        point's prefix or suffix of a chain of 50,000 nodes costs its own size, not the whole
+        graph's (docs/design.md, "Long graphs"). None for a graph with control flow, whose bodies read
+        values of the enclosing graph that no node input names."""
+        if self._parts is None:
+            return None
+        head, node_index, values, initializers, value_info = self._parts
+        stop, keep, seen, frontier = set(inputs), set(), set(), [values[n] for n in outputs]
+        reached_inputs = []
+        while frontier:
+            value = frontier.pop()
+            if value in seen:
+                continue
+            seen.add(value)
+            node = value.producer()
+            if value.name in stop or node is None:
+                if not value.is_initializer():
+                    reached_inputs.append(value.name)
+                continue
+            keep.add(node)
+            frontier.extend(v for v in node.inputs if v is not None)
+        small = onnx.ModelProto()
+        small.CopyFrom(head)
+        graph, base = small.graph, self.proto.graph
+        graph.node.extend(base.node[i] for i in sorted(node_index[n] for n in keep))
+        graph.initializer.extend(initializers[v.name] for v in seen if v.name in initializers)
+        graph.sparse_initializer.extend(base.sparse_initializer)
+        names = dict.fromkeys([*inputs, *reached_inputs])
+        graph.input.extend(ir.serde.serialize_value(values[n]) for n in names)
+        graph.output.extend(ir.serde.serialize_value(values[n]) for n in outputs)
+        produced = (o.name for n in keep for o in n.outputs)
+        graph.value_info.extend(value_info[n] for n in produced if n in value_info and n not in names)
+        return small
+
+    @functools.cached_property
+    def proto(self) -> onnx.ModelProto:
+        """The model as a protobuf, parsed once (sessions of the whole graph are built from it): not to be modified."""
+        return onnx.ModelProto.FromString(self._serialized)
+
+    @functools.cached_property
+    def _parts(self) -> tuple | None:
+        """What :meth:`fresh` copies a part of the graph from: the model without its graph, each
+        node's position in the serialized graph, values, initializers and value infos by name."""
+        graph = self.model.graph
+        if any(
+            a.type in (ir.AttributeType.GRAPH, ir.AttributeType.GRAPHS) for n in graph for a in n.attributes.values()
+        ):
+            return None
+        head = onnx.ModelProto()
+        head.CopyFrom(self.proto)
+        head.graph.Clear()
+        head.graph.name = self.proto.graph.name
+        values = {v.name: v for v in (*graph.inputs, *graph.initializers.values()) if v.name}
+        values.update({v.name: v for n in graph for v in n.outputs if v.name})
+        return (
+            head,
+            {n: i for i, n in enumerate(graph)},
+            values,
+            {t.name: t for t in self.proto.graph.initializer},
+            {v.name: v for v in self.proto.graph.value_info},
+        )
 
     @functools.cached_property
     def _serialized(self) -> bytes:
@@ -229,7 +297,9 @@ def describe(model: ir.Model, path: str, output: str | None = None) -> LoadedMod
     if output is not None:
         named = [v for v in graph.outputs if v.name == output]
         if not named:
-            raise ModelError(f"{path}: no graph output {output!r} (outputs: {', '.join(v.name for v in graph.outputs)})")
+            raise ModelError(
+                f"{path}: no graph output {output!r} (outputs: {', '.join(v.name for v in graph.outputs)})"
+            )
         if named[0] not in outs:
             raise ModelError(f"{path}: output {output!r} is not a float tensor; it cannot be scored")
     scored = named[0] if output is not None else outs[0]

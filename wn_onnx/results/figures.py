@@ -49,11 +49,23 @@ def _text(s: object) -> str:
     return str(s).replace("$", r"\$")
 
 
-def _curves(report: dict) -> list[tuple[str, dict]]:
-    items = [(_text(point_label(p)), p) for p in report.get("points", []) if p["status"] != FAILED]
+MAX_CURVES = 48  # accuracy-vs-σ panels per report by default: a figure of 3,600 panels does not render
+DENSE = 60  # per-point figures with more columns than this label every few points only
+
+
+def _curves(report: dict, limit: int | None = MAX_CURVES) -> tuple[list[tuple[str, dict]], str]:
+    """The curves drawn (in point order, the global curve last) and, when not all points are,
+    which: the ``limit`` with the lowest μ — the most fragile — then those without a μ."""
+    points = [p for p in report.get("points", []) if p["status"] != FAILED]
+    note = ""
+    if limit and len(points) > limit:
+        kept = sorted(points, key=lambda p: (p["mu"] is None, p["mu"] if p["mu"] is not None else 0.0))[:limit]
+        note = f"{limit} of {len(points)} points drawn: the {limit} with the lowest μ"
+        points = sorted(kept, key=lambda p: p["index"])
+    items = [(_text(point_label(p)), p) for p in points]
     if report.get("global"):
         items.append((f"global ({len(report['global'].get('points', []))} points)", report["global"]))
-    return items
+    return items, note
 
 
 def _log_axis(sigmas: np.ndarray) -> bool:
@@ -113,17 +125,19 @@ def _clean_slot(ax: plt.Axes, lo: float, hi: float, label: str = "0") -> tuple[f
     return x0, step
 
 
-def curves_figure(report: dict, columns: int = 3) -> plt.Figure:
+def curves_figure(report: dict, columns: int = 3, limit: int | None = MAX_CURVES) -> plt.Figure:
     """Fig. 1 style: accuracy vs σ, one panel per point (and the global curve), clean accuracy as a
-    reference line and drawn at σ = 0, the fit, μ with its error band, NaN outputs marked."""
-    items = _curves(report)
+    reference line and drawn at σ = 0, the fit, μ with its error band, NaN outputs marked.
+    With more than ``limit`` points (None or 0: no limit) only the ``limit`` with the lowest μ get
+    a panel, and the title says so."""
+    items, selected = _curves(report, limit)
     if not items:
         raise ValueError("the report holds no curves")
     columns = min(columns, len(items))
     rows = -(-len(items) // columns)
     fig, axes = plt.subplots(
-        rows, columns, figsize=(max(3.4, 2.4 * columns), 2.0 * rows + 0.7), squeeze=False, sharey=True
-    )
+        rows, columns, figsize=(max(3.4, 2.4 * columns), 2.0 * rows + 0.7), squeeze=False
+    )  # not sharey: every shared axes is a sibling of every other, which costs quadratic time in the panels
     for ax in axes.flat[len(items) :]:
         ax.axis("off")
     clean = report.get("clean_accuracy")
@@ -183,6 +197,8 @@ def curves_figure(report: dict, columns: int = 3) -> plt.Figure:
         ax.set_ylim(-0.03, 1.03)
     for row in axes:
         row[0].set_ylabel("accuracy")
+        for ax in row[1:]:
+            ax.tick_params(labelleft=False)  # one y scale per row, as shared axes would show it
     handles: dict = {}
     for ax in axes.flat:
         for h, lb in zip(*ax.get_legend_handles_labels(), strict=True):
@@ -190,14 +206,18 @@ def curves_figure(report: dict, columns: int = 3) -> plt.Figure:
     ncol = min(4 if columns > 1 else 2, len(handles))
     fig.legend(handles.values(), handles.keys(), loc="lower center", ncol=ncol, frameon=False)
     noise = report.get("noise", {})
-    fig.suptitle(
+    title = (
         f"accuracy vs σ · {' '.join(filter(None, (noise.get('kind', '?'), noise.get('order'))))} noise"
         + (" · " if columns > 1 else "\n")
         + _text(Path(str(report.get("model", ""))).name)
+        + (f"\n{selected}" if selected else "")
     )
     legend = 0.17 * -(-len(handles) // ncol) + 0.05  # inches under the panels for the legend
-    fig.set_figheight(2.0 * rows + 0.55 + legend + (0.2 if columns == 1 else 0))
-    fig.tight_layout(rect=(0, legend / fig.get_figheight(), 1, 1))
+    top = 0.17 * (title.count("\n") + 1) + 0.1  # inches above them for the title
+    height = 2.0 * rows + 0.2 + legend + top
+    fig.set_figheight(height)
+    fig.suptitle(title, y=1 - 0.05 / height, va="top")  # placed in inches: tall figures overlapped it
+    fig.tight_layout(rect=(0, legend / height, 1, 1 - top / height))
     return fig
 
 
@@ -256,8 +276,20 @@ def _per_point_axes(reports: list[dict], labels: list[str] | None, height: float
     columns, _ = align(reports)
     if not columns:
         raise ValueError("the reports share no walking point")
-    fig, ax = plt.subplots(figsize=(max(3.4, 0.32 * len(columns) + 3.0), height))
+    fig, ax = plt.subplots(figsize=(min(max(3.4, 0.32 * len(columns) + 3.0), 0.32 * DENSE + 3.0), height))
     return columns, _labels(reports, labels), fig, ax, np.arange(len(columns))
+
+
+def _point_ticks(ax: plt.Axes, columns: list[list[dict | None]], x: np.ndarray) -> None:
+    """One "index tensor" label per point, or with more than DENSE points (a figure that stays
+    readable on a page) the index of every few points: the names are in the μ table."""
+    if len(columns) <= DENSE:
+        ax.set_xticks(x, [_column_label(col) for col in columns], rotation=60, ha="right", rotation_mode="anchor")
+        ax.set_xlabel("noise point (index, tensor)")
+        return
+    ticks = x[:: -(-len(columns) // 20)]
+    ax.set_xticks(ticks, [str(next(p for p in columns[i] if p is not None)["index"]) for i in ticks])
+    ax.set_xlabel("noise point (index of the first report; names in the μ table)")
 
 
 def mu_figure(reports: list[dict], labels: list[str] | None = None) -> plt.Figure:
@@ -265,6 +297,7 @@ def mu_figure(reports: list[dict], labels: list[str] | None = None) -> plt.Figur
     status-coded markers, error bars kept above zero, μ below the grid clipped and marked as bound."""
     columns, labels, fig, ax, x = _per_point_axes(reports, labels, height=3.2)
     width = 0.6 / len(reports)
+    ms, cap = (5, 2) if len(columns) <= DENSE else (2, 0)  # thousands of points: small marks
     seen_status, clipped = set(), False
     floor_all = min(_lowest_sigma(p) for col in columns for p in col if p is not None)
     top_all, bottom = floor_all, np.inf
@@ -290,18 +323,17 @@ def mu_figure(reports: list[dict], labels: list[str] | None = None) -> plt.Figur
             sel = np.flatnonzero(k)
             ok = status == "ok"
             ax.errorbar(np.array(xs)[sel], np.array(mus)[sel], yerr=[np.array(lows)[sel], np.array(highs)[sel]],
-                        fmt=STATUS_MARK.get(status, "o"), color=f"C{j}", mfc=None if ok else "none", ms=5, capsize=2,
+                        fmt=STATUS_MARK.get(status, "o"), color=f"C{j}", mfc=None if ok else "none", ms=ms, capsize=cap,
                         ls="none", gid=f"mu-{status}")  # fmt: skip
         ax.plot([], [], "o", color=f"C{j}", label=labels[j])
         g = r.get("global") or {}
         if g.get("mu") is not None and g["mu"] >= floor_all:
             ax.axhline(g["mu"], color=f"C{j}", ls=":", lw=1, label=f"global μ ({labels[j]})", gid="global-mu")
             top_all, bottom = max(top_all, g["mu"]), min(bottom, g["mu"])
-    ax.set_xticks(x, [_column_label(col) for col in columns], rotation=60, ha="right", rotation_mode="anchor")
+    _point_ticks(ax, columns, x)
     ax.set_yscale("log")
     ax.set_ylim(floor_all / 2 if clipped or not np.isfinite(bottom) else max(floor_all / 2, bottom / 3), top_all * 3)
     ax.set_xlim(-0.6, len(columns) - 0.4)
-    ax.set_xlabel("noise point (index, tensor)")
     ax.set_ylabel("μ (midpoint σ)")
     ax.set_title("μ per point (dotted: global μ; higher is more robust)")
     for status in sorted(seen_status - {"ok"}):
@@ -333,14 +365,18 @@ def preserved_figure(reports: list[dict], labels: list[str] | None = None) -> pl
         errs = np.array([e[0] for _, e in stats]) / clean
         yerr = [np.minimum(errs, values), np.minimum(errs, np.maximum(1.05 - values, 0))]
         largest = max(col[j]["sigmas"][-1] for col in columns if col[j] is not None)
-        ax.bar(x[idx] + (j - (len(reports) - 1) / 2) * width, values, width, yerr=yerr, capsize=2, label=f"{labels[j]} (σ = {largest:.3g})",
-               color=f"C{j}", error_kw={"elinewidth": 0.8, "gid": "preserved-err"}, gid="preserved")  # fmt: skip
+        xs, label = x[idx] + (j - (len(reports) - 1) / 2) * width, f"{labels[j]} (σ = {largest:.3g})"
+        if len(columns) > DENSE:  # thousands of bars (one patch each) take tens of seconds: lines, one collection
+            ax.vlines(xs, 0, values, color=f"C{j}", lw=1, label=label, gid="preserved")
+            ax.errorbar(xs, values, yerr=yerr, fmt="none", ecolor="0.3", elinewidth=0.5, gid="preserved-err")
+        else:
+            ax.bar(xs, values, width, yerr=yerr, capsize=2, label=label, color=f"C{j}",
+                   error_kw={"elinewidth": 0.8, "gid": "preserved-err"}, gid="preserved")  # fmt: skip
 
         if r.get("chance"):
             ax.axhline(r["chance"] / clean, color=f"C{j}", ls=":", lw=1, gid="chance-line")
     ax.axhline(1.0, color="0.4", ls="--", lw=0.8, label="clean accuracy", gid="clean-line")
-    ax.set_xticks(x, [_column_label(col) for col in columns], rotation=60, ha="right", rotation_mode="anchor")
-    ax.set_xlabel("noise point (index, tensor)")
+    _point_ticks(ax, columns, x)
     ax.set_ylabel("accuracy preserved")
     ax.set_title("accuracy at the largest σ / clean accuracy (dotted: chance)")
     ax.set_ylim(0, 1.08)
@@ -457,11 +493,20 @@ def mu_table_html(reports: list[dict], labels: list[str]) -> str:
 
 
 def build_report(
-    reports: list[dict], labels: list[str] | None = None, html_path: Path | None = None, figure_dir: Path | None = None
+    reports: list[dict],
+    labels: list[str] | None = None,
+    html_path: Path | None = None,
+    figure_dir: Path | None = None,
+    curves: int | None = MAX_CURVES,
 ) -> tuple[list[Path], list[str]]:
-    """Write the figures (PNG + SVG) and/or the HTML page; returns (files written, warnings)."""
+    """Write the figures (PNG + SVG) and/or the HTML page; returns (files written, warnings).
+    ``curves``: accuracy-vs-σ panels per report (the lowest μ first; None or 0: every point)."""
     labels = labels or [Path(str(r.get("model", f"report {i + 1}"))).stem for i, r in enumerate(reports)]
     _, notes = align(reports)
+    for lb, r in zip(labels, reports, strict=True):
+        selected = _curves(r, curves)[1]
+        if selected:
+            notes.append(f"{lb}: accuracy vs σ: {selected}; μ of every point is in the μ figure and table (--curves N)")
     figures: list[tuple[str, str, plt.Figure]] = []  # (title, file stem, figure)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -471,7 +516,7 @@ def build_report(
                 ("accuracy preserved at the largest σ", "preserved_accuracy", preserved_figure(reports, labels))
             )
         for i, (lb, r) in enumerate(zip(labels, reports, strict=True)):
-            figures.append((f"accuracy vs σ — {lb}", f"curves_{i + 1}", curves_figure(r)))
+            figures.append((f"accuracy vs σ — {lb}", f"curves_{i + 1}", curves_figure(r, limit=curves)))
     written: list[Path] = []
     if figure_dir is not None:
         for _, stem, fig in figures:

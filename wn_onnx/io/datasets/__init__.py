@@ -134,7 +134,7 @@ def load_split(
         elif name == "cifar10":
             from wn_onnx.io.datasets.cifar import CLASSES, cifar10
 
-            images, y = cifar10(folder, split)
+            images, y = cifar10(folder, split, limit if limit_mode == "first" else None)
             x, info = normalise(images, info), DatasetInfo(**{**info.__dict__, "classes": CLASSES})
         elif name == "svhn":
             from wn_onnx.io.datasets.svhn import svhn

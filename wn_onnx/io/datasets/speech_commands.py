@@ -15,6 +15,7 @@ from scipy.io import wavfile
 
 from wn_onnx.errors import DataError
 from wn_onnx.io.datasets.mfcc import CLIP, SAMPLE_RATE, mfcc
+from wn_onnx.io.safeio import check_budget
 
 WORDS = ["yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go"]
 CLASSES = [*WORDS, "_silence_", "_unknown_"]
@@ -24,14 +25,19 @@ SILENCE_FRACTION = UNKNOWN_FRACTION = 0.1
 BACKGROUND_FREQUENCY, BACKGROUND_VOLUME = 0.8, 0.1
 
 
-def read_wav(path: Path) -> np.ndarray:
-    """Mono float samples in [-1, 1]; 16 kHz required."""
+def read_wav(path: Path, samples: int | None = None) -> np.ndarray:
+    """Mono float samples in [-1, 1]; 16 kHz required. The file is memory-mapped, so a data chunk
+    that declares more bytes than the file holds is refused instead of allocated, and only the
+    first ``samples`` are copied out (a clip needs one second)."""
+    if samples is None:
+        check_budget(4 * path.stat().st_size, str(path))  # float32 samples from (at least) bytes
     try:
-        rate, data = wavfile.read(path)
+        rate, data = wavfile.read(path, mmap=True)
     except (ValueError, OSError) as err:
         raise DataError(f"{path}: not a readable WAV file ({err})") from None
     if rate != SAMPLE_RATE:
         raise DataError(f"{path}: sample rate {rate} Hz, expected {SAMPLE_RATE}")
+    data = data[:samples]
     if data.ndim > 1:
         data = data[:, 0]
     if data.dtype.kind == "i":
@@ -85,7 +91,7 @@ def speech_commands(root: Path, split: str, seed: int = 0) -> tuple[np.ndarray, 
     feats = np.empty((len(items), 1, 49, 10), np.float32)
     labels = np.empty(len(items), np.int64)
     for i, (rel, label) in enumerate(items):
-        audio = np.zeros(CLIP, np.float32) if rel is None else read_wav(root / rel)
+        audio = np.zeros(CLIP, np.float32) if rel is None else read_wav(root / rel, CLIP)
         if split == "train" and noise and (label == SILENCE or rng.random() < BACKGROUND_FREQUENCY):
             clip = noise[rng.integers(len(noise))]
             start = rng.integers(0, max(1, len(clip) - CLIP))
