@@ -94,7 +94,7 @@ def test_nan_breakdown_is_a_drop_not_not_reached(tmp_path):
     loaded = load_model(str(path))
     spec = NoiseSpec("add")
     st = SweepSettings(np.logspace(-1, 3, 25), spec, repeats=2, seed=0)
-    report = run_scan(loaded, Dataset(x[500:900], digits.target[500:900], "digits"), st, ScanRequest(mode="walking", at="op:Add"))
+    report = run_scan(loaded, Dataset(x[500:900], digits.target[500:900], "digits"), st, ScanRequest(mode="walking", at="op:Add", granularity="op"))
     (curve,) = report["points"]
     assert np.sum(curve["nonfinite"]) > 0  # NaNs happened and were counted
     assert curve["status"] != "not-reached" and curve["mu"] < 1e3
