@@ -678,8 +678,10 @@ def test_damaged_npz_containers(ws):
     for name, (payload, message) in cases.items():
         (ws / name).write_bytes(payload)
         refused_untouched(ws, message, "scan", "m.onnx", "--data", name, *FAST)
-    np.save(ws / "plain.npy", np.ones((6, 4), np.float32))
-    refused_untouched(ws, "not a readable .npz archive", "scan", "m.onnx", "--data", "plain.npy", *FAST)
+    np.save(ws / "plain.npy", np.ones((6, 4), np.float32))  # streamed inputs: labels must come with them
+    refused_untouched(ws, "no labels (give them as a .npy", "scan", "m.onnx", "--data", "plain.npy", *FAST)
+    (ws / "junk.npy").write_bytes(b"not an array")
+    refused_untouched(ws, "junk.npy is not an npy array", "scan", "m.onnx", "--data", "junk.npy", *FAST)
 
 
 def test_labels_must_be_one_per_sample(ws):

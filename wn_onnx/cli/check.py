@@ -20,8 +20,10 @@ from wn_onnx.cli.common import (
     Granularity,
     GranularityOption,
     Kind,
+    LabelsOption,
     LimitMode,
     LimitModeOption,
+    MemoryOption,
     Mode,
     OrderOption,
     OutputOption,
@@ -32,6 +34,7 @@ from wn_onnx.cli.common import (
     ThreadsOption,
     err,
     load_data,
+    memory_bytes,
     noise_spec,
 )
 from wn_onnx.errors import WnError
@@ -41,7 +44,10 @@ from wn_onnx.io.safeio import guard_outputs, write_json, write_text
 
 def check_command(
     model: Annotated[Path, typer.Argument(help="The ONNX model to gate.")],
-    data: Annotated[Path | None, typer.Option(help=".npz with x (and y unless --label-free).")] = None,
+    data: Annotated[
+        Path | None, typer.Option(help=".npz with x (and y unless --label-free); or streamed, as for scan --data.")
+    ] = None,
+    labels: LabelsOption = None,
     dataset_name: DatasetOption = None,
     split: SplitOption = None,
     data_dir: DataDirOption = None,
@@ -84,9 +90,10 @@ def check_command(
     output: OutputOption = None,
     device: Annotated[Device | None, typer.Option(help="Execution provider (default cpu).")] = None,
     granularity: GranularityOption = Granularity.layer,
+    memory: MemoryOption = None,
 ) -> None:
     """Fail CI when a model's robustness falls below a floor or drops against a baseline."""
-    guard_outputs([junit_path, summary, out_path], [model, data, config, baseline])
+    guard_outputs([junit_path, summary, out_path], [model, data, labels, config, baseline])
     try:
         verdicts, report = _run(**locals())
     except WnError as e:
@@ -100,9 +107,10 @@ def check_command(
     sys.exit(1 if failed else 0)
 
 
-def _run(model, data, dataset_name, split, data_dir, feed, metric, config, noise, order, sigma_ratio, sigma_mul,
-         sigma_add, sigmas, mode, at, repeats, seed, limit, limit_mode, batch_size, threads, label_free, estimator, tolerance, min_mu,
-         global_min_mu, baseline, max_mu_drop, junit_path, summary, out_path, output, device, granularity):  # fmt: skip
+def _run(model, data, labels, dataset_name, split, data_dir, feed, metric, config, noise, order, sigma_ratio, sigma_mul,
+         sigma_add, sigmas, mode, at, repeats, seed, limit, limit_mode, batch_size, threads, label_free, estimator, tolerance,
+         min_mu, global_min_mu, baseline, max_mu_drop, junit_path, summary, out_path, output, device, granularity,
+         memory):  # fmt: skip
     from wn_onnx.engine import SweepSettings
     from wn_onnx.gate import Policy, evaluate_policy, junit, load_config, markdown, parse_drop
     from wn_onnx.io.model import load_model
@@ -131,7 +139,7 @@ def _run(model, data, dataset_name, split, data_dir, feed, metric, config, noise
     loaded = load_model(model, pick(output, "output"))
     feeds = feed if feed is not None else conf.get("feed")
     dataset = load_data(loaded, data, dataset_name, split, data_dir, pick(limit, "limit"), limit_mode, not free,
-                        [feeds] if isinstance(feeds, str) else feeds)  # fmt: skip
+                        [feeds] if isinstance(feeds, str) else feeds, labels)  # fmt: skip
     base_report = load_report(base_path) if base_path else None
     policy = Policy(pick(min_mu, "min_mu"), pick(global_min_mu, "global_min_mu"), parse_drop(pick(max_mu_drop, "max_mu_drop")),
                     list(conf.get("points", {}).items()))  # fmt: skip
@@ -143,7 +151,7 @@ def _run(model, data, dataset_name, split, data_dir, feed, metric, config, noise
                        int(pick(batch_size, "batch_size", 1024)), metric=scoring)  # fmt: skip
     req = ScanRequest(mode=mode.value if mode else conf.get("mode", "both"), at=pick(at, "at"), label_free=free,
                       device=Device(pick(device, "device", "cpu")).value, threads=threads,
-                      granularity=granularity.value,
+                      granularity=granularity.value, memory=memory_bytes(memory),
                       tolerance=float(pick(tolerance, "tolerance", 0.05)),
                       estimator=estimator.value if estimator else conf.get("estimator", "grid"))  # fmt: skip
     report = run_scan(loaded, dataset, st, req)
