@@ -493,6 +493,8 @@ def _member_header(path: Path, name: str) -> tuple[tuple[int, ...], np.dtype]:
                 raise DataError(f"{path}: no array named {name!r}")
             with archive.open(f"{name}.npy") as f:
                 shape, _, dtype = npy_header(f, f"{path}: member '{name}.npy'")
+    except WnError:
+        raise
     except NPZ_ERRORS as err:
         raise DataError(f"{path}: not a readable .npz archive ({type(err).__name__})") from None
     return shape, dtype
@@ -510,8 +512,13 @@ def _shard_labels(shards: list[Path]) -> np.ndarray | None:
     """Every shard's y (labels are small), or None when no shard has one."""
     found = []
     for s in shards:
-        with zipfile.ZipFile(s) as archive:
-            found.append(read_npz_member(archive, "y.npy", str(s)) if "y.npy" in archive.namelist() else None)
+        try:
+            with zipfile.ZipFile(s) as archive:
+                found.append(read_npz_member(archive, "y.npy", str(s)) if "y.npy" in archive.namelist() else None)
+        except WnError:
+            raise
+        except NPZ_ERRORS as err:
+            raise DataError(f"{s}: not a readable .npz archive ({type(err).__name__})") from None
     if all(f is None for f in found):
         return None
     if any(f is None for f in found):
