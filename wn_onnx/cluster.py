@@ -50,6 +50,22 @@ def _global_task(token: str, setup: tuple, points: list[Point], st: SweepSetting
     return own["engine"].global_sweep(points, own["data"], st, lambda _n: None, own["reference"], None, scale)
 
 
+def connect(workers: int, scheduler: str | None, timeout: float = 10.0):
+    """A Dask client: an existing scheduler, or a LocalCluster of real worker processes."""
+    from distributed import Client, LocalCluster
+
+    try:
+        if scheduler:
+            return Client(scheduler, timeout=timeout), None
+        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
+                               dashboard_address=None, silence_logs=50)  # fmt: skip
+        return Client(cluster, timeout=timeout), cluster
+    except (OSError, TimeoutError, ValueError, TypeError) as err:  # unreachable, or not an address at all
+        raise WnError(
+            f"cannot reach the Dask scheduler {scheduler or 'LocalCluster'} within {timeout:g} s ({type(err).__name__})"
+        ) from None
+
+
 class Cluster:
     """A Dask client with this scan's setup on every worker."""
 
@@ -58,8 +74,6 @@ class Cluster:
 
     @classmethod
     def start(cls, req, engine: Engine, data: Dataset, reference: np.ndarray) -> Cluster:
-        from wn_onnx.training.sweep import connect
-
         client, local = connect(req.workers, req.scheduler)
         threads = req.threads or (max(1, (os.cpu_count() or 1) // req.workers) if local is not None else 0)
         setup = (engine.loaded.path, engine.loaded.output_name, data.x, data.y, engine.providers, threads, reference,
