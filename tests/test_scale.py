@@ -9,6 +9,7 @@ import zipfile
 import numpy as np
 import onnx
 import pytest
+from conftest import wn
 from onnx import TensorProto, helper, numpy_helper
 
 from wn_onnx.engine import SweepSettings
@@ -153,3 +154,21 @@ def test_dask_cluster_scan_equals_the_serial_one():
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=":0") as cluster:
         spread = run_scan(loaded, data, st, ScanRequest(mode="both", at="2-5", scheduler=cluster.scheduler_address))
     assert curves(spread) == curves(serial)
+
+
+def test_commands_take_streamed_data_and_a_memory_budget(tmp_path):
+    """check (a folder: its --labels is the opposite of --label-free) and analyze with --memory on
+    x.npy + y.npy, scan with --labels; a bad --memory is one line."""
+    whole = load_npz(DEFAULT_DATA, limit=90)
+    np.save(tmp_path / "x.npy", whole.x)
+    np.save(tmp_path / "y.npy", whole.y)
+    data = ["--data", tmp_path / "x.npy", "--labels", tmp_path / "y.npy"]
+    gate = wn("check", DEFAULT_MODEL, "--data", tmp_path, "--at", "3", "--sigmas", "log:1e-2:1e2:5", "--repeats", "1",
+              "--min-mu", "0", "--memory", "2G", "--batch-size", "32", "--threads", "1", cwd=tmp_path)  # fmt: skip
+    assert gate.returncode == 0, gate.stderr
+    mixed = wn("analyze", "mixed", DEFAULT_MODEL, "--data", tmp_path, "--at", "3", "--sigma-mul", "0.1,1",
+               "--sigma-add", "0.1,1", "--repeats", "1", "--memory", "1G", "--out", tmp_path / "m.json", cwd=tmp_path)  # fmt: skip
+    assert mixed.returncode == 0, mixed.stderr
+    assert wn("scan", DEFAULT_MODEL, *data, "--at", "3", "--sigmas", "0.1,1", "--repeats", "1", "--quiet").returncode == 0
+    bad = wn("scan", DEFAULT_MODEL, *data, "--memory", "lots", cwd=tmp_path)
+    assert bad.returncode == 2 and "memory size 'lots'" in bad.stderr

@@ -20,7 +20,6 @@ from wn_onnx.cli.common import (
     Granularity,
     GranularityOption,
     Kind,
-    LabelsOption,
     LimitMode,
     LimitModeOption,
     MemoryOption,
@@ -45,9 +44,9 @@ from wn_onnx.io.safeio import guard_outputs, write_json, write_text
 def check_command(
     model: Annotated[Path, typer.Argument(help="The ONNX model to gate.")],
     data: Annotated[
-        Path | None, typer.Option(help=".npz with x (and y unless --label-free); or streamed, as for scan --data.")
+        Path | None,
+        typer.Option(help=".npz with x (and y unless --label-free); or streamed: a .npy, a folder of x.npy + y.npy or of .npz shards."),
     ] = None,
-    labels: LabelsOption = None,
     dataset_name: DatasetOption = None,
     split: SplitOption = None,
     data_dir: DataDirOption = None,
@@ -93,7 +92,7 @@ def check_command(
     memory: MemoryOption = None,
 ) -> None:
     """Fail CI when a model's robustness falls below a floor or drops against a baseline."""
-    guard_outputs([junit_path, summary, out_path], [model, data, labels, config, baseline])
+    guard_outputs([junit_path, summary, out_path], [model, data, config, baseline])
     try:
         verdicts, report = _run(**locals())
     except WnError as e:
@@ -107,7 +106,7 @@ def check_command(
     sys.exit(1 if failed else 0)
 
 
-def _run(model, data, labels, dataset_name, split, data_dir, feed, metric, config, noise, order, sigma_ratio, sigma_mul,
+def _run(model, data, dataset_name, split, data_dir, feed, metric, config, noise, order, sigma_ratio, sigma_mul,
          sigma_add, sigmas, mode, at, repeats, seed, limit, limit_mode, batch_size, threads, label_free, estimator, tolerance,
          min_mu, global_min_mu, baseline, max_mu_drop, junit_path, summary, out_path, output, device, granularity,
          memory):  # fmt: skip
@@ -139,7 +138,7 @@ def _run(model, data, labels, dataset_name, split, data_dir, feed, metric, confi
     loaded = load_model(model, pick(output, "output"))
     feeds = feed if feed is not None else conf.get("feed")
     dataset = load_data(loaded, data, dataset_name, split, data_dir, pick(limit, "limit"), limit_mode, not free,
-                        [feeds] if isinstance(feeds, str) else feeds, labels)  # fmt: skip
+                        [feeds] if isinstance(feeds, str) else feeds)  # fmt: skip
     base_report = load_report(base_path) if base_path else None
     policy = Policy(pick(min_mu, "min_mu"), pick(global_min_mu, "global_min_mu"), parse_drop(pick(max_mu_drop, "max_mu_drop")),
                     list(conf.get("points", {}).items()))  # fmt: skip
