@@ -172,3 +172,21 @@ def test_commands_take_streamed_data_and_a_memory_budget(tmp_path):
     assert wn("scan", DEFAULT_MODEL, *data, "--at", "3", "--sigmas", "0.1,1", "--repeats", "1", "--quiet").returncode == 0
     bad = wn("scan", DEFAULT_MODEL, *data, "--memory", "lots", cwd=tmp_path)
     assert bad.returncode == 2 and "memory size 'lots'" in bad.stderr
+
+
+def test_one_npy_per_input_streams_a_model_with_several_inputs(tmp_path):
+    """A folder of top.npy and bot.npy for a two-input model: the report (config hash included) of
+    the same arrays given in memory."""
+    from deployed import build
+
+    import wn_onnx
+
+    dep = build(tmp_path)["two_inputs"]
+    arrays = dep.data(21)
+    folder = tmp_path / "stream"
+    folder.mkdir()
+    for name, values in arrays.items():
+        np.save(folder / f"{name}.npy", values)
+    kw = {"label_free": True, "mode": "both", "sigmas": [0, 0.3, 3], "repeats": 2, "batch_size": 8}
+    ref, got = (wn_onnx.scan(dep.path, d, **kw).to_json() for d in ((arrays, None), folder))
+    assert curves(got) == curves(ref) and got["config_hash"] == ref["config_hash"]
