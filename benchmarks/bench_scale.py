@@ -12,18 +12,36 @@ agreement at ≥ 90 % of the curves, ≤ 5 % of the evaluations.
     python benchmarks/bench_scale.py sequential                           # embedded digits MLP, 11 points + global
     python benchmarks/bench_scale.py sequential --noise mul --tolerance 0.05
     python benchmarks/bench_scale.py sequential --arch lenet5 --n 2000 --train-epochs 1 --at 0-15
+
+Part ``memory``: peak resident memory of a walking scan of a few points of a ResNet-18-shaped
+model (224×224, 1000 classes) under ``--memory`` against the same scan with no practical bound
+(``--memory 1T``), each a process of its own (ru_maxrss); the two reports must be identical. The
+net is ResNet-18's layout written here (torchvision is not needed): random weights, BatchNorm
+statistics calibrated on the data (one pass in training mode with a cumulative average),
+exported with BN kept apart (69 points). The data are label-free Gaussian images in a ``.npy``,
+streamed by the scan.
+
+    python benchmarks/bench_scale.py memory --images 48 --at 0,20,40 --memory 1G --sigmas log:1e-2:1e4:3
+
+Measured so (2 shared CPU cores): peak RSS 797 MiB under --memory 1G, 1262 MiB unbounded
+(ratio 0.63), 91 s vs 49 s, the same report.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+import torch
+from torch import nn
 
 from wn_onnx.engine import SweepSettings
+from wn_onnx.engine.memory import peak_rss_of
 from wn_onnx.io.data import Dataset, load_npz
 from wn_onnx.io.embedded import DEFAULT_DATA, DEFAULT_MODEL
 from wn_onnx.io.model import load_model
@@ -91,6 +109,80 @@ def sequential_part(args: argparse.Namespace, work: Path) -> None:
           f"{seconds['grid'] / seconds['sequential']:.2f}")  # fmt: skip
 
 
+class Block(nn.Module):
+    """ResNet's basic block: two 3×3 convs with BN, a 1×1 projection where the shape changes."""
+
+    def __init__(self, cin: int, cout: int, stride: int) -> None:
+        super().__init__()
+        self.conv1, self.bn1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout)
+        self.conv2, self.bn2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False), nn.BatchNorm2d(cout)
+        self.down = (
+            nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+            if stride != 1 or cin != cout
+            else nn.Identity()
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.relu(self.bn1(self.conv1(x)))
+        return torch.relu(self.bn2(self.conv2(y)) + self.down(x))
+
+
+def resnet18(classes: int = 1000) -> nn.Module:
+    layers: list[nn.Module] = [nn.Conv2d(3, 64, 7, 2, 3, bias=False), nn.BatchNorm2d(64), nn.ReLU(), nn.MaxPool2d(3, 2, 1)]
+    cin = 64
+    for cout, stride in ((64, 1), (128, 2), (256, 2), (512, 2)):
+        layers += [Block(cin, cout, stride), Block(cout, cout, 1)]
+        cin = cout
+    return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(512, classes))
+
+
+def calibrated(net: nn.Module, x: np.ndarray) -> nn.Module:
+    """BN running statistics from ``x`` (a cumulative average over batches), then eval mode."""
+    for m in net.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.reset_running_stats()
+            m.momentum = None
+    net.train()
+    with torch.no_grad():
+        for start in range(0, len(x), 16):
+            net(torch.from_numpy(x[start : start + 16]))
+    return net.eval()
+
+
+def scan_peak(model: Path, data: Path, at: str, memory: str, sigmas: str, repeats: int) -> tuple[float, float, dict]:
+    """(peak MiB, seconds, report) of a walking, label-free scan in a process of its own."""
+    argv = [sys.executable, "-m", "wn_onnx", "scan", str(model), "--data", str(data), "--label-free", "--mode", "walking",
+            "--at", at, "--sigmas", sigmas, "--repeats", str(repeats), "--memory", memory, "--json", "--quiet"]  # fmt: skip
+    began = time.perf_counter()
+    peak, done = peak_rss_of(argv)
+    if done.returncode != 0:
+        raise SystemExit(f"scan --memory {memory} failed: {done.stderr.strip()[-500:]}")
+    return peak / 2**20, time.perf_counter() - began, json.loads(done.stdout)
+
+
+def memory_part(args: argparse.Namespace, work: Path) -> None:
+    from wn_onnx.training.export import export_onnx
+
+    torch.manual_seed(0)
+    x = np.random.default_rng(0).standard_normal((args.images, 3, 224, 224)).astype(np.float32)
+    np.save(work / "x.npy", x)
+    net = calibrated(resnet18(), x)
+    model = export_onnx(net, (3, 224, 224), work / "resnet18.onnx")
+    print(f"ResNet-18 shape, 224×224, 1000 classes: {model.stat().st_size / 2**20:.0f} MiB of ONNX; "
+          f"{args.images} label-free images ({x.nbytes / 2**20:.0f} MiB, streamed from .npy); walking points {args.at}")  # fmt: skip
+    rows = {}
+    for memory in (args.memory, "1T"):
+        peak, seconds, report = scan_peak(model, work / "x.npy", args.at, memory, args.sigmas, args.repeats)
+        rows[memory] = (peak, report)
+        print(f"--memory {memory:>4}: peak RSS {peak:7.0f} MiB, {seconds:6.1f} s, "
+              f"μ {[round(p['mu'], 4) if p['mu'] else None for p in report['points']]}")  # fmt: skip
+    (bounded, a), (unbounded, b) = rows[args.memory], rows["1T"]
+    same = [(p["accuracy"], p["mu"]) for p in a["points"]] == [(p["accuracy"], p["mu"]) for p in b["points"]]
+    print(f"bounded / unbounded peak: {bounded / unbounded:.2f}; same report: {same}")
+    if not same:
+        raise SystemExit("the bounded scan's report differs from the unbounded one")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parts = parser.add_subparsers(dest="part", required=True)
@@ -105,11 +197,17 @@ def main() -> None:
     seq.add_argument("--tolerance", type=float, default=0.05)
     seq.add_argument("--batch-size", type=int, default=1024)
     seq.add_argument("--threads", type=int, default=0)
+    mem = parts.add_parser("memory", help="peak memory under --memory against an unbounded scan (ResNet-18 shape)")
+    mem.add_argument("--images", type=int, default=32)
+    mem.add_argument("--at", default="0,20,40")
+    mem.add_argument("--memory", default="1G", help="the budget of the bounded scan")
+    mem.add_argument("--sigmas", default="log:1e-2:1e4:5")
+    mem.add_argument("--repeats", type=int, default=1)
     args = parser.parse_args()
-    if args.arch != "digits" and args.n is None:
+    if args.part == "sequential" and args.arch != "digits" and args.n is None:
         args.n = 2000
     with tempfile.TemporaryDirectory(prefix="wn_scale_") as scratch:
-        sequential_part(args, Path(scratch))
+        (sequential_part if args.part == "sequential" else memory_part)(args, Path(scratch))
 
 
 if __name__ == "__main__":

@@ -2,7 +2,8 @@
 
     python benchmarks/gpu_check.py            # on a machine with a CUDA GPU
 
-Prints the devices used. Trains LeNet-5+BN on scikit-learn digits (upsampled to 32×32×3) for a
+Stops at once, with exit code 2 and what is missing, on a machine without torch CUDA or
+onnxruntime's CUDA provider; exits 1 when the CUDA scan fails. Prints the devices used. Trains LeNet-5+BN on scikit-learn digits (upsampled to 32×32×3) for a
 few epochs on CUDA and on the CPU, checks the exported model against torch (≤ 1e-5), scans it,
 then scans it with onnxruntime's CUDA execution provider (``--device cuda``, needs onnxruntime-gpu) and
 the CPU provider and compares the curves.
@@ -10,6 +11,7 @@ the CPU provider and compares the curves.
 
 from __future__ import annotations
 
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -38,6 +40,12 @@ def main(work: Path) -> None:
     print(f"torch {torch.__version__}, CUDA available: {torch.cuda.is_available()}"
           + (f" ({torch.cuda.get_device_name()})" if torch.cuda.is_available() else ""))  # fmt: skip
     print(f"onnxruntime {ort.__version__}, providers {ort.get_available_providers()}")
+    missing = [what for what, ok in (("torch with CUDA", torch.cuda.is_available()),
+               ("onnxruntime's CUDAExecutionProvider (pip install 'wn-onnx[gpu]')",
+                "CUDAExecutionProvider" in ort.get_available_providers())) if not ok]  # fmt: skip
+    if missing:
+        print(f"gpu_check needs a CUDA GPU; missing: {'; '.join(missing)}", file=sys.stderr)
+        raise SystemExit(2)
     x_train, y_train, x_test, y_test = digits_split()
     x_train, x_test = upsample(x_train), upsample(x_test)
     results = {}
@@ -68,14 +76,13 @@ def main(work: Path) -> None:
         try:
             scans[device] = run_scan(load_model(work / "cpu.onnx"), data, st, ScanRequest(mode="both", device=device))
         except WnError as err:
-            print(f"scan --device {device}: {err}")
-            continue
+            print(f"scan --device {device}: {err}", file=sys.stderr)
+            raise SystemExit(1) from None
         print(f"scan --device {device}: {time.perf_counter() - began:.1f} s on {scans[device]['providers']}")
-    if len(scans) == 2:
-        pairs = list(zip([*scans["cpu"]["points"], scans["cpu"]["global"]], [*scans["cuda"]["points"], scans["cuda"]["global"]], strict=True))  # fmt: skip
-        worst = max(float(np.abs(np.subtract(a["accuracy"], b["accuracy"])).max()) for a, b in pairs)
-        print(f"CPU vs CUDA: largest accuracy difference {worst:.4f} ({worst * len(data):.0f} samples) over {len(pairs)} curves; "
-              "μ " + ", ".join(f"{a['mu']:.3g}|{b['mu']:.3g}" for a, b in pairs if a["mu"] and b["mu"]))  # fmt: skip
+    pairs = list(zip([*scans["cpu"]["points"], scans["cpu"]["global"]], [*scans["cuda"]["points"], scans["cuda"]["global"]], strict=True))  # fmt: skip
+    worst = max(float(np.abs(np.subtract(a["accuracy"], b["accuracy"])).max()) for a, b in pairs)
+    print(f"CPU vs CUDA: largest accuracy difference {worst:.4f} ({worst * len(data):.0f} samples) over {len(pairs)} curves; "
+          "μ " + ", ".join(f"{a['mu']:.3g}|{b['mu']:.3g}" for a, b in pairs if a["mu"] and b["mu"]))  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -678,8 +678,10 @@ def test_damaged_npz_containers(ws):
     for name, (payload, message) in cases.items():
         (ws / name).write_bytes(payload)
         refused_untouched(ws, message, "scan", "m.onnx", "--data", name, *FAST)
-    np.save(ws / "plain.npy", np.ones((6, 4), np.float32))
-    refused_untouched(ws, "not a readable .npz archive", "scan", "m.onnx", "--data", "plain.npy", *FAST)
+    np.save(ws / "plain.npy", np.ones((6, 4), np.float32))  # streamed inputs: labels must come with them
+    refused_untouched(ws, "no labels (give them as a .npy", "scan", "m.onnx", "--data", "plain.npy", *FAST)
+    (ws / "junk.npy").write_bytes(b"not an array")
+    refused_untouched(ws, "junk.npy is not an npy array", "scan", "m.onnx", "--data", "junk.npy", *FAST)
 
 
 def test_labels_must_be_one_per_sample(ws):
@@ -944,7 +946,8 @@ def test_pipes_devices_and_folders_are_not_read(ws):
         refused_untouched(ws, f"is not a file but {kind}", "plan", path)
         refused_untouched(ws, f"is not a file but {kind}", "sweep", "plan", path)
         refused_untouched(ws, f"is not a file but {kind}", "apply-plan", "m.onnx", path, "--out", "o.onnx")
-        refused_untouched(ws, f"is not a file but {kind}", "scan", "m.onnx", "--data", path, *FAST)
+        if path != str(ws):  # a folder is streamed data (x.npy + y.npy, or .npz shards)
+            refused_untouched(ws, f"is not a file but {kind}", "scan", "m.onnx", "--data", path, *FAST)
         refused_untouched(ws, f"is not a file but {kind}", "points", path)
 
 

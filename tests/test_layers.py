@@ -14,7 +14,7 @@ LAYERS = {
     "io": 1,
     "graph_passes": 2,
     "engine": 3, "results": 3,
-    "scanner": 4, "planner": 4, "gate": 4, "analysis": 4, "api": 5,
+    "scanner": 4, "cluster": 4, "planner": 4, "gate": 4, "analysis": 4, "api": 5,
     "training": 5,
     "cli": 6, "__main__": 6,
 }  # fmt: skip

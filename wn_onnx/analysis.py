@@ -156,11 +156,11 @@ def binarize(
     clean_vals: dict[str, list] = {p.tensor: [] for p in watched}
     noisy_vals: dict[str, list] = {p.tensor: [] for p in watched}
     correct = {"clean": 0, "noisy": 0, "quantized": 0, "clean_quantized": 0}
-    batches = list(engine.batches(data, batch_size))
+    size = engine.clean_batch(data, batch_size)
     levels = clean_levels = None
     scorer = get_metric(metric)
     for stage in ("collect", "test"):
-        for b, (first, x, y, real) in enumerate(batches):
+        for b, (first, x, y, real) in enumerate(engine.batches(data, size)):
             rows = slice(0, real)  # padding rows of a fixed-batch model stay out of the histograms
             clean = engine.run_values(x, [p.tensor for p in watched] + suffix_needs + [loaded.output_name])
             feeds = {**engine.routes.feeds(x), **sigma_feeds}

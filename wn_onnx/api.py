@@ -17,7 +17,7 @@ import numpy as np
 from wn_onnx.errors import ConfigError, DataError
 from wn_onnx.graph_passes import Point, select_points
 from wn_onnx.graph_passes import find_points as _all_points
-from wn_onnx.io.data import Dataset, Inputs, check_shape, data_inputs, load_npz, make_dataset
+from wn_onnx.io.data import Dataset, Inputs, check_shape, data_inputs, load_npz, load_streamed, make_dataset
 from wn_onnx.io.embedded import DEFAULT_DATA, DEFAULT_MODEL
 from wn_onnx.io.model import LoadedModel, load_model
 from wn_onnx.noise import NoiseSpec, default_grid, parse_grid
@@ -52,7 +52,9 @@ def load_data(
 ) -> Dataset:
     """Evaluation data for ``model``, checked against its inputs: a :class:`Dataset`, an ``(x, y)``
     pair (``x`` an array, or a dict of arrays by input name for a model with several inputs), an
-    ``.npz`` file with ``x`` (or one array per input) and ``y``, or a bundled dataset by name
+    ``.npz`` file with ``x`` (or one array per input) and ``y``, inputs streamed from files (a
+    ``.npy``, a pair of ``.npy`` paths (inputs, labels), a folder of ``x.npy`` or one ``<input>.npy``
+    per input and ``y.npy``, or of ``.npz`` shards; README "Memory"), or a bundled dataset by name
     (``dataset="fashion-mnist"``, normalised as the model's metadata says). ``labels=False``
     accepts data without labels (label-free scans); ``feeds``: constants for inputs that are not
     data (a state, a sample rate; README "Inputs")."""
@@ -68,10 +70,15 @@ def load_data(
         if len(data) != 2:
             raise DataError("data as a tuple must be (x, y); pass (x, None) for label-free data")
         x, y = data
-        x = Inputs({k: np.asarray(v) for k, v in x.items()}) if isinstance(x, dict) else np.asarray(x)
-        found = make_dataset(x, None if y is None else np.asarray(y), "arrays", limit, limit_mode)
+        if isinstance(x, (str, os.PathLike)):  # ("x.npy", "y.npy"): streamed inputs, their labels
+            found = load_streamed(x, y, limit, labels, limit_mode, data_inputs(loaded, fed) or (loaded.input_name,))
+        else:
+            x = Inputs({k: np.asarray(v) for k, v in x.items()}) if isinstance(x, dict) else np.asarray(x)
+            found = make_dataset(x, None if y is None else np.asarray(y), "arrays", limit, limit_mode)
     elif data is None:
         raise DataError("no evaluation data: give arrays (x, y), an .npz file with x and y, or a dataset name")
+    elif Path(data).suffix == ".npy" or Path(data).is_dir():  # streamed (README "Memory")
+        found = load_streamed(data, None, limit, labels, limit_mode, data_inputs(loaded, fed) or (loaded.input_name,))
     else:
         found = load_npz(data, limit, labels, limit_mode, data_inputs(loaded, fed))
     return check_shape(found, loaded, fed)
@@ -100,6 +107,9 @@ def scan(
     metric: str = "top1",
     feeds: dict[str, np.ndarray | float] | None = None,
     estimator: str = "grid",
+    memory: int | str | None = None,
+    workers: int = 0,
+    scheduler: str | None = None,
     progress: Callable[[str, int], Callable[[int], None]] | None = None,
 ) -> Report:
     """Sweep σ at every selected point (walking) and at all of them at once (global) and fit μ.
@@ -113,8 +123,12 @@ def scan(
     for inputs that are not data (README "Inputs"). ``progress(description, total)`` may return a
     ``tick(n)`` callback. ``estimator="sequential"``: μ from per-sample trials at the σ that tell
     most about it, until ``mu_err ≤ tolerance·μ`` (docs/method.md, "Sequential estimator").
+    ``memory``: the peak resident memory (bytes, or ``"2G"``; default: README "Memory").
+    ``workers`` / ``scheduler``: walk the points on a local Dask cluster of that many processes,
+    or on the cluster of that scheduler address.
     """
     from wn_onnx.engine import SweepSettings
+    from wn_onnx.engine.memory import parse_size
     from wn_onnx.metrics import get_metric
     from wn_onnx.scanner import ScanRequest, run_scan
 
@@ -136,7 +150,9 @@ def scan(
     settings = SweepSettings(grid, spec, repeats, seed, batch_size, redraw, metric=get_metric(metric).name)
     request = ScanRequest(mode=mode, at=at, label_free=label_free, device=device, threads=threads,
                           global_after_bn=global_after_bn, adaptive=adaptive, tolerance=tolerance,
-                          granularity=granularity, sigma_scale=sigma_scale, estimator=estimator)  # fmt: skip
+                          granularity=granularity, sigma_scale=sigma_scale, estimator=estimator,
+                          memory=parse_size(memory) if isinstance(memory, str) else memory, workers=workers,
+                          scheduler=scheduler)  # fmt: skip
     return Report.from_json(run_scan(loaded, dataset, settings, request, progress))
 
 

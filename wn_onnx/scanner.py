@@ -15,13 +15,13 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from wn_onnx import __version__
 from wn_onnx.engine import Counts, Engine, SweepSettings, providers_for
 from wn_onnx.engine.draws import ORDER_STREAM
-from wn_onnx.engine.round_cache import RoundCache
 from wn_onnx.engine.sweep import Evaluation
 from wn_onnx.errors import ConfigError, DataError, WnError
 from wn_onnx.graph_passes import Point, find_points, select_points
@@ -33,6 +33,9 @@ from wn_onnx.results.fit import curve_json as fit_curve_json
 from wn_onnx.results.schema import FAILED, SCHEMA_VERSION
 from wn_onnx.results.sequential import estimate
 from wn_onnx.results.store import CurveStore, digest
+
+if TYPE_CHECKING:
+    from wn_onnx.cluster import Cluster
 
 MODES = ("walking", "global", "both")
 SIGMA_SCALES = ("absolute", "std")
@@ -53,6 +56,9 @@ class ScanRequest:
     granularity: str = "layer"  # one point per layer / function, or "op": one per op (graph_passes.layers)
     sigma_scale: str = "absolute"  # or "std": σ in units of each point's clean activation std
     estimator: str = "grid"  # grid: every σ on every sample; sequential: wn_onnx.results.sequential
+    memory: int | None = None  # peak resident bytes of each process (None: engine.memory's default)
+    workers: int = 0  # walking points (and global σ chunks) over a Dask LocalCluster of this many workers
+    scheduler: str | None = None  # … or over the Dask cluster of this scheduler address
 
     def __post_init__(self) -> None:
         """A request is checked where it is made, so every caller (CLI, API, workers) gets the same errors."""
@@ -60,6 +66,8 @@ class ScanRequest:
             raise ConfigError(f"unknown scan mode {self.mode!r}; choose walking, global or both")
         if self.jobs < 1:
             raise ConfigError("jobs must be >= 1")
+        if self.workers < 0:
+            raise ConfigError("workers must be >= 0")
         if not 0 < self.tolerance < 1:
             raise ConfigError("tolerance must lie in (0, 1)")
         if self.sigma_scale not in SIGMA_SCALES:
@@ -210,7 +218,7 @@ def run_scan(
     if req.sigma_scale == "std" and st.spec.kind != "add":
         raise ConfigError("σ relative to the activation std applies to additive noise (multiplicative noise is relative already)")
     check_estimator(req, st)
-    engine = Engine(loaded, providers_for(req.device), req.threads)
+    engine = Engine(loaded, providers_for(req.device), req.threads, req.memory)
     all_points = find_points(loaded.model, req.granularity)
     selected = select_points(all_points, req.at)
     chosen = [p for p in selected if not p.unsupported]
@@ -253,6 +261,11 @@ def run_scan(
     # stored curves are also keyed by what may change the arithmetic without changing the report's
     # settings: the batch size (graphs that mix samples) and the device
     stored = digest(config, st.batch_size, req.device)
+    cluster = None
+    if req.workers or req.scheduler:
+        from wn_onnx.cluster import Cluster
+
+        cluster = Cluster.start(req, engine, data, reference)
     try:
         if req.mode in ("walking", "both"):
             tick = silent(f"walking {len(chosen)} points", len(chosen))
@@ -269,7 +282,7 @@ def run_scan(
                     store.put(keys[point.index], f"point {point.index}", curve)
 
             report["points"] = [finished[p.index] for p in chosen if p.index in finished]
-            walk_points(engine, todo, data, st, req, base, tick, reference, keep, scales)
+            walk_points(engine, todo, data, st, req, base, tick, reference, keep, scales, cluster)
             if all(p["status"] == FAILED for p in report["points"]):
                 first = report["points"][0]
                 raise WnError(f"every walked point failed; point {first['index']}: {first['reason']}")
@@ -287,10 +300,12 @@ def run_scan(
                     curve = {"points": [p.index for p in where],
                              **sequential_curve(engine, ev, data, st, base, req.tolerance, [1], reference)}  # fmt: skip
                 else:
-                    with RoundCache() if req.adaptive else contextlib.nullcontext() as cache:
+                    with engine.round_cache() if req.adaptive else contextlib.nullcontext() as cache:
 
                         def measure(sigmas: np.ndarray) -> Counts:
                             sub = replace(st, sigmas=sigmas)
+                            if cluster is not None:
+                                return cluster.global_sweep(where, sub, scale)
                             return engine.global_sweep(where, data, sub, lambda _n: None, reference, cache, scale)
 
                         curve = {
@@ -306,6 +321,9 @@ def run_scan(
     except KeyboardInterrupt:
         report["partial"] = True
         raise ScanInterrupted(report) from None
+    finally:
+        if cluster is not None:
+            cluster.close()
     report["partial"] = False
     return report
 
@@ -322,7 +340,8 @@ def clean_pass(
         raise DataError(f"{data.source}: no labels y (score agreement with the clean model instead: label-free)")
     data = check_shape(data, loaded)
     # the σ = 0 reference, aligned with the batches (padding rows of a fixed-batch model at its end)
-    reference = np.concatenate([engine.clean_logits(b.x) for b in engine.batches(data, batch_size)])
+    size = engine.clean_batch(data, batch_size)
+    reference = np.concatenate([engine.clean_logits(b.x) for b in engine.batches(data, size)])
     clean = reference[: len(data)]
     where = f"{loaded.path}: output {loaded.output_name!r}"
     try:
@@ -362,32 +381,40 @@ def walk_points(
     reference: np.ndarray | None,
     keep: Callable[[Point, dict], None],
     scales: dict[int, float] | None = None,
+    cluster: Cluster | None = None,
 ) -> None:
-    """Walk ``chosen``, handing each finished curve to ``keep``; over ``req.jobs`` processes when asked.
-    ``scales``: relative σ, point index → the clean activation std σ is measured in."""
+    """Walk ``chosen``, handing each finished curve to ``keep``; over the Dask ``cluster`` or
+    ``req.jobs`` processes when asked. ``scales``: relative σ, point index → the clean
+    activation std σ is measured in."""
     scale = (lambda p: None) if scales is None else (lambda p: scales[p.index])
     if not chosen:
         return
+    if cluster is not None:
+        for point, curve in cluster.walk(chosen, st, req, base, scale):
+            keep(point, curve)
+            tick(1)
+        return
     if req.jobs <= 1 or len(chosen) == 1:
         n_active = int(np.count_nonzero(np.any(np.stack(st.spec.components(st.sigmas)) > 0, axis=0)))
-        per_point = max(1, -(-len(data) // engine.batch_size(st.batch_size)) * st.repeats * n_active)
-        per_point = 1 if req.estimator == "sequential" else per_point  # it ticks once per point
         for group in engine.tap_groups(chosen, data, st):  # one clean prefix run per batch for a group
-            with engine.shared_taps(group, st):
+            sub = replace(st, batch_size=engine.walk_batch(group, data, st))  # one batch size: shared clean values
+            per_point = max(1, -(-len(data) // engine.batch_size(sub.batch_size)) * st.repeats * n_active)
+            per_point = 1 if req.estimator == "sequential" else per_point  # it ticks once per point
+            with engine.shared_taps(group, sub):
                 for point in group:
                     done = [0.0]  # this point's share of the bar so far: at most 1, and exactly 1 when it ends
 
-                    def ticks(n: float, done: list = done) -> None:
-                        step = min(n / per_point, 1.0 - done[0])  # per_point is an estimate (stacking, padding)
+                    def ticks(n: float, done: list = done, k: float = per_point) -> None:
+                        step = min(n / k, 1.0 - done[0])  # per_point is an estimate (stacking, padding)
                         done[0] += step
                         tick(step)
 
-                    keep(point, _walk_one(engine, point, data, st, req, base, ticks, reference, scale(point)))
+                    keep(point, _walk_one(engine, point, data, sub, req, base, ticks, reference, scale(point)))
                     tick(1.0 - done[0])
         return
     threads = max(1, (req.threads or os.cpu_count() or 1) // req.jobs)
     ctx = multiprocessing.get_context("spawn")
-    init = (engine.loaded.path, engine.loaded.output_name, data.x, data.y, engine.providers, threads, reference)
+    init = (engine.loaded.path, engine.loaded.output_name, data.x, data.y, engine.providers, threads, reference, req.memory)
     pool = ProcessPoolExecutor(req.jobs, mp_context=ctx, initializer=_worker_init, initargs=init)
     try:
         with _sigint_held():  # workers start with Ctrl-C held back: no traceback from their imports
@@ -416,7 +443,7 @@ def _walk_one(
 ) -> dict:
     """One walked point's curve; ``scale``: relative σ, the grid's σ values are in units of
     this std (the curve keeps them in those units and records the std)."""
-    with RoundCache() if req.adaptive else contextlib.nullcontext() as cache:  # adaptive rounds reuse work
+    with engine.round_cache() if req.adaptive else contextlib.nullcontext() as cache:  # adaptive rounds reuse work
 
         def measure(sigmas: np.ndarray) -> Counts:
             absolute = sigmas if scale is None else sigmas * scale
@@ -462,6 +489,7 @@ def _worker_init(
     providers: list[str],
     threads: int,
     reference: np.ndarray,
+    memory: int | None,
 ) -> None:
     """Each worker process loads the model itself (sessions do not cross processes). It ignores
     Ctrl-C (the scan process terminates it) and ends itself when the scan process dies (kill -9
@@ -470,9 +498,23 @@ def _worker_init(
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # a Ctrl-C held back since the start is dropped
     parent = os.getppid()
     threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True).start()
-    _WORKER.update(
-        engine=Engine(load_model(path, output), providers, threads), data=Dataset(x, y, "worker"), reference=reference
-    )
+    _WORKER.update(worker_state(path, output, x, y, providers, threads, reference, memory))
+
+
+def worker_state(
+    path: str,
+    output: str,
+    x: np.ndarray,
+    y: np.ndarray,
+    providers: list[str],
+    threads: int,
+    reference: np.ndarray,
+    memory: int | None,
+) -> dict:
+    """What a worker (a --jobs process or a Dask worker) walks with: its own engine (sessions do
+    not cross processes) under the memory budget, the data and the clean outputs."""
+    data = Dataset(x, y, "worker")
+    return {"engine": Engine(load_model(path, output), providers, threads, memory), "data": data, "reference": reference}
 
 
 @contextlib.contextmanager
@@ -504,6 +546,9 @@ def _exit_with_parent(parent: int) -> None:
     os._exit(1)
 
 
-def _worker_walk(point: Point, st: SweepSettings, req: ScanRequest, base: Curve, scale: float | None) -> dict:
-    engine, data = _WORKER["engine"], _WORKER["data"]
-    return _walk_one(engine, point, data, st, req, base, reference=_WORKER["reference"], scale=scale)
+def _worker_walk(
+    point: Point, st: SweepSettings, req: ScanRequest, base: Curve, scale: float | None, state: dict | None = None
+) -> dict:
+    """One point's curve in a worker (``state``: from :func:`worker_state`; default: this --jobs process's)."""
+    own = state or _WORKER
+    return _walk_one(own["engine"], point, own["data"], st, req, base, reference=own["reference"], scale=scale)

@@ -18,14 +18,17 @@ from wn_onnx.cli.common import (
     Granularity,
     GranularityOption,
     Kind,
+    LabelsOption,
     LimitMode,
     LimitModeOption,
     LimitOption,
+    MemoryOption,
     MetricOption,
     PngOption,
     SplitOption,
     ThreadsOption,
     load_data,
+    memory_bytes,
     out,
 )
 from wn_onnx.errors import WnError
@@ -37,7 +40,8 @@ analyze_app = typer.Typer(help="Self-binarisation, mixed-noise maps, weight magn
 
 def _engine_and_data(model: Path, data: Path | None, dataset_name: str | None, split: str | None,
                      data_dir: Path | None, limit: int | None, limit_mode: LimitMode, threads: int,
-                     feed: list[str] | None, metric: str, batch_size: int):  # fmt: skip
+                     feed: list[str] | None, metric: str, batch_size: int, labels: Path | None,
+                     memory: str | None):  # fmt: skip
     """The model's engine and its data, from --data or --dataset as for scan (labels checked
     against the clean outputs as ``metric`` scores them)."""
     from wn_onnx.engine import Engine, providers_for
@@ -46,8 +50,9 @@ def _engine_and_data(model: Path, data: Path | None, dataset_name: str | None, s
     from wn_onnx.scanner import clean_pass
 
     get_metric(metric)
-    engine = Engine(load_model(model), providers_for("cpu"), threads)
-    dataset = load_data(engine.loaded, data, dataset_name, split, data_dir, limit, limit_mode, feeds=feed)
+    loaded = load_model(model)
+    dataset = load_data(loaded, data, dataset_name, split, data_dir, limit, limit_mode, feeds=feed, labels=labels)
+    engine = Engine(loaded, providers_for("cpu"), threads, memory_bytes(memory))  # holds the data: measured after it
     return engine, clean_pass(engine, dataset, metric, batch_size, label_free=False)[0]
 
 
@@ -72,6 +77,8 @@ def binarize_command(
     limit: LimitOption = None,
     limit_mode: LimitModeOption = LimitMode.stratified,
     threads: ThreadsOption = 0,
+    labels: LabelsOption = None,
+    memory: MemoryOption = None,
     png: PngOption = None,
     out_path: Annotated[Path | None, typer.Option("--out", help="JSON result.")] = None,
     granularity: GranularityOption = Granularity.layer,
@@ -84,7 +91,7 @@ def binarize_command(
         raise WnError("analyze binarize takes --noise add or mul")
     guard_outputs([out_path], [model, data])
     engine, dataset = _engine_and_data(model, data, dataset_name, split, data_dir, limit, limit_mode, threads, feed,
-                                       metric, batch_size)  # fmt: skip
+                                       metric, batch_size, labels, memory)  # fmt: skip
     result = binarize(engine, dataset, at, NoiseSpec(noise.value), sigma, seed, follow, quantize_at, granularity.value,
                       metric, batch_size)  # fmt: skip
     acc = result["accuracy"]
@@ -125,6 +132,8 @@ def mixed_command(
     limit: LimitOption = None,
     limit_mode: LimitModeOption = LimitMode.stratified,
     threads: ThreadsOption = 0,
+    labels: LabelsOption = None,
+    memory: MemoryOption = None,
     html_path: Annotated[Path | None, typer.Option("--html", help="HTML page with the heatmaps.")] = None,
     png: PngOption = None,
     out_path: Annotated[Path | None, typer.Option("--out", help="JSON of the grid(s).")] = None,
@@ -140,7 +149,7 @@ def mixed_command(
         raise WnError(f"--order must be mul-first, add-first or both, not {order!r}")
     guard_outputs([out_path, html_path], [model, data])
     engine, dataset = _engine_and_data(model, data, dataset_name, split, data_dir, limit, limit_mode, threads, feed,
-                                       metric, batch_size)  # fmt: skip
+                                       metric, batch_size, labels, memory)  # fmt: skip
     grids = [
         mixed_grid(engine, dataset, at, o, parse_grid(sigma_mul), parse_grid(sigma_add), repeats, seed,
                    granularity.value, metric, batch_size)

@@ -29,9 +29,11 @@ from wn_onnx.cli.common import (
     Granularity,
     GranularityOption,
     Kind,
+    LabelsOption,
     LimitMode,
     LimitModeOption,
     LimitOption,
+    MemoryOption,
     MetricOption,
     Mode,
     OrderOption,
@@ -44,6 +46,7 @@ from wn_onnx.cli.common import (
     ThreadsOption,
     err,
     load_data,
+    memory_bytes,
     noise_spec,
     out,
     progress_bar,
@@ -119,6 +122,7 @@ def scan(
         Path | None, typer.Argument(help="ONNX model; omitted: the embedded digits MLP and its test split.")
     ] = None,
     data: DataOption = None,
+    labels: LabelsOption = None,
     dataset_name: DatasetOption = None,
     split: SplitOption = None,
     data_dir: DataDirOption = None,
@@ -164,6 +168,13 @@ def scan(
         typer.Option(help="grid: every σ on every sample · sequential: few samples at the σ that tell most about μ."),
     ] = Estimator.grid,
     jobs: Annotated[int, typer.Option(help="Walk points in this many processes.", min=1, max=MAX_THREADS)] = 1,
+    memory: MemoryOption = None,
+    workers: Annotated[
+        int, typer.Option(help="Walk points (and global σ chunks) on a local Dask cluster of N worker processes.", min=0)
+    ] = 0,
+    scheduler: Annotated[
+        str | None, typer.Option(help="… or on the Dask cluster of this scheduler (tcp://host:8786).")
+    ] = None,
     device: DeviceOption = Device.cpu,
     threads: ThreadsOption = 0,
     out_path: Annotated[Path | None, typer.Option("--out", help="Write the report JSON here.")] = None,
@@ -197,7 +208,7 @@ def scan(
     spec = noise_spec(noise, order, sigma_ratio, sigma_mul, sigma_add)
     grid = parse_grid(sigmas) if sigmas else default_grid(spec)
     loaded = load_model(model, output)
-    dataset = load_data(loaded, data, dataset_name, split, data_dir, limit, limit_mode, not label_free, feed)
+    dataset = load_data(loaded, data, dataset_name, split, data_dir, limit, limit_mode, not label_free, feed, labels)
     settings = SweepSettings(grid, spec, repeats, seed, batch_size, redraw, metric=get_metric(metric).name)
     if loaded.freed_batch:
         err.print(
@@ -211,12 +222,12 @@ def scan(
         )
     request = ScanRequest(
         mode.value, at, label_free, device.value, threads, not global_skip_bn, adaptive, tolerance, jobs,
-        granularity.value, sigma_scale.value, estimator.value,
+        granularity.value, sigma_scale.value, estimator.value, memory_bytes(memory), workers, scheduler,
     )  # fmt: skip
     if resume and out_path is None:
         raise WnError("--resume needs --out: finished curves are kept in OUT.sqlite")
     if out_path:
-        guard_outputs([out_path, out_path.with_name(out_path.name + ".sqlite")], [model, data, *loaded.external])
+        guard_outputs([out_path, out_path.with_name(out_path.name + ".sqlite")], [model, data, labels, *loaded.external])
     from wn_onnx.results.store import CurveStore
     from wn_onnx.scanner import ScanInterrupted
 
@@ -265,7 +276,7 @@ def scan(
     if mixing:
         out.print(
             f"[yellow]points {', '.join(mixing)}: the graph after them mixes the samples of a batch (dynamic "
-            "quantization, batch statistics); each σ ran on its own, and results depend on --batch-size.[/]"
+            "quantization, batch statistics); each σ ran on its own, and results depend on the samples per run (--batch-size, --memory).[/]"
         )
     used = [c["sequential"] for c in [*report["points"], report["global"]] if c and "sequential" in c]
     if used:

@@ -22,6 +22,7 @@ from wn_onnx.cli.common import (
     Kind,
     LimitMode,
     LimitModeOption,
+    MemoryOption,
     Mode,
     OrderOption,
     OutputOption,
@@ -32,6 +33,7 @@ from wn_onnx.cli.common import (
     ThreadsOption,
     err,
     load_data,
+    memory_bytes,
     noise_spec,
 )
 from wn_onnx.errors import WnError
@@ -41,7 +43,10 @@ from wn_onnx.io.safeio import guard_outputs, write_json, write_text
 
 def check_command(
     model: Annotated[Path, typer.Argument(help="The ONNX model to gate.")],
-    data: Annotated[Path | None, typer.Option(help=".npz with x (and y unless --label-free).")] = None,
+    data: Annotated[
+        Path | None,
+        typer.Option(help=".npz with x (and y unless --label-free); or streamed: a .npy, a folder of x.npy + y.npy or of .npz shards."),
+    ] = None,
     dataset_name: DatasetOption = None,
     split: SplitOption = None,
     data_dir: DataDirOption = None,
@@ -84,6 +89,7 @@ def check_command(
     output: OutputOption = None,
     device: Annotated[Device | None, typer.Option(help="Execution provider (default cpu).")] = None,
     granularity: GranularityOption = Granularity.layer,
+    memory: MemoryOption = None,
 ) -> None:
     """Fail CI when a model's robustness falls below a floor or drops against a baseline."""
     guard_outputs([junit_path, summary, out_path], [model, data, config, baseline])
@@ -101,8 +107,9 @@ def check_command(
 
 
 def _run(model, data, dataset_name, split, data_dir, feed, metric, config, noise, order, sigma_ratio, sigma_mul,
-         sigma_add, sigmas, mode, at, repeats, seed, limit, limit_mode, batch_size, threads, label_free, estimator, tolerance, min_mu,
-         global_min_mu, baseline, max_mu_drop, junit_path, summary, out_path, output, device, granularity):  # fmt: skip
+         sigma_add, sigmas, mode, at, repeats, seed, limit, limit_mode, batch_size, threads, label_free, estimator, tolerance,
+         min_mu, global_min_mu, baseline, max_mu_drop, junit_path, summary, out_path, output, device, granularity,
+         memory):  # fmt: skip
     from wn_onnx.engine import SweepSettings
     from wn_onnx.gate import Policy, evaluate_policy, junit, load_config, markdown, parse_drop
     from wn_onnx.io.model import load_model
@@ -143,7 +150,7 @@ def _run(model, data, dataset_name, split, data_dir, feed, metric, config, noise
                        int(pick(batch_size, "batch_size", 1024)), metric=scoring)  # fmt: skip
     req = ScanRequest(mode=mode.value if mode else conf.get("mode", "both"), at=pick(at, "at"), label_free=free,
                       device=Device(pick(device, "device", "cpu")).value, threads=threads,
-                      granularity=granularity.value,
+                      granularity=granularity.value, memory=memory_bytes(memory),
                       tolerance=float(pick(tolerance, "tolerance", 0.05)),
                       estimator=estimator.value if estimator else conf.get("estimator", "grid"))  # fmt: skip
     report = run_scan(loaded, dataset, st, req)

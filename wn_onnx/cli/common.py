@@ -76,7 +76,21 @@ def noise_spec(kind: Kind | str, order: Order | str | None = None, ratio: float 
     return NoiseSpec(value(kind), value(order), ratio, sigma_mul, sigma_add)
 
 
-DataOption = Annotated[Path | None, typer.Option(help=".npz with x (model-ready inputs) and y (integer labels).")]
+DataOption = Annotated[
+    Path | None,
+    typer.Option(
+        help=".npz with x (model-ready inputs) and y (integer labels); streamed: a .npy of inputs (with --labels), "
+        "or a folder of x.npy + y.npy or of .npz shards."
+    ),
+]
+LabelsOption = Annotated[Path | None, typer.Option(help="With --data X.npy: the labels as a .npy of integers.")]
+MemoryOption = Annotated[
+    str | None,
+    typer.Option(
+        help="Peak memory of the process (and of each worker): 2G, 512M. Default: what it holds once loaded, "
+        "plus min(4G, 25% of the available memory)."
+    ),
+]
 DatasetOption = Annotated[
     str | None,
     typer.Option(
@@ -123,11 +137,13 @@ def load_data(
     loaded, data: Path | None, dataset_name: str | None, split: str | None, data_dir: Path | None,
     limit: int | None, limit_mode: LimitMode = LimitMode.stratified, require_labels: bool = True,
     feeds: list[str] | None = None,
+    labels: Path | None = None,
 ):  # fmt: skip
-    """Evaluation data from ``--data FILE.npz`` (one array per graph input, or ``x``) or
-    ``--dataset NAME`` (normalised as ``loaded``'s metadata says), inputs that are not data given
-    by ``--feed``, checked against the model's inputs — as every command that runs a model takes it."""
-    from wn_onnx.io.data import check_shape, data_inputs, load_npz, parse_feeds
+    """Evaluation data from ``--data FILE.npz`` (one array per graph input, or ``x``; or streamed:
+    a .npy with ``labels``, a folder of .npy files or of .npz shards) or ``--dataset NAME``
+    (normalised as ``loaded``'s metadata says), inputs that are not data given by ``--feed``,
+    checked against the model's inputs — as every command that runs a model takes it."""
+    from wn_onnx.io.data import check_shape, data_inputs, load_npz, load_streamed, parse_feeds
 
     fed = parse_feeds(feeds)
     if dataset_name:
@@ -136,6 +152,11 @@ def load_data(
         dataset = model_ready(loaded.model, dataset_name, split, data_dir, limit, limit_mode.value)
     elif data is None:
         raise WnError("give --data FILE.npz with arrays x (model inputs) and y (labels), or --dataset NAME")
+    elif data.suffix == ".npy" or data.is_dir():
+        names = data_inputs(loaded, fed) or (loaded.input_name,)
+        dataset = load_streamed(data, labels, limit, require_labels, limit_mode.value, names)
+    elif labels is not None:
+        raise WnError("--labels goes with --data X.npy (an .npz carries its own y)")
     else:
         dataset = load_npz(data, limit, require_labels, limit_mode.value, data_inputs(loaded, fed))
     return check_shape(dataset, loaded, fed)
@@ -158,6 +179,13 @@ GranularityOption = Annotated[
 class SigmaScale(str, Enum):
     absolute = "absolute"
     std = "std"
+
+
+def memory_bytes(text: str | None) -> int | None:
+    """``--memory`` in bytes (None: the default budget, see wn_onnx.engine.memory)."""
+    from wn_onnx.engine.memory import parse_size
+
+    return None if text is None else parse_size(text)
 
 
 OutputOption = Annotated[

@@ -20,9 +20,11 @@ from wn_onnx.cli.common import (
     FeedOption,
     Granularity,
     Kind,
+    LabelsOption,
     LimitMode,
     LimitModeOption,
     LimitOption,
+    MemoryOption,
     OrderOption,
     SigmaRatioOption,
     SplitOption,
@@ -30,6 +32,7 @@ from wn_onnx.cli.common import (
     ThreadsOption,
     err,
     load_data,
+    memory_bytes,
     noise_spec,
     out,
     progress_bar,
@@ -96,6 +99,7 @@ def plan_command(
     ] = None,
     model: Annotated[Path | None, typer.Option(help="The scanned model (for --evaluate and greedy).")] = None,
     data: DataOption = None,
+    labels: LabelsOption = None,
     dataset_name: DatasetOption = None,
     split: SplitOption = None,
     data_dir: DataDirOption = None,
@@ -117,6 +121,7 @@ def plan_command(
     limit_mode: LimitModeOption = LimitMode.stratified,
     batch_size: BatchSizeOption = 1024,
     threads: ThreadsOption = 0,
+    memory: MemoryOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the plan JSON on stdout.")] = False,
     out_path: Annotated[Path | None, typer.Option("--out", help="Write the plan JSON here.")] = None,
     quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
@@ -158,9 +163,9 @@ def plan_command(
         if report.get("sigma_scale", "absolute") != "absolute":
             raise WnError("--evaluate and greedy take a report with absolute σ (scan --sigma-scale absolute)")
         loaded, points = _match_model(report, model, granularity and granularity.value)
-        engine = Engine(loaded, providers_for("cpu"), threads)
         scoring = get_metric(metric or report.get("metric") or "top1").name
-        dataset = load_data(loaded, data, dataset_name, split, data_dir, limit, limit_mode, feeds=feed)
+        dataset = load_data(loaded, data, dataset_name, split, data_dir, limit, limit_mode, feeds=feed, labels=labels)
+        engine = Engine(loaded, providers_for("cpu"), threads, memory_bytes(memory))  # holds the data: measured after it
         dataset = clean_pass(engine, dataset, scoring, batch_size, label_free=False)[0]
         spec = noise_spec(noise, order, sigma_ratio) if noise else NoiseSpec.from_json(report.get("noise"))
         if sigma == "global-mu":

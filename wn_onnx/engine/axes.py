@@ -75,7 +75,8 @@ def probe_axes(
     axes = {}
     try:
         session = sessions.build(extracted(loaded, list(loaded.inputs), names))
-        runs = [[*session.run(names, f), *f.values()] for f in fed]
+        runs = [[(v.shape, v.dtype, v.nbytes) if isinstance(v, np.ndarray) else None  # the values let go at once
+                 for v in [*session.run(names, f), *f.values()]] for f in fed]  # fmt: skip
     except Exception:  # the graph does not run on other batch sizes: no axis known
         one = feeds(x[:1], loaded.input_name)  # its inputs only, as fed
         moved, per_sample = (x.axes, x.arrays) if isinstance(x, Inputs) else ({}, one)
@@ -84,9 +85,9 @@ def probe_axes(
         }
     names = [*names, *fed[0]]
     for name, values in zip(names, zip(*runs, strict=True), strict=True):
-        if all(isinstance(v, np.ndarray) for v in values):
-            shapes = [v.shape for v in values]
+        if all(v is not None for v in values):
+            shapes = [v[0] for v in values]
             axis = fixed_sample_axis(shapes[0], fixed) if fixed else sample_axis(shapes)
-            last = values[-1]
-            axes[name] = Probed(axis, last.shape, last.dtype, last.nbytes / len(batches[-1]))
+            shape, dtype, nbytes = values[-1]
+            axes[name] = Probed(axis, shape, dtype, nbytes / len(batches[-1]))
     return axes

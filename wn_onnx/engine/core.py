@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 
 import numpy as np
 import onnx_ir as ir
@@ -19,7 +20,8 @@ import onnxruntime as ort
 
 from wn_onnx.engine.draws import PLAN_STREAM, draw_at
 from wn_onnx.engine.global_noise import GlobalNoise
-from wn_onnx.engine.round_cache import RoundCache
+from wn_onnx.engine.memory import Budget, peak_live
+from wn_onnx.engine.round_cache import RAM_BYTES, RoundCache
 from wn_onnx.engine.routes import Routes, SharedTaps
 from wn_onnx.engine.sessions import Sessions
 from wn_onnx.engine.sweep import Batch, Counts, Evaluation, SweepSettings, sweep
@@ -32,16 +34,21 @@ from wn_onnx.io.model import LoadedModel
 from wn_onnx.metrics import get_metric, score
 from wn_onnx.noise import NoiseSpec
 
-TAP_BYTES = 256 << 20  # clean values kept at once for the walks of a group of points, whole data
+NOISY_COPIES = 3  # copies of a noisy value a run makes besides the clean graph's (tiled, scaled noise, noisy)
+TAP_BYTES = 256 << 20  # clean values kept at once for the walks of a group of points, whole data (at most)
 
 
 class Engine:
     """The onnxruntime sessions of one scan, built once and reused."""
 
-    def __init__(self, loaded: LoadedModel, providers: list[str], threads: int = 0) -> None:
+    def __init__(self, loaded: LoadedModel, providers: list[str], threads: int = 0, memory: int | None = None) -> None:
+        """``memory``: the peak resident bytes the process may reach (engine.memory; None: what
+        it holds now plus the default budget)."""
         self.loaded = loaded
         self.sessions = Sessions(providers, threads)
         self.routes = Routes(loaded, self.sessions)
+        self.budget = Budget.measure(memory, loaded.model.graph)
+        self._live: float | None = None  # bytes per sample alive at once in a run (see memory.peak_live)
 
     @property
     def providers(self) -> list[str]:
@@ -77,17 +84,72 @@ class Engine:
         """Samples per run: ``requested``, unless the model's batch is built in."""
         return self.loaded.fixed_batch or requested
 
+    def _per_sample(self, data: Dataset) -> tuple[np.ndarray, float]:
+        """A few samples of ``data`` (for the axis probe), and the bytes per sample alive at
+        once in a clean run; the suffix runs' σ stacking is bounded by the budget from here on
+        (per stacked sample: the suffix's values and the noisy copies of the start value)."""
+        x = data.x[:3]
+        if self._live is None:
+            graph = self.loaded.model.graph
+            names = [v.name for v in graph.inputs] + [v.name for node in graph for v in node.outputs if v.name]
+            sizes = {n: self._bytes(n, x) for n in names}
+            self._live = peak_live(graph, sizes)
+            largest = max(sizes.values(), default=0.0)  # a stacked suffix may start at any value
+            self.routes.stack_samples = self.budget.samples(self._live + NOISY_COPIES * largest, 1 << 40)
+        return x, self._live
+
+    def clean_batch(self, data: Dataset, requested: int) -> int:
+        """Samples per clean run on ``data`` within the budget (at most ``requested``)."""
+        _, live = self._per_sample(data)
+        return self.budget.samples(live, requested)
+
+    def walk_batch(self, points: list[Point], data: Dataset, st: SweepSettings) -> int:
+        """Samples per run for walks of ``points`` (one size for all: they may share clean values):
+        a run holds the point's clean values, its noise (and that carried through an affine
+        chain) besides the values alive in the suffix."""
+        x, live = self._per_sample(data)
+        full = st.walk == "full" or self.routes.subgraphs
+        need = 0.0
+        for p in points:
+            if full:
+                need = max(need, self._global_need([p], st, x, live))
+                continue
+            taps = sum(self._bytes(n, x) for n in self.routes.tap_names(p, st.spec, False))
+            need = max(need, live + taps + (2 * st.spec.draws + NOISY_COPIES) * self._bytes(p.tensor, x))
+        return self.budget.samples(need, st.batch_size)
+
+    def global_batch(self, points: list[Point], data: Dataset, st: SweepSettings, copies: int = 1) -> int:
+        """Samples per run of the whole graph with noise fed at ``points`` (``copies`` draws each)."""
+        x, live = self._per_sample(data)
+        return self.budget.samples(self._global_need(points, st, x, live, copies), st.batch_size)
+
+    def _global_need(self, points: list[Point], st: SweepSettings, x: np.ndarray, live: float, copies: int = 1) -> float:
+        """Per sample: every point's fed noise (alive for the whole run) and the noisy values beside the clean ones."""
+        sizes = [self._bytes(p.tensor, x) for p in points]
+        return live + 2 * max(sizes) + copies * st.spec.draws * sum(sizes)
+
+    def _bytes(self, name: str, x: np.ndarray) -> float:
+        """Bytes per sample of value ``name``; 0 where the probe did not see it (nothing to size by)."""
+        size = self.routes.sample_bytes(name, x)
+        return size if np.isfinite(size) else 0.0
+
+    def round_cache(self) -> RoundCache:
+        """A round cache (adaptive scans) holding at most half of the budget's cache share in memory."""
+        return RoundCache(min(RAM_BYTES, self.budget.caches // 2))
+
     def tap_groups(self, points: list[Point], data: Dataset, st: SweepSettings) -> list[list[Point]]:
         """``points`` in order, in groups whose walks read clean values that, kept for the whole
-        of ``data``, fit TAP_BYTES (a point that alone does not fit is a group of its own)."""
-        x = next(self.batches(data, st.batch_size))[1]
+        of ``data``, fit TAP_BYTES and half the budget's cache share (a point that alone does
+        not fit is a group of its own)."""
+        x = data.x[:3]
         size = self.batch_size(st.batch_size)
         rows = -(-len(data) // size) * size if self.loaded.fixed_batch else len(data)
+        room = min(TAP_BYTES, self.budget.caches // 2)
         groups: list[list[Point]] = []
         names: set[str] = set()
         for p in points:
             own = set(self.routes.tap_names(p, st.spec, st.walk == "full"))
-            if groups and sum(self.routes.sample_bytes(n, x) for n in names | own) * rows <= TAP_BYTES:
+            if groups and sum(self.routes.sample_bytes(n, x) for n in names | own) * rows <= room:
                 groups[-1].append(p)
                 names |= own
             else:
@@ -150,7 +212,9 @@ class Engine:
         straightforward reference) instead of the suffix after the point. ``reference``: the
         clean model's outputs on ``data`` when already known (σ = 0 results, no recomputation).
         ``cache``: keeps the clean activations and the noise of each (batch, repeat) for later
-        calls on the same point, data and settings (adaptive rounds)."""
+        calls on the same point, data and settings (adaptive rounds). Samples per run: at most
+        ``st.batch_size``, fewer where the budget needs it."""
+        st = replace(st, batch_size=self.walk_batch([point], data, st))
         ev = self.walker(point, data, st, all_points, cache)
         return sweep(ev, self.batches(data, st.batch_size), st, tick, self._clean(reference), cache)
 
@@ -190,7 +254,8 @@ class Engine:
         (wn_onnx.results.sequential)."""
         rows = np.asarray(rows, np.int64)
         sa, sm = st.spec.components(np.array([sigma], np.float64))
-        size, metric = self.batch_size(st.batch_size), get_metric(st.metric)
+        within = self.global_batch(ev.points, data, st) if isinstance(ev, GlobalNoise) else self.walk_batch([ev.point], data, st)
+        size, metric = self.batch_size(within), get_metric(st.metric)
         scores, bad = [], []
         for b, start in enumerate(range(0, len(rows), size)):
             part = rows[start : start + size]
@@ -222,6 +287,7 @@ class Engine:
         """The same σ at every point of ``points``, whole noisy graph per evaluation; ``cache``
         keeps each (batch, repeat)'s draws for later calls (adaptive rounds); ``scale``: relative
         σ, one factor per point (its clean std): point k gets σ·scale[k]."""
+        st = replace(st, batch_size=self.global_batch(points, data, st))
         ev = self.global_noise(points, st, scale)
         return sweep(ev, self.batches(data, st.batch_size), st, tick, self._clean(reference), cache)
 
@@ -229,7 +295,9 @@ class Engine:
         """Point index → standard deviation of the point's clean activation over every element
         of every sample of ``data`` (the unit of relative σ; padding rows of a fixed batch left out)."""
         moments = {p.index: np.zeros(3) for p in points}  # count, sum, sum of squares (float64)
-        for _, x, _, n in self.batches(data, batch_size):
+        sample, live = self._per_sample(data)
+        sizes = [self._bytes(p.tensor, sample) for p in points]
+        for _, x, _, n in self.batches(data, self.budget.samples(live + sum(sizes) + 2 * max(sizes), batch_size)):
             values = self.run_values(x, [p.tensor for p in points])
             for p in points:
                 v, axis = values[p.tensor], self.sample_axis(p.tensor, x)
@@ -264,7 +332,8 @@ class Engine:
         sa, sm = (np.full(len(points), float(v), np.float32) for v in spec.components(sigma))
         correct = np.zeros(repeats, np.float64)
         scorer = get_metric(metric)
-        for b, (first, x, y, n) in enumerate(self.batches(data, batch_size)):
+        size = self.global_batch(points, data, SweepSettings(np.ones(1), spec, batch_size=batch_size), int(plan.max()))
+        for b, (first, x, y, n) in enumerate(self.batches(data, size)):
             taps = self.run_values(x, [p.tensor for p in points])
             clean = self.clean_logits(x)
             for r in range(repeats):

@@ -68,6 +68,7 @@ class Routes:
         self._noisy: dict[tuple, ort.InferenceSession] = {}
         self._axes: dict[str, Probed] | None = None  # value → what the axis probe saw of it
         self.shared: SharedTaps | None = None  # clean values kept for the walks of a group of points
+        self.stack_samples = 1 << 40  # samples (σ values × batch) one stacked suffix run may hold (memory budget)
 
     def _prefix(self, names: tuple[str, ...]) -> ort.InferenceSession:
         """The part of the clean graph that computes ``names`` from the input (and nothing

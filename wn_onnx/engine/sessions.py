@@ -44,6 +44,9 @@ class Sessions:
         self.providers = providers
         self.options = ort.SessionOptions()
         self.options.log_severity_level = 3
+        # no arena: each session's would keep its largest run's memory after the run, and a scan
+        # holds several sessions (the memory budget, engine.memory, counts one run at a time)
+        self.options.enable_cpu_mem_arena = False
         if threads:
             self.options.intra_op_num_threads = threads
             self.options.inter_op_num_threads = 1

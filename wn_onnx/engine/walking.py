@@ -91,7 +91,8 @@ class Suffix(WalkPoint):
     def chunk(self, st: SweepSettings) -> int:
         if not self.route.stack or st.redraw:
             return 1
-        return max(1, CHUNK_ELEMENTS // max(self.start_value.size, 1))
+        within = self.routes.stack_samples // len(self.x)  # the memory budget's bound
+        return max(1, min(CHUNK_ELEMENTS // max(self.start_value.size, 1), within))
 
     def logits(self, noise: list[np.ndarray], sa: np.ndarray, sm: np.ndarray, fresh: bool) -> np.ndarray:
         if fresh:  # noise once per draw, not per σ chunk

@@ -1,9 +1,13 @@
-"""Evaluation data: preprocessed model inputs and integer labels ``y`` from ``.npz``.
+"""Evaluation data: preprocessed model inputs and integer labels ``y``.
 
 The inputs are one array ``x`` (a model with one input) or one array per graph input, named as
 the input (README "Inputs"); inputs that are not data (a recurrent state, a sample rate, a mask)
-may be fed a constant instead (``--feed NAME=VALUE``). Files are opened with
-``allow_pickle=False``: an archive holding Python objects is refused, never unpickled.
+may be fed a constant instead (``--feed NAME=VALUE``). From one ``.npz`` (read whole), or
+streamed so that the inputs never have to fit in memory (:class:`Rows`, README "Memory"): a
+``.npy`` memory-mapped one batch at a time (labels from a second ``.npy``), a folder holding
+``x.npy`` (or one ``<input name>.npy`` per input) and ``y.npy``, or a folder of ``.npz`` shards
+read one shard at a time. Files are opened with ``allow_pickle=False``: an archive holding
+Python objects is refused, never unpickled.
 """
 
 from __future__ import annotations
@@ -16,7 +20,105 @@ from pathlib import Path
 import numpy as np
 
 from wn_onnx.errors import DataError, WnError
-from wn_onnx.io.safeio import NPZ_ERRORS, read_npz_member, regular_file
+from wn_onnx.io.safeio import NPZ_ERRORS, npy_header, read_npz_member, regular_file
+
+BLOCK_BYTES = 64 << 20  # rows read at once when streamed data is checked or hashed
+
+
+@dataclass(frozen=True)
+class Part:
+    """One file of streamed inputs: a ``.npy`` read in place, or member ``member`` of an ``.npz`` shard."""
+
+    path: str
+    member: str | None
+    rows: int
+
+
+class Rows:
+    """Inputs read from files on demand, in the order of ``parts`` (rows ``pick`` of them, when
+    given; cast to ``cast``): a ``.npy`` is memory-mapped for one read and unmapped after, so
+    its pages do not stay in the process; an ``.npz`` shard is read whole, one at a time.
+    Indexing with a slice or an index array returns an ordinary array."""
+
+    def __init__(self, parts: list[Part], tail: tuple[int, ...], dtype: np.dtype,
+                 pick: np.ndarray | None = None, cast: np.dtype | None = None) -> None:  # fmt: skip
+        self.parts, self.tail, self.stored, self.pick, self.cast = parts, tail, np.dtype(dtype), pick, cast
+        self.bounds = np.cumsum([0] + [p.rows for p in parts])
+        self._shard: tuple[int, np.ndarray] | None = None  # the last shard read
+
+    def __getstate__(self) -> dict:  # sent to workers without the shard in memory
+        return {**self.__dict__, "_shard": None}
+
+    def __len__(self) -> int:
+        return int(self.bounds[-1]) if self.pick is None else len(self.pick)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return (len(self), *self.tail)
+
+    @property
+    def ndim(self) -> int:
+        return 1 + len(self.tail)
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.cast or self.stored
+
+    @property
+    def nbytes(self) -> int:
+        return len(self) * int(np.prod(self.tail, dtype=np.int64)) * self.dtype.itemsize
+
+    def take(self, rows: np.ndarray) -> Rows:
+        """Rows ``rows`` of these (a subset, still read on demand)."""
+        rows = np.asarray(rows, np.int64)
+        return Rows(self.parts, self.tail, self.stored, rows if self.pick is None else self.pick[rows], self.cast)
+
+    def astype(self, dtype, copy: bool = False) -> Rows:
+        """These rows, cast to ``dtype`` as they are read."""
+        return Rows(self.parts, self.tail, self.stored, self.pick, np.dtype(dtype))
+
+    def __getitem__(self, key: slice | np.ndarray) -> np.ndarray:
+        rows = np.arange(*key.indices(len(self))) if isinstance(key, slice) else np.asarray(key, np.int64)
+        if self.pick is not None:
+            rows = self.pick[rows]
+        out = np.empty((len(rows), *self.tail), self.dtype)
+        which = np.searchsorted(self.bounds, rows, side="right") - 1
+        for k in np.unique(which):
+            at = np.flatnonzero(which == k)
+            out[at] = self._read(int(k), rows[at] - self.bounds[k])
+        return out
+
+    def _read(self, k: int, local: np.ndarray) -> np.ndarray:
+        part = self.parts[k]
+        if part.member is None:
+            mapped = np.load(part.path, mmap_mode="r", allow_pickle=False)
+            contiguous = len(local) and local[-1] - local[0] == len(local) - 1
+            return np.array(mapped[local[0] : local[-1] + 1] if contiguous else mapped[local])
+        if self._shard is None or self._shard[0] != k:
+            self._shard = None  # the previous shard goes first
+            with zipfile.ZipFile(part.path) as archive:
+                self._shard = (k, read_npz_member(archive, part.member, part.path))
+        return self._shard[1][local]
+
+    def blocks(self) -> Iterator[np.ndarray]:
+        """All rows, in blocks of about BLOCK_BYTES."""
+        step = max(1, BLOCK_BYTES // max(1, self.nbytes // max(len(self), 1)))
+        for start in range(0, len(self), step):
+            yield self[start : start + step]
+
+    def hash_into(self, h) -> None:
+        """Feed the rows' contents to hash ``h`` as :func:`wn_onnx.results.store.digest` does an array's."""
+        h.update(str((self.dtype.str, self.shape)).encode())
+        for block in self.blocks():
+            h.update(np.ascontiguousarray(block).tobytes())
+
+
+def blocks(x: np.ndarray | Rows) -> Iterator[np.ndarray]:
+    """``x`` in blocks: an array whole, streamed rows as they are read."""
+    if isinstance(x, Rows):
+        yield from x.blocks()
+    else:
+        yield x
 
 
 @dataclass(frozen=True)
@@ -49,7 +151,7 @@ def feeds(x: np.ndarray | Inputs, name: str) -> dict[str, np.ndarray]:
 class Dataset:
     """Model-ready inputs and labels (``y`` is None for label-free use; samples on axis 0)."""
 
-    x: np.ndarray | Inputs
+    x: np.ndarray | Inputs | Rows
     y: np.ndarray | None
     source: str
 
@@ -166,7 +268,7 @@ def _input_members(keys: dict[str, str], names: tuple[str, ...] | None, p: Path)
 
 
 def make_dataset(
-    x: np.ndarray | Inputs, y: np.ndarray | None, source: str, limit: int | None = None, limit_mode: str = "stratified"
+    x: np.ndarray | Inputs | Rows, y: np.ndarray | None, source: str, limit: int | None = None, limit_mode: str = "stratified"
 ) -> Dataset:
     """Validate arrays and keep ``limit`` samples (see :func:`subset`). Labels are integers, one
     row per sample (their shape is the metric's business, see wn_onnx.metrics)."""
@@ -194,20 +296,26 @@ def make_dataset(
     flat = y if y is not None and y.ndim == 1 else None  # one class per sample: a stratified subset keeps every class
     keep = subset(n, flat, limit, limit_mode)
     if keep is not None:
-        x = x[keep]
+        pick = lambda a: a.take(keep) if isinstance(a, Rows) else a[keep]  # noqa: E731  (streamed rows stay streamed)
+        x = Inputs({k: pick(v) for k, v in x.arrays.items()}, x.axes, x.fixed) if isinstance(x, Inputs) else pick(x)
         y = None if y is None else y[keep]
     for name, a in (x.arrays if isinstance(x, Inputs) else {"x": x}).items():
-        if a.dtype.kind == "f" and not np.all(np.isfinite(a)):
-            bad = int(np.sum(~np.isfinite(a.reshape(len(a), -1)).any(axis=1)))
+        bad = sum(int(np.sum(~np.isfinite(b.reshape(len(b), -1)).all(axis=1))) for b in blocks(a)) if a.dtype.kind == "f" else 0
+        if bad:
             raise DataError(f"{source}: {bad} input samples{'' if name == 'x' else f' of {name}'} contain NaN or Inf")
+    whole = lambda a: a if isinstance(a, Rows) else np.ascontiguousarray(a)  # noqa: E731
     if isinstance(x, Inputs):
-        return Dataset(Inputs({k: np.ascontiguousarray(v) for k, v in x.arrays.items()}, x.axes, x.fixed), y, source)
-    return Dataset(np.ascontiguousarray(x), y, source)
+        return Dataset(Inputs({k: whole(v) for k, v in x.arrays.items()}, x.axes, x.fixed), y, source)
+    return Dataset(whole(x), y, source)
 
 
-def _cast(a: np.ndarray, dtype: np.dtype, source: str, name: str) -> np.ndarray:
+def _cast(a: np.ndarray | Rows, dtype: np.dtype, source: str, name: str) -> np.ndarray | Rows:
     """``a`` (array ``name`` of ``source``) as the input's ``dtype``; a cast must not round, wrap
-    or overflow anything."""
+    or overflow anything. Streamed rows are checked block by block and cast as batches are read."""
+    if isinstance(a, Rows):
+        for block in a.blocks() if a.dtype != dtype else ():
+            _cast(block, dtype, source, name)
+        return a.astype(dtype)
     if dtype.kind in "iu":  # token ids, raw pixels, a sample rate
         info = np.iinfo(dtype)
         if a.dtype.kind == "f" and not np.array_equal(a, np.round(a)):
@@ -314,3 +422,105 @@ def parse_feeds(items: list[str] | None) -> dict[str, np.ndarray]:
                 raise DataError(f"--feed {item!r}: {value!r} is neither a number nor a .npy file") from None
             fed[name] = np.asarray(int(number) if number.is_integer() and "." not in value and "e" not in value.lower() else number)
     return fed
+
+
+def load_streamed(
+    path: str | Path, labels: str | Path | None = None, limit: int | None = None, require_labels: bool = True,
+    limit_mode: str = "stratified", names: tuple[str, ...] | None = None,
+) -> Dataset:  # fmt: skip
+    """Inputs read on demand (:class:`Rows`) from a ``.npy`` file (labels from ``labels``, a
+    ``.npy``), or a folder of ``x.npy`` — or one ``<name>.npy`` per graph input of ``names`` —
+    and ``y.npy``, or a folder of ``.npz`` shards (each with ``x`` and ``y``, in file-name order)."""
+    p = Path(path)
+    y, y_path = None, labels
+    named = {n: p / f"{n}.npy" for n in names or () if p.is_dir() and (p / f"{n}.npy").is_file()}
+    if not p.is_dir():
+        x = _npy_rows(regular_file(p, "data file"))
+    elif len(named) > 1:  # one file per graph input
+        x = Inputs({n: _npy_rows(f) for n, f in named.items()})
+    elif named or (p / "x.npy").is_file():
+        x = _npy_rows(next(iter(named.values()), p / "x.npy"))
+    elif shards := sorted(p.glob("*.npz")):
+        if labels is not None:
+            raise DataError("separate labels go with .npy inputs; .npz shards carry their own y")
+        x, y = _shard_rows(shards), _shard_labels(shards)
+    else:
+        raise DataError(f"{p}: no x.npy, no <input name>.npy and no .npz shards in this folder")
+    if p.is_dir() and labels is None and (p / "y.npy").is_file():
+        y_path = p / "y.npy"
+    if y_path is not None:
+        y = _whole_npy(regular_file(y_path, "labels file"))
+    if require_labels and y is None:
+        raise DataError(f"{p}: no labels (give them as a .npy of integers, or score label-free: agreement with the clean model)")
+    return make_dataset(x, y, str(p), limit, limit_mode)
+
+
+def _npy_header_at(path: Path) -> tuple[tuple[int, ...], np.dtype, int]:
+    """(shape, dtype, data offset) of a ``.npy`` file, checked against its size."""
+    try:
+        with path.open("rb") as f:
+            shape, fortran, dtype = npy_header(f, str(path))
+            offset = f.tell()
+    except OSError as err:
+        raise DataError(f"cannot read {path}: {err.strerror or err}") from None
+    if fortran or not shape:
+        raise DataError(f"{path}: store the samples in C order along the first axis (np.save of a C-contiguous array)")
+    declared = int(np.prod(shape, dtype=object)) * dtype.itemsize
+    if path.stat().st_size < offset + declared:
+        raise DataError(f"{path}: declares {declared} bytes of data but holds fewer (truncated?)")
+    return shape, dtype, offset
+
+
+def _npy_rows(path: Path) -> Rows:
+    shape, dtype, _ = _npy_header_at(path)
+    if dtype.kind not in "fiu":
+        raise DataError(f"{path}: x has dtype {dtype}, expected numbers")
+    return Rows([Part(str(path), None, shape[0])], tuple(shape[1:]), dtype)
+
+
+def _whole_npy(path: Path) -> np.ndarray:
+    _npy_header_at(path)
+    try:
+        return np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as err:
+        raise DataError(f"{path}: not a readable .npy ({err})") from None
+
+
+def _member_header(path: Path, name: str) -> tuple[tuple[int, ...], np.dtype]:
+    try:
+        with zipfile.ZipFile(path) as archive:
+            if f"{name}.npy" not in archive.namelist():
+                raise DataError(f"{path}: no array named {name!r}")
+            with archive.open(f"{name}.npy") as f:
+                shape, _, dtype = npy_header(f, f"{path}: member '{name}.npy'")
+    except WnError:
+        raise
+    except NPZ_ERRORS as err:
+        raise DataError(f"{path}: not a readable .npz archive ({type(err).__name__})") from None
+    return shape, dtype
+
+
+def _shard_rows(shards: list[Path]) -> Rows:
+    heads = [_member_header(s, "x") for s in shards]
+    (shape, dtype), tails = heads[0], {h[0][1:] for h in heads}
+    if len(tails) > 1 or len({h[1] for h in heads}) > 1:
+        raise DataError(f"{shards[0].parent}: the shards' x differ in sample shape or dtype")
+    return Rows([Part(str(s), "x.npy", h[0][0]) for s, h in zip(shards, heads, strict=True)], tuple(shape[1:]), dtype)
+
+
+def _shard_labels(shards: list[Path]) -> np.ndarray | None:
+    """Every shard's y (labels are small), or None when no shard has one."""
+    found = []
+    for s in shards:
+        try:
+            with zipfile.ZipFile(s) as archive:
+                found.append(read_npz_member(archive, "y.npy", str(s)) if "y.npy" in archive.namelist() else None)
+        except WnError:
+            raise
+        except NPZ_ERRORS as err:
+            raise DataError(f"{s}: not a readable .npz archive ({type(err).__name__})") from None
+    if all(f is None for f in found):
+        return None
+    if any(f is None for f in found):
+        raise DataError(f"{shards[0].parent}: some shards have labels y and some do not")
+    return np.concatenate(found)

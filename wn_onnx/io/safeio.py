@@ -75,6 +75,20 @@ def check_budget(nbytes: int, source: str) -> None:
         )
 
 
+def npy_header(f, source: str) -> tuple[tuple[int, ...], bool, np.dtype]:
+    """(shape, Fortran order, dtype) from the header of an npy stream, which is left at the data;
+    pickled objects are refused."""
+    try:
+        version = np.lib.format.read_magic(f)
+        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, fortran, dtype = read_header(f)
+    except (ValueError, EOFError) as err:
+        raise WnError(f"{source} is not an npy array ({err})") from None
+    if dtype.hasobject:
+        raise WnError(f"{source} holds pickled Python objects; refusing to load it (save plain arrays)")
+    return shape, fortran, dtype
+
+
 def read_npz_member(
     archive: zipfile.ZipFile, name: str, source: str, limit: int | None = None, pick: np.ndarray | None = None
 ) -> np.ndarray:
@@ -85,16 +99,7 @@ def read_npz_member(
     if info.flag_bits & 0x1:
         raise WnError(f"{source}: member {name!r} is encrypted")
     with archive.open(info) as f:
-        try:
-            version = np.lib.format.read_magic(f)
-            read_header = (
-                np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-            )
-            shape, fortran, dtype = read_header(f)
-        except (ValueError, EOFError) as err:
-            raise WnError(f"{source}: member {name!r} is not an npy array ({err})") from None
-        if dtype.hasobject:
-            raise WnError(f"{source}: holds pickled Python objects; refusing to load it (save plain arrays)")
+        shape, fortran, dtype = npy_header(f, f"{source}: member {name!r}")
         count = int(np.prod(shape, dtype=object))
         declared = count * dtype.itemsize
         if declared > info.file_size:

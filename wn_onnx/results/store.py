@@ -33,7 +33,9 @@ def digest(*parts) -> str:
     """Stable hash of JSON-able parts and numpy arrays."""
     h = hashlib.sha256()
     for part in parts:
-        if isinstance(part, np.ndarray):
+        if hasattr(part, "hash_into"):  # inputs streamed from files (wn_onnx.io.data.Rows)
+            part.hash_into(h)
+        elif isinstance(part, np.ndarray):
             h.update(str((part.dtype.str, part.shape)).encode())
             h.update(np.ascontiguousarray(part).tobytes())
         elif isinstance(part, bytes):

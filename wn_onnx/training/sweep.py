@@ -309,22 +309,6 @@ def _claim_alive(row: dict) -> bool:
     return True
 
 
-def connect(workers: int, scheduler: str | None, timeout: float = 10.0):
-    """A Dask client: an existing scheduler, or a LocalCluster of real worker processes."""
-    from distributed import Client, LocalCluster
-
-    try:
-        if scheduler:
-            return Client(scheduler, timeout=timeout), None
-        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
-                               dashboard_address=None, silence_logs=50)  # fmt: skip
-        return Client(cluster, timeout=timeout), cluster
-    except (OSError, TimeoutError, ValueError, TypeError) as err:  # unreachable, or not an address at all
-        raise WnError(
-            f"cannot reach the Dask scheduler {scheduler or 'LocalCluster'} within {timeout:g} s ({type(err).__name__})"
-        ) from None
-
-
 def run_sweep(
     sweep: Sweep,
     workers: int = 2,
@@ -353,6 +337,8 @@ def run_sweep(
                 else:
                     stats["elsewhere"] += 1
             return stats
+        from wn_onnx.cluster import connect  # the Dask client scans use too
+
         client, cluster = connect(workers, scheduler)
         try:
             from distributed import as_completed

@@ -1,0 +1,192 @@
+"""Deployment-size scans: the memory budget, streamed data, and scans on a Dask cluster."""
+
+from __future__ import annotations
+
+import json
+import sys
+import zipfile
+
+import numpy as np
+import onnx
+import pytest
+from conftest import wn
+from onnx import TensorProto, helper, numpy_helper
+
+from wn_onnx.engine import SweepSettings
+from wn_onnx.engine.memory import parse_size, peak_live, peak_rss_of
+from wn_onnx.errors import WnError
+from wn_onnx.io.data import Rows, load_npz, load_streamed
+from wn_onnx.io.embedded import DEFAULT_DATA, DEFAULT_MODEL
+from wn_onnx.io.model import load_model
+from wn_onnx.noise import NoiseSpec, parse_grid
+from wn_onnx.scanner import ScanRequest, run_scan
+
+UNBOUNDED = 1 << 40
+
+
+def wide_cnn(path, channels: int = 16, size: int = 224, classes: int = 10) -> None:
+    """Conv 3×3 → ReLU → Conv 1×1 → GlobalAveragePool → Gemm: 3 MiB per sample per activation."""
+    rng = np.random.default_rng(0)
+    shapes = {"w1": (channels, 3, 3, 3), "w2": (channels, channels, 1, 1), "wf": (classes, channels)}
+    inits = [numpy_helper.from_array((rng.standard_normal(s) / np.sqrt(np.prod(s[1:]))).astype(np.float32), n)
+             for n, s in shapes.items()]  # fmt: skip
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["c1"], pads=[1, 1, 1, 1]), helper.make_node("Relu", ["c1"], ["r1"]),
+             helper.make_node("Conv", ["r1", "w2"], ["c2"]),
+             helper.make_node("GlobalAveragePool", ["c2"], ["g"]), helper.make_node("Flatten", ["g"], ["f"]),
+             helper.make_node("Gemm", ["f", "wf"], ["logits"], transB=1)]  # fmt: skip
+    graph = helper.make_graph(
+        nodes, "wide", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, size, size])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", classes])], inits,
+    )  # fmt: skip
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+
+
+def peak_rss_mib(args: list[str]) -> tuple[float, dict]:
+    """Peak resident MiB of ``wn-onnx scan ARGS --json`` in a process of its own, and its report."""
+    peak, done = peak_rss_of([sys.executable, "-m", "wn_onnx", "scan", *args, "--json", "--quiet"])
+    assert done.returncode == 0, done.stderr
+    return peak / 2**20, json.loads(done.stdout)
+
+
+def curves(report: dict) -> list:
+    return [(p["index"], p["accuracy"], p["nonfinite"], p["mu"]) for p in report["points"]] + [
+        report["global"] and (report["global"]["accuracy"], report["global"]["mu"])
+    ]
+
+
+@pytest.fixture(scope="module")
+def wide(tmp_path_factory):
+    d = tmp_path_factory.mktemp("wide")
+    wide_cnn(d / "wide.onnx")
+    rng = np.random.default_rng(1)  # a colour cast per image: the clean predictions differ (label-free needs a drop)
+    x = rng.standard_normal((8, 3, 224, 224)) + rng.normal(0, 3, (8, 3, 1, 1))
+    np.save(d / "x.npy", x.astype(np.float32))
+    return d
+
+
+def test_peak_memory_stays_under_the_budget_with_the_unbounded_report(wide):
+    """At 224² with 16 channels, one activation of 8 samples is 25 MiB: an unbounded scan (all
+    8 samples, several σ per stacked run) passes 400 MiB; under --memory 300M the engine runs
+    fewer samples and σ values at once, and the report is the same."""
+    args = [str(wide / "wide.onnx"), "--data", str(wide / "x.npy"), "--label-free", "--mode", "walking",
+            "--at", "0,2", "--sigmas", "log:1e-2:1e2:3", "--repeats", "1"]  # fmt: skip
+    small, bounded = peak_rss_mib([*args, "--memory", "300M"])
+    large, unbounded = peak_rss_mib([*args, "--memory", "1T"])
+    assert small <= 300 < large, (small, large)
+    assert curves(bounded) == curves(unbounded)
+
+
+def test_a_budget_below_what_the_process_holds_is_refused(wide):
+    loaded = load_model(wide / "wide.onnx")
+    data = load_streamed(wide / "x.npy", require_labels=False)
+    st = SweepSettings(np.array([1.0]), NoiseSpec("add"), 1)
+    with pytest.raises(WnError, match="memory budget of 2M is too small"):
+        run_scan(loaded, data, st, ScanRequest(mode="global", label_free=True, memory=2 << 20))
+
+
+def test_sizes_and_liveness():
+    assert parse_size("2G") == 2 << 30 and parse_size("512M") == 512 << 20 and parse_size("1.5GB") == 3 << 29
+    assert parse_size("800MiB") == 800 << 20
+    for bad in ("lots", "2X", "-1G", "100"):
+        with pytest.raises(WnError, match="memory size"):
+            parse_size(bad)
+    # x → a → b, a → c, b + c → out: at most a, b, c alive (x is freed after a, a after c)
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])
+    out = helper.make_tensor_value_info("out", TensorProto.FLOAT, [1])
+    nodes = [helper.make_node("Relu", ["x"], ["a"]), helper.make_node("Relu", ["a"], ["b"]),
+             helper.make_node("Relu", ["a"], ["c"]), helper.make_node("Add", ["b", "c"], ["out"])]  # fmt: skip
+    import onnx_ir as ir
+
+    graph = ir.from_proto(helper.make_model(helper.make_graph(nodes, "g", [x], [out]))).graph
+    assert peak_live(graph, {"x": 1, "a": 10, "b": 100, "c": 1000, "out": 1}) == 10 + 100 + 1000
+
+
+def test_streamed_data_gives_the_in_memory_report(tmp_path):
+    """The digits test split as one .npz, as x.npy + y.npy, as a folder of .npz shards: the same
+    report (the config hash included) — and the streamed inputs are never read whole."""
+    whole = load_npz(DEFAULT_DATA)
+    np.save(tmp_path / "x.npy", whole.x)
+    np.save(tmp_path / "y.npy", whole.y)
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    for i, rows in enumerate(np.array_split(np.arange(len(whole)), 3)):
+        np.savez(shards / f"part{i}.npz", x=whole.x[rows], y=whole.y[rows])
+    loaded = load_model(DEFAULT_MODEL)
+    st = SweepSettings(parse_grid("log:1e-2:1e2:7"), NoiseSpec("add"), 2, 5, batch_size=100)
+    req = ScanRequest(mode="both", at="1,4,7")
+    ref = run_scan(loaded, whole, st, req)
+    for data in (load_streamed(tmp_path / "x.npy", tmp_path / "y.npy"), load_streamed(tmp_path), load_streamed(shards)):
+        assert isinstance(data.x, Rows)
+        got = run_scan(loaded, data, st, req)
+        assert curves(got) == curves(ref) and got["config_hash"] == ref["config_hash"]
+    limited = load_streamed(shards, limit=50)  # a stratified subset, read from the shards
+    assert np.array_equal(limited.x[:], load_npz(DEFAULT_DATA, limit=50).x)
+
+
+def test_streamed_data_errors_are_one_line(tmp_path):
+    np.save(tmp_path / "x.npy", np.zeros((4, 64), np.float32))
+    with pytest.raises(WnError, match="no labels"):
+        load_streamed(tmp_path / "x.npy")
+    np.save(tmp_path / "bad.npy", np.array([[np.nan] * 64] * 4, np.float32))
+    with pytest.raises(WnError, match="4 input samples contain NaN"):
+        load_streamed(tmp_path / "bad.npy", require_labels=False)
+    (tmp_path / "short.npy").write_bytes((tmp_path / "x.npy").read_bytes()[:-8])
+    with pytest.raises(WnError, match="truncated"):
+        load_streamed(tmp_path / "short.npy", require_labels=False)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(WnError, match=r"no x\.npy"):
+        load_streamed(empty)
+    with zipfile.ZipFile(empty / "a.npz", "w") as z:
+        z.writestr("y.npy", b"")
+    with pytest.raises(WnError, match="no array named 'x'"):
+        load_streamed(empty)
+
+
+def test_dask_cluster_scan_equals_the_serial_one():
+    """Walking points as Dask tasks and the global sweep cut into σ chunks over two workers (a
+    LocalCluster of threads, reached through its scheduler address): the serial report."""
+    from distributed import LocalCluster
+
+    loaded, data = load_model(DEFAULT_MODEL), load_npz(DEFAULT_DATA, limit=120)
+    st = SweepSettings(parse_grid("log:1e-2:1e2:9"), NoiseSpec("mul"), 2, 7)
+    serial = run_scan(loaded, data, st, ScanRequest(mode="both", at="2-5"))
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=":0") as cluster:
+        spread = run_scan(loaded, data, st, ScanRequest(mode="both", at="2-5", scheduler=cluster.scheduler_address))
+    assert curves(spread) == curves(serial)
+
+
+def test_commands_take_streamed_data_and_a_memory_budget(tmp_path):
+    """check (a folder: its --labels is the opposite of --label-free) and analyze with --memory on
+    x.npy + y.npy, scan with --labels; a bad --memory is one line."""
+    whole = load_npz(DEFAULT_DATA, limit=90)
+    np.save(tmp_path / "x.npy", whole.x)
+    np.save(tmp_path / "y.npy", whole.y)
+    data = ["--data", tmp_path / "x.npy", "--labels", tmp_path / "y.npy"]
+    gate = wn("check", DEFAULT_MODEL, "--data", tmp_path, "--at", "3", "--sigmas", "log:1e-2:1e2:5", "--repeats", "1",
+              "--min-mu", "0", "--memory", "2G", "--batch-size", "32", "--threads", "1", cwd=tmp_path)  # fmt: skip
+    assert gate.returncode == 0, gate.stderr
+    mixed = wn("analyze", "mixed", DEFAULT_MODEL, "--data", tmp_path, "--at", "3", "--sigma-mul", "0.1,1",
+               "--sigma-add", "0.1,1", "--repeats", "1", "--memory", "1G", "--out", tmp_path / "m.json", cwd=tmp_path)  # fmt: skip
+    assert mixed.returncode == 0, mixed.stderr
+    assert wn("scan", DEFAULT_MODEL, *data, "--at", "3", "--sigmas", "0.1,1", "--repeats", "1", "--quiet").returncode == 0
+    bad = wn("scan", DEFAULT_MODEL, *data, "--memory", "lots", cwd=tmp_path)
+    assert bad.returncode == 2 and "memory size 'lots'" in bad.stderr
+
+
+def test_one_npy_per_input_streams_a_model_with_several_inputs(tmp_path):
+    """A folder of top.npy and bot.npy for a two-input model: the report (config hash included) of
+    the same arrays given in memory."""
+    from deployed import build
+
+    import wn_onnx
+
+    dep = build(tmp_path)["two_inputs"]
+    arrays = dep.data(21)
+    folder = tmp_path / "stream"
+    folder.mkdir()
+    for name, values in arrays.items():
+        np.save(folder / f"{name}.npy", values)
+    kw = {"label_free": True, "mode": "both", "sigmas": [0, 0.3, 3], "repeats": 2, "batch_size": 8}
+    ref, got = (wn_onnx.scan(dep.path, d, **kw).to_json() for d in ((arrays, None), folder))
+    assert curves(got) == curves(ref) and got["config_hash"] == ref["config_hash"]

@@ -1,0 +1,125 @@
+"""Scans on a Dask cluster: ``scan --workers N`` (a LocalCluster) or ``--scheduler tcp://…``.
+
+Walking points are tasks, and the global sweep is cut into chunks of σ values (with common
+random numbers a σ's counts do not depend on which others share its run: the draws are keyed
+by point, repeat and sample block only, engine.draws). Each worker builds its own engine once
+per scan (sessions do not cross processes) under the scan's memory budget, and evaluates with
+the same worker function as the ``--jobs`` pool (:func:`wn_onnx.scanner.worker_state`). The model
+and memory-mapped data files are read by path on the workers (a cluster needs them on a shared
+file system); data held in memory is sent once to every worker. Results come back to the scan
+process, which writes them to the same SQLite store: the report equals a serial one.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+
+import numpy as np
+
+from wn_onnx.engine import Counts, Engine, SweepSettings
+from wn_onnx.errors import WnError
+from wn_onnx.graph_passes import Point
+from wn_onnx.io.data import Dataset
+
+_STATE = threading.local()  # one engine per worker thread (a LocalCluster without processes runs threads)
+
+
+def _state(token: str, setup: tuple) -> dict:
+    """This worker's engine, data and clean outputs for scan ``token``, built on its first task."""
+    from wn_onnx.scanner import worker_state
+
+    if getattr(_STATE, "token", None) != token:
+        _STATE.token, _STATE.value = None, None  # the previous scan's engine goes first
+        _STATE.value = worker_state(*setup)
+        _STATE.token = token
+    return _STATE.value
+
+
+def _walk_task(token: str, setup: tuple, point: Point, st: SweepSettings, req, base, scale: float | None) -> dict:
+    from wn_onnx.scanner import _worker_walk
+
+    return _worker_walk(point, st, req, base, scale, _state(token, setup))
+
+
+def _global_task(token: str, setup: tuple, points: list[Point], st: SweepSettings, scale: np.ndarray | None) -> Counts:
+    own = _state(token, setup)
+    return own["engine"].global_sweep(points, own["data"], st, lambda _n: None, own["reference"], None, scale)
+
+
+def connect(workers: int, scheduler: str | None, timeout: float = 10.0):
+    """A Dask client: an existing scheduler, or a LocalCluster of real worker processes."""
+    from distributed import Client, LocalCluster
+
+    try:
+        if scheduler:
+            return Client(scheduler, timeout=timeout), None
+        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
+                               dashboard_address=None, silence_logs=50)  # fmt: skip
+        return Client(cluster, timeout=timeout), cluster
+    except (OSError, TimeoutError, ValueError, TypeError) as err:  # unreachable, or not an address at all
+        raise WnError(
+            f"cannot reach the Dask scheduler {scheduler or 'LocalCluster'} within {timeout:g} s ({type(err).__name__})"
+        ) from None
+
+
+class Cluster:
+    """A Dask client with this scan's setup on every worker."""
+
+    def __init__(self, client, local, token: str, setup) -> None:
+        self.client, self.local, self.token, self.setup = client, local, token, setup
+
+    @classmethod
+    def start(cls, req, engine: Engine, data: Dataset, reference: np.ndarray) -> Cluster:
+        client, local = connect(req.workers, req.scheduler)
+        threads = req.threads or (max(1, (os.cpu_count() or 1) // req.workers) if local is not None else 0)
+        setup = (engine.loaded.path, engine.loaded.output_name, data.x, data.y, engine.providers, threads, reference,
+                 req.memory)  # fmt: skip
+        try:
+            [shared] = client.scatter([setup], broadcast=True, hash=False)
+        except BaseException:
+            cls(client, local, "", None).close()
+            raise
+        return cls(client, local, uuid.uuid4().hex, shared)
+
+    def _result(self, future):
+        try:
+            return future.result()
+        except Exception as err:  # a worker lost, or a task that could not be sent
+            raise WnError(f"Dask task failed: {type(err).__name__}: {str(err).splitlines()[0][:200] if str(err) else ''}") from None
+
+    def walk(
+        self, points: list[Point], st: SweepSettings, req, base, scale: Callable[[Point], float | None]
+    ) -> Iterator[tuple[Point, dict]]:
+        """(point, curve) for every point of ``points``, as the workers finish them (``scale``:
+        the point's relative-σ unit, or None)."""
+        from distributed import as_completed
+
+        futures = {
+            self.client.submit(_walk_task, self.token, self.setup, p, st, req, base, scale(p), pure=False): p
+            for p in points
+        }
+        for future in as_completed(futures):
+            yield futures[future], self._result(future)
+
+    def global_sweep(self, points: list[Point], st: SweepSettings, scale: np.ndarray | None) -> Counts:
+        """The global sweep's counts, its σ values cut into one chunk per worker (``scale``: relative σ units)."""
+        workers = max(1, len(self.client.scheduler_info().get("workers", {})))
+        chunks = [c for c in np.array_split(np.arange(len(st.sigmas)), workers) if len(c)]
+        futures = [
+            self.client.submit(
+                _global_task, self.token, self.setup, points, replace(st, sigmas=st.sigmas[c]), scale, pure=False
+            )
+            for c in chunks
+        ]
+        parts = [self._result(f) for f in futures]
+        return Counts(np.concatenate([p.correct for p in parts]), np.concatenate([p.nonfinite for p in parts]),
+                      parts[0].total)  # fmt: skip
+
+    def close(self) -> None:
+        self.client.close()
+        if self.local is not None:
+            self.local.close()
