@@ -157,6 +157,7 @@ def test_fuzz_noise_pass_is_identity_at_sigma_zero(case, spec):
     st.booleans(),
     st.integers(0, 2**16),
 )
+@pytest.mark.slow
 def test_fuzz_fit_never_crashes_and_ok_mu_lies_in_grid(levels, repeats, classes, log_grid, seed):
     rng = np.random.default_rng(seed)
     sigma = np.geomspace(1e-2, 1e4, len(levels)) if log_grid else np.linspace(0, 2, len(levels))
@@ -192,6 +193,7 @@ def run_until_stored(args, db, count: int, sig: int, tmp_path) -> subprocess.Pop
     return proc
 
 
+@pytest.mark.slow
 def test_kill_9_then_resume_equals_an_uninterrupted_run(tmp_path):
     reference = tmp_path / "ref.json"
     assert wn(*SLOW, "--out", reference).returncode == 0

@@ -83,6 +83,7 @@ def digits_report():
     return loaded, data, run_scan(loaded, data, st, ScanRequest(mode="both"))
 
 
+@pytest.mark.slow
 def test_guided_beats_uniform_and_greedy_keeps_up(digits_report):
     loaded, data, report = digits_report
     engine = Engine(loaded, ["CPUExecutionProvider"])

@@ -39,6 +39,7 @@ def simulated(shape: str, mu: float, s: float, n: int, repeats: int, seed: int):
     return lambda sigma, rows, r: (u[r, rows] < p(sigma), np.zeros(len(rows), bool))
 
 
+@pytest.mark.slow
 def test_simulated_curves_unbiased_with_calibrated_errors():
     """100 replicate runs per curve at the default tolerance (0.05) on 1,000 samples × 5 draws,
     for a logistic and a Fréchet curve in log σ and a normal CDF in log σ (none of the fitted

@@ -42,6 +42,7 @@ def comparable(result: dict) -> dict:
     }
 
 
+@pytest.mark.slow
 def test_local_cluster_equals_serial(tmp_path):
     for name in ("serial", "dask"):
         (tmp_path / name).mkdir()
@@ -75,6 +76,7 @@ def test_report_has_scan_schema_and_feeds_plan(tmp_path):
     assert sum(json.loads(res.stdout)["executions"]) == 4
 
 
+@pytest.mark.slow
 def test_kill_client_then_resume_runs_each_key_once(tmp_path):
     (tmp_path / "sweep.toml").write_text(
         TINY.replace("epochs = 1", "epochs = 3").replace("seeds = [0, 1]", "seeds = [0, 1, 2]")

@@ -81,14 +81,14 @@ class ScanRequest:
 
 
 @dataclass
-class Curve:
+class Levels:
     """What one curve needs besides its counts: a_min (the metric's chance level) and the clean accuracy."""
 
     chance: float
     clean: float
 
 
-def curve_json(sigmas: np.ndarray, spec: NoiseSpec, counts: Counts, base: Curve) -> dict:
+def curve_json(sigmas: np.ndarray, spec: NoiseSpec, counts: Counts, base: Levels) -> dict:
     """The shared curve writer (:func:`wn_onnx.results.fit.curve_json`) plus the mixed-noise components."""
     out = fit_curve_json(sigmas, counts.accuracy, counts.nonfinite, base.chance, counts.total, base.clean)
     if spec.kind == "mixed":
@@ -103,7 +103,7 @@ def sequential_curve(
     ev: Evaluation,
     data: Dataset,
     st: SweepSettings,
-    base: Curve,
+    base: Levels,
     tolerance: float,
     key: list[int],
     reference: np.ndarray | None,
@@ -139,7 +139,7 @@ COARSE_POINTS = 9  # adaptive: evenly spaced grid indices measured first
 
 
 def measure_curve(
-    measure: Callable[[np.ndarray], Counts], st: SweepSettings, base: Curve, adaptive: bool, tolerance: float
+    measure: Callable[[np.ndarray], Counts], st: SweepSettings, base: Levels, adaptive: bool, tolerance: float
 ) -> dict:
     """Measure one curve on the full grid, or adaptively: a coarse subset of the grid, then the
     midpoints of every interval where accuracy still moves by more than a tenth of the drop;
@@ -330,7 +330,7 @@ def run_scan(
 
 def clean_pass(
     engine: Engine, data: Dataset, metric_name: str, batch_size: int, label_free: bool
-) -> tuple[Dataset, np.ndarray, Curve, dict]:
+) -> tuple[Dataset, np.ndarray, Levels, dict]:
     """The σ = 0 run over ``data``: (data with its inputs checked and its labels in the metric's
     form — None label-free —, the clean outputs aligned with the batches, the curve base, the
     report's facts: metric, clean accuracy, classes, chance). An output the metric cannot score
@@ -359,7 +359,7 @@ def clean_pass(
         )
     facts = {"metric": metric_name, "clean_accuracy": float(ok.mean()), "clean_nonfinite": int(bad.sum()),
              "num_classes": classes, "chance": chance}  # fmt: skip
-    return Dataset(data.x, labels, data.source), reference, Curve(chance, float(ok.mean())), facts
+    return Dataset(data.x, labels, data.source), reference, Levels(chance, float(ok.mean())), facts
 
 
 def _input_parts(x: np.ndarray | Inputs) -> list:
@@ -376,7 +376,7 @@ def walk_points(
     data: Dataset,
     st: SweepSettings,
     req: ScanRequest,
-    base: Curve,
+    base: Levels,
     tick,
     reference: np.ndarray | None,
     keep: Callable[[Point, dict], None],
@@ -436,7 +436,7 @@ def _walk_one(
     data: Dataset,
     st: SweepSettings,
     req: ScanRequest,
-    base: Curve,
+    base: Levels,
     tick=lambda _n: None,
     reference: np.ndarray | None = None,
     scale: float | None = None,
@@ -547,7 +547,7 @@ def _exit_with_parent(parent: int) -> None:
 
 
 def _worker_walk(
-    point: Point, st: SweepSettings, req: ScanRequest, base: Curve, scale: float | None, state: dict | None = None
+    point: Point, st: SweepSettings, req: ScanRequest, base: Levels, scale: float | None, state: dict | None = None
 ) -> dict:
     """One point's curve in a worker (``state``: from :func:`worker_state`; default: this --jobs process's)."""
     own = state or _WORKER

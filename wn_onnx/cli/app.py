@@ -1,64 +1,24 @@
-"""``wn-onnx`` commands (Typer). Bad input ends with one line on stderr and exit code 2."""
+"""The ``wn-onnx`` Typer app: its commands (one module per command group) and the entry point that
+turns bad input into one line on stderr and exit code 2."""
 
 from __future__ import annotations
 
-import json
 import os
 import sys
-import time
-from pathlib import Path
-from typing import Annotated
 
 import typer
 from rich.markup import escape
-from rich.text import Text
 
 from wn_onnx.cli.analyze import analyze_app
 from wn_onnx.cli.check import check_command
-from wn_onnx.cli.common import (
-    MAX_THREADS,
-    AtOption,
-    BatchSizeOption,
-    DataDirOption,
-    DataOption,
-    DatasetOption,
-    Device,
-    DeviceOption,
-    Estimator,
-    FeedOption,
-    Granularity,
-    GranularityOption,
-    Kind,
-    LabelsOption,
-    LimitMode,
-    LimitModeOption,
-    LimitOption,
-    MemoryOption,
-    MetricOption,
-    Mode,
-    OrderOption,
-    OutputOption,
-    SigmaAddOption,
-    SigmaMulOption,
-    SigmaRatioOption,
-    SigmaScale,
-    SplitOption,
-    ThreadsOption,
-    err,
-    load_data,
-    memory_bytes,
-    noise_spec,
-    out,
-    progress_bar,
-)
+from wn_onnx.cli.common import err
 from wn_onnx.cli.data import data_app
 from wn_onnx.cli.plan import apply_plan_command, plan_command
 from wn_onnx.cli.report import report_command
+from wn_onnx.cli.scan import points_command, scan_command
 from wn_onnx.cli.sweep import sweep_app
 from wn_onnx.cli.train import train_command
 from wn_onnx.errors import WnError
-from wn_onnx.io.config import MAX_REPEATS, MAX_SEED
-from wn_onnx.io.safeio import guard_outputs, write_json
 
 app = typer.Typer(
     name="wn-onnx",
@@ -70,226 +30,8 @@ app = typer.Typer(
 )
 
 
-def _progress(enabled: bool):
-    """A progress bar and a ``progress(description, total) -> tick`` factory, or (None, None)."""
-    if not enabled:
-        return None, None
-    bar = progress_bar()
-
-    def factory(description: str, total: int):
-        task = bar.add_task(description, total=total)
-        done = [0.0]
-
-        def tick(n: float) -> None:  # fractions of a point add up to 4.999…: rounded, the bar ends at 5/5
-            done[0] += n
-            bar.update(task, completed=round(done[0], 6))
-
-        return tick
-
-    return bar, factory
-
-
-@app.command()
-def points(
-    model: Annotated[Path, typer.Argument(help="ONNX model file.")],
-    at: Annotated[str | None, typer.Option(help="Show only a selection: 0,3,5-8 · op:Conv,Gemm · re:PATTERN.")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help='Print {"points": [...]} as JSON.')] = False,
-    output: OutputOption = None,
-    granularity: GranularityOption = Granularity.layer,
-) -> None:
-    """List the noise points of MODEL: index, tensor, producing op, shape (and the ops a layer point stands for)."""
-    from wn_onnx.graph_passes import find_points, select_points
-    from wn_onnx.io.model import load_model
-
-    loaded = load_model(model, output)
-    chosen = [p.to_json() for p in select_points(find_points(loaded.model, granularity.value), at)]
-    if as_json:
-        print(json.dumps({"model": str(model), "granularity": granularity.value, "points": chosen}, indent=2))
-        return
-    out.print(Text(f"noise points of {model}"), soft_wrap=True)  # a long path on one line, not folded in the table
-    out.print(__import__("wn_onnx.cli.render", fromlist=["points_table"]).points_table(chosen, None, out.width))
-    for p in chosen:
-        where = f" in {p['path']}" if p.get("path") else ""
-        ops = f" = {' → '.join(p['ops'])}" if p.get("ops") else ""
-        skip = f" · not walkable: {p['unsupported']}" if p.get("unsupported") else ""
-        if where or ops or skip:
-            out.print(Text(f"point {p['index']}: {p['op_type']}{ops}{where}{skip}"), soft_wrap=True)
-
-
-@app.command()
-def scan(
-    model: Annotated[
-        Path | None, typer.Argument(help="ONNX model; omitted: the embedded digits MLP and its test split.")
-    ] = None,
-    data: DataOption = None,
-    labels: LabelsOption = None,
-    dataset_name: DatasetOption = None,
-    split: SplitOption = None,
-    data_dir: DataDirOption = None,
-    feed: FeedOption = None,
-    metric: MetricOption = "top1",
-    noise: Annotated[Kind, typer.Option(help="Noise kind.")] = Kind.add,
-    order: OrderOption = None,
-    sigma_ratio: SigmaRatioOption = None,
-    sigma_mul: SigmaMulOption = None,
-    sigma_add: SigmaAddOption = None,
-    sigmas: Annotated[
-        str | None,
-        typer.Option(
-            help="σ grid: log:1e-2:1e10:49 · lin:0:2:21 · 0.1,0.2. Default: the paper's grid for the noise kind."
-        ),
-    ] = None,
-    mode: Annotated[
-        Mode, typer.Option(help="walking: one point at a time · global: all selected points · both.")
-    ] = Mode.both,
-    at: AtOption = None,
-    repeats: Annotated[int, typer.Option(help="Independent noise draws per σ.", min=1, max=MAX_REPEATS)] = 5,
-    seed: Annotated[
-        int, typer.Option(help="Seed of every noise draw: same inputs + seed → identical report.", min=0, max=MAX_SEED)
-    ] = 0,
-    limit: LimitOption = None,
-    limit_mode: LimitModeOption = LimitMode.stratified,
-    batch_size: BatchSizeOption = 1024,
-    redraw: Annotated[bool, typer.Option(help="Fresh noise for every σ instead of one draw reused across σ.")] = False,
-    global_skip_bn: Annotated[
-        bool, typer.Option(help="Global sweep: no noise after BatchNormalization (the paper's Table 1 setting).")
-    ] = False,
-    label_free: Annotated[
-        bool, typer.Option(help="Score agreement with the clean model's predictions instead of labels.")
-    ] = False,
-    adaptive: Annotated[
-        bool, typer.Option(help="Measure a coarse part of the grid, then refine around each drop until μ is precise.")
-    ] = False,
-    tolerance: Annotated[
-        float, typer.Option(help="--adaptive and --estimator sequential stop once μ_err ≤ tolerance·μ.")
-    ] = 0.05,
-    estimator: Annotated[
-        Estimator,
-        typer.Option(help="grid: every σ on every sample · sequential: few samples at the σ that tell most about μ."),
-    ] = Estimator.grid,
-    jobs: Annotated[int, typer.Option(help="Walk points in this many processes.", min=1, max=MAX_THREADS)] = 1,
-    memory: MemoryOption = None,
-    workers: Annotated[
-        int, typer.Option(help="Walk points (and global σ chunks) on a local Dask cluster of N worker processes.", min=0)
-    ] = 0,
-    scheduler: Annotated[
-        str | None, typer.Option(help="… or on the Dask cluster of this scheduler (tcp://host:8786).")
-    ] = None,
-    device: DeviceOption = Device.cpu,
-    threads: ThreadsOption = 0,
-    out_path: Annotated[Path | None, typer.Option("--out", help="Write the report JSON here.")] = None,
-    as_json: Annotated[
-        bool, typer.Option("--json", help="Print the report JSON on stdout instead of the table.")
-    ] = False,
-    resume: Annotated[
-        bool, typer.Option(help="Take curves finished by an earlier run with the same --out and settings.")
-    ] = False,
-    output: OutputOption = None,
-    granularity: GranularityOption = Granularity.layer,
-    sigma_scale: Annotated[
-        SigmaScale,
-        typer.Option(help="absolute: σ as given (the paper's) · std: σ in units of each point's clean activation std."),
-    ] = SigmaScale.absolute,
-    quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
-) -> None:
-    """Sweep noise strength at every point (walking) and everywhere at once (global); fit μ per point."""
-    from wn_onnx.cli.render import report_table
-    from wn_onnx.engine import SweepSettings
-    from wn_onnx.io.embedded import DEFAULT_DATA, DEFAULT_MODEL
-    from wn_onnx.io.model import load_model
-    from wn_onnx.metrics import get_metric
-    from wn_onnx.noise import default_grid, parse_grid
-    from wn_onnx.scanner import ScanRequest, run_scan
-
-    if model is None:
-        if data is not None or dataset_name is not None:
-            raise WnError("--data/--dataset without a MODEL: give the ONNX model to scan (the embedded default runs on its own digits)")
-        model, data = DEFAULT_MODEL, DEFAULT_DATA
-    spec = noise_spec(noise, order, sigma_ratio, sigma_mul, sigma_add)
-    grid = parse_grid(sigmas) if sigmas else default_grid(spec)
-    loaded = load_model(model, output)
-    dataset = load_data(loaded, data, dataset_name, split, data_dir, limit, limit_mode, not label_free, feed, labels)
-    settings = SweepSettings(grid, spec, repeats, seed, batch_size, redraw, metric=get_metric(metric).name)
-    if loaded.freed_batch:
-        err.print(
-            f"[dim]{escape(str(model))}: the input declares a batch of {loaded.freed_batch}, but the graph gives the same outputs for "
-            "any batch (checked), so it runs in batches of --batch-size[/]"
-        )
-    elif loaded.fixed_batch and loaded.fixed_batch != batch_size:
-        err.print(
-            f"[yellow]{escape(str(model))}: the graph has its batch of {loaded.fixed_batch} built in; evaluating {loaded.fixed_batch} "
-            "samples per run (slow for small batches: export with a dynamic batch axis to go faster)[/]"
-        )
-    request = ScanRequest(
-        mode.value, at, label_free, device.value, threads, not global_skip_bn, adaptive, tolerance, jobs,
-        granularity.value, sigma_scale.value, estimator.value, memory_bytes(memory), workers, scheduler,
-    )  # fmt: skip
-    if resume and out_path is None:
-        raise WnError("--resume needs --out: finished curves are kept in OUT.sqlite")
-    if out_path:
-        guard_outputs([out_path, out_path.with_name(out_path.name + ".sqlite")], [model, data, labels, *loaded.external])
-    from wn_onnx.results.store import CurveStore
-    from wn_onnx.scanner import ScanInterrupted
-
-    store = CurveStore(out_path.with_name(out_path.name + ".sqlite")) if out_path else None
-    bar, factory = _progress(not quiet and not as_json)
-    start = time.perf_counter()
-    try:
-        if bar:
-            with bar:
-                report = run_scan(loaded, dataset, settings, request, factory, store, resume)
-        else:
-            report = run_scan(loaded, dataset, settings, request, None, store, resume)
-    except ScanInterrupted as stop:
-        if out_path:
-            write_json(out_path, stop.report)
-            err.print(
-                f"interrupted: partial report ({len(stop.report['points'])} points) written to {escape(str(out_path))}; "
-                "rerun with --resume to finish"
-            )
-        else:
-            err.print("interrupted (no --out: nothing saved)")
-        sys.exit(130)
-    finally:
-        if store is not None:
-            store.close()
-    report["seconds"] = round(time.perf_counter() - start, 3)
-    if out_path:
-        write_json(out_path, {k: v for k, v in report.items() if k != "seconds"})
-    if as_json:
-        print(json.dumps(report, indent=2))
-        return
-    out.print(report_table(report, out.width))
-    notes = [
-        (p.get("index", "global"), p["fit"]["note"])
-        for p in [*report["points"], *([report["global"]] if report["global"] else [])]
-        if p["fit"].get("note") and p["status"] != "failed"
-    ]
-    for where, note in notes:
-        out.print(f"[dim]point {where}: {escape(note)}[/]")
-    for p in report["points"]:
-        if p["status"] == "failed":
-            out.print(f"[bold red]point {p['index']} ({escape(str(p['tensor']))}) failed: {escape(str(p['reason']))}[/]")
-    for p in report.get("skipped", []):
-        out.print(f"[yellow]point {p['index']} ({escape(str(p['tensor']))}) skipped: {escape(p['reason'])}[/]")
-    mixing = [str(p["index"]) for p in report["points"] if p.get("mixes_samples")]
-    if mixing:
-        out.print(
-            f"[yellow]points {', '.join(mixing)}: the graph after them mixes the samples of a batch (dynamic "
-            "quantization, batch statistics); each σ ran on its own, and results depend on the samples per run (--batch-size, --memory).[/]"
-        )
-    used = [c["sequential"] for c in [*report["points"], report["global"]] if c and "sequential" in c]
-    if used:
-        done, grid = sum(u["evaluations"] for u in used), sum(u["grid_evaluations"] for u in used)
-        out.print(f"[dim]sequential: {done} sample evaluations, {done / grid:.1%} of the full grid's {grid}[/]")
-    bad = sum(sum(map(sum, p["nonfinite"])) for p in report["points"])
-    if bad:
-        out.print(
-            f"[yellow]{bad} noisy predictions had NaN/Inf outputs; they count as wrong (see 'nonfinite' in the JSON).[/]"
-        )
-    out.print(f"[dim]{report['seconds']:.1f} s{f' · report written to {escape(str(out_path))}' if out_path else ''}[/]")
-
-
+app.command("points")(points_command)
+app.command("scan")(scan_command)
 app.command("check")(check_command)
 app.command("report")(report_command)
 app.add_typer(analyze_app, name="analyze")
