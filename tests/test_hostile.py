@@ -1157,5 +1157,8 @@ def test_property_any_bytes_as_report_config_or_sweep_are_one_error(tmp_path, pa
 
 
 def test_zz_case_count():
-    """Not a check: prints how many hostile cases this module tried (for the issue's note)."""
+    """Every hostile case still runs (232 when written; a case dropped by a refactor fails this),
+    and the count is printed for the issue's note. Runs last in the module, so only a full run counts."""
     print(f"\nhostile cases tried in this module: {len(CASES)}")
+    if len(CASES) > 40:  # the whole module ran (not a -k selection)
+        assert len(CASES) >= 232

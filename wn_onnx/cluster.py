@@ -47,7 +47,7 @@ def _walk_task(token: str, setup: tuple, point: Point, st: SweepSettings, req, b
 
 def _global_task(token: str, setup: tuple, points: list[Point], st: SweepSettings, scale: np.ndarray | None) -> Counts:
     own = _state(token, setup)
-    return own["engine"].global_sweep(points, own["data"], st, lambda _n: None, own["reference"], None, scale)
+    return own["engine"].global_sweep(points, own["data"], st, lambda _n: None, None, scale)
 
 
 def connect(workers: int, scheduler: str | None, timeout: float = 10.0):
@@ -73,11 +73,11 @@ class Cluster:
         self.client, self.local, self.token, self.setup = client, local, token, setup
 
     @classmethod
-    def start(cls, req, engine: Engine, data: Dataset, reference: np.ndarray) -> Cluster:
+    def start(cls, req, engine: Engine, data: Dataset) -> Cluster:
         client, local = connect(req.workers, req.scheduler)
         threads = req.threads or (max(1, (os.cpu_count() or 1) // req.workers) if local is not None else 0)
-        setup = (engine.loaded.path, engine.loaded.output_name, data.x, data.y, engine.providers, threads, reference,
-                 req.memory)  # fmt: skip
+        setup = (engine.loaded.path, engine.loaded.output_name, data.x, data.y, engine.providers, threads,
+                 engine.known_clean(data), req.memory)  # fmt: skip
         try:
             [shared] = client.scatter([setup], broadcast=True, hash=False)
         except BaseException:

@@ -106,17 +106,15 @@ def sequential_curve(
     base: Levels,
     tolerance: float,
     key: list[int],
-    reference: np.ndarray | None,
     scale: float | None = None,
 ) -> dict:
     """μ of one curve by the sequential estimator (wn_onnx.results.sequential) from per-sample outcomes
     of ``ev`` at σ in the grid's range; ``key`` makes the curve's sample order its own;
-    ``reference``: the clean outputs of every sample (label-free and plug-in metrics score against them);
     ``scale``: relative σ of a walked point (σ in units of this std, as the grid's curve keeps it)."""
     swept = st.sigmas[np.any(np.stack(st.spec.components(st.sigmas)) > 0, axis=0)]
 
     def outcomes(sigma: float, rows: np.ndarray, repeat: int) -> tuple[np.ndarray, np.ndarray]:
-        return engine.outcomes(ev, data, st, sigma * (1.0 if scale is None else scale), rows, repeat, reference)
+        return engine.outcomes(ev, data, st, sigma * (1.0 if scale is None else scale), rows, repeat)
 
     return estimate(outcomes, len(data), st.repeats, float(swept[swept > 0].min()), float(swept.max()), base.clean,
                     base.chance, len(swept) * len(data) * st.repeats, tolerance, [st.seed, ORDER_STREAM, *key])  # fmt: skip
@@ -226,7 +224,7 @@ def run_scan(
     if not chosen:
         raise WnError(f"no selected point can carry noise: point {selected[0].index}: {selected[0].unsupported}")
 
-    data, reference, base, facts = clean_pass(engine, data, st.metric, st.batch_size, req.label_free)
+    data, base, facts = clean_pass(engine, data, st.metric, st.batch_size, req.label_free)
     silent = progress or (lambda _d, _t: lambda _n: None)
     report: dict = {
         "schema_version": SCHEMA_VERSION,
@@ -265,7 +263,7 @@ def run_scan(
     if req.workers or req.scheduler:
         from wn_onnx.cluster import Cluster
 
-        cluster = Cluster.start(req, engine, data, reference)
+        cluster = Cluster.start(req, engine, data)
     try:
         if req.mode in ("walking", "both"):
             tick = silent(f"walking {len(chosen)} points", len(chosen))
@@ -282,7 +280,7 @@ def run_scan(
                     store.put(keys[point.index], f"point {point.index}", curve)
 
             report["points"] = [finished[p.index] for p in chosen if p.index in finished]
-            walk_points(engine, todo, data, st, req, base, tick, reference, keep, scales, cluster)
+            walk_points(engine, todo, data, st, req, base, tick, keep, scales, cluster)
             if all(p["status"] == FAILED for p in report["points"]):
                 first = report["points"][0]
                 raise WnError(f"every walked point failed; point {first['index']}: {first['reason']}")
@@ -298,7 +296,7 @@ def run_scan(
                 if req.estimator == "sequential":
                     ev = engine.global_noise(where, st, scale)
                     curve = {"points": [p.index for p in where],
-                             **sequential_curve(engine, ev, data, st, base, req.tolerance, [1], reference)}  # fmt: skip
+                             **sequential_curve(engine, ev, data, st, base, req.tolerance, [1])}  # fmt: skip
                 else:
                     with engine.round_cache() if req.adaptive else contextlib.nullcontext() as cache:
 
@@ -306,7 +304,7 @@ def run_scan(
                             sub = replace(st, sigmas=sigmas)
                             if cluster is not None:
                                 return cluster.global_sweep(where, sub, scale)
-                            return engine.global_sweep(where, data, sub, lambda _n: None, reference, cache, scale)
+                            return engine.global_sweep(where, data, sub, lambda _n: None, cache, scale)
 
                         curve = {
                             "points": [p.index for p in where],
@@ -330,19 +328,16 @@ def run_scan(
 
 def clean_pass(
     engine: Engine, data: Dataset, metric_name: str, batch_size: int, label_free: bool
-) -> tuple[Dataset, np.ndarray, Levels, dict]:
+) -> tuple[Dataset, Levels, dict]:
     """The σ = 0 run over ``data``: (data with its inputs checked and its labels in the metric's
-    form — None label-free —, the clean outputs aligned with the batches, the curve base, the
-    report's facts: metric, clean accuracy, classes, chance). An output the metric cannot score
-    is refused here, its shape named."""
+    form — None label-free —, the curve base, the report's facts: metric, clean accuracy, classes,
+    chance); the engine keeps the clean outputs for every later σ = 0 (Engine.clean_outputs). An
+    output the metric cannot score is refused here, its shape named."""
     loaded, metric = engine.loaded, get_metric(metric_name)
     if not label_free and data.y is None:
         raise DataError(f"{data.source}: no labels y (score agreement with the clean model instead: label-free)")
     data = check_shape(data, loaded)
-    # the σ = 0 reference, aligned with the batches (padding rows of a fixed-batch model at its end)
-    size = engine.clean_batch(data, batch_size)
-    reference = np.concatenate([engine.clean_logits(b.x) for b in engine.batches(data, size)])
-    clean = reference[: len(data)]
+    clean = engine.clean_outputs(data, batch_size)[: len(data)]  # the engine keeps them for every σ = 0
     where = f"{loaded.path}: output {loaded.output_name!r}"
     try:
         classes = metric.classes(clean.shape)
@@ -359,7 +354,7 @@ def clean_pass(
         )
     facts = {"metric": metric_name, "clean_accuracy": float(ok.mean()), "clean_nonfinite": int(bad.sum()),
              "num_classes": classes, "chance": chance}  # fmt: skip
-    return Dataset(data.x, labels, data.source), reference, Levels(chance, float(ok.mean())), facts
+    return Dataset(data.x, labels, data.source), Levels(chance, float(ok.mean())), facts
 
 
 def _input_parts(x: np.ndarray | Inputs) -> list:
@@ -378,7 +373,6 @@ def walk_points(
     req: ScanRequest,
     base: Levels,
     tick,
-    reference: np.ndarray | None,
     keep: Callable[[Point, dict], None],
     scales: dict[int, float] | None = None,
     cluster: Cluster | None = None,
@@ -409,12 +403,13 @@ def walk_points(
                         done[0] += step
                         tick(step)
 
-                    keep(point, _walk_one(engine, point, data, sub, req, base, ticks, reference, scale(point)))
+                    keep(point, _walk_one(engine, point, data, sub, req, base, ticks, scale(point)))
                     tick(1.0 - done[0])
         return
     threads = max(1, (req.threads or os.cpu_count() or 1) // req.jobs)
     ctx = multiprocessing.get_context("spawn")
-    init = (engine.loaded.path, engine.loaded.output_name, data.x, data.y, engine.providers, threads, reference, req.memory)
+    init = (engine.loaded.path, engine.loaded.output_name, data.x, data.y, engine.providers, threads,
+            engine.known_clean(data), req.memory)  # fmt: skip
     pool = ProcessPoolExecutor(req.jobs, mp_context=ctx, initializer=_worker_init, initargs=init)
     try:
         with _sigint_held():  # workers start with Ctrl-C held back: no traceback from their imports
@@ -438,7 +433,6 @@ def _walk_one(
     req: ScanRequest,
     base: Levels,
     tick=lambda _n: None,
-    reference: np.ndarray | None = None,
     scale: float | None = None,
 ) -> dict:
     """One walked point's curve; ``scale``: relative σ, the grid's σ values are in units of
@@ -447,13 +441,13 @@ def _walk_one(
 
         def measure(sigmas: np.ndarray) -> Counts:
             absolute = sigmas if scale is None else sigmas * scale
-            return engine.walk(point, data, replace(st, sigmas=absolute), tick, reference=reference, cache=cache)
+            return engine.walk(point, data, replace(st, sigmas=absolute), tick, cache=cache)
 
         try:
             if req.estimator == "sequential":
                 ev = engine.walker(point, data, st)
                 curve = {**point.to_json(),
-                         **sequential_curve(engine, ev, data, st, base, req.tolerance, [0, point.index], reference, scale)}  # fmt: skip
+                         **sequential_curve(engine, ev, data, st, base, req.tolerance, [0, point.index], scale)}  # fmt: skip
                 tick(1)
             else:
                 curve = {**point.to_json(), **measure_curve(measure, st, base, req.adaptive, req.tolerance)}
@@ -514,7 +508,9 @@ def worker_state(
     """What a worker (a --jobs process or a Dask worker) walks with: its own engine (sessions do
     not cross processes) under the memory budget, the data and the clean outputs."""
     data = Dataset(x, y, "worker")
-    return {"engine": Engine(load_model(path, output), providers, threads, memory), "data": data, "reference": reference}
+    engine = Engine(load_model(path, output), providers, threads, memory)
+    engine.remember_clean(data, reference)  # computed once by the scan process
+    return {"engine": engine, "data": data}
 
 
 @contextlib.contextmanager
@@ -551,4 +547,4 @@ def _worker_walk(
 ) -> dict:
     """One point's curve in a worker (``state``: from :func:`worker_state`; default: this --jobs process's)."""
     own = state or _WORKER
-    return _walk_one(own["engine"], point, own["data"], st, req, base, reference=own["reference"], scale=scale)
+    return _walk_one(own["engine"], point, own["data"], st, req, base, scale=scale)

@@ -49,6 +49,7 @@ class Engine:
         self.routes = Routes(loaded, self.sessions)
         self.budget = Budget.measure(memory, loaded.model.graph)
         self._live: float | None = None  # bytes per sample alive at once in a run (see memory.peak_live)
+        self._clean: tuple[object, np.ndarray] | None = None  # (the data's inputs, their clean outputs)
 
     @property
     def providers(self) -> list[str]:
@@ -62,6 +63,19 @@ class Engine:
 
     def clean_logits(self, x: np.ndarray | Inputs) -> np.ndarray:
         return self.routes.clean_logits(x)
+
+    def clean_outputs(self, data: Dataset, batch_size: int) -> np.ndarray:
+        """The clean outputs of every sample of ``data`` (σ = 0; a fixed batch's padding rows at
+        the end), computed once and kept: every walk, global sweep and sequential estimate on the
+        same data reads its σ = 0 results here instead of running the model again."""
+        if self._clean is None or self._clean[0] is not data.x:
+            size = self.clean_batch(data, batch_size)
+            self.remember_clean(data, np.concatenate([self.clean_logits(b.x) for b in self.batches(data, size)]))
+        return self._clean[1]
+
+    def remember_clean(self, data: Dataset, outputs: np.ndarray) -> None:
+        """Keep ``outputs`` as the clean outputs of ``data`` (a worker gets them from the scan process)."""
+        self._clean = (data.x, outputs)
 
     def sample_axis(self, name: str, x: np.ndarray | Inputs) -> int | None:
         return self.routes.sample_axis(name, x)
@@ -190,11 +204,16 @@ class Engine:
             feeds.update(zip(z_input_names(j, spec), z[j], strict=True))
         return self.routes.noisy(points, spec, repeated).run([self.loaded.output_name], feeds)[0]
 
-    def _clean(self, reference: np.ndarray | None) -> Callable[[int, np.ndarray], np.ndarray]:
-        """Clean outputs of a batch: from ``reference`` (the whole data's, when known) or computed."""
-        if reference is None:
+    def known_clean(self, data: Dataset) -> np.ndarray | None:
+        """The kept clean outputs of ``data`` (see :meth:`clean_outputs`), or None: what workers get."""
+        return self._clean[1] if self._clean is not None and self._clean[0] is data.x else None
+
+    def _clean_of(self, data: Dataset) -> Callable[[int, np.ndarray], np.ndarray]:
+        """Clean outputs of a batch of ``data``: the kept ones when known, else computed."""
+        known = self.known_clean(data)
+        if known is None:
             return lambda _first, x: self.clean_logits(x)
-        return lambda first, x: reference[first : first + len(x)]
+        return lambda first, x: known[first : first + len(x)]
 
     def walk(
         self,
@@ -203,20 +222,18 @@ class Engine:
         st: SweepSettings,
         tick: Callable[[int], None],
         all_points: list[Point] | None = None,
-        reference: np.ndarray | None = None,
         cache: RoundCache | None = None,
     ) -> Counts:
         """Noise at ``point`` only; ``tick`` gets the number of (σ, repeat) configurations done.
 
         ``st.walk == "full"`` runs the whole noisy graph over ``all_points`` (the
-        straightforward reference) instead of the suffix after the point. ``reference``: the
-        clean model's outputs on ``data`` when already known (σ = 0 results, no recomputation).
-        ``cache``: keeps the clean activations and the noise of each (batch, repeat) for later
+        straightforward reference) instead of the suffix after the point; σ = 0 results come from
+        :meth:`clean_outputs` when kept for ``data``. ``cache``: keeps the clean activations and the noise of each (batch, repeat) for later
         calls on the same point, data and settings (adaptive rounds). Samples per run: at most
         ``st.batch_size``, fewer where the budget needs it."""
         st = replace(st, batch_size=self.walk_batch([point], data, st))
         ev = self.walker(point, data, st, all_points, cache)
-        return sweep(ev, self.batches(data, st.batch_size), st, tick, self._clean(reference), cache)
+        return sweep(ev, self.batches(data, st.batch_size), st, tick, self._clean_of(data), cache)
 
     def walker(
         self,
@@ -244,18 +261,18 @@ class Engine:
         sigma: float,
         rows: np.ndarray,
         repeat: int,
-        reference: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """(score, non-finite) per sample of ``rows`` (indices into ``data``) under the noise of
         ``ev`` (:meth:`walker`, :meth:`global_noise`) at ``sigma`` and draw ``repeat``: each
         sample gets the numbers the grid's sweep gives it at that σ and repeat (draws keyed by
-        sample index, engine.draws), so a subset costs only its own samples. ``reference``: the
-        clean outputs of every sample when known. For the sequential estimator
+        sample index, engine.draws), so a subset costs only its own samples; clean outputs from
+        :meth:`clean_outputs` when kept. For the sequential estimator
         (wn_onnx.results.sequential)."""
         rows = np.asarray(rows, np.int64)
         sa, sm = st.spec.components(np.array([sigma], np.float64))
         within = self.global_batch(ev.points, data, st) if isinstance(ev, GlobalNoise) else self.walk_batch([ev.point], data, st)
         size, metric = self.batch_size(within), get_metric(st.metric)
+        reference = self.known_clean(data)
         scores, bad = [], []
         for b, start in enumerate(range(0, len(rows), size)):
             part = rows[start : start + size]
@@ -280,7 +297,6 @@ class Engine:
         data: Dataset,
         st: SweepSettings,
         tick: Callable[[int], None],
-        reference: np.ndarray | None = None,
         cache: RoundCache | None = None,
         scale: np.ndarray | None = None,
     ) -> Counts:
@@ -289,7 +305,7 @@ class Engine:
         σ, one factor per point (its clean std): point k gets σ·scale[k]."""
         st = replace(st, batch_size=self.global_batch(points, data, st))
         ev = self.global_noise(points, st, scale)
-        return sweep(ev, self.batches(data, st.batch_size), st, tick, self._clean(reference), cache)
+        return sweep(ev, self.batches(data, st.batch_size), st, tick, self._clean_of(data), cache)
 
     def clean_std(self, points: list[Point], data: Dataset, batch_size: int) -> dict[int, float]:
         """Point index → standard deviation of the point's clean activation over every element
