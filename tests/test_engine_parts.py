@@ -108,3 +108,25 @@ def test_sweep_counts_every_configuration_once(chunk):
     assert counts.total == 10 and sum(ticks) == 3 * 2 * 3  # σ = 0 is the clean result, never evaluated
     np.testing.assert_array_equal(counts.correct, [[10, 10], [10, 10], [0, 0], [0, 0]])
     assert stub.draws == [(0,), (1,)] * 3  # one draw per (batch, repeat), whatever the chunking
+
+
+@pytest.mark.parametrize("batch", [64, 1000])
+def test_engine_reports_its_own_work(batch):
+    """The progress bar's count comes from the engine (Engine.sweep_work), not from the scan's
+    guess: it is exactly what a walk and a global sweep report to their tick, σ = 0 left out."""
+    from dataclasses import replace
+
+    import wn_onnx
+    from wn_onnx.engine import Engine, providers_for
+
+    loaded = wn_onnx.load_model(wn_onnx.DEFAULT_MODEL)
+    engine = Engine(loaded, providers_for("cpu"))
+    data = wn_onnx.load_data(loaded, wn_onnx.DEFAULT_DATA)
+    st = SweepSettings(np.array([0.0, 0.1, 1.0, 10.0]), NoiseSpec("add"), repeats=2, batch_size=batch)
+    point = wn_onnx.find_points(loaded, at="3")[0]
+    ticks: list[int] = []
+    engine.walk(point, data, st, ticks.append)
+    assert sum(ticks) == engine.sweep_work(data, replace(st, batch_size=engine.walk_batch([point], data, st)))
+    ticks.clear()
+    engine.global_sweep([point], data, st, ticks.append)
+    assert sum(ticks) == engine.sweep_work(data, replace(st, batch_size=engine.global_batch([point], data, st)))

@@ -389,11 +389,9 @@ def walk_points(
             tick(1)
         return
     if req.jobs <= 1 or len(chosen) == 1:
-        n_active = int(np.count_nonzero(np.any(np.stack(st.spec.components(st.sigmas)) > 0, axis=0)))
         for group in engine.tap_groups(chosen, data, st):  # one clean prefix run per batch for a group
             sub = replace(st, batch_size=engine.walk_batch(group, data, st))  # one batch size: shared clean values
-            per_point = max(1, -(-len(data) // engine.batch_size(sub.batch_size)) * st.repeats * n_active)
-            per_point = 1 if req.estimator == "sequential" else per_point  # it ticks once per point
+            per_point = 1 if req.estimator == "sequential" else max(1, engine.sweep_work(data, sub))
             with engine.shared_taps(group, sub):
                 for point in group:
                     done = [0.0]  # this point's share of the bar so far: at most 1, and exactly 1 when it ends
