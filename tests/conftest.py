@@ -43,6 +43,7 @@ def wn(*args, cwd: Path | None = None, env: dict | None = None, columns: int = 8
     argv, here, widths = sys.argv, Path.cwd(), (common.out.width, common.err.width)
     with CliRunner().isolation(env=env) as (stdout, stderr, _), warnings.catch_warnings():
         warnings.simplefilter("default")  # a warning printed by a real process counts as a stderr line
+        warnings.simplefilter("ignore", ResourceWarning)  # the test process's own garbage (pipes of earlier tests)
         warnings.showwarning = lambda message, category, *_a, **_k: sys.stderr.write(f"{category.__name__}: {message}\n")
         sys.argv = ["wn-onnx", *map(str, args)]
         common.out.width = common.err.width = columns
@@ -64,12 +65,22 @@ def wn(*args, cwd: Path | None = None, env: dict | None = None, columns: int = 8
     return Ran(code, *text)
 
 
+def like_a_shell() -> None:
+    """``preexec_fn`` of a command started the way a terminal starts it: SIGINT and SIGTERM at
+    their defaults and not blocked, whatever the test process (Dask, multiprocessing helpers)
+    did to its own signal state, which children inherit."""
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 def wn_process(
     *args, cwd: Path | None = None, env: dict | None = None, memory: int | None = None, timeout: float = 300
 ) -> Ran:
     """``python -m wn_onnx ARGS`` as a real process, optionally under an address-space limit of ``memory`` bytes."""
 
     def limit() -> None:
+        like_a_shell()
         if memory:
             resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
 

@@ -16,7 +16,7 @@ import onnx
 import onnx_ir as ir
 import onnxruntime as ort
 import pytest
-from conftest import wn
+from conftest import like_a_shell, wn
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
@@ -181,9 +181,8 @@ def stored_curves(db) -> int:
 
 
 def run_until_stored(args, db, count: int, sig: int, tmp_path) -> subprocess.Popen:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "wn_onnx", *map(str, args)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
+    proc = subprocess.Popen([sys.executable, "-m", "wn_onnx", *map(str, args)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, preexec_fn=like_a_shell)  # fmt: skip
     deadline = time.time() + 120
     while stored_curves(db) < count and proc.poll() is None and time.time() < deadline:
         time.sleep(0.05)

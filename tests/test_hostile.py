@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from conftest import Ran, wn, wn_process
+from conftest import Ran, like_a_shell, wn, wn_process
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
@@ -978,7 +978,8 @@ JOBS = ["scan", "--mode", "walking", "--sigmas", "log:1e-2:1e3:25", "--repeats",
 
 
 def test_ctrl_c_while_importing_prints_no_traceback():
-    proc = subprocess.Popen([sys.executable, "-m", "wn_onnx", "scan", "--quiet"], stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([sys.executable, "-m", "wn_onnx", "scan", "--quiet"], stderr=subprocess.PIPE, text=True,
+                            preexec_fn=like_a_shell)  # fmt: skip
     time.sleep(0.5)  # inside the imports of the command line
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
@@ -988,7 +989,7 @@ def test_ctrl_c_while_importing_prints_no_traceback():
 
 def test_ctrl_c_with_jobs_while_workers_start_prints_no_worker_traceback(tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "wn_onnx", *JOBS], stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)  # fmt: skip
+                            start_new_session=True, preexec_fn=like_a_shell)  # fmt: skip
     deadline = time.time() + 60
     while len(children(proc.pid)) < 2 and time.time() < deadline:
         time.sleep(0.02)
