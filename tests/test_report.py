@@ -361,3 +361,30 @@ def test_global_only_report_overlays_with_a_walking_one(tmp_path, reports):
     assert written == [tmp_path / "r.html"] and notes
     fig = curves_figure(only_global)
     assert len(fig.axes) == 1 and fig.axes[0].get_title().startswith("global")
+
+
+def test_analyze_onnxruntime_failure_under_noise_is_one_line(tmp_path):
+    """Was: analyze ran its noisy graph with a raw session.run, so a model that fails only under
+    noise (here: noise pushes a Gather index out of its table) ended as an internal error, exit 3."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    table = numpy_helper.from_array(np.eye(3, dtype=np.float32), "table")
+    w = numpy_helper.from_array(np.ones((4, 1), np.float32), "w")
+    nodes = [
+        helper.make_node("MatMul", ["x", "w"], ["h"]),  # point 1: the noisy one
+        helper.make_node("Relu", ["h"], ["r"]),  # point 2: levels
+        helper.make_node("Cast", ["r"], ["i"], to=TensorProto.INT64),
+        helper.make_node("Squeeze", ["i", "axis"], ["idx"]),
+        helper.make_node("Gather", ["table", "idx"], ["logits"], axis=0),
+    ]
+    axis = numpy_helper.from_array(np.array([1], np.int64), "axis")
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 3])], [table, w, axis])  # fmt: skip
+    path = tmp_path / "gather.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    x = np.full((20, 4), 0.25, np.float32)  # index 1 clean
+    np.savez(tmp_path / "d.npz", x=x, y=np.ones(20, np.int64))
+    res = wn("analyze", "binarize", path, "--data", tmp_path / "d.npz", "--at", "1", "--noise", "add", "--sigma", "1e4",
+             "--granularity", "op")  # fmt: skip
+    assert res.returncode == 2, res.stderr
+    assert "onnxruntime failed" in res.stderr and len(res.stderr.strip().splitlines()) == 1
