@@ -203,7 +203,7 @@ def test_limit_is_class_stratified_on_a_sorted_split(tmp_path):
     kept = subset(100, unbalanced, 20)
     assert np.bincount(unbalanced[kept]).tolist() == [18, 2]  # each class keeps its share
     assert subset(100, None, 20).tolist() == list(range(20)) and subset(100, unbalanced, 500) is None
-    with pytest.raises(WnError, match="--limit-mode"):
+    with pytest.raises(WnError, match="limit mode"):
         subset(100, unbalanced, 20, "random")
 
 

@@ -109,7 +109,7 @@ def test_outputs_that_fit_no_metric_are_refused(deployed):
     """Never flattened: a per-position output is not a classifier of H·W·K classes, a width-1
     probability not a class vector; the error names the shape."""
     st = SweepSettings(SIGMAS, NoiseSpec("add"), repeats=1, batch_size=BATCH)
-    for name, text in [("tagger", "7×5"), ("segmenter", "6×6×3"), ("binary", "--metric binary")]:
+    for name, text in [("tagger", "7×5"), ("segmenter", "6×6×3"), ("binary", "the binary metric")]:
         dep = deployed[name]
         loaded = load_model(dep.path)
         data = check_shape(make_dataset(Inputs(dep.data(SAMPLES)), None, name), loaded)
@@ -175,7 +175,7 @@ def test_cli_feeds_and_metrics(deployed, tmp_path):
     assert res.returncode in (0, 1) and "global" in res.stdout, res.stderr  # a verdict, pass or fail
     for args, text in [
         (["--feed", "h0=0"], "no array named 'sr' for the model's input 'sr'"),
-        (["--feed", "h0=0", "--feed", "sr=16000", "--metric", "nope"], "unknown --metric 'nope'"),
+        (["--feed", "h0=0", "--feed", "sr=16000", "--metric", "nope"], "unknown metric 'nope'"),
         (["--feed", "h0=0", "--feed", "sr=16000", "--metric", "no_such_module:f"], "cannot import no_such_module"),
     ]:
         res = wn("scan", dep.path, "--data", tmp_path / "d.npz", *args, *fast)

@@ -130,7 +130,7 @@ def binarize(
     noisy_pt = _point(points, at)
     q = _point(points, quantize_at if quantize_at is not None else min(at + 1, len(points) - 1))
     if q.index <= at:
-        raise WnError(f"--quantize-at must come after the noisy point {at}")
+        raise WnError(f"the quantized point must come after the noisy point {at}")
     if q.tensor == loaded.output_name:
         raise WnError("the point after the noisy one is the output; nothing downstream to test")
     watched = points[at : at + 1 + follow]

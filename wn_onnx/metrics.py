@@ -56,7 +56,7 @@ class Metric:
         if self.plugin:
             return 0
         if len(shape) < 2 and self.name != "binary":
-            raise ModelError(f"{self.name}: the {where} has no class axis (a width-1 probability: --metric binary)")
+            raise ModelError(f"{self.name}: the {where} has no class axis (a width-1 probability: the binary metric)")
         if self.name == "top1":
             wide = [d for d in shape[1:] if d is None or d > 1]
             if len(wide) > 1:
@@ -66,7 +66,7 @@ class Metric:
                 )
             width = int(np.prod([d for d in shape[1:] if d is not None]))
             if width < 2 and None not in shape[1:]:
-                raise ModelError(f"top1: the {where} has width {width}; a probability per sample → --metric binary")
+                raise ModelError(f"top1: the {where} has width {width}; a probability per sample → the binary metric")
             return width
         if self.name == "per-position":
             if len(shape) < 3:
@@ -122,7 +122,7 @@ class Metric:
                 )
             with np.errstate(invalid="ignore"):
                 if not np.all((got >= 0) & (got <= 1)):
-                    raise ConfigError(f"--metric {self.name} returned scores outside [0, 1]")
+                    raise ConfigError(f"metric {self.name} returned scores outside [0, 1]")
             return got
         pred = self._predict(noisy)
         target = self._predict(clean) if labels is None else labels.reshape(pred.shape)
@@ -190,13 +190,13 @@ def get_metric(name: str = "top1") -> Metric:
         return Metric(name)
     module_name, _, attr = name.rpartition(":")
     if not module_name or not attr:
-        raise ConfigError(f"unknown --metric {name!r}; choose {', '.join(BUILT_IN)} or module:function")
+        raise ConfigError(f"unknown metric {name!r}; choose {', '.join(BUILT_IN)} or module:function")
     try:
         if module_name.endswith(".py"):
             path = Path(module_name)
             spec = importlib.util.spec_from_file_location(f"wn_onnx_metric_{path.stem}", path)
             if spec is None or spec.loader is None or not path.is_file():
-                raise ConfigError(f"--metric {name!r}: no Python file {module_name}")
+                raise ConfigError(f"metric {name!r}: no Python file {module_name}")
             module = importlib.util.module_from_spec(spec)
             spec.loader.exec_module(module)
         else:
@@ -204,8 +204,8 @@ def get_metric(name: str = "top1") -> Metric:
     except WnError:
         raise
     except Exception as err:  # the plug-in's own import error, in one line
-        raise ConfigError(f"--metric {name!r}: cannot import {module_name} ({type(err).__name__}: {err})") from None
+        raise ConfigError(f"metric {name!r}: cannot import {module_name} ({type(err).__name__}: {err})") from None
     function = getattr(module, attr, None)
     if not callable(function):
-        raise ConfigError(f"--metric {name!r}: {module_name} has no function {attr!r}")
+        raise ConfigError(f"metric {name!r}: {module_name} has no function {attr!r}")
     return Metric(name, function)

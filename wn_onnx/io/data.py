@@ -183,9 +183,9 @@ def subset(n: int, y: np.ndarray | None, limit: int | None, mode: str = "stratif
     if limit is None:
         return None
     if limit < 1:
-        raise DataError(f"--limit must be >= 1, got {limit}")
+        raise DataError(f"the sample limit must be >= 1, got {limit}")
     if mode not in LIMIT_MODES:
-        raise DataError(f"--limit-mode must be one of {', '.join(LIMIT_MODES)}, not {mode!r}")
+        raise DataError(f"limit mode must be one of {', '.join(LIMIT_MODES)}, not {mode!r}")
     if limit >= n:
         return None
     if y is None or mode == "first":
@@ -213,7 +213,7 @@ def load_npz(
     subset needs every label, and rows from anywhere)."""
     p = regular_file(path, "data file")
     if limit is not None and limit < 1:
-        raise DataError(f"--limit must be >= 1, got {limit}")
+        raise DataError(f"the sample limit must be >= 1, got {limit}")
     try:
         with zipfile.ZipFile(p) as archive:
             keys = {n.removesuffix(".npy"): n for n in archive.namelist() if n.endswith(".npy")}
@@ -238,7 +238,7 @@ def load_npz(
         why = str(err).splitlines()[0] if str(err).strip() else type(err).__name__
         raise DataError(f"{p}: not a readable .npz archive ({why})") from None
     if require_labels and y is None:
-        raise DataError(f"{p}: no array named 'y' with labels (use --label-free to score agreement instead)")
+        raise DataError(f"{p}: no array named 'y' with labels (score agreement with the clean model instead: label-free)")
     x = arrays["x"] if names is None else Inputs(arrays)
     return make_dataset(x, y, str(p), limit, limit_mode)
 
@@ -353,7 +353,7 @@ def check_shape(data: Dataset, loaded, fed: dict[str, np.ndarray] | None = None)
     inputs = loaded.inputs
     unknown = [n for n in fed if n not in inputs]
     if unknown:
-        raise DataError(f"--feed {unknown[0]}: the model has no input {unknown[0]!r} (inputs: {', '.join(inputs)})")
+        raise DataError(f"feed {unknown[0]}: the model has no input {unknown[0]!r} (inputs: {', '.join(inputs)})")
     if not isinstance(data.x, Inputs) and len(inputs) == 1 and not fed:  # one input: the array x
         shape, dtype = inputs[loaded.input_name]
         if not _fits(tuple(shape[1:]), data.x.shape[1:]):
@@ -393,13 +393,13 @@ def check_shape(data: Dataset, loaded, fed: dict[str, np.ndarray] | None = None)
 def _broadcast(value: np.ndarray, shape: tuple, name: str) -> np.ndarray:
     """``value`` broadcast to the declared ``shape`` (unnamed lengths from ``value``)."""
     if value.ndim > len(shape):
-        raise DataError(f"--feed {name}: a value of shape {_shown(value.shape)} for an input of shape {_shown(shape)}")
+        raise DataError(f"feed {name}: a value of shape {_shown(value.shape)} for an input of shape {_shown(shape)}")
     value = value.reshape((1,) * (len(shape) - value.ndim) + value.shape)
     target = tuple(d if isinstance(d, int) else v for d, v in zip(shape, value.shape, strict=True))
     try:
         return np.array(np.broadcast_to(value, target))  # a copy (ascontiguousarray would make a scalar 1-d)
     except ValueError:
-        raise DataError(f"--feed {name}: a value of shape {_shown(value.shape)} does not fit the input's shape {_shown(shape)}") from None
+        raise DataError(f"feed {name}: a value of shape {_shown(value.shape)} does not fit the input's shape {_shown(shape)}") from None
 
 
 def parse_feeds(items: list[str] | None) -> dict[str, np.ndarray]:
@@ -408,18 +408,18 @@ def parse_feeds(items: list[str] | None) -> dict[str, np.ndarray]:
     for item in items or []:
         name, sep, value = item.partition("=")
         if not sep or not name or not value:
-            raise DataError(f"--feed {item!r}: use NAME=NUMBER or NAME=FILE.npy")
+            raise DataError(f"feed {item!r}: use NAME=NUMBER or NAME=FILE.npy")
         if value.endswith(".npy"):
             p = regular_file(value, f"--feed {name} file")
             try:
                 fed[name] = np.load(p, allow_pickle=False)
             except (ValueError, OSError, EOFError) as err:
-                raise DataError(f"--feed {name}: {p} is not a readable .npy array ({str(err).splitlines()[0][:200]})") from None
+                raise DataError(f"feed {name}: {p} is not a readable .npy array ({str(err).splitlines()[0][:200]})") from None
         else:
             try:
                 number = float(value)
             except ValueError:
-                raise DataError(f"--feed {item!r}: {value!r} is neither a number nor a .npy file") from None
+                raise DataError(f"feed {item!r}: {value!r} is neither a number nor a .npy file") from None
             fed[name] = np.asarray(int(number) if number.is_integer() and "." not in value and "e" not in value.lower() else number)
     return fed
 

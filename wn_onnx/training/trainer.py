@@ -125,7 +125,7 @@ def evaluate_accuracy(net: PointNet, x: torch.Tensor, y: torch.Tensor, batch: in
 
 def device_for(name: str) -> torch.device:
     if name == "cuda" and not torch.cuda.is_available():
-        raise WnError("--device cuda: torch sees no CUDA device here")
+        raise WnError("device cuda: torch sees no CUDA device here")
     if name not in ("cpu", "cuda"):
         raise WnError(f"unknown device {name!r}; use cpu or cuda")
     return torch.device(name)
@@ -146,7 +146,7 @@ def train(
 ) -> tuple[PointNet, History]:
     """Train a fresh ``cfg.arch`` network (or resume ``checkpoint``); returns it in eval mode."""
     if cfg.epochs < 1:
-        raise WnError("--epochs must be >= 1")
+        raise WnError("epochs must be >= 1")
     device = device_for(cfg.device)
     torch.manual_seed(cfg.seed)
     net = build(cfg.arch, input_shape, num_classes, cfg.bn).to(device)
@@ -159,7 +159,7 @@ def train(
     history, start = History(), 0
     if resume:
         if checkpoint is None or not checkpoint.is_file():
-            raise WnError(f"--resume: no checkpoint at {checkpoint}")
+            raise WnError(f"resume: no checkpoint at {checkpoint}")
         start = _load_checkpoint(checkpoint, cfg, net, opt, sched, gen, history)
 
     xt = torch.from_numpy(np.ascontiguousarray(train_xy[0], np.float32))

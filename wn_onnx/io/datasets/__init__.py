@@ -71,7 +71,7 @@ def cache_dir(name: str) -> Path:
 def _folder(info: DatasetInfo, data_dir: Path | None) -> Path:
     if data_dir is not None:
         if not Path(data_dir).is_dir():
-            raise DataError(f"--data-dir {data_dir} is not a folder")
+            raise DataError(f"dataset folder {data_dir} is not a folder")
         return Path(data_dir)
     candidates = [*map(Path, info.system_dirs), cache_dir(info.name)]
     for c in candidates:
@@ -119,7 +119,7 @@ def load_split(
         from wn_onnx.io.data import load_npz
 
         if data_file is None:
-            raise DataError("--dataset npz needs --data FILE.npz")
+            raise DataError("the npz dataset needs a data file (FILE.npz)")
         d = load_npz(data_file)
         x, y, source = d.x, d.y, str(data_file)
         info = DatasetInfo("npz", [str(i) for i in range(int(y.max()) + 1)], tuple(x.shape[1:]), (), (), False)

@@ -91,7 +91,7 @@ def download(res: Resource, target: Path, progress: Callable[[int, int], None] |
     """Fetch ``res`` into folder ``target`` (kept if already there and verified). The stream is
     cut at ``res.max_bytes``, and an unfinished download leaves no ``.part`` file behind."""
     if target.exists() and not target.is_dir():
-        raise WnError(f"--target {target} is a file, not a folder")
+        raise WnError(f"fetch target {target} is a file, not a folder")
     target.mkdir(parents=True, exist_ok=True)
     path = target / res.url.rsplit("/", 1)[-1]
     if not (path.is_file() and file_digest(path, res.algorithm) == res.digest):
