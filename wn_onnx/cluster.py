@@ -74,10 +74,11 @@ class Cluster:
 
     @classmethod
     def start(cls, req, engine: Engine, data: Dataset) -> Cluster:
+        from wn_onnx.scanner import worker_setup  # the scanner imports this module
+
         client, local = connect(req.workers, req.scheduler)
         threads = req.threads or (max(1, (os.cpu_count() or 1) // req.workers) if local is not None else 0)
-        setup = (engine.loaded.path, engine.loaded.output_name, data.x, data.y, engine.providers, threads,
-                 engine.known_clean(data), req.memory)  # fmt: skip
+        setup = worker_setup(engine, data, threads, req.memory)
         try:
             [shared] = client.scatter([setup], broadcast=True, hash=False)
         except BaseException:

@@ -406,8 +406,7 @@ def walk_points(
         return
     threads = max(1, (req.threads or os.cpu_count() or 1) // req.jobs)
     ctx = multiprocessing.get_context("spawn")
-    init = (engine.loaded.path, engine.loaded.output_name, data.x, data.y, engine.providers, threads,
-            engine.known_clean(data), req.memory)  # fmt: skip
+    init = worker_setup(engine, data, threads, req.memory)
     pool = ProcessPoolExecutor(req.jobs, mp_context=ctx, initializer=_worker_init, initargs=init)
     try:
         with _sigint_held():  # workers start with Ctrl-C held back: no traceback from their imports
@@ -473,24 +472,23 @@ def failed_curve(point: Point, err: Exception) -> dict:
 _WORKER: dict = {}
 
 
-def _worker_init(
-    path: str,
-    output: str,
-    x: np.ndarray,
-    y: np.ndarray,
-    providers: list[str],
-    threads: int,
-    reference: np.ndarray,
-    memory: int | None,
-) -> None:
+def _worker_init(*setup) -> None:
     """Each worker process loads the model itself (sessions do not cross processes). It ignores
     Ctrl-C (the scan process terminates it) and ends itself when the scan process dies (kill -9
-    leaves no worker behind)."""
+    leaves no worker behind). ``setup``: :func:`worker_setup`."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the scan process stops its workers on Ctrl-C
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # a Ctrl-C held back since the start is dropped
     parent = os.getppid()
     threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True).start()
-    _WORKER.update(worker_state(path, output, x, y, providers, threads, reference, memory))
+    _WORKER.update(worker_state(*setup))
+
+
+def worker_setup(engine: Engine, data: Dataset, threads: int, memory: int | None) -> tuple:
+    """What a worker (a --jobs process or a Dask worker) is sent to build its state from
+    (:func:`worker_state`): the model's file and output, the data, providers, threads, the clean
+    outputs the scan process computed, the memory budget."""
+    return (engine.loaded.path, engine.loaded.output_name, data.x, data.y, engine.providers, threads,
+            engine.known_clean(data), memory)  # fmt: skip
 
 
 def worker_state(

@@ -129,7 +129,7 @@ def _run(model, data, dataset_name, split, data_dir, feed, metric, config, noise
     grid = parse_grid(grid_text) if grid_text else default_grid(spec)
     free = bool(pick(label_free, "label_free", False))
     dataset_name = pick(dataset_name, "dataset")
-    data = data if data is not None or "data" not in conf else Path(conf["data"])
+    data = None if pick(data, "data") is None else Path(pick(data, "data"))
     if data is None and dataset_name is None:
         raise WnError("give --data FILE.npz or --dataset NAME")
     base_path = pick(baseline, "baseline")

@@ -72,7 +72,9 @@ def noise_spec(kind: Kind | str, order: Order | str | None = None, ratio: float 
     """The :class:`~wn_onnx.noise.NoiseSpec` the noise options describe (enum or plain values)."""
     from wn_onnx.noise import NoiseSpec
 
-    value = lambda v: v.value if isinstance(v, Enum) else v  # noqa: E731
+    def value(v):
+        return v.value if isinstance(v, Enum) else v
+
     return NoiseSpec(value(kind), value(order), ratio, sigma_mul, sigma_add)
 
 
