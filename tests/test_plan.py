@@ -266,3 +266,19 @@ def test_plan_evaluate_takes_a_dataset(tmp_path):
     assert a.returncode == 0 and b.returncode == 0, (a.stderr, b.stderr)
     acc = [json.loads(r.stdout)["evaluation"]["plans"]["uniform"]["accuracy"] for r in (a, b)]
     assert acc[0] == acc[1] and 0 < min(acc[0])
+
+
+def test_a_not_reached_curve_that_fell_is_planned_at_its_bound_not_as_robust():
+    """`not-reached` says μ > the largest σ; a curve that fell on the way (but not to the midpoint)
+    is no evidence of robustness: it is planned at that bound, a flat one gets 1 execution."""
+    from wn_onnx.planner import PlanInput
+
+    def point(i: int, low: float) -> dict:
+        return {"index": i, "tensor": f"t{i}", "status": "not-reached", "mu": 10.0, "mu_err": None,
+                "a_max": 0.9, "a_min": 0.1, "accuracy": [[0.9, 0.9], [low, low]], "fit": {}}  # fmt: skip
+
+    inp = PlanInput.from_report({"points": [point(0, 0.9), point(1, 0.6), {**point(2, 0.2), "status": "ok", "mu": 5.0}]})
+    assert inp.robust.tolist() == [True, False, False]
+    assert inp.mu[1] == 10.0 and "fell" in inp.flags[1]
+    executions = inverse_mu(inp.mu, 12, inp.robust)
+    assert executions[0] == 1 and executions[1] > 1 and executions[2] > executions[1]

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from wn_onnx.errors import WnError
-from wn_onnx.results.fit import pessimistic
+from wn_onnx.results.fit import fell, pessimistic
 from wn_onnx.results.schema import read_report
 
 STRATEGIES = ("uniform", "inverse-mu", "greedy")
@@ -142,8 +142,11 @@ class PlanInput:
             value = p["mu"] if p["mu"] is not None else p.get("fit", {}).get("mu_threshold")
             if status in ("bracketed", "poor-fit"):
                 value = pessimistic(p)  # the bracket's low end: an unresolved point gets more executions
-            if status == ROBUST:
+            robust.append(status == ROBUST and not fell(p))
+            if robust[-1]:
                 flags.append("not reached: counted as robust (1 execution)")
+            elif status == ROBUST:
+                flags.append("not reached, but accuracy fell: planned at its lower bound")
             elif status in FALLBACK:
                 flags.append(f"{status}: μ is the low end of its bracket" if status != "no-drop-from-start"
                              else f"{status}: μ is the smallest σ (an upper bound)")  # fmt: skip
@@ -152,7 +155,6 @@ class PlanInput:
                 value = None
             else:
                 flags.append("")
-            robust.append(status == ROBUST)
             mu.append(np.nan if value is None else value)
         mu_arr = np.array(mu, float)
         if np.isnan(mu_arr).any():  # unknown μ: as fragile as the most fragile known point

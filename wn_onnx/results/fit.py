@@ -6,8 +6,10 @@ accuracy**: both are estimated from the measurements (with their errors) and hel
 is exactly half-way between what the model achieves clean and what it falls to. Only μ and the
 slope s are fitted to the drop, by weighted least squares (scipy.optimize.curve_fit) with the
 standard error Δy of each mean accuracy (see :func:`uncertainty`), in four shapes of the same
-meaning (:data:`SHAPES`); μ's error is scaled by √χ²_red when a shape describes the data worse
-than Δy, and carries the uncertainty of a_max and a_min and the spread between shapes.
+meaning (:data:`SHAPES`). μ's error comes from the joint covariance of every measured value —
+they share samples and draws, so they are correlated (:func:`correlation`) — through the fit,
+a_max and a_min together (:func:`_mu_error`), scaled by √χ²_red when a shape describes the data
+worse than Δy, with the spread between shapes (docs/method.md, "μ's error").
 
 A fitted μ is ``ok`` only when the data resolve it: it lies inside the measured σ range, at
 least three distinct measured σ fall inside the drop, on both sides of μ, the measurements below
@@ -21,8 +23,8 @@ import warnings
 from dataclasses import asdict, dataclass
 
 import numpy as np
-from scipy.optimize import OptimizeWarning, curve_fit
-from scipy.special import expit
+from scipy.optimize import OptimizeWarning, brentq, curve_fit
+from scipy.special import expit, ndtr, ndtri, owens_t
 
 STATUSES = ("ok", "bracketed", "not-reached", "no-drop-from-start", "poor-fit", "two-drops", "failed")
 MAX_CHI2_RED = 50.0  # above this a second, two-logistic model is tried
@@ -30,8 +32,8 @@ SIGNIFICANT = 3.0  # a difference of this many standard errors is real, not samp
 MIN_DROP = 0.05  # a drop smaller than this fraction of (a_max − chance) is no drop
 CHANCE_MARGIN = 0.02  # a bottom within this fraction of (a_max − chance) of chance is chance
 PLATEAU_JOIN = 2.0  # a value this many standard errors below the plateau has left it
-FLAT_TAIL = 0.1
-MIN_INSIDE = 3  # distinct measured σ inside the drop that an `ok` μ needs (2 determine a logistic exactly)  # the last points change by less than this fraction of the drop: a plateau
+FLAT_TAIL = 0.1  # the last points change by less than this fraction of the drop: a plateau
+MIN_INSIDE = 3  # distinct measured σ inside the drop that an `ok` μ needs (2 determine a logistic exactly)
 
 
 @dataclass
@@ -112,22 +114,110 @@ def threshold_crossing(sigma: np.ndarray, y: np.ndarray, level: float) -> float 
     return _interp(sigma[i - 1], sigma[i], y[i - 1], y[i], level)
 
 
-def _plateau(y: np.ndarray, dy: np.ndarray, start: float | None, start_se: float | None) -> tuple[float, float, int]:
-    """Weighted mean of the leading run of values consistent with each other: (mean, error, length).
+def _plateau(values: np.ndarray, errs: np.ndarray) -> int:
+    """Length of the leading run of values consistent with each other.
 
-    Grows from ``start`` (the clean accuracy, if known) or ``y[0]`` while the next value lies
-    within PLATEAU_JOIN standard errors below the running mean (values above it always join: they
-    are achieved accuracy too). Negate ``y`` for a bottom plateau."""
-    if start is None:
-        w, s, used = 1 / dy[0] ** 2, y[0] / dy[0] ** 2, 1
-    else:
-        w, s, used = 1 / start_se**2, start / start_se**2, 0
-    for yi, di in zip(y[used:], dy[used:], strict=True):
+    Grows from ``values[0]`` while the next value lies within PLATEAU_JOIN standard errors below
+    the running weighted mean (values above it always join: they are achieved accuracy too).
+    Negate and reverse the values for a bottom plateau."""
+    w, s, used = 1 / errs[0] ** 2, values[0] / errs[0] ** 2, 1
+    for yi, di in zip(values[1:], errs[1:], strict=True):
         mean, err = s / w, np.sqrt(1 / w)
         if yi < mean - PLATEAU_JOIN * np.hypot(di, err):
             break
         w, s, used = w + 1 / di**2, s + yi / di**2, used + 1
-    return float(s / w), float(np.sqrt(1 / w)), used
+    return used
+
+
+def _normal_cdf2(h: np.ndarray, k: np.ndarray, r: float) -> np.ndarray:
+    """P(X < h, Y < k) for standard normals of correlation r (Owen's T, vectorised)."""
+    r = float(np.clip(r, -1 + 1e-12, 1 - 1e-12))
+    h = np.where(np.abs(h) < 1e-9, 1e-9, h)
+    k = np.where(np.abs(k) < 1e-9, 1e-9, k)
+    root = np.sqrt(1 - r * r)
+    corner = np.where(h * k > 0, 0.0, 0.5)
+    return 0.5 * (ndtr(h) + ndtr(k)) - owens_t(h, (k - r * h) / (h * root)) - owens_t(k, (h - r * k) / (k * root)) - corner
+
+
+def shared_part(p: np.ndarray, sample_var: np.ndarray) -> float:
+    """ρ², the correlation between two draws' breaking points of one sample (docs/method.md,
+    "Correlated values"): the value at which the model's between-sample variance,
+    Φ₂(q, q; ρ²) − p², summed over the σ values, equals the measured one (binomial − spread)."""
+    keep = (p > 0.02) & (p < 0.98)
+    if not np.any(keep):
+        return 1.0
+    q, target = ndtri(p[keep]), float(np.sum(sample_var[keep]))
+
+    def excess(r2: float) -> float:
+        return float(np.sum(_normal_cdf2(q, q, r2) - p[keep] ** 2)) - target
+
+    if excess(1.0) <= 0:
+        return 1.0
+    if excess(0.0) >= 0:
+        return 0.0
+    return float(brentq(excess, 0.0, 1.0, xtol=1e-4))
+
+
+def correlation(p: np.ndarray, repeats: int, r2: float, clean: bool) -> np.ndarray:
+    """Correlation of accuracies measured on the same samples, with the same draws in each repeat,
+    at different σ (docs/method.md, "Correlated values"). Each sample has a breaking σ per draw;
+    within a repeat the accuracies are one empirical survival curve of those (covariance
+    min(p) − p_a·p_b); across repeats they share only the sample, whose breaking points correlate
+    with ρ² in normal scores (Φ₂(q_a, q_b; ρ²) − p_a·p_b). ``clean``: p[0] is the clean accuracy,
+    a property of the sample alone (correlation ρ with each draw)."""
+    q = ndtri(p)
+    within = np.minimum.outer(p, p) - np.outer(p, p)
+    across = _normal_cdf2(q[:, None], q[None, :], r2) - np.outer(p, p)
+    cov = within / repeats + (1 - 1 / repeats) * across
+    if clean:
+        cov[0, :] = cov[:, 0] = _normal_cdf2(q[0], q, np.sqrt(r2)) - p[0] * p
+        cov[0, 0] = p[0] * (1 - p[0])
+    sd = np.sqrt(np.diag(cov))
+    return np.clip(cov / np.outer(sd, sd), -1.0, 1.0)
+
+
+@dataclass
+class _Measured:
+    """A curve's measurements as one vector — the clean accuracy (σ = 0, when measured) then the
+    mean accuracy per σ — with their joint covariance, so that every estimate that is a function
+    of them (a_max, a_min, μ) gets its error from the same matrix."""
+
+    sigma: np.ndarray
+    y: np.ndarray
+    dy: np.ndarray
+    values: np.ndarray
+    errs: np.ndarray
+    cov: np.ndarray
+    offset: int  # 1 when values[0] is the clean accuracy
+
+    @classmethod
+    def build(cls, sigma: np.ndarray, accuracy: np.ndarray, clean: float | None, n: int) -> _Measured:
+        y, dy = uncertainty(accuracy, n)
+        repeats = accuracy.shape[1]
+        spread = accuracy.var(axis=1, ddof=1) if repeats > 1 else np.zeros_like(y)
+        p = np.clip(y, 1 / (n + 1), 1 - 1 / (n + 1))
+        r2 = shared_part(p, np.maximum(p * (1 - p) - n * spread, 0.0)) if repeats > 1 else 1.0
+        head = [] if clean is None else [clean]
+        values = np.concatenate([head, y])
+        errs = np.concatenate([[] if clean is None else [float(binomial_se(clean, n))], dy])
+        corr = correlation(np.clip(values, 1 / (n + 1), 1 - 1 / (n + 1)), repeats, r2, clean is not None)
+        return cls(sigma, y, dy, values, errs, corr * np.outer(errs, errs), len(head))
+
+    def level(self, weights: np.ndarray) -> tuple[float, float]:
+        """A weighted mean of the values and its standard error (weights sum to 1)."""
+        return float(weights @ self.values), float(np.sqrt(max(weights @ self.cov @ weights, 0.0)))
+
+    def apart(self, weights: np.ndarray) -> np.ndarray:
+        """Standard error of each y minus the level ``weights``·values: they share samples, so
+        the difference varies less than either would independently."""
+        var = self.dy**2 + weights @ self.cov @ weights - 2 * (self.cov @ weights)[self.offset :]
+        return np.sqrt(np.maximum(var, 0.0))
+
+    def mean_of(self, index: np.ndarray) -> np.ndarray:
+        """Inverse-variance weights over the values at ``index`` (into ``values``)."""
+        w = np.zeros(len(self.values))
+        w[index] = 1 / self.errs[index] ** 2
+        return w / w.sum()
 
 
 LN2 = float(np.log(2.0))
@@ -158,16 +248,9 @@ def shaped_curve(sigma: np.ndarray, mu: float, slope: float, a_max: float, a_min
     return a_min + (a_max - a_min) * _UNIT[shape](z)
 
 
-def _achieved_max(y: np.ndarray, dy: np.ndarray, clean: float | None, n_samples: int) -> tuple[float, float]:
-    """a_max and its error: the plateau at small σ, from the clean accuracy (σ = 0) on."""
-    mean, err, _ = _plateau(y, dy, clean, None if clean is None else float(binomial_se(clean, n_samples)))
-    return mean, err
-
-
-def _fit_mu(sigma, y, dy, a_max, a_min, mu0, shape, slope0: float | None = None):
-    """Least-squares (μ, s) in one shape with the plateaus held: (μ, s, var μ, χ²) or None; in
-    the log-σ shapes μ is fitted as log μ and its variance carried back by the delta method.
-    Starts from a few slopes, or from ``slope0`` alone (a refit next to a known solution)."""
+def _fit_mu(sigma, y, dy, a_max, a_min, mu0, shape):
+    """Weighted least-squares (μ, s) in one shape with the plateaus held: (μ, s, χ²) or None; in
+    the log-σ shapes μ is fitted as log μ. Starts from a few slopes."""
     pos = sigma[sigma > 0]
     if shape != "linear":
         keep = sigma > 0
@@ -185,8 +268,7 @@ def _fit_mu(sigma, y, dy, a_max, a_min, mu0, shape, slope0: float | None = None)
         return a_min + (a_max - a_min) * unit((v - mu) / (abs(slope) + tiny))
 
     best = None
-    slopes = [width * frac for frac in (0.03, 0.3)] if slope0 is None else [slope0]
-    for s0 in slopes:
+    for s0 in (width * 0.03, width * 0.3):
         p0 = [float(np.clip(m0, lo, hi)), float(np.clip(s0, tiny * 10, span))]
         try:
             with warnings.catch_warnings():
@@ -196,13 +278,38 @@ def _fit_mu(sigma, y, dy, a_max, a_min, mu0, shape, slope0: float | None = None)
         except (RuntimeError, ValueError):
             continue
         chi2 = float(np.sum(((f(x, *popt) - y) / dy) ** 2))
-        if np.all(np.isfinite(pcov)) and (best is None or chi2 < best[3]):
-            best = (float(popt[0]), abs(float(popt[1])) + tiny, float(pcov[0, 0]), chi2)
+        if np.all(np.isfinite(pcov)) and (best is None or chi2 < best[2]):
+            best = (float(popt[0]), abs(float(popt[1])) + tiny, chi2)
     if best is None or shape == "linear":
         return best
     with np.errstate(over="ignore"):  # a diverged fit: μ = inf, refused as outside the σ range
-        mu = float(np.exp(best[0]))
-        return mu, best[1], best[2] * mu**2, best[3]  # var μ by the delta method
+        return float(np.exp(best[0])), best[1], best[2]
+
+
+def _mu_error(data: _Measured, window: slice, shape: str, mu: float, slope: float, a_max: float, a_min: float,
+              top: np.ndarray, bottom: np.ndarray) -> float:  # fmt: skip
+    """μ's standard error from the joint covariance of every value (a sandwich estimate): the
+    least-squares μ moves with each value in the window directly and with those that make up
+    a_max (weights ``top``) and a_min (``bottom``) through the plateaus it is fitted between. The
+    values share samples and draws, so these moves are correlated (:func:`correlation`): neither
+    independent errors per σ nor plateau errors added on top describe them (docs/method.md)."""
+    idx = np.arange(len(data.y))[window]
+    if shape != "linear":
+        idx = idx[data.sigma[idx] > 0]
+    z = (_x(data.sigma[idx], shape) - _x(np.float64(mu), shape)) / slope
+    unit, h = _UNIT[shape], 1e-6
+    du = (unit(z + h) - unit(z - h)) / (2 * h)
+    jac = -(a_max - a_min) / slope * np.stack([du, du * z], axis=1)  # ∂F/∂μ (or ∂F/∂log μ), ∂F/∂s
+    weights = 1 / data.dy[idx] ** 2
+    try:
+        sens = np.linalg.solve(jac.T @ (weights[:, None] * jac), jac.T * weights)[0]  # ∂μ/∂y in the window
+    except np.linalg.LinAlgError:
+        return float("inf")
+    u = unit(z)
+    grad = -(sens @ u) * top - (sens @ (1 - u)) * bottom
+    grad[data.offset + idx] += sens
+    err = float(np.sqrt(max(grad @ data.cov @ grad, 0.0)))
+    return err if shape == "linear" else err * mu  # log μ's error carried back by the delta method
 
 
 def _fit_double(sigma, y, dy, a_min_fixed: float | None):
@@ -236,9 +343,10 @@ def _fit_double(sigma, y, dy, a_min_fixed: float | None):
     return best
 
 
-def _two_drops(sigma, y, dy, a_min, a_min_free, single_chi2) -> FitResult | None:
+def _two_drops(sigma, y, dy, a_max, a_min, a_min_free, single_chi2) -> FitResult | None:
     """The paper's Fig. 8 shape: a fall to a plateau, then a second fall (both inside the grid,
-    with measured σ on the plateau between them), or None when that does not describe the curve."""
+    with measured σ on the plateau between them), or None when that does not describe the curve.
+    μ is where the fitted sum crosses half-way between the achieved ``a_max`` and its bottom."""
     if len(sigma) < 9:
         return None
     double = _fit_double(sigma, y, dy, None if a_min_free else a_min)
@@ -254,9 +362,8 @@ def _two_drops(sigma, y, dy, a_min, a_min_free, single_chi2) -> FitResult | None
     if not (separated and substantial and inside and plateau and chi2_2 < 0.5 * single_chi2 and chi2_red_2 <= MAX_CHI2_RED):
         return None
     errs = np.sqrt(np.clip(np.diag(pcov), 0, None)) * np.sqrt(max(1.0, chi2_red_2))
-    a_max2 = amin2 + 2 * (d1 + d2)
     fine = np.geomspace(sigma[sigma > 0].min(), sigma[-1], 4000)
-    mu_mid = threshold_crossing(fine, double_logistic(fine, *popt), (a_max2 + amin2) / 2)
+    mu_mid = threshold_crossing(fine, double_logistic(fine, *popt), (a_max + amin2) / 2)
     near = 0 if mu_mid is None or abs(np.log(mu_mid / mu1)) < abs(np.log(mu_mid / mu2)) else 3
     drops = sorted(
         [
@@ -265,7 +372,7 @@ def _two_drops(sigma, y, dy, a_min, a_min_free, single_chi2) -> FitResult | None
         ],
         key=lambda d: d["mu"],
     )
-    return FitResult("two-drops", mu_mid, float(errs[near]), None, float(a_max2), float(amin2), a_min_free,
+    return FitResult("two-drops", mu_mid, float(errs[near]), None, float(a_max), float(amin2), a_min_free,
                      float(chi2_red_2), None, "accuracy falls to a plateau, then falls again: two stacked logistics fitted",
                      drops)  # fmt: skip
 
@@ -286,28 +393,23 @@ def fit_curve(
     sigma, accuracy = sigma[order], accuracy[order]
     if not np.all(np.isfinite(accuracy)) or (clean is not None and not np.isfinite(clean)):
         raise ValueError("accuracies must be finite (NaN outputs are wrong predictions, counted as such)")
-    y, dy = uncertainty(accuracy, n_samples)
-    first = _classify(sigma, y, dy, chance, *_achieved_max(y, dy, clean, n_samples), max_chi2_red, errors=False)
+    data = _Measured.build(sigma, accuracy, clean, n_samples)
+    dy = data.dy
+    first = _classify(data, chance, data.mean_of(np.arange(_plateau(data.values, data.errs))), max_chi2_red)
     if first.status != "ok":
         return first
     flat = shaped_curve(sigma, first.mu, first.slope, first.a_max, first.a_min, first.shape) >= first.a_max - 0.25 * dy
     if not np.any(flat) and clean is None:
         return first
-    w = 1 / dy[flat] ** 2
-    values = y[flat]
-    if clean is not None:
-        se = float(binomial_se(clean, n_samples))
-        w, values = np.append(w, 1 / se**2), np.append(values, clean)
-    a_max = float(np.sum(w * values) / np.sum(w))
-    return _classify(sigma, y, dy, chance, a_max, float(np.sqrt(1 / np.sum(w))), max_chi2_red)
+    top = np.concatenate([np.arange(data.offset), data.offset + np.flatnonzero(flat)])
+    return _classify(data, chance, data.mean_of(top), max_chi2_red)
 
 
-def _classify(
-    sigma: np.ndarray, y: np.ndarray, dy: np.ndarray, chance: float, a_max: float, a_max_err: float, max_chi2_red: float,
-    errors: bool = True,
-) -> FitResult:
-    """The status and μ of a curve whose top plateau is ``a_max`` ± ``a_max_err`` (``errors``:
-    carry the plateaus' errors into μ's, skipped on the first of the two passes)."""
+def _classify(data: _Measured, chance: float, top: np.ndarray, max_chi2_red: float) -> FitResult:
+    """The status and μ of a curve whose top plateau (a_max) is the mean of the values weighted
+    by ``top``."""
+    sigma, y, dy = data.sigma, data.y, data.dy
+    a_max, a_max_err = data.level(top)
     sigma_lo, sigma_hi = float(sigma[0]), float(sigma[-1])
     span = max(a_max - chance, 1e-9)
 
@@ -320,21 +422,22 @@ def _classify(
     # the tail: the last decade of σ (at least 3 values) must be flat, not merely the last steps of a fine grid
     k = max(3, int(np.count_nonzero(sigma >= sigma_hi / 10))) if sigma_hi > 0 else 3
     k = min(k, len(y))
-    bottom = float(y.min())
+    lowest = float(y.min())
     tail = y[-k:]
     tail_drop = max(a_max - float(tail.mean()), 1e-12)
     flat = float(tail.max() - tail.min()) <= max(SIGNIFICANT * float(dy[-k:].max()), FLAT_TAIL * tail_drop)
-    above = bottom - chance > max(SIGNIFICANT * float(dy[int(np.argmin(y))]), CHANCE_MARGIN * span)
+    above = lowest - chance > max(SIGNIFICANT * float(dy[int(np.argmin(y))]), CHANCE_MARGIN * span)
     a_min_free = bool(above and flat)
-    if a_min_free:
-        neg_mean, a_min_err, _ = _plateau(-y[::-1], dy[::-1], None, None)  # the bottom run, from the end
-        a_min = -neg_mean
+    bottom = np.zeros(len(data.values))
+    if a_min_free:  # the bottom run, from the end
+        bottom = data.mean_of(data.offset + np.arange(len(y) - _plateau(-y[::-1], dy[::-1]), len(y)))
+        a_min, a_min_err = data.level(bottom)
     else:
         a_min, a_min_err = chance, 0.0
     fixed = {"a_min": a_min, "a_min_free": a_min_free, "a_min_err": a_min_err}
 
-    drop = a_max - min(bottom, a_min) if a_min_free else a_max - bottom
-    if drop <= max(SIGNIFICANT * float(np.hypot(a_max_err, dy[int(np.argmin(y))])), MIN_DROP * span):
+    drop = a_max - min(lowest, a_min) if a_min_free else a_max - lowest
+    if drop <= max(SIGNIFICANT * float(data.apart(top)[int(np.argmin(y))]), MIN_DROP * span):
         return result("not-reached", sigma_hi, **fixed, bracket=[sigma_hi, None],
                       note=f"accuracy never fell significantly up to σ = {sigma_hi:g}: μ > {sigma_hi:g}")  # fmt: skip
     half = (a_max + a_min) / 2
@@ -350,7 +453,9 @@ def _classify(
     bracket = [float(sigma[i - 1]), float(sigma[i])]
     thr_err = _crossing_error(sigma, y, dy, i, half, a_max_err, a_min_err)
     # measured σ inside the drop: significantly below a_max and above a_min
-    inside = (y < a_max - SIGNIFICANT * np.hypot(dy, a_max_err)) & (y > a_min + SIGNIFICANT * np.hypot(dy, a_min_err))
+    # (the difference from a plateau is judged with their covariance; the plateaus' own values are never inside)
+    plateaus = (top + bottom)[data.offset :] > 0
+    inside = (y < a_max - SIGNIFICANT * data.apart(top)) & (y > a_min + SIGNIFICANT * data.apart(bottom)) & ~plateaus
     fixed["mu_threshold"] = thr
 
     if np.unique(sigma[inside]).size < MIN_INSIDE:
@@ -364,12 +469,12 @@ def _classify(
     window = slice(max(int(where[0]) - 1, 0), int(where[-1]) + 2)
     ws, wy, wdy = sigma[window], y[window], dy[window]
     fits = {shape: fit for shape in SHAPES if (fit := _fit_mu(ws, wy, wdy, a_max, a_min, thr, shape)) is not None}
-    ranked = sorted(fits, key=lambda k: fits[k][3])
+    ranked = sorted(fits, key=lambda k: fits[k][2])
     dof = max(len(ws) - 2, 1)
-    best_chi2 = fits[ranked[0]][3] if ranked else np.inf
+    best_chi2 = fits[ranked[0]][2] if ranked else np.inf
     unresolved = max(thr - bracket[0], bracket[1] - thr, thr_err)  # an unresolved μ's error spans its bracket
     if best_chi2 / dof > max_chi2_red:
-        two = _two_drops(sigma, y, dy, a_min, a_min_free, best_chi2 * (len(sigma) - 2) / dof)
+        two = _two_drops(sigma, y, dy, a_max, a_min, a_min_free, best_chi2 * (len(sigma) - 2) / dof)
         if two is not None:
             problem = _inconsistency(sigma, y, dy, two.mu, (two.a_max + two.a_min) / 2, thr, thr_err, two.mu_err,
                                      sigma_lo, sigma_hi)  # fmt: skip
@@ -384,10 +489,9 @@ def _classify(
     # μ's error, so choosing a shape is not mistaken for knowing it (docs/method.md, "Shapes").
     accepted, problems = [], []
     for shape in ranked:
-        mu, slope, var_mu, chi2_fit = fits[shape]
+        mu, slope, chi2_fit = fits[shape]
         chi2_red = chi2_fit / dof
-        moved = _plateau_error(ws, wy, wdy, a_max, a_min, mu, slope, shape, a_max_err, a_min_err) if errors else 0.0
-        mu_err = float(np.hypot(np.sqrt(max(var_mu, 0.0)) * np.sqrt(max(1.0, chi2_red)), moved))
+        mu_err = _mu_error(data, window, shape, mu, slope, a_max, a_min, top, bottom) * np.sqrt(max(1.0, chi2_red))
         problem = _inconsistency(sigma, y, dy, mu, half, thr, thr_err, mu_err, sigma_lo, sigma_hi)
         before, after = sigma[inside & (y >= half)], sigma[inside & (y < half)]
         if not problem and not (np.any(before < mu) and np.any(after > mu)):
@@ -403,7 +507,7 @@ def _classify(
         w /= w.sum()
         mus, errs = np.array([a[1] for a in accepted]), np.array([a[2] for a in accepted])
         mu = float(w @ mus)
-        mu_err = float(np.sqrt(w @ (errs**2 + (mus - mu) ** 2)))
+        mu_err = float(w @ np.sqrt(errs**2 + (mus - mu) ** 2))  # Burnham & Anderson (2002), Eq. 4.9
         shape, _, _, slope, chi2_fit = accepted[0]
         return result("ok", mu, mu_err, slope=slope, shape=shape, **fixed, chi2_red=chi2_fit / dof)
     if all("grid bracket" in p or "both sides" in p for p in problems):
@@ -416,26 +520,18 @@ def _classify(
 
 def _crossing_error(sigma, y, dy, i, half, a_max_err, a_min_err) -> float:
     """Standard error of the interpolated crossing: Δy of the two neighbours and of the midpoint
-    level, carried through the local slope of the segment."""
+    level, carried through the local slope of the segment. Where that exceeds the segment, the
+    level lies within the errors of more than one segment: half the σ range over which the curve
+    is within one error of the level (and at least the segment)."""
     x0, x1, y0, y1 = sigma[i - 1], sigma[i], y[i - 1], y[i]
     level_err = 0.5 * np.hypot(a_max_err, a_min_err)
     dy_seg = np.hypot(np.hypot(dy[i - 1], dy[i]) / np.sqrt(2), level_err)
-    if y0 == y1:
-        return float(x1 - x0)
-    return float(min(abs(dy_seg * (x1 - x0) / (y0 - y1)), x1 - x0))
-
-
-def _plateau_error(sigma, y, dy, a_max, a_min, mu, slope, shape, a_max_err, a_min_err) -> float:
-    """How far μ moves when a_max and a_min move by their errors (they are estimates too)."""
-    out = 0.0
-    for d_max, d_min in ((a_max_err, 0.0), (0.0, a_min_err)):
-        if d_max == 0 and d_min == 0:
-            continue
-        up = _fit_mu(sigma, y, dy, a_max + d_max, a_min + d_min, mu, shape, slope)
-        down = _fit_mu(sigma, y, dy, a_max - d_max, a_min - d_min, mu, shape, slope)
-        if up is not None and down is not None:
-            out = float(np.hypot(out, (up[0] - down[0]) / 2))
-    return out
+    if y0 != y1 and abs(dy_seg * (x1 - x0) / (y0 - y1)) <= x1 - x0:
+        return float(abs(dy_seg * (x1 - x0) / (y0 - y1)))
+    near = np.flatnonzero(np.abs(y - half) <= np.hypot(dy, level_err))
+    lo = max(min(int(near.min()) if near.size else i - 1, i - 1) - 1, 0)
+    hi = min(max(int(near.max()) if near.size else i, i) + 1, len(sigma) - 1)
+    return float(max(sigma[hi] - sigma[lo], 2 * (x1 - x0)) / 2)
 
 
 def _inconsistency(sigma, y, dy, mu, half, thr, thr_err, mu_err, lo, hi) -> str:
@@ -492,3 +588,14 @@ def pessimistic(curve: dict) -> float | None:
         bracket = (curve.get("fit") or {}).get("bracket")
         return bracket[0] if bracket and bracket[0] is not None else value
     return None
+
+
+def fell(curve: dict) -> bool:
+    """Whether a report curve's mean accuracy fell by more than MIN_DROP of its span somewhere: a
+    `not-reached` curve that fell is no evidence of robustness, its μ only a lower bound at the
+    grid's end (plan plans it there; README, "Statuses")."""
+    rows = curve.get("accuracy") or []
+    if not rows or curve.get("a_max") is None or curve.get("a_min") is None:
+        return False
+    lowest = min(float(np.mean(row)) for row in rows if len(row))
+    return curve["a_max"] - lowest > MIN_DROP * max(curve["a_max"] - curve["a_min"], 1e-9)

@@ -300,8 +300,7 @@ def estimate(
 
 
 def _a_min_part(post: Posterior, trials: Trials, a_min_err: float) -> float:
-    """Half the change of μ between posteriors at a_min ± its error (the grid fit refits the
-    same way, fit._plateau_error)."""
+    """Half the change of μ between posteriors at a_min ± its error."""
     ends = []
     for d in (a_min_err, -a_min_err):
         moved = Posterior(post.a_max, post.a_min + d, post.lo, post.hi)
