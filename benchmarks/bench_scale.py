@@ -25,6 +25,18 @@ streamed by the scan.
 
 Measured so (2 shared CPU cores): peak RSS 797 MiB under --memory 1G, 1262 MiB unbounded
 (ratio 0.63), 91 s vs 49 s, the same report.
+
+Part ``deploy``: the deployment-size scan of issue #17 — ResNet-18's layout (as above) on
+``--images`` label-free 224×224 images, walked with ``--estimator sequential`` under the default
+memory budget, one process: wall time and peak RSS for the points ``--at`` (spread over the
+network), the sample evaluations used as a fraction of the full 49 σ × 5 repeats grid, and the
+whole-network time projected as (time per walked point) × 69 + the clean pass (a point's cost
+grows with the graph after it, so a spread of points is a fair sample). ``--arch transformer``
+runs the same on a small TransformerEncoder classifier over sequences, whose grid comparison is
+the ``sequential`` part's ``--arch transformer``.
+
+    python benchmarks/bench_scale.py deploy --images 1000 --at 0,9,18,27,36,45,54,63,68
+    python benchmarks/bench_scale.py sequential --arch transformer --n 2000
 """
 
 from __future__ import annotations
@@ -53,6 +65,9 @@ def model_and_data(args: argparse.Namespace, work: Path) -> tuple[Path, Dataset]
     """The embedded digits model and its test split, or a LeNet-5/MLP on bench_scan's images."""
     if args.arch == "digits":
         return DEFAULT_MODEL, load_npz(DEFAULT_DATA, args.n)
+    if args.arch == "transformer":
+        x, y, net = sequences(args.n, trained=True)
+        return transformer_onnx(net, work), Dataset(x, y, "synthetic sequences")
     import torch
     from bench_scan import images  # the same images as the walking-scan benchmark
 
@@ -68,6 +83,100 @@ def model_and_data(args: argparse.Namespace, work: Path) -> tuple[Path, Dataset]
         torch.manual_seed(0)
         net = build(args.arch, (3, 32, 32), 10, bn=True).eval()
     return export_onnx(net, (3, 32, 32), work / f"{args.arch}.onnx"), Dataset(x, y, "bench_scan images")
+
+
+SEQ, DIM, CLASSES = 32, 64, 10  # the transformer benchmark: tokens per sequence, width, classes
+
+
+class Encoder(nn.Module):
+    """A small TransformerEncoder classifier (2 layers, 4 heads) on [N, SEQ, DIM] sequences."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        layer = nn.TransformerEncoderLayer(DIM, 4, 2 * DIM, dropout=0.0, batch_first=True)
+        self.enc, self.fc = nn.TransformerEncoder(layer, 2, enable_nested_tensor=False), nn.Linear(DIM, CLASSES)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.enc(x).mean(1))
+
+
+def sequences(n: int, trained: bool) -> tuple[np.ndarray, np.ndarray, nn.Module]:
+    """n Gaussian sequences labelled by a fixed random linear read-out of a few of their tokens,
+    and an Encoder trained on 4,000 others for a few hundred steps (well below 100 % accurate)."""
+    rng = np.random.default_rng(0)
+    read = rng.standard_normal((4 * DIM, CLASSES)).astype(np.float32)
+
+    def make(count: int) -> tuple[np.ndarray, np.ndarray]:
+        x = rng.standard_normal((count, SEQ, DIM)).astype(np.float32)
+        return x, (x[:, :4].reshape(count, -1) @ read).argmax(1).astype(np.int64)
+
+    torch.manual_seed(0)
+    net = Encoder()
+    if trained:
+        xt, yt = (torch.from_numpy(a) for a in make(4000))
+        opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+        for _ in range(300):
+            i = torch.randint(0, len(xt), (64,))
+            opt.zero_grad()
+            nn.functional.cross_entropy(net(xt[i]), yt[i]).backward()
+            opt.step()
+    x, y = make(n)
+    return x, y, net.eval()
+
+
+def transformer_onnx(net: nn.Module, work: Path) -> Path:
+    from wn_onnx.training.export import export_onnx
+
+    return export_onnx(net, (SEQ, DIM), work / "encoder.onnx")
+
+
+def deploy_part(args: argparse.Namespace, work: Path) -> None:
+    from wn_onnx.graph_passes import find_points
+
+    if args.arch == "resnet18":
+        from wn_onnx.training.export import export_onnx
+
+        torch.manual_seed(0)
+        x = np.random.default_rng(0).standard_normal((args.images, 3, 224, 224)).astype(np.float32)
+        model = export_onnx(calibrated(resnet18(), x[:256]), (3, 224, 224), work / "resnet18.onnx")
+        what = "ResNet-18 layout, 224×224, 1000 classes, BN calibrated on the images"
+    else:
+        x, _y, net = sequences(args.images, trained=True)
+        model, what = transformer_onnx(net, work), f"TransformerEncoder (2 layers, 4 heads), {SEQ}×{DIM} sequences"
+    np.save(work / "x.npy", x)
+    total = len(find_points(load_model(model).model))
+    at = [int(v) for v in args.at.split(",")] if args.at else list(range(total))
+    del x
+    argv = [sys.executable, "-m", "wn_onnx", "scan", str(model), "--data", str(work / "x.npy"), "--label-free",
+            "--mode", "walking", "--estimator", "sequential", "--tolerance", str(args.tolerance),
+            "--at", ",".join(map(str, at)), "--json", "--quiet"]  # fmt: skip
+    clean = [*argv[:-4], "--sigmas", "0.001", "--at", str(at[-1]), "--estimator", "grid", "--repeats", "1", "--json", "--quiet"]
+    began = time.perf_counter()
+    peak, done = peak_rss_of(argv)
+    seconds = time.perf_counter() - began
+    if done.returncode != 0:
+        raise SystemExit(f"scan failed: {done.stderr.strip()[-500:]}")
+    report = json.loads(done.stdout)
+    began = time.perf_counter()
+    _peak, single = peak_rss_of(clean)  # the clean pass and start-up, with one cheap point
+    base = time.perf_counter() - began
+    if single.returncode != 0:
+        raise SystemExit(f"scan failed: {single.stderr.strip()[-500:]}")
+    used = sum(p["sequential"]["evaluations"] for p in report["points"])
+    full = sum(p["sequential"]["grid_evaluations"] for p in report["points"])
+    per_point = max(seconds - base, 0.0) / len(at)
+    print(f"# {what}; {args.images} label-free samples; {total} points, walked {len(at)}: {at}")
+    print("| point | μ ± err (status) | evaluations | fraction of the grid |")
+    print("|---|---|---|---|")
+    for p in report["points"]:
+        err = "" if p["mu_err"] is None else f" ± {p['mu_err']:.2g}"
+        print(f"| {p['index']} | {p['mu']:.4g}{err} ({p['status']}) | {p['sequential']['evaluations']} | "
+              f"{p['sequential']['fraction']:.2%} |")  # fmt: skip
+    print(f"wall time {seconds:.0f} s for {len(at)} points (start-up and clean pass {base:.0f} s); peak RSS "
+          f"{peak / 2**30:.2f} GiB (default budget)")  # fmt: skip
+    print(f"evaluations: {used / full:.2%} of the full grid's (target ≤ 5 %)")
+    print(f"projected whole-network scan: {base + per_point * total:.0f} s = {(base + per_point * total) / 60:.1f} min "
+          f"(target ≤ 30 min on this 2-core machine)")  # fmt: skip
 
 
 def sequential_part(args: argparse.Namespace, work: Path) -> None:
@@ -187,7 +296,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parts = parser.add_subparsers(dest="part", required=True)
     seq = parts.add_parser("sequential", help="the sequential estimator against the full grid")
-    seq.add_argument("--arch", choices=["digits", "lenet5", "mlp"], default="digits")
+    seq.add_argument("--arch", choices=["digits", "lenet5", "mlp", "transformer"], default="digits")
     seq.add_argument("--n", type=int, help="samples (digits: its test split; others: 2000)")
     seq.add_argument("--train-epochs", type=int, default=1)
     seq.add_argument("--noise", choices=["add", "mul"], default="add")
@@ -203,11 +312,16 @@ def main() -> None:
     mem.add_argument("--memory", default="1G", help="the budget of the bounded scan")
     mem.add_argument("--sigmas", default="log:1e-2:1e4:5")
     mem.add_argument("--repeats", type=int, default=1)
+    dep = parts.add_parser("deploy", help="a deployment-size sequential scan: time, memory, evaluations")
+    dep.add_argument("--arch", choices=["resnet18", "transformer"], default="resnet18")
+    dep.add_argument("--images", type=int, default=1000)
+    dep.add_argument("--at", help="points walked (default: all)")
+    dep.add_argument("--tolerance", type=float, default=0.05)
     args = parser.parse_args()
     if args.part == "sequential" and args.arch != "digits" and args.n is None:
         args.n = 2000
     with tempfile.TemporaryDirectory(prefix="wn_scale_") as scratch:
-        (sequential_part if args.part == "sequential" else memory_part)(args, Path(scratch))
+        {"sequential": sequential_part, "memory": memory_part, "deploy": deploy_part}[args.part](args, Path(scratch))
 
 
 if __name__ == "__main__":

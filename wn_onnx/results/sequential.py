@@ -25,8 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy.special import xlogy
-from scipy.stats import chi2
+from scipy.special import chdtrc, xlogy  # chdtrc = chi2.sf without importing scipy.stats (0.6 s)
 
 from wn_onnx.results.fit import _UNIT, CHANCE_MARGIN, FIT_KEYS, MIN_DROP, SHAPES, SIGNIFICANT, binomial_se
 
@@ -188,7 +187,7 @@ def _overdispersion(
     g2 = 2 * float(np.sum(xlogy(k, q / p) + xlogy(n - k, (1 - q) / (1 - p))))
     dof = len(sigma) - 2
     ratio = g2 / dof if dof > 0 else 1.0
-    overdispersed = dof >= 3 and chi2.sf(g2, dof) < OVERDISPERSED
+    overdispersed = dof >= 3 and chdtrc(dof, g2) < OVERDISPERSED
     return (ratio if overdispersed else 1.0), ratio, (SHAPES[g], float(SLOPES[j]))
 
 

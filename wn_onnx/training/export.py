@@ -23,7 +23,7 @@ def export_onnx(
     was_training = model.training
     model.eval()
     sample = torch.zeros((2, *input_shape))
-    with warnings.catch_warnings(), torch.no_grad():
+    with warnings.catch_warnings():  # not under no_grad: torch would export its fused encoder kernel
         warnings.simplefilter("ignore")
         torch.onnx.export(
             model, (sample,), str(path), dynamo=False, do_constant_folding=False, opset_version=17,
