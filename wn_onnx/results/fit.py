@@ -286,6 +286,18 @@ def _fit_mu(sigma, y, dy, a_max, a_min, mu0, shape):
         return float(np.exp(best[0])), best[1], best[2]
 
 
+def _gls_chi2(data: _Measured, window: slice, shape: str, mu: float, slope: float, a_max: float, a_min: float) -> float:
+    """χ² of a fitted shape over the drop with the values' covariance, r·C⁻¹·r: the correlated
+    values' log-likelihood, which is what compares shapes (their residuals are smooth where the
+    errors are correlated, so the per-value χ² misjudges them). A 10⁻³ ridge keeps C invertible
+    where neighbouring σ correlate almost fully."""
+    idx = np.arange(len(data.y))[window]
+    idx = idx[data.sigma[idx] > 0]  # the σ every shape is fitted on
+    r = data.y[idx] - shaped_curve(data.sigma[idx], mu, slope, a_max, a_min, shape)
+    cov = data.cov[np.ix_(data.offset + idx, data.offset + idx)]
+    return float(r @ np.linalg.solve(cov + np.eye(len(idx)) * 1e-3 * np.mean(np.diag(cov)), r))
+
+
 def _mu_error(data: _Measured, window: slice, shape: str, mu: float, slope: float, a_max: float, a_min: float,
               top: np.ndarray, bottom: np.ndarray) -> float:  # fmt: skip
     """μ's standard error from the joint covariance of every value (a sandwich estimate): the
@@ -485,8 +497,9 @@ def _classify(data: _Measured, chance: float, top: np.ndarray, max_chi2_red: flo
         return result("poor-fit", thr, unresolved, **fixed, bracket=bracket,
                       note="the logistic fit did not converge; μ is the threshold crossing")  # fmt: skip
     # Every shape whose μ the measurements do not contradict, averaged with (quasi-)Akaike weights
-    # (all shapes have two parameters: exp(−Δχ²/2ĉ), ĉ = the best χ²_red ≥ 1); the spread between shapes joins
-    # μ's error, so choosing a shape is not mistaken for knowing it (docs/method.md, "Shapes").
+    # (all shapes have two parameters: exp(−Δχ²/2ĉ) with the covariance χ² of _gls_chi2, ĉ = its best
+    # reduced value ≥ 1); the spread between shapes joins μ's error, so choosing a shape is not
+    # mistaken for knowing it (docs/method.md, "Shapes").
     accepted, problems = [], []
     for shape in ranked:
         mu, slope, chi2_fit = fits[shape]
@@ -497,18 +510,19 @@ def _classify(data: _Measured, chance: float, top: np.ndarray, max_chi2_red: flo
         if not problem and not (np.any(before < mu) and np.any(after > mu)):
             problem = "the drop is not measured on both sides of μ"
         if not problem and mu_err <= unresolved:
-            accepted.append((shape, mu, mu_err, slope, chi2_fit))
+            accepted.append((shape, mu, mu_err, slope, _gls_chi2(data, window, shape, mu, slope, a_max, a_min)))
         else:
             problems.append(f"{shape}: {problem or f'μ ± {mu_err:.2g} says less than the grid bracket'}")
     if accepted:
         chi2s = np.array([a[4] for a in accepted])
-        overdispersion = max(1.0, chi2s.min() / dof)  # quasi-AIC: χ² differences shrink with the scatter
+        overdispersion = max(1.0, chi2s.min() / dof)  # quasi-AIC: χ² differences shrink with the scatter  # quasi-AIC: χ² differences shrink with the scatter
         w = np.exp(-(chi2s - chi2s.min()) / (2 * overdispersion))
         w /= w.sum()
         mus, errs = np.array([a[1] for a in accepted]), np.array([a[2] for a in accepted])
         mu = float(w @ mus)
         mu_err = float(w @ np.sqrt(errs**2 + (mus - mu) ** 2))  # Burnham & Anderson (2002), Eq. 4.9
-        shape, _, _, slope, chi2_fit = accepted[0]
+        shape, _, _, slope, _ = accepted[int(np.argmax(w))]
+        chi2_fit = fits[shape][2]
         return result("ok", mu, mu_err, slope=slope, shape=shape, **fixed, chi2_red=chi2_fit / dof)
     if all("grid bracket" in p or "both sides" in p for p in problems):
         lo, hi = bracket
