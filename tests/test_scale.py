@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import subprocess
 import sys
+import time
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -13,7 +17,7 @@ from conftest import wn
 from onnx import TensorProto, helper, numpy_helper
 
 from wn_onnx.engine import SweepSettings
-from wn_onnx.engine.memory import parse_size, peak_live, peak_rss_of
+from wn_onnx.engine.memory import Budget, parse_size, peak_live, peak_rss_of
 from wn_onnx.errors import WnError
 from wn_onnx.io.data import Rows, load_npz, load_streamed
 from wn_onnx.io.embedded import DEFAULT_DATA, DEFAULT_MODEL
@@ -74,6 +78,65 @@ def test_peak_memory_stays_under_the_budget_with_the_unbounded_report(wide):
     large, unbounded = peak_rss_mib([*args, "--memory", "1T"])
     assert small <= 300 < large, (small, large)
     assert curves(bounded) == curves(unbounded)
+
+
+def test_local_workers_share_the_budget_a_remote_worker_has_it_all(monkeypatch):
+    """--jobs 2 and a local Dask cluster of 2 workers: the scan process keeps what it holds and each
+    worker gets half of the rest (each used to get the whole budget); a worker of a remote cluster
+    (here: reached through a scheduler address) has a machine and the whole budget to itself."""
+    from distributed import LocalCluster
+
+    import wn_onnx.scanner as scanner
+
+    sent = []  # the setup each scan sends its workers; its last entry is their memory budget
+    setup = scanner.worker_setup
+    monkeypatch.setattr(scanner, "worker_setup", lambda *args: sent.append(setup(*args)) or sent[-1])
+    loaded, data = load_model(DEFAULT_MODEL), load_npz(DEFAULT_DATA, limit=60)
+    st = SweepSettings(np.array([0.0, 1.0]), NoiseSpec("add"), 1)
+    budget = 8 << 30
+    for spread in ({"jobs": 2}, {"workers": 2}):
+        run_scan(loaded, data, st, ScanRequest(mode="walking", at="0,1", memory=budget, **spread))
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=":0") as cluster:
+        run_scan(loaded, data, st, ScanRequest(mode="walking", at="0,1", memory=budget, scheduler=cluster.scheduler_address))
+    pool, local, remote = (Budget.measure(s[-1], loaded.model.graph).total for s in sent)
+    assert pool <= budget // 2 and local <= budget // 2 and remote == budget, (pool, local, remote)
+
+
+def tree_rss(pid: int) -> int:
+    """Resident bytes of process ``pid`` and its descendants now, less multiprocessing's resource
+    tracker (a helper of a few MiB the budget leaves out, README "Memory")."""
+    total, todo = 0, [pid]
+    while todo:
+        p = todo.pop()
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            if b"resource_tracker" not in Path(f"/proc/{p}/cmdline").read_bytes():
+                total += int(Path(f"/proc/{p}/statm").read_text().split()[1]) * 4096
+            for task in Path(f"/proc/{p}/task").glob("*"):
+                todo += [int(c) for c in (task / "children").read_text().split()]
+    return total
+
+
+def test_jobs_stay_within_the_budget_together(wide, tmp_path):
+    """scan --jobs 2: the scan process and both workers together stay within --memory (sampled
+    every 10 ms: the peak of their sum); each worker alone used to take the whole budget, about
+    900 MiB together. A budget too small for the workers' part is refused in one line, with the
+    least that would do."""
+    x = np.load(wide / "x.npy")
+    np.save(tmp_path / "x.npy", np.concatenate([x, x, x]))  # 24 samples: an unbounded worker passes 450 MiB
+    args = [sys.executable, "-m", "wn_onnx", "scan", str(wide / "wide.onnx"), "--data", str(tmp_path / "x.npy"),
+            "--label-free", "--mode", "walking", "--at", "0,2", "--sigmas", "log:1e-2:1e2:3", "--repeats", "1",
+            "--jobs", "2", "--json", "--quiet"]  # fmt: skip
+    proc = subprocess.Popen([*args, "--memory", "800M"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    peak = 0
+    while proc.poll() is None:
+        peak = max(peak, tree_rss(proc.pid))
+        time.sleep(0.01)
+    _, stderr = proc.communicate()
+    assert proc.returncode == 0, stderr
+    assert peak <= 800 << 20, peak / 2**20
+    small = subprocess.run([*args, "--memory", "500M"], capture_output=True, text=True)
+    assert small.returncode == 2 and "memory budget of 500M is too small for 2 worker processes" in small.stderr
+    assert len(small.stderr.strip().splitlines()) == 1, small.stderr
 
 
 def test_a_budget_below_what_the_process_holds_is_refused(wide):

@@ -105,6 +105,30 @@ def test_kill_client_then_resume_runs_each_key_once(tmp_path):
     assert done_before <= set(after)
 
 
+def test_the_memory_budget_reaches_the_noisy_evaluation(tmp_path, monkeypatch):
+    """sweep run --memory: the noisy evaluation's samples per forward pass follow from the budget,
+    as a scan's do — 1024 (the most) by default, fewer where the budget leaves little beyond what
+    the process holds (the run records them) — and a budget below what the process already holds
+    fails the run, saying so. Was: no --memory, every evaluation 1024 samples at a time."""
+    one = TINY.replace("points = [1, 4]", "points = [1]").replace("sigmas = [0.5, 2.0]", "sigmas = [2.0]")
+    for name in ("refused", "default", "small"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "s.toml").write_text(one.replace("seeds = [0, 1]", "seeds = [0]"))  # one run
+    res = wn("sweep", "run", tmp_path / "refused" / "s.toml", "--workers", "0", "--retries", "0", "--memory", "2M", "--quiet")  # fmt: skip
+    assert res.returncode == 1, res.stderr
+    with sqlite3.connect(tmp_path / "refused" / "s.toml.sqlite") as con:
+        [(status, error)] = con.execute("SELECT status, error FROM runs").fetchall()
+    assert status == "failed" and "memory budget of 2M is too small" in error, error
+    run_sweep(load_sweep(tmp_path / "default" / "s.toml"), workers=0)
+    [(_, default)] = rows(tmp_path / "default" / "s.toml.sqlite").values()
+    # a process said to hold 4 MiB under a 5M budget: 0.75 MiB for the runs, a few hundred samples
+    monkeypatch.setattr("wn_onnx.engine.memory.current_rss", lambda: 4 << 20)
+    run_sweep(load_sweep(tmp_path / "small" / "s.toml"), workers=0, memory=5 << 20)
+    [(_, small)] = rows(tmp_path / "small" / "s.toml.sqlite").values()
+    assert default["eval_batch"] == 1024 and 0 < small["eval_batch"] < 1024, (default["eval_batch"], small["eval_batch"])
+    assert small["clean_accuracy"] == default["clean_accuracy"]
+
+
 def test_bad_sweep_files(tmp_path):
     (tmp_path / "a.toml").write_text("dataset = [")
     with pytest.raises(WnError, match="malformed TOML"):

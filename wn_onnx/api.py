@@ -123,7 +123,8 @@ def scan(
     for inputs that are not data (README "Inputs"). ``progress(description, total)`` may return a
     ``tick(n)`` callback. ``estimator="sequential"``: μ from per-sample trials at the σ that tell
     most about it, until ``mu_err ≤ tolerance·μ`` (docs/method.md, "Sequential estimator").
-    ``memory``: the peak resident memory (bytes, or ``"2G"``; default: README "Memory").
+    ``memory``: the peak resident memory (bytes, or ``"2G"``; default: README "Memory"), shared
+    with ``jobs`` processes or a local cluster's workers (a remote cluster's workers each get it all).
     ``workers`` / ``scheduler``: walk the points on a local Dask cluster of that many processes,
     or on the cluster of that scheduler address.
     """

@@ -3,8 +3,10 @@
 Walking points are tasks, and the global sweep is cut into chunks of σ values (with common
 random numbers a σ's counts do not depend on which others share its run: the draws are keyed
 by point, repeat and sample block only, engine.draws). Each worker builds its own engine once
-per scan (sessions do not cross processes) under the scan's memory budget, and evaluates with
-the same worker function as the ``--jobs`` pool (:func:`wn_onnx.scanner.worker_state`). The model
+per scan (sessions do not cross processes) under the scan's memory budget — the workers of a
+local cluster share it (engine.memory.Share), a remote worker has a machine and the whole budget
+to itself — and evaluates with the same worker function as the ``--jobs`` pool
+(:func:`wn_onnx.scanner.worker_state`). The model
 and memory-mapped data files are read by path on the workers (a cluster needs them on a shared
 file system); data held in memory is sent once to every worker. Results come back to the scan
 process, which writes them to the same SQLite store: the report equals a serial one.
@@ -21,6 +23,7 @@ from dataclasses import replace
 import numpy as np
 
 from wn_onnx.engine import Counts, Engine, SweepSettings
+from wn_onnx.engine.memory import Share
 from wn_onnx.errors import WnError
 from wn_onnx.graph_passes import Point
 from wn_onnx.io.data import Dataset
@@ -78,7 +81,8 @@ class Cluster:
 
         client, local = connect(req.workers, req.scheduler)
         threads = req.threads or (max(1, (os.cpu_count() or 1) // req.workers) if local is not None else 0)
-        setup = worker_setup(engine, data, threads, req.memory)
+        memory = req.memory if local is None else Share.split(req.memory, req.workers)  # this process holds the scheduler
+        setup = worker_setup(engine, data, threads, memory)
         try:
             [shared] = client.scatter([setup], broadcast=True, hash=False)
         except BaseException:
@@ -89,6 +93,8 @@ class Cluster:
     def _result(self, future):
         try:
             return future.result()
+        except WnError:  # the worker's own verdict (too small a share of the budget): one line, as it is
+            raise
         except Exception as err:  # a worker lost, or a task that could not be sent
             raise WnError(f"Dask task failed: {type(err).__name__}: {str(err).splitlines()[0][:200] if str(err) else ''}") from None
 

@@ -22,6 +22,7 @@ import numpy as np
 from wn_onnx import __version__
 from wn_onnx.engine import Counts, Engine, SweepSettings, providers_for
 from wn_onnx.engine.draws import ORDER_STREAM
+from wn_onnx.engine.memory import Share
 from wn_onnx.engine.sweep import Evaluation
 from wn_onnx.errors import ConfigError, DataError, WnError
 from wn_onnx.graph_passes import Point, find_points, select_points
@@ -56,7 +57,7 @@ class ScanRequest:
     granularity: str = "layer"  # one point per layer / function, or "op": one per op (graph_passes.layers)
     sigma_scale: str = "absolute"  # or "std": σ in units of each point's clean activation std
     estimator: str = "grid"  # grid: every σ on every sample; sequential: wn_onnx.results.sequential
-    memory: int | None = None  # peak resident bytes of each process (None: engine.memory's default)
+    memory: int | None = None  # peak resident bytes of the scan and its local workers together (None: engine.memory's default)
     workers: int = 0  # walking points (and global σ chunks) over a Dask LocalCluster of this many workers
     scheduler: str | None = None  # … or over the Dask cluster of this scheduler address
 
@@ -406,7 +407,7 @@ def walk_points(
         return
     threads = max(1, (req.threads or os.cpu_count() or 1) // req.jobs)
     ctx = multiprocessing.get_context("spawn")
-    init = worker_setup(engine, data, threads, req.memory)
+    init = worker_setup(engine, data, threads, Share.split(req.memory, req.jobs))  # the workers share the budget
     pool = ProcessPoolExecutor(req.jobs, mp_context=ctx, initializer=_worker_init, initargs=init)
     try:
         with _sigint_held():  # workers start with Ctrl-C held back: no traceback from their imports
@@ -480,13 +481,17 @@ def _worker_init(*setup) -> None:
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # a Ctrl-C held back since the start is dropped
     parent = os.getppid()
     threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True).start()
-    _WORKER.update(worker_state(*setup))
+    try:
+        _WORKER.update(worker_state(*setup))
+    except WnError as err:  # e.g. too small a share of the budget: the scan process reports it, as one line
+        _WORKER["error"] = err
 
 
-def worker_setup(engine: Engine, data: Dataset, threads: int, memory: int | None) -> tuple:
+def worker_setup(engine: Engine, data: Dataset, threads: int, memory: int | Share | None) -> tuple:
     """What a worker (a --jobs process or a Dask worker) is sent to build its state from
     (:func:`worker_state`): the model's file and output, the data, providers, threads, the clean
-    outputs the scan process computed, the memory budget."""
+    outputs the scan process computed, the worker's memory budget (a :class:`Share` of the scan's
+    on this machine)."""
     return (engine.loaded.path, engine.loaded.output_name, data.x, data.y, engine.providers, threads,
             engine.known_clean(data), memory)  # fmt: skip
 
@@ -499,7 +504,7 @@ def worker_state(
     providers: list[str],
     threads: int,
     reference: np.ndarray,
-    memory: int | None,
+    memory: int | Share | None,
 ) -> dict:
     """What a worker (a --jobs process or a Dask worker) walks with: its own engine (sessions do
     not cross processes) under the memory budget, the data and the clean outputs."""
@@ -543,4 +548,6 @@ def _worker_walk(
 ) -> dict:
     """One point's curve in a worker (``state``: from :func:`worker_state`; default: this --jobs process's)."""
     own = state or _WORKER
+    if "error" in own:  # the worker could not be set up (_worker_init)
+        raise own["error"]
     return _walk_one(own["engine"], point, own["data"], st, req, base, scale=scale)

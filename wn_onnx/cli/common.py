@@ -89,8 +89,9 @@ LabelsOption = Annotated[Path | None, typer.Option(help="With --data X.npy: the 
 MemoryOption = Annotated[
     str | None,
     typer.Option(
-        help="Peak memory of the process (and of each worker): 2G, 512M. Default: what it holds once loaded, "
-        "plus min(4G, 25% of the available memory)."
+        help="Peak memory of the command: 2G, 512M. Worker processes on this machine share it with the main one; "
+        "each worker of a remote --scheduler has it all. Default: what each process holds once loaded, plus "
+        "min(4G, 25% of the available memory), split between local workers."
     ),
 ]
 DatasetOption = Annotated[

@@ -11,7 +11,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
-from wn_onnx.cli.common import MAX_THREADS, err, out
+from wn_onnx.cli.common import MAX_THREADS, MemoryOption, err, memory_bytes, out
 from wn_onnx.io.safeio import guard_outputs, write_json
 
 sweep_app = typer.Typer(help="Noisy-training sweeps (points × σ × seeds …) on Dask, resumable.", no_args_is_help=True)
@@ -55,11 +55,14 @@ def run_command(
     ] = None,
     retries: Annotated[int, typer.Option(help="Retries of a failed run.", min=0, max=100)] = 1,
     quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
+    memory: MemoryOption = None,
 ) -> None:
-    """Execute every run not done yet; done runs are skipped, failed ones retried."""
+    """Execute every run not done yet; done runs are skipped, failed ones retried. Each run's noisy
+    evaluation runs under --memory (local workers share it; see README "Memory")."""
     from wn_onnx.training.sweep import RunStore, load_sweep, run_sweep
 
     sweep = load_sweep(sweep_file)
+    budget = memory_bytes(memory)  # a malformed size is refused before anything runs
     RunStore(sweep.db_path).close()  # a damaged store is reported before the progress bar starts
     bar = None if quiet else Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[failed]} failed"),
                                       TimeElapsedColumn(), TimeRemainingColumn(), console=err)  # fmt: skip
@@ -72,9 +75,9 @@ def run_command(
     if bar:
         with bar:
             task = bar.add_task(f"sweep {sweep_file.name}", total=len(sweep.runs), failed=0)
-            stats = run_sweep(sweep, workers, scheduler, retries, update)
+            stats = run_sweep(sweep, workers, scheduler, retries, update, budget)
     else:
-        stats = run_sweep(sweep, workers, scheduler, retries)
+        stats = run_sweep(sweep, workers, scheduler, retries, memory=budget)
     elsewhere = f", {stats['elsewhere']} running in another client" if stats.get("elsewhere") else ""
     out.print(
         f"{stats['done']}/{stats['total']} runs done, {stats['failed']} failed{elsewhere} · {sweep.db_path}",

@@ -20,7 +20,7 @@ import onnxruntime as ort
 
 from wn_onnx.engine.draws import PLAN_STREAM, draw_at
 from wn_onnx.engine.global_noise import GlobalNoise
-from wn_onnx.engine.memory import Budget, peak_live
+from wn_onnx.engine.memory import Budget, Share, peak_live
 from wn_onnx.engine.round_cache import RAM_BYTES, RoundCache
 from wn_onnx.engine.routes import Routes, SharedTaps
 from wn_onnx.engine.sessions import Sessions
@@ -41,9 +41,11 @@ TAP_BYTES = 256 << 20  # clean values kept at once for the walks of a group of p
 class Engine:
     """The onnxruntime sessions of one scan, built once and reused."""
 
-    def __init__(self, loaded: LoadedModel, providers: list[str], threads: int = 0, memory: int | None = None) -> None:
-        """``memory``: the peak resident bytes the process may reach (engine.memory; None: what
-        it holds now plus the default budget)."""
+    def __init__(
+        self, loaded: LoadedModel, providers: list[str], threads: int = 0, memory: int | Share | None = None
+    ) -> None:
+        """``memory``: the peak resident bytes the process may reach (engine.memory; a worker's
+        share of a command's budget; None: what it holds now plus the default budget)."""
         self.loaded = loaded
         self.sessions = Sessions(providers, threads)
         self.routes = Routes(loaded, self.sessions)

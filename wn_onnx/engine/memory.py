@@ -9,6 +9,12 @@ the axis probe on real samples (engine.axes): a run of B samples holds about B t
 largest set of values alive at once when the graph is walked in order (:func:`peak_live`).
 Samples per run never change a report (noise is drawn per sample, docs/method.md), so a small
 budget only makes a scan slower.
+
+A command whose evaluation runs in worker processes on this machine (a process pool, a local Dask
+cluster) shares one budget between them (:class:`Share`): its own process keeps what it holds when
+the workers start, and each of N workers gets an even part of the rest — the default budget's room
+(beyond what a process holds once loaded) split N ways. Workers of a remote cluster each have a
+machine of their own and the whole budget.
 """
 
 from __future__ import annotations
@@ -125,6 +131,35 @@ def peak_live(graph: ir.Graph, sample_bytes: dict[str, float]) -> float:
     return peak
 
 
+def megabytes(size: float) -> str:
+    """Sizes in messages, as the budget is usually given."""
+    return f"{size / 2**20:.0f}M"
+
+
+@dataclass(frozen=True)
+class Share:
+    """One worker process's part of a command's memory budget, so that N workers on one machine
+    stay within the budget together instead of each taking all of it: an explicit ``budget``
+    less the ``held`` bytes of the command's own process, split evenly over ``workers``; the
+    default budget (``budget`` None): ``room`` bytes beyond what the worker holds once loaded."""
+
+    budget: int | None
+    held: int
+    workers: int
+    room: int
+
+    @classmethod
+    def split(cls, budget: int | None, workers: int) -> Share:
+        """The part of each of ``workers`` processes, this process keeping what it holds now (the
+        default's room is measured here once, not by each worker as the others fill the memory)."""
+        return cls(budget, current_rss(), workers, default_memory() // workers)
+
+    @property
+    def total(self) -> int | None:
+        """A worker's peak resident bytes (None: its fixed part plus ``room``)."""
+        return None if self.budget is None else (self.budget - self.held) // self.workers
+
+
 @dataclass
 class Budget:
     """``total`` bytes for the process; ``fixed``: what it holds besides runs and caches."""
@@ -133,19 +168,34 @@ class Budget:
     fixed: int
 
     @classmethod
-    def measure(cls, total: int | None, graph: ir.Graph) -> Budget:
-        """The fixed part: this process's resident memory now, plus the weights' copies its
-        sessions will hold. ``total`` None: the fixed part plus :func:`default_memory`. Too small
-        a budget is refused here, with the least that would do."""
+    def measure(cls, memory: int | Share | None, graph: ir.Graph) -> Budget:
+        """The budget of a process that evaluates ``graph``: its sessions will hold copies of the weights."""
+        return cls.beyond(memory, SESSION_COPIES * weight_bytes(graph))
+
+    @classmethod
+    def beyond(cls, memory: int | Share | None, sessions: int = 0) -> Budget:
+        """The fixed part: this process's resident memory now, plus the ``sessions`` bytes a
+        model's sessions will hold. ``memory``: the process's peak resident bytes, a worker's
+        :class:`Share`, or None: the fixed part plus :func:`default_memory`. Too small a budget
+        is refused here, with the least that would do."""
         return_freed_memory()
-        fixed = current_rss() + SESSION_COPIES * weight_bytes(graph)
-        if total is None:
+        held = current_rss()
+        fixed = held + sessions
+        if memory is None:
             return cls(fixed + default_memory(), fixed)
+        total = memory if isinstance(memory, int) else memory.total
+        if total is None:
+            return cls(fixed + memory.room, fixed)
         if total < fixed * 1.25:
+            more = f" and the model's sessions need about {megabytes(sessions)} more" if sessions else ""
+            if isinstance(memory, int):
+                raise ConfigError(f"a memory budget of {megabytes(total)} is too small: the process already holds "
+                                  f"{megabytes(held)}{more}; give at least {megabytes(fixed * 1.25)}")  # fmt: skip
+            least = memory.held + memory.workers * fixed * 1.25
             raise ConfigError(
-                f"a memory budget of {total / 2**20:.0f}M is too small: the process already holds {current_rss() / 2**20:.0f}M "
-                f"and the model's sessions need about {(fixed - current_rss()) / 2**20:.0f}M more; "
-                f"give at least {fixed * 1.25 / 2**20:.0f}M"
+                f"a memory budget of {megabytes(memory.budget)} is too small for {memory.workers} worker processes: "
+                f"the main process holds {megabytes(memory.held)}, each worker already holds {megabytes(held)}{more}; "
+                f"give at least {megabytes(least)}"
             )
         return cls(total, fixed)
 

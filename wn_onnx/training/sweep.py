@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import tomllib
@@ -30,6 +31,9 @@ from wn_onnx.io import config as cs
 from wn_onnx.io.safeio import read_text
 from wn_onnx.noise import NoiseSpec, parse_grid
 from wn_onnx.results.store import digest, open_store, store_error
+
+if TYPE_CHECKING:
+    from wn_onnx.engine.memory import Share
 
 SCHEMA = {
     "dataset": cs.STRING, "data_dir": cs.STRING, "arch": cs.STRING, "bn": replace(cs.BOOL, many=True),
@@ -131,13 +135,14 @@ def run_noise(run: dict, kind: str) -> NoiseSpec:
     return NoiseSpec(kind, run.get("order") or "mul-first", 0.5 if ratio is None else ratio)
 
 
-def execute_run(run: dict) -> dict:
-    """One run, start to finish (this is what a Dask worker executes)."""
+def execute_run(run: dict, memory: int | Share | None = None) -> dict:
+    """One run, start to finish (this is what a Dask worker executes); its noisy evaluation runs
+    under the ``memory`` budget (engine.memory: this process's, or its share of the client's)."""
     import torch
 
     from wn_onnx.io.datasets import load_split
     from wn_onnx.training.nets import build
-    from wn_onnx.training.trainer import TrainConfig, evaluate_accuracy, train, weight_stats
+    from wn_onnx.training.trainer import TrainConfig, eval_batch, evaluate_accuracy, train, weight_stats
 
     torch.set_num_threads(1)  # the same numbers whatever machine or worker runs it
     began = time.perf_counter()
@@ -160,18 +165,19 @@ def execute_run(run: dict) -> dict:
                       noise, run["sigma"] if noise else 0.0, at, run["clamp"], tr.info.augment)  # fmt: skip
     net, history = train(cfg, (tr.x, tr.y), (te.x, te.y), classes, shape, tr.info.mean, tr.info.std)
     xv, yv = torch.from_numpy(te.x), torch.from_numpy(te.y)
+    batch = eval_batch(net, xv, memory)  # before the seed: it takes no draws anyway (noise is off)
     torch.manual_seed(run["seed"] + 1)
     evaluations = []
     combos = [(run["noise"], run["point"], run["sigma"])] if run["training_noise"] else list(
         itertools.product(_list(run["noise"]), expand_points(run, count), _list(run["sigma"])))  # fmt: skip
     for kind, point, sigma in combos:
         net.set_noise(run_noise(run, kind), sigma, where(point))
-        accs = [evaluate_accuracy(net, xv, yv) for _ in range(run["eval_repeats"])]
+        accs = [evaluate_accuracy(net, xv, yv, batch) for _ in range(run["eval_repeats"])]
         evaluations.append({"noise": kind, "point": point, "sigma": sigma, "accuracy": accs})
     net.set_noise(None, 0.0, None)
-    out = {"clean_accuracy": evaluate_accuracy(net, xv, yv), "evaluations": evaluations, "history": history.epochs,
+    out = {"clean_accuracy": evaluate_accuracy(net, xv, yv, batch), "evaluations": evaluations, "history": history.epochs,
            "weight_stats": weight_stats(net), "seconds": time.perf_counter() - began, "num_classes": classes,
-           "input_shape": list(shape), "val_samples": len(yv), "host": socket.gethostname()}  # fmt: skip
+           "input_shape": list(shape), "val_samples": len(yv), "eval_batch": batch, "host": socket.gethostname()}  # fmt: skip
     if run.get("keep_onnx"):
         from wn_onnx.training.export import export_onnx
 
@@ -315,10 +321,13 @@ def run_sweep(
     scheduler: str | None = None,
     retries: int = 1,
     on_update: Callable[[dict], None] | None = None,
+    memory: int | None = None,
 ) -> dict[str, int]:
     """Execute every run not yet done (failed ones up to ``retries`` more times).
 
     ``workers = 0`` runs serially in this process (no Dask), the reference for the same rows.
+    ``memory``: the peak resident bytes of the evaluations (None: engine.memory's default); the
+    workers of a local cluster share it with this process, as a scan's do (engine.memory.Share).
     """
     store = RunStore(sweep.db_path)
     try:
@@ -333,13 +342,15 @@ def run_sweep(
         if workers == 0 and not scheduler:
             for run in todo:
                 if store.claim(run):
-                    _serial(store, run, retries, stats, on_update)
+                    _serial(store, run, retries, stats, on_update, memory)
                 else:
                     stats["elsewhere"] += 1
             return stats
         from wn_onnx.cluster import connect  # the Dask client scans use too
+        from wn_onnx.engine.memory import Share
 
         client, cluster = connect(workers, scheduler)
+        share = memory if cluster is None else Share.split(memory, workers)  # this process holds the scheduler
         try:
             from distributed import as_completed
 
@@ -349,7 +360,7 @@ def run_sweep(
                 if not store.claim(run):
                     stats["elsewhere"] += 1
                     continue
-                futures[client.submit(execute_run, run, key=f"wn-{run['key']}-0", pure=False)] = run
+                futures[client.submit(execute_run, run, share, key=f"wn-{run['key']}-0", pure=False)] = run
             pending = as_completed(list(futures))
             for future in pending:
                 run = futures.pop(future)
@@ -359,7 +370,7 @@ def run_sweep(
                     attempts[run["key"]] += 1
                     if attempts[run["key"]] <= retries:
                         retry = client.submit(
-                            execute_run, run, key=f"wn-{run['key']}-{attempts[run['key']]}", pure=False
+                            execute_run, run, share, key=f"wn-{run['key']}-{attempts[run['key']]}", pure=False
                         )
                         futures[retry] = run
                         pending.add(retry)
@@ -380,10 +391,10 @@ def run_sweep(
         store.close()
 
 
-def _serial(store: RunStore, run: dict, retries: int, stats: dict, on_update) -> None:
+def _serial(store: RunStore, run: dict, retries: int, stats: dict, on_update, memory: int | None) -> None:
     for attempt in range(retries + 1):
         try:
-            result = execute_run(run)
+            result = execute_run(run, memory)
         except Exception as err:
             if attempt == retries:
                 store.mark(run, "failed", error=f"{type(err).__name__}: {err}")

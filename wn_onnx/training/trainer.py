@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -17,6 +18,9 @@ from torch import nn
 from wn_onnx.errors import WnError
 from wn_onnx.noise import NoiseSpec
 from wn_onnx.training.nets import NoisePoint, PointNet, build
+
+if TYPE_CHECKING:
+    from wn_onnx.engine.memory import Share
 
 
 @dataclass
@@ -114,7 +118,35 @@ def augment_batch(x: torch.Tensor, gen: torch.Generator, pad_value: torch.Tensor
     return out
 
 
-def evaluate_accuracy(net: PointNet, x: torch.Tensor, y: torch.Tensor, batch: int = 1024) -> float:
+EVAL_BATCH = 1024  # samples per forward pass of an evaluation, at most
+# a noise point's forward holds its input, the draws, the noisy value and their difference at once
+NOISE_COPIES = 4
+
+
+def forward_bytes(net: PointNet, sample: torch.Tensor) -> float:
+    """Bytes per sample alive at once when ``net`` (noise off: no draws are taken) runs one layer
+    at a time on ``sample`` (a batch of one): a layer's input and output, or a noise point's
+    :data:`NOISE_COPIES` copies of its input, whichever set is largest."""
+    peak, h = 0, sample
+    net.eval()  # batch statistics stay as trained
+    with torch.no_grad():
+        for layer in net:
+            out = layer(h)
+            peak = max(peak, NOISE_COPIES * h.nbytes if isinstance(layer, NoisePoint) else h.nbytes + out.nbytes)
+            h = out
+    return peak / len(sample)
+
+
+def eval_batch(net: PointNet, x: torch.Tensor, memory: int | Share | None) -> int:
+    """Samples per forward pass of an evaluation of ``net`` on ``x`` under the memory budget (the
+    engine's rule, wn_onnx.engine.memory: this process's fixed part is what it holds now),
+    :data:`EVAL_BATCH` at most."""
+    from wn_onnx.engine.memory import Budget  # onnxruntime comes with the engine: not for training alone
+
+    return Budget.beyond(memory).samples(forward_bytes(net, x[:1]), EVAL_BATCH)
+
+
+def evaluate_accuracy(net: PointNet, x: torch.Tensor, y: torch.Tensor, batch: int = EVAL_BATCH) -> float:
     net.eval()
     correct = 0
     with torch.no_grad():
