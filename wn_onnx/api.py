@@ -159,10 +159,11 @@ def scan(
 
 def fit_curve(
     sigmas: Sequence[float], accuracy: Sequence[Sequence[float]] | Sequence[float], *, chance: float, n_samples: int,
-    clean: float | None = None,
+    clean: float | None = None, shared_draws: bool = True,
 ) -> Curve:  # fmt: skip
     """Fit μ to a curve measured elsewhere: ``accuracy`` per σ (one value, or one row of repeats),
-    measured on ``n_samples`` samples, falling to ``chance``; ``clean`` is the σ = 0 accuracy if known.
+    measured on ``n_samples`` samples, falling to ``chance``; ``clean`` is the σ = 0 accuracy if known;
+    ``shared_draws`` False when each σ drew its own noise (a scan scales one draw per repeat).
     The result has the same statuses and errors as a scan's curves (docs/method.md)."""
     s = np.asarray(sigmas, float)
     acc = np.asarray(accuracy, float)
@@ -173,7 +174,7 @@ def fit_curve(
         raise DataError("accuracy values must be fractions in [0, 1]")
     if n_samples < 1:
         raise DataError("n_samples must be >= 1")
-    return Curve.from_json(curve_json(s, acc, np.zeros(acc.shape, int), chance, n_samples, clean))
+    return Curve.from_json(curve_json(s, acc, np.zeros(acc.shape, int), chance, n_samples, clean, shared_draws))
 
 
 def _report(report: Report | dict | str | os.PathLike) -> dict:

@@ -88,7 +88,8 @@ def uncertainty(acc: np.ndarray, n_samples: int) -> tuple[np.ndarray, np.ndarray
 
 def binomial_se(p: np.ndarray | float, n: int) -> np.ndarray:
     n = max(int(n), 1)
-    p = np.clip(p, 1.0 / (n + 1), 1.0 - 1.0 / (n + 1))
+    edge = max(1.0 / (n + 1), 1e-12)  # (1 − 1/(n+1) is 1.0 in floating point for n ≳ 1e16)
+    p = np.clip(p, edge, 1.0 - edge)
     return np.sqrt(p * (1 - p) / n)
 
 
@@ -142,7 +143,9 @@ def _normal_cdf2(h: np.ndarray, k: np.ndarray, r: float) -> np.ndarray:
 def shared_part(p: np.ndarray, sample_var: np.ndarray) -> float:
     """ρ², the correlation between two draws' breaking points of one sample (docs/method.md,
     "Correlated values"): the value at which the model's between-sample variance,
-    Φ₂(q, q; ρ²) − p², summed over the σ values, equals the measured one (binomial − spread)."""
+    Φ₂(q, q; ρ²) − p², summed over the σ values with 0.02 < p < 0.98 (1 when there are none),
+    equals the measured one (binomial − spread; each σ's estimate is noisy and may be negative,
+    so only the sum is held to the range [0, 1])."""
     keep = (p > 0.02) & (p < 0.98)
     if not np.any(keep):
         return 1.0
@@ -158,20 +161,23 @@ def shared_part(p: np.ndarray, sample_var: np.ndarray) -> float:
     return float(brentq(excess, 0.0, 1.0, xtol=1e-4))
 
 
-def correlation(p: np.ndarray, repeats: int, r2: float, clean: bool) -> np.ndarray:
+def correlation(p: np.ndarray, repeats: int, r2: float, fixed: np.ndarray, shared_draws: bool = True) -> np.ndarray:
     """Correlation of accuracies measured on the same samples, with the same draws in each repeat,
     at different σ (docs/method.md, "Correlated values"). Each sample has a breaking σ per draw;
     within a repeat the accuracies are one empirical survival curve of those (covariance
     min(p) − p_a·p_b); across repeats they share only the sample, whose breaking points correlate
-    with ρ² in normal scores (Φ₂(q_a, q_b; ρ²) − p_a·p_b). ``clean``: p[0] is the clean accuracy,
-    a property of the sample alone (correlation ρ with each draw)."""
+    with ρ² in normal scores (Φ₂(q_a, q_b; ρ²) − p_a·p_b). ``fixed`` marks the values that score
+    the clean model (the clean accuracy, σ = 0): a property of the sample alone, correlating with ρ
+    with each draw. ``shared_draws`` False: every σ has draws of its own (separately trained
+    networks), so different σ share only the samples."""
     q = ndtri(p)
     within = np.minimum.outer(p, p) - np.outer(p, p)
     across = _normal_cdf2(q[:, None], q[None, :], r2) - np.outer(p, p)
-    cov = within / repeats + (1 - 1 / repeats) * across
-    if clean:
-        cov[0, :] = cov[:, 0] = _normal_cdf2(q[0], q, np.sqrt(r2)) - p[0] * p
-        cov[0, 0] = p[0] * (1 - p[0])
+    mean = within / repeats + (1 - 1 / repeats) * across  # of R repeats; also each σ's variance when unshared
+    cov = mean if shared_draws else across
+    for i in np.flatnonzero(fixed):
+        cov[i, :] = cov[:, i] = np.where(fixed, within[i], _normal_cdf2(q[i], q, np.sqrt(r2)) - p[i] * p)
+    np.fill_diagonal(cov, np.where(fixed, p * (1 - p), np.diag(mean)))
     sd = np.sqrt(np.diag(cov))
     return np.clip(cov / np.outer(sd, sd), -1.0, 1.0)
 
@@ -191,16 +197,18 @@ class _Measured:
     offset: int  # 1 when values[0] is the clean accuracy
 
     @classmethod
-    def build(cls, sigma: np.ndarray, accuracy: np.ndarray, clean: float | None, n: int) -> _Measured:
+    def build(cls, sigma: np.ndarray, accuracy: np.ndarray, clean: float | None, n: int, shared_draws: bool = True) -> _Measured:
         y, dy = uncertainty(accuracy, n)
         repeats = accuracy.shape[1]
         spread = accuracy.var(axis=1, ddof=1) if repeats > 1 else np.zeros_like(y)
-        p = np.clip(y, 1 / (n + 1), 1 - 1 / (n + 1))
-        r2 = shared_part(p, np.maximum(p * (1 - p) - n * spread, 0.0)) if repeats > 1 else 1.0
+        edge = max(1 / (n + 1), 1e-12)  # as binomial_se
+        p = np.clip(y, edge, 1 - edge)
+        r2 = shared_part(p, p * (1 - p) - n * spread) if repeats > 1 else 1.0
         head = [] if clean is None else [clean]
-        values = np.concatenate([head, y])
+        values = np.concatenate([head, y]).astype(np.float64)
         errs = np.concatenate([[] if clean is None else [float(binomial_se(clean, n))], dy])
-        corr = correlation(np.clip(values, 1 / (n + 1), 1 - 1 / (n + 1)), repeats, r2, clean is not None)
+        fixed = np.concatenate([head, sigma == 0]).astype(bool)  # σ = 0 scores the clean model in every repeat
+        corr = correlation(np.clip(values, edge, 1 - edge), repeats, r2, fixed, shared_draws)
         return cls(sigma, y, dy, values, errs, corr * np.outer(errs, errs), len(head))
 
     def level(self, weights: np.ndarray) -> tuple[float, float]:
@@ -390,11 +398,14 @@ def _two_drops(sigma, y, dy, a_max, a_min, a_min_free, single_chi2) -> FitResult
 
 
 def fit_curve(
-    sigmas, accuracy, chance: float, n_samples: int, clean: float | None = None, max_chi2_red: float = MAX_CHI2_RED
+    sigmas, accuracy, chance: float, n_samples: int, clean: float | None = None, max_chi2_red: float = MAX_CHI2_RED,
+    shared_draws: bool = True,
 ) -> FitResult:
     """Fit one accuracy-vs-σ curve (``accuracy``: σ × repeats, NaN/Inf outputs already counted as
     wrong predictions) and classify it. ``clean`` is the accuracy without noise (σ = 0), measured
-    on the same ``n_samples`` samples; it anchors a_max.
+    on the same ``n_samples`` samples; it anchors a_max. ``shared_draws``: each repeat scored every
+    σ with the same draws scaled (a scan's common random numbers); False when every σ drew its own
+    (separately trained or evaluated networks) — it sets how the values correlate.
 
     a_max is estimated twice: first as the leading run of mutually consistent values, then — once
     a logistic is fitted — from the values where that logistic is still flat, so that a curve's
@@ -405,7 +416,7 @@ def fit_curve(
     sigma, accuracy = sigma[order], accuracy[order]
     if not np.all(np.isfinite(accuracy)) or (clean is not None and not np.isfinite(clean)):
         raise ValueError("accuracies must be finite (NaN outputs are wrong predictions, counted as such)")
-    data = _Measured.build(sigma, accuracy, clean, n_samples)
+    data = _Measured.build(sigma, accuracy, clean, n_samples, shared_draws)
     dy = data.dy
     first = _classify(data, chance, data.mean_of(np.arange(_plateau(data.values, data.errs))), max_chi2_red)
     if first.status != "ok":
@@ -504,7 +515,9 @@ def _classify(data: _Measured, chance: float, top: np.ndarray, max_chi2_red: flo
     for shape in ranked:
         mu, slope, chi2_fit = fits[shape]
         chi2_red = chi2_fit / dof
-        mu_err = _mu_error(data, window, shape, mu, slope, a_max, a_min, top, bottom) * np.sqrt(max(1.0, chi2_red))
+        inside_range = sigma_lo < mu < sigma_hi  # (a diverged shape: refused below, no error to compute)
+        mu_err = _mu_error(data, window, shape, mu, slope, a_max, a_min, top, bottom) if inside_range else np.inf
+        mu_err *= np.sqrt(max(1.0, chi2_red))
         problem = _inconsistency(sigma, y, dy, mu, half, thr, thr_err, mu_err, sigma_lo, sigma_hi)
         before, after = sigma[inside & (y >= half)], sigma[inside & (y < half)]
         if not problem and not (np.any(before < mu) and np.any(after > mu)):
@@ -515,7 +528,7 @@ def _classify(data: _Measured, chance: float, top: np.ndarray, max_chi2_red: flo
             problems.append(f"{shape}: {problem or f'μ ± {mu_err:.2g} says less than the grid bracket'}")
     if accepted:
         chi2s = np.array([a[4] for a in accepted])
-        overdispersion = max(1.0, chi2s.min() / dof)  # quasi-AIC: χ² differences shrink with the scatter  # quasi-AIC: χ² differences shrink with the scatter
+        overdispersion = max(1.0, chi2s.min() / dof)  # quasi-AIC: χ² differences shrink with the scatter
         w = np.exp(-(chi2s - chi2s.min()) / (2 * overdispersion))
         w /= w.sum()
         mus, errs = np.array([a[1] for a in accepted]), np.array([a[2] for a in accepted])
@@ -569,11 +582,12 @@ FIT_KEYS = ("slope", "shape", "a_min_free", "a_max_err", "a_min_err", "chi2_red"
 
 
 def curve_json(
-    sigmas: np.ndarray, accuracy: np.ndarray, nonfinite: np.ndarray, chance: float, n_samples: int, clean: float | None
-) -> dict:
+    sigmas: np.ndarray, accuracy: np.ndarray, nonfinite: np.ndarray, chance: float, n_samples: int, clean: float | None,
+    shared_draws: bool = True,
+) -> dict:  # fmt: skip
     """One curve in the report's keys (docs/report-schema.md): the measurements and their fit.
     Predictions whose outputs were NaN/Inf are wrong predictions and stay in the fit."""
-    fit = fit_curve(sigmas, accuracy, chance, n_samples, clean=clean).to_json()
+    fit = fit_curve(sigmas, accuracy, chance, n_samples, clean=clean, shared_draws=shared_draws).to_json()
     out = {
         "sigmas": [float(s) for s in sigmas],
         "accuracy": [[float(a) for a in row] for row in np.atleast_2d(accuracy)],

@@ -442,7 +442,7 @@ def sweep_reports(sweep: Sweep) -> dict[str, dict]:
             sig = np.array(sorted(by_sigma))
             width = min(len(v) for v in by_sigma.values())
             acc = np.array([by_sigma[s][:width] for s in sig])
-            curve = curve_json(sig, acc, np.zeros_like(acc, dtype=int), chance, samples, clean)
+            curve = curve_json(sig, acc, np.zeros_like(acc, dtype=int), chance, samples, clean, shared_draws=False)
             if point == "global":
                 report["global"] = {"points": list(range(len(points))), **curve}
             else:
