@@ -70,7 +70,20 @@ def test_statuses_that_bound_mu():
     assert (high["status"], high["mu"], high["fit"]["bracket"]) == ("not-reached", 1e10, [1e10, None])
     low = estimate(simulated("log", 1e-4, 0.5, n, 5, 0), n, 5, 1e-2, 1e10, A_MAX, CHANCE, 49 * n * 5)
     assert (low["status"], low["mu"]) == ("no-drop-from-start", 1e-2)
+    # not-reached needs the drop at σ_hi shown smaller than MIN_DROP of the span: 64 trials all right do
     assert high["sequential"]["evaluations"] == 64 and low["sequential"]["evaluations"] == 256 + 64
+
+
+def test_a_small_real_drop_is_not_called_not_reached_on_a_few_trials():
+    """A model near chance (clean 0.22, 10 classes) whose accuracy does fall: 64 trials at σ_hi
+    cannot tell that drop from none (the first version said `not-reached μ > 1e10` there, as on a
+    briefly trained transformer whose grid curve fell); more trials there can."""
+    u = np.random.default_rng(2).random((5, 1000))
+    p = lambda sig: CHANCE + 0.12 * float(_UNIT["log"]((np.log(sig) - np.log(1e6)) / 0.8))  # noqa: E731
+    curve = estimate(lambda sig, rows, r: (u[r, rows] < p(sig), np.zeros(len(rows), bool)), 1000, 5, 1e-2, 1e10,
+                     0.22, CHANCE, 49 * 5000)  # fmt: skip
+    assert curve["status"] != "not-reached", curve["fit"]["note"]
+    assert curve["sigmas"][-1] == 1e10 and curve["sequential"]["trials"][-1] > 64
 
 
 def test_a_min_above_chance_is_measured():

@@ -238,11 +238,20 @@ def estimate(
         se = float(binomial_se(y, n))
         return (y, se, True) if y - chance > max(SIGNIFICANT * se, CHANCE_MARGIN * span) else (chance, 0.0, False)
 
+    # Does the curve fall by σ_hi? Trials there double until the drop is significant, or shown
+    # smaller than MIN_DROP of the span, or every (sample, repeat) pair is used: a few dozen trials
+    # cannot tell a small real drop from none, and `not-reached` must not be said on weak evidence.
     run(sigma_hi, probe, trials)
-    y_hi = trials.k[sigma_hi] / probe
-    reached = a_max - y_hi > max(SIGNIFICANT * float(np.hypot(a_max_err, binomial_se(y_hi, probe))), MIN_DROP * span)
-    if reached:  # where the curve ends decides a_min, and μ moves with it: measure it better
-        run(sigma_hi, min(4 * probe, pairs) - probe, trials)
+    while True:
+        n_hi = trials.n[sigma_hi]
+        y_hi = trials.k[sigma_hi] / n_hi
+        se = float(np.hypot(a_max_err, binomial_se(y_hi, n_hi)))
+        reached = a_max - y_hi > max(SIGNIFICANT * se, MIN_DROP * span)
+        if reached or a_max - y_hi + SIGNIFICANT * se <= MIN_DROP * span or n_hi >= pairs:
+            break
+        run(sigma_hi, min(n_hi, pairs - n_hi), trials)
+    if reached and trials.n[sigma_hi] < min(4 * probe, pairs):  # where the curve ends decides a_min: measure it better
+        run(sigma_hi, min(4 * probe, pairs) - trials.n[sigma_hi], trials)
     a_min, a_min_err, a_min_free = bottom()
     base = {"a_max": a_max, "a_max_err": a_max_err}
 
