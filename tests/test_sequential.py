@@ -84,6 +84,9 @@ def test_a_small_real_drop_is_not_called_not_reached_on_a_few_trials():
                      0.22, CHANCE, 49 * 5000)  # fmt: skip
     assert curve["status"] != "not-reached", curve["fit"]["note"]
     assert curve["sigmas"][-1] == 1e10 and curve["sequential"]["trials"][-1] > 64
+    # nor `ok` with an error larger than μ itself when the budget ran out: unresolved, with the bracket check judges
+    assert curve["status"] != "ok" or 1.96 * curve["mu_err"] < curve["mu"], (curve["mu"], curve["mu_err"])
+    assert curve["status"] != "poor-fit" or curve["fit"]["bracket"][0] < curve["mu"]
 
 
 def test_a_min_above_chance_is_measured():

@@ -296,8 +296,10 @@ def estimate(
     marginal = w.sum(axis=(0, 2))
     edge = marginal[:2].sum() * (m[0] <= post.lo) + marginal[-2:].sum() * (m[-1] >= post.hi)
     fit = {"slope": slope, "shape": shape, "chi2_red": float(ratio)}
-    if c_hat > MISFIT or edge > 0.05:
-        why = "the outcomes do not follow one drop" if c_hat > MISFIT else "μ's posterior reaches the ends of the σ range"
+    unresolved = not converged and 1.96 * err >= mean  # μ's 95 % interval reaches 0: a number, not a measurement
+    if c_hat > MISFIT or edge > 0.05 or unresolved:
+        why = ("the outcomes do not follow one drop" if c_hat > MISFIT else "μ's posterior reaches the ends of the σ range"
+               if edge > 0.05 else "μ is not resolved when the trials ran out (μ_err ≥ μ/1.96)")  # fmt: skip
         fit["bracket"] = [float(v) for v in _quantiles(m, w, [0.025, 0.975])]  # check judges its low end
         return done("poor-fit", mean, err, converged, **fit,
                     note=f"{why} (G²/dof = {ratio:.3g}); the full grid (--estimator grid) shows the curve")  # fmt: skip
