@@ -54,8 +54,8 @@ def draw(rng, grid, curve, n, reps, clean_p=None, rho=0.9, shared=True):
 # (name, grid, curve, true μ, a_max, n, repeats, chance, why its coverage misses the 60–76 % band)
 CALIBRATION = [
     ("eq1 a_max 0.3, 2 repeats", FINE, lambda s: eq1(s, 0.5, 0.08, 0.3, 0.1), 0.5, 0.3, 1000, 2, 0.1,
-     "over-covers (0.78): a drop of 0.2 measured on 1000 samples hardly tells the shapes apart, and their spread "
-     "joins μ's error (docs/method.md, Calibration)"),
+     "over-covers (0.78): on a drop of 0.2 with 2 repeats the modelled correlations between σ values are lower "
+     "than the simulated ones (with the covariance measured from the simulation: 0.72; docs/method.md, Calibration)"),
     ("eq1 a_max 0.66, 10 repeats", FINE, lambda s: eq1(s, 2.0, 0.3, 0.66, 0.1), 2.0, 0.66, 1000, 10, 0.1, ""),
     ("eq1 a_max 0.98, mul grid", MUL, lambda s: eq1(s, 0.8, 0.12, 0.98, 0.1), 0.8, 0.98, 1000, 5, 0.1, ""),
     ("eq1 a_min above chance", FINE, lambda s: eq1(s, 0.5, 0.08, 0.9, 0.4), 0.5, 0.9, 1000, 5, 0.1, ""),
