@@ -151,10 +151,10 @@ def deploy_part(args: argparse.Namespace, work: Path) -> None:
     total = len(find_points(load_model(model).model))
     at = [int(v) for v in args.at.split(",")] if args.at else list(range(total))
     del x
-    argv = [sys.executable, "-m", "wn_onnx", "scan", str(model), "--data", str(work / "x.npy"), "--label-free",
-            "--mode", "walking", "--estimator", "sequential", "--tolerance", str(args.tolerance),
-            "--at", ",".join(map(str, at)), "--json", "--quiet"]  # fmt: skip
-    clean = [*argv[:-4], "--sigmas", "0.001", "--at", str(at[-1]), "--estimator", "grid", "--repeats", "1", "--json", "--quiet"]
+    scan = [sys.executable, "-m", "wn_onnx", "scan", str(model), "--data", str(work / "x.npy"), "--label-free",
+            "--mode", "walking", "--json", "--quiet"]  # fmt: skip
+    argv = [*scan, "--estimator", "sequential", "--tolerance", str(args.tolerance), "--at", ",".join(map(str, at))]
+    clean = [*scan, "--sigmas", "0.001", "--at", str(at[-1]), "--repeats", "1"]
     began = time.perf_counter()
     peak, done = peak_rss_of(argv)
     seconds = time.perf_counter() - began

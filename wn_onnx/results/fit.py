@@ -78,18 +78,30 @@ def uncertainty(acc: np.ndarray, n_samples: int) -> tuple[np.ndarray, np.ndarray
     Δy² = (p(1 − p)/n − s²)⁺ + s²/repeats: the sample part is paid once, only the draw part
     shrinks with repeats. Repeats that are differently trained networks (s² above the binomial)
     reduce to s²/repeats. docs/method.md, "Δy"."""
+    y, dy, _spread = _moments(acc, n_samples)
+    return y, dy
+
+
+def _moments(acc: np.ndarray, n_samples: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`uncertainty`'s (mean, Δy) and the spread s² over repeats it is made from."""
     acc = np.atleast_2d(np.asarray(acc, dtype=np.float64))
     reps = acc.shape[1]
     y = acc.mean(axis=1)
     binomial = binomial_se(y, n_samples) ** 2
     draws = acc.var(axis=1, ddof=1) if reps > 1 else np.zeros_like(y)
-    return y, np.sqrt(np.maximum(binomial - draws, 0.0) + draws / reps)
+    return y, np.sqrt(np.maximum(binomial - draws, 0.0) + draws / reps), draws
+
+
+def _inside_unit(p: np.ndarray | float, n: int) -> np.ndarray:
+    """Accuracies of n samples kept off 0 and 1 by 1/(n+1), where Φ⁻¹ and p(1 − p) stay finite
+    (and at least 1e-12: 1 − 1/(n+1) is 1.0 in floating point for n ≳ 1e16)."""
+    edge = max(1.0 / (max(int(n), 1) + 1), 1e-12)
+    return np.clip(p, edge, 1.0 - edge)
 
 
 def binomial_se(p: np.ndarray | float, n: int) -> np.ndarray:
     n = max(int(n), 1)
-    edge = max(1.0 / (n + 1), 1e-12)  # (1 − 1/(n+1) is 1.0 in floating point for n ≳ 1e16)
-    p = np.clip(p, edge, 1.0 - edge)
+    p = _inside_unit(p, n)
     return np.sqrt(p * (1 - p) / n)
 
 
@@ -198,17 +210,16 @@ class _Measured:
 
     @classmethod
     def build(cls, sigma: np.ndarray, accuracy: np.ndarray, clean: float | None, n: int, shared_draws: bool = True) -> _Measured:
-        y, dy = uncertainty(accuracy, n)
+        y, dy, spread = _moments(accuracy, n)
         repeats = accuracy.shape[1]
-        spread = accuracy.var(axis=1, ddof=1) if repeats > 1 else np.zeros_like(y)
-        edge = max(1 / (n + 1), 1e-12)  # as binomial_se
-        p = np.clip(y, edge, 1 - edge)
-        r2 = shared_part(p, p * (1 - p) - n * spread) if repeats > 1 else 1.0
         head = [] if clean is None else [clean]
         values = np.concatenate([head, y]).astype(np.float64)
+        p = _inside_unit(values, n)
+        py = p[len(head) :]
+        r2 = shared_part(py, py * (1 - py) - n * spread) if repeats > 1 else 1.0
         errs = np.concatenate([[] if clean is None else [float(binomial_se(clean, n))], dy])
         fixed = np.concatenate([head, sigma == 0]).astype(bool)  # σ = 0 scores the clean model in every repeat
-        corr = correlation(np.clip(values, edge, 1 - edge), repeats, r2, fixed, shared_draws)
+        corr = correlation(p, repeats, r2, fixed, shared_draws)
         return cls(sigma, y, dy, values, errs, corr * np.outer(errs, errs), len(head))
 
     def level(self, weights: np.ndarray) -> tuple[float, float]:
@@ -553,8 +564,9 @@ def _crossing_error(sigma, y, dy, i, half, a_max_err, a_min_err) -> float:
     x0, x1, y0, y1 = sigma[i - 1], sigma[i], y[i - 1], y[i]
     level_err = 0.5 * np.hypot(a_max_err, a_min_err)
     dy_seg = np.hypot(np.hypot(dy[i - 1], dy[i]) / np.sqrt(2), level_err)
-    if y0 != y1 and abs(dy_seg * (x1 - x0) / (y0 - y1)) <= x1 - x0:
-        return float(abs(dy_seg * (x1 - x0) / (y0 - y1)))
+    linear = abs(dy_seg * (x1 - x0) / (y0 - y1)) if y0 != y1 else np.inf
+    if linear <= x1 - x0:
+        return float(linear)
     near = np.flatnonzero(np.abs(y - half) <= np.hypot(dy, level_err))
     lo = max(min(int(near.min()) if near.size else i - 1, i - 1) - 1, 0)
     hi = min(max(int(near.max()) if near.size else i, i) + 1, len(sigma) - 1)
