@@ -170,17 +170,48 @@ def deploy_part(args: argparse.Namespace, work: Path) -> None:
     full = sum(p["sequential"]["grid_evaluations"] for p in report["points"])
     per_point = max(seconds - base, 0.0) / len(at)
     print(f"# {what}; {args.images} label-free samples; {total} points, walked {len(at)}: {at}")
-    print("| point | μ ± err (status) | evaluations | fraction of the grid |")
-    print("|---|---|---|---|")
+    print("| point | μ ± err (status) | evaluations | fraction of the grid | fewest possible (information bound) |")
+    print("|---|---|---|---|---|")
+    bounds = []
     for p in report["points"]:
         err = "" if p["mu_err"] is None else f" ± {p['mu_err']:.2g}"
+        least = fewest_trials(p, args.tolerance)
+        if least is not None:
+            bounds.append((least, p["sequential"]["evaluations"]))
         print(f"| {p['index']} | {p['mu']:.4g}{err} ({p['status']}) | {p['sequential']['evaluations']} | "
-              f"{p['sequential']['fraction']:.2%} |")  # fmt: skip
+              f"{p['sequential']['fraction']:.2%} | {'–' if least is None else f'{least:.0f}'} |")  # fmt: skip
     print(f"wall time {seconds:.0f} s for {len(at)} points (start-up and clean pass {base:.0f} s); peak RSS "
           f"{peak / 2**30:.2f} GiB (default budget)")  # fmt: skip
     print(f"evaluations: {used / full:.2%} of the full grid's (target ≤ 5 %)")
     print(f"projected whole-network scan: {base + per_point * total:.0f} s = {(base + per_point * total) / 60:.1f} min "
           f"(target ≤ 30 min on this 2-core machine)")  # fmt: skip
+    if bounds:
+        least, spent = (sum(v) for v in zip(*bounds, strict=True))
+        limit = base + per_point * total * least / spent
+        print(f"information bound: the `ok` points used {spent / least:.1f}× the fewest trials any design could for "
+              f"±{args.tolerance:g}·μ; a whole-network scan at that bound would still take {limit / 60:.1f} min")  # fmt: skip
+
+
+def fewest_trials(curve: dict, tolerance: float) -> float | None:
+    """The trials that even a perfect design needs for μ to ±``tolerance``·μ on this curve (None
+    without a fitted drop): every trial at the σ where one outcome tells most about log μ, the
+    slope and shape known — the Fisher information of a Bernoulli outcome, (∂p/∂log μ)²/(p(1 − p)),
+    at its largest. A lower bound: the estimator must also find the drop and learn the slope."""
+    from wn_onnx.results.fit import shaped_curve
+
+    fit = curve["fit"]
+    if curve["status"] != "ok" or fit.get("slope") is None or fit.get("shape") is None:
+        return None
+    mu, h = curve["mu"], 1e-4
+    sigma = mu * np.exp(np.linspace(-8, 8, 4001) * max(fit["slope"], 1e-3) / (mu if fit["shape"] == "linear" else 1))
+    sigma = sigma[sigma > 0]
+
+    def p(m: float) -> np.ndarray:
+        return shaped_curve(sigma, m, fit["slope"], curve["a_max"], curve["a_min"], fit["shape"])
+
+    slope = (p(mu * np.exp(h)) - p(mu * np.exp(-h))) / (2 * h)
+    q = np.clip(p(mu), 1e-6, 1 - 1e-6)
+    return float(1 / (np.max(slope**2 / (q * (1 - q))) * tolerance**2))
 
 
 def sequential_part(args: argparse.Namespace, work: Path) -> None:

@@ -8,8 +8,9 @@ slope s are fitted to the drop, by weighted least squares (scipy.optimize.curve_
 standard error Δy of each mean accuracy (see :func:`uncertainty`), in four shapes of the same
 meaning (:data:`SHAPES`). μ's error comes from the joint covariance of every measured value —
 they share samples and draws, so they are correlated (:func:`correlation`) — through the fit,
-a_max and a_min together (:func:`_mu_error`), scaled by √χ²_red when a shape describes the data
-worse than Δy, with the spread between shapes (docs/method.md, "μ's error").
+a_max and a_min together (:func:`_linearise`), scaled by √χ²_red when a shape describes the data
+worse than Δy; where shapes are weighed, through that weighing too (:func:`_averaged`) (docs/method.md,
+"μ's error").
 
 A fitted μ is ``ok`` only when the data resolve it: it lies inside the measured σ range, at
 least three distinct measured σ fall inside the drop, on both sides of μ, the measurements below
@@ -224,7 +225,11 @@ class _Measured:
 
     def level(self, weights: np.ndarray) -> tuple[float, float]:
         """A weighted mean of the values and its standard error (weights sum to 1)."""
-        return float(weights @ self.values), float(np.sqrt(max(weights @ self.cov @ weights, 0.0)))
+        return float(weights @ self.values), self.error(weights)
+
+    def error(self, gradient: np.ndarray) -> float:
+        """Standard error of an estimate that moves with the values by ``gradient`` (a sandwich)."""
+        return float(np.sqrt(max(gradient @ self.cov @ gradient, 0.0)))
 
     def apart(self, weights: np.ndarray) -> np.ndarray:
         """Standard error of each y minus the level ``weights``·values: they share samples, so
@@ -305,25 +310,35 @@ def _fit_mu(sigma, y, dy, a_max, a_min, mu0, shape):
         return float(np.exp(best[0])), best[1], best[2]
 
 
-def _gls_chi2(data: _Measured, window: slice, shape: str, mu: float, slope: float, a_max: float, a_min: float) -> float:
-    """χ² of a fitted shape over the drop with the values' covariance, r·C⁻¹·r: the correlated
-    values' log-likelihood, which is what compares shapes (their residuals are smooth where the
-    errors are correlated, so the per-value χ² misjudges them). A 10⁻³ ridge keeps C invertible
-    where neighbouring σ correlate almost fully."""
-    idx = np.arange(len(data.y))[window]
-    idx = idx[data.sigma[idx] > 0]  # the σ every shape is fitted on
-    r = data.y[idx] - shaped_curve(data.sigma[idx], mu, slope, a_max, a_min, shape)
-    cov = data.cov[np.ix_(data.offset + idx, data.offset + idx)]
-    return float(r @ np.linalg.solve(cov + np.eye(len(idx)) * 1e-3 * np.mean(np.diag(cov)), r))
+@dataclass
+class _Linearised:
+    """One fitted shape to first order in the values δ: μ + ``mu``·δ, and its residuals over the
+    drop (the σ > 0 of the window, where every shape is fitted) ``residual`` + ``moves``·δ."""
+
+    mu: np.ndarray
+    rows: np.ndarray
+    residual: np.ndarray
+    moves: np.ndarray
+
+    def chi2(self, data: _Measured, delta: np.ndarray | None = None) -> np.ndarray:
+        """The residuals' χ² with the values' covariance, r·C⁻¹·r (for each column of ``delta``):
+        the correlated values' log-likelihood, which is what compares shapes (their residuals are
+        smooth where the errors are correlated, so the per-value χ² misjudges them). A 10⁻³ ridge
+        keeps C invertible where neighbouring σ correlate almost fully."""
+        r = self.residual[:, None] if delta is None else self.residual[:, None] + self.moves @ delta
+        cov = data.cov[np.ix_(data.offset + self.rows, data.offset + self.rows)]
+        solved = np.linalg.solve(cov + np.eye(len(self.rows)) * 1e-3 * np.mean(np.diag(cov)), r)
+        return np.sum(r * solved, axis=0)
 
 
-def _mu_error(data: _Measured, window: slice, shape: str, mu: float, slope: float, a_max: float, a_min: float,
-              top: np.ndarray, bottom: np.ndarray) -> float:  # fmt: skip
-    """μ's standard error from the joint covariance of every value (a sandwich estimate): the
-    least-squares μ moves with each value in the window directly and with those that make up
-    a_max (weights ``top``) and a_min (``bottom``) through the plateaus it is fitted between. The
-    values share samples and draws, so these moves are correlated (:func:`correlation`): neither
-    independent errors per σ nor plateau errors added on top describe them (docs/method.md)."""
+def _linearise(data: _Measured, window: slice, shape: str, mu: float, slope: float, a_max: float, a_min: float,
+               top: np.ndarray, bottom: np.ndarray) -> _Linearised | None:  # fmt: skip
+    """How a least-squares fit of ``shape`` moves with every value (None when it is degenerate):
+    with each value in the window directly and with those that make up a_max (weights ``top``)
+    and a_min (``bottom``) through the plateaus it is fitted between. μ's standard error is then
+    the sandwich √(g·C·g) with the values' joint covariance C: they share samples and draws, so
+    these moves are correlated (:func:`correlation`) and neither independent errors per σ nor
+    plateau errors added on top describe them (docs/method.md)."""
     idx = np.arange(len(data.y))[window]
     if shape != "linear":
         idx = idx[data.sigma[idx] > 0]
@@ -333,14 +348,18 @@ def _mu_error(data: _Measured, window: slice, shape: str, mu: float, slope: floa
     jac = -(a_max - a_min) / slope * np.stack([du, du * z], axis=1)  # ∂F/∂μ (or ∂F/∂log μ), ∂F/∂s
     weights = 1 / data.dy[idx] ** 2
     try:
-        sens = np.linalg.solve(jac.T @ (weights[:, None] * jac), jac.T * weights)[0]  # ∂μ/∂y in the window
+        sens = np.linalg.solve(jac.T @ (weights[:, None] * jac), jac.T * weights)  # ∂(μ, s)/∂y in the window
     except np.linalg.LinAlgError:
-        return float("inf")
+        return None
     u = unit(z)
-    grad = -(sens @ u) * top - (sens @ (1 - u)) * bottom
-    grad[data.offset + idx] += sens
-    err = float(np.sqrt(max(grad @ data.cov @ grad, 0.0)))
-    return err if shape == "linear" else err * mu  # log μ's error carried back by the delta method
+    grad = -np.outer(sens @ u, top) - np.outer(sens @ (1 - u), bottom)
+    grad[:, data.offset + idx] += sens
+    keep = data.sigma[idx] > 0
+    rows = idx[keep]
+    residual = data.y[rows] - (a_min + (a_max - a_min) * u[keep])
+    moves = -jac[keep] @ grad - np.outer(u[keep], top) - np.outer(1 - u[keep], bottom)
+    moves[np.arange(len(rows)), data.offset + rows] += 1.0
+    return _Linearised(grad[0] if shape == "linear" else grad[0] * mu, rows, residual, moves)  # log μ: delta method
 
 
 def _fit_double(sigma, y, dy, a_min_fixed: float | None):
@@ -519,32 +538,31 @@ def _classify(data: _Measured, chance: float, top: np.ndarray, max_chi2_red: flo
         return result("poor-fit", thr, unresolved, **fixed, bracket=bracket,
                       note="the logistic fit did not converge; μ is the threshold crossing")  # fmt: skip
     # Every shape whose μ the measurements do not contradict, averaged with (quasi-)Akaike weights
-    # (all shapes have two parameters: exp(−Δχ²/2ĉ) with the covariance χ² of _gls_chi2, ĉ = its best
-    # reduced value ≥ 1); the spread between shapes joins μ's error, so choosing a shape is not
-    # mistaken for knowing it (docs/method.md, "Shapes").
+    # (all shapes have two parameters: exp(−Δχ²/2ĉ) with the covariance χ² of _Linearised.chi2, ĉ = its
+    # best reduced value ≥ 1); μ's error follows the weighing, and the spread between shapes beyond
+    # sampling joins it, so choosing a shape is not mistaken for knowing it (docs/method.md, "Shapes").
     accepted, problems = [], []
     for shape in ranked:
         mu, slope, chi2_fit = fits[shape]
         chi2_red = chi2_fit / dof
         inside_range = sigma_lo < mu < sigma_hi  # (a diverged shape: refused below, no error to compute)
-        mu_err = _mu_error(data, window, shape, mu, slope, a_max, a_min, top, bottom) if inside_range else np.inf
-        mu_err *= np.sqrt(max(1.0, chi2_red))
+        lin = _linearise(data, window, shape, mu, slope, a_max, a_min, top, bottom) if inside_range else None
+        if lin is not None:
+            lin.mu = lin.mu * np.sqrt(max(1.0, chi2_red))
+        mu_err = np.inf if lin is None else data.error(lin.mu)
         problem = _inconsistency(sigma, y, dy, mu, half, thr, thr_err, mu_err, sigma_lo, sigma_hi)
         before, after = sigma[inside & (y >= half)], sigma[inside & (y < half)]
         if not problem and not (np.any(before < mu) and np.any(after > mu)):
             problem = "the drop is not measured on both sides of μ"
         if not problem and mu_err <= unresolved:
-            accepted.append((shape, mu, mu_err, slope, _gls_chi2(data, window, shape, mu, slope, a_max, a_min)))
+            accepted.append((shape, mu, lin, slope, float(lin.chi2(data)[0])))
         else:
             problems.append(f"{shape}: {problem or f'μ ± {mu_err:.2g} says less than the grid bracket'}")
     if accepted:
         chi2s = np.array([a[4] for a in accepted])
         overdispersion = max(1.0, chi2s.min() / dof)  # quasi-AIC: χ² differences shrink with the scatter
-        w = np.exp(-(chi2s - chi2s.min()) / (2 * overdispersion))
-        w /= w.sum()
-        mus, errs = np.array([a[1] for a in accepted]), np.array([a[2] for a in accepted])
-        mu = float(w @ mus)
-        mu_err = float(w @ np.sqrt(errs**2 + (mus - mu) ** 2))  # Burnham & Anderson (2002), Eq. 4.9
+        w = _akaike(chi2s[:, None], overdispersion)[:, 0]
+        mu, mu_err = _averaged(data, w, np.array([a[1] for a in accepted]), [a[2] for a in accepted], overdispersion)
         shape, _, _, slope, _ = accepted[int(np.argmax(w))]
         chi2_fit = fits[shape][2]
         return result("ok", mu, mu_err, slope=slope, shape=shape, **fixed, chi2_red=chi2_fit / dof)
@@ -554,6 +572,41 @@ def _classify(data: _Measured, chance: float, top: np.ndarray, max_chi2_red: flo
                       note=f"the fitted μ is less precise than the grid: μ lies between σ = {lo:.3g} and {hi:.3g}")  # fmt: skip
     return result("poor-fit", thr, unresolved, **fixed, bracket=bracket, chi2_red=best_chi2 / dof,
                   note=f"no logistic shape agrees with the measurements ({problems[0]}); μ is the threshold crossing")  # fmt: skip
+
+
+def _akaike(chi2s: np.ndarray, overdispersion: float) -> np.ndarray:
+    """(Quasi-)Akaike weights of shapes (rows) with two parameters each, for each column."""
+    w = np.exp(-(chi2s - chi2s.min(axis=0)) / (2 * overdispersion))
+    return w / w.sum(axis=0)
+
+
+BOOTSTRAP = 1000  # draws of the values for μ's error when shapes are weighed (its s.d. to ±1.3 %)
+
+
+def _averaged(data: _Measured, w: np.ndarray, mus: np.ndarray, shapes: list[_Linearised], overdispersion: float,
+              ) -> tuple[float, float]:  # fmt: skip
+    """The shapes' weighted μ and its error. Weighing shapes by how well they fit is part of the
+    estimate: on the same values the best-fitting shape's μ scatters less than any single shape's
+    (a shape whose μ a noise pattern pulls away also fits that pattern worse), so neither one
+    shape's sandwich error nor Burnham & Anderson's sum of errors and spread (Eq. 4.9; both made
+    the ±1 s.d. interval cover 78 % in one calibration setting) describes it. Its error comes from
+    a linearised parametric bootstrap: values δ ~ N(0, C), each shape's μ and χ² moved to first
+    order, weighed again, the spread of the weighted μ — no refits, a fixed seed so a curve's
+    error is reproducible. The shapes' spread beyond what that sampling makes them scatter joins
+    it: disagreement the data cannot explain is the uncertainty of not knowing the shape
+    (docs/method.md, "Shapes"). ``w``: the shapes' weights on the measured values."""
+    mu = float(w @ mus)
+    if len(shapes) == 1:
+        return mu, data.error(shapes[0].mu)
+    values, vectors = np.linalg.eigh(data.cov)
+    delta = (vectors * np.sqrt(np.maximum(values, 0.0))) @ np.random.default_rng(0).standard_normal((len(values), BOOTSTRAP))
+    draws = _akaike(np.array([lin.chi2(data, delta) for lin in shapes]), overdispersion)
+    moved = np.array([m + lin.mu @ delta for m, lin in zip(mus, shapes, strict=True)])
+    weighted = np.sum(draws * moved, axis=0)
+    sampling = float(np.std(weighted))
+    scatter = float(np.mean(np.sum(draws * (moved - weighted) ** 2, axis=0)))  # the shapes' own, from sampling
+    excess = max(float(w @ (mus - mu) ** 2) - scatter, 0.0)
+    return mu, float(np.sqrt(sampling**2 + excess))
 
 
 def _crossing_error(sigma, y, dy, i, half, a_max_err, a_min_err) -> float:
