@@ -26,7 +26,8 @@ def providers_for(device: str) -> list[str]:
     if device == "cuda":
         if "CUDAExecutionProvider" not in ort.get_available_providers():
             raise DeviceError(
-                "--device cuda needs onnxruntime-gpu with CUDA (pip install 'wn-onnx[gpu]'); only CPU is available"
+                "--device cuda needs onnxruntime-gpu with CUDA; only the CPU is available (pip install 'wn-onnx[gpu]', then "
+                "pip install --force-reinstall --no-deps onnxruntime-gpu: both builds install into one folder)"
             )
         # CUDA/cuDNN from pip's nvidia-* wheels (torch's, or onnxruntime-gpu[cuda,cudnn]); it prints
         # what it misses, and a provider that then fails to start is reported by Sessions.build
