@@ -12,6 +12,7 @@ from scipy.special import ndtr
 
 from wn_onnx.gate import judge_drop, judge_floor
 from wn_onnx.noise import NoiseSpec, default_grid
+from wn_onnx.results import fit as fitmod
 from wn_onnx.results.fit import STATUSES, binomial_se, double_logistic, fit_curve, logistic, uncertainty
 
 FINE = np.logspace(-2, 1, 49)  # 16 σ per decade around the drops below
@@ -354,3 +355,44 @@ def test_weighed_shapes_error_is_reproducible_and_leaves_global_state():
     assert np.random.random() == before
     second = fit_curve(FINE, acc, 0.1, 1000, clean=clean)
     assert first.status == "ok" and first.mu_err == second.mu_err
+
+
+@pytest.mark.parametrize("shape", ["linear", "log"])
+def test_linearised_fit_moves_as_refits_do(shape):
+    """∂μ/∂value from _linearise against refitting the shape with one value moved (finite
+    differences): a value inside the drop moves μ directly, the clean accuracy through a_max."""
+    curve = (lambda s: eq1(s, 0.5, 0.08, 0.7, 0.1)) if shape == "linear" else (lambda s: log_logistic(s, 0.5, 3, 0.7, 0.1))
+    acc = np.repeat(curve(FINE)[:, None], 3, axis=1)
+    data = fitmod._Measured.build(FINE, acc, 0.7, 10**6)
+    window = slice(20, 40)
+    top = np.zeros(len(data.values))
+    top[0] = 1.0  # a_max is the clean accuracy
+
+    def fitted(values: np.ndarray) -> float:
+        y = values[1:]
+        return fitmod._fit_mu(FINE[window], y[window], data.dy[window], values[0], 0.1, 0.5, shape)[0]
+
+    mu, slope, _ = fitmod._fit_mu(FINE[window], data.y[window], data.dy[window], 0.7, 0.1, 0.5, shape)
+    lin = fitmod._linearise(data, window, shape, mu, slope, 0.7, 0.1, top, np.zeros_like(top))
+    h = 1e-4
+    for j in (0, 1 + 28, 1 + 31):  # the clean accuracy, two σ inside the drop
+        moved = data.values.copy()
+        moved[j] += h
+        assert (fitted(moved) - mu) / h == pytest.approx(lin.mu[j], rel=0.02, abs=1e-3)
+
+
+def _two_shapes(apart: float, w: np.ndarray) -> float:
+    """μ's error from _averaged for two shapes that move alike with three values (error 0.01
+    each) and whose μ are ``apart``."""
+    cov = np.eye(3) * 1e-4
+    data = fitmod._Measured(np.array([1.0, 2.0, 3.0]), np.zeros(3), np.full(3, 0.01), np.zeros(3), np.full(3, 0.01), cov, 0)
+    shapes = [fitmod._Linearised(np.array([1.0, 0.0, 0.0]), np.arange(3), np.zeros(3), np.eye(3)) for _ in range(2)]
+    return fitmod._averaged(data, w, np.array([1.0, 1.0 + apart]), shapes, 1.0)[1]
+
+
+def test_shapes_disagreeing_beyond_sampling_widen_the_error():
+    """Two shapes that sampling moves alike but whose μ differ by 0.5: the difference is not
+    sampling, so it joins μ's error (≈ √(0.01² + 0.25²)); where one shape carries all the weight,
+    the error is its own sandwich, 0.01."""
+    assert _two_shapes(0.5, np.array([0.5, 0.5])) == pytest.approx(np.hypot(0.01, 0.25), rel=0.05)
+    assert _two_shapes(0.5, np.array([1.0, 0.0])) == pytest.approx(0.01, rel=1e-9)
