@@ -4,7 +4,11 @@ and a calibration by simulation (bias and coverage of μ ± err over many Bernou
 from __future__ import annotations
 
 import functools
+import multiprocessing
+import os
 import zlib
+from concurrent.futures import ProcessPoolExecutor
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -63,21 +67,32 @@ CALIBRATION = [
 ]
 
 
+def _fit_all(grid, curves: list[tuple[np.ndarray, float]], chance: float, n: int, shared_draws: bool = True) -> list:
+    """Fit simulated curves on both cores (CI has two; fitting is deterministic, so the results
+    are a serial loop's): (status, μ, μ_err) per curve."""
+    args = [(grid, acc, chance, n, clean, shared_draws) for acc, clean in curves]
+    with mock.patch.dict(os.environ, {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}):
+        # one BLAS thread per process: small matrices gain nothing from threads that fight for two cores
+        with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn")) as pool:
+            return list(pool.map(_fit_one, args, chunksize=50))
+
+
+def _fit_one(arg: tuple) -> tuple[str, float | None, float | None]:
+    grid, acc, chance, n, clean, shared_draws = arg
+    res = fit_curve(grid, acc, chance, n, clean=clean, shared_draws=shared_draws)
+    return res.status, res.mu, res.mu_err
+
+
 @functools.cache
 def _simulate(name: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """800 curves, one fixed sample set each: (μ of the `ok` ones, |z| of them, every status);
     once per setting for both calibration tests."""
     _, grid, curve, mu, _a_max, n, reps, chance = next(c for c in CALIBRATION if c[0] == name)
     rng = np.random.default_rng(zlib.crc32(name.encode()))
-    est, z, statuses = [], [], []
-    for _ in range(800):
-        acc, clean = draw(rng, grid, curve, n, reps)
-        res = fit_curve(grid, acc, chance, n, clean=clean)
-        statuses.append(res.status)
-        if res.status == "ok":
-            est.append(res.mu)
-            z.append((res.mu - mu) / res.mu_err)
-    return np.array(est), np.abs(np.array(z)), statuses
+    fits = _fit_all(grid, [draw(rng, grid, curve, n, reps) for _ in range(800)], chance, n)
+    est = np.array([m for status, m, _ in fits if status == "ok"])
+    z = np.abs(np.array([(m - mu) / e for status, m, e in fits if status == "ok"]))
+    return est, z, [status for status, _, _ in fits]
 
 
 CASES = [pytest.param(c[0], c[3], id=c[0]) for c in CALIBRATION]
@@ -109,14 +124,9 @@ def test_calibration_without_shared_draws(name):
     (``shared_draws=False``): 400 curves, bias < 2 %, ±1 s.d. coverage 60–76 %, 95 % ≥ 90 %."""
     _, grid, curve, mu, _a_max, n, _reps, chance = next(c for c in CALIBRATION if c[0] == name)
     rng = np.random.default_rng(zlib.crc32(name.encode()) + 1)
-    est, z = [], []
-    for _ in range(400):
-        acc, clean = draw(rng, grid, curve, n, 5, shared=False)
-        res = fit_curve(grid, acc, chance, n, clean=clean, shared_draws=False)
-        if res.status == "ok":
-            est.append(res.mu)
-            z.append(abs(res.mu - mu) / res.mu_err)
-    z = np.array(z)
+    fits = _fit_all(grid, [draw(rng, grid, curve, n, 5, shared=False) for _ in range(400)], chance, n, shared_draws=False)
+    est = [m for status, m, _ in fits if status == "ok"]
+    z = np.array([abs(m - mu) / e for status, m, e in fits if status == "ok"])
     assert len(z) >= 360 and abs(np.mean(est) / mu - 1) < 0.02
     assert 0.60 <= np.mean(z < 1) <= 0.76 and np.mean(z < 1.96) >= 0.90
 
