@@ -204,7 +204,6 @@ def fewest_trials(curve: dict, tolerance: float) -> float | None:
         return None
     mu, h = curve["mu"], 1e-4
     sigma = mu * np.exp(np.linspace(-8, 8, 4001) * max(fit["slope"], 1e-3) / (mu if fit["shape"] == "linear" else 1))
-    sigma = sigma[sigma > 0]
 
     def p(m: float) -> np.ndarray:
         return shaped_curve(sigma, m, fit["slope"], curve["a_max"], curve["a_min"], fit["shape"])

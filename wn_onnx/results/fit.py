@@ -607,9 +607,8 @@ def _averaged(data: _Measured, w: np.ndarray, mus: np.ndarray, shapes: list[_Lin
     values, vectors = np.linalg.eigh(data.cov)
     delta = (vectors * np.sqrt(np.maximum(values, 0.0))) @ np.random.default_rng(0).standard_normal((len(values), BOOTSTRAP))
     draws = _akaike(np.array([lin.chi2(data, delta) for lin in shapes]), overdispersion)
-    moved = np.array([m + lin.mu @ delta for m, lin in zip(mus, shapes, strict=True)])
-    sampling = float(np.std(np.sum(draws * moved, axis=0)))
-    moves = moved - mus[:, None]  # how sampling alone moves each shape's μ
+    moves = np.array([lin.mu @ delta for lin in shapes])  # how sampling alone moves each shape's μ
+    sampling = float(np.std(np.sum(draws * (mus[:, None] + moves), axis=0)))
     scatter = float(np.mean(np.sum(draws * (moves - np.sum(draws * moves, axis=0)) ** 2, axis=0)))
     excess = max(float(w @ (mus - mu) ** 2) - scatter, 0.0)
     return mu, float(np.sqrt(sampling**2 + excess))
