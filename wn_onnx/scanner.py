@@ -26,10 +26,12 @@ from wn_onnx.engine.memory import Share
 from wn_onnx.engine.sweep import Evaluation
 from wn_onnx.errors import ConfigError, DataError, WnError
 from wn_onnx.graph_passes import Point, find_points, select_points
+from wn_onnx.graph_passes.weights import find_weight_points, require_weights
 from wn_onnx.io.data import Dataset, Inputs, check_shape
 from wn_onnx.io.model import LoadedModel, load_model
 from wn_onnx.metrics import get_metric, score
-from wn_onnx.noise import NoiseSpec
+from wn_onnx.noise import TARGETS, NoiseModel, NoiseSpec, noise_json, plugin_source, source_digest
+from wn_onnx.noise.quant import bits_of
 from wn_onnx.results.fit import curve_json as fit_curve_json
 from wn_onnx.results.schema import FAILED, SCHEMA_VERSION
 from wn_onnx.results.sequential import estimate
@@ -60,9 +62,12 @@ class ScanRequest:
     memory: int | None = None  # peak resident bytes of the scan and its local workers together (None: engine.memory's default)
     workers: int = 0  # walking points (and global σ chunks) over a Dask LocalCluster of this many workers
     scheduler: str | None = None  # … or over the Dask cluster of this scheduler address
+    on: str = "activations"  # or "weights": the initializers Conv/ConvTranspose/Gemm/MatMul multiply by
 
     def __post_init__(self) -> None:
         """A request is checked where it is made, so every caller (CLI, API, workers) gets the same errors."""
+        if self.on not in TARGETS:
+            raise ConfigError(f"unknown target {self.on!r}; choose activations or weights")
         if self.mode not in MODES:
             raise ConfigError(f"unknown scan mode {self.mode!r}; choose walking, global or both")
         if self.jobs < 1:
@@ -89,13 +94,36 @@ class Levels:
     clean: float
 
 
-def curve_json(sigmas: np.ndarray, spec: NoiseSpec, counts: Counts, base: Levels) -> dict:
-    """The shared curve writer (:func:`wn_onnx.results.fit.curve_json`) plus the mixed-noise components."""
+def curve_json(sigmas: np.ndarray, spec: NoiseModel, counts: Counts, base: Levels) -> dict:
+    """The shared curve writer (:func:`wn_onnx.results.fit.curve_json`, on the model's strengths)
+    plus the mixed-noise components, or the levels of an axis whose damage grows as it falls (bits)."""
     out = fit_curve_json(sigmas, counts.accuracy, counts.nonfinite, base.chance, counts.total, base.clean)
-    if spec.kind == "mixed":
+    if isinstance(spec, NoiseSpec) and spec.kind == "mixed":
         a_add, a_mul = spec.components(sigmas)
         out["sigma_add"] = [float(s) for s in a_add]
         out["sigma_mul"] = [float(s) for s in a_mul]
+    if spec.axis.more == "down":
+        out.update(level_fields(spec, sigmas, counts.accuracy, base.clean, out))
+    return out
+
+
+WITHIN_CLEAN = 0.01  # "fewest bits": mean accuracy within this (absolute) of the clean accuracy
+
+
+def level_fields(spec: NoiseModel, sigmas: np.ndarray, accuracy: np.ndarray, clean: float, curve: dict) -> dict:
+    """A falling axis's own numbers (strength 2^-level): the levels, μ and its error in levels
+    (first order), and for bit widths the fewest bits whose accuracy, and every wider one's, stays
+    within WITHIN_CLEAN of the clean accuracy (None when no measured width does)."""
+    levels = spec.axis.level(sigmas)
+    mu, err = curve["mu"], curve["mu_err"]
+    out: dict = {"levels": [float(v) for v in levels]}
+    out["mu_level"] = None if not mu else float(spec.axis.level(mu))
+    out["mu_level_err"] = None if not mu or err is None else float(err / (mu * np.log(2.0)))
+    if spec.axis.integer:
+        good = np.asarray(accuracy).mean(axis=1) >= clean - WITHIN_CLEAN  # sigmas ascending: levels descending
+        bad = np.flatnonzero(~good)
+        first_bad = bad.min() if bad.size else len(sigmas)
+        out["fewest_bits"] = None if first_bad == 0 else bits_of(float(sigmas[first_bad - 1]))
     return out
 
 
@@ -119,6 +147,20 @@ def sequential_curve(
 
     return estimate(outcomes, len(data), st.repeats, float(swept[swept > 0].min()), float(swept.max()), base.clean,
                     base.chance, len(swept) * len(data) * st.repeats, tolerance, [st.seed, ORDER_STREAM, *key])  # fmt: skip
+
+
+def check_target(req: ScanRequest, spec: NoiseModel) -> None:
+    """Where the noise model can act, and which scan settings apply there, one clear line each."""
+    if req.on not in spec.targets:
+        raise ConfigError(f"noise model {spec.name!r} acts on {' and '.join(spec.targets)}, not on {req.on}")
+    if req.on == "activations" and not isinstance(spec, NoiseSpec) and req.mode == "global":
+        raise ConfigError(f"the global sweep of noise model {spec.name!r} on activations is not supported: "
+                          "walk its points (--mode walking), or scan the weights (--on weights)")  # fmt: skip
+    if req.on == "activations" and not isinstance(spec, NoiseSpec) and req.estimator == "sequential":
+        raise ConfigError(f"noise model {spec.name!r} on activations runs with the grid estimator only")
+    if req.on == "weights" and req.estimator == "sequential":
+        raise ConfigError("the sequential estimator treats samples as independent trials; weight noise is one draw "
+                          "per repeat that all samples share: use the grid estimator")  # fmt: skip
 
 
 def check_estimator(req: ScanRequest, st: SweepSettings) -> None:
@@ -214,11 +256,19 @@ def run_scan(
     are taken instead of recomputed. Ctrl-C raises :class:`ScanInterrupted` with the partial
     report.
     """
-    if req.sigma_scale == "std" and st.spec.kind != "add":
-        raise ConfigError("σ relative to the activation std applies to additive noise (multiplicative noise is relative already)")
+    if req.sigma_scale == "std" and (st.spec.kind != "add" or req.on == "weights"):
+        raise ConfigError("σ relative to the activation std applies to additive noise on activations "
+                          "(multiplicative noise is relative already, additive weight noise is relative to max|W|)")  # fmt: skip
+    check_target(req, st.spec)
     check_estimator(req, st)
+    if st.spec.deterministic:  # every repeat would give the same numbers
+        st = replace(st, repeats=1)
+    st = replace(st, top=float(np.max(st.sigmas)))  # draws shared by every strength of the grid, adaptive rounds too
     engine = Engine(loaded, providers_for(req.device), req.threads, req.memory)
-    all_points = find_points(loaded.model, req.granularity)
+    if req.on == "weights":
+        all_points = require_weights(find_weight_points(loaded.model), loaded.path)
+    else:
+        all_points = find_points(loaded.model, req.granularity)
     selected = select_points(all_points, req.at)
     chosen = [p for p in selected if not p.unsupported]
     skipped = [{**p.to_json(), "reason": p.unsupported} for p in selected if p.unsupported]
@@ -232,7 +282,10 @@ def run_scan(
         "wn_onnx_version": __version__,
         "model": loaded.path,
         "data": {"source": data.source, "samples": len(data), "label_free": req.label_free},
-        "noise": st.spec.to_json(),
+        "noise": noise_json(st.spec),
+        **({} if req.on == "activations" else {"on": req.on}),
+        **({} if isinstance(st.spec, NoiseSpec) else {"axis": st.spec.axis.to_json()}),
+        **({"deterministic": True} if st.spec.deterministic else {}),
         "mode": req.mode,
         "seed": st.seed,
         "repeats": st.repeats,
@@ -253,6 +306,9 @@ def run_scan(
     scales = engine.clean_std(chosen, data, st.batch_size) if req.sigma_scale == "std" else None
     relative = ["sigma_scale=std"] if req.sigma_scale == "std" else []  # absolute: the hashes of earlier versions
     relative += [] if req.estimator == "grid" else [f"estimator={req.estimator}"]  # grid: likewise
+    relative += [] if req.on == "activations" else [f"on={req.on}"]  # likewise
+    source = plugin_source(st.spec)
+    relative += [] if source is None else [f"plugin={source_digest(source)}"]  # its code, not only its name
     config = digest(loaded.content_digest(), loaded.output_name, *_input_parts(data.x), data.y, req.label_free, st.spec.to_json(),
                     st.sigmas, st.repeats, st.seed, st.redraw, st.walk, req.adaptive, req.tolerance, __version__, *relative,
                     *([] if st.metric == "top1" else [f"metric={st.metric}"]))  # fmt: skip
@@ -285,7 +341,10 @@ def run_scan(
             if all(p["status"] == FAILED for p in report["points"]):
                 first = report["points"][0]
                 raise WnError(f"every walked point failed; point {first['index']}: {first['reason']}")
-        if req.mode in ("global", "both"):
+        if req.mode == "both" and req.on == "activations" and not isinstance(st.spec, NoiseSpec):
+            report["global_skipped"] = (f"the global sweep of noise model {st.spec.name!r} on activations is not "
+                                        "supported; its points were walked")  # fmt: skip
+        elif req.mode in ("global", "both"):
             where = chosen if req.global_after_bn else [p for p in chosen if p.op_type != "BatchNormalization"]
             if not where:
                 raise WnError("the global sweep has no point left (all selected points are BatchNormalization outputs)")

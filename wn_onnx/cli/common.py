@@ -78,6 +78,45 @@ def noise_spec(kind: Kind | str, order: Order | str | None = None, ratio: float 
     return NoiseSpec(value(kind), value(order), ratio, sigma_mul, sigma_add)
 
 
+class Target(str, Enum):  # wn_onnx.noise.TARGETS
+    activations = "activations"
+    weights = "weights"
+
+
+class Format(str, Enum):  # wn_onnx.noise.FORMATS
+    int8 = "int8"
+    fp16 = "fp16"
+    fp32 = "fp32"
+
+
+NOISE_HELP = ("add · mul · mixed (Gaussian, the paper's) · quant (b-bit quantisation) · bitflip (bit errors in a "
+              "storage format) · module:Name or file.py:Name (a plug-in; docs/noise-models.md).")  # fmt: skip
+NoiseOption = Annotated[str, typer.Option(help=NOISE_HELP)]
+ON_HELP = "Where the noise acts: activations after each point, or the weights of each Conv/ConvTranspose/Gemm/MatMul layer."
+OnOption = Annotated[Target, typer.Option(help=ON_HELP)]
+LEVELS_HELP = ("Strength grid in the noise model's unit (σ, bits, bit error rate): log:1e-2:1e10:49 · lin:1:16:16 · "
+               "0.1,0.2. Default: the model's own grid.")  # fmt: skip
+LevelsOption = Annotated[str | None, typer.Option("--levels", "--sigmas", help=LEVELS_HELP)]
+WeightScaleOption = Annotated[
+    str | None, typer.Option(help="Additive weight noise: relative to the layer's max|W| (max, default) or absolute.")
+]
+PerTensorOption = Annotated[bool, typer.Option(help="quant on weights: one scale per tensor instead of per output channel.")]
+PercentileOption = Annotated[
+    float | None, typer.Option(help="quant on activations: clip at this percentile of |x| instead of its maximum.")
+]
+FormatOption = Annotated[Format | None, typer.Option("--format", help="bitflip: the storage format (default int8).")]
+
+
+def noise_model(name: str, order: Order | None = None, ratio: float | None = None, sigma_mul: float | None = None,
+                sigma_add: float | None = None, weight_scale: str | None = None, per_tensor: bool = False,
+                percentile: float | None = None, fmt: Format | None = None):  # fmt: skip
+    """The noise model (:func:`wn_onnx.noise.make_noise`) the noise options describe."""
+    from wn_onnx.noise import make_noise
+
+    return make_noise(name, None if order is None else order.value, ratio, sigma_mul, sigma_add, weight_scale,
+                      per_tensor, percentile, None if fmt is None else fmt.value)  # fmt: skip
+
+
 DataOption = Annotated[
     Path | None,
     typer.Option(

@@ -7,6 +7,8 @@ string from a model goes in as :class:`rich.text.Text`, so a tensor named ``[/]r
 
 from __future__ import annotations
 
+import math
+
 from rich import box
 from rich.table import Table
 from rich.text import Text
@@ -32,6 +34,8 @@ def format_mu(curve: dict) -> str:
     mu, err, status = curve.get("mu"), curve.get("mu_err"), curve.get("status")
     if mu is None:
         return "—"
+    if "levels" in curve:  # an axis whose damage grows as it falls (bits): μ in its levels
+        return _format_falling(curve)
     if status == "not-reached":
         return f"> {mu:.3g}"
     if status == "no-drop-from-start":
@@ -42,6 +46,24 @@ def format_mu(curve: dict) -> str:
     if status == "bracketed" and bracket:
         return f"{bracket[0]:.3g}…{bracket[1]:.3g}"
     return f"{mu:.3g} ± {err:.2g}" if err is not None else f"{mu:.3g}"
+
+
+def _format_falling(curve: dict) -> str:
+    """μ on a falling axis (bits = −log2 strength): bounds flip, a bracket's ends swap."""
+    level, err, status = curve.get("mu_level"), curve.get("mu_level_err"), curve.get("status")
+    if level is None:
+        return "—"
+    if status == "not-reached":
+        return f"< {level:.3g}"
+    if status == "no-drop-from-start":
+        return f"≥ {level:.3g}"
+    if status == "poor-fit":
+        return f"≈ {level:.3g}"
+    bracket = (curve.get("fit") or {}).get("bracket")
+    if status == "bracketed" and bracket:
+        lo, hi = (-math.log2(b) for b in reversed(bracket))
+        return f"{lo:.3g}…{hi:.3g}"
+    return f"{level:.3g} ± {err:.2g}" if err is not None else f"{level:.3g}"
 
 
 def _fitted(rows: list[list[str]], tensor_col: int, width: int, title: str | None, right: tuple[int, ...] = ()) -> Table:
@@ -83,6 +105,9 @@ def report_table(report: dict, width: int = 80) -> Table:
     accuracy the curve achieves before the drop and where it ends."""
     noise = report["noise"]
     kind = noise["kind"] + (f" ({noise['order']})" if noise.get("order") else "")
+    kind += f" on {report['on']}" if report.get("on") else ""
+    axis = report.get("axis")
+    kind += f" · μ in {axis['name']}" if axis else ""
     curves = [(str(p["index"]), str(p["tensor"]), str(p["op_type"]), p) for p in report["points"]]
     if report.get("global"):
         curves.append(("all", "global", f"{len(report['global']['points'])} points", report["global"]))

@@ -23,28 +23,35 @@ from wn_onnx.cli.common import (
     DeviceOption,
     Estimator,
     FeedOption,
+    FormatOption,
     Granularity,
     GranularityOption,
-    Kind,
     LabelsOption,
+    LevelsOption,
     LimitMode,
     LimitModeOption,
     LimitOption,
     MemoryOption,
     MetricOption,
     Mode,
+    NoiseOption,
+    OnOption,
     OrderOption,
     OutputOption,
+    PercentileOption,
+    PerTensorOption,
     SigmaAddOption,
     SigmaMulOption,
     SigmaRatioOption,
     SigmaScale,
     SplitOption,
+    Target,
     ThreadsOption,
+    WeightScaleOption,
     err,
     load_data,
     memory_bytes,
-    noise_spec,
+    noise_model,
     out,
     progress_bar,
 )
@@ -78,17 +85,24 @@ def points_command(
     as_json: Annotated[bool, typer.Option("--json", help='Print {"points": [...]} as JSON.')] = False,
     output: OutputOption = None,
     granularity: GranularityOption = Granularity.layer,
+    on: OnOption = Target.activations,
 ) -> None:
-    """List the noise points of MODEL: index, tensor, producing op, shape (and the ops a layer point stands for)."""
+    """List the noise points of MODEL: index, tensor, producing op (the layer, for weights), shape (and the ops a layer point stands for)."""
     from wn_onnx.graph_passes import find_points, select_points
+    from wn_onnx.graph_passes.weights import find_weight_points, require_weights
     from wn_onnx.io.model import load_model
 
     loaded = load_model(model, output)
-    chosen = [p.to_json() for p in select_points(find_points(loaded.model, granularity.value), at)]
+    if on == Target.weights:
+        found = require_weights(find_weight_points(loaded.model), str(model))
+    else:
+        found = find_points(loaded.model, granularity.value)
+    chosen = [p.to_json() for p in select_points(found, at)]
     if as_json:
-        print(json.dumps({"model": str(model), "granularity": granularity.value, "points": chosen}, indent=2))
+        head = {"model": str(model), "granularity": granularity.value} if on == Target.activations else {"model": str(model), "on": on.value}
+        print(json.dumps({**head, "points": chosen}, indent=2))
         return
-    out.print(Text(f"noise points of {model}"), soft_wrap=True)  # a long path on one line, not folded in the table
+    out.print(Text(f"{'weight' if on == Target.weights else 'noise'} points of {model}"), soft_wrap=True)  # a long path on one line, not folded in the table
     out.print(__import__("wn_onnx.cli.render", fromlist=["points_table"]).points_table(chosen, None, out.width))
     for p in chosen:
         where = f" in {p['path']}" if p.get("path") else ""
@@ -109,17 +123,17 @@ def scan_command(
     data_dir: DataDirOption = None,
     feed: FeedOption = None,
     metric: MetricOption = "top1",
-    noise: Annotated[Kind, typer.Option(help="Noise kind.")] = Kind.add,
+    noise: NoiseOption = "add",
+    on: OnOption = Target.activations,
     order: OrderOption = None,
     sigma_ratio: SigmaRatioOption = None,
     sigma_mul: SigmaMulOption = None,
     sigma_add: SigmaAddOption = None,
-    sigmas: Annotated[
-        str | None,
-        typer.Option(
-            help="σ grid: log:1e-2:1e10:49 · lin:0:2:21 · 0.1,0.2. Default: the paper's grid for the noise kind."
-        ),
-    ] = None,
+    weight_scale: WeightScaleOption = None,
+    per_tensor: PerTensorOption = False,
+    percentile: PercentileOption = None,
+    fmt: FormatOption = None,
+    sigmas: LevelsOption = None,
     mode: Annotated[
         Mode, typer.Option(help="walking: one point at a time · global: all selected points · both.")
     ] = Mode.both,
@@ -179,15 +193,14 @@ def scan_command(
     from wn_onnx.io.embedded import DEFAULT_DATA, DEFAULT_MODEL
     from wn_onnx.io.model import load_model
     from wn_onnx.metrics import get_metric
-    from wn_onnx.noise import default_grid, parse_grid
     from wn_onnx.scanner import ScanRequest, run_scan
 
     if model is None:
         if data is not None or dataset_name is not None:
             raise WnError("--data/--dataset without a MODEL: give the ONNX model to scan (the embedded default runs on its own digits)")
         model, data = DEFAULT_MODEL, DEFAULT_DATA
-    spec = noise_spec(noise, order, sigma_ratio, sigma_mul, sigma_add)
-    grid = parse_grid(sigmas) if sigmas else default_grid(spec)
+    spec = noise_model(noise, order, sigma_ratio, sigma_mul, sigma_add, weight_scale, per_tensor, percentile, fmt)
+    grid = spec.levels(sigmas)
     loaded = load_model(model, output)
     dataset = load_data(loaded, data, dataset_name, split, data_dir, limit, limit_mode, not label_free, feed, labels)
     settings = SweepSettings(grid, spec, repeats, seed, batch_size, redraw, metric=get_metric(metric).name)
@@ -203,7 +216,7 @@ def scan_command(
         )
     request = ScanRequest(
         mode.value, at, label_free, device.value, threads, not global_skip_bn, adaptive, tolerance, jobs,
-        granularity.value, sigma_scale.value, estimator.value, memory_bytes(memory), workers, scheduler,
+        granularity.value, sigma_scale.value, estimator.value, memory_bytes(memory), workers, scheduler, on.value,
     )  # fmt: skip
     if resume and out_path is None:
         raise WnError("--resume needs --out: finished curves are kept in OUT.sqlite")
@@ -259,6 +272,15 @@ def scan_command(
             f"[yellow]points {', '.join(mixing)}: the graph after them mixes the samples of a batch (dynamic "
             "quantization, batch statistics); each σ ran on its own, and results depend on the samples per run (--batch-size, --memory).[/]"
         )
+    fewest = [(p.get("index", "global"), p["fewest_bits"]) for p in [*report["points"], report["global"]]
+              if p and p.get("fewest_bits") is not None]  # fmt: skip
+    if fewest:
+        within = ", ".join(f"{where}: {bits}" for where, bits in fewest)
+        out.print(f"[dim]fewest bits within 1 % of the clean accuracy: {within}[/]")
+    if report.get("global_skipped"):
+        out.print(f"[yellow]{escape(report['global_skipped'])}[/]")
+    if report.get("deterministic"):
+        out.print("[dim]deterministic noise model: one repeat says everything (repeats set to 1)[/]")
     used = [c["sequential"] for c in [*report["points"], report["global"]] if c and "sequential" in c]
     if used:
         done, grid = sum(u["evaluations"] for u in used), sum(u["grid_evaluations"] for u in used)

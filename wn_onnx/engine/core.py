@@ -21,18 +21,21 @@ import onnxruntime as ort
 from wn_onnx.engine.draws import PLAN_STREAM, draw_at
 from wn_onnx.engine.global_noise import GlobalNoise
 from wn_onnx.engine.memory import Budget, Share, peak_live
+from wn_onnx.engine.numpy_noise import NumpyWalk
 from wn_onnx.engine.round_cache import RAM_BYTES, RoundCache
 from wn_onnx.engine.routes import Routes, SharedTaps
 from wn_onnx.engine.sessions import Sessions
 from wn_onnx.engine.sweep import Batch, Counts, Evaluation, SweepSettings, sweep
 from wn_onnx.engine.walking import AtOutput, FullGraph, Suffix, WalkPoint
+from wn_onnx.engine.weights import WeightGlobal, WeightWalk
 from wn_onnx.graph_passes import Point, z_input_names
 from wn_onnx.graph_passes.insert_noise import SIGMA_INPUT
 from wn_onnx.graph_passes.noise_functions import sigma_inputs
+from wn_onnx.graph_passes.weights import WeightPoint
 from wn_onnx.io.data import Dataset, Inputs
 from wn_onnx.io.model import LoadedModel
 from wn_onnx.metrics import get_metric, score
-from wn_onnx.noise import NoiseSpec
+from wn_onnx.noise import NoiseModel, NoiseSpec, Reference
 
 NOISY_COPIES = 3  # copies of a noisy value a run makes besides the clean graph's (tiled, scaled noise, noisy)
 TAP_BYTES = 256 << 20  # clean values kept at once for the walks of a group of points, whole data (at most)
@@ -52,6 +55,7 @@ class Engine:
         self.budget = Budget.measure(memory, loaded.model.graph)
         self._live: float | None = None  # bytes per sample alive at once in a run (see memory.peak_live)
         self._clean: tuple[object, np.ndarray] | None = None  # (the data's inputs, their clean outputs)
+        self._refs: dict[tuple[int, float | None], Reference] = {}  # activation statistics (engine.numpy_noise)
 
     @property
     def providers(self) -> list[str]:
@@ -133,6 +137,12 @@ class Engine:
         full = st.walk == "full" or self.routes.subgraphs
         need = 0.0
         for p in points:
+            if isinstance(p, WeightPoint):  # the suffix's values, its clean input and a perturbed weight (no samples)
+                need = max(need, live + self._bytes(p.data, x))
+                continue
+            if not isinstance(st.spec, NoiseSpec):  # the suffix's values, the point's clean and perturbed copies
+                need = max(need, live + (NOISY_COPIES + 1) * self._bytes(p.tensor, x))
+                continue
             if full:
                 need = max(need, self._global_need([p], st, x, live))
                 continue
@@ -147,6 +157,8 @@ class Engine:
 
     def _global_need(self, points: list[Point], st: SweepSettings, x: np.ndarray, live: float, copies: int = 1) -> float:
         """Per sample: every point's fed noise (alive for the whole run) and the noisy values beside the clean ones."""
+        if points and isinstance(points[0], WeightPoint):  # perturbed weights hold no samples
+            return live
         sizes = [self._bytes(p.tensor, x) for p in points]
         return live + 2 * max(sizes) + copies * st.spec.draws * sum(sizes)
 
@@ -170,7 +182,7 @@ class Engine:
         groups: list[list[Point]] = []
         names: set[str] = set()
         for p in points:
-            own = set(self.routes.tap_names(p, st.spec, st.walk == "full"))
+            own = set(self._tap_names(p, st.spec, st.walk == "full"))
             if groups and sum(self.routes.sample_bytes(n, x) for n in names | own) * rows <= room:
                 groups[-1].append(p)
                 names |= own
@@ -179,11 +191,21 @@ class Engine:
                 names = own
         return groups
 
+    def _tap_names(self, point: Point, spec: NoiseModel, full: bool) -> list[str]:
+        """The clean values a walk of ``point`` reads (weights: the layer's input; a model applied in
+        numpy: the point's value; Gaussian noise: Routes.tap_names)."""
+        if isinstance(point, WeightPoint):
+            return [point.data]
+        if not isinstance(spec, NoiseSpec):
+            return [point.tensor]
+        return self.routes.tap_names(point, spec, full)
+
     @contextlib.contextmanager
     def shared_taps(self, points: list[Point], st: SweepSettings) -> Iterator[None]:
         """Within: walks of ``points`` on one data set (batches of ``st``) read their clean values
         from one prefix run per batch for all of them (a group from :meth:`tap_groups`)."""
-        if len(points) < 2:  # nothing to share
+        if len(points) < 2 or isinstance(points[0], WeightPoint) or not isinstance(st.spec, NoiseSpec):
+            # nothing to share: weight walks and models applied in numpy read their values themselves
             yield
             return
         names = [n for p in points for n in self.routes.tap_names(p, st.spec, st.walk == "full")]
@@ -252,13 +274,21 @@ class Engine:
         cache: RoundCache | None = None,
     ) -> WalkPoint:
         """The evaluation of noise at ``point`` alone (see :meth:`walk`)."""
+        if isinstance(point, WeightPoint):
+            return WeightWalk(self.routes, point, st)
+        if not isinstance(st.spec, NoiseSpec):
+            return NumpyWalk(self.routes, point, st, self.activation_reference(point, data, st))
         if st.walk == "full" or self.routes.subgraphs:
             return FullGraph(self.routes, point, all_points or [point], st, self.run_noisy, cache)
         route = self.routes.route(point, st.spec, next(self.batches(data, st.batch_size))[1])
         return (AtOutput if route.session is None else Suffix)(self.routes, point, route, st, cache)
 
-    def global_noise(self, points: list[Point], st: SweepSettings, scale: np.ndarray | None = None) -> GlobalNoise:
+    def global_noise(
+        self, points: list[Point], st: SweepSettings, scale: np.ndarray | None = None
+    ) -> GlobalNoise | WeightGlobal:
         """The evaluation of the same σ at every point of ``points`` (see :meth:`global_sweep`)."""
+        if points and isinstance(points[0], WeightPoint):
+            return WeightGlobal(self.routes, points, st)
         return GlobalNoise(self.routes, points, st, self.run_noisy, scale)
 
     def outcomes(
@@ -278,7 +308,8 @@ class Engine:
         (wn_onnx.results.sequential)."""
         rows = np.asarray(rows, np.int64)
         sa, sm = st.spec.components(np.array([sigma], np.float64))
-        within = self.global_batch(ev.points, data, st) if isinstance(ev, GlobalNoise) else self.walk_batch([ev.point], data, st)
+        whole = isinstance(ev, GlobalNoise | WeightGlobal)
+        within = self.global_batch(ev.points, data, st) if whole else self.walk_batch([ev.point], data, st)
         size, metric = self.batch_size(within), get_metric(st.metric)
         reference = self.known_clean(data)
         scores, bad = [], []
@@ -314,6 +345,28 @@ class Engine:
         st = replace(st, batch_size=self.global_batch(points, data, st))
         ev = self.global_noise(points, st, scale)
         return sweep(ev, self.batches(data, st.batch_size), st, tick, self._clean_of(data), cache)
+
+    def activation_reference(self, point: Point, data: Dataset, st: SweepSettings) -> Reference:
+        """The largest |value| of ``point``'s clean activations over every sample of ``data`` (or the
+        model's ``percentile`` of |value|, from at most 2^20 values per batch taken at a fixed
+        stride): the scale that quantisation and int8 storage use. Computed once per point."""
+        percentile = getattr(st.spec, "percentile", None)
+        key = (point.index, percentile)
+        if key not in self._refs:
+            top, kept = 0.0, []
+            for _, x, _, n in self.batches(data, self.clean_batch(data, st.batch_size)):
+                v = self.run_values(x, [point.tensor])[point.tensor]
+                axis = self.sample_axis(point.tensor, x)
+                if axis is not None and v.shape[axis] > n:  # padding rows of a fixed batch
+                    v = np.take(v, np.arange(n), axis=axis)
+                a = np.abs(v.astype(np.float64, copy=False)).ravel()
+                top = max(top, float(a.max(initial=0.0)))
+                if percentile is not None:
+                    kept.append(a[:: max(1, a.size >> 20)])
+            if percentile is not None:
+                top = float(np.percentile(np.concatenate(kept), percentile))
+            self._refs[key] = Reference(top)
+        return self._refs[key]
 
     def clean_std(self, points: list[Point], data: Dataset, batch_size: int) -> dict[int, float]:
         """Point index → standard deviation of the point's clean activation over every element

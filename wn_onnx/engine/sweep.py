@@ -19,7 +19,7 @@ from wn_onnx.engine.round_cache import RoundCache
 from wn_onnx.errors import ConfigError
 from wn_onnx.io.data import Inputs
 from wn_onnx.metrics import get_metric, score
-from wn_onnx.noise import NoiseSpec
+from wn_onnx.noise import NoiseModel
 
 
 class Batch(NamedTuple):
@@ -53,13 +53,14 @@ class Counts:
 @dataclass
 class SweepSettings:
     sigmas: np.ndarray
-    spec: NoiseSpec
+    spec: NoiseModel
     repeats: int = 5
     seed: int = 0
     batch_size: int = 1024
     redraw: bool = False  # fresh noise per sigma instead of common random numbers
     walk: str = "suffix"  # "suffix" or "full" (whole noisy graph, the reference path)
     metric: str = "top1"  # see wn_onnx.metrics (a name: settings travel to worker processes)
+    top: float | None = None  # the largest strength of the whole grid (draws shared up to it; None: max of sigmas)
 
     def __post_init__(self) -> None:
         if self.repeats < 1:

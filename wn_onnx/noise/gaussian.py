@@ -1,27 +1,33 @@
-"""The noise vocabulary shared by the ONNX passes, the evaluator, the trainer and the reports.
+"""Gaussian noise (the paper's): additive, multiplicative or mixed, shared by the ONNX passes, the
+evaluator, the trainer and the reports.
 
 A sweep varies one scalar ``sigma`` (for mixed noise: the amplitude A, or the swept component);
 :meth:`NoiseSpec.components` maps it to the additive and multiplicative standard deviations.
+On activations the ONNX functions of graph_passes/noise_functions.py apply it; on weights
+:meth:`NoiseSpec.perturb` does, additive noise relative to the layer's largest |w| by default
+(``W + σ·max|W|·z``, the analog-hardware convention) or absolute (``weight_scale="absolute"``).
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import asdict, dataclass
 from typing import Literal
 
 import numpy as np
 
 from wn_onnx.errors import ConfigError
+from wn_onnx.noise.base import Axis, NoiseModel, Reference
+from wn_onnx.noise.grid import parse_grid
 
 Kind = Literal["add", "mul", "mixed"]
 Order = Literal["mul-first", "add-first"]
 KINDS: tuple[str, ...] = ("add", "mul", "mixed")
 ORDERS: tuple[str, ...] = ("mul-first", "add-first")
+WEIGHT_SCALES: tuple[str, ...] = ("max", "absolute")
 
 
 @dataclass(frozen=True)
-class NoiseSpec:
+class NoiseSpec(NoiseModel):
     """What noise is injected: kind, order (mixed only) and how a swept sigma splits.
 
     Mixed noise takes either ``ratio`` r (sigma_add = A*r, sigma_mul = A*(1-r), A swept) or one
@@ -33,10 +39,15 @@ class NoiseSpec:
     ratio: float | None = None
     sigma_mul: float | None = None
     sigma_add: float | None = None
+    weight_scale: str | None = None  # on weights: additive σ relative to max|W| ("max", the default) or "absolute"
+
+    axis = Axis("σ")
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise ConfigError(f"unknown noise kind {self.kind!r}; choose one of {', '.join(KINDS)}")
+        if self.weight_scale not in (None, *WEIGHT_SCALES):
+            raise ConfigError(f"unknown weight scale {self.weight_scale!r}; choose max or absolute")
         if self.kind != "mixed":
             if self.order or self.ratio is not None or self.sigma_mul is not None or self.sigma_add is not None:
                 raise ConfigError("order, sigma_ratio, sigma_mul and sigma_add apply to mixed noise only")
@@ -53,9 +64,29 @@ class NoiseSpec:
                 raise ConfigError(f"{name} must be a finite value >= 0, got {value}")
 
     @property
+    def name(self) -> str:
+        return self.kind
+
+    @property
     def draws(self) -> int:
         """Independent standard-normal tensors one noisy evaluation needs (2 for mixed)."""
         return 2 if self.kind == "mixed" else 1
+
+    def default_levels(self) -> np.ndarray:
+        return default_grid(self)
+
+    def draw(self, rng: np.random.Generator, shape: tuple[int, ...], top: float) -> list[np.ndarray]:
+        return [rng.standard_normal(shape, dtype=np.float32) for _ in range(self.draws)]
+
+    def perturb(self, x: np.ndarray, strength: float, draws: list[np.ndarray], ref: Reference) -> np.ndarray:
+        sa, sm = self.components(strength)
+        return self.apply(x, float(sa), float(sm), draws, ref)
+
+    def apply(self, x: np.ndarray, sa: float, sm: float, draws: list[np.ndarray], ref: Reference) -> np.ndarray:
+        """Noise on a weight tensor: :func:`apply_noise`, the additive σ times max|W| unless absolute."""
+        unit = 1.0 if self.weight_scale == "absolute" else ref.absmax
+        with np.errstate(over="ignore", invalid="ignore"):
+            return apply_noise(x, draws[0], draws[1] if len(draws) > 1 else None, sa * unit, sm, self)
 
     def components(self, sigma: np.ndarray | float) -> tuple[np.ndarray, np.ndarray]:
         """(sigma_add, sigma_mul) for swept value(s) ``sigma``."""
@@ -89,7 +120,8 @@ class NoiseSpec:
     def from_json(cls, d: dict | None) -> NoiseSpec:
         """Inverse of :meth:`to_json` (reports and plans store the noise that way)."""
         d = d or {}
-        return cls(d.get("kind", "add"), d.get("order"), d.get("ratio"), d.get("sigma_mul"), d.get("sigma_add"))
+        return cls(d.get("kind", "add"), d.get("order"), d.get("ratio"), d.get("sigma_mul"), d.get("sigma_add"),
+                   d.get("weight_scale"))  # fmt: skip
 
 
 def apply_noise(
@@ -109,46 +141,6 @@ def apply_noise(
     if spec.order == "mul-first":
         return x * (1 + sm * z) + sa * z2
     return (x + sa * z) * (1 + sm * z2)
-
-
-_GRID = re.compile(r"^(log|lin):([^:]+):([^:]+):(\d+)$")
-
-
-MAX_GRID = 10_000  # σ values in one grid: far more than any fit needs
-
-
-def parse_grid(text: str) -> np.ndarray:
-    """``log:1e-2:1e10:49``, ``lin:0:2:21`` or ``0.1,0.2,0.5`` → sorted unique float64 array."""
-    text = text.strip()
-    m = _GRID.match(text)
-    try:
-        if m:
-            kind, a, b, n = m.group(1), float(m.group(2)), float(m.group(3)), int(m.group(4))
-            if n < 1:
-                raise ValueError
-            if n > MAX_GRID:
-                raise ConfigError(f"sigma grid {text!r} has {n} values; at most {MAX_GRID}")
-            if kind == "log":
-                if a <= 0 or b <= 0:
-                    raise ConfigError(f"log grid needs positive bounds: {text!r}")
-                grid = np.logspace(np.log10(a), np.log10(b), n)
-            else:
-                grid = np.linspace(a, b, n)
-        else:
-            if text.count(",") >= MAX_GRID:
-                raise ConfigError(f"sigma grid has more than {MAX_GRID} values")
-            grid = np.array([float(v) for v in text.split(",") if v.strip()], dtype=np.float64)
-    except ConfigError:  # a ValueError too: keep its own message
-        raise
-    except ValueError:
-        raise ConfigError(
-            f"cannot read sigma grid {text!r}: use log:START:STOP:N, lin:START:STOP:N or a comma list"
-        ) from None
-    if grid.size == 0:
-        raise ConfigError(f"sigma grid {text!r} is empty")
-    if not np.all(np.isfinite(grid)) or np.any(grid < 0):
-        raise ConfigError(f"sigma grid {text!r} must hold finite values >= 0")
-    return np.unique(grid)
 
 
 def default_grid(spec: NoiseSpec) -> np.ndarray:

@@ -1,0 +1,48 @@
+"""Strength grids: the grammar of ``--levels`` (alias ``--sigmas``) shared by every noise model."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+
+from wn_onnx.errors import ConfigError
+
+_GRID = re.compile(r"^(log|lin):([^:]+):([^:]+):(\d+)$")
+
+
+MAX_GRID = 10_000  # σ values in one grid: far more than any fit needs
+
+
+def parse_grid(text: str) -> np.ndarray:
+    """``log:1e-2:1e10:49``, ``lin:0:2:21`` or ``0.1,0.2,0.5`` → sorted unique float64 array."""
+    text = text.strip()
+    m = _GRID.match(text)
+    try:
+        if m:
+            kind, a, b, n = m.group(1), float(m.group(2)), float(m.group(3)), int(m.group(4))
+            if n < 1:
+                raise ValueError
+            if n > MAX_GRID:
+                raise ConfigError(f"sigma grid {text!r} has {n} values; at most {MAX_GRID}")
+            if kind == "log":
+                if a <= 0 or b <= 0:
+                    raise ConfigError(f"log grid needs positive bounds: {text!r}")
+                grid = np.logspace(np.log10(a), np.log10(b), n)
+            else:
+                grid = np.linspace(a, b, n)
+        else:
+            if text.count(",") >= MAX_GRID:
+                raise ConfigError(f"sigma grid has more than {MAX_GRID} values")
+            grid = np.array([float(v) for v in text.split(",") if v.strip()], dtype=np.float64)
+    except ConfigError:  # a ValueError too: keep its own message
+        raise
+    except ValueError:
+        raise ConfigError(
+            f"cannot read sigma grid {text!r}: use log:START:STOP:N, lin:START:STOP:N or a comma list"
+        ) from None
+    if grid.size == 0:
+        raise ConfigError(f"sigma grid {text!r} is empty")
+    if not np.all(np.isfinite(grid)) or np.any(grid < 0):
+        raise ConfigError(f"sigma grid {text!r} must hold finite values >= 0")
+    return np.unique(grid)
