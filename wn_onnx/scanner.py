@@ -31,6 +31,7 @@ from wn_onnx.io.data import Dataset, Inputs, check_shape
 from wn_onnx.io.model import LoadedModel, load_model
 from wn_onnx.metrics import get_metric, score
 from wn_onnx.noise import TARGETS, NoiseModel, NoiseSpec, noise_json, plugin_source, source_digest
+from wn_onnx.noise.base import NoiseModelFailed
 from wn_onnx.noise.quant import bits_of
 from wn_onnx.results.fit import curve_json as fit_curve_json
 from wn_onnx.results.schema import FAILED, SCHEMA_VERSION
@@ -513,6 +514,8 @@ def _walk_one(
             if engine.mixes_samples(point, st.spec):
                 curve["mixes_samples"] = True
             return curve
+        except NoiseModelFailed:  # the user's noise model, not this point: the scan stops
+            raise
         except Exception as err:  # one point that cannot be evaluated must not end the scan
             return failed_curve(point, err)
         finally:

@@ -20,6 +20,7 @@ from wn_onnx.engine.sweep import SweepSettings
 from wn_onnx.graph_passes import ExtractSuffixPass, Point, suffix_inputs
 from wn_onnx.io.data import Inputs
 from wn_onnx.noise import Reference
+from wn_onnx.noise.base import checked_apply, checked_draw
 
 PER_SAMPLE = (1 << 31) + 1  # key marker of per-sample draws
 
@@ -63,16 +64,17 @@ class NumpyWalk:
             return []
         base = [self.st.seed, WALK_STREAM, self.point.index, *key]
         if self.axis is None:
-            return [model.draw(np.random.default_rng([*base, PER_BATCH, self.batch]), value.shape, self.top)]
+            return [checked_draw(model, np.random.default_rng([*base, PER_BATCH, self.batch]), value.shape, self.top)]
         shape = value.shape[: self.axis] + value.shape[self.axis + 1 :]
-        return [model.draw(np.random.default_rng([*base, PER_SAMPLE, int(i)]), shape, self.top) for i in self._samples()]
+        return [checked_draw(model, np.random.default_rng([*base, PER_SAMPLE, int(i)]), shape, self.top)
+                for i in self._samples()]
 
     def perturbed(self, sa: float, sm: float, draws: list[list[np.ndarray]]) -> np.ndarray:
         model, value = self.st.spec, self.feeds[self.point.tensor]
         if model.deterministic or self.axis is None:
-            return model.apply(value, sa, sm, draws[0] if draws else [], self.ref)
+            return checked_apply(model, value, sa, sm, draws[0] if draws else [], self.ref)
         rows = np.moveaxis(value, self.axis, 0)
-        out = np.stack([model.apply(row, sa, sm, d, self.ref) for row, d in zip(rows, draws, strict=True)])
+        out = np.stack([checked_apply(model, row, sa, sm, d, self.ref) for row, d in zip(rows, draws, strict=True)])
         return np.moveaxis(out, 0, self.axis)
 
     def logits(self, noise: list[list[np.ndarray]], sa: np.ndarray, sm: np.ndarray, fresh: bool) -> Iterator[np.ndarray]:

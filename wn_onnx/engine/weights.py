@@ -25,6 +25,7 @@ from wn_onnx.graph_passes import ExtractSuffixPass, suffix_inputs
 from wn_onnx.graph_passes.weights import WeightPoint, WeightsAsInputsPass
 from wn_onnx.io.data import Inputs
 from wn_onnx.noise import Reference
+from wn_onnx.noise.base import checked_apply, checked_draw
 
 KEEP_DRAWS = 256 << 20  # bytes of weight draws kept across batches (beyond: drawn again, identically)
 
@@ -61,7 +62,8 @@ class WeightNoise:
             return self._draws[key]
         model, seed = self.st.spec, self.st.seed
         draws = [
-            model.draw(np.random.default_rng([seed, WEIGHT_STREAM, p.index, *key]), self.weights[p.tensor].shape, self.top)
+            checked_draw(model, np.random.default_rng([seed, WEIGHT_STREAM, p.index, *key]), self.weights[p.tensor].shape,
+                         self.top)
             for p in self.points
         ]
         held = sum(a.nbytes for d in [*self._draws.values(), draws] for per in d for a in per)
@@ -71,7 +73,7 @@ class WeightNoise:
 
     def perturbed(self, sa: float, sm: float, draws: list[list[np.ndarray]]) -> dict[str, np.ndarray]:
         """Every perturbed weight at the sweep's components ``sa``, ``sm`` (NoiseModel.apply)."""
-        return {p.tensor: self.st.spec.apply(self.weights[p.tensor], float(sa), float(sm), d, self.refs[p.tensor])
+        return {p.tensor: checked_apply(self.st.spec, self.weights[p.tensor], float(sa), float(sm), d, self.refs[p.tensor])
                 for p, d in zip(self.points, draws, strict=True)}  # fmt: skip
 
     def logits(self, noise: list[list[np.ndarray]], sa: np.ndarray, sm: np.ndarray, fresh: bool) -> Iterator[np.ndarray]:

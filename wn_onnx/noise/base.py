@@ -21,6 +21,11 @@ from wn_onnx.noise.grid import parse_grid
 TARGETS = ("activations", "weights")
 
 
+class NoiseModelFailed(ConfigError):
+    """A noise model raised, or returned something that is not a perturbed copy, while a scan ran it:
+    the user's model is at fault, not a point of the graph (a scan stops, it does not mark a point failed)."""
+
+
 @dataclass(frozen=True)
 class Axis:
     """A noise model's strength axis.
@@ -134,3 +139,24 @@ class NoiseModel:
 
     def to_json(self) -> dict:
         return {"kind": self.name}
+
+
+def checked_draw(model: NoiseModel, rng: np.random.Generator, shape: tuple[int, ...], top: float) -> list[np.ndarray]:
+    """``model.draw``, its failure one :class:`NoiseModelFailed` naming the model."""
+    try:
+        return list(model.draw(rng, shape, top))
+    except Exception as err:
+        raise NoiseModelFailed(f"noise model {model.name!r} failed in draw(): {type(err).__name__}: {err}") from None
+
+
+def checked_apply(model: NoiseModel, x: np.ndarray, sa: float, sm: float, draws: list, ref: Reference) -> np.ndarray:
+    """``model.apply``, its failure or a result of another shape one :class:`NoiseModelFailed`; the
+    result in ``x``'s dtype."""
+    try:
+        out = np.asarray(model.apply(x, sa, sm, draws, ref))
+    except Exception as err:
+        raise NoiseModelFailed(f"noise model {model.name!r} failed in perturb(): {type(err).__name__}: {err}") from None
+    if out.shape != x.shape or not np.issubdtype(out.dtype, np.number):
+        raise NoiseModelFailed(f"noise model {model.name!r}: perturb() returned {out.dtype} of shape {out.shape} "
+                               f"for {x.dtype} of shape {x.shape}")  # fmt: skip
+    return out.astype(x.dtype, copy=False)
