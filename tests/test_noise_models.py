@@ -24,7 +24,6 @@ from wn_onnx.noise import BitFlip, NoiseSpec, Quant, Reference, make_noise
 from wn_onnx.noise.bitflip import flip_positions
 from wn_onnx.scanner import ScanRequest, run_scan
 
-
 # ---- each model against its formula ---------------------------------------------------------------
 
 

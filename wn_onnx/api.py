@@ -20,7 +20,7 @@ from wn_onnx.graph_passes import find_points as _all_points
 from wn_onnx.io.data import Dataset, Inputs, check_shape, data_inputs, load_npz, load_streamed, make_dataset
 from wn_onnx.io.embedded import DEFAULT_DATA, DEFAULT_MODEL
 from wn_onnx.io.model import LoadedModel, load_model
-from wn_onnx.noise import NoiseSpec, default_grid, parse_grid
+from wn_onnx.noise import NoiseModel, default_repeats, make_noise
 from wn_onnx.results.fit import curve_json
 from wn_onnx.results.report import Curve, Report
 
@@ -88,9 +88,10 @@ def scan(
     model: ModelLike | None = None,
     data: DataLike = None,
     *,
-    noise: str | NoiseSpec = "add",
+    noise: str | NoiseModel = "add",
+    on: str = "activations",
     sigmas: str | Sequence[float] | None = None,
-    repeats: int = 5,
+    repeats: int | None = None,
     seed: int = 0,
     mode: str = "both",
     at: str | None = None,
@@ -115,8 +116,11 @@ def scan(
     """Sweep σ at every selected point (walking) and at all of them at once (global) and fit μ.
 
     ``model`` and ``data`` omitted: the embedded digits MLP on its held-out split. ``noise``:
-    ``"add"``, ``"mul"`` or a :class:`NoiseSpec` (mixed noise). ``sigmas``: a grid text
-    (``"log:1e-2:1e2:21"``) or values; default the paper's grid for the noise kind.
+    a model's name (``"add"``, ``"mul"``, ``"quant"``, ``"bitflip"``, ``"module:Name"``) or a
+    :class:`NoiseModel` (:func:`make_noise`: mixed noise, options); ``on``: ``"activations"`` or
+    ``"weights"``. ``sigmas``: a grid text (``"log:1e-2:1e2:21"``) or values in the model's levels
+    (σ, bits, bit error rate); default the model's grid. ``repeats``: default 5 on activations, 10
+    on weights (where each repeat is one draw for every sample: docs/method.md, "Weight noise").
     ``granularity``: ``"layer"`` (a GELU or LayerNorm is one point) or ``"op"``; ``sigma_scale="std"``:
     σ in units of each point's clean activation std. ``metric``: ``"top1"``, ``"binary"``,
     ``"per-position"`` or a plug-in ``"module:function"`` (README "Metrics"); ``feeds``: constants
@@ -138,18 +142,18 @@ def scan(
             raise ConfigError("data without a model: the embedded default model only runs on its own digits")
         data = DEFAULT_DATA
     loaded = _model(model)
-    spec = noise if isinstance(noise, NoiseSpec) else NoiseSpec(noise)
-    if sigmas is None:
-        grid = default_grid(spec)
-    elif isinstance(sigmas, str):
-        grid = parse_grid(sigmas)
+    spec = noise if isinstance(noise, NoiseModel) else make_noise(noise)
+    if sigmas is None or isinstance(sigmas, str):
+        grid = spec.levels(sigmas)
     else:
-        grid = np.asarray(sigmas, float)
-        if grid.ndim != 1 or grid.size == 0 or not np.all(np.isfinite(grid)) or (grid < 0).any():
-            raise ConfigError("sigmas must be a non-empty list of finite values >= 0")
+        values = np.asarray(sigmas, float)
+        if values.ndim != 1 or values.size == 0 or not np.all(np.isfinite(values)):
+            raise ConfigError("sigmas must be a non-empty list of finite values")
+        grid = spec.levels(",".join(repr(float(v)) for v in values))
     dataset = load_data(loaded, data, labels=not label_free, feeds=feeds)
+    repeats = default_repeats(on) if repeats is None else repeats
     settings = SweepSettings(grid, spec, repeats, seed, batch_size, redraw, metric=get_metric(metric).name)
-    request = ScanRequest(mode=mode, at=at, label_free=label_free, device=device, threads=threads,
+    request = ScanRequest(mode=mode, at=at, label_free=label_free, device=device, threads=threads, on=on,
                           global_after_bn=global_after_bn, adaptive=adaptive, tolerance=tolerance,
                           granularity=granularity, sigma_scale=sigma_scale, estimator=estimator,
                           memory=parse_size(memory) if isinstance(memory, str) else memory, workers=workers,

@@ -89,16 +89,19 @@ class ScanRequest:
 
 @dataclass
 class Levels:
-    """What one curve needs besides its counts: a_min (the metric's chance level) and the clean accuracy."""
+    """What one curve needs besides its counts: a_min (the metric's chance level), the clean accuracy,
+    and whether each repeat is one draw shared by every sample (weight noise: fit.fit_curve's repeat_shift)."""
 
     chance: float
     clean: float
+    repeat_shift: bool = False
 
 
 def curve_json(sigmas: np.ndarray, spec: NoiseModel, counts: Counts, base: Levels) -> dict:
     """The shared curve writer (:func:`wn_onnx.results.fit.curve_json`, on the model's strengths)
     plus the mixed-noise components, or the levels of an axis whose damage grows as it falls (bits)."""
-    out = fit_curve_json(sigmas, counts.accuracy, counts.nonfinite, base.chance, counts.total, base.clean)
+    out = fit_curve_json(sigmas, counts.accuracy, counts.nonfinite, base.chance, counts.total, base.clean,
+                         repeat_shift=base.repeat_shift)
     if isinstance(spec, NoiseSpec) and spec.kind == "mixed":
         a_add, a_mul = spec.components(sigmas)
         out["sigma_add"] = [float(s) for s in a_add]
@@ -277,6 +280,7 @@ def run_scan(
         raise WnError(f"no selected point can carry noise: point {selected[0].index}: {selected[0].unsupported}")
 
     data, base, facts = clean_pass(engine, data, st.metric, st.batch_size, req.label_free)
+    base = replace(base, repeat_shift=req.on == "weights")
     silent = progress or (lambda _d, _t: lambda _n: None)
     report: dict = {
         "schema_version": SCHEMA_VERSION,

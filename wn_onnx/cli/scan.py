@@ -138,7 +138,9 @@ def scan_command(
         Mode, typer.Option(help="walking: one point at a time · global: all selected points · both.")
     ] = Mode.both,
     at: AtOption = None,
-    repeats: Annotated[int, typer.Option(help="Independent noise draws per σ.", min=1, max=MAX_REPEATS)] = 5,
+    repeats: Annotated[
+        int | None, typer.Option(help="Independent noise draws per σ (default 5; 10 on weights).", min=1, max=MAX_REPEATS)
+    ] = None,
     seed: Annotated[
         int, typer.Option(help="Seed of every noise draw: same inputs + seed → identical report.", min=0, max=MAX_SEED)
     ] = 0,
@@ -203,6 +205,9 @@ def scan_command(
     grid = spec.levels(sigmas)
     loaded = load_model(model, output)
     dataset = load_data(loaded, data, dataset_name, split, data_dir, limit, limit_mode, not label_free, feed, labels)
+    from wn_onnx.noise import default_repeats
+
+    repeats = default_repeats(on.value) if repeats is None else repeats
     settings = SweepSettings(grid, spec, repeats, seed, batch_size, redraw, metric=get_metric(metric).name)
     if loaded.freed_batch:
         err.print(

@@ -195,6 +195,26 @@ def correlation(p: np.ndarray, repeats: int, r2: float, fixed: np.ndarray, share
     return np.clip(cov / np.outer(sd, sd), -1.0, 1.0)
 
 
+def _repeat_shift(accuracy: np.ndarray, p: np.ndarray, clean: np.ndarray) -> np.ndarray:
+    """Per σ, the standard deviation over repeats of the shift a draw shared by every sample of a
+    repeat gives the curve (weight noise: one programmed chip per repeat; docs/method.md, "Weight
+    noise"). In probit terms a repeat moves every sample's breaking point by one amount g, so its
+    accuracy moves by φ(Φ⁻¹(p))·κ·g at every σ at once: the repeats' deviations from the mean curve
+    are regressed on that shape, κ² is their variance less what the samples' own draws put into
+    the regression, and the shift is κ·φ(Φ⁻¹(p)) (0 at σ = 0, which scores the clean model)."""
+    shape = np.where(clean, 0.0, np.exp(-0.5 * ndtri(p) ** 2) / np.sqrt(2 * np.pi))
+    norm = float(shape @ shape)
+    if norm <= 0:
+        return np.zeros_like(p)
+    dev = accuracy - accuracy.mean(axis=1, keepdims=True)
+    g = shape @ dev / norm  # each repeat's shift, in units of the shape
+    rest = dev - np.outer(shape, g)
+    repeats = accuracy.shape[1]
+    noise = float(np.sum(rest**2)) / max((len(p) - 1) * (repeats - 1), 1)  # per-value variance the shape leaves
+    kappa2 = max(float(np.var(g, ddof=1)) - noise / norm, 0.0)
+    return np.sqrt(kappa2) * shape
+
+
 @dataclass
 class _Measured:
     """A curve's measurements as one vector — the clean accuracy (σ = 0, when measured) then the
@@ -210,18 +230,28 @@ class _Measured:
     offset: int  # 1 when values[0] is the clean accuracy
 
     @classmethod
-    def build(cls, sigma: np.ndarray, accuracy: np.ndarray, clean: float | None, n: int, shared_draws: bool = True) -> _Measured:
+    def build(cls, sigma: np.ndarray, accuracy: np.ndarray, clean: float | None, n: int, shared_draws: bool = True,
+              repeat_shift: bool = False) -> _Measured:  # fmt: skip
         y, dy, spread = _moments(accuracy, n)
         repeats = accuracy.shape[1]
         head = [] if clean is None else [clean]
         values = np.concatenate([head, y]).astype(np.float64)
         p = _inside_unit(values, n)
         py = p[len(head) :]
+        shift = np.zeros_like(y)
+        if repeat_shift and repeats > 1:  # one draw per repeat, shared by every sample: a shift of the whole curve
+            shift = _repeat_shift(accuracy, py, sigma == 0)
+            spread = np.maximum(spread - shift**2, 0.0)  # what is left: the samples' own draws
+            dy = np.sqrt(np.maximum(binomial_se(y, n) ** 2 - spread, 0.0) + (spread + shift**2) / repeats)
         r2 = shared_part(py, py * (1 - py) - n * spread) if repeats > 1 else 1.0
+        own = np.sqrt(np.maximum(dy**2 - shift**2 / repeats, 0.0))  # the part of Δy that correlates as a survival curve
         errs = np.concatenate([[] if clean is None else [float(binomial_se(clean, n))], dy])
         fixed = np.concatenate([head, sigma == 0]).astype(bool)  # σ = 0 scores the clean model in every repeat
         corr = correlation(p, repeats, r2, fixed, shared_draws)
-        return cls(sigma, y, dy, values, errs, corr * np.outer(errs, errs), len(head))
+        base = np.concatenate([errs[: len(head)], own])
+        moved = np.concatenate([np.zeros(len(head)), shift])
+        cov = corr * np.outer(base, base) + np.outer(moved, moved) / repeats
+        return cls(sigma, y, dy, values, errs, cov, len(head))
 
     def level(self, weights: np.ndarray) -> tuple[float, float]:
         """A weighted mean of the values and its standard error (weights sum to 1)."""
@@ -429,13 +459,14 @@ def _two_drops(sigma, y, dy, a_max, a_min, a_min_free, single_chi2) -> FitResult
 
 def fit_curve(
     sigmas, accuracy, chance: float, n_samples: int, clean: float | None = None, max_chi2_red: float = MAX_CHI2_RED,
-    shared_draws: bool = True,
+    shared_draws: bool = True, repeat_shift: bool = False,
 ) -> FitResult:
     """Fit one accuracy-vs-σ curve (``accuracy``: σ × repeats, NaN/Inf outputs already counted as
     wrong predictions) and classify it. ``clean`` is the accuracy without noise (σ = 0), measured
     on the same ``n_samples`` samples; it anchors a_max. ``shared_draws``: each repeat scored every
     σ with the same draws scaled (a scan's common random numbers); False when every σ drew its own
-    (separately trained or evaluated networks) — it sets how the values correlate.
+    (separately trained or evaluated networks) — it sets how the values correlate. ``repeat_shift``:
+    each repeat is one draw shared by every sample (weight noise), which moves the whole curve.
 
     a_max is estimated twice: first as the leading run of mutually consistent values, then — once
     a logistic is fitted — from the values where that logistic is still flat, so that a curve's
@@ -446,7 +477,7 @@ def fit_curve(
     sigma, accuracy = sigma[order], accuracy[order]
     if not np.all(np.isfinite(accuracy)) or (clean is not None and not np.isfinite(clean)):
         raise ValueError("accuracies must be finite (NaN outputs are wrong predictions, counted as such)")
-    data = _Measured.build(sigma, accuracy, clean, n_samples, shared_draws)
+    data = _Measured.build(sigma, accuracy, clean, n_samples, shared_draws, repeat_shift)
     dy = data.dy
     leading = data.mean_of(np.arange(_plateau(data.values, data.errs)))
     first = _classify(data, chance, leading, max_chi2_red, bootstrap=False)  # its μ places the plateau
@@ -653,11 +684,12 @@ FIT_KEYS = ("slope", "shape", "a_min_free", "a_max_err", "a_min_err", "chi2_red"
 
 def curve_json(
     sigmas: np.ndarray, accuracy: np.ndarray, nonfinite: np.ndarray, chance: float, n_samples: int, clean: float | None,
-    shared_draws: bool = True,
+    shared_draws: bool = True, repeat_shift: bool = False,
 ) -> dict:  # fmt: skip
     """One curve in the report's keys (docs/report-schema.md): the measurements and their fit.
     Predictions whose outputs were NaN/Inf are wrong predictions and stay in the fit."""
-    fit = fit_curve(sigmas, accuracy, chance, n_samples, clean=clean, shared_draws=shared_draws).to_json()
+    fit = fit_curve(sigmas, accuracy, chance, n_samples, clean=clean, shared_draws=shared_draws,
+                    repeat_shift=repeat_shift).to_json()
     out = {
         "sigmas": [float(s) for s in sigmas],
         "accuracy": [[float(a) for a in row] for row in np.atleast_2d(accuracy)],
