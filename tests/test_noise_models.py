@@ -357,3 +357,27 @@ def test_gaussian_reports_of_the_embedded_model_are_those_stored(tmp_path, kind)
     assert report["config_hash"] == stored["config_hash"] and report["noise"] == stored["noise"]
     for got, want in zip([*report["points"], report["global"]], [*stored["points"], stored["global"]], strict=True):
         assert {k: got[k] for k in want} == want
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--on", "weights", "--noise", "mul"], "same perturbed weights"),
+    (["--noise", "bitflip", "--mode", "walking"], "does not average away"),
+])  # fmt: skip
+def test_plan_refuses_noise_that_repeats_do_not_average(tmp_path, args, message):
+    report = tmp_path / "r.json"
+    ran = wn("scan", *args, "--levels", "1e-3,1e-2,0.1", "--repeats", "2", "--out", report, "--quiet")
+    assert ran.returncode == 0, ran.stderr
+    ran = wn("plan", report, "--budget", "8")
+    assert ran.returncode == 2 and message in ran.stderr and len(ran.stderr.strip().splitlines()) == 1, ran.stderr
+
+
+def test_check_gates_a_weight_scan(tmp_path, digits):
+    """check --on weights scans the weights and judges μ of each layer; --min-mu above every μ fails."""
+    model, x, y = digits
+    data = tmp_path / "d.npz"
+    np.savez(data, x=x, y=y)
+    common = ["check", model, "--data", data, "--on", "weights", "--noise", "mul", "--levels", "log:1e-1:1e2:7",
+              "--repeats", "3", "--mode", "walking"]  # fmt: skip
+    assert wn(*common, "--min-mu", "0.01").returncode == 0
+    failed = wn(*common, "--min-mu", "1000")
+    assert failed.returncode == 1 and "mul noise on weights" in failed.stdout

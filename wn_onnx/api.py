@@ -193,11 +193,11 @@ def plan(report: Report | dict | str | os.PathLike, budget: int | str | None = N
     """Spread ``budget`` executions (a whole number ≥ the point count; default 2 per point) over the
     walked points: ``"uniform"`` or ``"inverse-mu"`` (paper Table 3). The greedy search measures
     accuracy and runs from the command line (``wn-onnx plan --strategy greedy``)."""
-    from wn_onnx.planner import PlanInput, inverse_mu, parse_budget, plan_json, plannable, uniform
+    from wn_onnx.planner import PlanInput, averaged_by_repeats, inverse_mu, parse_budget, plan_json, plannable, uniform
 
     if strategy not in ("uniform", "inverse-mu"):
         raise ConfigError(f"unknown strategy {strategy!r} here; choose uniform or inverse-mu")
-    data = plannable(_report(report))
+    data = averaged_by_repeats(plannable(_report(report)))
     inp = PlanInput.from_report(data)
     total = parse_budget(budget, len(inp.indices))
     executions = uniform(len(inp.indices), total) if strategy == "uniform" else inverse_mu(inp.mu, total, inp.robust)

@@ -29,7 +29,7 @@ from wn_onnx.results.fit import RESOLVED, pessimistic
 
 Z = 2.0  # standard errors of slack in the baseline comparison
 CONFIG = {
-    "noise": cs.NOISE, "order": cs.ORDER, "sigma_ratio": cs.FRACTION, "sigma_mul": cs.NON_NEGATIVE,
+    "noise": cs.NOISE, "on": cs.TARGET, "order": cs.ORDER, "sigma_ratio": cs.FRACTION, "sigma_mul": cs.NON_NEGATIVE,
     "sigma_add": cs.NON_NEGATIVE, "device": cs.Key((str,), "cpu or cuda", lambda v: v in ("cpu", "cuda")), "sigmas": cs.GRID, "repeats": cs.REPEATS, "seed": cs.SEED,
     "mode": cs.Key((str,), "walking, global or both", lambda v: v in ("walking", "global", "both")), "at": cs.STRING,
     "min_mu": cs.NON_NEGATIVE, "global_min_mu": cs.NON_NEGATIVE, "max_mu_drop": cs.Key((str, int, float), "like 20% or 0.2"),
@@ -194,7 +194,7 @@ def evaluate_policy(report: dict, policy: Policy, baseline: dict | None) -> list
 def markdown(verdicts: list[Verdict], report: dict) -> str:
     failed = [v for v in verdicts if not v.passed]
     head = f"## wn-onnx check: {'FAILED' if failed else 'passed'} ({len(verdicts) - len(failed)}/{len(verdicts)} checks pass)"
-    lines = [head, "", f"Model `{report.get('model')}`, {report['noise']['kind']} noise, clean accuracy {report['clean_accuracy']:.2%}.", "",
+    lines = [head, "", f"Model `{report.get('model')}`, {report['noise']['kind']} noise on {report.get('on', 'activations')}, clean accuracy {report['clean_accuracy']:.2%}.", "",
              "| check | μ | status | rule | result |", "|---|---|---|---|---|"]  # fmt: skip
     for v in verdicts:
         mu = "—" if v.mu is None else f"{v.mu:.4g}" + (f" ± {v.mu_err:.2g}" if v.mu_err else "")

@@ -39,6 +39,19 @@ def plannable(report: dict, where: str = "report") -> dict:
     return report
 
 
+def averaged_by_repeats(report: dict, where: str = "report") -> dict:
+    """``report`` when repeated execution averages its noise away (what a plan buys); one clear
+    error for weight noise (every execution reads the same programmed weights) and for noise models
+    that do not average (quantisation is deterministic; a flipped stored bit stays flipped)."""
+    if report.get("on") == "weights":
+        raise WnError(f"{where}: a weight-noise report: executing a layer again reads the same perturbed weights, "
+                      "so repeated execution does not average the noise away; plan on an activation-noise report")  # fmt: skip
+    kind = (report.get("noise") or {}).get("kind")
+    if kind in ("quant", "bitflip"):
+        raise WnError(f"{where}: {kind} noise does not average away over repeated executions; plan on Gaussian noise")
+    return report
+
+
 def parse_budget(text: str | int | None, points: int) -> int:
     """Budget as a whole number ≥ number of points (every point executes at least once)."""
     if text is None:

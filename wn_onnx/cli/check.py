@@ -10,7 +10,10 @@ from typing import Annotated
 import typer
 
 from wn_onnx.cli.common import (
+    LEVELS_HELP,
     METRIC_HELP,
+    NOISE_HELP,
+    ON_HELP,
     AtOption,
     DataDirOption,
     DatasetOption,
@@ -19,7 +22,6 @@ from wn_onnx.cli.common import (
     FeedOption,
     Granularity,
     GranularityOption,
-    Kind,
     LimitMode,
     LimitModeOption,
     MemoryOption,
@@ -30,11 +32,11 @@ from wn_onnx.cli.common import (
     SigmaMulOption,
     SigmaRatioOption,
     SplitOption,
+    Target,
     ThreadsOption,
     err,
     load_data,
     memory_bytes,
-    noise_spec,
 )
 from wn_onnx.errors import WnError
 from wn_onnx.io.config import MAX_REPEATS, MAX_SEED
@@ -56,15 +58,16 @@ def check_command(
         Path | None,
         typer.Option(help="wn-onnx.toml or pyproject.toml ([tool.wn-onnx]); found in the working folder by default."),
     ] = None,
-    noise: Annotated[Kind | None, typer.Option(help="Noise kind (default add).")] = None,
+    noise: Annotated[str | None, typer.Option(help=f"{NOISE_HELP} Default add.")] = None,
+    on: Annotated[Target | None, typer.Option(help=f"{ON_HELP} Default activations.")] = None,
     order: OrderOption = None,
     sigma_ratio: SigmaRatioOption = None,
     sigma_mul: SigmaMulOption = None,
     sigma_add: SigmaAddOption = None,
-    sigmas: Annotated[str | None, typer.Option(help="σ grid (default: the paper's for the kind).")] = None,
+    sigmas: Annotated[str | None, typer.Option("--levels", "--sigmas", help=LEVELS_HELP)] = None,
     mode: Annotated[Mode | None, typer.Option(help="walking, global or both (default both).")] = None,
     at: AtOption = None,
-    repeats: Annotated[int | None, typer.Option(help="Noise draws per σ (default 5).", min=1, max=MAX_REPEATS)] = None,
+    repeats: Annotated[int | None, typer.Option(help="Noise draws per σ (default 5; 10 on weights).", min=1, max=MAX_REPEATS)] = None,
     seed: Annotated[int | None, typer.Option(help="Noise seed (default 0).", min=0, max=MAX_SEED)] = None,
     limit: Annotated[int | None, typer.Option(help="Use N samples only (see --limit-mode).", min=1)] = None,
     limit_mode: LimitModeOption = LimitMode.stratified,
@@ -106,7 +109,7 @@ def check_command(
     sys.exit(1 if failed else 0)
 
 
-def _run(model, data, dataset_name, split, data_dir, feed, metric, config, noise, order, sigma_ratio, sigma_mul,
+def _run(model, data, dataset_name, split, data_dir, feed, metric, config, noise, on, order, sigma_ratio, sigma_mul,
          sigma_add, sigmas, mode, at, repeats, seed, limit, limit_mode, batch_size, threads, label_free, estimator, tolerance,
          min_mu, global_min_mu, baseline, max_mu_drop, junit_path, summary, out_path, output, device, granularity,
          memory):  # fmt: skip
@@ -114,7 +117,7 @@ def _run(model, data, dataset_name, split, data_dir, feed, metric, config, noise
     from wn_onnx.gate import Policy, evaluate_policy, junit, load_config, markdown, parse_drop
     from wn_onnx.io.model import load_model
     from wn_onnx.metrics import get_metric
-    from wn_onnx.noise import default_grid, parse_grid
+    from wn_onnx.noise import default_repeats, make_noise
     from wn_onnx.planner import load_report
     from wn_onnx.scanner import ScanRequest, run_scan
 
@@ -123,10 +126,14 @@ def _run(model, data, dataset_name, split, data_dir, feed, metric, config, noise
     def pick(cli, key, default=None):
         return cli if cli is not None else conf.get(key, default)
 
-    spec = noise_spec(pick(noise, "noise", "add"), pick(order, "order"), pick(sigma_ratio, "sigma_ratio"),
+    spec = make_noise(pick(noise, "noise", "add"), pick(order and order.value, "order"), pick(sigma_ratio, "sigma_ratio"),
                       pick(sigma_mul, "sigma_mul"), pick(sigma_add, "sigma_add"))  # fmt: skip
+    if spec.axis.more == "down":
+        raise WnError(f"check gates μ from below; noise model {spec.name!r} measures μ in {spec.axis.name}, where fewer "
+                      "is more robust: scan it and read fewest_bits instead")  # fmt: skip
+    target = on.value if on is not None else conf.get("on", "activations")
     grid_text = pick(sigmas, "sigmas")
-    grid = parse_grid(grid_text) if grid_text else default_grid(spec)
+    grid = spec.levels(grid_text if isinstance(grid_text, str) or grid_text is None else ",".join(map(repr, grid_text)))
     free = bool(pick(label_free, "label_free", False))
     dataset_name = pick(dataset_name, "dataset")
     data = None if pick(data, "data") is None else Path(pick(data, "data"))
@@ -146,11 +153,11 @@ def _run(model, data, dataset_name, split, data_dir, feed, metric, config, noise
         raise WnError("--max-mu-drop needs --baseline REPORT")
     if base_report is not None and policy.max_drop is None:
         policy.max_drop = 0.0
-    st = SweepSettings(grid, spec, int(pick(repeats, "repeats", 5)), int(pick(seed, "seed", 0)),
+    st = SweepSettings(grid, spec, int(pick(repeats, "repeats", default_repeats(target))), int(pick(seed, "seed", 0)),
                        int(pick(batch_size, "batch_size", 1024)), metric=scoring)  # fmt: skip
     req = ScanRequest(mode=mode.value if mode else conf.get("mode", "both"), at=pick(at, "at"), label_free=free,
                       device=Device(pick(device, "device", "cpu")).value, threads=threads,
-                      granularity=granularity.value, memory=memory_bytes(memory),
+                      granularity=granularity.value, memory=memory_bytes(memory), on=target,
                       tolerance=float(pick(tolerance, "tolerance", 0.05)),
                       estimator=estimator.value if estimator else conf.get("estimator", "grid"))  # fmt: skip
     report = run_scan(loaded, dataset, st, req)

@@ -137,6 +137,7 @@ def plan_command(
     from wn_onnx.noise import NoiseSpec
     from wn_onnx.planner import (
         PlanInput,
+        averaged_by_repeats,
         greedy,
         greedy_evaluations,
         inverse_mu,
@@ -148,7 +149,7 @@ def plan_command(
     from wn_onnx.scanner import clean_pass
 
     strategy = strategy.value
-    report = load_report(report_path)
+    report = averaged_by_repeats(load_report(report_path), str(report_path))
     inp = PlanInput.from_report(report)
     n = len(inp.indices)
     total = parse_budget(budget, n)

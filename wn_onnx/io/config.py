@@ -48,7 +48,8 @@ REPEATS = Key((int,), f"a whole number in [1, {MAX_REPEATS}]", lambda v: 1 <= v 
 NON_NEGATIVE = Key(NUMBER, "a finite number >= 0", lambda v: _finite(v) and v >= 0)
 POSITIVE = Key(NUMBER, "a finite number > 0", lambda v: _finite(v) and v > 0)
 FRACTION = Key(NUMBER, "a number in [0, 1]", lambda v: _finite(v) and 0 <= v <= 1)
-NOISE = Key((str,), "add, mul or mixed", lambda v: v in ("add", "mul", "mixed"))
+NOISE = Key((str,), "add, mul, mixed, quant, bitflip or module:Name", lambda v: v in ("add", "mul", "mixed", "quant", "bitflip") or ":" in v)
+TARGET = Key((str,), "activations or weights", lambda v: v in ("activations", "weights"))
 ORDER = Key((str,), "mul-first or add-first", lambda v: v in ("mul-first", "add-first"))
 GRID = Key(
     (str, list), "a grid string (log:A:B:N, lin:A:B:N) or a non-empty list of finite σ >= 0",
