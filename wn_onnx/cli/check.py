@@ -126,8 +126,9 @@ def _run(model, data, dataset_name, split, data_dir, feed, metric, config, noise
     def pick(cli, key, default=None):
         return cli if cli is not None else conf.get(key, default)
 
-    spec = make_noise(pick(noise, "noise", "add"), pick(order and order.value, "order"), pick(sigma_ratio, "sigma_ratio"),
-                      pick(sigma_mul, "sigma_mul"), pick(sigma_add, "sigma_add"))  # fmt: skip
+    spec = make_noise(pick(noise, "noise", "add"), order=pick(order and order.value, "order"),
+                      ratio=pick(sigma_ratio, "sigma_ratio"), sigma_mul=pick(sigma_mul, "sigma_mul"),
+                      sigma_add=pick(sigma_add, "sigma_add"))  # fmt: skip
     if spec.axis.more == "down":
         raise WnError(f"check gates μ from below; noise model {spec.name!r} measures μ in {spec.axis.name}, where fewer "
                       "is more robust: scan it and read fewest_bits instead")  # fmt: skip

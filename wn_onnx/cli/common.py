@@ -107,14 +107,26 @@ PercentileOption = Annotated[
 FormatOption = Annotated[Format | None, typer.Option("--format", help="bitflip: the storage format (default int8).")]
 
 
-def noise_model(name: str, order: Order | None = None, ratio: float | None = None, sigma_mul: float | None = None,
-                sigma_add: float | None = None, weight_scale: str | None = None, per_tensor: bool = False,
-                percentile: float | None = None, fmt: Format | None = None):  # fmt: skip
-    """The noise model (:func:`wn_onnx.noise.make_noise`) the noise options describe."""
+class Compensation(str, Enum):  # wn_onnx.noise.pcm.COMPENSATIONS
+    global_ = "global"
+    none = "none"
+
+
+GMaxOption = Annotated[float | None, typer.Option(help="pcm: the largest conductance, µS (default 25).")]
+ProgScaleOption = Annotated[float | None, typer.Option(help="pcm: scale of the programming noise (default 1).")]
+DriftScaleOption = Annotated[float | None, typer.Option(help="pcm: scale of the drift exponents (default 1).")]
+ReadScaleOption = Annotated[float | None, typer.Option(help="pcm: scale of the read noise (default 1).")]
+CompensationOption = Annotated[
+    Compensation | None,
+    typer.Option("--drift-compensation", help="pcm: global (scale each layer's output back, default) or none."),
+]
+
+
+def noise_model(name: str, **options: object):
+    """The noise model (:func:`wn_onnx.noise.make_noise`) the noise options describe (enums as their values)."""
     from wn_onnx.noise import make_noise
 
-    return make_noise(name, None if order is None else order.value, ratio, sigma_mul, sigma_add, weight_scale,
-                      per_tensor, percentile, None if fmt is None else fmt.value)  # fmt: skip
+    return make_noise(name, **{k: v.value if isinstance(v, Enum) else v for k, v in options.items()})
 
 
 DataOption = Annotated[

@@ -16,14 +16,17 @@ from wn_onnx.cli.common import (
     MAX_THREADS,
     AtOption,
     BatchSizeOption,
+    CompensationOption,
     DataDirOption,
     DataOption,
     DatasetOption,
     Device,
     DeviceOption,
+    DriftScaleOption,
     Estimator,
     FeedOption,
     FormatOption,
+    GMaxOption,
     Granularity,
     GranularityOption,
     LabelsOption,
@@ -40,6 +43,8 @@ from wn_onnx.cli.common import (
     OutputOption,
     PercentileOption,
     PerTensorOption,
+    ProgScaleOption,
+    ReadScaleOption,
     SigmaAddOption,
     SigmaMulOption,
     SigmaRatioOption,
@@ -133,6 +138,11 @@ def scan_command(
     per_tensor: PerTensorOption = False,
     percentile: PercentileOption = None,
     fmt: FormatOption = None,
+    g_max: GMaxOption = None,
+    prog_scale: ProgScaleOption = None,
+    drift_scale: DriftScaleOption = None,
+    read_scale: ReadScaleOption = None,
+    compensation: CompensationOption = None,
     sigmas: LevelsOption = None,
     mode: Annotated[
         Mode, typer.Option(help="walking: one point at a time · global: all selected points · both.")
@@ -201,7 +211,9 @@ def scan_command(
         if data is not None or dataset_name is not None:
             raise WnError("--data/--dataset without a MODEL: give the ONNX model to scan (the embedded default runs on its own digits)")
         model, data = DEFAULT_MODEL, DEFAULT_DATA
-    spec = noise_model(noise, order, sigma_ratio, sigma_mul, sigma_add, weight_scale, per_tensor, percentile, fmt)
+    spec = noise_model(noise, order=order, ratio=sigma_ratio, sigma_mul=sigma_mul, sigma_add=sigma_add,
+                       weight_scale=weight_scale, per_tensor=per_tensor, percentile=percentile, format=fmt, g_max=g_max,
+                       prog_scale=prog_scale, drift_scale=drift_scale, read_scale=read_scale, compensation=compensation)  # fmt: skip
     grid = spec.levels(sigmas)
     loaded = load_model(model, output)
     dataset = load_data(loaded, data, dataset_name, split, data_dir, limit, limit_mode, not label_free, feed, labels)

@@ -9,15 +9,18 @@ point or to the weights a layer multiplies by.
 
 from __future__ import annotations
 
+import dataclasses
+
 from wn_onnx.errors import ConfigError
 from wn_onnx.noise.base import TARGETS, Axis, NoiseModel, Reference
 from wn_onnx.noise.bitflip import FORMATS, BitFlip
 from wn_onnx.noise.gaussian import KINDS, ORDERS, WEIGHT_SCALES, Kind, NoiseSpec, Order, apply_noise, default_grid
 from wn_onnx.noise.grid import MAX_GRID, parse_grid
+from wn_onnx.noise.pcm import PCM
 from wn_onnx.noise.plugin import load_plugin, source_digest
 from wn_onnx.noise.quant import Quant
 
-BUILT_IN = (*KINDS, Quant.name, BitFlip.name)
+BUILT_IN = (*KINDS, Quant.name, BitFlip.name, PCM.name)
 
 
 def default_repeats(on: str) -> int:
@@ -27,63 +30,31 @@ def default_repeats(on: str) -> int:
     return 10 if on == "weights" else 5
 
 __all__ = [
-    "BUILT_IN",
-    "FORMATS",
-    "KINDS",
-    "MAX_GRID",
-    "ORDERS",
-    "TARGETS",
-    "WEIGHT_SCALES",
-    "Axis",
-    "BitFlip",
-    "Kind",
-    "NoiseModel",
-    "NoiseSpec",
-    "Order",
-    "Quant",
-    "Reference",
-    "apply_noise",
-    "default_grid",
-    "load_plugin",
-    "make_noise",
-    "noise_from_json",
-    "noise_json",
-    "parse_grid",
-    "plugin_source",
-    "source_digest",
-]  # fmt: skip
+    "BUILT_IN", "FORMATS", "KINDS", "MAX_GRID", "MODELS", "ORDERS", "PCM", "TARGETS", "WEIGHT_SCALES", "Axis", "BitFlip", "Kind", "NoiseModel", "NoiseSpec", "Order", "Quant", "Reference", "apply_noise", "default_grid", "default_repeats", "load_plugin", "make_noise", "noise_from_json", "noise_json", "options_of", "parse_grid", "plugin_source", "source_digest",
+]
 
 
-def make_noise(
-    name: str,
-    order: str | None = None,
-    ratio: float | None = None,
-    sigma_mul: float | None = None,
-    sigma_add: float | None = None,
-    weight_scale: str | None = None,
-    per_tensor: bool = False,
-    percentile: float | None = None,
-    format: str | None = None,
-) -> NoiseModel:
-    """The noise model ``name`` (a built-in, or ``module:Name`` / ``file.py:Name``) with its options;
-    an option that does not apply to the model is an error."""
-    given = {"order": order, "sigma_ratio": ratio, "sigma_mul": sigma_mul, "sigma_add": sigma_add,
-             "weight_scale": weight_scale, "per_tensor": per_tensor or None, "percentile": percentile,
-             "format": format}  # fmt: skip
-    own = {
-        **dict.fromkeys(KINDS, ("order", "sigma_ratio", "sigma_mul", "sigma_add", "weight_scale")),
-        Quant.name: ("per_tensor", "percentile"),
-        BitFlip.name: ("format",),
-    }.get(name, ())
-    foreign = [k for k, v in given.items() if v is not None and k not in own]
+MODELS: dict[str, type[NoiseModel]] = {Quant.name: Quant, BitFlip.name: BitFlip, PCM.name: PCM}
+
+
+def options_of(name: str) -> tuple[str, ...]:
+    """The options model ``name`` takes (its dataclass fields; a Gaussian kind's besides ``kind``)."""
+    cls = NoiseSpec if name in KINDS else MODELS.get(name)
+    return () if cls is None else tuple(f.name for f in dataclasses.fields(cls) if f.name != "kind")
+
+
+def make_noise(name: str, **options: object) -> NoiseModel:
+    """The noise model ``name`` (a built-in, or ``module:Name`` / ``file.py:Name``) with its options
+    (None: the model's default); an option that does not apply to the model is an error."""
+    given = {k: v for k, v in options.items() if v is not None and v is not False}
+    foreign = sorted(set(given) - set(options_of(name)))
     if foreign:
-        raise ConfigError(f"{', '.join(k.replace('_', '-') for k in foreign)} does not apply to noise model {name!r}")
+        shown = ", ".join(k.replace("_", "-") for k in foreign)
+        raise ConfigError(f"{shown} does not apply to noise model {name!r}")
     if name in KINDS:
-        return NoiseSpec(name, order, ratio, sigma_mul, sigma_add, weight_scale)
-    if name == Quant.name:
-        return Quant(per_tensor, percentile)
-    if name == BitFlip.name:
-        return BitFlip(format or "int8")
+        return NoiseSpec(name, **given)
+    if name in MODELS:
+        return MODELS[name](**given)
     if ":" not in name:
         raise ConfigError(f"unknown noise model {name!r}; choose {', '.join(BUILT_IN)}, module:Name or file.py:Name")
     model = load_plugin(name)
@@ -108,8 +79,6 @@ def noise_from_json(d: dict | None) -> NoiseModel:
     kind = d.get("kind", "add")
     if "plugin" in d:
         return make_noise(str(d["plugin"]))
-    if kind == Quant.name:
-        return Quant(bool(d.get("per_tensor", False)), d.get("percentile"))
-    if kind == BitFlip.name:
-        return BitFlip(d.get("format", "int8"))
+    if kind in MODELS:
+        return MODELS[kind](**{k: v for k, v in d.items() if k in options_of(kind)})
     return NoiseSpec.from_json(d)

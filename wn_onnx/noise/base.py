@@ -10,7 +10,8 @@ docs/noise-models.md describes the interface for plug-ins with a complete exampl
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
 from typing import ClassVar
 
 import numpy as np
@@ -43,6 +44,7 @@ class Axis:
     lowest: float = 0.0  # smallest valid level (inclusive)
     highest: float = float("inf")  # largest valid level (inclusive)
     positive: bool = False  # the lowest level itself is not valid (a bit error rate of 0)
+    units: dict[str, float] = field(default_factory=dict, hash=False)  # suffixes a grid may give levels in (1h, 1y)
 
     def strength(self, levels: np.ndarray | float) -> np.ndarray:
         """Levels → strengths (increasing with the damage)."""
@@ -56,7 +58,7 @@ class Axis:
 
     def grid(self, text: str | None) -> np.ndarray:
         """A grid text in this axis's levels → sorted unique strengths, each level checked."""
-        levels = parse_grid(text or self.default)
+        levels = parse_grid(self._in_base_unit(text or self.default))
         if self.integer:
             if not np.all(levels == np.round(levels)):
                 raise ConfigError(f"{self.name} takes whole numbers; got {text or self.default!r}")
@@ -66,6 +68,18 @@ class Axis:
             raise ConfigError(f"{self.name} must lie in {bracket}{self.lowest:g}, {self.highest:g}]; "
                               f"got {levels.min():g}…{levels.max():g}")  # fmt: skip
         return np.unique(self.strength(levels))
+
+    def _in_base_unit(self, text: str) -> str:
+        """``text`` with every number that carries one of the axis's unit suffixes (``1h``, ``2.5y``)
+        written in the base unit."""
+        if not self.units:
+            return text
+        suffixes = "|".join(sorted(map(re.escape, self.units), key=len, reverse=True))
+
+        def convert(m: re.Match) -> str:
+            return repr(float(m.group(1)) * self.units[m.group(2)])
+
+        return re.sub(rf"(\d+(?:\.\d*)?(?:e[+-]?\d+)?)({suffixes})(?![A-Za-z])", convert, text)
 
     def to_json(self) -> dict:
         return {"name": self.name, "unit": self.unit, "scale": self.scale, "more": self.more}
@@ -78,6 +92,7 @@ class Reference:
 
     absmax: float
     channel_absmax: np.ndarray | None = None  # broadcastable against the tensor (per output channel)
+    channel_axis: int | None = None  # the weight's output-channel axis
 
     @classmethod
     def of_weight(cls, w: np.ndarray, channel_axis: int | None) -> Reference:
@@ -86,7 +101,13 @@ class Reference:
         if channel_axis is None or w.ndim == 0:
             return cls(top)
         axes = tuple(i for i in range(w.ndim) if i != channel_axis % w.ndim)
-        return cls(top, a.max(axis=axes, keepdims=True))
+        return cls(top, a.max(axis=axes, keepdims=True), channel_axis % w.ndim)
+
+    def row_sums(self, w: np.ndarray) -> np.ndarray:
+        """``w`` applied to an all-ones input: per output channel, the sum over the other axes."""
+        if self.channel_axis is None:
+            return np.atleast_1d(w.sum(dtype=np.float64))
+        return w.sum(axis=tuple(i for i in range(w.ndim) if i != self.channel_axis), dtype=np.float64)
 
 
 class NoiseModel:

@@ -1,0 +1,100 @@
+"""The PCM device model (wn_onnx/noise/pcm.py) against a numpy implementation of the published
+formulas written out here, drift compensation, and what a time sweep shows on a trained model."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from tests.conftest import wn
+from wn_onnx.noise import PCM, Reference
+
+G_MAX, YEAR = 25.0, 365.25 * 86400
+
+
+def reference_conductance(g_t: np.ndarray, t: float, rng: np.random.Generator) -> np.ndarray:
+    """Nandakumar et al. / aihwkit's PCMLikeNoiseModel, formula by formula (µS)."""
+    r = g_t / G_MAX
+    sigma_prog = (0.26348 + 1.9650 * r - 1.1731 * r**2) * G_MAX / 25.0
+    g_prog = np.maximum(g_t + sigma_prog * rng.standard_normal(g_t.shape), 0)
+    g_r = np.maximum(r, 1e-7)
+    mu_nu = np.clip(-0.0155 * np.log(g_r) + 0.0244, 0.049, 0.1)
+    sd_nu = np.clip(-0.0125 * np.log(g_r) - 0.0059, 0.008, 0.045)
+    nu = np.abs(mu_nu + sd_nu * rng.standard_normal(g_t.shape))
+    t1 = t + 20.0
+    g_drift = g_prog * (t1 / 20.0) ** (-nu)
+    q_s = np.minimum(0.0088 / np.maximum((g_prog / G_MAX) ** 0.65, 1e-3), 0.2)
+    sigma_read = q_s * np.sqrt(np.log((t1 + 250e-9) / (2 * 250e-9)))
+    return np.maximum(g_drift + np.abs(g_drift) * sigma_read * rng.standard_normal(g_t.shape), 0)
+
+
+@pytest.mark.parametrize("t", [1.0, 3600.0, YEAR])
+def test_conductance_statistics_match_the_formulas(t):
+    """Mean and standard deviation of g⁺ and g⁻ for weights at 0.1, 0.5 and 1 of w_max, 20,000
+    devices each, within 5 standard errors of the reference; the unused device of each pair is
+    programmed with noise too (its mean is above 0)."""
+    levels = np.array([0.1, 0.5, 1.0])
+    w = np.repeat(levels, 20_000)
+    model = PCM(compensation="none")
+    draws = model.draw(np.random.default_rng(1), w.shape, t)
+    (_, programmed_minus), (g_plus, g_minus) = model.conductances(w, t, draws, w_max=1.0)
+    rng = np.random.default_rng(2)
+    want_plus = reference_conductance(w * G_MAX, t, rng)
+    want_minus = reference_conductance(np.zeros_like(w), t, rng)
+    for got, want in ((g_plus, want_plus), (g_minus, want_minus)):
+        for level in levels:
+            a, b = got[w == level], want[w == level]
+            se_mean = np.sqrt(a.var() / a.size + b.var() / b.size)
+            assert abs(a.mean() - b.mean()) < 5 * se_mean + 1e-12, (t, level, a.mean(), b.mean())
+            se_sd = b.std() * np.sqrt(2.0 / b.size)
+            assert abs(a.std() - b.std()) < 5 * se_sd * np.sqrt(2) + 1e-12, (t, level, a.std(), b.std())
+    # the unused device is programmed with noise too: E[max(σ_prog(0)·z, 0)] = 0.26348/√(2π) µS
+    expected = 0.26348 / np.sqrt(2 * np.pi)
+    assert abs(programmed_minus.mean() - expected) < 5 * programmed_minus.std() / np.sqrt(programmed_minus.size)
+
+
+def test_drift_compensation_restores_the_output_scale_at_one_year():
+    """A 64×64 layer at 1 year, non-negative inputs (activations after a ReLU): with global
+    compensation the mean |W_t·x| (over 30 programmed chips) is within 2 % of the programmed layer's |W_prog·x| (what the
+    all-ones readout at programming time saw); without it, drift has shrunk it by more than 20 %."""
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((64, 64)) * 0.1
+    x = np.maximum(rng.standard_normal((64, 500)), 0.0)
+    ref = Reference.of_weight(w, 0)
+    for compensation, low, high in (("global", 0.98, 1.02), ("none", 0.0, 0.8)):
+        model, ratios = PCM(compensation=compensation), []
+        for _ in range(30):  # one draw's ratio scatters by about 2 %: the mean over 30 chips
+            draws = model.draw(rng, w.shape, YEAR)
+            (plus, minus), _ = model.conductances(w, YEAR, draws, ref.absmax)
+            w_prog = (plus - minus) * ref.absmax / G_MAX
+            ratios.append(np.abs(model.perturb(w, YEAR, draws, ref) @ x).mean() / np.abs(w_prog @ x).mean())
+        assert low <= np.mean(ratios) <= high, (compensation, np.mean(ratios))
+
+
+def test_accuracy_falls_with_time_and_compensation_keeps_more(tmp_path):
+    """The embedded digits model, every weight on PCM: without compensation the accuracy at 1 year
+    is far below that at 1 s; global drift compensation keeps more of it at 1 year."""
+    acc = {}
+    for compensation in ("none", "global"):
+        out = tmp_path / f"{compensation}.json"
+        ran = wn("scan", "--noise", "pcm", "--on", "weights", "--mode", "global", "--levels", "1s,1y", "--repeats", "3",
+                 "--drift-compensation", compensation, "--out", out, "--quiet")  # fmt: skip
+        assert ran.returncode == 0, ran.stderr
+        acc[compensation] = np.mean(json.loads(out.read_text())["global"]["accuracy"], axis=1)
+    assert acc["none"][1] < acc["none"][0] - 0.3
+    assert acc["global"][1] > acc["none"][1] + 0.3
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--levels", "-1,1h"], "time must lie in (0"),
+    (["--levels", "0,1h"], "time must lie in (0"),
+    (["--g-max", "0"], "g-max must be a finite number > 0"),
+    (["--prog-scale", "nan"], "prog-scale must be a finite number"),
+    (["--on", "activations"], "acts on weights, not on activations"),
+])  # fmt: skip
+def test_bad_pcm_input_is_one_line(tmp_path, args, message):
+    base = ["scan", "--noise", "pcm", "--on", "weights"]
+    ran = wn(*(base[:3] + args if "--on" in args else base + args), "--out", tmp_path / "r.json")
+    assert ran.returncode == 2 and message in ran.stderr and len(ran.stderr.strip().splitlines()) == 1, ran.stderr
