@@ -88,7 +88,7 @@ def test_accuracy_falls_with_time_and_compensation_keeps_more(tmp_path):
 
 
 @pytest.mark.parametrize(("args", "message"), [
-    (["--levels", "-1,1h"], "time must lie in (0"),
+    (["--levels", "-1,1h"], "time grid '-1,1h' must hold finite values >= 0"),
     (["--levels", "0,1h"], "time must lie in (0"),
     (["--g-max", "0"], "g-max must be a finite number > 0"),
     (["--prog-scale", "nan"], "prog-scale must be a finite number"),

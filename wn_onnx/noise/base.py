@@ -58,7 +58,8 @@ class Axis:
 
     def grid(self, text: str | None) -> np.ndarray:
         """A grid text in this axis's levels → sorted unique strengths, each level checked."""
-        levels = parse_grid(self._in_base_unit(text or self.default))
+        text = text or self.default
+        levels = parse_grid(self._in_base_unit(text), "sigma grid" if self.name == "σ" else f"{self.name} grid", text)
         if self.integer:
             if not np.all(levels == np.round(levels)):
                 raise ConfigError(f"{self.name} takes whole numbers; got {text or self.default!r}")
