@@ -24,14 +24,14 @@ from wn_onnx.engine import Counts, Engine, SweepSettings, providers_for
 from wn_onnx.engine.draws import ORDER_STREAM
 from wn_onnx.engine.memory import Share
 from wn_onnx.engine.sweep import Evaluation
-from wn_onnx.errors import ConfigError, DataError, WnError
+from wn_onnx.errors import ConfigError, DataError, ModelError, WnError
 from wn_onnx.graph_passes import Point, find_points, select_points
 from wn_onnx.io.data import Dataset, Inputs, check_shape
 from wn_onnx.io.model import LoadedModel, load_model
 from wn_onnx.metrics import get_metric, score
 from wn_onnx.noise import NoiseSpec
 from wn_onnx.results.fit import curve_json as fit_curve_json
-from wn_onnx.results.schema import FAILED, SCHEMA_VERSION
+from wn_onnx.results.schema import FAILED, NOT_RUN, SCHEMA_VERSION
 from wn_onnx.results.sequential import estimate
 from wn_onnx.results.store import CurveStore, digest
 
@@ -83,15 +83,19 @@ class ScanRequest:
 
 @dataclass
 class Levels:
-    """What one curve needs besides its counts: a_min (the metric's chance level) and the clean accuracy."""
+    """What one curve needs besides its counts: a_min (the metric's chance level), the clean
+    accuracy and the variance of the clean per-sample scores (the clean value's error when scores
+    are fractional)."""
 
     chance: float
     clean: float
+    clean_variance: float = 0.0
 
 
 def curve_json(sigmas: np.ndarray, spec: NoiseSpec, counts: Counts, base: Levels) -> dict:
     """The shared curve writer (:func:`wn_onnx.results.fit.curve_json`) plus the mixed-noise components."""
-    out = fit_curve_json(sigmas, counts.accuracy, counts.nonfinite, base.chance, counts.total, base.clean)
+    out = fit_curve_json(sigmas, counts.accuracy, counts.nonfinite, base.chance, counts.total, base.clean,
+                         mean_squares=counts.squares / max(counts.total, 1), clean_variance=base.clean_variance)  # fmt: skip
     if spec.kind == "mixed":
         a_add, a_mul = spec.components(sigmas)
         out["sigma_add"] = [float(s) for s in a_add]
@@ -149,16 +153,14 @@ def measure_curve(
     grid = st.sigmas
     if not adaptive:
         return curve_json(grid, st.spec, measure(grid), base)
-    rows: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-    total = 0
+    rows: dict[int, Counts] = {}
     pending = sorted({int(i) for i in np.linspace(0, len(grid) - 1, min(COARSE_POINTS, len(grid))).round()})
     precise = False
     while pending:
         counts = measure(grid[pending])
-        total = counts.total
-        rows.update({i: (counts.correct[j], counts.nonfinite[j]) for j, i in enumerate(pending)})
+        rows.update({i: counts.rows([j]) for j, i in enumerate(pending)})
         done = sorted(rows)
-        merged = Counts(np.array([rows[i][0] for i in done]), np.array([rows[i][1] for i in done]), total)
+        merged = Counts.stacked([rows[i] for i in done])
         curve = curve_json(grid[done], st.spec, merged, base)
         if curve["status"] in ("not-reached", "no-drop-from-start"):
             precise = True  # a bound is the answer; a finer grid cannot move it
@@ -226,11 +228,19 @@ def run_scan(
         raise WnError(f"no selected point can carry noise: point {selected[0].index}: {selected[0].unsupported}")
 
     data, base, facts = clean_pass(engine, data, st.metric, st.batch_size, req.label_free)
+    unrun = engine.never_run([p for p in chosen if p.path], data, st.batch_size)  # inside If branches not taken
+    not_run = [{**p.to_json(), "status": NOT_RUN, "reason": f"never computed for these data (the {p.path} is not taken)"}
+               for p in chosen if p.index in unrun]  # fmt: skip
+    chosen = [p for p in chosen if p.index not in unrun]
+    if not chosen:
+        raise WnError(f"no selected point is computed for these data: every one lies in an If branch not taken "
+                      f"({not_run[0]['path']}, …)")  # fmt: skip
     silent = progress or (lambda _d, _t: lambda _n: None)
     report: dict = {
         "schema_version": SCHEMA_VERSION,
         "wn_onnx_version": __version__,
         "model": loaded.path,
+        "model_digest": loaded.content_digest(),
         "data": {"source": data.source, "samples": len(data), "label_free": req.label_free},
         "noise": st.spec.to_json(),
         "mode": req.mode,
@@ -249,11 +259,13 @@ def run_scan(
     }
     if skipped:
         report["skipped"] = skipped
+    if not_run:
+        report["not_run"] = not_run
     # relative σ: each point's clean activation std on the data; the noise there is σ·std
     scales = engine.clean_std(chosen, data, st.batch_size) if req.sigma_scale == "std" else None
     relative = ["sigma_scale=std"] if req.sigma_scale == "std" else []  # absolute: the hashes of earlier versions
     relative += [] if req.estimator == "grid" else [f"estimator={req.estimator}"]  # grid: likewise
-    config = digest(loaded.content_digest(), loaded.output_name, *_input_parts(data.x), data.y, req.label_free, st.spec.to_json(),
+    config = digest(report["model_digest"], loaded.output_name, *_input_parts(data.x), data.y, req.label_free, st.spec.to_json(),
                     st.sigmas, st.repeats, st.seed, st.redraw, st.walk, req.adaptive, req.tolerance, __version__, *relative,
                     *([] if st.metric == "top1" else [f"metric={st.metric}"]))  # fmt: skip
     report["config_hash"] = config
@@ -340,6 +352,11 @@ def clean_pass(
     data = check_shape(data, loaded)
     clean = engine.clean_outputs(data, batch_size)[: len(data)]  # the engine keeps them for every σ = 0
     where = f"{loaded.path}: output {loaded.output_name!r}"
+    mixed = engine.rows_interact(data, batch_size)
+    if mixed is not None:
+        raise ModelError(f"{where}: the rows of a batch interact (sample {mixed[0]} alone differs from it in a batch by "
+                         f"{mixed[1]:.2g} of the outputs' range): results would depend on the samples per run; "
+                         "a batch size of 1 (--batch-size 1) scans it exactly")  # fmt: skip
     try:
         classes = metric.classes(clean.shape)
         metric.check_outputs(clean, where)
@@ -347,15 +364,19 @@ def clean_pass(
         raise type(err)(f"{where}: {err}") from None
     labels = None if label_free else metric.labels(data.y, clean.shape, data.source)
     ok, bad = score(metric, clean, clean, labels, len(clean))
-    chance = metric.chance(clean, labels)
-    if label_free and chance >= float(ok.mean()):  # a model that predicts one class for every sample
+    if bad.all():
+        raise ModelError(f"{where}: NaN/Inf for every one of the {len(bad)} samples without noise: nothing to measure")
+    chance, clean_score = metric.chance(clean, labels), float(ok.mean())
+    if clean_score <= chance:  # one class for every sample, or no better than guessing: nothing can fall
+        level = "what outputs from other samples score" if label_free or metric.plugin else "the metric's chance level"
+        nonfinite = f", {int(bad.sum())} of {len(bad)} samples NaN/Inf" if bad.any() else ""
         raise DataError(
-            f"{data.source}: label-free a_min ({chance:.3g}, what outputs from other samples score) is not below "
-            f"the clean score ({float(ok.mean()):.3g}): no drop to measure; give labels"
+            f"{data.source}: the clean score {clean_score:.3g}{nonfinite} is not above a_min {chance:.3g} ({level}): "
+            f"no drop to measure{'; give labels' if label_free else ''}"
         )
-    facts = {"metric": metric_name, "clean_accuracy": float(ok.mean()), "clean_nonfinite": int(bad.sum()),
+    facts = {"metric": metric_name, "clean_accuracy": clean_score, "clean_nonfinite": int(bad.sum()),
              "num_classes": classes, "chance": chance}  # fmt: skip
-    return Dataset(data.x, labels, data.source), Levels(chance, float(ok.mean())), facts
+    return Dataset(data.x, labels, data.source), Levels(chance, clean_score, float(ok.var())), facts
 
 
 def _input_parts(x: np.ndarray | Inputs) -> list:

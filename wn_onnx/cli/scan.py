@@ -180,6 +180,7 @@ def scan_command(
     from wn_onnx.io.model import load_model
     from wn_onnx.metrics import get_metric
     from wn_onnx.noise import default_grid, parse_grid
+    from wn_onnx.results.report import clean_nonfinite
     from wn_onnx.scanner import ScanRequest, run_scan
 
     if model is None:
@@ -251,6 +252,12 @@ def scan_command(
     for p in report["points"]:
         if p["status"] == "failed":
             out.print(f"[bold red]point {p['index']} ({escape(str(p['tensor']))}) failed: {escape(str(p['reason']))}[/]")
+    unrun = report.get("not_run", [])
+    if unrun:
+        where = sorted({p["path"] for p in unrun})
+        out.print(f"[yellow]not-run: {len(unrun)} point{'s' if len(unrun) > 1 else ''} in If branches these data never take "
+                  f"({escape(', '.join(where))}): {', '.join(str(p['index']) for p in unrun)}; no μ, left out of the "
+                  "global sweep[/]")  # fmt: skip
     for p in report.get("skipped", []):
         out.print(f"[yellow]point {p['index']} ({escape(str(p['tensor']))}) skipped: {escape(p['reason'])}[/]")
     mixing = [str(p["index"]) for p in report["points"] if p.get("mixes_samples")]
@@ -263,6 +270,8 @@ def scan_command(
     if used:
         done, grid = sum(u["evaluations"] for u in used), sum(u["grid_evaluations"] for u in used)
         out.print(f"[dim]sequential: {done} sample evaluations, {done / grid:.1%} of the full grid's {grid}[/]")
+    if clean_nonfinite(report):
+        out.print(f"[yellow]{escape(clean_nonfinite(report))}[/]")
     bad = sum(sum(map(sum, p["nonfinite"])) for p in report["points"])
     if bad:
         out.print(
