@@ -270,3 +270,20 @@ def test_a_graph_that_mixes_its_rows_needs_a_batch_of_one(tmp_path):
     assert res.returncode == 0, res.stderr
     assert json.loads(res.stdout)["clean_accuracy"] == pytest.approx(np.mean(alone == labels))
     assert np.mean(alone == labels) != np.mean(batched == labels)
+
+
+# ---------------------------------------------------------------- item 6: the output a run really returns
+@pytest.mark.parametrize("batch", [1, "N"], ids=["fixed-batch-1", "dynamic"])
+def test_an_output_whose_samples_are_not_first_is_refused_with_its_real_shape(tmp_path, batch):
+    """A recogniser that declares [1, seqlen] and returns [T, N, K] (time first): its clean runs
+    were concatenated on T as if T were samples, and every score compared time steps of other
+    samples. Refused in one line naming the declared and the real shape."""
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["h"]), helper.make_node("Reshape", ["h", "shape"], ["r"]),
+             helper.make_node("Transpose", ["r"], ["y"], perm=[1, 0, 2])]  # fmt: skip
+    inits = {"w": RNG.standard_normal((4, 30)).astype(np.float32), "shape": np.array([-1, 6, 5], np.int64)}
+    model = save(tmp_path / "m.onnx", nodes, inits, inputs=(("x", [batch, 4]),), out=("y", [1, "seqlen"]))
+    np.savez(tmp_path / "d.npz", x=X[:20])
+    res = wn("scan", model, "--data", tmp_path / "d.npz", "--label-free", *FAST)
+    rows = 1 if batch == 1 else 20
+    assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr
+    assert f"output 'y' (declared 1×seqlen) has shape 6×{rows}×5 for a run of {rows} samples" in res.stderr, res.stderr

@@ -26,6 +26,7 @@ from wn_onnx.engine.routes import Routes, SharedTaps
 from wn_onnx.engine.sessions import Sessions
 from wn_onnx.engine.sweep import Batch, Counts, Evaluation, SweepSettings, sweep
 from wn_onnx.engine.walking import AtOutput, FullGraph, Suffix, WalkPoint
+from wn_onnx.errors import ModelError
 from wn_onnx.graph_passes import Point, z_input_names
 from wn_onnx.graph_passes.insert_noise import SIGMA_INPUT
 from wn_onnx.graph_passes.noise_functions import sigma_inputs
@@ -75,7 +76,16 @@ class Engine:
         same data reads its σ = 0 results here instead of running the model again."""
         if self._clean is None or self._clean[0] is not data.x:
             size = self.clean_batch(data, batch_size)
-            self.remember_clean(data, np.concatenate([self.clean_logits(b.x) for b in self.batches(data, size)]))
+            runs = []
+            for b in self.batches(data, size):
+                runs.append(self.clean_logits(b.x))
+                if runs[-1].ndim == 0 or len(runs[-1]) != len(b.x):  # the samples are not its first axis
+                    raise ModelError(
+                        f"{self.loaded.path}: output {self.loaded.output_name!r} (declared {self.loaded.output_shape}) has shape "
+                        f"{'×'.join(map(str, runs[-1].shape)) or 'scalar'} for a run of {len(b.x)} samples: the "
+                        "scored output needs the samples on its first axis"
+                    )
+            self.remember_clean(data, np.concatenate(runs))
         return self._clean[1]
 
     def rows_interact(self, data: Dataset, batch_size: int) -> tuple[int, float] | None:
