@@ -287,3 +287,107 @@ def test_an_output_whose_samples_are_not_first_is_refused_with_its_real_shape(tm
     rows = 1 if batch == 1 else 20
     assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr
     assert f"output 'y' (declared 1×seqlen) has shape 6×{rows}×5 for a run of {rows} samples" in res.stderr, res.stderr
+
+
+# ---------------------------------------------------------------- item 7: feeds on dimensions declared 0
+def test_a_state_declared_with_a_zero_batch_is_fed_per_sample(tmp_path):
+    """A GRU state declared [1, 0, 12] (0: free, as PaddlePaddle and some exporters write it) with
+    --feed h0=0 is repeated over the batch like one declared [1, N, 12]: the same report, no
+    onnxruntime log. Missing inputs are all named."""
+    import warnings
+
+    import onnxruntime as ort
+    import torch
+
+    class VAD(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.gru, self.fc = torch.nn.GRU(8, 12, batch_first=True), torch.nn.Linear(12, 2)
+
+        def forward(self, x: torch.Tensor, h0: torch.Tensor, sr: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            y, h = self.gru(x * (sr.float() / 16000), h0)
+            return self.fc(y[:, -1]), h
+
+    torch.manual_seed(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(VAD().eval(), (torch.randn(2, 5, 8), torch.zeros(1, 2, 12), torch.tensor(16000)),
+                          str(tmp_path / "n.onnx"), dynamo=False, input_names=["x", "h0", "sr"], output_names=["y", "hn"],
+                          dynamic_axes={"x": {0: "N"}, "h0": {1: "N"}, "y": {0: "N"}, "hn": {1: "N"}})  # fmt: skip
+    m = onnx.load(str(tmp_path / "n.onnx"))
+    dim = next(i for i in m.graph.input if i.name == "h0").type.tensor_type.shape.dim[1]
+    dim.Clear()
+    dim.dim_value = 0
+    onnx.save(m, str(tmp_path / "zero.onnx"))
+    x = np.random.default_rng(0).standard_normal((32, 5, 8)).astype(np.float32)
+    y = ort.InferenceSession(str(tmp_path / "n.onnx")).run(["y"], {"x": x, "h0": np.zeros((1, 32, 12), np.float32),
+                                                                   "sr": np.array(16000)})[0].argmax(axis=1)  # fmt: skip
+    np.savez(tmp_path / "d.npz", x=x, y=np.where(np.arange(32) % 4 == 0, 1 - y, y))  # 75 %
+    reports = []
+    for name in ("n", "zero"):
+        res = wn("scan", tmp_path / f"{name}.onnx", "--data", tmp_path / "d.npz", "--feed", "h0=0",
+                 "--feed", "sr=16000", "--mode", "walking", "--at", "0", *GRID, "--json")  # fmt: skip
+        assert res.returncode == 0 and "onnxruntime" not in res.stderr, res.stderr
+        reports.append(json.loads(res.stdout)["points"][0]["accuracy"])
+    assert reports[0] == reports[1]
+    res = wn("scan", tmp_path / "zero.onnx", "--data", tmp_path / "d.npz", *FAST)
+    assert res.returncode == 2 and "no array for the model's inputs 'h0', 'sr'" in res.stderr, res.stderr
+
+
+# ---------------------------------------------------------------- item 11: readable tables
+@pytest.mark.parametrize("width", [80, 250])
+def test_a_long_symbolic_shape_never_drops_the_index_or_the_op(width):
+    """A detector's shape is a long symbolic expression: the shape is shortened, and the index,
+    the op and a readable tensor name stay."""
+    from rich.console import Console
+
+    from wn_onnx.cli.render import points_table
+
+    expression = "floor(floor(floor(floor(height/2 - 1/2)/2 - 1/2)/2 - 1/2)/2 + 1/2)*floor(width/32) + 1" * 4
+    point = {"index": 12, "tensor": "/model.22/dfl/conv/Conv_output_0", "op_type": "Conv", "shape": ["N", 64, expression]}
+    console = Console(width=width, record=True)
+    console.print(points_table([point], None, width))
+    header, _rule, row = console.export_text().splitlines()[:3]
+    assert header.split()[:3] == ["#", "tensor", "op"], header
+    assert row.split()[0] == "12" and "Conv" in row.split() and "N×64×floor" in row, row
+    assert "/model.22/dfl/conv/Conv_output_0" in row or width == 80, row
+
+
+EXAMPLE = Path(__file__).parents[1] / "docs" / "examples" / "detection.py"
+
+
+def test_the_detection_example_matches_boxes_by_iou():
+    """docs/examples/detection.py on outputs built by hand: the same boxes score 1, one of two
+    moved away 0.5, the other class 0, no clean detection and none noisy 1."""
+    from wn_onnx.metrics import get_metric
+
+    def output(*boxes: tuple[float, float, float, float, int]) -> np.ndarray:
+        out = np.zeros((4 + 2, 8), np.float32)  # 2 classes, 8 anchors
+        for a, (cx, cy, w, h, cls) in enumerate(boxes):
+            out[:4, a], out[4 + cls, a] = (cx, cy, w, h), 0.9
+        return out
+
+    two = output((10, 10, 4, 4, 0), (30, 30, 6, 6, 1))
+    noisy = [two, output((10, 10, 4, 4, 0), (50, 50, 6, 6, 1)), output((10, 10, 4, 4, 1), (30, 30, 6, 6, 0)), output()]
+    clean = [two, two, two, output()]
+    scores = get_metric(f"{EXAMPLE}:score").scores(np.stack(clean), np.stack(noisy), None)
+    assert scores.tolist() == [1.0, 0.5, 0.0, 1.0]
+
+
+def test_a_detector_output_is_pointed_to_a_plugin(tmp_path):
+    """[N, 4 + 2, 64 anchors]: top1 refuses it and points to the detection plug-in (per-position
+    would score 6 rows of 64 "classes"); scanned with it, label-free, the input's drop is resolved."""
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["h"]), helper.make_node("Reshape", ["h", "shape"], ["r"]),
+             helper.make_node("Sigmoid", ["r"], ["s"]), helper.make_node("Mul", ["s", "scale"], ["y"])]  # fmt: skip
+    scale = np.ones((6, 1), np.float32)
+    scale[:4] = 40  # boxes in pixels, class scores in [0, 1]
+    inits = {"w": RNG.standard_normal((4, 384)).astype(np.float32), "shape": np.array([-1, 6, 64], np.int64), "scale": scale}
+    model = save(tmp_path / "det.onnx", nodes, inits, out=("y", ["N", 6, 64]))
+    np.savez(tmp_path / "d.npz", x=X)
+    res = wn("scan", model, "--data", tmp_path / "d.npz", "--label-free", *FAST)
+    assert res.returncode == 2 and "docs/examples/detection.py:score" in res.stderr, res.stderr
+    res = wn("scan", model, "--data", tmp_path / "d.npz", "--label-free", "--metric", f"{EXAMPLE}:score",
+             "--mode", "walking", "--at", "0", "--sigmas", "log:1e-2:1e2:13", "--json")  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    point = json.loads(res.stdout)["points"][0]
+    assert point["status"] == "ok" and point["a_max"] == 1.0, point
