@@ -242,6 +242,9 @@ def test_dynamic_quantization_scales_are_not_points(tmp_path):
         assert res.returncode == 0, res.stderr
         points = json.loads(res.stdout)["points"]
         assert [p["tensor"] for p in points] == ["x", "h", "r", "y"], points
+    res = wn("points", tmp_path / "q.onnx", "--all", "--json")
+    others = {v["tensor"]: v["shape"] for v in json.loads(res.stdout)["not_points"]}
+    assert others == {"x_scale": [], "x_scale_W1_scale_mul:0": [24], "r_scale": [], "r_scale_W2_scale_mul:0": [5]}
 
 
 # ---------------------------------------------------------------- item 4: graphs that mix the rows

@@ -78,15 +78,21 @@ def points_command(
     as_json: Annotated[bool, typer.Option("--json", help='Print {"points": [...]} as JSON.')] = False,
     output: OutputOption = None,
     granularity: GranularityOption = Granularity.layer,
+    every: Annotated[
+        bool, typer.Option("--all", help="Also list the float values that hold no sample's values (no points).")
+    ] = False,
 ) -> None:
     """List the noise points of MODEL: index, tensor, producing op, shape (and the ops a layer point stands for)."""
     from wn_onnx.graph_passes import find_points, select_points
+    from wn_onnx.graph_passes.points import batch_values
     from wn_onnx.io.model import load_model
 
     loaded = load_model(model, output)
     chosen = [p.to_json() for p in select_points(find_points(loaded.model, granularity.value), at)]
+    others = batch_values(loaded.model) if every else []
     if as_json:
-        print(json.dumps({"model": str(model), "granularity": granularity.value, "points": chosen}, indent=2))
+        listed = {"model": str(model), "granularity": granularity.value, "points": chosen}
+        print(json.dumps({**listed, **({"not_points": others} if every else {})}, indent=2))
         return
     out.print(Text(f"noise points of {model}"), soft_wrap=True)  # a long path on one line, not folded in the table
     out.print(__import__("wn_onnx.cli.render", fromlist=["points_table"]).points_table(chosen, None, out.width))
@@ -96,6 +102,9 @@ def points_command(
         skip = f" · not walkable: {p['unsupported']}" if p.get("unsupported") else ""
         if where or ops or skip:
             out.print(Text(f"point {p['index']}: {p['op_type']}{ops}{where}{skip}"), soft_wrap=True)
+    for v in others:
+        shape = "×".join("?" if d is None else str(d) for d in v["shape"]) if v["shape"] is not None else "?"
+        out.print(Text(f"not a point (no sample's values): {v['tensor']} ({v['op_type']}, {shape or 'scalar'})"), soft_wrap=True)
 
 
 def scan_command(

@@ -106,6 +106,20 @@ def sample_dependent(graph: ir.Graph) -> set[ir.Value]:
     return live
 
 
+def batch_values(model: ir.Model) -> list[dict]:
+    """The float values that change with the data but hold no sample's values — computed from
+    its shapes, batch-wide scalars (dynamic quantization's scale) and constants alone — and so
+    are no points: tensor, producing op and shape of each, in graph order (``points --all``)."""
+    graph = model.graph
+    data, samples = data_dependent(graph), sample_dependent(graph)
+    return [
+        {"tensor": v.name or "", "op_type": node.op_type, "shape": _shape_json(_shape(v))}
+        for node in graph
+        for v in node.outputs
+        if v.dtype in FLOAT_TYPES and v in data and v not in samples and (v.uses() or v.is_graph_output())
+    ]
+
+
 # Control-flow bodies whose points cannot carry noise yet, and why.
 UNSUPPORTED_BODY = {
     "Loop": "inside a Loop body: noise per iteration is not supported yet",
