@@ -127,19 +127,23 @@ def test_zero_one_scores_keep_the_binomial():
     assert score_variance(acc, acc) is None
 
 
-def test_a_per_element_scan_resolves_its_drop(tmp_path):
-    """6 samples of 1,000 elements, a sigmoid, label-free binary per element: under additive noise
+@pytest.mark.parametrize(("estimator", "n"), [("grid", 6), ("sequential", 100)])
+def test_a_per_element_scan_resolves_its_drop(tmp_path, estimator, n):
+    """Samples of 1,000 elements, a sigmoid, label-free binary per element: under additive noise
     at the input an element keeps its side with probability ½ + arctan(|x|/σ)/π averaged over
-    x ~ N(0, 1), i.e. ½ + arctan(1/σ)/π, which is half-way between 1 and ½ at σ = 1. The scan
-    finds μ ≈ 1 (`ok`) instead of `not-reached` from a 0/1 error model."""
+    x ~ N(0, 1), i.e. ½ + arctan(1/σ)/π, which is half-way between 1 and ½ at σ = 1. The grid
+    finds μ ≈ 1 (`ok`) on 6 samples instead of `not-reached` from a 0/1 error model; the
+    sequential estimator, whose trials weigh as their scores' own spread says, reaches its
+    tolerance (it stopped at μ 0.97 ± 0.19 with the trials weighed as 0/1 outcomes)."""
     nodes = [helper.make_node("Sigmoid", ["x"], ["y"])]
     model = save(tmp_path / "m.onnx", nodes, {}, inputs=(("x", ["N", 1000]),), out=("y", ["N", 1000]))
-    np.savez(tmp_path / "d.npz", x=np.random.default_rng(0).standard_normal((6, 1000)).astype(np.float32))
+    np.savez(tmp_path / "d.npz", x=np.random.default_rng(1).standard_normal((n, 1000)).astype(np.float32))
     res = wn("scan", model, "--data", tmp_path / "d.npz", "--label-free", "--metric", "binary", "--mode", "walking",
-             "--at", "0", "--sigmas", "log:1e-2:1e2:13", "--repeats", "2", "--json")  # fmt: skip
+             "--at", "0", "--sigmas", "log:1e-2:1e2:13", "--repeats", "2", "--estimator", estimator, "--json")  # fmt: skip
     assert res.returncode == 0, res.stderr
     point = json.loads(res.stdout)["points"][0]
     assert point["status"] == "ok" and abs(point["mu"] - 1.0) < 3 * point["mu_err"], point
+    assert estimator == "grid" or point["sequential"]["converged"], point
 
 
 # ---------------------------------------------------------------- item 2: one σ's repeats

@@ -89,7 +89,7 @@ class Levels:
 
     chance: float
     clean: float
-    clean_variance: float = 0.0
+    clean_variance: float | None = None  # None: 0/1 scores, whose variance is the binomial
 
 
 def curve_json(sigmas: np.ndarray, spec: NoiseSpec, counts: Counts, base: Levels) -> dict:
@@ -122,7 +122,8 @@ def sequential_curve(
         return engine.outcomes(ev, data, st, sigma * (1.0 if scale is None else scale), rows, repeat)
 
     return estimate(outcomes, len(data), st.repeats, float(swept[swept > 0].min()), float(swept.max()), base.clean,
-                    base.chance, len(swept) * len(data) * st.repeats, tolerance, [st.seed, ORDER_STREAM, *key])  # fmt: skip
+                    base.chance, len(swept) * len(data) * st.repeats, tolerance, [st.seed, ORDER_STREAM, *key],
+                    base.clean_variance)  # fmt: skip
 
 
 def check_estimator(req: ScanRequest, st: SweepSettings) -> None:
@@ -376,7 +377,7 @@ def clean_pass(
         )
     facts = {"metric": metric_name, "clean_accuracy": clean_score, "clean_nonfinite": int(bad.sum()),
              "num_classes": classes, "chance": chance}  # fmt: skip
-    return Dataset(data.x, labels, data.source), Levels(chance, clean_score, float(ok.var())), facts
+    return Dataset(data.x, labels, data.source), Levels(chance, clean_score, None if np.all((ok == 0) | (ok == 1)) else float(ok.var())), facts
 
 
 def _input_parts(x: np.ndarray | Inputs) -> list:
