@@ -99,11 +99,15 @@ class Engine:
         if self.clean_batch(data, batch_size) == 1 or self.loaded.fixed_batch is not None or k < 2:
             return None
         scale = float(np.nanmax(np.abs(clean[:k]), initial=0.0)) or 1.0
+        # io/batch_axis.py's tolerance for a freed batch, widened to the output's own precision
+        # (float16 kernels round differently per batch size by ~10⁻³)
+        eps = 10 * float(np.finfo(clean.dtype).eps) if np.issubdtype(clean.dtype, np.floating) else 0.0
+        rtol, atol = max(1e-4, eps), max(1e-5, eps) * scale
         for row in range(k):
             alone = self.clean_logits(data.x[np.array([row])])
             if alone.shape != clean[row : row + 1].shape or not np.allclose(
-                alone, clean[row : row + 1], rtol=1e-4, atol=1e-5 * scale, equal_nan=True
-            ):  # the tolerance of io/batch_axis.py's check of a freed batch
+                alone, clean[row : row + 1], rtol=rtol, atol=atol, equal_nan=True
+            ):
                 with np.errstate(invalid="ignore"):
                     return row, float(np.nanmax(np.abs(alone - clean[row : row + 1]), initial=np.inf) / scale)
         return None
