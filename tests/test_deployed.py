@@ -174,7 +174,7 @@ def test_cli_feeds_and_metrics(deployed, tmp_path):
              "--metric", "top1", "--mode", "global", "--min-mu", "0", *fast)  # fmt: skip
     assert res.returncode in (0, 1) and "global" in res.stdout, res.stderr  # a verdict, pass or fail
     for args, text in [
-        (["--feed", "h0=0"], "no array named 'sr' for the model's input 'sr'"),
+        (["--feed", "h0=0"], "no array for the model's input 'sr'"),
         (["--feed", "h0=0", "--feed", "sr=16000", "--metric", "nope"], "unknown metric 'nope'"),
         (["--feed", "h0=0", "--feed", "sr=16000", "--metric", "no_such_module:f"], "cannot import no_such_module"),
     ]:

@@ -242,8 +242,9 @@ def test_if_branch_points_are_listed_and_walked(tmp_path):
     ref = reference.counts([(p.index, p.tensor) for p in taken], data.x, data.y, sigmas, st.spec, 2, 0,
                            GLOBAL_STREAM, 16)  # fmt: skip
     assert np.array_equal(fast, ref) and fast[-1].sum() < fast[0].sum(), (fast.tolist(), ref.tolist())
-    report = run_scan(loaded, data, st, ScanRequest(mode="global"))  # every point, the untaken branch's too
-    assert report["global"]["points"] == [p.index for p in points] and "skipped" not in report
+    report = run_scan(loaded, data, st, ScanRequest(mode="global"))  # every point but the untaken branch's
+    assert report["global"]["points"] == [p.index for p in points if p.tensor != "e_o"] and "skipped" not in report
+    assert [p["tensor"] for p in report["not_run"]] == ["e_o"]
 
 
 def test_loop_body_points_are_skipped_with_their_reason(tmp_path):

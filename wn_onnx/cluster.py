@@ -123,8 +123,7 @@ class Cluster:
             for c in chunks
         ]
         parts = [self._result(f) for f in futures]
-        return Counts(np.concatenate([p.correct for p in parts]), np.concatenate([p.nonfinite for p in parts]),
-                      parts[0].total)  # fmt: skip
+        return Counts.stacked(parts)
 
     def close(self) -> None:
         self.client.close()

@@ -26,6 +26,7 @@ from wn_onnx.errors import WnError
 from wn_onnx.io import config as cs
 from wn_onnx.io.safeio import read_text
 from wn_onnx.results.fit import RESOLVED, pessimistic
+from wn_onnx.results.report import clean_nonfinite
 
 Z = 2.0  # standard errors of slack in the baseline comparison
 CONFIG = {
@@ -168,9 +169,7 @@ def evaluate_policy(report: dict, policy: Policy, baseline: dict | None) -> list
     verdicts = []
     base_points = {p["tensor"]: p for p in (baseline or {}).get("points", [])}
     if baseline is not None:
-        missing = [p["tensor"] for p in report.get("points", []) if p["tensor"] not in base_points]
-        if missing and len(missing) == len(report.get("points", [])):
-            raise WnError("the baseline report is from another model: none of its points match")
+        _same_model(report, baseline, base_points)
     for p in report.get("points", []):
         name = f"point {p['index']} ({p['tensor']})"
         floors = [f for pat, f in policy.point_floors if _matches(pat, p)]
@@ -179,6 +178,9 @@ def evaluate_policy(report: dict, policy: Policy, baseline: dict | None) -> list
             verdicts.append(judge_floor(name, p, floor))
         if policy.max_drop is not None and p["tensor"] in base_points:
             verdicts.append(judge_drop(name, base_points[p["tensor"]], p, policy.max_drop))
+        elif policy.max_drop is not None:  # the same model scanned at other points: said, never silently unchecked
+            verdicts.append(Verdict(name, False, f"{name}: not in the baseline report, so its μ drop cannot be checked",
+                                    p.get("mu"), p.get("mu_err"), p["status"], f"drop ≤ {policy.max_drop:.0%}"))  # fmt: skip
     g = report.get("global")
     if g:
         floor = policy.global_min_mu if policy.global_min_mu is not None else policy.min_mu
@@ -191,10 +193,25 @@ def evaluate_policy(report: dict, policy: Policy, baseline: dict | None) -> list
     return verdicts
 
 
+def _same_model(report: dict, baseline: dict, base_points: dict) -> None:
+    """A baseline is the same model (the same file digest) or the same network in another version
+    (every point's tensor is in it); one shared name such as ``logits`` proves neither."""
+    if report.get("model_digest") is not None and report.get("model_digest") == baseline.get("model_digest"):
+        return
+    missing = [p["tensor"] for p in report.get("points", []) if p["tensor"] not in base_points]
+    if missing:
+        shown = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
+        raise WnError(f"the baseline report is from another model: {len(missing)} of {len(report.get('points', []))} "
+                      f"points are not in it ({shown}) and its model digest differs")  # fmt: skip
+
+
 def markdown(verdicts: list[Verdict], report: dict) -> str:
     failed = [v for v in verdicts if not v.passed]
     head = f"## wn-onnx check: {'FAILED' if failed else 'passed'} ({len(verdicts) - len(failed)}/{len(verdicts)} checks pass)"
-    lines = [head, "", f"Model `{report.get('model')}`, {report['noise']['kind']} noise on {report.get('on', 'activations')}, clean accuracy {report['clean_accuracy']:.2%}.", "",
+    nonfinite = clean_nonfinite(report)
+    lines = [head, "", f"Model `{report.get('model')}`, {report['noise']['kind']} noise on {report.get('on', 'activations')}, "
+             f"clean accuracy {report['clean_accuracy']:.2%}"
+             f"{f' ({nonfinite})' if nonfinite else ''}.", "",
              "| check | μ | status | rule | result |", "|---|---|---|---|---|"]  # fmt: skip
     for v in verdicts:
         mu = "—" if v.mu is None else f"{v.mu:.4g}" + (f" ± {v.mu_err:.2g}" if v.mu_err else "")

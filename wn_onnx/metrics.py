@@ -38,6 +38,17 @@ def _shown(shape: tuple) -> str:
     return "×".join("?" if d is None else str(d) for d in shape) or "scalar"
 
 
+def _hint(shape: tuple) -> str:
+    """Which metric an output that is not one vector per sample wants. A last axis ten times longer
+    than all the others' positions together is no class axis: a detector's [N, 4 + C, anchors] has
+    thousands of anchors there, and per-position would score a few rows of thousands of "classes"."""
+    last, positions = shape[-1], list(shape[1:-1])
+    if last is not None and None not in positions and last >= 10 * int(np.prod(positions)):
+        return ("no class axis at the end (a detector's [N, 4 + C, anchors]?) → a plug-in metric, "
+                "e.g. docs/examples/detection.py:score (label-free box matching by IoU)")  # fmt: skip
+    return "classes on the last axis at every position → --metric per-position; a map of probabilities → --metric binary"
+
+
 @dataclass(frozen=True)
 class Metric:
     """One metric: ``name`` is one of BUILT_IN or a plug-in's ``module:function``."""
@@ -60,10 +71,7 @@ class Metric:
         if self.name == "top1":
             wide = [d for d in shape[1:] if d is None or d > 1]
             if len(wide) > 1:
-                raise ModelError(
-                    f"top1 scores one vector of class scores per sample, not an {where}: classes on the last axis "
-                    "at every position → --metric per-position; a map of probabilities → --metric binary"
-                )
+                raise ModelError(f"top1 scores one vector of class scores per sample, not an {where}: {_hint(shape)}")
             width = int(np.prod([d for d in shape[1:] if d is not None]))
             if width < 2 and None not in shape[1:]:
                 raise ModelError(f"top1: the {where} has width {width}; a probability per sample → the binary metric")

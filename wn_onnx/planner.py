@@ -155,7 +155,7 @@ class PlanInput:
             value = p["mu"] if p["mu"] is not None else p.get("fit", {}).get("mu_threshold")
             if status in ("bracketed", "poor-fit"):
                 value = pessimistic(p)  # the bracket's low end: an unresolved point gets more executions
-            robust.append(status == ROBUST and not fell(p))
+            robust.append(status == ROBUST and not fell(p, report.get("chance")))
             if robust[-1]:
                 flags.append("not reached: counted as robust (1 execution)")
             elif status == ROBUST:

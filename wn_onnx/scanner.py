@@ -24,7 +24,7 @@ from wn_onnx.engine import Counts, Engine, SweepSettings, providers_for
 from wn_onnx.engine.draws import ORDER_STREAM
 from wn_onnx.engine.memory import Share
 from wn_onnx.engine.sweep import Evaluation
-from wn_onnx.errors import ConfigError, DataError, WnError
+from wn_onnx.errors import ConfigError, DataError, ModelError, WnError
 from wn_onnx.graph_passes import Point, find_points, select_points
 from wn_onnx.graph_passes.weights import find_weight_points, require_weights
 from wn_onnx.io.data import Dataset, Inputs, check_shape
@@ -34,7 +34,7 @@ from wn_onnx.noise import TARGETS, NoiseModel, NoiseSpec, noise_json, plugin_sou
 from wn_onnx.noise.base import NoiseModelFailed
 from wn_onnx.noise.quant import bits_of
 from wn_onnx.results.fit import curve_json as fit_curve_json
-from wn_onnx.results.schema import FAILED, SCHEMA_VERSION
+from wn_onnx.results.schema import FAILED, NOT_RUN, SCHEMA_VERSION
 from wn_onnx.results.sequential import estimate
 from wn_onnx.results.store import CurveStore, digest
 
@@ -89,11 +89,14 @@ class ScanRequest:
 
 @dataclass
 class Levels:
-    """What one curve needs besides its counts: a_min (the metric's chance level), the clean accuracy,
-    and whether each repeat is one draw shared by every sample (weight noise: fit.fit_curve's repeat_shift)."""
+    """What one curve needs besides its counts: a_min (the metric's chance level), the clean
+    accuracy, the variance of the clean per-sample scores (the clean value's error when scores
+    are fractional), and whether each repeat is one draw shared by every sample (weight noise:
+    fit.fit_curve's repeat_shift)."""
 
     chance: float
     clean: float
+    clean_variance: float | None = None  # None: 0/1 scores, whose variance is the binomial
     repeat_shift: bool = False
 
 
@@ -101,7 +104,8 @@ def curve_json(sigmas: np.ndarray, spec: NoiseModel, counts: Counts, base: Level
     """The shared curve writer (:func:`wn_onnx.results.fit.curve_json`, on the model's strengths)
     plus the mixed-noise components, or the levels of an axis whose damage grows as it falls (bits)."""
     out = fit_curve_json(sigmas, counts.accuracy, counts.nonfinite, base.chance, counts.total, base.clean,
-                         repeat_shift=base.repeat_shift)
+                         mean_squares=counts.squares / max(counts.total, 1), clean_variance=base.clean_variance,
+                         repeat_shift=base.repeat_shift)  # fmt: skip
     if isinstance(spec, NoiseSpec) and spec.kind == "mixed":
         a_add, a_mul = spec.components(sigmas)
         out["sigma_add"] = [float(s) for s in a_add]
@@ -150,7 +154,8 @@ def sequential_curve(
         return engine.outcomes(ev, data, st, sigma * (1.0 if scale is None else scale), rows, repeat)
 
     return estimate(outcomes, len(data), st.repeats, float(swept[swept > 0].min()), float(swept.max()), base.clean,
-                    base.chance, len(swept) * len(data) * st.repeats, tolerance, [st.seed, ORDER_STREAM, *key])  # fmt: skip
+                    base.chance, len(swept) * len(data) * st.repeats, tolerance, [st.seed, ORDER_STREAM, *key],
+                    base.clean_variance)  # fmt: skip
 
 
 def check_target(req: ScanRequest, spec: NoiseModel) -> None:
@@ -195,16 +200,14 @@ def measure_curve(
     grid = st.sigmas
     if not adaptive:
         return curve_json(grid, st.spec, measure(grid), base)
-    rows: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-    total = 0
+    rows: dict[int, Counts] = {}
     pending = sorted({int(i) for i in np.linspace(0, len(grid) - 1, min(COARSE_POINTS, len(grid))).round()})
     precise = False
     while pending:
         counts = measure(grid[pending])
-        total = counts.total
-        rows.update({i: (counts.correct[j], counts.nonfinite[j]) for j, i in enumerate(pending)})
+        rows.update({i: counts.rows([j]) for j, i in enumerate(pending)})
         done = sorted(rows)
-        merged = Counts(np.array([rows[i][0] for i in done]), np.array([rows[i][1] for i in done]), total)
+        merged = Counts.stacked([rows[i] for i in done])
         curve = curve_json(grid[done], st.spec, merged, base)
         if curve["status"] in ("not-reached", "no-drop-from-start"):
             precise = True  # a bound is the answer; a finer grid cannot move it
@@ -281,11 +284,19 @@ def run_scan(
 
     data, base, facts = clean_pass(engine, data, st.metric, st.batch_size, req.label_free)
     base = replace(base, repeat_shift=req.on == "weights")
+    unrun = engine.never_run([p for p in chosen if p.path], data, st.batch_size)  # inside If branches not taken
+    not_run = [{**p.to_json(), "status": NOT_RUN, "reason": f"never computed for these data (the {p.path} is not taken)"}
+               for p in chosen if p.index in unrun]  # fmt: skip
+    chosen = [p for p in chosen if p.index not in unrun]
+    if not chosen:
+        raise WnError(f"no selected point is computed for these data: every one lies in an If branch not taken "
+                      f"({not_run[0]['path']}, …)")  # fmt: skip
     silent = progress or (lambda _d, _t: lambda _n: None)
     report: dict = {
         "schema_version": SCHEMA_VERSION,
         "wn_onnx_version": __version__,
         "model": loaded.path,
+        "model_digest": loaded.content_digest(),
         "data": {"source": data.source, "samples": len(data), "label_free": req.label_free},
         "noise": noise_json(st.spec),
         **({} if req.on == "activations" else {"on": req.on}),
@@ -307,6 +318,8 @@ def run_scan(
     }
     if skipped:
         report["skipped"] = skipped
+    if not_run:
+        report["not_run"] = not_run
     # relative σ: each point's clean activation std on the data; the noise there is σ·std
     scales = engine.clean_std(chosen, data, st.batch_size) if req.sigma_scale == "std" else None
     relative = ["sigma_scale=std"] if req.sigma_scale == "std" else []  # absolute: the hashes of earlier versions
@@ -314,7 +327,7 @@ def run_scan(
     relative += [] if req.on == "activations" else [f"on={req.on}"]  # likewise
     source = plugin_source(st.spec)
     relative += [] if source is None else [f"plugin={source_digest(source)}"]  # its code, not only its name
-    config = digest(loaded.content_digest(), loaded.output_name, *_input_parts(data.x), data.y, req.label_free, st.spec.to_json(),
+    config = digest(report["model_digest"], loaded.output_name, *_input_parts(data.x), data.y, req.label_free, st.spec.to_json(),
                     st.sigmas, st.repeats, st.seed, st.redraw, st.walk, req.adaptive, req.tolerance, __version__, *relative,
                     *([] if st.metric == "top1" else [f"metric={st.metric}"]))  # fmt: skip
     report["config_hash"] = config
@@ -404,6 +417,11 @@ def clean_pass(
     data = check_shape(data, loaded)
     clean = engine.clean_outputs(data, batch_size)[: len(data)]  # the engine keeps them for every σ = 0
     where = f"{loaded.path}: output {loaded.output_name!r}"
+    mixed = engine.rows_interact(data, batch_size)
+    if mixed is not None:
+        raise ModelError(f"{where}: the rows of a batch interact (sample {mixed[0]} alone differs from it in a batch by "
+                         f"{mixed[1]:.2g} of the outputs' range): results would depend on the samples per run; "
+                         "a batch size of 1 (--batch-size 1) scans it exactly")  # fmt: skip
     try:
         classes = metric.classes(clean.shape)
         metric.check_outputs(clean, where)
@@ -411,15 +429,19 @@ def clean_pass(
         raise type(err)(f"{where}: {err}") from None
     labels = None if label_free else metric.labels(data.y, clean.shape, data.source)
     ok, bad = score(metric, clean, clean, labels, len(clean))
-    chance = metric.chance(clean, labels)
-    if label_free and chance >= float(ok.mean()):  # a model that predicts one class for every sample
+    if bad.all():
+        raise ModelError(f"{where}: NaN/Inf for every one of the {len(bad)} samples without noise: nothing to measure")
+    chance, clean_score = metric.chance(clean, labels), float(ok.mean())
+    if clean_score <= chance:  # one class for every sample, or no better than guessing: nothing can fall
+        level = "what outputs from other samples score" if label_free or metric.plugin else "the metric's chance level"
+        nonfinite = f", {int(bad.sum())} of {len(bad)} samples NaN/Inf" if bad.any() else ""
         raise DataError(
-            f"{data.source}: label-free a_min ({chance:.3g}, what outputs from other samples score) is not below "
-            f"the clean score ({float(ok.mean()):.3g}): no drop to measure; give labels"
+            f"{data.source}: the clean score {clean_score:.3g}{nonfinite} is not above a_min {chance:.3g} ({level}): "
+            f"no drop to measure{'; give labels' if label_free else ''}"
         )
-    facts = {"metric": metric_name, "clean_accuracy": float(ok.mean()), "clean_nonfinite": int(bad.sum()),
+    facts = {"metric": metric_name, "clean_accuracy": clean_score, "clean_nonfinite": int(bad.sum()),
              "num_classes": classes, "chance": chance}  # fmt: skip
-    return Dataset(data.x, labels, data.source), Levels(chance, float(ok.mean())), facts
+    return Dataset(data.x, labels, data.source), Levels(chance, clean_score, None if np.all((ok == 0) | (ok == 1)) else float(ok.var())), facts
 
 
 def _input_parts(x: np.ndarray | Inputs) -> list:

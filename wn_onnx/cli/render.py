@@ -86,10 +86,15 @@ def _fitted(rows: list[list[str]], tensor_col: int, width: int, title: str | Non
 
 
 def points_table(points: list[dict], title: str | None = "noise points", width: int = 80) -> Table:
+    """Index, tensor, op and shape of each point; a shape that is a long symbolic expression (a
+    detector's floor(floor(height/2 − 1/2)/2 …)) is shortened to half of what the index and the
+    op leave of ``width`` (the tensor name keeps the other half), so no column is ever dropped."""
+    index_width = max((len(str(p["index"])) for p in points), default=1)
+    room = max(MIN_TENSOR, (width - index_width - OP_WIDTH - GAP * 3) // 2)
     rows = [["#", "tensor", "op", "shape"]]
     for p in points:
         shape = "×".join("?" if d is None else str(d) for d in p["shape"]) if p["shape"] is not None else "?"
-        rows.append([str(p["index"]), str(p["tensor"]), shorten(str(p["op_type"]), OP_WIDTH), shape])
+        rows.append([str(p["index"]), str(p["tensor"]), shorten(str(p["op_type"]), OP_WIDTH), shorten(shape, room)])
     table = _fitted(rows, 1, width, title, right=(0,))
     for row in rows[1:]:
         table.add_row(*map(Text, row))

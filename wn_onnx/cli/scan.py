@@ -91,6 +91,9 @@ def points_command(
     output: OutputOption = None,
     granularity: GranularityOption = Granularity.layer,
     on: OnOption = Target.activations,
+    every: Annotated[
+        bool, typer.Option("--all", help="Also list the float values that hold no sample's values (no points).")
+    ] = False,
 ) -> None:
     """List the noise points of MODEL: index, tensor, producing op (the layer, for weights), shape (and the ops a layer point stands for)."""
     from wn_onnx.graph_passes import find_points, select_points
@@ -102,10 +105,13 @@ def points_command(
         found = require_weights(find_weight_points(loaded.model), str(model))
     else:
         found = find_points(loaded.model, granularity.value)
+    from wn_onnx.graph_passes.points import batch_values
+
     chosen = [p.to_json() for p in select_points(found, at)]
+    others = batch_values(loaded.model) if every and on == Target.activations else []
     if as_json:
         head = {"model": str(model), "granularity": granularity.value} if on == Target.activations else {"model": str(model), "on": on.value}
-        print(json.dumps({**head, "points": chosen}, indent=2))
+        print(json.dumps({**head, "points": chosen, **({"not_points": others} if every else {})}, indent=2))
         return
     out.print(Text(f"{'weight' if on == Target.weights else 'noise'} points of {model}"), soft_wrap=True)  # a long path on one line, not folded in the table
     out.print(__import__("wn_onnx.cli.render", fromlist=["points_table"]).points_table(chosen, None, out.width))
@@ -115,6 +121,9 @@ def points_command(
         skip = f" · not walkable: {p['unsupported']}" if p.get("unsupported") else ""
         if where or ops or skip:
             out.print(Text(f"point {p['index']}: {p['op_type']}{ops}{where}{skip}"), soft_wrap=True)
+    for v in others:
+        shape = "×".join("?" if d is None else str(d) for d in v["shape"]) if v["shape"] is not None else "?"
+        out.print(Text(f"not a point (no sample's values): {v['tensor']} ({v['op_type']}, {shape or 'scalar'})"), soft_wrap=True)
 
 
 def scan_command(
@@ -205,6 +214,7 @@ def scan_command(
     from wn_onnx.io.embedded import DEFAULT_DATA, DEFAULT_MODEL
     from wn_onnx.io.model import load_model
     from wn_onnx.metrics import get_metric
+    from wn_onnx.results.report import clean_nonfinite
     from wn_onnx.scanner import ScanRequest, run_scan
 
     if model is None:
@@ -281,6 +291,12 @@ def scan_command(
     for p in report["points"]:
         if p["status"] == "failed":
             out.print(f"[bold red]point {p['index']} ({escape(str(p['tensor']))}) failed: {escape(str(p['reason']))}[/]")
+    unrun = report.get("not_run", [])
+    if unrun:
+        where = sorted({p["path"] for p in unrun})
+        out.print(f"[yellow]not-run: {len(unrun)} point{'s' if len(unrun) > 1 else ''} in If branches these data never take "
+                  f"({escape(', '.join(where))}): {', '.join(str(p['index']) for p in unrun)}; no μ, left out of the "
+                  "global sweep[/]")  # fmt: skip
     for p in report.get("skipped", []):
         out.print(f"[yellow]point {p['index']} ({escape(str(p['tensor']))}) skipped: {escape(p['reason'])}[/]")
     mixing = [str(p["index"]) for p in report["points"] if p.get("mixes_samples")]
@@ -302,6 +318,8 @@ def scan_command(
     if used:
         done, grid = sum(u["evaluations"] for u in used), sum(u["grid_evaluations"] for u in used)
         out.print(f"[dim]sequential: {done} sample evaluations, {done / grid:.1%} of the full grid's {grid}[/]")
+    if clean_nonfinite(report):
+        out.print(f"[yellow]{escape(clean_nonfinite(report))}[/]")
     bad = sum(sum(map(sum, p["nonfinite"])) for p in report["points"])
     if bad:
         out.print(

@@ -28,6 +28,7 @@ from wn_onnx.engine.sessions import Sessions
 from wn_onnx.engine.sweep import Batch, Counts, Evaluation, SweepSettings, sweep
 from wn_onnx.engine.walking import AtOutput, FullGraph, Suffix, WalkPoint
 from wn_onnx.engine.weights import WeightGlobal, WeightWalk
+from wn_onnx.errors import ModelError
 from wn_onnx.graph_passes import Point, z_input_names
 from wn_onnx.graph_passes.insert_noise import SIGMA_INPUT
 from wn_onnx.graph_passes.noise_functions import sigma_inputs
@@ -39,6 +40,9 @@ from wn_onnx.noise import NoiseModel, NoiseSpec, Reference
 
 NOISY_COPIES = 3  # copies of a noisy value a run makes besides the clean graph's (tiled, scaled noise, noisy)
 TAP_BYTES = 256 << 20  # clean values kept at once for the walks of a group of points, whole data (at most)
+
+
+ROW_PROBE = 4  # samples run alone to check that the rows of a batch do not interact (Engine.rows_interact)
 
 
 class Engine:
@@ -76,8 +80,41 @@ class Engine:
         same data reads its σ = 0 results here instead of running the model again."""
         if self._clean is None or self._clean[0] is not data.x:
             size = self.clean_batch(data, batch_size)
-            self.remember_clean(data, np.concatenate([self.clean_logits(b.x) for b in self.batches(data, size)]))
+            runs = []
+            for b in self.batches(data, size):
+                runs.append(self.clean_logits(b.x))
+                if runs[-1].ndim == 0 or len(runs[-1]) != len(b.x):  # the samples are not its first axis
+                    raise ModelError(
+                        f"{self.loaded.path}: output {self.loaded.output_name!r} (declared {self.loaded.output_shape}) has shape "
+                        f"{'×'.join(map(str, runs[-1].shape)) or 'scalar'} for a run of {len(b.x)} samples: the "
+                        "scored output needs the samples on its first axis"
+                    )
+            self.remember_clean(data, np.concatenate(runs))
         return self._clean[1]
+
+    def rows_interact(self, data: Dataset, batch_size: int) -> tuple[int, float] | None:
+        """(row, largest relative difference) when a sample's clean output changes with the rows
+        it runs with — the first ROW_PROBE samples run one at a time against their outputs in
+        the clean runs of ``batch_size`` (an LSTM run across the batch axis, batch statistics,
+        dynamic quantization's batch-wide scale) —, else None. Such a graph's numbers would
+        depend on the samples per run; a batch of 1, and a batch built into the model (its
+        runs always hold that batch), have nothing to compare."""
+        clean, k = self.clean_outputs(data, batch_size), min(len(data), ROW_PROBE)
+        if self.clean_batch(data, batch_size) == 1 or self.loaded.fixed_batch is not None or k < 2:
+            return None
+        scale = float(np.nanmax(np.abs(clean[:k]), initial=0.0)) or 1.0
+        # io/batch_axis.py's tolerance for a freed batch, widened to the output's own precision
+        # (float16 kernels round differently per batch size by ~10⁻³)
+        eps = 10 * float(np.finfo(clean.dtype).eps) if np.issubdtype(clean.dtype, np.floating) else 0.0
+        rtol, atol = max(1e-4, eps), max(1e-5, eps) * scale
+        for row in range(k):
+            alone = self.clean_logits(data.x[np.array([row])])
+            if alone.shape != clean[row : row + 1].shape or not np.allclose(
+                alone, clean[row : row + 1], rtol=rtol, atol=atol, equal_nan=True
+            ):
+                with np.errstate(invalid="ignore"):
+                    return row, float(np.nanmax(np.abs(alone - clean[row : row + 1]), initial=np.inf) / scale)
+        return None
 
     def remember_clean(self, data: Dataset, outputs: np.ndarray) -> None:
         """Keep ``outputs`` as the clean outputs of ``data`` (a worker gets them from the scan process)."""
@@ -346,6 +383,21 @@ class Engine:
         ev = self.global_noise(points, st, scale)
         return sweep(ev, self.batches(data, st.batch_size), st, tick, self._clean_of(data), cache)
 
+    def _clean_values(self, points: list[Point], data: Dataset, batch_size: int) -> Iterator[dict[int, np.ndarray]]:
+        """Point index → the point's clean values on one batch of ``data``, batch after batch
+        (padding rows of a fixed batch left out)."""
+        sample, live = self._per_sample(data)
+        sizes = [self._bytes(p.tensor, sample) for p in points]
+        for _, x, _, n in self.batches(data, self.budget.samples(live + sum(sizes) + 2 * max(sizes), batch_size)):
+            values = self.run_values(x, [p.tensor for p in points])
+            out = {}
+            for p in points:
+                v, axis = values[p.tensor], self.sample_axis(p.tensor, x)
+                if axis is not None and v.shape[axis] > n:  # padding rows of a fixed batch
+                    v = np.take(v, np.arange(n), axis=axis)
+                out[p.index] = v
+            yield out
+
     def activation_reference(self, point: Point, data: Dataset, st: SweepSettings) -> Reference:
         """The largest |value| of ``point``'s clean activations over every sample of ``data`` (or the
         model's ``percentile`` of |value|, from at most 2^20 values per batch taken at a fixed
@@ -354,12 +406,8 @@ class Engine:
         key = (point.index, percentile)
         if key not in self._refs:
             top, kept = 0.0, []
-            for _, x, _, n in self.batches(data, self.clean_batch(data, st.batch_size)):
-                v = self.run_values(x, [point.tensor])[point.tensor]
-                axis = self.sample_axis(point.tensor, x)
-                if axis is not None and v.shape[axis] > n:  # padding rows of a fixed batch
-                    v = np.take(v, np.arange(n), axis=axis)
-                a = np.abs(v.astype(np.float64, copy=False)).ravel()
+            for values in self._clean_values([point], data, st.batch_size):
+                a = np.abs(values[point.index].astype(np.float64, copy=False)).ravel()
                 top = max(top, float(a.max(initial=0.0)))
                 if percentile is not None:
                     kept.append(a[:: max(1, a.size >> 20)])
@@ -368,20 +416,25 @@ class Engine:
             self._refs[key] = Reference(top)
         return self._refs[key]
 
+    def never_run(self, points: list[Point], data: Dataset, batch_size: int) -> set[int]:
+        """Indices of ``points`` (inside If branches) whose values are empty on every batch of
+        ``data``: their branch is never taken for these data (graph_passes/extract.py gives an
+        untaken branch's value as an empty tensor), so noise there changes nothing."""
+        if not points:
+            return set()
+        ran: set[int] = set()
+        for values in self._clean_values(points, data, batch_size):
+            ran.update(i for i, v in values.items() if v.size)
+        return {p.index for p in points} - ran
+
     def clean_std(self, points: list[Point], data: Dataset, batch_size: int) -> dict[int, float]:
         """Point index → standard deviation of the point's clean activation over every element
         of every sample of ``data`` (the unit of relative σ; padding rows of a fixed batch left out)."""
         moments = {p.index: np.zeros(3) for p in points}  # count, sum, sum of squares (float64)
-        sample, live = self._per_sample(data)
-        sizes = [self._bytes(p.tensor, sample) for p in points]
-        for _, x, _, n in self.batches(data, self.budget.samples(live + sum(sizes) + 2 * max(sizes), batch_size)):
-            values = self.run_values(x, [p.tensor for p in points])
-            for p in points:
-                v, axis = values[p.tensor], self.sample_axis(p.tensor, x)
-                if axis is not None and v.shape[axis] > n:  # padding rows of a fixed batch
-                    v = np.take(v, np.arange(n), axis=axis)
+        for values in self._clean_values(points, data, batch_size):
+            for index, v in values.items():
                 v = v.astype(np.float64, copy=False)
-                moments[p.index] += (v.size, v.sum(), np.square(v).sum())
+                moments[index] += (v.size, v.sum(), np.square(v).sum())
         out = {}
         for index, (n, total, squares) in moments.items():
             mean = total / max(n, 1)

@@ -44,7 +44,7 @@ class Sessions:
     def __init__(self, providers: list[str], threads: int = 0) -> None:
         self.providers = providers
         self.options = ort.SessionOptions()
-        self.options.log_severity_level = 3
+        self.options.log_severity_level = 4  # fatal only: a failure is raised as one WnError line, never logged in colour
         # no arena: each session's would keep its largest run's memory after the run, and a scan
         # holds several sessions (the memory budget, engine.memory, counts one run at a time)
         self.options.enable_cpu_mem_arena = False

@@ -34,16 +34,28 @@ class Batch(NamedTuple):
 
 @dataclass
 class Counts:
-    """Summed scores (correct predictions, for top1) and non-finite outputs per (sigma, repeat),
+    """Summed scores (correct predictions, for top1), their summed squares (the spread of
+    fractional scores, which the fit's Δy comes from) and non-finite outputs per (sigma, repeat),
     summed over batches; ``total``: the samples scored."""
 
     correct: np.ndarray
     nonfinite: np.ndarray
+    squares: np.ndarray
     total: int = 0
 
     @classmethod
     def zeros(cls, n_sigma: int, repeats: int) -> Counts:
-        return cls(np.zeros((n_sigma, repeats), np.float64), np.zeros((n_sigma, repeats), np.int64))
+        return cls(*(np.zeros((n_sigma, repeats), t) for t in (np.float64, np.int64, np.float64)))
+
+    def rows(self, index: np.ndarray | list[int]) -> Counts:
+        """The counts of the σ values at ``index``."""
+        return Counts(self.correct[index], self.nonfinite[index], self.squares[index], self.total)
+
+    @classmethod
+    def stacked(cls, parts: list[Counts]) -> Counts:
+        """Counts of disjoint σ values on the same samples, one after another."""
+        return cls(*(np.concatenate([getattr(p, k) for p in parts]) for k in ("correct", "nonfinite", "squares")),
+                   parts[0].total)  # fmt: skip
 
     @property
     def accuracy(self) -> np.ndarray:
@@ -109,6 +121,7 @@ def sweep(
         ok, bad = score(metric, reference, reference, y, n)  # σ = 0 configurations: the clean result
         counts.total += n
         counts.correct[idle] += ok.sum()
+        counts.squares[idle] += ok @ ok
         counts.nonfinite[idle] += int(bad.sum())
         per_chunk = ev.chunk(st)
         for r in range(st.repeats):
@@ -122,6 +135,7 @@ def sweep(
                 for s, lg in zip(idx, ev.logits(noise, sa_all[idx], sm_all[idx], fresh), strict=True):
                     ok, bad = score(metric, reference, lg, y, n)
                     counts.correct[s, r] += ok.sum()
+                    counts.squares[s, r] += ok @ ok
                     counts.nonfinite[s, r] += int(bad.sum())
                 tick(len(idx))
     return counts

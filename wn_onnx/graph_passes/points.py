@@ -3,8 +3,9 @@
 A point is a float activation: a float graph input, or the float output of a compute node. Pure
 layout/shape ops (unless they bring constant values into the data path, as an embedding lookup
 does), integer tensors, scalars (such as dynamic quantization's scales: no sample axis),
-initializers and anything computed from constants or shapes alone (an attention scale
-Sqrt(Cast(Shape(x))): no per-sample data, whatever its rank) are never points. Indices follow graph
+initializers and anything computed from constants, shapes or such scalars alone (an attention
+scale Sqrt(Cast(Shape(x))), a dynamically quantized layer's per-channel scale: no per-sample
+data, whatever its rank) are never points. Indices follow graph
 order and stay fixed whatever ``--at`` selects, so reports from different selections of one
 model line up.
 """
@@ -64,11 +65,12 @@ def subgraphs(node: ir.Node) -> list[tuple[str, ir.Graph]]:
     return found
 
 
-def _propagate(graph: ir.Graph, live: set[ir.Value], skip: frozenset[str], sources: bool) -> None:
+def _propagate(graph: ir.Graph, live: set[ir.Value], skip: frozenset[str], sources: bool, scalars: bool = True) -> None:
     """Add to ``live`` what ``graph``'s nodes compute from it, into control-flow bodies too: a
     body sees its node's live inputs as its own inputs, and outer values by reference.
     ``skip``: ops whose result never depends on their inputs' values; ``sources``: nodes
-    without inputs (other than Constant) count as data."""
+    without inputs (other than Constant) count as data; ``scalars`` False: a rank-0 result is
+    not live (a statistic of the whole batch, not values of its samples)."""
     for node in graph:
         if node.op_type in skip and node.domain in ("", "ai.onnx"):
             continue
@@ -77,10 +79,10 @@ def _propagate(graph: ir.Graph, live: set[ir.Value], skip: frozenset[str], sourc
         for _, body in subgraphs(node):
             if reads:
                 live.update(body.inputs)
-            _propagate(body, live, skip, sources)
+            _propagate(body, live, skip, sources, scalars)
             reads = reads or any(v in live for v in body.outputs)
         if reads:
-            live.update(node.outputs)
+            live.update(v for v in node.outputs if scalars or v.shape is None or len(v.shape) > 0)
 
 
 def data_dependent(graph: ir.Graph) -> set[ir.Value]:
@@ -95,10 +97,27 @@ SHAPE_OPS = frozenset({"Shape", "Size", "ConstantOfShape", "EyeLike", "RandomNor
 
 
 def sample_dependent(graph: ir.Graph) -> set[ir.Value]:
-    """Values computed from the values of a graph input (not from its shape or constants alone)."""
+    """Values computed from the values of a graph input: not from its shape or constants alone,
+    nor from batch-wide scalars and constants alone — dynamic quantization's per-channel scales,
+    the batch's scale times the weights' ([C], computed anew for every batch), hold no sample's
+    values and noise there is no noise on an activation."""
     live = {v for v in graph.inputs if not v.is_initializer()}
-    _propagate(graph, live, SHAPE_OPS, sources=False)
+    _propagate(graph, live, SHAPE_OPS, sources=False, scalars=False)
     return live
+
+
+def batch_values(model: ir.Model) -> list[dict]:
+    """The float values that change with the data but hold no sample's values — computed from
+    its shapes, batch-wide scalars (dynamic quantization's scale) and constants alone — and so
+    are no points: tensor, producing op and shape of each, in graph order (``points --all``)."""
+    graph = model.graph
+    data, samples = data_dependent(graph), sample_dependent(graph)
+    return [
+        {"tensor": v.name or "", "op_type": node.op_type, "shape": _shape_json(_shape(v))}
+        for node in graph
+        for v in node.outputs
+        if v.dtype in FLOAT_TYPES and v in data and v not in samples and (v.uses() or v.is_graph_output())
+    ]
 
 
 # Control-flow bodies whose points cannot carry noise yet, and why.

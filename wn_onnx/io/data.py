@@ -261,8 +261,9 @@ def _input_members(keys: dict[str, str], names: tuple[str, ...] | None, p: Path)
     missing = [n for n in names if n not in keys]
     if missing:
         raise DataError(
-            f"{p}: no array named {missing[0]!r} for the model's input {missing[0]!r} (found: {found}); "
-            f"add it, or give it a constant with --feed {missing[0]}=VALUE"
+            f"{p}: no array for the model's input{'s' if len(missing) > 1 else ''} {', '.join(map(repr, missing))} "
+            f"(found: {found}); add {'them' if len(missing) > 1 else 'it'}, or give constants with "
+            f"{' '.join(f'--feed {n}=VALUE' for n in missing)}"
         )
     return {n: keys[n] for n in names}
 
@@ -339,10 +340,14 @@ def _fits(want: tuple, got: tuple) -> bool:
 
 def batch_axis(shape: tuple, batch: str | int | None) -> int | None:
     """The axis of an input of declared ``shape`` that holds the samples: the one named as the
-    first input's batch axis (``batch``, a symbolic name), else None."""
-    if not isinstance(batch, str):
+    first input's batch axis (``batch``, a symbolic name); else, when that batch is free, the
+    input's only unnamed free dimension (declared ≤ 0 or without a name: a state [2, 0, 128]);
+    else None."""
+    if isinstance(batch, int):
         return None
-    return next((i for i, d in enumerate(shape) if d == batch), None)
+    named = next((i for i, d in enumerate(shape) if isinstance(batch, str) and d == batch), None)
+    unnamed = [i for i, d in enumerate(shape) if d is None]
+    return named if named is not None else (unnamed[0] if len(unnamed) == 1 else None)
 
 
 def check_shape(data: Dataset, loaded, fed: dict[str, np.ndarray] | None = None) -> Dataset:
@@ -363,8 +368,9 @@ def check_shape(data: Dataset, loaded, fed: dict[str, np.ndarray] | None = None)
     missing = [n for n in inputs if n not in arrays and n not in fed]
     if missing:
         raise DataError(
-            f"{data.source}: nothing for the model's input {missing[0]!r} (inputs: {', '.join(inputs)}): "
-            f"an array named {missing[0]!r} in the data, or --feed {missing[0]}=VALUE"
+            f"{data.source}: nothing for the model's input{'s' if len(missing) > 1 else ''} "
+            f"{', '.join(map(repr, missing))} (inputs: {', '.join(inputs)}): an array of that name in the data, "
+            f"or {' '.join(f'--feed {n}=VALUE' for n in missing)}"
         )
     batch = loaded.input_shape[0] if loaded.input_shape else None
     out, axes, fixed, n = {}, {}, {}, len(data.x)

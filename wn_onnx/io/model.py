@@ -56,6 +56,14 @@ class LoadedModel:
         return h.hexdigest()
 
     @property
+    def output_shape(self) -> str:
+        """The scored output's declared shape, as text (``?`` for an unnamed dimension)."""
+        value = next((v for v in self.model.graph.outputs if v.name == self.output_name), None)
+        if value is None or value.shape is None:
+            return "unknown"
+        return "×".join(str(d) if isinstance(d, int) else (d.value or "?") for d in value.shape) or "scalar"
+
+    @property
     def fixed_batch(self) -> int | None:
         """The batch size baked into the input (an export without a dynamic batch axis), else None."""
         first = self.input_shape[0] if self.input_shape else None

@@ -83,14 +83,47 @@ def uncertainty(acc: np.ndarray, n_samples: int) -> tuple[np.ndarray, np.ndarray
     return y, dy
 
 
-def _moments(acc: np.ndarray, n_samples: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """:func:`uncertainty`'s (mean, Δy) and the spread s² over repeats it is made from."""
+def _moments(
+    acc: np.ndarray, n_samples: int, variance: np.ndarray | None = None, one_network: bool = False
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`uncertainty`'s (mean, Δy) and the spread s² over repeats it is made from;
+    ``variance``: one sample's score variance per σ for fractional scores (:func:`score_variance`),
+    in place of the binomial p(1 − p). ``one_network``: the repeats are noise draws on one network
+    (a scan), fresh per sample, so the samples are independent given a draw and the true spread
+    is at most the binomial (Σ pᵢ(1 − pᵢ)/n² ≤ p(1 − p)/n); s² is held to that bound. With few
+    repeats s² is a noisy estimate (one degree of freedom with 2 repeats), and one σ whose
+    repeats happened to differ would otherwise get an error several times its neighbours'."""
     acc = np.atleast_2d(np.asarray(acc, dtype=np.float64))
     reps = acc.shape[1]
     y = acc.mean(axis=1)
-    binomial = binomial_se(y, n_samples) ** 2
+    binomial = binomial_se(y, n_samples) ** 2 if variance is None else variance / max(int(n_samples), 1)
     draws = acc.var(axis=1, ddof=1) if reps > 1 else np.zeros_like(y)
+    if one_network:
+        draws = np.minimum(draws, binomial)
     return y, np.sqrt(np.maximum(binomial - draws, 0.0) + draws / reps), draws
+
+
+def score_variance(accuracy: np.ndarray, mean_squares: np.ndarray) -> np.ndarray | None:
+    """The variance of one sample's score over the samples and repeats of each σ, from the mean
+    score and mean squared score per (σ, repeat); None when every score is 0 or 1 (a score in
+    [0, 1] has x² = x only there), whose variance is the binomial p(1 − p). A fractional score —
+    a mean over pixels, positions or a plug-in's — varies far less than a 0/1 outcome of the same
+    mean, so the binomial would make Δy too large by up to √(elements per sample)."""
+    accuracy, mean_squares = (np.atleast_2d(np.asarray(a, dtype=np.float64)) for a in (accuracy, mean_squares))
+    if np.array_equal(accuracy, mean_squares):
+        return None
+    return np.maximum(mean_squares.mean(axis=1) - accuracy.mean(axis=1) ** 2, 0.0)
+
+
+def _floored(variance: np.ndarray, clean_variance: float | None) -> tuple[np.ndarray, float] | None:
+    """Score variances with each 0 (every sample scored the same: a value no better known than
+    its neighbours) raised to the smallest positive one; None when none is positive."""
+    every = np.append(variance, [] if clean_variance is None else [clean_variance])
+    positive = every[every > 0]
+    if positive.size == 0:
+        return None
+    floor = float(positive.min())
+    return np.maximum(variance, floor), max(clean_variance or 0.0, floor)
 
 
 def _inside_unit(p: np.ndarray | float, n: int) -> np.ndarray:
@@ -231,8 +264,16 @@ class _Measured:
 
     @classmethod
     def build(cls, sigma: np.ndarray, accuracy: np.ndarray, clean: float | None, n: int, shared_draws: bool = True,
+              variance: np.ndarray | None = None, clean_variance: float | None = None,
               repeat_shift: bool = False) -> _Measured:  # fmt: skip
-        y, dy, spread = _moments(accuracy, n)
+        """``variance`` (and ``clean_variance``): one sample's score variance per σ (and clean) for
+        fractional scores; the covariance keeps the 0/1 model's correlations, with the share of
+        each value's variance that lies between samples measured on the scores. ``repeat_shift``:
+        each repeat is one draw shared by every sample, which moves the whole curve (weight noise:
+        :func:`_repeat_shift`); its part of the spread is not held to the binomial."""
+        floored = None if variance is None else _floored(variance, clean_variance)
+        var, clean_var = floored if floored is not None else (None, None)
+        y, dy, spread = _moments(accuracy, n, var, one_network=shared_draws and not repeat_shift)
         repeats = accuracy.shape[1]
         head = [] if clean is None else [clean]
         values = np.concatenate([head, y]).astype(np.float64)
@@ -241,11 +282,14 @@ class _Measured:
         shift = np.zeros_like(y)
         if repeat_shift and repeats > 1:  # one draw per repeat, shared by every sample: a shift of the whole curve
             shift = _repeat_shift(accuracy, py, sigma == 0)
-            spread = np.maximum(spread - shift**2, 0.0)  # what is left: the samples' own draws
-            dy = np.sqrt(np.maximum(binomial_se(y, n) ** 2 - spread, 0.0) + (spread + shift**2) / repeats)
-        r2 = shared_part(py, py * (1 - py) - n * spread) if repeats > 1 else 1.0
+            spread = np.minimum(np.maximum(spread - shift**2, 0.0), binomial_se(y, n) ** 2 if var is None else var / n)
+            single = binomial_se(y, n) ** 2 if var is None else var / max(int(n), 1)
+            dy = np.sqrt(np.maximum(single - spread, 0.0) + (spread + shift**2) / repeats)
+        between = py * (1 - py) - n * spread if var is None else py * (1 - py) * (1 - n * spread / var)
+        r2 = shared_part(py, between) if repeats > 1 else 1.0
+        clean_err = [] if clean is None else [float(binomial_se(clean, n) if var is None else np.sqrt(clean_var / n))]
+        errs = np.concatenate([clean_err, dy])
         own = np.sqrt(np.maximum(dy**2 - shift**2 / repeats, 0.0))  # the part of Δy that correlates as a survival curve
-        errs = np.concatenate([[] if clean is None else [float(binomial_se(clean, n))], dy])
         fixed = np.concatenate([head, sigma == 0]).astype(bool)  # σ = 0 scores the clean model in every repeat
         corr = correlation(p, repeats, r2, fixed, shared_draws)
         base = np.concatenate([errs[: len(head)], own])
@@ -459,14 +503,18 @@ def _two_drops(sigma, y, dy, a_max, a_min, a_min_free, single_chi2) -> FitResult
 
 def fit_curve(
     sigmas, accuracy, chance: float, n_samples: int, clean: float | None = None, max_chi2_red: float = MAX_CHI2_RED,
-    shared_draws: bool = True, repeat_shift: bool = False,
+    shared_draws: bool = True, variance: np.ndarray | None = None, clean_variance: float | None = None,
+    repeat_shift: bool = False,
 ) -> FitResult:
     """Fit one accuracy-vs-σ curve (``accuracy``: σ × repeats, NaN/Inf outputs already counted as
     wrong predictions) and classify it. ``clean`` is the accuracy without noise (σ = 0), measured
     on the same ``n_samples`` samples; it anchors a_max. ``shared_draws``: each repeat scored every
     σ with the same draws scaled (a scan's common random numbers); False when every σ drew its own
-    (separately trained or evaluated networks) — it sets how the values correlate. ``repeat_shift``:
-    each repeat is one draw shared by every sample (weight noise), which moves the whole curve.
+    (separately trained or evaluated networks) — it sets how the values correlate. ``variance``
+    (per σ) and ``clean_variance``: one sample's score variance where scores are fractional
+    (:func:`score_variance`); None: 0/1 scores, the binomial p(1 − p).
+    ``repeat_shift``: each repeat is one draw shared by every sample (weight noise), which moves
+    the whole curve.
 
     a_max is estimated twice: first as the leading run of mutually consistent values, then — once
     a logistic is fitted — from the values where that logistic is still flat, so that a curve's
@@ -477,7 +525,9 @@ def fit_curve(
     sigma, accuracy = sigma[order], accuracy[order]
     if not np.all(np.isfinite(accuracy)) or (clean is not None and not np.isfinite(clean)):
         raise ValueError("accuracies must be finite (NaN outputs are wrong predictions, counted as such)")
-    data = _Measured.build(sigma, accuracy, clean, n_samples, shared_draws, repeat_shift)
+    if variance is not None:
+        variance = np.asarray(variance, dtype=np.float64)[order]
+    data = _Measured.build(sigma, accuracy, clean, n_samples, shared_draws, variance, clean_variance, repeat_shift)
     dy = data.dy
     leading = data.mean_of(np.arange(_plateau(data.values, data.errs)))
     first = _classify(data, chance, leading, max_chi2_red, bootstrap=False)  # its μ places the plateau
@@ -684,12 +734,15 @@ FIT_KEYS = ("slope", "shape", "a_min_free", "a_max_err", "a_min_err", "chi2_red"
 
 def curve_json(
     sigmas: np.ndarray, accuracy: np.ndarray, nonfinite: np.ndarray, chance: float, n_samples: int, clean: float | None,
-    shared_draws: bool = True, repeat_shift: bool = False,
+    shared_draws: bool = True, mean_squares: np.ndarray | None = None, clean_variance: float | None = None,
+    repeat_shift: bool = False,
 ) -> dict:  # fmt: skip
     """One curve in the report's keys (docs/report-schema.md): the measurements and their fit.
-    Predictions whose outputs were NaN/Inf are wrong predictions and stay in the fit."""
-    fit = fit_curve(sigmas, accuracy, chance, n_samples, clean=clean, shared_draws=shared_draws,
-                    repeat_shift=repeat_shift).to_json()
+    Predictions whose outputs were NaN/Inf are wrong predictions and stay in the fit.
+    ``mean_squares``: the mean squared score per (σ, repeat), for :func:`score_variance`."""
+    variance = None if mean_squares is None else score_variance(accuracy, mean_squares)
+    fit = fit_curve(sigmas, accuracy, chance, n_samples, clean=clean, shared_draws=shared_draws, variance=variance,
+                    clean_variance=clean_variance, repeat_shift=repeat_shift).to_json()  # fmt: skip
     out = {
         "sigmas": [float(s) for s in sigmas],
         "accuracy": [[float(a) for a in row] for row in np.atleast_2d(accuracy)],
@@ -720,12 +773,16 @@ def pessimistic(curve: dict) -> float | None:
     return None
 
 
-def fell(curve: dict) -> bool:
-    """Whether a report curve's mean accuracy fell by more than MIN_DROP of its span somewhere: a
-    `not-reached` curve that fell is no evidence of robustness, its μ only a lower bound at the
-    grid's end (plan plans it there; README, "Statuses")."""
+def fell(curve: dict, chance: float | None) -> bool:
+    """Whether a report curve's mean accuracy fell by more than MIN_DROP of a_max − chance (the
+    report's chance level) somewhere: a `not-reached` curve that fell is no evidence of
+    robustness, its μ only a lower bound at the grid's end (plan plans it there; README,
+    "Statuses"). Measured against chance, not the curve's a_min, which on a flat curve is a plateau
+    next to a_max where any wiggle would count as a fall; ``chance`` None (a report without it):
+    against a_min."""
     rows = curve.get("accuracy") or []
     if not rows or curve.get("a_max") is None or curve.get("a_min") is None:
         return False
+    floor = curve["a_min"] if chance is None else chance
     lowest = min(float(np.mean(row)) for row in rows if len(row))
-    return curve["a_max"] - lowest > MIN_DROP * max(curve["a_max"] - curve["a_min"], 1e-9)
+    return curve["a_max"] - lowest > MIN_DROP * max(curve["a_max"] - floor, 1e-9)

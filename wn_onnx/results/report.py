@@ -21,6 +21,16 @@ if TYPE_CHECKING:
     import pandas
 
 
+def clean_nonfinite(report: dict) -> str:
+    """The line that says how many samples had NaN/Inf outputs without noise ('' when none): they
+    score 0 at every σ, so a_max and every accuracy are lowered by their share."""
+    bad = int(report.get("clean_nonfinite") or 0)
+    if not bad:
+        return ""
+    return (f"{bad} of {report['data']['samples']} samples have NaN/Inf outputs without noise: "
+            "they score 0 at every σ")  # fmt: skip
+
+
 def _split(cls: type, data: dict) -> tuple[dict, dict]:
     """(the keys ``cls`` declares, everything else) of ``data``."""
     names = {f.name for f in fields(cls)} - {"extra", "written"}

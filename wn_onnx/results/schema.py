@@ -16,6 +16,7 @@ from wn_onnx.results.fit import STATUSES
 
 SCHEMA_VERSION = 1  # written as "schema_version"; a report without it is version 1
 FAILED = "failed"  # a walked point that could not be evaluated; its "reason" says why
+NOT_RUN = "not-run"  # a point in an If branch never taken for the data: listed under "not_run", never walked
 
 CURVE_KEYS = ("sigmas", "accuracy", "mu", "mu_err", "a_max", "a_min", "status")
 POINT_KEYS = ("index", "tensor", "op_type", "shape", *CURVE_KEYS)

@@ -49,20 +49,47 @@ Outcomes = Callable[[float, np.ndarray, int], tuple[np.ndarray, np.ndarray]]
 @dataclass
 class Trials:
     """Outcomes so far, per distinct σ: trials, summed scores (correct trials, for top1; a
-    fractional score, e.g. --metric binary, counts as that fraction of a success), non-finite."""
+    fractional score, e.g. --metric binary, counts as that fraction of a success), their summed
+    squares, non-finite."""
 
     n: dict[float, int] = field(default_factory=dict)
     k: dict[float, float] = field(default_factory=dict)
+    sq: dict[float, float] = field(default_factory=dict)
     bad: dict[float, int] = field(default_factory=dict)
 
     def add(self, sigma: float, correct: np.ndarray, nonfinite: np.ndarray) -> None:
         self.n[sigma] = self.n.get(sigma, 0) + len(correct)
         self.k[sigma] = self.k.get(sigma, 0.0) + float(correct.sum())
+        self.sq[sigma] = self.sq.get(sigma, 0.0) + float(correct @ correct)
         self.bad[sigma] = self.bad.get(sigma, 0) + int(nonfinite.sum())
 
     def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         sigma = np.array(sorted(self.n))
         return sigma, np.array([self.k[s] for s in sigma]), np.array([self.n[s] for s in sigma])
+
+    def dispersion(self, sigma: np.ndarray) -> np.ndarray:
+        """Per σ, one trial's score variance over p(1 − p): 1 for 0/1 scores (Bernoulli trials),
+        less for fractional ones (a mean over pixels or positions varies far less); a σ whose
+        trials all scored the same takes the smallest ratio measured at another σ. Trials
+        weigh 1/dispersion in the likelihood: the quasi-likelihood of the scores' own spread."""
+        ratio = np.ones(len(sigma))
+        fractional = np.array([self.sq[s] != self.k[s] for s in sigma])
+        if not fractional.any():
+            return ratio
+        every = np.array(sorted(self.n))
+        y = np.array([self.k[s] / self.n[s] for s in every])
+        var = np.array([self.sq[s] / self.n[s] for s in every]) - y**2
+        with np.errstate(divide="ignore", invalid="ignore"):
+            measured = var / (y * (1 - y))
+        positive = measured[(var > 0) & np.isfinite(measured)]
+        floor = float(positive.min()) if positive.size else 1.0
+        own = dict(zip(every, np.where((var > 0) & np.isfinite(measured), np.minimum(measured, 1.0), floor), strict=True))
+        return np.where(fractional, [own[s] for s in sigma], 1.0)
+
+    def se(self, sigma: float) -> float:
+        """Standard error of the mean score at ``sigma`` (the binomial's, times √dispersion)."""
+        n = self.n[sigma]
+        return float(binomial_se(self.k[sigma] / n, n)) * float(np.sqrt(self.dispersion(np.array([sigma]))[0]))
 
     @property
     def total(self) -> int:
@@ -96,7 +123,7 @@ class Posterior:
         sigma, k, n = trials.arrays()
         y = k / n
         clipped = np.clip(y, 1 / (n + 1), n / (n + 1))  # as fit.binomial_se, per σ
-        se = np.sqrt(clipped * (1 - clipped) / n)
+        se = np.sqrt(clipped * (1 - clipped) / n * trials.dispersion(sigma))
         inside = np.flatnonzero((y < self.a_max - SIGNIFICANT * se) & (y > self.a_min + SIGNIFICANT * se))
         if inside.size == 0:
             return sigma, k, n
@@ -107,9 +134,10 @@ class Posterior:
         """Normalised posterior on the grid (shapes, ``m``, SLOPES); the linear shape's width
         is s·μ, and wider ones than LINEAR_MAX_SLOPE are ruled out (they would not start at a_max)."""
         sigma, k, n = self.drop(trials)
+        weight = 1 / trials.dispersion(sigma)
         g, mm, ss = (a.ravel() for a in np.meshgrid(np.arange(len(SHAPES)), m, SLOPES, indexing="ij"))
         p = self.p(sigma, g, mm, ss)
-        ll = (k @ np.log(p) + (n - k) @ np.log1p(-p)).reshape(len(SHAPES), len(m), len(SLOPES))
+        ll = ((weight * k) @ np.log(p) + (weight * (n - k)) @ np.log1p(-p)).reshape(len(SHAPES), len(m), len(SLOPES))
         ll[SHAPES.index("linear"), :, SLOPES > LINEAR_MAX_SLOPE] = -np.inf
         w = np.exp(ll - ll.max())
         return w / w.sum()
@@ -184,7 +212,7 @@ def _overdispersion(
     g, i, j = np.unravel_index(int(np.argmax(w)), w.shape)
     p = post.p(sigma, np.array([g]), m[[i]], SLOPES[[j]])[:, 0]
     q = k / n
-    g2 = 2 * float(np.sum(xlogy(k, q / p) + xlogy(n - k, (1 - q) / (1 - p))))
+    g2 = 2 * float(np.sum((xlogy(k, q / p) + xlogy(n - k, (1 - q) / (1 - p))) / trials.dispersion(sigma)))
     dof = len(sigma) - 2
     ratio = g2 / dof if dof > 0 else 1.0
     overdispersed = dof >= 3 and chdtrc(dof, g2) < OVERDISPERSED
@@ -202,6 +230,7 @@ def estimate(
     grid_evaluations: int,
     tolerance: float = 0.05,
     seed: int | list[int] = 0,
+    clean_variance: float | None = None,
 ) -> dict:
     """μ of one curve from per-sample trials; a curve in the report's keys (docs/method.md).
 
@@ -209,7 +238,8 @@ def estimate(
     draw ``repeat``. Trials take (sample, repeat) pairs in a seeded order, every sample of one
     repeat before the next repeat, and start over when all are used. ``grid_evaluations``: what
     the full grid would evaluate (its trials), the yardstick of ``sequential.fraction`` and the
-    source of the budget (MAX_FRACTION of it)."""
+    source of the budget (MAX_FRACTION of it). ``clean_variance``: the clean scores' variance
+    when they are fractional (a_max's error), None for 0/1 scores."""
     rng = np.random.default_rng(seed)
     order = [(r, rng.permutation(n_samples)) for r in range(repeats)]
     cursor = [0]
@@ -226,16 +256,14 @@ def estimate(
 
     trials = Trials()
     span = max(a_max - chance, 1e-9)
-    a_max_err = float(binomial_se(a_max, n_samples))
+    a_max_err = float(binomial_se(a_max, n_samples)) if clean_variance is None else float(np.sqrt(clean_variance / n_samples))
     pairs = n_samples * repeats
     probe = min(2 * MIN_BATCH, pairs)
 
     def bottom() -> tuple[float, float, bool]:
         """(a_min, its error, measured): the accuracy at the largest σ where that lies clearly
         above chance (as the grid fit decides), else chance."""
-        n = trials.n[sigma_hi]
-        y = trials.k[sigma_hi] / n
-        se = float(binomial_se(y, n))
+        y, se = trials.k[sigma_hi] / trials.n[sigma_hi], trials.se(sigma_hi)
         return (y, se, True) if y - chance > max(SIGNIFICANT * se, CHANCE_MARGIN * span) else (chance, 0.0, False)
 
     # Does the curve fall by σ_hi? Trials there double until the drop is significant, or shown
@@ -245,7 +273,7 @@ def estimate(
     while True:
         n_hi = trials.n[sigma_hi]
         y_hi = trials.k[sigma_hi] / n_hi
-        se = float(np.hypot(a_max_err, binomial_se(y_hi, n_hi)))
+        se = float(np.hypot(a_max_err, trials.se(sigma_hi)))
         reached = a_max - y_hi > max(SIGNIFICANT * se, MIN_DROP * span)
         if reached or a_max - y_hi + SIGNIFICANT * se <= MIN_DROP * span or n_hi >= pairs:
             break
@@ -264,7 +292,7 @@ def estimate(
                     note=f"accuracy never fell significantly up to σ = {sigma_hi:g}: μ > {sigma_hi:g}")  # fmt: skip
     run(sigma_lo, probe, trials)
     y_lo = trials.k[sigma_lo] / probe
-    if (a_max + a_min) / 2 - y_lo > SIGNIFICANT * float(binomial_se(y_lo, probe)):
+    if (a_max + a_min) / 2 - y_lo > SIGNIFICANT * trials.se(sigma_lo):
         return done("no-drop-from-start", sigma_lo, None, True, bracket=[0.0, sigma_lo], mu_threshold=sigma_lo,
                     note=f"accuracy is already below the midpoint at the smallest σ ({sigma_lo:g}): μ ≤ {sigma_lo:g}")  # fmt: skip
 
