@@ -98,3 +98,46 @@ def test_bad_pcm_input_is_one_line(tmp_path, args, message):
     base = ["scan", "--noise", "pcm", "--on", "weights"]
     ran = wn(*(base[:3] + args if "--on" in args else base + args), "--out", tmp_path / "r.json")
     assert ran.returncode == 2 and message in ran.stderr and len(ran.stderr.strip().splitlines()) == 1, ran.stderr
+
+
+@pytest.fixture(scope="module")
+def pcm_report(tmp_path_factory, digits):
+    """A walking pcm scan (no drift compensation) of the embedded digits model, and its data."""
+    folder = tmp_path_factory.mktemp("digital")
+    model, x, y = digits
+    data = folder / "d.npz"
+    np.savez(data, x=x, y=y)
+    report = folder / "pcm.json"
+    ran = wn("scan", model, "--data", data, "--noise", "pcm", "--on", "weights", "--drift-compensation", "none",
+             "--levels", "log:1s:10y:7", "--repeats", "4", "--mode", "walking", "--out", report, "--quiet")  # fmt: skip
+    assert ran.returncode == 0, ran.stderr
+    return model, data, report
+
+
+def test_every_layer_digital_is_the_clean_model_and_digital_layers_help(pcm_report, tmp_path):
+    """plan --digital 4 --evaluate on the 4-layer MLP at 1 day: K = 0 is the all-analog accuracy,
+    K = 4 the clean accuracy exactly; keeping the least robust layer digital gains accuracy, and the
+    guided choice is never worse than the first K layers by more than the chips' spread."""
+    model, data, report = pcm_report
+    out = tmp_path / "digital.json"
+    ran = wn("plan", report, "--digital", "4", "--evaluate", "--model", model, "--data", data, "--at-time", "1d",
+             "--repeats", "4", "--out", out)  # fmt: skip
+    assert ran.returncode == 0, ran.stderr
+    ev = json.loads(out.read_text())["evaluation"]
+    rows = ev["rows"]
+    assert [r["digital"] for r in rows] == [0, 1, 2, 3, 4]
+    assert rows[-1]["guided_accuracy"] == pytest.approx(ev["clean_accuracy"]) and rows[-1]["guided_std"] == 0
+    assert rows[1]["guided_accuracy"] > rows[0]["guided_accuracy"] + 0.1
+    for r in rows:
+        assert r["guided_accuracy"] >= r["uniform_accuracy"] - 2 * max(r["guided_std"], r["uniform_std"], 0.01)
+    assert "first K layers" in ran.stdout
+
+
+def test_bad_digital_plans_are_one_line(pcm_report, tmp_path):
+    report = pcm_report[2]
+    ran = wn("plan", report, "--digital", "5")
+    assert ran.returncode == 2 and "has 4 weight layers" in ran.stderr, ran.stderr
+    activations = tmp_path / "a.json"
+    assert wn("scan", "--levels", "0.1,1,10", "--repeats", "2", "--out", activations, "--quiet").returncode == 0
+    ran = wn("plan", activations, "--digital", "1")
+    assert ran.returncode == 2 and "weight-noise report" in ran.stderr and len(ran.stderr.strip().splitlines()) == 1

@@ -8,13 +8,17 @@ budget evenly; ``inverse-mu`` gives n_i ∝ 1/μ_i with sum-conserving rounding 
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from wn_onnx.engine import Engine, SweepSettings
 from wn_onnx.errors import WnError
+from wn_onnx.graph_passes import Point
+from wn_onnx.io.data import Dataset
 from wn_onnx.results.fit import fell, pessimistic
 from wn_onnx.results.schema import read_report
 
@@ -192,3 +196,52 @@ def plan_json(
         "granularity": report.get("granularity", "op"),
         **(extra or {}),
     }
+
+
+def digital_order(report: dict) -> list[int]:
+    """Positions of a weight report's points, the least robust first: the layers to keep digital
+    (noise-free) first. A layer's μ is read pessimistically (results.fit.pessimistic: a bracket's
+    low end); one with no μ at all (failed, no drop from the start) comes first."""
+    if report.get("on") != "weights":
+        raise WnError("--digital splits the layers of a weight-noise report (scan --on weights): this report's noise "
+                      "acts on activations")  # fmt: skip
+    lows = [pessimistic(p) for p in report["points"]]
+    return sorted(range(len(lows)), key=lambda i: (lows[i] is not None, lows[i] or 0.0, i))
+
+
+def check_digital(k: int, points: int) -> None:
+    if not 0 <= k <= points:
+        raise WnError(f"--digital {k}: the report has {points} weight layers; keep 0 to {points} of them digital")
+
+
+def digital_accuracy(
+    engine: Engine, points: list[Point], keep: list[int], st: SweepSettings, data: Dataset, clean: float
+) -> np.ndarray:
+    """Accuracy per repeat at the single strength of ``st`` with the layers at positions ``keep``
+    digital (noise-free) and every other layer analog: one whole-graph run per (batch, repeat) with
+    the analog weights perturbed. A layer's draw depends only on it and the repeat (engine.weights),
+    so every split sees the same chips. Every layer digital: the ``clean`` accuracy."""
+    analog = [p for i, p in enumerate(points) if i not in set(keep)]
+    if not analog:
+        return np.full(st.repeats, clean)
+    return engine.global_sweep(analog, data, st, lambda _n: None).accuracy[0]
+
+
+def digital_plan(
+    engine: Engine, report: dict, points: list[Point], k: int, st: SweepSettings, data: Dataset, clean: float
+) -> dict:
+    """For K = 0…k: the accuracy with the K least robust layers digital (guided by μ) and with the
+    first K layers digital (uniform choice), and what each digital layer gains."""
+    check_digital(k, len(points))
+    order = digital_order(report)
+    rows = []
+    for kk in range(k + 1):
+        guided, first = order[:kk], list(range(kk))
+        g = digital_accuracy(engine, points, guided, st, data, clean)
+        u = g if sorted(guided) == first else digital_accuracy(engine, points, first, st, data, clean)
+        rows.append({"digital": kk, "guided": [points[i].index for i in guided], "uniform": [points[i].index for i in first],
+                     "guided_accuracy": float(g.mean()), "guided_std": float(g.std(ddof=1)) if len(g) > 1 else 0.0,
+                     "uniform_accuracy": float(u.mean()), "uniform_std": float(u.std(ddof=1)) if len(u) > 1 else 0.0})  # fmt: skip
+    for prev, row in itertools.pairwise(rows):
+        row["gain"] = row["guided_accuracy"] - prev["guided_accuracy"]
+    return {"digital": k, "layers": [points[i].index for i in order[:k]], "rows": rows}

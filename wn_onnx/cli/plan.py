@@ -128,8 +128,17 @@ def plan_command(
     granularity: Annotated[
         Granularity | None, typer.Option(help="Points per layer or per op (default: the report's).")
     ] = None,
+    digital: Annotated[
+        int | None,
+        typer.Option(help="A weight-noise report (pcm…): keep the K least robust layers digital (noise-free); with "
+                     "--evaluate, the accuracy for every K' ≤ K against keeping the first K' layers.", min=0),
+    ] = None,
+    at_time: Annotated[
+        str | None, typer.Option(help="--digital --evaluate: the level to evaluate at (1y, 1d, 3600; default: the scan's largest).")
+    ] = None,
 ) -> None:
-    """Spread a budget of repeated executions over the points, guided by μ (paper Table 3)."""
+    """Spread a budget of repeated executions over the points, guided by μ (paper Table 3); or, with
+    --digital, choose the weight layers of an analog model that stay digital."""
     import numpy as np
 
     from wn_onnx.engine import Engine, providers_for
@@ -149,6 +158,14 @@ def plan_command(
     from wn_onnx.scanner import clean_pass
 
     strategy = strategy.value
+    if digital is not None:
+        from wn_onnx.cli.digital import digital_command
+
+        options = {"data": data, "labels": labels, "dataset_name": dataset_name, "split": split, "data_dir": data_dir,
+                   "feed": feed, "limit": limit, "limit_mode": limit_mode}  # fmt: skip
+        digital_command(report_path, load_report(report_path), digital, evaluate, at_time, model, options, repeats, seed,
+                        batch_size, threads, memory, as_json, out_path)  # fmt: skip
+        return
     report = averaged_by_repeats(load_report(report_path), str(report_path))
     inp = PlanInput.from_report(report)
     n = len(inp.indices)
