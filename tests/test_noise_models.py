@@ -383,3 +383,24 @@ def test_check_gates_a_weight_scan(tmp_path, digits):
     assert wn(*common, "--min-mu", "0.01").returncode == 0
     failed = wn(*common, "--min-mu", "1000")
     assert failed.returncode == 1 and "mul noise on weights" in failed.stdout
+
+
+def test_weight_scans_adaptive_and_in_processes_measure_what_the_grid_measures(tmp_path, digits):
+    """--adaptive measures a subset of the grid's levels with the grid's own numbers there, and
+    --jobs 2 gives the serial report's curves: a weight's draw depends on its point and repeat only."""
+    model, x, y = digits
+    data = tmp_path / "d.npz"
+    np.savez(data, x=x, y=y)
+    common = ["scan", model, "--data", data, "--on", "weights", "--noise", "mul", "--levels", "log:1e-2:1e2:17",
+              "--repeats", "3", "--mode", "walking", "--quiet"]  # fmt: skip
+    reports = {}
+    for name, extra in (("grid", []), ("adaptive", ["--adaptive"]), ("jobs", ["--jobs", "2"])):
+        out = tmp_path / f"{name}.json"
+        ran = wn(*common, *extra, "--out", out)
+        assert ran.returncode == 0, ran.stderr
+        reports[name] = json.loads(out.read_text())
+    assert [p["accuracy"] for p in reports["jobs"]["points"]] == [p["accuracy"] for p in reports["grid"]["points"]]
+    for full, part in zip(reports["grid"]["points"], reports["adaptive"]["points"], strict=True):
+        rows = dict(zip(full["sigmas"], full["accuracy"], strict=True))
+        assert len(part["sigmas"]) < len(full["sigmas"])
+        assert all(rows[s] == a for s, a in zip(part["sigmas"], part["accuracy"], strict=True))

@@ -28,7 +28,7 @@ PER_SAMPLE = (1 << 31) + 1  # key marker of per-sample draws
 class NumpyWalk:
     """Noise at one activation point, applied in numpy, the clean suffix run on it."""
 
-    cache_tag = "numpy-noise"
+    cache_tag = None  # per-sample draws are cheap beside the runs: drawn again each round
 
     def __init__(self, routes: Routes, point: Point, st: SweepSettings, ref: Reference) -> None:
         loaded = routes.loaded

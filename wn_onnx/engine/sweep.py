@@ -84,7 +84,7 @@ class SweepSettings:
 class Evaluation(Protocol):
     """How one curve's noisy configurations are evaluated on a batch."""
 
-    cache_tag: str  # names the draws kept in a RoundCache
+    cache_tag: str | None  # names the draws kept in a RoundCache (None: the evaluation keeps its own)
 
     def start(self, batch: int, first: int | np.ndarray, x: np.ndarray | Inputs) -> None:
         """A new batch (number ``batch``, samples ``first…``, or the samples ``first`` lists)."""
@@ -131,7 +131,8 @@ def sweep(
                 if fresh:
                     key = (r, int(idx[0])) if st.redraw else (r,)
                     make = functools.partial(ev.noise, key)
-                    noise = make() if cache is None or st.redraw else cache.get((ev.cache_tag, b, r), make)
+                    kept = cache is not None and ev.cache_tag is not None and not st.redraw
+                    noise = cache.get((ev.cache_tag, b, r), make) if kept else make()
                 for s, lg in zip(idx, ev.logits(noise, sa_all[idx], sm_all[idx], fresh), strict=True):
                     ok, bad = score(metric, reference, lg, y, n)
                     counts.correct[s, r] += ok.sum()

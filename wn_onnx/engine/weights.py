@@ -33,7 +33,7 @@ KEEP_DRAWS = 256 << 20  # bytes of weight draws kept across batches (beyond: dra
 class WeightNoise:
     """What both evaluations share: the clean weights, their statistics, and the draws per repeat."""
 
-    cache_tag = "weights"
+    cache_tag = None  # its draws are kept here (per repeat), not in a round cache
 
     def __init__(self, routes: Routes, points: list[WeightPoint], st: SweepSettings,
                  session: ort.InferenceSession, inputs: list[str]) -> None:  # fmt: skip
