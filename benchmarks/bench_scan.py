@@ -17,11 +17,18 @@ installed, else Gaussian images), additive noise at every point, on one of two g
    the same scan on 1 σ, whose time per point is the fixed cost a point pays whatever the grid.
 
 1 and 2 are timed on a documented subset of configurations and projected (printed as such); 3 is
-measured per point and multiplied by the configuration count; 4 is a full run. Usage:
+measured per point and multiplied by the configuration count; 4 is a full run.
+
+``--part weights`` measures the noise models on weights instead, each a full CLI run of the same
+trained network: the activation walk (add, 13 σ × 2 repeats) against mul on weights (13 levels ×
+2 repeats; target ≤ 1.5× the activation walk), and pcm (8 times × 10 repeats on 2,000 images)
+against mul on weights on the same levels count, repeats and images (target ≤ 2×); and the cost
+of bit flips per million stored values. Usage:
 
     python benchmarks/bench_scan.py --arch lenet5                  # ~10 min on 2 cores
     python benchmarks/bench_scan.py --arch lenet5 --grid small
     python benchmarks/bench_scan.py --arch mlp --train-epochs 2
+    python benchmarks/bench_scan.py --arch lenet5 --part weights   # ~3 min
 """
 
 from __future__ import annotations
@@ -92,6 +99,7 @@ def main(work: Path) -> None:
     parser.add_argument("--train-epochs", type=int, default=1, help="train on the images first (0: random weights)")
     parser.add_argument("--batch-size", type=int, default=1024)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--part", choices=["activations", "weights"], default="activations")
     args = parser.parse_args()
     every, repeats, n = GRIDS[args.grid]
     args.repeats, args.n = args.repeats or repeats, args.n or n
@@ -107,6 +115,9 @@ def main(work: Path) -> None:
         net = build(args.arch, (3, 32, 32), 10, bn=True).eval()
     model_path = export_onnx(net, (3, 32, 32), work / f"{args.arch}.onnx")
     np.savez(work / "data.npz", x=x, y=y)
+    if args.part == "weights":
+        weights_part(model_path, work, x, y, args)
+        return
     spec, grid = NoiseSpec("add"), default_grid(NoiseSpec("add"))[::every]
     loaded = load_model(model_path)
     points = find_points(loaded.model)
@@ -221,6 +232,46 @@ def main(work: Path) -> None:
     both = zip(full["points"], fast["points"], strict=True) if args.grid == "full" else ((a, None) for a in full["points"])
     print(f"μ per point ({args.grid}{' | adaptive' if args.grid == 'full' else ''}): "
           + ", ".join(f"{a['index']}:{mu_text(a)}{'' if b is None else '|' + mu_text(b)}" for a, b in both))  # fmt: skip
+
+
+def weights_part(model_path: Path, work: Path, x: np.ndarray, y: np.ndarray, args: argparse.Namespace) -> None:
+    """Noise models on weights against the activation walk, full CLI runs on one machine, one run."""
+    from wn_onnx.graph_passes.weights import find_weight_points
+    from wn_onnx.noise import BitFlip, Reference
+
+    layers = len(find_weight_points(load_model(model_path).model))
+    np.savez(work / "small.npz", x=x[:2000], y=y[:2000])
+
+    def cli(data: str, *extra: str) -> float:
+        cmd = [sys.executable, "-m", "wn_onnx", "scan", str(model_path), "--data", str(work / data), "--mode", "walking",
+               "--batch-size", str(args.batch_size), "--quiet", "--out", str(work / "r.json"), *extra]  # fmt: skip
+        start = time.perf_counter()
+        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+        return time.perf_counter() - start
+
+    act = cli("data.npz", "--noise", "add", "--sigmas", "log:1e-2:1e2:13", "--repeats", "2")
+    mul = cli("data.npz", "--on", "weights", "--noise", "mul", "--levels", "log:1e-2:1e2:13", "--repeats", "2")
+    mul8 = cli("small.npz", "--on", "weights", "--noise", "mul", "--levels", "log:1e-2:1e2:8", "--repeats", "10")
+    pcm = cli("small.npz", "--on", "weights", "--noise", "pcm", "--levels", "log:1s:10y:8", "--repeats", "10")
+    values = np.random.default_rng(0).standard_normal(1 << 20).astype(np.float32)
+    flips = []
+    for fmt in ("int8", "fp32"):
+        model = BitFlip(fmt)
+        for p in (1e-4, 1e-2):
+            start = time.perf_counter()
+            model.perturb(values, p, model.draw(np.random.default_rng(1), values.shape, p), Reference.of_weight(values, None))
+            flips.append((fmt, p, time.perf_counter() - start))
+    print(f"# {args.arch}: {layers} weight layers; {len(x)} images (pcm rows: 2,000)")
+    print(f"| {'what':60s} | seconds |")
+    print(f"|{'-' * 62}|---------|")
+    for name, t in (("activation walk, add, 13 σ × 2 repeats", act), ("weight walk, mul, 13 levels × 2 repeats", mul),
+                    ("weight walk, mul, 8 levels × 10 repeats, 2,000 images", mul8),
+                    ("weight walk, pcm, 8 times × 10 repeats, 2,000 images", pcm)):  # fmt: skip
+        print(f"| {name:60s} | {t:7.1f} |")
+    print(f"\nweights mul / activations add = {mul / act:.2f}  (target ≤ 1.5)")
+    print(f"pcm / mul on weights = {pcm / mul8:.2f}  (target ≤ 2)")
+    for fmt, p, t in flips:
+        print(f"bit flips, {fmt}, p = {p:g}: {t:.3f} s per million values (draw and apply)")
 
 
 if __name__ == "__main__":
