@@ -1163,3 +1163,74 @@ def test_zz_case_count():
     print(f"\nhostile cases tried in this module: {len(CASES)}")
     if len(CASES) > 40:  # the whole module ran (not a -k selection)
         assert len(CASES) >= 232
+
+
+# ---------------------------------------------------------------- metric plug-ins (issue 29, class 1)
+PLUGINS = {
+    "raises": ("def score(c, n, y):\n    raise ValueError('boom')\n", "failed: ValueError: boom"),
+    "strings": ("def score(c, n, y):\n    return ['a'] * len(n)\n", "failed: ValueError: could not convert"),
+    "signature": ("def score(c, n):\n    return c[:, 0] * 0\n", "failed: TypeError: score() takes 2"),
+    "memory": ("def score(c, n, y):\n    raise MemoryError('no room')\n", "failed: MemoryError: no room"),
+    "recursion": ("def score(c, n, y):\n    return score(c, n, y)\n", "failed: RecursionError"),
+    "exit0": ("import sys\ndef score(c, n, y):\n    sys.exit(0)\n", "failed: SystemExit: 0"),
+    "import_exit": ("import sys\nsys.exit(3)\ndef score(c, n, y):\n    pass\n", "cannot import"),
+}
+
+
+def plugin(ws: Path, name: str) -> str:
+    """``--metric`` for plug-in ``name`` of PLUGINS, written into ``ws`` (an absolute path: each
+    test's plug-in is its own module, whatever this process imported before)."""
+    (ws / f"{name}.py").write_text(PLUGINS[name][0])
+    return f"{ws / name}.py:score"
+
+
+@pytest.mark.parametrize("name", sorted(PLUGINS))
+def test_a_failing_metric_plugin_is_exit_2_naming_it(ws, name):
+    spec = plugin(ws, name)
+    refused_untouched(ws, f"metric {spec} {PLUGINS[name][1]}", "scan", "m.onnx", "--data", "d.npz", "--metric", spec, *FAST)
+
+
+def test_a_plugin_exit_never_passes_a_ci_gate(ws):
+    """``sys.exit(0)`` inside a plug-in is a failure in every command that takes --metric."""
+    spec = plugin(ws, "exit0")
+    (ws / "b.json").write_text(json.dumps(report(p_index=1)))
+    for args in (["check", "m.onnx", "--data", "d.npz", "--min-mu", "0.1", *GRID],
+                 ["analyze", "binarize", "m.onnx", "--at", "1", "--data", "d.npz"],
+                 ["analyze", "mixed", "m.onnx", "--at", "1", "--data", "d.npz", "--sigma-mul", "1", "--sigma-add", "1"],
+                 ["plan", "b.json", "--evaluate", "--model", "m.onnx", "--data", "d.npz", "--quiet"]):  # fmt: skip
+        refused_untouched(ws, f"metric {spec} failed: SystemExit: 0", *args, "--metric", spec)
+    refused_untouched(ws, "metric os:getcwd failed: TypeError", "scan", "m.onnx", "--data", "d.npz", "--metric", "os:getcwd", *FAST)
+
+
+def test_a_metric_plugin_that_never_returns_is_ended_by_its_timeout(tmp_path):
+    (tmp_path / "spin.py").write_text("def score(c, n, y):\n    while True:\n        pass\n")
+    tiny_model(tmp_path / "m.onnx")
+    data(tmp_path / "d.npz")
+    before = snapshot(tmp_path)
+    started = time.monotonic()
+    res = wn_process("scan", "m.onnx", "--data", "d.npz", "--metric", "spin.py:score", "--metric-timeout", "0.5", *FAST,
+                     cwd=tmp_path, timeout=60)  # fmt: skip
+    refused(res, "metric spin.py:score failed: no result after 0.5 s on one batch", "metric plug-in that never returns")
+    assert time.monotonic() - started < 30 and snapshot(tmp_path) == before
+    refused(wn("scan", tmp_path / "m.onnx", "--data", tmp_path / "d.npz", "--metric-timeout", "0", *FAST),
+            "the metric timeout must be a finite number of seconds > 0", "--metric-timeout 0")  # fmt: skip
+
+
+def test_plugin_traceback_with_debug(ws):
+    spec = plugin(ws, "raises")
+    res = wn("scan", "m.onnx", "--data", "d.npz", "--metric", spec, *FAST, env={"WN_ONNX_DEBUG": "1"})
+    CASES.append("plug-in traceback under WN_ONNX_DEBUG")
+    assert res.returncode == 2 and "raise ValueError('boom')" in res.stderr and res.stderr.rstrip().endswith("boom")
+
+
+def test_resume_computes_again_after_the_metric_plugin_changed(ws):
+    """Stored curves are keyed by the plug-in's code, not only by its name (issue 29, class 2)."""
+    (ws / "agree.py").write_text("def score(c, n, y):\n    return (c.argmax(1) == n.argmax(1)) * 1.0\n")
+    args = ["scan", "m.onnx", "--data", "d.npz", "--mode", "global", "--metric", f"{ws / 'agree.py'}:score", *FAST,
+            "--out", "r.json", "--resume"]  # fmt: skip
+    assert wn(*args).returncode == 0 and stored(ws / "r.json.sqlite") == 1
+    (ws / "agree.py").write_text("def score(c, n, y):\n    return (c.argmax(1) == n.argmax(1)) * 0.5\n")
+    res = wn(*args)
+    CASES.append("resume after the metric plug-in changed")
+    assert res.returncode == 0 and stored(ws / "r.json.sqlite") == 2, res.stderr
+    assert json.loads((ws / "r.json").read_text())["clean_accuracy"] == 0.5

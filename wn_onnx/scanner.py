@@ -24,7 +24,7 @@ from wn_onnx.engine import Counts, Engine, SweepSettings, providers_for
 from wn_onnx.engine.draws import ORDER_STREAM
 from wn_onnx.engine.memory import Share
 from wn_onnx.engine.sweep import Evaluation
-from wn_onnx.errors import ConfigError, DataError, WnError
+from wn_onnx.errors import ConfigError, DataError, PluginError, WnError
 from wn_onnx.graph_passes import Point, find_points, select_points
 from wn_onnx.io.data import Dataset, Inputs, check_shape
 from wn_onnx.io.model import LoadedModel, load_model
@@ -225,7 +225,7 @@ def run_scan(
     if not chosen:
         raise WnError(f"no selected point can carry noise: point {selected[0].index}: {selected[0].unsupported}")
 
-    data, base, facts = clean_pass(engine, data, st.metric, st.batch_size, req.label_free)
+    data, base, facts = clean_pass(engine, data, st.metric, st.batch_size, req.label_free, st.metric_timeout)
     silent = progress or (lambda _d, _t: lambda _n: None)
     report: dict = {
         "schema_version": SCHEMA_VERSION,
@@ -253,9 +253,10 @@ def run_scan(
     scales = engine.clean_std(chosen, data, st.batch_size) if req.sigma_scale == "std" else None
     relative = ["sigma_scale=std"] if req.sigma_scale == "std" else []  # absolute: the hashes of earlier versions
     relative += [] if req.estimator == "grid" else [f"estimator={req.estimator}"]  # grid: likewise
+    code = get_metric(st.metric, st.metric_timeout).source  # a plug-in's file: an edited plug-in is computed again
     config = digest(loaded.content_digest(), loaded.output_name, *_input_parts(data.x), data.y, req.label_free, st.spec.to_json(),
                     st.sigmas, st.repeats, st.seed, st.redraw, st.walk, req.adaptive, req.tolerance, __version__, *relative,
-                    *([] if st.metric == "top1" else [f"metric={st.metric}"]))  # fmt: skip
+                    *([] if st.metric == "top1" else [f"metric={st.metric}"]), *([code] if code else []))  # fmt: skip
     report["config_hash"] = config
     # stored curves are also keyed by what may change the arithmetic without changing the report's
     # settings: the batch size (graphs that mix samples) and the device
@@ -328,13 +329,14 @@ def run_scan(
 
 
 def clean_pass(
-    engine: Engine, data: Dataset, metric_name: str, batch_size: int, label_free: bool
+    engine: Engine, data: Dataset, metric_name: str, batch_size: int, label_free: bool,
+    metric_timeout: float | None = None,
 ) -> tuple[Dataset, Levels, dict]:
     """The σ = 0 run over ``data``: (data with its inputs checked and its labels in the metric's
     form — None label-free —, the curve base, the report's facts: metric, clean accuracy, classes,
     chance); the engine keeps the clean outputs for every later σ = 0 (Engine.clean_outputs). An
     output the metric cannot score is refused here, its shape named."""
-    loaded, metric = engine.loaded, get_metric(metric_name)
+    loaded, metric = engine.loaded, get_metric(metric_name, metric_timeout)
     if not label_free and data.y is None:
         raise DataError(f"{data.source}: no labels y (score agreement with the clean model instead: label-free)")
     data = check_shape(data, loaded)
@@ -454,7 +456,9 @@ def _walk_one(
             if engine.mixes_samples(point, st.spec):
                 curve["mixes_samples"] = True
             return curve
-        except Exception as err:  # one point that cannot be evaluated must not end the scan
+        except (DataError, PluginError):  # the data or the user's plug-in: every point would fail alike
+            raise
+        except Exception as err:  # one point whose graph cannot be evaluated must not end the scan
             return failed_curve(point, err)
         finally:
             engine.release(point)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import sys
+import traceback
 
 import typer
 from rich.markup import escape
@@ -57,6 +58,8 @@ def run() -> None:
     try:
         code = app(standalone_mode=False)
     except WnError as e:
+        if os.environ.get("WN_ONNX_DEBUG") and e.__cause__ is not None:  # a plug-in's own traceback
+            traceback.print_exception(e.__cause__)
         err.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
         sys.exit(2)
     except KeyboardInterrupt:

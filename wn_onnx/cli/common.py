@@ -134,6 +134,10 @@ FeedOption = Annotated[
 METRIC_HELP = ("top1 (classes on the last axis) · binary (sigmoid output, threshold 0.5) · per-position "
                "([N, …, K] outputs) · module:function or file.py:function (a plug-in; README 'Metrics').")  # fmt: skip
 MetricOption = Annotated[str, typer.Option(help=METRIC_HELP)]
+MetricTimeoutOption = Annotated[
+    float | None,
+    typer.Option(help="Seconds a plug-in metric may take on one batch (default 60); longer ends the command with one line."),
+]
 
 
 def load_data(

@@ -32,6 +32,7 @@ from wn_onnx.cli.common import (
     LimitOption,
     MemoryOption,
     MetricOption,
+    MetricTimeoutOption,
     Mode,
     OrderOption,
     OutputOption,
@@ -109,6 +110,7 @@ def scan_command(
     data_dir: DataDirOption = None,
     feed: FeedOption = None,
     metric: MetricOption = "top1",
+    metric_timeout: MetricTimeoutOption = None,
     noise: Annotated[Kind, typer.Option(help="Noise kind.")] = Kind.add,
     order: OrderOption = None,
     sigma_ratio: SigmaRatioOption = None,
@@ -190,7 +192,8 @@ def scan_command(
     grid = parse_grid(sigmas) if sigmas else default_grid(spec)
     loaded = load_model(model, output)
     dataset = load_data(loaded, data, dataset_name, split, data_dir, limit, limit_mode, not label_free, feed, labels)
-    settings = SweepSettings(grid, spec, repeats, seed, batch_size, redraw, metric=get_metric(metric).name)
+    settings = SweepSettings(grid, spec, repeats, seed, batch_size, redraw, metric=get_metric(metric, metric_timeout).name,
+                             metric_timeout=metric_timeout)
     if loaded.freed_batch:
         err.print(
             f"[dim]{escape(str(model))}: the input declares a batch of {loaded.freed_batch}, but the graph gives the same outputs for "
