@@ -1234,3 +1234,62 @@ def test_resume_computes_again_after_the_metric_plugin_changed(ws):
     CASES.append("resume after the metric plug-in changed")
     assert res.returncode == 0 and stored(ws / "r.json.sqlite") == 2, res.stderr
     assert json.loads((ws / "r.json").read_text())["clean_accuracy"] == 0.5
+
+
+# ---------------------------------------------------------------- --feed (issue 29, class 3)
+def fed_model(path: Path) -> Path:
+    """x (N, 4) float and k (1,) int64, a constant that is not data: y = (x · k) @ w."""
+    w = numpy_helper.from_array(np.ones((4, 3), np.float32), "w")
+    nodes = [helper.make_node("Cast", ["k"], ["kf"], to=TensorProto.FLOAT), helper.make_node("Mul", ["x", "kf"], ["xs"]),
+             helper.make_node("MatMul", ["xs", "w"], ["y"])]  # fmt: skip
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4]),
+                                           helper.make_tensor_value_info("k", TensorProto.INT64, [1])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3])], [w])  # fmt: skip
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    return path
+
+
+def test_feeds_that_cannot_be_fed(ws):
+    fed_model(ws / "k.onnx")
+    np.save(ws / "s.npy", np.array(["a"]))
+    (ws / "huge.npy").write_bytes(npy_header((10**12,), "<i8") + bytes(16))  # 8 TB declared, 16 bytes held
+    np.savez(ws / "dk.npz", x=np.ones((6, 4), np.float32), k=np.ones((6, 1), np.int64), y=np.arange(6) % 3)
+    scan = ["scan", "k.onnx", "--data", "d.npz", *FAST]
+    for feeds, message in [
+        (["k=s.npy"], "s.npy: feed k has dtype <U1, expected numbers"),
+        (["k=huge.npy"], "huge.npy: declares 8000000000000 bytes of data but holds fewer"),
+        (["k=1", "k=2"], "feed k is given twice"),
+        (["k=-9223372036854775809"], "feed k: -9223372036854775809 is beyond 64-bit integers"),
+        (["k=9223372036854775808"], "the value spans [9223372036854775808, 9223372036854775808], outside the model's int64"),
+        (["k=1e19"], "outside the model's int64 input"),
+    ]:
+        refused_untouched(ws, message, *scan, *[a for f in feeds for a in ("--feed", f)])
+    refused_untouched(ws, "feed k: dk.npz holds the input 'k' too; give it once", "scan", "k.onnx", "--data", "dk.npz",
+                      "--feed", "k=1", *FAST)  # fmt: skip
+    refused_untouched(ws, "--feed gives every input of the model a constant (x)", "scan", "m.onnx", "--data", "d.npz",
+                      "--feed", "x=1", *FAST)  # fmt: skip
+
+
+def test_feeds_are_exact_and_recorded_in_the_report(ws):
+    fed_model(ws / "k.onnx")
+    res = wn("scan", "k.onnx", "--data", "d.npz", "--feed", "k=9223372036854775807", "--mode", "global", *FAST, "--json")
+    assert res.returncode == 0 and json.loads(res.stdout)["data"]["feeds"] == {"k": [2**63 - 1]}, res.stderr
+    np.save(ws / "k.npy", np.array([5], np.int64))
+    res = wn("scan", "k.onnx", "--data", "d.npz", "--feed", "k=k.npy", "--mode", "global", *FAST, "--json")
+    assert res.returncode == 0 and json.loads(res.stdout)["data"]["feeds"] == {"k": [5]}, res.stderr
+    plain = json.loads(wn("scan", "m.onnx", "--data", "d.npz", "--mode", "global", *FAST, "--json").stdout)
+    CASES.extend(["--feed int64 maximum", "--feed recorded"])
+    assert "feeds" not in plain["data"]  # reports without feeds are as before
+
+
+def test_label_and_data_messages_name_the_real_cause(ws):
+    """Issue 29, class 8: each message names what is wrong, not a neighbouring rule."""
+    np.save(ws / "x.npy", np.ones((6, 4), np.float32))
+    np.save(ws / "y2.npy", np.asfortranarray(np.zeros((6, 2), np.int64)))
+    refused_untouched(ws, "labels y have shape (6, 2); top1 takes one integer label", "scan", "m.onnx", "--data", "x.npy",
+                      "--labels", "y2.npy", *FAST)  # fmt: skip
+    np.save(ws / "yu.npy", np.array([2**64 - 1, 0, 1, 2, 0, 1], np.uint64))
+    refused_untouched(ws, "labels y reach 18446744073709551615", "scan", "m.onnx", "--data", "x.npy", "--labels", "yu.npy",
+                      *FAST)  # fmt: skip
+    refused_untouched(ws, "data file /dev/zero is not a file but a pipe or a device", "scan", "m.onnx", "--data",
+                      "/dev/zero", "--labels", "yu.npy", *FAST)  # fmt: skip

@@ -71,16 +71,16 @@ def load_data(
             raise DataError("data as a tuple must be (x, y); pass (x, None) for label-free data")
         x, y = data
         if isinstance(x, (str, os.PathLike)):  # ("x.npy", "y.npy"): streamed inputs, their labels
-            found = load_streamed(x, y, limit, labels, limit_mode, data_inputs(loaded, fed) or (loaded.input_name,))
+            found = load_streamed(x, y, limit, labels, limit_mode, data_inputs(loaded, fed) or (loaded.input_name,), tuple(fed))
         else:
             x = Inputs({k: np.asarray(v) for k, v in x.items()}) if isinstance(x, dict) else np.asarray(x)
             found = make_dataset(x, None if y is None else np.asarray(y), "arrays", limit, limit_mode)
     elif data is None:
         raise DataError("no evaluation data: give arrays (x, y), an .npz file with x and y, or a dataset name")
     elif Path(data).suffix == ".npy" or Path(data).is_dir():  # streamed (README "Memory")
-        found = load_streamed(data, None, limit, labels, limit_mode, data_inputs(loaded, fed) or (loaded.input_name,))
+        found = load_streamed(data, None, limit, labels, limit_mode, data_inputs(loaded, fed) or (loaded.input_name,), tuple(fed))
     else:
-        found = load_npz(data, limit, labels, limit_mode, data_inputs(loaded, fed))
+        found = load_npz(data, limit, labels, limit_mode, data_inputs(loaded, fed), tuple(fed))
     return check_shape(found, loaded, fed)
 
 

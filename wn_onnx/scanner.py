@@ -6,6 +6,7 @@ The report is a dict in the JSON schema of docs/report-schema.md; wn_onnx.Report
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import itertools
 import multiprocessing
 import os
@@ -41,6 +42,7 @@ if TYPE_CHECKING:
 MODES = ("walking", "global", "both")
 SIGMA_SCALES = ("absolute", "std")
 ESTIMATORS = ("grid", "sequential")
+FEED_VALUES = 16  # a fed constant of at most this many values is recorded as they are
 
 
 @dataclass
@@ -249,6 +251,8 @@ def run_scan(
     }
     if skipped:
         report["skipped"] = skipped
+    if isinstance(data.x, Inputs) and data.x.fed:
+        report["data"]["feeds"] = {n: _constant(v) for n, v in data.x.constants().items()}
     # relative σ: each point's clean activation std on the data; the noise there is σ·std
     scales = engine.clean_std(chosen, data, st.batch_size) if req.sigma_scale == "std" else None
     relative = ["sigma_scale=std"] if req.sigma_scale == "std" else []  # absolute: the hashes of earlier versions
@@ -358,6 +362,13 @@ def clean_pass(
     facts = {"metric": metric_name, "clean_accuracy": float(ok.mean()), "clean_nonfinite": int(bad.sum()),
              "num_classes": classes, "chance": chance}  # fmt: skip
     return Dataset(data.x, labels, data.source), Levels(chance, float(ok.mean())), facts
+
+
+def _constant(value: np.ndarray) -> object:
+    """A fed constant as the report records it: its values, or a large one's shape, type and SHA-256."""
+    if value.size <= FEED_VALUES:
+        return value.tolist()
+    return {"shape": list(value.shape), "dtype": value.dtype.name, "sha256": hashlib.sha256(np.ascontiguousarray(value)).hexdigest()}
 
 
 def _input_parts(x: np.ndarray | Inputs) -> list:

@@ -151,8 +151,10 @@ def load_data(
     (normalised as ``loaded``'s metadata says), inputs that are not data given by ``--feed``,
     checked against the model's inputs — as every command that runs a model takes it."""
     from wn_onnx.io.data import check_shape, data_inputs, load_npz, load_streamed, parse_feeds
+    from wn_onnx.io.safeio import regular_file
 
     fed = parse_feeds(feeds)
+    names = data_inputs(loaded, fed)
     if dataset_name:
         from wn_onnx.io.datasets import model_ready
 
@@ -160,12 +162,12 @@ def load_data(
     elif data is None:
         raise WnError("give --data FILE.npz with arrays x (model inputs) and y (labels), or --dataset NAME")
     elif data.suffix == ".npy" or data.is_dir():
-        names = data_inputs(loaded, fed) or (loaded.input_name,)
-        dataset = load_streamed(data, labels, limit, require_labels, limit_mode.value, names)
-    elif labels is not None:
-        raise WnError("--labels goes with --data X.npy (an .npz carries its own y)")
+        dataset = load_streamed(data, labels, limit, require_labels, limit_mode.value, names or (loaded.input_name,), tuple(fed))
     else:
-        dataset = load_npz(data, limit, require_labels, limit_mode.value, data_inputs(loaded, fed))
+        regular_file(data, "data file")  # /dev/zero is named as what it is, before the options are matched
+        if labels is not None:
+            raise WnError("--labels goes with --data X.npy (an .npz carries its own y)")
+        dataset = load_npz(data, limit, require_labels, limit_mode.value, names, tuple(fed))
     return check_shape(dataset, loaded, fed)
 
 
