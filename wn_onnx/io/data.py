@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from wn_onnx.errors import DataError, WnError
-from wn_onnx.io.safeio import NPZ_ERRORS, check_budget, npy_header, read_npz_member, regular_file
+from wn_onnx.io.safeio import NPZ_ERRORS, check_budget, npy_header, read_npz_member, regular_file, unreadable
 
 BLOCK_BYTES = 64 << 20  # rows read at once when streamed data is checked or hashed
 
@@ -89,16 +89,25 @@ class Rows:
         return out
 
     def _read(self, k: int, local: np.ndarray) -> np.ndarray:
+        """Rows ``local`` of part ``k``; a file changed since it was checked (truncated, replaced)
+        is a DataError, which ends the scan: never a point marked ``failed``."""
         part = self.parts[k]
-        if part.member is None:
-            mapped = np.load(part.path, mmap_mode="r", allow_pickle=False)
-            contiguous = len(local) and local[-1] - local[0] == len(local) - 1
-            return np.array(mapped[local[0] : local[-1] + 1] if contiguous else mapped[local])
-        if self._shard is None or self._shard[0] != k:
-            self._shard = None  # the previous shard goes first
-            with zipfile.ZipFile(part.path) as archive:
-                self._shard = (k, read_npz_member(archive, part.member, part.path))
-        return self._shard[1][local]
+        try:
+            if part.member is None:
+                mapped = np.load(part.path, mmap_mode="r", allow_pickle=False)
+                if mapped.shape[0] != part.rows or mapped.shape[1:] != self.tail:
+                    raise DataError(f"{part.path}: changed while it was read (now {mapped.shape[0]} rows)")
+                contiguous = len(local) and local[-1] - local[0] == len(local) - 1
+                return np.array(mapped[local[0] : local[-1] + 1] if contiguous else mapped[local])
+            if self._shard is None or self._shard[0] != k:
+                self._shard = None  # the previous shard goes first
+                with zipfile.ZipFile(part.path) as archive:
+                    self._shard = (k, read_npz_member(archive, part.member, part.path))
+                if len(self._shard[1]) != part.rows or self._shard[1].shape[1:] != self.tail:
+                    raise DataError(f"{part.path}: changed while it was read (now {len(self._shard[1])} rows)")
+            return self._shard[1][local]
+        except NPZ_ERRORS as err:
+            raise unreadable(part.path, err) from None
 
     def blocks(self) -> Iterator[np.ndarray]:
         """All rows, in blocks of about BLOCK_BYTES."""
@@ -242,8 +251,7 @@ def load_npz(
     except WnError:
         raise
     except NPZ_ERRORS as err:
-        why = str(err).splitlines()[0] if str(err).strip() else type(err).__name__
-        raise DataError(f"{p}: not a readable .npz archive ({why})") from None
+        raise unreadable(p, err) from None
     if require_labels and y is None:
         raise DataError(f"{p}: no array named 'y' with labels (score agreement with the clean model instead: label-free)")
     x = arrays["x"] if names is None else Inputs(arrays)
@@ -515,8 +523,8 @@ def _whole_npy(path: Path, what: str) -> np.ndarray:
     check_budget(_npy_header_at(path, what)[3], str(path))
     try:
         return np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as err:
-        raise DataError(f"{path}: not a readable .npy ({err})") from None
+    except NPZ_ERRORS as err:
+        raise unreadable(path, err) from None
 
 
 def _member_header(path: Path, name: str) -> tuple[tuple[int, ...], np.dtype]:
@@ -529,7 +537,7 @@ def _member_header(path: Path, name: str) -> tuple[tuple[int, ...], np.dtype]:
     except WnError:
         raise
     except NPZ_ERRORS as err:
-        raise DataError(f"{path}: not a readable .npz archive ({type(err).__name__})") from None
+        raise unreadable(path, err) from None
     return shape, dtype
 
 
@@ -551,7 +559,7 @@ def _shard_labels(shards: list[Path]) -> np.ndarray | None:
         except WnError:
             raise
         except NPZ_ERRORS as err:
-            raise DataError(f"{s}: not a readable .npz archive ({type(err).__name__})") from None
+            raise unreadable(s, err) from None
     if all(f is None for f in found):
         return None
     if any(f is None for f in found):
