@@ -410,7 +410,7 @@ def test_points_all_means_each_point_in_a_training_noise_sweep(ws):
 def report(**changes) -> dict:
     curve = {"sigmas": [0.1, 1.0], "accuracy": [[0.9], [0.2]], "mu": 0.5, "mu_err": 0.05, "a_max": 0.9, "a_min": 0.1,
              "status": "ok", "fit": {"note": ""}}  # fmt: skip
-    base = {"model": "m.onnx", "noise": {"kind": "add", "order": None}, "seed": 0, "clean_accuracy": 0.9,
+    base = {"schema_version": 1, "model": "m.onnx", "noise": {"kind": "add", "order": None}, "seed": 0, "clean_accuracy": 0.9,
             "num_classes": 3, "points": [{"index": 0, "tensor": "y", "op_type": "MatMul", "shape": [None, 3], **curve}],
             "global": {"points": [0], **curve}}  # fmt: skip
     for key, value in changes.items():
@@ -427,7 +427,10 @@ def report(**changes) -> dict:
         ({"p_mu_err": 1e308}, "'mu_err' must be a finite number >= 0"),
         ({"p_mu_err": -0.1}, "'mu_err' must be a finite number >= 0"),
         ({"p_mu_err": float("nan")}, "'mu_err' must be"),
-        ({"p_mu": "0.5"}, "'mu' must be a finite number or null"),
+        ({"p_mu": "0.5"}, "'mu' must be a finite number >= 0 or null"),
+        ({"p_mu": -0.5}, "'mu' must be a finite number >= 0 or null, not -0.5"),
+        ({"p_sigmas": [1.0, 0.1]}, "'sigmas' must increase"),
+        ({"schema_version": None}, "'schema_version' must be a whole number"),
         ({"p_mu": float("inf")}, "'mu' must be a finite number"),
         ({"p_mu": True}, "'mu' must be"),
         ({"p_fit": None}, "'fit' must be an object"),
@@ -443,9 +446,20 @@ def report(**changes) -> dict:
     ],
 )
 def test_reports_are_validated_where_read(ws, changes, message):
+    """One reader, the same rules for every command that reads a report back."""
     (ws / "b.json").write_text(json.dumps(report(**changes)))
     refused_untouched(ws, message, "check", ws / "m.onnx", "--data", ws / "d.npz", "--baseline", ws / "b.json", *GRID)
     refused_untouched(ws, message, "plan", ws / "b.json")
+    refused_untouched(ws, message, "report", ws / "b.json", "--html", ws / "r.html")
+
+
+def test_a_report_without_schema_version_is_refused(ws):
+    doc = report()
+    del doc["schema_version"]
+    (ws / "b.json").write_text(json.dumps(doc))
+    for command in (["report", "--html", ws / "r.html"], ["plan"],
+                    ["check", ws / "m.onnx", "--data", ws / "d.npz", *GRID, "--baseline"]):  # fmt: skip
+        refused_untouched(ws, "missing key 'schema_version'", *command, ws / "b.json")
 
 
 def test_report_files_that_are_not_reports(ws):
@@ -1359,3 +1373,19 @@ def test_an_npz_bomb_with_a_stratified_limit_is_refused_before_it_inflates(ws, m
     (ws / "bomb.npz").write_bytes(buf.getvalue())
     refused_untouched(ws, "bomb.npz: declares 0.01", "scan", "m.onnx", "--data",
                       "bomb.npz", "--limit", "10", *FAST)  # fmt: skip
+
+
+# ---------------------------------------------------------------- reports and stores read back (issue 29, class 5)
+def test_a_stored_curve_whose_fit_contradicts_its_accuracies_is_computed_again(ws):
+    args = ["scan", "m.onnx", "--data", "d.npz", *FAST, "--out", "r.json", "--resume"]
+    assert wn(*args).returncode == 0
+    reference = json.loads((ws / "r.json").read_text())
+    with sqlite3.connect(ws / "r.json.sqlite") as con:
+        for key, result in con.execute("SELECT key, result FROM curves").fetchall():
+            con.execute("UPDATE curves SET result = ? WHERE key = ?",
+                        (json.dumps({**json.loads(result), "mu": 123, "mu_err": 0.1, "status": "ok"}), key))  # fmt: skip
+    res = wn(*args)
+    CASES.append("store rows edited to mu 123, status ok")
+    assert res.returncode == 0, res.stderr
+    again = json.loads((ws / "r.json").read_text())
+    assert again["points"] == reference["points"] and again["global"] == reference["global"]

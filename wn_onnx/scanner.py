@@ -274,7 +274,7 @@ def run_scan(
         if req.mode in ("walking", "both"):
             tick = silent(f"walking {len(chosen)} points", len(chosen))
             keys = {p.index: digest(stored, "point", p.index, p.tensor, req.granularity) for p in chosen}
-            done = {p.index: store.get(keys[p.index]) for p in chosen} if store is not None and resume else {}
+            done = {p.index: stored_curve(store, keys[p.index], base, len(data), req) for p in chosen} if resume else {}
             todo = [p for p in chosen if done.get(p.index) is None]
             tick(len(chosen) - len(todo))
             finished = {i: c for i, c in done.items() if c is not None}
@@ -296,7 +296,7 @@ def run_scan(
                 raise WnError("the global sweep has no point left (all selected points are BatchNormalization outputs)")
             tick = silent(f"global noise at {len(where)} points", 1)
             key = digest(stored, "global", [p.index for p in where], req.granularity)
-            curve = store.get(key) if store is not None and resume else None
+            curve = stored_curve(store, key, base, len(data), req) if resume else None
             if curve is None:
                 scale = None if scales is None else np.array([scales[p.index] for p in where])
                 if req.estimator == "sequential":
@@ -330,6 +330,19 @@ def run_scan(
             cluster.close()
     report["partial"] = False
     return report
+
+
+def stored_curve(store: CurveStore | None, key: str, base: Levels, samples: int, req: ScanRequest) -> dict | None:
+    """The curve stored under ``key`` when its fit is the fit of its own accuracies (a row edited to
+    another μ or status is computed again, never reported); the sequential estimator's curves are
+    not grid fits and are taken as stored."""
+    curve = None if store is None else store.get(key)
+    if curve is None or req.estimator != "grid":
+        return curve
+    accuracy = np.asarray(curve["accuracy"], np.float64)
+    nonfinite = np.asarray(curve.get("nonfinite") or np.zeros(accuracy.shape, np.int64))
+    refit = fit_curve_json(np.asarray(curve["sigmas"], np.float64), accuracy, nonfinite, base.chance, samples, base.clean)
+    return curve if all(refit[k] == curve[k] for k in ("mu", "mu_err", "a_max", "a_min", "status")) else None
 
 
 def clean_pass(
