@@ -1389,3 +1389,41 @@ def test_a_stored_curve_whose_fit_contradicts_its_accuracies_is_computed_again(w
     assert res.returncode == 0, res.stderr
     again = json.loads((ws / "r.json").read_text())
     assert again["points"] == reference["points"] and again["global"] == reference["global"]
+
+
+# ---------------------------------------------------------------- stores and shared paths (issue 29, class 6)
+@pytest.mark.parametrize("sidecar", ["", "-wal"])
+def test_a_symlinked_store_is_never_written_through(ws, tmp_path_factory, sidecar):
+    elsewhere = tmp_path_factory.mktemp("elsewhere") / "precious"
+    elsewhere.write_bytes(b"")
+    os.symlink(elsewhere, ws / f"r.json.sqlite{sidecar}")
+    refused_untouched(ws, f"r.json.sqlite{sidecar} is a symbolic link; refusing to write the curve store through it",
+                      "scan", "m.onnx", "--data", "d.npz", *FAST, "--out", "r.json")  # fmt: skip
+    assert elsewhere.read_bytes() == b"" and not (ws / "r.json").exists()
+
+
+def test_a_second_writer_of_a_store_is_refused(ws):
+    from wn_onnx.results.store import CurveStore
+
+    args = ["scan", "m.onnx", "--data", "d.npz", *FAST, "--out", "r.json"]
+    first = CurveStore(ws / "r.json.sqlite")  # a scan writing this store
+    try:
+        res = wn(*args, "--seed", "1")
+        refused(res, "r.json.sqlite is being written by another wn-onnx scan", "second writer of a store")
+        assert not (ws / "r.json").exists()
+    finally:
+        first.close()
+    assert wn(*args).returncode == 0  # released with the first writer
+
+
+def test_dask_scratch_space_is_the_runs_own_and_removed(tmp_path):
+    pytest.importorskip("distributed")
+    tiny_model(tmp_path / "m.onnx")
+    data(tmp_path / "d.npz")
+    (tmp_path / "tmp").mkdir()
+    env = {**os.environ, "TMPDIR": str(tmp_path / "tmp")}
+    res = wn_process("scan", "m.onnx", "--data", "d.npz", "--mode", "walking", "--workers", "1", *FAST, cwd=tmp_path,
+                     env=env, timeout=120)  # fmt: skip
+    CASES.append("--workers scratch space")
+    assert res.returncode == 0, res.stderr
+    assert list((tmp_path / "tmp").iterdir()) == []  # no dask-scratch-space/*.lock left in the temporary folder

@@ -349,11 +349,10 @@ def run_sweep(
         from wn_onnx.cluster import connect  # the Dask client scans use too
         from wn_onnx.engine.memory import Share
 
-        client, cluster = connect(workers, scheduler)
-        share = memory if cluster is None else Share.split(memory, workers)  # this process holds the scheduler
-        try:
+        with connect(workers, scheduler) as (client, cluster):
             from distributed import as_completed
 
+            share = memory if cluster is None else Share.split(memory, workers)  # this process holds the scheduler
             attempts = {r["key"]: 0 for r in todo}
             futures = {}
             for run in todo:
@@ -382,10 +381,6 @@ def run_sweep(
                     stats["done"] += 1
                 if on_update:
                     on_update(stats)
-        finally:
-            client.close()
-            if cluster is not None:
-                cluster.close()
         return stats
     finally:
         store.close()
