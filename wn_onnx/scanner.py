@@ -27,6 +27,7 @@ from wn_onnx.engine.memory import Share
 from wn_onnx.engine.sweep import Evaluation
 from wn_onnx.errors import ConfigError, DataError, PluginError, WnError
 from wn_onnx.graph_passes import Point, find_points, select_points
+from wn_onnx.io.config import MAX_PARALLEL
 from wn_onnx.io.data import Dataset, Inputs, check_shape
 from wn_onnx.io.model import LoadedModel, load_model
 from wn_onnx.metrics import get_metric, score
@@ -67,10 +68,10 @@ class ScanRequest:
         """A request is checked where it is made, so every caller (CLI, API, workers) gets the same errors."""
         if self.mode not in MODES:
             raise ConfigError(f"unknown scan mode {self.mode!r}; choose walking, global or both")
-        if self.jobs < 1:
-            raise ConfigError("jobs must be >= 1")
-        if self.workers < 0:
-            raise ConfigError("workers must be >= 0")
+        if not 1 <= self.jobs <= MAX_PARALLEL:
+            raise ConfigError(f"jobs must lie in [1, {MAX_PARALLEL}] (4 × the cores)")
+        if not 0 <= self.workers <= MAX_PARALLEL:
+            raise ConfigError(f"workers must lie in [0, {MAX_PARALLEL}] (4 × the cores)")
         if not 0 < self.tolerance < 1:
             raise ConfigError("tolerance must lie in (0, 1)")
         if self.sigma_scale not in SIGMA_SCALES:

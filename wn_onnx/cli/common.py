@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from enum import Enum
 from pathlib import Path
 from typing import Annotated
@@ -12,10 +11,11 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from wn_onnx.errors import WnError
+from wn_onnx.io.config import MAX_PARALLEL
 
 out = Console(emoji=False)  # ":1:3" in a grid or a tensor name stays text
 err = Console(stderr=True, emoji=False)
-MAX_THREADS = 4 * (os.cpu_count() or 1)  # threads or processes beyond this only oversubscribe the cores
+MAX_THREADS = MAX_PARALLEL  # threads or processes beyond this only oversubscribe the cores
 
 
 class Kind(str, Enum):

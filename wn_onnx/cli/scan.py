@@ -153,7 +153,10 @@ def scan_command(
     jobs: Annotated[int, typer.Option(help="Walk points in this many processes.", min=1, max=MAX_THREADS)] = 1,
     memory: MemoryOption = None,
     workers: Annotated[
-        int, typer.Option(help="Walk points (and global σ chunks) on a local Dask cluster of N worker processes.", min=0)
+        int,
+        typer.Option(
+            help="Walk points (and global σ chunks) on a local Dask cluster of N worker processes.", min=0, max=MAX_THREADS
+        ),
     ] = 0,
     scheduler: Annotated[
         str | None, typer.Option(help="… or on the Dask cluster of this scheduler (tcp://host:8786).")

@@ -11,6 +11,7 @@ flight, and re-running skips done keys and retries failed ones.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import os
@@ -40,7 +41,7 @@ SCHEMA = {
     "noise": replace(cs.NOISE, many=True), "order": cs.ORDER, "sigma_ratio": cs.FRACTION,
     "points": cs.Key((str, int), '"all", "global" or point indices >= 0',
                   lambda v: v in ("all", "global") or (isinstance(v, int) and v >= 0), many=True),
-    "sigmas": cs.GRID, "seeds": replace(cs.SEED, many=True), "epochs": cs.POSITIVE_INT,
+    "sigmas": cs.GRID, "seeds": replace(cs.SEED, many=True), "epochs": cs.EPOCHS,
     "clamp": cs.Key((bool, int, float), "false or a finite number > 0",
                  lambda v: v is False or (not isinstance(v, bool) and cs.POSITIVE.accepts(v)), many=True),
     "training_noise": cs.BOOL, "limit": cs.POSITIVE_INT, "eval_limit": cs.POSITIVE_INT, "eval_repeats": cs.REPEATS,
@@ -86,6 +87,12 @@ def load_sweep(path: str | Path) -> Sweep:
     common.update(epochs=int(conf.get("epochs", 100)), eval_repeats=int(conf.get("eval_repeats", 1)),
                   batch_size=int(conf.get("batch_size", 128)), lr=float(conf.get("lr", 1e-3)))  # fmt: skip
     trained = bool(conf.get("training_noise", True))
+    for bn in dict.fromkeys(bool(b) for b in _list(conf.get("bn", True))):  # every run must be able to start
+        count = _point_count(conf["arch"], bn)
+        beyond = [q for q in points if isinstance(q, int) and q >= count]
+        if beyond:
+            raise WnError(f"{p}: point {beyond[0]} out of range: {conf['arch']} {'with' if bn else 'without'} "
+                          f"BatchNorm has {count} points (0-{count - 1})")  # fmt: skip
     runs = []
     axes = itertools.product(_list(conf.get("bn", True)), _list(conf.get("clamp", False)), _list(conf["seeds"]))
     for bn, clamp, seed in axes:
@@ -108,6 +115,7 @@ def load_sweep(path: str | Path) -> Sweep:
     return Sweep(p, conf, runs)
 
 
+@functools.cache
 def _point_count(arch: str, bn: bool) -> int:
     """Noise points of ``arch`` (their count does not depend on the input size or classes)."""
     from wn_onnx.training.nets import ARCHS, build
