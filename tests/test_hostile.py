@@ -1433,3 +1433,38 @@ def test_dask_scratch_space_is_the_runs_own_and_removed(tmp_path):
     CASES.append("--workers scratch space")
     assert res.returncode == 0, res.stderr
     assert list((tmp_path / "tmp").iterdir()) == []  # no dask-scratch-space/*.lock left in the temporary folder
+
+
+# ---------------------------------------------------------------- messages that name the real cause (issue 29, class 8)
+def test_no_raw_onnxruntime_line_reaches_the_terminal(tmp_path):
+    """onnxruntime logs a failing kernel on the process's stderr itself; the tool's one line is enough."""
+    w = numpy_helper.from_array(np.ones((4, 3), np.float32), "w")
+    shape = numpy_helper.from_array(np.array([-1, 5], np.int64), "shape")  # 3 values per sample: never 5
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["h"]), helper.make_node("Reshape", ["h", "shape"], ["y"])],
+                              "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3])], [w, shape])  # fmt: skip
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(tmp_path / "bad.onnx"))
+    data(tmp_path / "d.npz")
+    res = wn_process("scan", "bad.onnx", "--data", "d.npz", *FAST, cwd=tmp_path)
+    refused(res, "onnxruntime failed: [ONNXRuntimeError] : 1 : FAIL : Non-zero status code returned while running Reshape",
+            "raw onnxruntime log lines")  # fmt: skip
+
+
+def test_a_value_named_like_the_inserted_noise_is_named(ws):
+    w = numpy_helper.from_array(np.ones((4, 3), np.float32), "w")
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["wn_sigma_add"]),
+                               helper.make_node("Relu", ["wn_sigma_add"], ["y"])],
+                              "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3])], [w])  # fmt: skip
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(ws / "collide.onnx"))
+    refused_untouched(ws, "collide.onnx: the model names a value 'wn_sigma_add'; names starting with 'wn_' are those of "
+                      "the noise wn-onnx inserts", "scan", "collide.onnx", "--data", "d.npz", *FAST)  # fmt: skip
+
+
+def test_a_full_standard_output_is_named(tmp_path):
+    with open("/dev/full", "w") as full:
+        res = subprocess.run([sys.executable, "-m", "wn_onnx", "scan", "--mode", "global", *FAST, "--json"], stdout=full,
+                             stderr=subprocess.PIPE, text=True, timeout=120, cwd=tmp_path)  # fmt: skip
+    refused(Ran(res.returncode, "", res.stderr), "cannot write the standard output: No space left on device",
+            "--json > /dev/full")  # fmt: skip
+    assert list(tmp_path.iterdir()) == []
