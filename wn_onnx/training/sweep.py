@@ -31,6 +31,7 @@ from wn_onnx.errors import WnError
 from wn_onnx.io import config as cs
 from wn_onnx.io.safeio import read_text
 from wn_onnx.noise import NoiseSpec, parse_grid
+from wn_onnx.results.schema import SCHEMA_VERSION
 from wn_onnx.results.store import digest, open_store, store_error
 
 if TYPE_CHECKING:
@@ -434,7 +435,7 @@ def sweep_reports(sweep: Sweep) -> dict[str, dict]:
         curves: dict = {}
         for _, _, ev in items:
             curves.setdefault(ev["point"], {}).setdefault(ev["sigma"], []).extend(ev["accuracy"])
-        report = {"model": f"sweep:{sweep.path.name} arch={run0['arch']} bn={bn} clamp={clamp}",
+        report = {"schema_version": SCHEMA_VERSION, "model": f"sweep:{sweep.path.name} arch={run0['arch']} bn={bn} clamp={clamp}",
                   "noise": {"kind": kind, "order": run0.get("order") if kind == "mixed" else None},
                   "training_noise": run0["training_noise"], "seed": None, "seeds": sorted({r["seed"] for r, _, _ in items}),
                   "clean_accuracy": clean, "num_classes": res0["num_classes"], "chance": chance,
