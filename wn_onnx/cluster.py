@@ -64,7 +64,10 @@ def connect(workers: int, scheduler: str | None, timeout: float = 10.0) -> Itera
     import dask
     from distributed import Client, LocalCluster
 
-    with tempfile.TemporaryDirectory(prefix="wn-onnx-dask-") as scratch, dask.config.set({"temporary-directory": scratch}):
+    with (
+        tempfile.TemporaryDirectory(prefix="wn-onnx-dask-", ignore_cleanup_errors=True) as scratch,
+        dask.config.set({"temporary-directory": scratch}),
+    ):
         cluster = None
         try:
             if scheduler:
