@@ -105,6 +105,7 @@ def scan(
     granularity: str = "layer",
     sigma_scale: str = "absolute",
     metric: str = "top1",
+    metric_timeout: float | None = None,
     feeds: dict[str, np.ndarray | float] | None = None,
     estimator: str = "grid",
     memory: int | str | None = None,
@@ -119,7 +120,8 @@ def scan(
     (``"log:1e-2:1e2:21"``) or values; default the paper's grid for the noise kind.
     ``granularity``: ``"layer"`` (a GELU or LayerNorm is one point) or ``"op"``; ``sigma_scale="std"``:
     σ in units of each point's clean activation std. ``metric``: ``"top1"``, ``"binary"``,
-    ``"per-position"`` or a plug-in ``"module:function"`` (README "Metrics"); ``feeds``: constants
+    ``"per-position"`` or a plug-in ``"module:function"`` (README "Metrics"), which may take
+    ``metric_timeout`` seconds per batch (default 60); ``feeds``: constants
     for inputs that are not data (README "Inputs"). ``progress(description, total)`` may return a
     ``tick(n)`` callback. ``estimator="sequential"``: μ from per-sample trials at the σ that tell
     most about it, until ``mu_err ≤ tolerance·μ`` (docs/method.md, "Sequential estimator").
@@ -148,7 +150,8 @@ def scan(
         if grid.ndim != 1 or grid.size == 0 or not np.all(np.isfinite(grid)) or (grid < 0).any():
             raise ConfigError("sigmas must be a non-empty list of finite values >= 0")
     dataset = load_data(loaded, data, labels=not label_free, feeds=feeds)
-    settings = SweepSettings(grid, spec, repeats, seed, batch_size, redraw, metric=get_metric(metric).name)
+    settings = SweepSettings(grid, spec, repeats, seed, batch_size, redraw, metric=get_metric(metric, metric_timeout).name,
+                             metric_timeout=metric_timeout)
     request = ScanRequest(mode=mode, at=at, label_free=label_free, device=device, threads=threads,
                           global_after_bn=global_after_bn, adaptive=adaptive, tolerance=tolerance,
                           granularity=granularity, sigma_scale=sigma_scale, estimator=estimator,
