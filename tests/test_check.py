@@ -153,7 +153,7 @@ def test_toml_thresholds_per_pattern_and_unknown_keys(tmp_path):
 def test_baseline_from_another_model_is_refused(tmp_path):
     point = {"index": 0, "tensor": "elsewhere", "op_type": "Conv", "shape": [1], "sigmas": [0.1], "accuracy": [[0.9]],
              "mu": 1.0, "mu_err": 0.1, "a_max": 0.9, "a_min": 0.1, "status": "ok"}  # fmt: skip
-    report = {"model": "other.onnx", "noise": {"kind": "add"}, "seed": 0, "clean_accuracy": 0.9, "num_classes": 10,
+    report = {"schema_version": 1, "model": "other.onnx", "noise": {"kind": "add"}, "seed": 0, "clean_accuracy": 0.9, "num_classes": 10,
               "points": [point], "global": None}  # fmt: skip
     (tmp_path / "b.json").write_text(json.dumps(report))
     res = wn(

@@ -10,7 +10,7 @@ PACKAGE = Path(__file__).parents[1] / "wn_onnx"
 
 # lower number = lower layer; engine and results are side by side and must not import each other
 LAYERS = {
-    "errors": 0, "noise": 0, "metrics": 0,
+    "errors": 0, "plugins": 0, "noise": 0, "metrics": 0,
     "io": 1,
     "graph_passes": 2,
     "engine": 3, "results": 3,

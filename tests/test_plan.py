@@ -226,7 +226,7 @@ def synthetic_report(model_path, classes: int = 6) -> dict:
         "status": "ok",
     }
     return {
-        "model": str(model_path), "noise": {"kind": "add", "order": None}, "seed": 0, "clean_accuracy": 1.0,
+        "schema_version": 1, "model": str(model_path), "noise": {"kind": "add", "order": None}, "seed": 0, "clean_accuracy": 1.0,
         "num_classes": classes, "global": None,
         "points": [{"index": p.index, "tensor": p.tensor, "op_type": p.op_type, "shape": None, "mu": 0.2 + 0.1 * (p.index % 5),
                     **curve} for p in points],

@@ -23,7 +23,7 @@ def synthetic_report() -> dict:
     ]  # fmt: skip
     points[1]["tensor"] = "[/]r"
     points[4]["tensor"] = "[b]x[/b]"
-    return {"noise": {"kind": "add", "order": None}, "clean_accuracy": 0.9712, "data": {"samples": 40},
+    return {"schema_version": 1, "noise": {"kind": "add", "order": None}, "clean_accuracy": 0.9712, "data": {"samples": 40},
             "points": points, "global": {**curve(), "points": list(range(12))}}  # fmt: skip
 
 

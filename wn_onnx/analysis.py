@@ -117,6 +117,7 @@ def binarize(
     granularity: str = "layer",
     metric: str = "top1",
     batch_size: int = 1024,
+    metric_timeout: float | None = None,
 ) -> dict:
     """Self-binarisation at point ``at`` under noise σ: histograms and the threshold test.
 
@@ -158,7 +159,7 @@ def binarize(
     correct = {"clean": 0, "noisy": 0, "quantized": 0, "clean_quantized": 0}
     size = engine.clean_batch(data, batch_size)
     levels = clean_levels = None
-    scorer = get_metric(metric)
+    scorer = get_metric(metric, metric_timeout)
     for stage in ("collect", "test"):
         for b, (first, x, y, real) in enumerate(engine.batches(data, size)):
             rows = slice(0, real)  # padding rows of a fixed-batch model stay out of the histograms
@@ -223,6 +224,7 @@ def mixed_grid(
     granularity: str = "layer",
     metric: str = "top1",
     batch_size: int = 1024,
+    metric_timeout: float | None = None,
 ) -> dict:
     """Accuracy at point ``at`` (of ``granularity``) for every (σ_mul, σ_add) pair, one order."""
     point = _point(find_points(engine.loaded.model, granularity), at)
@@ -233,7 +235,8 @@ def mixed_grid(
         counts = engine.walk(
             point,
             data,
-            SweepSettings(np.asarray(sigma_add, float), spec, repeats, seed, batch_size, metric=metric),
+            SweepSettings(np.asarray(sigma_add, float), spec, repeats, seed, batch_size, metric=metric,
+                          metric_timeout=metric_timeout),
             lambda _n: None,
         )
         grid[i] = counts.accuracy.mean(axis=1)

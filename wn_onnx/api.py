@@ -71,16 +71,16 @@ def load_data(
             raise DataError("data as a tuple must be (x, y); pass (x, None) for label-free data")
         x, y = data
         if isinstance(x, (str, os.PathLike)):  # ("x.npy", "y.npy"): streamed inputs, their labels
-            found = load_streamed(x, y, limit, labels, limit_mode, data_inputs(loaded, fed) or (loaded.input_name,))
+            found = load_streamed(x, y, limit, labels, limit_mode, data_inputs(loaded, fed) or (loaded.input_name,), tuple(fed))
         else:
             x = Inputs({k: np.asarray(v) for k, v in x.items()}) if isinstance(x, dict) else np.asarray(x)
             found = make_dataset(x, None if y is None else np.asarray(y), "arrays", limit, limit_mode)
     elif data is None:
         raise DataError("no evaluation data: give arrays (x, y), an .npz file with x and y, or a dataset name")
     elif Path(data).suffix == ".npy" or Path(data).is_dir():  # streamed (README "Memory")
-        found = load_streamed(data, None, limit, labels, limit_mode, data_inputs(loaded, fed) or (loaded.input_name,))
+        found = load_streamed(data, None, limit, labels, limit_mode, data_inputs(loaded, fed) or (loaded.input_name,), tuple(fed))
     else:
-        found = load_npz(data, limit, labels, limit_mode, data_inputs(loaded, fed))
+        found = load_npz(data, limit, labels, limit_mode, data_inputs(loaded, fed), tuple(fed))
     return check_shape(found, loaded, fed)
 
 
@@ -106,6 +106,7 @@ def scan(
     granularity: str = "layer",
     sigma_scale: str = "absolute",
     metric: str = "top1",
+    metric_timeout: float | None = None,
     feeds: dict[str, np.ndarray | float] | None = None,
     estimator: str = "grid",
     memory: int | str | None = None,
@@ -123,7 +124,8 @@ def scan(
     on weights (where each repeat is one draw for every sample: docs/method.md, "Weight noise").
     ``granularity``: ``"layer"`` (a GELU or LayerNorm is one point) or ``"op"``; ``sigma_scale="std"``:
     σ in units of each point's clean activation std. ``metric``: ``"top1"``, ``"binary"``,
-    ``"per-position"`` or a plug-in ``"module:function"`` (README "Metrics"); ``feeds``: constants
+    ``"per-position"`` or a plug-in ``"module:function"`` (README "Metrics"), which may take
+    ``metric_timeout`` seconds per batch (default 60); ``feeds``: constants
     for inputs that are not data (README "Inputs"). ``progress(description, total)`` may return a
     ``tick(n)`` callback. ``estimator="sequential"``: μ from per-sample trials at the σ that tell
     most about it, until ``mu_err ≤ tolerance·μ`` (docs/method.md, "Sequential estimator").
@@ -152,7 +154,8 @@ def scan(
         grid = spec.levels(",".join(repr(float(v)) for v in values))
     dataset = load_data(loaded, data, labels=not label_free, feeds=feeds)
     repeats = default_repeats(on) if repeats is None else repeats
-    settings = SweepSettings(grid, spec, repeats, seed, batch_size, redraw, metric=get_metric(metric).name)
+    settings = SweepSettings(grid, spec, repeats, seed, batch_size, redraw, metric=get_metric(metric, metric_timeout).name,
+                             metric_timeout=metric_timeout)
     request = ScanRequest(mode=mode, at=at, label_free=label_free, device=device, threads=threads, on=on,
                           global_after_bn=global_after_bn, adaptive=adaptive, tolerance=tolerance,
                           granularity=granularity, sigma_scale=sigma_scale, estimator=estimator,

@@ -14,11 +14,14 @@ process, which writes them to the same SQLite store: the report equals a serial 
 
 from __future__ import annotations
 
+import contextlib
 import os
+import tempfile
 import threading
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import replace
+from typing import Any
 
 import numpy as np
 
@@ -53,42 +56,57 @@ def _global_task(token: str, setup: tuple, points: list[Point], st: SweepSetting
     return own["engine"].global_sweep(points, own["data"], st, lambda _n: None, None, scale)
 
 
-def connect(workers: int, scheduler: str | None, timeout: float = 10.0):
-    """A Dask client: an existing scheduler, or a LocalCluster of real worker processes."""
+@contextlib.contextmanager
+def connect(workers: int, scheduler: str | None, timeout: float = 10.0) -> Iterator[tuple[Any, Any]]:
+    """(a Dask client, the LocalCluster or None): an existing scheduler, or a LocalCluster of real
+    worker processes whose scratch space (spilled data, lock files) lies in a temporary folder of
+    this run, removed with the cluster; both are closed on leaving."""
+    import dask
     from distributed import Client, LocalCluster
 
-    try:
-        if scheduler:
-            return Client(scheduler, timeout=timeout), None
-        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
-                               dashboard_address=None, silence_logs=50)  # fmt: skip
-        return Client(cluster, timeout=timeout), cluster
-    except (OSError, TimeoutError, ValueError, TypeError) as err:  # unreachable, or not an address at all
-        raise WnError(
-            f"cannot reach the Dask scheduler {scheduler or 'LocalCluster'} within {timeout:g} s ({type(err).__name__})"
-        ) from None
+    with (
+        tempfile.TemporaryDirectory(prefix="wn-onnx-dask-", ignore_cleanup_errors=True) as scratch,
+        dask.config.set({"temporary-directory": scratch}),
+    ):
+        cluster = None
+        try:
+            if scheduler:
+                client = Client(scheduler, timeout=timeout)
+            else:
+                cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
+                                       dashboard_address=None, silence_logs=50, local_directory=scratch)  # fmt: skip
+                client = Client(cluster, timeout=timeout)
+        except (OSError, TimeoutError, ValueError, TypeError) as err:  # unreachable, or not an address at all
+            if cluster is not None:
+                cluster.close()
+            raise WnError(
+                f"cannot reach the Dask scheduler {scheduler or 'LocalCluster'} within {timeout:g} s ({type(err).__name__})"
+            ) from None
+        try:
+            yield client, cluster
+        finally:
+            client.close()
+            if cluster is not None:
+                cluster.close()
 
 
 class Cluster:
     """A Dask client with this scan's setup on every worker."""
 
-    def __init__(self, client, local, token: str, setup) -> None:
-        self.client, self.local, self.token, self.setup = client, local, token, setup
+    def __init__(self, client, stack: contextlib.ExitStack, token: str, setup) -> None:
+        self.client, self.stack, self.token, self.setup = client, stack, token, setup
 
     @classmethod
     def start(cls, req, engine: Engine, data: Dataset) -> Cluster:
         from wn_onnx.scanner import worker_setup  # the scanner imports this module
 
-        client, local = connect(req.workers, req.scheduler)
-        threads = req.threads or (max(1, (os.cpu_count() or 1) // req.workers) if local is not None else 0)
-        memory = req.memory if local is None else Share.split(req.memory, req.workers)  # this process holds the scheduler
-        setup = worker_setup(engine, data, threads, memory)
-        try:
+        with contextlib.ExitStack() as stack:
+            client, local = stack.enter_context(connect(req.workers, req.scheduler))
+            threads = req.threads or (max(1, (os.cpu_count() or 1) // req.workers) if local is not None else 0)
+            memory = req.memory if local is None else Share.split(req.memory, req.workers)  # this process holds the scheduler
+            setup = worker_setup(engine, data, threads, memory)
             [shared] = client.scatter([setup], broadcast=True, hash=False)
-        except BaseException:
-            cls(client, local, "", None).close()
-            raise
-        return cls(client, local, uuid.uuid4().hex, shared)
+            return cls(client, stack.pop_all(), uuid.uuid4().hex, shared)
 
     def _result(self, future):
         try:
@@ -126,6 +144,4 @@ class Cluster:
         return Counts.stacked(parts)
 
     def close(self) -> None:
-        self.client.close()
-        if self.local is not None:
-            self.local.close()
+        self.stack.close()

@@ -23,5 +23,10 @@ class ConfigError(WnError):
     """A setting, config file, σ grid or point selection is invalid."""
 
 
+class PluginError(ConfigError):
+    """A user's plug-in (a metric) raised, returned no scores or outlasted its time: its own
+    failure, named in one line. Never a point's ``failed`` status: the whole command fails."""
+
+
 class DeviceError(WnError):
     """The requested execution provider (e.g. CUDA) is not available."""

@@ -18,20 +18,19 @@ score of outputs that carry no information about their sample, estimated on the 
 
 from __future__ import annotations
 
-import functools
-import importlib
-import importlib.util
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
-from wn_onnx.errors import ConfigError, DataError, ModelError, WnError
+from wn_onnx import plugins
+from wn_onnx.errors import ConfigError, DataError, ModelError, PluginError
 
 BUILT_IN = ("top1", "binary", "per-position")
 THRESHOLD = 0.5  # binary: a probability above it predicts 1
 SHUFFLE_SEED = 0  # the permutation of the a_min estimate
+TIMEOUT = 60.0  # seconds a plug-in may take on one batch (--metric-timeout)
 
 
 def _shown(shape: tuple) -> str:
@@ -51,10 +50,14 @@ def _hint(shape: tuple) -> str:
 
 @dataclass(frozen=True)
 class Metric:
-    """One metric: ``name`` is one of BUILT_IN or a plug-in's ``module:function``."""
+    """One metric: ``name`` is one of BUILT_IN or a plug-in's ``module:function``; ``timeout``:
+    the seconds a plug-in may take on one batch; ``source``: the SHA-256 of the plug-in module's
+    file (stored curves are keyed by it: an edited plug-in computes its curves again)."""
 
     name: str
     function: Callable[[np.ndarray, np.ndarray, np.ndarray | None], np.ndarray] | None = None
+    timeout: float = TIMEOUT
+    source: str = ""
 
     @property
     def plugin(self) -> bool:
@@ -123,14 +126,14 @@ class Metric:
         """One score in [0, 1] per sample (labels None: agreement with ``clean``)."""
         n = len(noisy)
         if self.plugin:
-            got = np.asarray(self.function(clean, noisy, labels), np.float64)
+            got = self._call(clean, noisy, labels)
             if got.shape != (n,):
-                raise ConfigError(
-                    f"--metric {self.name} returned shape {got.shape}, expected one score per sample ({n},)"
+                raise PluginError(
+                    f"metric {self.name} returned shape {got.shape}, expected one score per sample ({n},)"
                 )
             with np.errstate(invalid="ignore"):
                 if not np.all((got >= 0) & (got <= 1)):
-                    raise ConfigError(f"metric {self.name} returned scores outside [0, 1]")
+                    raise PluginError(f"metric {self.name} returned scores outside [0, 1]")
             return got
         pred = self._predict(noisy)
         target = self._predict(clean) if labels is None else labels.reshape(pred.shape)
@@ -139,6 +142,31 @@ class Metric:
         valid = (target >= 0).reshape(n, -1)
         hits = ((pred == target).reshape(n, -1) & valid).sum(axis=1)
         return hits / np.maximum(valid.sum(axis=1), 1)
+
+    def _call(self, clean: np.ndarray, noisy: np.ndarray, labels: np.ndarray | None) -> np.ndarray:
+        """The plug-in's scores as float64, computed in a thread that may take ``timeout`` seconds
+        (a plug-in that never returns is abandoned: the thread is a daemon, the command ends).
+        Anything it raises, SystemExit included, is a :class:`PluginError`: user code never ends
+        a command with its own exit code, and a CI gate never passes because a plug-in exited."""
+        box: list[tuple[bool, object]] = []
+
+        def work() -> None:
+            try:
+                box.append((True, np.asarray(self.function(clean, noisy, labels), np.float64)))
+            except BaseException as err:  # user code: SystemExit, MemoryError, RecursionError too
+                box.append((False, err))
+
+        worker = threading.Thread(target=work, name=f"metric {self.name}", daemon=True)
+        worker.start()
+        worker.join(self.timeout)
+        if not box:
+            raise PluginError(
+                f"metric {self.name} failed: no result after {self.timeout:g} s on one batch (see --metric-timeout)"
+            )
+        done, value = box[0]
+        if not done:
+            raise plugin_failure(self.name, "failed", value) from value
+        return value
 
     def _predict(self, out: np.ndarray) -> np.ndarray:
         n = len(out)
@@ -190,30 +218,31 @@ def score(
     return np.where(finite, got, 0.0), ~finite
 
 
-@functools.cache
-def get_metric(name: str = "top1") -> Metric:
-    """The metric called ``name``: a built-in, or ``module:function`` / ``file.py:function``
-    (imported once per process)."""
+def plugin_failure(name: str, what: str, err: BaseException) -> PluginError:
+    """``metric NAME failed: ValueError: boom`` (plugins.plugin_failure)."""
+    return plugins.plugin_failure(f"metric {name}", what, err)
+
+
+def get_metric(name: str = "top1", timeout: float | None = None) -> Metric:
+    """The metric called ``name``: a built-in, or ``module:function`` / ``file.py:function``; a
+    plug-in may take ``timeout`` seconds per batch (None: TIMEOUT). A plug-in file is read each
+    time and run again when its bytes changed; a module is imported once per process."""
+    timeout = TIMEOUT if timeout is None else timeout
+    if not (isinstance(timeout, int | float) and 0 < timeout < float("inf")):
+        raise ConfigError(f"the metric timeout must be a finite number of seconds > 0, got {timeout!r}")
     if name in BUILT_IN:
-        return Metric(name)
+        return Metric(name, None, float(timeout))
     module_name, _, attr = name.rpartition(":")
     if not module_name or not attr:
         raise ConfigError(f"unknown metric {name!r}; choose {', '.join(BUILT_IN)} or module:function")
-    try:
-        if module_name.endswith(".py"):
-            path = Path(module_name)
-            spec = importlib.util.spec_from_file_location(f"wn_onnx_metric_{path.stem}", path)
-            if spec is None or spec.loader is None or not path.is_file():
-                raise ConfigError(f"metric {name!r}: no Python file {module_name}")
-            module = importlib.util.module_from_spec(spec)
-            spec.loader.exec_module(module)
-        else:
-            module = importlib.import_module(module_name)
-    except WnError:
-        raise
-    except Exception as err:  # the plug-in's own import error, in one line
-        raise ConfigError(f"metric {name!r}: cannot import {module_name} ({type(err).__name__}: {err})") from None
-    function = getattr(module, attr, None)
+    code = plugins.file_code(name, f"metric {name!r}")
+    function, source = _plugin(name, code)
+    return Metric(name, function, float(timeout), source)
+
+
+def _plugin(name: str, code: bytes | None) -> tuple[Callable, str]:
+    """(the function, the SHA-256 of its module's source) of plug-in ``name`` (plugins.load_attribute)."""
+    function, source = plugins.load_attribute(name, f"metric {name}", code)
     if not callable(function):
-        raise ConfigError(f"metric {name!r}: {module_name} has no function {attr!r}")
-    return Metric(name, function)
+        raise ConfigError(f"metric {name!r}: {name.rpartition(':')[0]} has no function {name.rpartition(':')[2]!r}")
+    return function, source

@@ -6,6 +6,7 @@ The report is a dict in the JSON schema of docs/report-schema.md; wn_onnx.Report
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import itertools
 import multiprocessing
 import os
@@ -24,14 +25,14 @@ from wn_onnx.engine import Counts, Engine, SweepSettings, providers_for
 from wn_onnx.engine.draws import ORDER_STREAM
 from wn_onnx.engine.memory import Share
 from wn_onnx.engine.sweep import Evaluation
-from wn_onnx.errors import ConfigError, DataError, ModelError, WnError
+from wn_onnx.errors import ConfigError, DataError, ModelError, PluginError, WnError
 from wn_onnx.graph_passes import Point, find_points, select_points
 from wn_onnx.graph_passes.weights import find_weight_points, require_weights
+from wn_onnx.io.config import MAX_PARALLEL
 from wn_onnx.io.data import Dataset, Inputs, check_shape
 from wn_onnx.io.model import LoadedModel, load_model
 from wn_onnx.metrics import get_metric, score
-from wn_onnx.noise import TARGETS, NoiseModel, NoiseSpec, noise_json, plugin_source, source_digest
-from wn_onnx.noise.base import NoiseModelFailed
+from wn_onnx.noise import TARGETS, NoiseModel, NoiseSpec, noise_json, plugin_digest, plugin_source
 from wn_onnx.noise.quant import bits_of
 from wn_onnx.results.fit import curve_json as fit_curve_json
 from wn_onnx.results.schema import FAILED, NOT_RUN, SCHEMA_VERSION
@@ -44,6 +45,7 @@ if TYPE_CHECKING:
 MODES = ("walking", "global", "both")
 SIGMA_SCALES = ("absolute", "std")
 ESTIMATORS = ("grid", "sequential")
+FEED_VALUES = 16  # a fed constant of at most this many values is recorded as they are
 
 
 @dataclass
@@ -71,10 +73,10 @@ class ScanRequest:
             raise ConfigError(f"unknown target {self.on!r}; choose activations or weights")
         if self.mode not in MODES:
             raise ConfigError(f"unknown scan mode {self.mode!r}; choose walking, global or both")
-        if self.jobs < 1:
-            raise ConfigError("jobs must be >= 1")
-        if self.workers < 0:
-            raise ConfigError("workers must be >= 0")
+        if not 1 <= self.jobs <= MAX_PARALLEL:
+            raise ConfigError(f"jobs must lie in [1, {MAX_PARALLEL}] (4 × the cores)")
+        if not 0 <= self.workers <= MAX_PARALLEL:
+            raise ConfigError(f"workers must lie in [0, {MAX_PARALLEL}] (4 × the cores)")
         if not 0 < self.tolerance < 1:
             raise ConfigError("tolerance must lie in (0, 1)")
         if self.sigma_scale not in SIGMA_SCALES:
@@ -282,7 +284,7 @@ def run_scan(
     if not chosen:
         raise WnError(f"no selected point can carry noise: point {selected[0].index}: {selected[0].unsupported}")
 
-    data, base, facts = clean_pass(engine, data, st.metric, st.batch_size, req.label_free)
+    data, base, facts = clean_pass(engine, data, st.metric, st.batch_size, req.label_free, st.metric_timeout)
     base = replace(base, repeat_shift=req.on == "weights")
     unrun = engine.never_run([p for p in chosen if p.path], data, st.batch_size)  # inside If branches not taken
     not_run = [{**p.to_json(), "status": NOT_RUN, "reason": f"never computed for these data (the {p.path} is not taken)"}
@@ -320,16 +322,18 @@ def run_scan(
         report["skipped"] = skipped
     if not_run:
         report["not_run"] = not_run
+    if isinstance(data.x, Inputs) and data.x.fed:
+        report["data"]["feeds"] = {n: _constant(v) for n, v in data.x.constants().items()}
     # relative σ: each point's clean activation std on the data; the noise there is σ·std
     scales = engine.clean_std(chosen, data, st.batch_size) if req.sigma_scale == "std" else None
     relative = ["sigma_scale=std"] if req.sigma_scale == "std" else []  # absolute: the hashes of earlier versions
     relative += [] if req.estimator == "grid" else [f"estimator={req.estimator}"]  # grid: likewise
     relative += [] if req.on == "activations" else [f"on={req.on}"]  # likewise
-    source = plugin_source(st.spec)
-    relative += [] if source is None else [f"plugin={source_digest(source)}"]  # its code, not only its name
+    relative += [] if plugin_source(st.spec) is None else [f"plugin={plugin_digest(st.spec)}"]  # its code, not only its name
+    code = get_metric(st.metric, st.metric_timeout).source  # a plug-in's file: an edited plug-in is computed again
     config = digest(report["model_digest"], loaded.output_name, *_input_parts(data.x), data.y, req.label_free, st.spec.to_json(),
                     st.sigmas, st.repeats, st.seed, st.redraw, st.walk, req.adaptive, req.tolerance, __version__, *relative,
-                    *([] if st.metric == "top1" else [f"metric={st.metric}"]))  # fmt: skip
+                    *([] if st.metric == "top1" else [f"metric={st.metric}"]), *([code] if code else []))  # fmt: skip
     report["config_hash"] = config
     # stored curves are also keyed by what may change the arithmetic without changing the report's
     # settings: the batch size (graphs that mix samples) and the device
@@ -343,7 +347,7 @@ def run_scan(
         if req.mode in ("walking", "both"):
             tick = silent(f"walking {len(chosen)} points", len(chosen))
             keys = {p.index: digest(stored, "point", p.index, p.tensor, req.granularity) for p in chosen}
-            done = {p.index: store.get(keys[p.index]) for p in chosen} if store is not None and resume else {}
+            done = {p.index: stored_curve(store, keys[p.index], base, len(data), req) for p in chosen} if resume else {}
             todo = [p for p in chosen if done.get(p.index) is None]
             tick(len(chosen) - len(todo))
             finished = {i: c for i, c in done.items() if c is not None}
@@ -368,7 +372,7 @@ def run_scan(
                 raise WnError("the global sweep has no point left (all selected points are BatchNormalization outputs)")
             tick = silent(f"global noise at {len(where)} points", 1)
             key = digest(stored, "global", [p.index for p in where], req.granularity)
-            curve = store.get(key) if store is not None and resume else None
+            curve = stored_curve(store, key, base, len(data), req) if resume else None
             if curve is None:
                 scale = None if scales is None else np.array([scales[p.index] for p in where])
                 if req.estimator == "sequential":
@@ -404,14 +408,28 @@ def run_scan(
     return report
 
 
+def stored_curve(store: CurveStore | None, key: str, base: Levels, samples: int, req: ScanRequest) -> dict | None:
+    """The curve stored under ``key`` when its fit is the fit of its own accuracies (a row edited to
+    another μ or status is computed again, never reported); the sequential estimator's curves are
+    not grid fits and are taken as stored."""
+    curve = None if store is None else store.get(key)
+    if curve is None or req.estimator != "grid":
+        return curve
+    accuracy = np.asarray(curve["accuracy"], np.float64)
+    nonfinite = np.asarray(curve.get("nonfinite") or np.zeros(accuracy.shape, np.int64))
+    refit = fit_curve_json(np.asarray(curve["sigmas"], np.float64), accuracy, nonfinite, base.chance, samples, base.clean)
+    return curve if all(refit[k] == curve[k] for k in ("mu", "mu_err", "a_max", "a_min", "status")) else None
+
+
 def clean_pass(
-    engine: Engine, data: Dataset, metric_name: str, batch_size: int, label_free: bool
+    engine: Engine, data: Dataset, metric_name: str, batch_size: int, label_free: bool,
+    metric_timeout: float | None = None,
 ) -> tuple[Dataset, Levels, dict]:
     """The σ = 0 run over ``data``: (data with its inputs checked and its labels in the metric's
     form — None label-free —, the curve base, the report's facts: metric, clean accuracy, classes,
     chance); the engine keeps the clean outputs for every later σ = 0 (Engine.clean_outputs). An
     output the metric cannot score is refused here, its shape named."""
-    loaded, metric = engine.loaded, get_metric(metric_name)
+    loaded, metric = engine.loaded, get_metric(metric_name, metric_timeout)
     if not label_free and data.y is None:
         raise DataError(f"{data.source}: no labels y (score agreement with the clean model instead: label-free)")
     data = check_shape(data, loaded)
@@ -442,6 +460,13 @@ def clean_pass(
     facts = {"metric": metric_name, "clean_accuracy": clean_score, "clean_nonfinite": int(bad.sum()),
              "num_classes": classes, "chance": chance}  # fmt: skip
     return Dataset(data.x, labels, data.source), Levels(chance, clean_score, None if np.all((ok == 0) | (ok == 1)) else float(ok.var())), facts
+
+
+def _constant(value: np.ndarray) -> object:
+    """A fed constant as the report records it: its values, or a large one's shape, type and SHA-256."""
+    if value.size <= FEED_VALUES:
+        return value.tolist()
+    return {"shape": list(value.shape), "dtype": value.dtype.name, "sha256": hashlib.sha256(np.ascontiguousarray(value)).hexdigest()}
 
 
 def _input_parts(x: np.ndarray | Inputs) -> list:
@@ -540,9 +565,9 @@ def _walk_one(
             if engine.mixes_samples(point, st.spec):
                 curve["mixes_samples"] = True
             return curve
-        except NoiseModelFailed:  # the user's noise model, not this point: the scan stops
+        except (DataError, PluginError):  # the data or a plug-in (a metric, a noise model): every point would fail alike
             raise
-        except Exception as err:  # one point that cannot be evaluated must not end the scan
+        except Exception as err:  # one point whose graph cannot be evaluated must not end the scan
             return failed_curve(point, err)
         finally:
             engine.release(point)

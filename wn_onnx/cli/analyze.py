@@ -24,6 +24,7 @@ from wn_onnx.cli.common import (
     LimitOption,
     MemoryOption,
     MetricOption,
+    MetricTimeoutOption,
     PngOption,
     SplitOption,
     ThreadsOption,
@@ -40,8 +41,8 @@ analyze_app = typer.Typer(help="Self-binarisation, mixed-noise maps, weight magn
 
 def _engine_and_data(model: Path, data: Path | None, dataset_name: str | None, split: str | None,
                      data_dir: Path | None, limit: int | None, limit_mode: LimitMode, threads: int,
-                     feed: list[str] | None, metric: str, batch_size: int, labels: Path | None,
-                     memory: str | None):  # fmt: skip
+                     feed: list[str] | None, metric: str, metric_timeout: float, batch_size: int,
+                     labels: Path | None, memory: str | None):  # fmt: skip
     """The model's engine and its data, from --data or --dataset as for scan (labels checked
     against the clean outputs as ``metric`` scores them)."""
     from wn_onnx.engine import Engine, providers_for
@@ -49,11 +50,11 @@ def _engine_and_data(model: Path, data: Path | None, dataset_name: str | None, s
     from wn_onnx.metrics import get_metric
     from wn_onnx.scanner import clean_pass
 
-    get_metric(metric)
+    get_metric(metric, metric_timeout)
     loaded = load_model(model)
     dataset = load_data(loaded, data, dataset_name, split, data_dir, limit, limit_mode, feeds=feed, labels=labels)
     engine = Engine(loaded, providers_for("cpu"), threads, memory_bytes(memory))  # holds the data: measured after it
-    return engine, clean_pass(engine, dataset, metric, batch_size, label_free=False)[0]
+    return engine, clean_pass(engine, dataset, metric, batch_size, False, metric_timeout)[0]
 
 
 @analyze_app.command("binarize")
@@ -73,6 +74,7 @@ def binarize_command(
     seed: Annotated[int, typer.Option(help="Noise seed.", min=0, max=MAX_SEED)] = 0,
     feed: FeedOption = None,
     metric: MetricOption = "top1",
+    metric_timeout: MetricTimeoutOption = None,
     batch_size: BatchSizeOption = 1024,
     limit: LimitOption = None,
     limit_mode: LimitModeOption = LimitMode.stratified,
@@ -91,9 +93,9 @@ def binarize_command(
         raise WnError("analyze binarize takes --noise add or mul")
     guard_outputs([out_path], [model, data])
     engine, dataset = _engine_and_data(model, data, dataset_name, split, data_dir, limit, limit_mode, threads, feed,
-                                       metric, batch_size, labels, memory)  # fmt: skip
+                                       metric, metric_timeout, batch_size, labels, memory)  # fmt: skip
     result = binarize(engine, dataset, at, NoiseSpec(noise.value), sigma, seed, follow, quantize_at, granularity.value,
-                      metric, batch_size)  # fmt: skip
+                      metric, batch_size, metric_timeout)  # fmt: skip
     acc = result["accuracy"]
     table = Table(
         title=f"{noise.value} noise σ={sigma:g} at point {at} · {result['levels']['count']} levels at point {result['quantized_point']['index']}"
@@ -128,6 +130,7 @@ def mixed_command(
     seed: Annotated[int, typer.Option(help="Noise seed.", min=0, max=MAX_SEED)] = 0,
     feed: FeedOption = None,
     metric: MetricOption = "top1",
+    metric_timeout: MetricTimeoutOption = None,
     batch_size: BatchSizeOption = 1024,
     limit: LimitOption = None,
     limit_mode: LimitModeOption = LimitMode.stratified,
@@ -149,10 +152,10 @@ def mixed_command(
         raise WnError(f"--order must be mul-first, add-first or both, not {order!r}")
     guard_outputs([out_path, html_path], [model, data])
     engine, dataset = _engine_and_data(model, data, dataset_name, split, data_dir, limit, limit_mode, threads, feed,
-                                       metric, batch_size, labels, memory)  # fmt: skip
+                                       metric, metric_timeout, batch_size, labels, memory)  # fmt: skip
     grids = [
         mixed_grid(engine, dataset, at, o, parse_grid(sigma_mul), parse_grid(sigma_add), repeats, seed,
-                   granularity.value, metric, batch_size)
+                   granularity.value, metric, batch_size, metric_timeout)
         for o in orders
     ]
     fig = mixed_figure(grids)

@@ -3,8 +3,10 @@ turns bad input into one line on stderr and exit code 2."""
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
+import traceback
 
 import typer
 from rich.markup import escape
@@ -57,6 +59,8 @@ def run() -> None:
     try:
         code = app(standalone_mode=False)
     except WnError as e:
+        if os.environ.get("WN_ONNX_DEBUG") and e.__cause__ is not None:  # a plug-in's own traceback
+            traceback.print_exception(e.__cause__)
         err.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
         sys.exit(2)
     except KeyboardInterrupt:
@@ -71,9 +75,13 @@ def run() -> None:
         err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
         sys.exit(e.exit_code)
     except OSError as e:  # a file the user named: unwritable folder, full disk, a name too long
-        where = f" {str(e.filename)[:300]}" if e.filename else ""
-        err.print(f"[bold red]error:[/] cannot access{escape(where)}: {escape(e.strerror or str(e))}",
-                  highlight=False, soft_wrap=True)  # fmt: skip
+        if e.filename:
+            what = f"cannot access {str(e.filename)[:300]}"
+        elif e.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT, errno.EIO, errno.EPIPE):
+            what = "cannot write the standard output"  # files go through wn_onnx.io.safeio, which names them
+        else:
+            what = "cannot access"
+        err.print(f"[bold red]error:[/] {escape(what)}: {escape(e.strerror or str(e))}", highlight=False, soft_wrap=True)
         sys.exit(2)
     except Exception as e:
         if os.environ.get("WN_ONNX_DEBUG"):

@@ -25,6 +25,7 @@ from wn_onnx.cli.common import (
     LimitMode,
     LimitModeOption,
     MemoryOption,
+    MetricTimeoutOption,
     Mode,
     OrderOption,
     OutputOption,
@@ -54,6 +55,7 @@ def check_command(
     data_dir: DataDirOption = None,
     feed: FeedOption = None,
     metric: Annotated[str | None, typer.Option(help=f"{METRIC_HELP} Default top1.")] = None,
+    metric_timeout: MetricTimeoutOption = None,
     config: Annotated[
         Path | None,
         typer.Option(help="wn-onnx.toml or pyproject.toml ([tool.wn-onnx]); found in the working folder by default."),
@@ -109,7 +111,7 @@ def check_command(
     sys.exit(1 if failed else 0)
 
 
-def _run(model, data, dataset_name, split, data_dir, feed, metric, config, noise, on, order, sigma_ratio, sigma_mul,
+def _run(model, data, dataset_name, split, data_dir, feed, metric, metric_timeout, config, noise, on, order, sigma_ratio, sigma_mul,
          sigma_add, sigmas, mode, at, repeats, seed, limit, limit_mode, batch_size, threads, label_free, estimator, tolerance,
          min_mu, global_min_mu, baseline, max_mu_drop, junit_path, summary, out_path, output, device, granularity,
          memory):  # fmt: skip
@@ -142,7 +144,7 @@ def _run(model, data, dataset_name, split, data_dir, feed, metric, config, noise
         raise WnError("give --data FILE.npz or --dataset NAME")
     base_path = pick(baseline, "baseline")
     guard_outputs([junit_path, summary, out_path], [base_path])
-    scoring = get_metric(pick(metric, "metric", "top1")).name
+    scoring = get_metric(pick(metric, "metric", "top1"), metric_timeout).name
     loaded = load_model(model, pick(output, "output"))
     feeds = feed if feed is not None else conf.get("feed")
     dataset = load_data(loaded, data, dataset_name, split, data_dir, pick(limit, "limit"), limit_mode, not free,
@@ -155,7 +157,7 @@ def _run(model, data, dataset_name, split, data_dir, feed, metric, config, noise
     if base_report is not None and policy.max_drop is None:
         policy.max_drop = 0.0
     st = SweepSettings(grid, spec, int(pick(repeats, "repeats", default_repeats(target))), int(pick(seed, "seed", 0)),
-                       int(pick(batch_size, "batch_size", 1024)), metric=scoring)  # fmt: skip
+                       int(pick(batch_size, "batch_size", 1024)), metric=scoring, metric_timeout=metric_timeout)  # fmt: skip
     req = ScanRequest(mode=mode.value if mode else conf.get("mode", "both"), at=pick(at, "at"), label_free=free,
                       device=Device(pick(device, "device", "cpu")).value, threads=threads,
                       granularity=granularity.value, memory=memory_bytes(memory), on=target,

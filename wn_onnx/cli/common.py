@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from enum import Enum
 from pathlib import Path
 from typing import Annotated
@@ -12,10 +11,11 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from wn_onnx.errors import WnError
+from wn_onnx.io.config import MAX_PARALLEL
 
 out = Console(emoji=False)  # ":1:3" in a grid or a tensor name stays text
 err = Console(stderr=True, emoji=False)
-MAX_THREADS = 4 * (os.cpu_count() or 1)  # threads or processes beyond this only oversubscribe the cores
+MAX_THREADS = MAX_PARALLEL  # threads or processes beyond this only oversubscribe the cores
 
 
 class Kind(str, Enum):
@@ -185,6 +185,10 @@ FeedOption = Annotated[
 METRIC_HELP = ("top1 (classes on the last axis) · binary (sigmoid output, threshold 0.5) · per-position "
                "([N, …, K] outputs) · module:function or file.py:function (a plug-in; README 'Metrics').")  # fmt: skip
 MetricOption = Annotated[str, typer.Option(help=METRIC_HELP)]
+MetricTimeoutOption = Annotated[
+    float | None,
+    typer.Option(help="Seconds a plug-in metric may take on one batch (default 60); longer ends the command with one line."),
+]
 
 
 def load_data(
@@ -198,8 +202,10 @@ def load_data(
     (normalised as ``loaded``'s metadata says), inputs that are not data given by ``--feed``,
     checked against the model's inputs — as every command that runs a model takes it."""
     from wn_onnx.io.data import check_shape, data_inputs, load_npz, load_streamed, parse_feeds
+    from wn_onnx.io.safeio import regular_file
 
     fed = parse_feeds(feeds)
+    names = data_inputs(loaded, fed)
     if dataset_name:
         from wn_onnx.io.datasets import model_ready
 
@@ -207,12 +213,12 @@ def load_data(
     elif data is None:
         raise WnError("give --data FILE.npz with arrays x (model inputs) and y (labels), or --dataset NAME")
     elif data.suffix == ".npy" or data.is_dir():
-        names = data_inputs(loaded, fed) or (loaded.input_name,)
-        dataset = load_streamed(data, labels, limit, require_labels, limit_mode.value, names)
-    elif labels is not None:
-        raise WnError("--labels goes with --data X.npy (an .npz carries its own y)")
+        dataset = load_streamed(data, labels, limit, require_labels, limit_mode.value, names or (loaded.input_name,), tuple(fed))
     else:
-        dataset = load_npz(data, limit, require_labels, limit_mode.value, data_inputs(loaded, fed))
+        regular_file(data, "data file")  # /dev/zero is named as what it is, before the options are matched
+        if labels is not None:
+            raise WnError("--labels goes with --data X.npy (an .npz carries its own y)")
+        dataset = load_npz(data, limit, require_labels, limit_mode.value, names, tuple(fed))
     return check_shape(dataset, loaded, fed)
 
 

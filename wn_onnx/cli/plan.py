@@ -25,6 +25,7 @@ from wn_onnx.cli.common import (
     LimitModeOption,
     LimitOption,
     MemoryOption,
+    MetricTimeoutOption,
     OrderOption,
     SigmaRatioOption,
     SplitOption,
@@ -105,6 +106,7 @@ def plan_command(
     data_dir: DataDirOption = None,
     feed: FeedOption = None,
     metric: Annotated[str | None, typer.Option(help=f"{METRIC_HELP} Default: the report's.")] = None,
+    metric_timeout: MetricTimeoutOption = None,
     noise: Annotated[Kind | None, typer.Option(help="Noise for --evaluate (default: the report's).")] = None,
     order: OrderOption = None,
     sigma_ratio: SigmaRatioOption = None,
@@ -181,10 +183,10 @@ def plan_command(
         if report.get("sigma_scale", "absolute") != "absolute":
             raise WnError("--evaluate and greedy take a report with absolute σ (scan --sigma-scale absolute)")
         loaded, points = _match_model(report, model, granularity and granularity.value)
-        scoring = get_metric(metric or report.get("metric") or "top1").name
+        scoring = get_metric(metric or report.get("metric") or "top1", metric_timeout).name
         dataset = load_data(loaded, data, dataset_name, split, data_dir, limit, limit_mode, feeds=feed, labels=labels)
         engine = Engine(loaded, providers_for("cpu"), threads, memory_bytes(memory))  # holds the data: measured after it
-        dataset = clean_pass(engine, dataset, scoring, batch_size, label_free=False)[0]
+        dataset = clean_pass(engine, dataset, scoring, batch_size, False, metric_timeout)[0]
         spec = noise_spec(noise, order, sigma_ratio) if noise else NoiseSpec.from_json(report.get("noise"))
         if sigma == "global-mu":
             g = report.get("global") or {}
@@ -208,7 +210,7 @@ def plan_command(
         task = bar.add_task("plans", total=searches + len(measured)) if bar else None
 
         def accuracy(plan: np.ndarray, s: int = seed, r: int = repeats) -> np.ndarray:
-            acc = engine.plan_accuracy(points, spec, level, plan, dataset, r, s, batch_size, scoring)
+            acc = engine.plan_accuracy(points, spec, level, plan, dataset, r, s, batch_size, scoring, metric_timeout)
             if bar:
                 bar.advance(task, 1)
             return acc

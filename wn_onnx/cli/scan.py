@@ -36,6 +36,7 @@ from wn_onnx.cli.common import (
     LimitOption,
     MemoryOption,
     MetricOption,
+    MetricTimeoutOption,
     Mode,
     NoiseOption,
     OnOption,
@@ -137,6 +138,7 @@ def scan_command(
     data_dir: DataDirOption = None,
     feed: FeedOption = None,
     metric: MetricOption = "top1",
+    metric_timeout: MetricTimeoutOption = None,
     noise: NoiseOption = "add",
     on: OnOption = Target.activations,
     order: OrderOption = None,
@@ -186,7 +188,10 @@ def scan_command(
     jobs: Annotated[int, typer.Option(help="Walk points in this many processes.", min=1, max=MAX_THREADS)] = 1,
     memory: MemoryOption = None,
     workers: Annotated[
-        int, typer.Option(help="Walk points (and global σ chunks) on a local Dask cluster of N worker processes.", min=0)
+        int,
+        typer.Option(
+            help="Walk points (and global σ chunks) on a local Dask cluster of N worker processes.", min=0, max=MAX_THREADS
+        ),
     ] = 0,
     scheduler: Annotated[
         str | None, typer.Option(help="… or on the Dask cluster of this scheduler (tcp://host:8786).")
@@ -230,7 +235,8 @@ def scan_command(
     from wn_onnx.noise import default_repeats
 
     repeats = default_repeats(on.value) if repeats is None else repeats
-    settings = SweepSettings(grid, spec, repeats, seed, batch_size, redraw, metric=get_metric(metric).name)
+    settings = SweepSettings(grid, spec, repeats, seed, batch_size, redraw, metric=get_metric(metric, metric_timeout).name,
+                             metric_timeout=metric_timeout)
     if loaded.freed_batch:
         err.print(
             f"[dim]{escape(str(model))}: the input declares a batch of {loaded.freed_batch}, but the graph gives the same outputs for "

@@ -23,7 +23,7 @@ from wn_onnx.cli.common import (
     progress_bar,
 )
 from wn_onnx.errors import WnError
-from wn_onnx.io.config import MAX_SEED
+from wn_onnx.io.config import MAX_EPOCHS, MAX_SEED
 from wn_onnx.io.safeio import guard_outputs, write_json
 
 
@@ -37,7 +37,7 @@ def train_command(
     val: Annotated[Path | None, typer.Option(help="--dataset npz: validation arrays x, y.")] = None,
     bn: Annotated[bool, typer.Option("--bn/--no-bn", help="BatchNorm after every Conv/Linear but the last.")] = True,
     epochs: Annotated[
-        int, typer.Option(help="Training epochs (reference: 100 for MLPs, 300 for LeNet-5).", min=1)
+        int, typer.Option(help="Training epochs (reference: 100 for MLPs, 300 for LeNet-5).", min=1, max=MAX_EPOCHS)
     ] = 100,
     lr: Annotated[float, typer.Option(help="Adam learning rate (cosine-annealed over all epochs).")] = 1e-3,
     batch_size: Annotated[int, typer.Option(help="Batch size.", min=1)] = 128,

@@ -347,7 +347,7 @@ class Engine:
         sa, sm = st.spec.components(np.array([sigma], np.float64))
         whole = isinstance(ev, GlobalNoise | WeightGlobal)
         within = self.global_batch(ev.points, data, st) if whole else self.walk_batch([ev.point], data, st)
-        size, metric = self.batch_size(within), get_metric(st.metric)
+        size, metric = self.batch_size(within), get_metric(st.metric, st.metric_timeout)
         reference = self.known_clean(data)
         scores, bad = [], []
         for b, start in enumerate(range(0, len(rows), size)):
@@ -452,6 +452,7 @@ class Engine:
         seed: int,
         batch_size: int = 1024,
         metric: str = "top1",
+        metric_timeout: float | None = None,
     ) -> np.ndarray:
         """Accuracy (mean ``metric`` score) per repeat with global noise ``sigma`` and point k
         executed ``plan[k]`` times.
@@ -461,7 +462,7 @@ class Engine:
         """
         sa, sm = (np.full(len(points), float(v), np.float32) for v in spec.components(sigma))
         correct = np.zeros(repeats, np.float64)
-        scorer = get_metric(metric)
+        scorer = get_metric(metric, metric_timeout)
         size = self.global_batch(points, data, SweepSettings(np.ones(1), spec, batch_size=batch_size), int(plan.max()))
         for b, (first, x, y, n) in enumerate(self.batches(data, size)):
             taps = self.run_values(x, [p.tensor for p in points])

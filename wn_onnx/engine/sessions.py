@@ -44,7 +44,9 @@ class Sessions:
     def __init__(self, providers: list[str], threads: int = 0) -> None:
         self.providers = providers
         self.options = ort.SessionOptions()
-        self.options.log_severity_level = 4  # fatal only: a failure is raised as one WnError line, never logged in colour
+        # fatal only: every failure of a session is an exception that becomes one explained line
+        # (Sessions.build, run); onnxruntime's own error log would print it again, raw
+        self.options.log_severity_level = 4
         # no arena: each session's would keep its largest run's memory after the run, and a scan
         # holds several sessions (the memory budget, engine.memory, counts one run at a time)
         self.options.enable_cpu_mem_arena = False

@@ -73,6 +73,7 @@ class SweepSettings:
     walk: str = "suffix"  # "suffix" or "full" (whole noisy graph, the reference path)
     metric: str = "top1"  # see wn_onnx.metrics (a name: settings travel to worker processes)
     top: float | None = None  # the largest strength of the whole grid (draws shared up to it; None: max of sigmas)
+    metric_timeout: float | None = None  # seconds a plug-in metric may take on one batch (None: its default)
 
     def __post_init__(self) -> None:
         if self.repeats < 1:
@@ -114,7 +115,7 @@ def sweep(
     counts = Counts.zeros(len(st.sigmas), st.repeats)
     active = np.flatnonzero((sa_all > 0) | (sm_all > 0))
     idle = np.setdiff1d(np.arange(len(st.sigmas)), active)
-    metric = get_metric(st.metric)
+    metric = get_metric(st.metric, st.metric_timeout)
     for b, (first, x, y, n) in enumerate(batches):
         ev.start(b, first, x)
         reference = clean(first, x)

@@ -7,14 +7,18 @@ mistake to name, never a value to coerce (a non-empty string would otherwise rea
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from wn_onnx.errors import ConfigError
+from wn_onnx.noise import BUILT_IN
 
 MAX_REPEATS = 100_000  # noise draws per σ; beyond this a run would not finish
 MAX_SEED = 2**32 - 1  # numpy's seed range
+MAX_PARALLEL = 4 * (os.cpu_count() or 1)  # threads or processes beyond this only oversubscribe the cores
+MAX_EPOCHS = 10_000  # training epochs; the paper's longest runs take 300
 
 
 @dataclass(frozen=True)
@@ -45,10 +49,11 @@ BOOL = Key((bool,), "true or false")
 POSITIVE_INT = Key((int,), "a whole number >= 1", lambda v: v >= 1)
 SEED = Key((int,), f"a whole number in [0, {MAX_SEED}]", lambda v: 0 <= v <= MAX_SEED)
 REPEATS = Key((int,), f"a whole number in [1, {MAX_REPEATS}]", lambda v: 1 <= v <= MAX_REPEATS)
+EPOCHS = Key((int,), f"a whole number in [1, {MAX_EPOCHS}]", lambda v: 1 <= v <= MAX_EPOCHS)
 NON_NEGATIVE = Key(NUMBER, "a finite number >= 0", lambda v: _finite(v) and v >= 0)
 POSITIVE = Key(NUMBER, "a finite number > 0", lambda v: _finite(v) and v > 0)
 FRACTION = Key(NUMBER, "a number in [0, 1]", lambda v: _finite(v) and 0 <= v <= 1)
-NOISE = Key((str,), "add, mul, mixed, quant, bitflip or module:Name", lambda v: v in ("add", "mul", "mixed", "quant", "bitflip") or ":" in v)
+NOISE = Key((str,), f"{', '.join(BUILT_IN)} or module:Name", lambda v: v in BUILT_IN or ":" in v)
 TARGET = Key((str,), "activations or weights", lambda v: v in ("activations", "weights"))
 ORDER = Key((str,), "mul-first or add-first", lambda v: v in ("mul-first", "add-first"))
 GRID = Key(

@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import zipfile
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
 from wn_onnx.errors import DataError, WnError
-from wn_onnx.io.safeio import NPZ_ERRORS, npy_header, read_npz_member, regular_file
+from wn_onnx.io.safeio import NPZ_ERRORS, check_budget, npy_header, read_npz_member, regular_file, unreadable
 
 BLOCK_BYTES = 64 << 20  # rows read at once when streamed data is checked or hashed
 
@@ -89,16 +89,25 @@ class Rows:
         return out
 
     def _read(self, k: int, local: np.ndarray) -> np.ndarray:
+        """Rows ``local`` of part ``k``; a file changed since it was checked (truncated, replaced)
+        is a DataError, which ends the scan: never a point marked ``failed``."""
         part = self.parts[k]
-        if part.member is None:
-            mapped = np.load(part.path, mmap_mode="r", allow_pickle=False)
-            contiguous = len(local) and local[-1] - local[0] == len(local) - 1
-            return np.array(mapped[local[0] : local[-1] + 1] if contiguous else mapped[local])
-        if self._shard is None or self._shard[0] != k:
-            self._shard = None  # the previous shard goes first
-            with zipfile.ZipFile(part.path) as archive:
-                self._shard = (k, read_npz_member(archive, part.member, part.path))
-        return self._shard[1][local]
+        try:
+            if part.member is None:
+                mapped = np.load(part.path, mmap_mode="r", allow_pickle=False)
+                if mapped.shape[0] != part.rows or mapped.shape[1:] != self.tail:
+                    raise DataError(f"{part.path}: changed while it was read (now {mapped.shape[0]} rows)")
+                contiguous = len(local) and local[-1] - local[0] == len(local) - 1
+                return np.array(mapped[local[0] : local[-1] + 1] if contiguous else mapped[local])
+            if self._shard is None or self._shard[0] != k:
+                self._shard = None  # the previous shard goes first
+                with zipfile.ZipFile(part.path) as archive:
+                    self._shard = (k, read_npz_member(archive, part.member, part.path))
+                if len(self._shard[1]) != part.rows or self._shard[1].shape[1:] != self.tail:
+                    raise DataError(f"{part.path}: changed while it was read (now {len(self._shard[1])} rows)")
+            return self._shard[1][local]
+        except NPZ_ERRORS as err:
+            raise unreadable(part.path, err) from None
 
     def blocks(self) -> Iterator[np.ndarray]:
         """All rows, in blocks of about BLOCK_BYTES."""
@@ -125,17 +134,23 @@ def blocks(x: np.ndarray | Rows) -> Iterator[np.ndarray]:
 class Inputs:
     """The inputs of some samples for a model with several inputs (or fed constants): per-sample
     arrays, samples on axis 0 here and moved to the input's batch axis (``axes``) when fed, and
-    values fed unchanged to every run (``fixed``). Indexed and measured like an array of samples."""
+    values fed unchanged to every run (``fixed``); ``fed``: the inputs given a constant (``--feed``,
+    in ``fixed`` or repeated over the batch in ``arrays``). Indexed and measured like an array of samples."""
 
     arrays: dict[str, np.ndarray]
     axes: dict[str, int] = field(default_factory=dict)
     fixed: dict[str, np.ndarray] = field(default_factory=dict)
+    fed: tuple[str, ...] = ()
 
     def __len__(self) -> int:
         return len(next(iter(self.arrays.values())))
 
     def __getitem__(self, rows: slice | np.ndarray) -> Inputs:
-        return Inputs({k: v[rows] for k, v in self.arrays.items()}, self.axes, self.fixed)
+        return replace(self, arrays={k: v[rows] for k, v in self.arrays.items()})
+
+    def constants(self) -> dict[str, np.ndarray]:
+        """The value of each fed input (one sample's, for an input repeated over the batch)."""
+        return {n: self.fixed[n] if n in self.fixed else self.arrays[n][0] for n in self.fed}
 
     def feeds(self) -> dict[str, np.ndarray]:
         moved = {k: np.ascontiguousarray(np.moveaxis(v, 0, self.axes.get(k, 0))) for k, v in self.arrays.items()}
@@ -205,10 +220,11 @@ def load_npz(
     require_labels: bool = True,
     limit_mode: str = "stratified",
     names: tuple[str, ...] | None = None,
+    fed: tuple[str, ...] = (),
 ) -> Dataset:
     """Read the inputs (and ``y``) from an npz archive; check dtypes and finiteness. ``names``:
     the graph inputs to read, one array each named as the input (one input may also be ``x``);
-    None: the array ``x`` alone. Declared sizes are checked against the memory budget before
+    None: the array ``x`` alone; ``fed``: inputs given a constant, which the archive must not hold. Declared sizes are checked against the memory budget before
     reading; with ``--limit-mode first`` only the first ``limit`` rows are read (a stratified
     subset needs every label, and rows from anywhere)."""
     p = regular_file(path, "data file")
@@ -217,7 +233,7 @@ def load_npz(
     try:
         with zipfile.ZipFile(p) as archive:
             keys = {n.removesuffix(".npy"): n for n in archive.namelist() if n.endswith(".npy")}
-            members = _input_members(keys, names, p)
+            members = _input_members(keys, names, p, fed)
             first = limit if limit_mode == "first" else None
             keep = None
             if limit is not None and limit_mode != "first" and "y" in keys:  # a stratified subset
@@ -235,8 +251,7 @@ def load_npz(
     except WnError:
         raise
     except NPZ_ERRORS as err:
-        why = str(err).splitlines()[0] if str(err).strip() else type(err).__name__
-        raise DataError(f"{p}: not a readable .npz archive ({why})") from None
+        raise unreadable(p, err) from None
     if require_labels and y is None:
         raise DataError(f"{p}: no array named 'y' with labels (score agreement with the clean model instead: label-free)")
     x = arrays["x"] if names is None else Inputs(arrays)
@@ -245,12 +260,23 @@ def load_npz(
 
 def data_inputs(loaded, fed: dict) -> tuple[str, ...] | None:
     """The inputs of ``loaded`` (a LoadedModel) the data file must hold, those not ``fed``; None:
-    the model's one input, read from ``x``."""
+    the model's one input, read from ``x``. Samples come from the data: not every input may be fed."""
+    if fed and all(n in fed for n in loaded.inputs):
+        raise DataError(f"--feed gives every input of the model a constant ({', '.join(loaded.inputs)}); the samples "
+                        "of at least one input come from the data")  # fmt: skip
     return None if len(loaded.inputs) == 1 and not fed else tuple(n for n in loaded.inputs if n not in fed)
 
 
-def _input_members(keys: dict[str, str], names: tuple[str, ...] | None, p: Path) -> dict[str, str]:
-    """input name → npz member holding its samples."""
+def fed_twice(name: str, source: str) -> DataError:
+    """An input given both by the data and by ``--feed``: never one of them silently."""
+    return DataError(f"feed {name}: {source} holds the input {name!r} too; give it once (its array or --feed)")
+
+
+def _input_members(keys: dict[str, str], names: tuple[str, ...] | None, p: Path, fed: tuple[str, ...]) -> dict[str, str]:
+    """input name → npz member holding its samples (none of them ``fed``)."""
+    clash = [n for n in fed if n in keys]
+    if clash:
+        raise fed_twice(clash[0], str(p))
     found = ", ".join(sorted(keys)) or "none"
     if names is None:
         if "x" not in keys:
@@ -291,6 +317,8 @@ def make_dataset(
                 raise DataError(f"{source}: labels y have dtype {y.dtype}, expected integers")
         if y.ndim < 1:
             raise DataError(f"{source}: labels y are a scalar; expected one row per sample")
+        if y.dtype.kind == "u" and y.size and int(y.max()) > np.iinfo(np.int64).max:
+            raise DataError(f"{source}: labels y reach {int(y.max())}, beyond the class indices of any model")
         y = (y.reshape(-1) if y.ndim == 2 and y.shape[1] == 1 else y).astype(np.int64)
         if len(y) != n:
             raise DataError(f"{source}: {n} inputs but {len(y)} labels")
@@ -298,7 +326,7 @@ def make_dataset(
     keep = subset(n, flat, limit, limit_mode)
     if keep is not None:
         pick = lambda a: a.take(keep) if isinstance(a, Rows) else a[keep]  # noqa: E731  (streamed rows stay streamed)
-        x = Inputs({k: pick(v) for k, v in x.arrays.items()}, x.axes, x.fixed) if isinstance(x, Inputs) else pick(x)
+        x = replace(x, arrays={k: pick(v) for k, v in x.arrays.items()}) if isinstance(x, Inputs) else pick(x)
         y = None if y is None else y[keep]
     for name, a in (x.arrays if isinstance(x, Inputs) else {"x": x}).items():
         bad = sum(int(np.sum(~np.isfinite(b.reshape(len(b), -1)).all(axis=1))) for b in blocks(a)) if a.dtype.kind == "f" else 0
@@ -306,7 +334,7 @@ def make_dataset(
             raise DataError(f"{source}: {bad} input samples{'' if name == 'x' else f' of {name}'} contain NaN or Inf")
     whole = lambda a: a if isinstance(a, Rows) else np.ascontiguousarray(a)  # noqa: E731
     if isinstance(x, Inputs):
-        return Dataset(Inputs({k: whole(v) for k, v in x.arrays.items()}, x.axes, x.fixed), y, source)
+        return Dataset(replace(x, arrays={k: whole(v) for k, v in x.arrays.items()}), y, source)
     return Dataset(whole(x), y, source)
 
 
@@ -321,7 +349,7 @@ def _cast(a: np.ndarray | Rows, dtype: np.dtype, source: str, name: str) -> np.n
         info = np.iinfo(dtype)
         if a.dtype.kind == "f" and not np.array_equal(a, np.round(a)):
             raise DataError(f"{source}: the model takes integers ({dtype}), but {name} holds fractional values")
-        if a.size and (a.min() < info.min or a.max() > info.max):
+        if a.size and (a.min() < info.min or a.max() >= info.max + 1):  # + 1: exact for float data too
             raise DataError(f"{source}: {name} spans [{a.min()}, {a.max()}], outside the model's {dtype} input")
     with np.errstate(over="ignore", invalid="ignore"):  # reported below, in one line
         out = a.astype(dtype, copy=False)
@@ -354,6 +382,11 @@ def check_shape(data: Dataset, loaded, fed: dict[str, np.ndarray] | None = None)
     """Match samples to the declared inputs of ``loaded`` (a LoadedModel) and cast them to their
     types; ``fed``: constants for other inputs (``--feed``), repeated over the batch where the
     input has a batch axis, else fed as they are. Checked data passes unchanged."""
+    arrays = data.x.arrays if isinstance(data.x, Inputs) else {loaded.input_name: data.x}
+    clash = [n for n in fed or {} if n in arrays]
+    if clash:
+        raise fed_twice(clash[0], data.source)
+    earlier = data.x.fed if isinstance(data.x, Inputs) else ()  # checked data passes unchanged
     fed = {**(data.x.fixed if isinstance(data.x, Inputs) else {}), **(fed or {})}
     inputs = loaded.inputs
     unknown = [n for n in fed if n not in inputs]
@@ -364,7 +397,6 @@ def check_shape(data: Dataset, loaded, fed: dict[str, np.ndarray] | None = None)
         if not _fits(tuple(shape[1:]), data.x.shape[1:]):
             raise DataError(f"{data.source}: samples have shape {_shown(data.x.shape[1:])}, the model expects {_shown(shape[1:])}")
         return Dataset(_cast(data.x, dtype, data.source, "x"), data.y, data.source)
-    arrays = data.x.arrays if isinstance(data.x, Inputs) else {loaded.input_name: data.x}
     missing = [n for n in inputs if n not in arrays and n not in fed]
     if missing:
         raise DataError(
@@ -393,7 +425,7 @@ def check_shape(data: Dataset, loaded, fed: dict[str, np.ndarray] | None = None)
             full = _broadcast(one, tuple(1 if i == axis else d for i, d in enumerate(shape)), name)
             out[name] = np.broadcast_to(np.moveaxis(full, axis, 0), (n, *np.moveaxis(full, axis, 0).shape[1:]))
             axes[name] = axis
-    return Dataset(Inputs(out, axes, fixed), data.y, data.source)
+    return Dataset(Inputs(out, axes, fixed, tuple(n for n in inputs if n in fed or n in earlier)), data.y, data.source)
 
 
 def _broadcast(value: np.ndarray, shape: tuple, name: str) -> np.ndarray:
@@ -415,30 +447,36 @@ def parse_feeds(items: list[str] | None) -> dict[str, np.ndarray]:
         name, sep, value = item.partition("=")
         if not sep or not name or not value:
             raise DataError(f"feed {item!r}: use NAME=NUMBER or NAME=FILE.npy")
+        if name in fed:
+            raise DataError(f"feed {name} is given twice; give each input one value")
         if value.endswith(".npy"):
-            p = regular_file(value, f"--feed {name} file")
-            try:
-                fed[name] = np.load(p, allow_pickle=False)
-            except (ValueError, OSError, EOFError) as err:
-                raise DataError(f"feed {name}: {p} is not a readable .npy array ({str(err).splitlines()[0][:200]})") from None
-        else:
+            fed[name] = _whole_npy(regular_file(value, f"--feed {name} file"), f"feed {name}")
+            continue
+        try:
+            number: int | float = int(value)  # exact: a 64-bit bound is checked on the integer itself
+        except ValueError:
             try:
                 number = float(value)
             except ValueError:
                 raise DataError(f"feed {item!r}: {value!r} is neither a number nor a .npy file") from None
-            fed[name] = np.asarray(int(number) if number.is_integer() and "." not in value and "e" not in value.lower() else number)
+        if isinstance(number, int) and not -(2**63) <= number < 2**64:
+            raise DataError(f"feed {name}: {value} is beyond 64-bit integers")
+        fed[name] = np.asarray(number)
     return fed
 
 
 def load_streamed(
     path: str | Path, labels: str | Path | None = None, limit: int | None = None, require_labels: bool = True,
-    limit_mode: str = "stratified", names: tuple[str, ...] | None = None,
+    limit_mode: str = "stratified", names: tuple[str, ...] | None = None, fed: tuple[str, ...] = (),
 ) -> Dataset:  # fmt: skip
     """Inputs read on demand (:class:`Rows`) from a ``.npy`` file (labels from ``labels``, a
     ``.npy``), or a folder of ``x.npy`` — or one ``<name>.npy`` per graph input of ``names`` —
     and ``y.npy``, or a folder of ``.npz`` shards (each with ``x`` and ``y``, in file-name order)."""
     p = Path(path)
     y, y_path = None, labels
+    clash = [n for n in fed if p.is_dir() and (p / f"{n}.npy").is_file()]
+    if clash:
+        raise fed_twice(clash[0], str(p))
     named = {n: p / f"{n}.npy" for n in names or () if p.is_dir() and (p / f"{n}.npy").is_file()}
     if not p.is_dir():
         x = _npy_rows(regular_file(p, "data file"))
@@ -455,41 +493,44 @@ def load_streamed(
     if p.is_dir() and labels is None and (p / "y.npy").is_file():
         y_path = p / "y.npy"
     if y_path is not None:
-        y = _whole_npy(regular_file(y_path, "labels file"))
+        y = _whole_npy(regular_file(y_path, "labels file"), "labels y")
     if require_labels and y is None:
         raise DataError(f"{p}: no labels (give them as a .npy of integers, or score label-free: agreement with the clean model)")
     return make_dataset(x, y, str(p), limit, limit_mode)
 
 
-def _npy_header_at(path: Path) -> tuple[tuple[int, ...], np.dtype, int]:
-    """(shape, dtype, data offset) of a ``.npy`` file, checked against its size."""
+def _npy_header_at(path: Path, what: str) -> tuple[tuple[int, ...], bool, np.dtype, int]:
+    """(shape, Fortran order, dtype, bytes of data) of a ``.npy`` file of numbers (``what`` it holds),
+    its declared size checked against the file's."""
     try:
         with path.open("rb") as f:
             shape, fortran, dtype = npy_header(f, str(path))
             offset = f.tell()
     except OSError as err:
         raise DataError(f"cannot read {path}: {err.strerror or err}") from None
-    if fortran or not shape:
-        raise DataError(f"{path}: store the samples in C order along the first axis (np.save of a C-contiguous array)")
+    if dtype.kind not in "fiub":
+        raise DataError(f"{path}: {what} has dtype {dtype}, expected numbers")
     declared = int(np.prod(shape, dtype=object)) * dtype.itemsize
     if path.stat().st_size < offset + declared:
         raise DataError(f"{path}: declares {declared} bytes of data but holds fewer (truncated?)")
-    return shape, dtype, offset
+    return shape, fortran, dtype, declared
 
 
 def _npy_rows(path: Path) -> Rows:
-    shape, dtype, _ = _npy_header_at(path)
-    if dtype.kind not in "fiu":
-        raise DataError(f"{path}: x has dtype {dtype}, expected numbers")
+    shape, fortran, dtype, _ = _npy_header_at(path, "x")
+    if fortran or not shape:  # rows are read in place, one batch at a time
+        raise DataError(f"{path}: store the samples in C order along the first axis (np.save of a C-contiguous array)")
     return Rows([Part(str(path), None, shape[0])], tuple(shape[1:]), dtype)
 
 
-def _whole_npy(path: Path) -> np.ndarray:
-    _npy_header_at(path)
+def _whole_npy(path: Path, what: str) -> np.ndarray:
+    """A ``.npy`` read whole (labels, a fed constant): its declared size is checked against the
+    file and the memory budget before a byte of data is read."""
+    check_budget(_npy_header_at(path, what)[3], str(path))
     try:
         return np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as err:
-        raise DataError(f"{path}: not a readable .npy ({err})") from None
+    except NPZ_ERRORS as err:
+        raise unreadable(path, err) from None
 
 
 def _member_header(path: Path, name: str) -> tuple[tuple[int, ...], np.dtype]:
@@ -502,7 +543,7 @@ def _member_header(path: Path, name: str) -> tuple[tuple[int, ...], np.dtype]:
     except WnError:
         raise
     except NPZ_ERRORS as err:
-        raise DataError(f"{path}: not a readable .npz archive ({type(err).__name__})") from None
+        raise unreadable(path, err) from None
     return shape, dtype
 
 
@@ -524,7 +565,7 @@ def _shard_labels(shards: list[Path]) -> np.ndarray | None:
         except WnError:
             raise
         except NPZ_ERRORS as err:
-            raise DataError(f"{s}: not a readable .npz archive ({type(err).__name__})") from None
+            raise unreadable(s, err) from None
     if all(f is None for f in found):
         return None
     if any(f is None for f in found):

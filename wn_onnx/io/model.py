@@ -23,7 +23,7 @@ from onnx_ir.passes.common import RemoveUnusedNodesPass
 from wn_onnx.errors import ModelError
 from wn_onnx.io.batch_axis import fixed_batch, free_batch_axis
 from wn_onnx.io.safeio import regular_file
-from wn_onnx.io.vocabulary import FLOAT_TYPES, LAYOUT_OPS, MIN_OPSET, USER_VALUE
+from wn_onnx.io.vocabulary import FLOAT_TYPES, LAYOUT_OPS, MIN_OPSET, RESERVED_PREFIX, USER_VALUE
 
 INTEGER_TYPES = frozenset(
     {ir.DataType.INT8, ir.DataType.INT16, ir.DataType.INT32, ir.DataType.INT64,
@@ -214,6 +214,13 @@ def load_model(path: str | os.PathLike, output: str | None = None) -> LoadedMode
     p = regular_file(path, "model file")
     proto, external = _read(p)
     user_names = {o for n in proto.graph.node for o in n.output}
+    taken = sorted(n for n in {*user_names, *(v.name for v in proto.graph.input), *(t.name for t in proto.graph.initializer)}
+                   if n.startswith(RESERVED_PREFIX))  # fmt: skip
+    if taken:
+        raise ModelError(
+            f"{p}: the model names a value {taken[0]!r}; names starting with {RESERVED_PREFIX!r} are those of the noise "
+            "wn-onnx inserts: rename it (a model written by apply-plan holds that noise already: scan the original)"
+        )
     proto = _at_least_min_opset(proto, p)
     _free_unsized_dims(proto)
     declared = fixed_batch(proto)

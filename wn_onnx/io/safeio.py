@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from wn_onnx.errors import WnError
+from wn_onnx.errors import DataError, WnError
 
 TEXT_BYTES = 64 << 20  # configs, plans and reports are far smaller
 
@@ -67,10 +67,13 @@ def memory_budget() -> int:
     return total // 2
 
 
-def check_budget(nbytes: int, source: str) -> None:
+def check_budget(nbytes: int, source: str, images: int = 0) -> None:
+    """``nbytes`` declared by ``source`` must fit the memory budget; ``images``: values that a
+    dataset reader also copies to float32 for the model (counted: the copy is the larger part)."""
     budget = memory_budget()
+    nbytes += images * np.dtype(np.float32).itemsize
     if nbytes > budget:
-        raise WnError(
+        raise DataError(
             f"{source}: declares {nbytes / 2**30:.3g} GiB of data, over the memory budget of {budget / 2**30:.3g} GiB"
         )
 
@@ -83,9 +86,9 @@ def npy_header(f, source: str) -> tuple[tuple[int, ...], bool, np.dtype]:
         read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
         shape, fortran, dtype = read_header(f)
     except (ValueError, EOFError) as err:
-        raise WnError(f"{source} is not an npy array ({err})") from None
+        raise DataError(f"{source} is not an npy array ({err})") from None
     if dtype.hasobject:
-        raise WnError(f"{source} holds pickled Python objects; refusing to load it (save plain arrays)")
+        raise DataError(f"{source} holds pickled Python objects; refusing to load it (save plain arrays)")
     return shape, fortran, dtype
 
 
@@ -97,13 +100,13 @@ def read_npz_member(
     ``pick`` (sorted row indices) only those rows are kept while the member streams past."""
     info = archive.getinfo(name)
     if info.flag_bits & 0x1:
-        raise WnError(f"{source}: member {name!r} is encrypted")
+        raise DataError(f"{source}: member {name!r} is encrypted")
     with archive.open(info) as f:
         shape, fortran, dtype = npy_header(f, f"{source}: member {name!r}")
         count = int(np.prod(shape, dtype=object))
         declared = count * dtype.itemsize
         if declared > info.file_size:
-            raise WnError(f"{source}: member {name!r} declares {declared} bytes but holds {info.file_size}")
+            raise DataError(f"{source}: member {name!r} declares {declared} bytes but holds {info.file_size}")
         rows = shape[0] if shape else 1
         if pick is not None and shape and not fortran:
             return _pick_rows(f, shape, dtype, np.asarray(pick), source, name)
@@ -114,7 +117,7 @@ def read_npz_member(
         check_budget(count * dtype.itemsize, source)
         data = f.read(count * dtype.itemsize)
     if len(data) != count * dtype.itemsize:
-        raise WnError(f"{source}: member {name!r} is truncated")
+        raise DataError(f"{source}: member {name!r} is truncated")
     array = np.frombuffer(data, dtype=dtype, count=count)
     return array.reshape(shape[::-1]).T if fortran else array.reshape(shape)
 
@@ -122,9 +125,9 @@ def read_npz_member(
 def _pick_rows(f, shape: tuple, dtype: np.dtype, pick: np.ndarray, source: str, name: str) -> np.ndarray:
     """The rows ``pick`` of a C-ordered array streamed from ``f``, read in blocks of ≤ 16 MiB."""
     if len(pick) and int(pick[-1]) >= shape[0]:
-        raise WnError(f"{source}: x has {shape[0]} rows, fewer than the labels")
+        raise DataError(f"{source}: x has {shape[0]} rows, fewer than the labels")
     row = int(np.prod(shape[1:], dtype=object)) * dtype.itemsize
-    check_budget(len(pick) * row, source)
+    check_budget((int(pick[-1]) + 1 if len(pick) else 0) * row, source)  # every row up to the last is inflated
     out = np.empty((len(pick), *shape[1:]), dtype)
     block = max(1, (16 << 20) // max(row, 1))
     done = 0
@@ -132,7 +135,7 @@ def _pick_rows(f, shape: tuple, dtype: np.dtype, pick: np.ndarray, source: str, 
         n = min(block, shape[0] - start)
         data = f.read(n * row)
         if len(data) != n * row:
-            raise WnError(f"{source}: member {name!r} is truncated")
+            raise DataError(f"{source}: member {name!r} is truncated")
         chunk = np.frombuffer(data, dtype=dtype).reshape((n, *shape[1:]))
         take = pick[(pick >= start) & (pick < start + n)]
         out[done : done + len(take)] = chunk[take - start]
@@ -141,6 +144,13 @@ def _pick_rows(f, shape: tuple, dtype: np.dtype, pick: np.ndarray, source: str, 
 
 
 NPZ_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError, ValueError, OSError)
+
+
+def unreadable(path: str | os.PathLike, err: Exception) -> DataError:
+    """The one-line error for an array file that zipfile, zlib or numpy cannot read (NPZ_ERRORS)."""
+    why = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+    kind = ".npy file" if str(path).endswith(".npy") else ".npz archive"
+    return DataError(f"{path}: not a readable {kind} ({why})")
 
 
 def guard_outputs(outputs: Iterable[Path | None], inputs: Iterable[Path | str | None]) -> None:

@@ -21,6 +21,10 @@ LAYOUT_OPS = frozenset(
 )  # fmt: skip
 
 
+# The prefix of every name the graph passes add (σ and draw inputs, noise nodes, constants): a
+# model's own value named so would collide with them.
+RESERVED_PREFIX = "wn_"
+
 # Set on a value that conversion renamed (see model.py): the name of the user's value holding the
 # same numbers in another layout, where its point is placed and reported.
 USER_VALUE = "wn_onnx.user_value"

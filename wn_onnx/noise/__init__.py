@@ -17,7 +17,7 @@ from wn_onnx.noise.bitflip import FORMATS, BitFlip
 from wn_onnx.noise.gaussian import KINDS, ORDERS, WEIGHT_SCALES, Kind, NoiseSpec, Order, apply_noise, default_grid
 from wn_onnx.noise.grid import MAX_GRID, parse_grid
 from wn_onnx.noise.pcm import PCM
-from wn_onnx.noise.plugin import load_plugin, source_digest
+from wn_onnx.noise.plugin import load_plugin
 from wn_onnx.noise.quant import Quant
 
 BUILT_IN = (*KINDS, Quant.name, BitFlip.name, PCM.name)
@@ -30,7 +30,7 @@ def default_repeats(on: str) -> int:
     return 10 if on == "weights" else 5
 
 __all__ = [
-    "BUILT_IN", "FORMATS", "KINDS", "MAX_GRID", "MODELS", "ORDERS", "PCM", "TARGETS", "WEIGHT_SCALES", "Axis", "BitFlip", "Kind", "NoiseModel", "NoiseSpec", "Order", "Quant", "Reference", "apply_noise", "default_grid", "default_repeats", "load_plugin", "make_noise", "noise_from_json", "noise_json", "options_of", "parse_grid", "plugin_source", "source_digest",
+    "BUILT_IN", "FORMATS", "KINDS", "MAX_GRID", "MODELS", "ORDERS", "PCM", "TARGETS", "WEIGHT_SCALES", "Axis", "BitFlip", "Kind", "NoiseModel", "NoiseSpec", "Order", "Quant", "Reference", "apply_noise", "default_grid", "default_repeats", "load_plugin", "make_noise", "noise_from_json", "noise_json", "options_of", "parse_grid", "plugin_digest", "plugin_source",
 ]
 
 
@@ -57,14 +57,21 @@ def make_noise(name: str, **options: object) -> NoiseModel:
         return MODELS[name](**given)
     if ":" not in name:
         raise ConfigError(f"unknown noise model {name!r}; choose {', '.join(BUILT_IN)}, module:Name or file.py:Name")
-    model = load_plugin(name)
+    model, digest = load_plugin(name)
     object.__setattr__(model, "_plugin_source", name)  # what the report records to build it again
+    object.__setattr__(model, "_plugin_digest", digest)  # what its stored curves are keyed by
     return model
 
 
 def plugin_source(model: NoiseModel) -> str | None:
     """The ``module:Name`` a plug-in model was loaded from (None for a built-in)."""
     return getattr(model, "_plugin_source", None)
+
+
+def plugin_digest(model: NoiseModel) -> str | None:
+    """The SHA-256 of a plug-in model's code (None for a built-in): a resumed scan computes again
+    after the code changed."""
+    return getattr(model, "_plugin_digest", None)
 
 
 def noise_json(model: NoiseModel) -> dict:

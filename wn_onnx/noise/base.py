@@ -16,13 +16,13 @@ from typing import ClassVar
 
 import numpy as np
 
-from wn_onnx.errors import ConfigError
+from wn_onnx.errors import ConfigError, PluginError
 from wn_onnx.noise.grid import parse_grid
 
 TARGETS = ("activations", "weights")
 
 
-class NoiseModelFailed(ConfigError):
+class NoiseModelFailed(PluginError):
     """A noise model raised, or returned something that is not a perturbed copy, while a scan ran it:
     the user's model is at fault, not a point of the graph (a scan stops, it does not mark a point failed)."""
 

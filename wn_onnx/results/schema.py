@@ -6,6 +6,7 @@ string, would otherwise pass or crash every comparison made with it.
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 from pathlib import Path
@@ -14,7 +15,7 @@ from wn_onnx.errors import WnError
 from wn_onnx.io.safeio import read_text
 from wn_onnx.results.fit import STATUSES
 
-SCHEMA_VERSION = 1  # written as "schema_version"; a report without it is version 1
+SCHEMA_VERSION = 1  # written as "schema_version"; a report without it is refused
 FAILED = "failed"  # a walked point that could not be evaluated; its "reason" says why
 NOT_RUN = "not-run"  # a point in an If branch never taken for the data: listed under "not_run", never walked
 
@@ -38,11 +39,15 @@ def _curve_problems(name: str, curve: dict) -> list[str]:
     sigmas, accuracy = curve.get("sigmas", []), curve.get("accuracy", [])
     if not isinstance(sigmas, list) or not all(_number(s) and s >= 0 for s in sigmas):
         problems.append(f"{name}: 'sigmas' must be a list of finite numbers >= 0")
+    elif any(b <= a for a, b in itertools.pairwise(sigmas)):
+        problems.append(f"{name}: 'sigmas' must increase (one accuracy row per σ, in order)")
     if not isinstance(accuracy, list) or not all(isinstance(r, list) and all(map(_fraction, r)) for r in accuracy):
         problems.append(f"{name}: 'accuracy' must be a list of rows of fractions in [0, 1]")
-    for key in ("mu", "a_max", "a_min"):
+    for key in ("a_max", "a_min"):
         if curve.get(key) is not None and not _number(curve[key]):
             problems.append(f"{name}: {key!r} must be a finite number or null, not {curve[key]!r:.40}")
+    if curve.get("mu") is not None and not (_number(curve["mu"]) and curve["mu"] >= 0):  # μ is a σ
+        problems.append(f"{name}: 'mu' must be a finite number >= 0 or null, not {curve['mu']!r:.40}")
     err = curve.get("mu_err")
     if err is not None and not (_number(err) and 0 <= err <= MAX_ERROR):
         problems.append(f"{name}: 'mu_err' must be a finite number >= 0 or null, not {err!r:.40}")
@@ -60,7 +65,7 @@ def schema_problems(report: object) -> list[str]:
     """What keeps ``report`` from being a scan report; empty when it is one."""
     if not isinstance(report, dict):
         return ["not a JSON object"]
-    problems = [f"missing key {k!r}" for k in TOP_KEYS if k not in report]
+    problems = [f"missing key {k!r}" for k in ("schema_version", *TOP_KEYS) if k not in report]
     version = report.get("schema_version", 1)
     if not (isinstance(version, int) and not isinstance(version, bool) and version >= 1):
         problems.append("'schema_version' must be a whole number >= 1")

@@ -9,8 +9,10 @@ at most the curve in flight, and the resumed report equals an uninterrupted one.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
+import os
 import sqlite3
 import time
 from pathlib import Path
@@ -47,6 +49,16 @@ def digest(*parts) -> str:
 
 
 LOCK_SECONDS = 30.0  # how long to wait for another process holding the store
+SIDECARS = ("", "-wal", "-shm", "-journal")  # the store's file and those SQLite keeps beside it
+
+
+def refuse_links(path: Path, what: str) -> None:
+    """A store whose file, or one SQLite keeps beside it, is a symbolic link is refused: SQLite
+    would write through it, to wherever it points."""
+    for suffix in SIDECARS:
+        p = path.with_name(path.name + suffix)
+        if p.is_symlink():
+            raise WnError(f"{p} is a symbolic link; refusing to write the {what} through it (choose another output)")
 
 
 def open_store(path: Path, schema: str, table: str, columns: list[str], what: str) -> sqlite3.Connection:
@@ -54,6 +66,7 @@ def open_store(path: Path, schema: str, table: str, columns: list[str], what: st
     db = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
+        refuse_links(path, what)
         # never open the file with anything but SQLite: closing another descriptor of it would drop
         # the locks of this process's connections (SQLite's POSIX-lock caveat)
         db = sqlite3.connect(path, timeout=LOCK_SECONDS)
@@ -93,11 +106,18 @@ def store_error(path: Path, err: Exception, what: str) -> WnError:
 
 
 class CurveStore:
-    """A small SQLite (WAL) table of finished curves, keyed by configuration hash."""
+    """A small SQLite (WAL) table of finished curves, keyed by configuration hash. One scan writes
+    it at a time: a second is refused at once (two scans with other settings would otherwise both
+    succeed, the last report overwriting the first)."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self.db = open_store(self.path, SCHEMA, "curves", ["key", "scope", "result", "created"], "curve store")
+        try:
+            self.lock = _writer_lock(self.path)
+        except BaseException:
+            self.db.close()
+            raise
 
     def get(self, key: str) -> dict | None:
         """The stored curve, or None when absent or not a valid curve (then it is computed again)."""
@@ -126,3 +146,20 @@ class CurveStore:
 
     def close(self) -> None:
         self.db.close()
+        os.close(self.lock)  # after the connection: closing a descriptor of the file drops SQLite's POSIX locks
+
+
+def _writer_lock(path: Path) -> int:
+    """A descriptor of ``path`` holding an exclusive flock (released when it is closed, or when the
+    process dies: a killed scan never leaves the store locked); opened without following a link."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as err:
+        refuse_links(path, "curve store")  # replaced by a link since SQLite opened it
+        raise store_error(path, err, "curve store") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        raise WnError(f"{path} is being written by another wn-onnx scan; let it finish first or choose another output") from None
+    return fd

@@ -11,6 +11,7 @@ flight, and re-running skips done keys and retries failed ones.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import os
@@ -30,6 +31,7 @@ from wn_onnx.errors import WnError
 from wn_onnx.io import config as cs
 from wn_onnx.io.safeio import read_text
 from wn_onnx.noise import NoiseSpec, parse_grid
+from wn_onnx.results.schema import SCHEMA_VERSION
 from wn_onnx.results.store import digest, open_store, store_error
 
 if TYPE_CHECKING:
@@ -40,7 +42,7 @@ SCHEMA = {
     "noise": replace(cs.NOISE, many=True), "order": cs.ORDER, "sigma_ratio": cs.FRACTION,
     "points": cs.Key((str, int), '"all", "global" or point indices >= 0',
                   lambda v: v in ("all", "global") or (isinstance(v, int) and v >= 0), many=True),
-    "sigmas": cs.GRID, "seeds": replace(cs.SEED, many=True), "epochs": cs.POSITIVE_INT,
+    "sigmas": cs.GRID, "seeds": replace(cs.SEED, many=True), "epochs": cs.EPOCHS,
     "clamp": cs.Key((bool, int, float), "false or a finite number > 0",
                  lambda v: v is False or (not isinstance(v, bool) and cs.POSITIVE.accepts(v)), many=True),
     "training_noise": cs.BOOL, "limit": cs.POSITIVE_INT, "eval_limit": cs.POSITIVE_INT, "eval_repeats": cs.REPEATS,
@@ -86,6 +88,12 @@ def load_sweep(path: str | Path) -> Sweep:
     common.update(epochs=int(conf.get("epochs", 100)), eval_repeats=int(conf.get("eval_repeats", 1)),
                   batch_size=int(conf.get("batch_size", 128)), lr=float(conf.get("lr", 1e-3)))  # fmt: skip
     trained = bool(conf.get("training_noise", True))
+    for bn in dict.fromkeys(bool(b) for b in _list(conf.get("bn", True))):  # every run must be able to start
+        count = _point_count(conf["arch"], bn)
+        beyond = [q for q in points if isinstance(q, int) and q >= count]
+        if beyond:
+            raise WnError(f"{p}: point {beyond[0]} out of range: {conf['arch']} {'with' if bn else 'without'} "
+                          f"BatchNorm has {count} points (0-{count - 1})")  # fmt: skip
     runs = []
     axes = itertools.product(_list(conf.get("bn", True)), _list(conf.get("clamp", False)), _list(conf["seeds"]))
     for bn, clamp, seed in axes:
@@ -108,6 +116,7 @@ def load_sweep(path: str | Path) -> Sweep:
     return Sweep(p, conf, runs)
 
 
+@functools.cache
 def _point_count(arch: str, bn: bool) -> int:
     """Noise points of ``arch`` (their count does not depend on the input size or classes)."""
     from wn_onnx.training.nets import ARCHS, build
@@ -349,11 +358,10 @@ def run_sweep(
         from wn_onnx.cluster import connect  # the Dask client scans use too
         from wn_onnx.engine.memory import Share
 
-        client, cluster = connect(workers, scheduler)
-        share = memory if cluster is None else Share.split(memory, workers)  # this process holds the scheduler
-        try:
+        with connect(workers, scheduler) as (client, cluster):
             from distributed import as_completed
 
+            share = memory if cluster is None else Share.split(memory, workers)  # this process holds the scheduler
             attempts = {r["key"]: 0 for r in todo}
             futures = {}
             for run in todo:
@@ -382,10 +390,6 @@ def run_sweep(
                     stats["done"] += 1
                 if on_update:
                     on_update(stats)
-        finally:
-            client.close()
-            if cluster is not None:
-                cluster.close()
         return stats
     finally:
         store.close()
@@ -431,7 +435,7 @@ def sweep_reports(sweep: Sweep) -> dict[str, dict]:
         curves: dict = {}
         for _, _, ev in items:
             curves.setdefault(ev["point"], {}).setdefault(ev["sigma"], []).extend(ev["accuracy"])
-        report = {"model": f"sweep:{sweep.path.name} arch={run0['arch']} bn={bn} clamp={clamp}",
+        report = {"schema_version": SCHEMA_VERSION, "model": f"sweep:{sweep.path.name} arch={run0['arch']} bn={bn} clamp={clamp}",
                   "noise": {"kind": kind, "order": run0.get("order") if kind == "mixed" else None},
                   "training_noise": run0["training_noise"], "seed": None, "seeds": sorted({r["seed"] for r, _, _ in items}),
                   "clean_accuracy": clean, "num_classes": res0["num_classes"], "chance": chance,

@@ -37,7 +37,7 @@ class PlainDataUnpickler(pickle.Unpickler):
 
 
 def load_plain_pickle(path: Path):
-    check_budget(path.stat().st_size, str(path))
+    check_budget(path.stat().st_size, str(path), images=path.stat().st_size)
     try:
         return PlainDataUnpickler(io.BytesIO(path.read_bytes()), encoding="bytes").load()
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError) as err:
@@ -50,7 +50,7 @@ def _files(folder: Path, names: list[str]) -> list[Path]:
     for p in paths:
         if not p.is_file():
             raise DataError(f"CIFAR-10 file {p.name} not found in {folder}")
-    check_budget(sum(p.stat().st_size for p in paths), str(folder))
+    check_budget(sum(p.stat().st_size for p in paths), str(folder), images=sum(p.stat().st_size for p in paths))
     return paths
 
 

@@ -33,7 +33,7 @@ def read_idx(path: str | Path, limit: int | None = None) -> np.ndarray:
             if limit is not None and dims:
                 dims = (min(dims[0], limit), *dims[1:])
             count = int(np.prod(dims, dtype=object)) if dims else 0
-            check_budget(count * dtype.itemsize, str(p))
+            check_budget(count * dtype.itemsize, str(p), images=count)
             data = f.read(count * dtype.itemsize)
     except (OSError, EOFError, zlib.error) as err:
         raise DataError(f"{p}: corrupt gzip archive ({err})") from None

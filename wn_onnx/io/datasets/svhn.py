@@ -28,7 +28,7 @@ def svhn(folder: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
     if "X" not in declared or "y" not in declared:
         raise DataError(f"{p}: expected arrays X and y")
     sizes = [int(np.prod(declared[n][0], dtype=object)) * MAT_ITEMSIZE.get(declared[n][1], 8) for n in ("X", "y")]
-    check_budget(sum(sizes), str(p))
+    check_budget(sum(sizes), str(p), images=sizes[0])
     try:
         mat = loadmat(p, variable_names=["X", "y"])
     except MAT_ERRORS as err:
