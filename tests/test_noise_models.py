@@ -404,3 +404,20 @@ def test_weight_scans_adaptive_and_in_processes_measure_what_the_grid_measures(t
         rows = dict(zip(full["sigmas"], full["accuracy"], strict=True))
         assert len(part["sigmas"]) < len(full["sigmas"])
         assert all(rows[s] == a for s, a in zip(part["sigmas"], part["accuracy"], strict=True))
+
+
+DOCS = Path(__file__).parents[1] / "docs"
+
+
+def test_the_documented_plugin_example_is_the_shipped_file_and_scans(tmp_path):
+    """docs/noise-models.md shows docs/examples/uniform_noise.py whole, and that file scans the
+    embedded default on weights with every layer falling (amplitude up to 100 × max|W|)."""
+    example = (DOCS / "examples" / "uniform_noise.py").read_text()
+    assert f"```python\n{example}```" in (DOCS / "noise-models.md").read_text()
+    out = tmp_path / "r.json"
+    ran = wn("scan", "--noise", f"{DOCS / 'examples' / 'uniform_noise.py'}:Uniform", "--on", "weights",
+             "--repeats", "3", "--out", out, "--quiet")  # fmt: skip
+    assert ran.returncode == 0, ran.stderr
+    report = json.loads(out.read_text())
+    assert report["noise"]["kind"] == "uniform" and report["axis"]["name"] == "amplitude"
+    assert all(p["status"] in ("ok", "bracketed") for p in report["points"]), [p["status"] for p in report["points"]]
