@@ -141,3 +141,23 @@ def test_bad_digital_plans_are_one_line(pcm_report, tmp_path):
     assert wn("scan", "--levels", "0.1,1,10", "--repeats", "2", "--out", activations, "--quiet").returncode == 0
     ran = wn("plan", activations, "--digital", "1")
     assert ran.returncode == 2 and "weight-noise report" in ran.stderr and len(ran.stderr.strip().splitlines()) == 1
+
+
+def test_figures_read_time_and_bits_in_their_units(pcm_report, tmp_path):
+    """Curves of a pcm report are drawn against time since programming with 1 s … 10 y ticks and
+    μ in days or years; a quant report's against bits, μ in bits, a bound written as one."""
+    from wn_onnx.results.figures import curves_figure, mu_figure
+
+    report = json.loads(pcm_report[2].read_text())
+    fig = curves_figure(report)
+    ax = fig.axes[0]
+    assert ax.get_xlabel() == "time since programming (s)"
+    assert {"1 s", "1 h", "1 d", "1 y"} <= {t.get_text() for t in ax.get_xticklabels()}
+    assert any(unit in ax.get_title() for unit in (" d [", " y [", " h ["))
+    assert mu_figure([report]).axes[0].get_ylabel() == "μ (midpoint time since programming (s))"
+    out = tmp_path / "q.json"
+    assert wn("scan", "--noise", "quant", "--on", "weights", "--out", out, "--quiet").returncode == 0
+    quant = json.loads(out.read_text())
+    ax = curves_figure(quant).axes[0]
+    assert ax.get_xlabel() == "bits (fewer is worse)" and "16" in {t.get_text() for t in ax.get_xticklabels()}
+    assert "bits [" in ax.get_title()

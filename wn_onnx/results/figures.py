@@ -44,6 +44,62 @@ plt.rcParams.update({"font.size": FONT, "axes.titlesize": FONT, "axes.labelsize"
                      "xtick.labelsize": FONT - 1, "ytick.labelsize": FONT - 1})  # fmt: skip
 
 
+TIME_TICKS = {"1 s": 1.0, "1 min": 60.0, "1 h": 3600.0, "1 d": 86400.0, "1 y": 3.15576e7, "10 y": 3.15576e8}
+TIME_UNITS = (("y", 3.15576e7), ("d", 86400.0), ("h", 3600.0), ("min", 60.0), ("s", 1.0))
+
+
+def axis_name(report: dict) -> str:
+    """The swept quantity, with its unit: σ for Gaussian noise (A, σ_add, σ_mul for mixed), else the
+    report's axis (bits, bit error rate, time since programming (s), a plug-in's)."""
+    axis = report.get("axis")
+    if axis:
+        name = "time since programming" if axis.get("name") == "time" else str(axis.get("name", "level"))
+        unit = "" if axis.get("more") == "down" or not axis.get("unit") else f" ({axis['unit']})"
+        return _text(f"{name}{unit}{' (fewer is worse)' if axis.get('more') == 'down' else ''}")
+    noise = report.get("noise", {})
+    if noise.get("kind") == "mixed":
+        return "A" if noise.get("ratio") is not None else ("σ_add" if noise.get("sigma_mul") is not None else "σ_mul")
+    return "σ"
+
+
+def level_text(report: dict, strength: float | None) -> str:
+    """A strength as the report's axis reads it: bits on a falling axis, else the value."""
+    if strength is None:
+        return "—"
+    axis = report.get("axis") or {}
+    if axis.get("more") == "down":
+        return f"{-np.log2(strength):.3g} bits" if strength > 0 else "—"
+    if axis.get("unit") == "s":  # in the largest unit it reaches: 115 d, not 9.96e+06 s
+        unit, size = next(((u, v) for u, v in TIME_UNITS if strength >= v), TIME_UNITS[-1])
+        return f"{strength / size:.3g} {unit}"
+    return f"{strength:.3g}"
+
+
+def mu_text(report: dict, curve: dict) -> str:
+    """μ as the axis reads it, a bound written as one (> 10 y, < 1 bits)."""
+    text = level_text(report, curve.get("mu"))
+    falling = (report.get("axis") or {}).get("more") == "down"
+    bound = {"not-reached": "<" if falling else ">", "no-drop-from-start": "≥" if falling else "≤"}.get(curve.get("status"))
+    return f"{bound} {text}" if bound and curve.get("mu") is not None else text
+
+
+def _axis_ticks(ax: plt.Axes, report: dict, left: float) -> None:
+    """Ticks a unit reads naturally in, from ``left`` (the smallest strength drawn; the clean slot
+    left of it keeps its own tick): bits at 2^-bits on a falling axis, 1 s … 10 y for time."""
+    axis = report.get("axis") or {}
+    right = ax.get_xlim()[1]
+    if axis.get("more") == "down":
+        bits = [b for b in range(0, 65) if left <= 2.0**-b <= right]
+        step = max(1, len(bits) // 8)
+        ax.set_xticks([2.0**-b for b in bits[::step]], [str(b) for b in bits[::step]])
+        ax.minorticks_off()
+    elif axis.get("unit") == "s":
+        ticks = {k: v for k, v in TIME_TICKS.items() if left <= v <= right}
+        if len(ticks) >= 2:
+            ax.set_xticks(list(ticks.values()), list(ticks))
+            ax.minorticks_off()
+
+
 def _text(s: object) -> str:
     """A model's string as literal figure text: a ``$`` in a tensor name must not start mathtext."""
     return str(s).replace("$", r"\$")
@@ -175,11 +231,11 @@ def curves_figure(report: dict, columns: int = 3, limit: int | None = MAX_CURVES
             ax.set_xscale("log")
             x0, _ = _clean_slot(ax, lo, hi)
             if clean is not None:
-                ax.plot([x0], [clean], "D", color="k", ms=4, label="σ = 0 (clean; axis broken)", gid="clean-point")
+                ax.plot([x0], [clean], "D", color="k", ms=4, label="clean model (axis broken)", gid="clean-point")
         else:
             ax.set_xlim(lo - 0.03 * (hi - lo), hi + 0.03 * (hi - lo))
             if clean is not None and not (s == 0).any():  # a grid without σ = 0: the clean model still shows
-                ax.plot([0.0], [clean], "D", color="k", ms=4, label="σ = 0 (clean)", gid="clean-point")
+                ax.plot([0.0], [clean], "D", color="k", ms=4, label="clean model", gid="clean-point")
         left, right = ax.get_xlim()
         if c.get("mu") is not None:
             mu = c["mu"]
@@ -191,9 +247,11 @@ def curves_figure(report: dict, columns: int = 3, limit: int | None = MAX_CURVES
                 band_hi = min(mu + e, right)
                 if band_hi > band_lo:
                     ax.axvspan(band_lo, band_hi, color="C2", alpha=0.15, lw=0, label="μ ± err", gid="mu-band")
-        mu_text = "—" if c.get("mu") is None else f"{c['mu']:.3g}"
-        ax.set_title(f"{label}\nμ = {mu_text} [{c['status']}]")
-        ax.set_xlabel("σ")
+        shown = mu_text(report, c)
+        ax.set_title(f"{label}\nμ {shown if shown[0] in '<>≤≥' else '= ' + shown} [{c['status']}]")
+        ax.set_xlabel(axis_name(report))
+        if log:
+            _axis_ticks(ax, report, lo)
         ax.set_ylim(-0.03, 1.03)
     for row in axes:
         row[0].set_ylabel("accuracy")
@@ -206,8 +264,9 @@ def curves_figure(report: dict, columns: int = 3, limit: int | None = MAX_CURVES
     ncol = min(4 if columns > 1 else 2, len(handles))
     fig.legend(handles.values(), handles.keys(), loc="lower center", ncol=ncol, frameon=False)
     noise = report.get("noise", {})
+    where = " on weights" if report.get("on") == "weights" else ""
     title = (
-        f"accuracy vs σ · {' '.join(filter(None, (noise.get('kind', '?'), noise.get('order'))))} noise"
+        f"accuracy vs {axis_name(report)} · {' '.join(filter(None, (noise.get('kind', '?'), noise.get('order'))))} noise{where}"
         + (" · " if columns > 1 else "\n")
         + _text(Path(str(report.get("model", ""))).name)
         + (f"\n{selected}" if selected else "")
@@ -334,8 +393,21 @@ def mu_figure(reports: list[dict], labels: list[str] | None = None) -> plt.Figur
     ax.set_yscale("log")
     ax.set_ylim(floor_all / 2 if clipped or not np.isfinite(bottom) else max(floor_all / 2, bottom / 3), top_all * 3)
     ax.set_xlim(-0.6, len(columns) - 0.4)
-    ax.set_ylabel("μ (midpoint σ)")
-    ax.set_title("μ per point (dotted: global μ; higher is more robust)")
+    first = reports[0]
+    ax.set_ylabel(f"μ (midpoint {axis_name(first)})")
+    falling = (first.get("axis") or {}).get("more") == "down"
+    ax.set_title(f"μ per point (dotted: global μ; {'lower bits at μ' if falling else 'higher'} is more robust)")
+    if falling:  # μ is drawn as its strength 2^-bits: label the ticks in bits
+        low, high = ax.get_ylim()
+        bits = [b for b in range(0, 65) if low <= 2.0**-b <= high]
+        ax.set_yticks([2.0**-b for b in bits], [str(b) for b in bits])
+        ax.minorticks_off()
+    elif (first.get("axis") or {}).get("unit") == "s":
+        low, high = ax.get_ylim()
+        ticks = {k: v for k, v in TIME_TICKS.items() if low <= v <= high}
+        if len(ticks) >= 2:
+            ax.set_yticks(list(ticks.values()), list(ticks))
+            ax.minorticks_off()
     for status in sorted(seen_status - {"ok"}):
         ax.plot([], [], STATUS_MARK.get(status, "o"), color="0.3", mfc="none", label=status)
     if clipped:
