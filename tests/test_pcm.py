@@ -161,3 +161,88 @@ def test_figures_read_time_and_bits_in_their_units(pcm_report, tmp_path):
     ax = curves_figure(quant).axes[0]
     assert ax.get_xlabel() == "bits (fewer is worse)" and {"1", "15"} <= {t.get_text() for t in ax.get_xticklabels()}
     assert "bits [" in ax.get_title()
+
+
+# ---- converters ---------------------------------------------------------------------------------------
+
+
+def _with_converters(path, bits: int, layers: list[tuple[str, str]], x: np.ndarray) -> float:
+    """Agreement with the clean predictions of the file with b-bit DAC/ADC written around each layer
+    ``(data input, output)`` by plain onnx edits, the ranges measured here on ``x``."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import helper, numpy_helper
+
+    proto = onnx.load(str(path))
+    names = [n for layer in layers for n in layer]
+    probe = onnx.load(str(path))
+    probe.graph.output.extend(helper.make_tensor_value_info(n, onnx.TensorProto.FLOAT, None) for n in names)
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    run = ort.InferenceSession(probe.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    values = dict(zip([o.name for o in run.get_outputs()], run.run(None, {"input": x}), strict=True))
+    n = 2 ** (bits - 1) - 1
+    nodes = list(proto.graph.node)
+    for k, (data, out) in enumerate(layers):
+        for tag, name in (("dac", data), ("adc", out)):
+            step = float(np.abs(values[name]).max()) / n
+            proto.graph.initializer.extend([numpy_helper.from_array(np.array(step, np.float32), f"{tag}{k}_s"),
+                                            numpy_helper.from_array(np.array(n, np.float32), f"{tag}{k}_n"),
+                                            numpy_helper.from_array(np.array(-n, np.float32), f"{tag}{k}_m")])  # fmt: skip
+        layer = next(node for node in nodes if out in node.output)
+        layer.input[list(layer.input).index(data)] = f"dac{k}_q"
+        layer.output[0] = f"adc{k}_raw"
+        quant = [helper.make_node("Div", [data, f"dac{k}_s"], [f"dac{k}_d"]),
+                 helper.make_node("Round", [f"dac{k}_d"], [f"dac{k}_r"]),
+                 helper.make_node("Clip", [f"dac{k}_r", f"dac{k}_m", f"dac{k}_n"], [f"dac{k}_c"]),
+                 helper.make_node("Mul", [f"dac{k}_c", f"dac{k}_s"], [f"dac{k}_q"]),
+                 helper.make_node("Div", [f"adc{k}_raw", f"adc{k}_s"], [f"adc{k}_d"]),
+                 helper.make_node("Round", [f"adc{k}_d"], [f"adc{k}_r"]),
+                 helper.make_node("Clip", [f"adc{k}_r", f"adc{k}_m", f"adc{k}_n"], [f"adc{k}_c"]),
+                 helper.make_node("Mul", [f"adc{k}_c", f"adc{k}_s"], [out])]  # fmt: skip
+        nodes[nodes.index(layer):nodes.index(layer)] = quant[:4]
+        nodes[nodes.index(layer) + 1:nodes.index(layer) + 1] = quant[4:]
+    del proto.graph.node[:]
+    proto.graph.node.extend(nodes)
+    clean = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
+    noisy = ort.InferenceSession(proto.SerializeToString(), options, providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
+    return float((noisy.argmax(1) == clean.argmax(1)).mean())
+
+
+def test_converters_equal_plain_graph_edits_and_vanish_at_16_bits(digits, tmp_path):
+    """Label-free (agreement with the clean predictions), the converters model on the embedded MLP:
+    every walked layer and the global sweep equal the file with DAC/ADC written by plain onnx edits
+    (ranges measured independently); at 16 bits the predictions are the clean ones, at 2 bits not."""
+    from wn_onnx.graph_passes.weights import find_weight_points
+    from wn_onnx.io.model import load_model
+
+    model, x, y = digits
+    data = tmp_path / "d.npz"
+    np.savez(data, x=x, y=y)
+    out = tmp_path / "r.json"
+    ran = wn("scan", model, "--data", data, "--label-free", "--on", "weights", "--noise", "converters",
+             "--levels", "2,4,16", "--out", out, "--quiet")  # fmt: skip
+    assert ran.returncode == 0, ran.stderr
+    report = json.loads(out.read_text())
+    layers = [(p.data, p.output) for p in find_weight_points(load_model(model).model)]
+    for bits, row in zip((16, 4, 2), range(3), strict=True):  # strengths ascending: bits descending
+        for k, curve in enumerate(report["points"]):
+            assert curve["accuracy"][row][0] == pytest.approx(_with_converters(model, bits, [layers[k]], x), abs=1e-12)
+        assert report["global"]["accuracy"][row][0] == pytest.approx(_with_converters(model, bits, layers, x), abs=1e-12)
+    assert report["global"]["accuracy"][0][0] == 1.0 and report["global"]["accuracy"][2][0] < 0.9
+
+
+def test_converters_combine_with_pcm_and_bad_settings_are_one_line(tmp_path):
+    out = tmp_path / "r.json"
+    ran = wn("scan", "--on", "weights", "--noise", "pcm", "--levels", "1s,1y", "--adc-bits", "8", "--out-noise", "0.01",
+             "--repeats", "2", "--mode", "global", "--out", out, "--quiet")  # fmt: skip
+    assert ran.returncode == 0, ran.stderr
+    report = json.loads(out.read_text())
+    assert report["converters"] == {"adc_bits": 8, "out_noise": 0.01}
+    for args, message in ((["--on", "weights", "--dac-bits", "1"], "--dac-bits must be a whole number in [2, 32]"),
+                          (["--on", "weights", "--adc-bits", "33"], "--adc-bits must be a whole number in [2, 32]"),
+                          (["--on", "weights", "--out-noise", "-1"], "--out-noise must be a finite number >= 0"),
+                          (["--dac-bits", "4"], "belong to analog layers: scan --on weights"),
+                          (["--on", "weights", "--noise", "converters", "--dac-bits", "4", "--adc-bits", "4"], "leave one free")):  # fmt: skip
+        ran = wn("scan", *args, "--out", tmp_path / "bad.json")
+        assert ran.returncode == 2 and message in ran.stderr and len(ran.stderr.strip().splitlines()) == 1, (args, ran.stderr)

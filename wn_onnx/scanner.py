@@ -33,6 +33,7 @@ from wn_onnx.io.data import Dataset, Inputs, check_shape
 from wn_onnx.io.model import LoadedModel, load_model
 from wn_onnx.metrics import get_metric, score
 from wn_onnx.noise import TARGETS, NoiseModel, NoiseSpec, noise_json, plugin_digest, plugin_source
+from wn_onnx.noise.converters import ConvertersModel
 from wn_onnx.noise.quant import bits_of
 from wn_onnx.results.fit import curve_json as fit_curve_json
 from wn_onnx.results.schema import FAILED, NOT_RUN, SCHEMA_VERSION
@@ -160,8 +161,13 @@ def sequential_curve(
                     base.clean_variance)  # fmt: skip
 
 
-def check_target(req: ScanRequest, spec: NoiseModel) -> None:
+def check_target(req: ScanRequest, st: SweepSettings) -> None:
     """Where the noise model can act, and which scan settings apply there, one clear line each."""
+    spec = st.spec
+    if st.converters is not None and st.converters.active and req.on != "weights":
+        raise ConfigError("converters (--dac-bits, --adc-bits, --out-noise) belong to analog layers: scan --on weights")
+    if isinstance(spec, ConvertersModel) and st.converters is not None and st.converters.dac_bits and st.converters.adc_bits:
+        raise ConfigError("the converters model sweeps the bits that --dac-bits and --adc-bits fix: leave one free")
     if req.on not in spec.targets:
         raise ConfigError(f"noise model {spec.name!r} acts on {' and '.join(spec.targets)}, not on {req.on}")
     if req.on == "activations" and not isinstance(spec, NoiseSpec) and req.mode == "global":
@@ -268,9 +274,10 @@ def run_scan(
     if req.sigma_scale == "std" and (st.spec.kind != "add" or req.on == "weights"):
         raise ConfigError("σ relative to the activation std applies to additive noise on activations "
                           "(multiplicative noise is relative already, additive weight noise is relative to max|W|)")  # fmt: skip
-    check_target(req, st.spec)
+    check_target(req, st)
     check_estimator(req, st)
-    if st.spec.deterministic:  # every repeat would give the same numbers
+    noisy_outputs = st.converters is not None and st.converters.out_noise > 0
+    if st.spec.deterministic and not noisy_outputs:  # every repeat would give the same numbers
         st = replace(st, repeats=1)
     st = replace(st, top=float(np.max(st.sigmas)))  # draws shared by every strength of the grid, adaptive rounds too
     engine = Engine(loaded, providers_for(req.device), req.threads, req.memory)
@@ -303,7 +310,8 @@ def run_scan(
         "noise": noise_json(st.spec),
         **({} if req.on == "activations" else {"on": req.on}),
         **({} if isinstance(st.spec, NoiseSpec) else {"axis": st.spec.axis.to_json()}),
-        **({"deterministic": True} if st.spec.deterministic else {}),
+        **({"deterministic": True} if st.spec.deterministic and not noisy_outputs else {}),
+        **({"converters": st.converters.to_json()} if st.converters is not None and st.converters.active else {}),
         "mode": req.mode,
         "seed": st.seed,
         "repeats": st.repeats,
@@ -329,6 +337,7 @@ def run_scan(
     relative = ["sigma_scale=std"] if req.sigma_scale == "std" else []  # absolute: the hashes of earlier versions
     relative += [] if req.estimator == "grid" else [f"estimator={req.estimator}"]  # grid: likewise
     relative += [] if req.on == "activations" else [f"on={req.on}"]  # likewise
+    relative += [] if st.converters is None or not st.converters.active else [f"converters={st.converters.to_json()}"]
     relative += [] if plugin_source(st.spec) is None else [f"plugin={plugin_digest(st.spec)}"]  # its code, not only its name
     code = get_metric(st.metric, st.metric_timeout).source  # a plug-in's file: an edited plug-in is computed again
     config = digest(report["model_digest"], loaded.output_name, *_input_parts(data.x), data.y, req.label_free, st.spec.to_json(),
@@ -376,7 +385,7 @@ def run_scan(
             if curve is None:
                 scale = None if scales is None else np.array([scales[p.index] for p in where])
                 if req.estimator == "sequential":
-                    ev = engine.global_noise(where, st, scale)
+                    ev = engine.global_noise(where, st, scale, data)
                     curve = {"points": [p.index for p in where],
                              **sequential_curve(engine, ev, data, st, base, req.tolerance, [1])}  # fmt: skip
                 else:

@@ -122,6 +122,22 @@ CompensationOption = Annotated[
 ]
 
 
+DacBitsOption = Annotated[int | None, typer.Option(help="Weights: a DAC of B bits on each analog layer's input.")]
+AdcBitsOption = Annotated[int | None, typer.Option(help="Weights: an ADC of B bits on each analog layer's output.")]
+OutNoiseOption = Annotated[
+    float | None, typer.Option(help="Weights: noise σ on each analog layer's output, relative to its range.")
+]
+
+
+def converters(dac_bits: int | None, adc_bits: int | None, out_noise: float | None):
+    """The converter settings the options describe (None when none is given)."""
+    from wn_onnx.noise import Converters
+
+    if dac_bits is None and adc_bits is None and out_noise is None:
+        return None
+    return Converters(dac_bits, adc_bits, 0.0 if out_noise is None else out_noise)
+
+
 def noise_model(name: str, **options: object):
     """The noise model (:func:`wn_onnx.noise.make_noise`) the noise options describe (enums as their values)."""
     from wn_onnx.noise import make_noise

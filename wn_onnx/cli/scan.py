@@ -14,9 +14,11 @@ from rich.text import Text
 
 from wn_onnx.cli.common import (
     MAX_THREADS,
+    AdcBitsOption,
     AtOption,
     BatchSizeOption,
     CompensationOption,
+    DacBitsOption,
     DataDirOption,
     DataOption,
     DatasetOption,
@@ -41,6 +43,7 @@ from wn_onnx.cli.common import (
     NoiseOption,
     OnOption,
     OrderOption,
+    OutNoiseOption,
     OutputOption,
     PercentileOption,
     PerTensorOption,
@@ -54,6 +57,7 @@ from wn_onnx.cli.common import (
     Target,
     ThreadsOption,
     WeightScaleOption,
+    converters,
     err,
     load_data,
     memory_bytes,
@@ -154,6 +158,9 @@ def scan_command(
     drift_scale: DriftScaleOption = None,
     read_scale: ReadScaleOption = None,
     compensation: CompensationOption = None,
+    dac_bits: DacBitsOption = None,
+    adc_bits: AdcBitsOption = None,
+    out_noise: OutNoiseOption = None,
     sigmas: LevelsOption = None,
     mode: Annotated[
         Mode, typer.Option(help="walking: one point at a time · global: all selected points · both.")
@@ -236,7 +243,7 @@ def scan_command(
 
     repeats = default_repeats(on.value) if repeats is None else repeats
     settings = SweepSettings(grid, spec, repeats, seed, batch_size, redraw, metric=get_metric(metric, metric_timeout).name,
-                             metric_timeout=metric_timeout)
+                             metric_timeout=metric_timeout, converters=converters(dac_bits, adc_bits, out_noise))
     if loaded.freed_batch:
         err.print(
             f"[dim]{escape(str(model))}: the input declares a batch of {loaded.freed_batch}, but the graph gives the same outputs for "

@@ -37,6 +37,7 @@ from wn_onnx.io.data import Dataset, Inputs
 from wn_onnx.io.model import LoadedModel
 from wn_onnx.metrics import get_metric, score
 from wn_onnx.noise import NoiseModel, NoiseSpec, Reference
+from wn_onnx.noise.converters import ConvertersModel
 
 NOISY_COPIES = 3  # copies of a noisy value a run makes besides the clean graph's (tiled, scaled noise, noisy)
 TAP_BYTES = 256 << 20  # clean values kept at once for the walks of a group of points, whole data (at most)
@@ -60,6 +61,7 @@ class Engine:
         self._live: float | None = None  # bytes per sample alive at once in a run (see memory.peak_live)
         self._clean: tuple[object, np.ndarray] | None = None  # (the data's inputs, their clean outputs)
         self._refs: dict[tuple[int, float | None], Reference] = {}  # activation statistics (engine.numpy_noise)
+        self._ranges: dict[int, tuple[float, float]] = {}  # analog layers' clean input and output ranges
 
     @property
     def providers(self) -> list[str]:
@@ -312,7 +314,7 @@ class Engine:
     ) -> WalkPoint:
         """The evaluation of noise at ``point`` alone (see :meth:`walk`)."""
         if isinstance(point, WeightPoint):
-            return WeightWalk(self.routes, point, st)
+            return WeightWalk(self.routes, point, st, self.layer_ranges([point], data, st))
         if not isinstance(st.spec, NoiseSpec):
             return NumpyWalk(self.routes, point, st, self.activation_reference(point, data, st))
         if st.walk == "full" or self.routes.subgraphs:
@@ -321,11 +323,11 @@ class Engine:
         return (AtOutput if route.session is None else Suffix)(self.routes, point, route, st, cache)
 
     def global_noise(
-        self, points: list[Point], st: SweepSettings, scale: np.ndarray | None = None
+        self, points: list[Point], st: SweepSettings, scale: np.ndarray | None = None, data: Dataset | None = None
     ) -> GlobalNoise | WeightGlobal:
         """The evaluation of the same σ at every point of ``points`` (see :meth:`global_sweep`)."""
         if points and isinstance(points[0], WeightPoint):
-            return WeightGlobal(self.routes, points, st)
+            return WeightGlobal(self.routes, points, st, self.layer_ranges(points, data, st) if data is not None else None)
         return GlobalNoise(self.routes, points, st, self.run_noisy, scale)
 
     def outcomes(
@@ -380,7 +382,7 @@ class Engine:
         keeps each (batch, repeat)'s draws for later calls (adaptive rounds); ``scale``: relative
         σ, one factor per point (its clean std): point k gets σ·scale[k]."""
         st = replace(st, batch_size=self.global_batch(points, data, st))
-        ev = self.global_noise(points, st, scale)
+        ev = self.global_noise(points, st, scale, data)
         return sweep(ev, self.batches(data, st.batch_size), st, tick, self._clean_of(data), cache)
 
     def _clean_values(self, points: list[Point], data: Dataset, batch_size: int) -> Iterator[dict[int, np.ndarray]]:
@@ -397,6 +399,30 @@ class Engine:
                     v = np.take(v, np.arange(n), axis=axis)
                 out[p.index] = v
             yield out
+
+    def layer_ranges(self, points: list[WeightPoint], data: Dataset, st: SweepSettings) -> dict[int, tuple[float, float]]:
+        """Point index → the largest |input| and |output| of its layer over every sample of ``data``
+        (the full scales of its DAC and ADC), when the scan has converters; computed once per layer."""
+        if not (st.converters and st.converters.active) and not isinstance(st.spec, ConvertersModel):
+            return {}
+        wanted = [p for p in points if p.index not in self._ranges]
+        if wanted:
+            found = dict.fromkeys((p.index for p in wanted), (0.0, 0.0))
+            for _, x, _, n in self.batches(data, self.clean_batch(data, st.batch_size)):
+                values = self.run_values(x, [v for p in wanted for v in (p.data, p.output)])
+                for p in wanted:
+                    r_in, r_out = found[p.index]
+                    found[p.index] = (max(r_in, self._absmax(values[p.data], p.data, x, n)),
+                                      max(r_out, self._absmax(values[p.output], p.output, x, n)))  # fmt: skip
+            self._ranges.update(found)
+        return {p.index: self._ranges[p.index] for p in points}
+
+    def _absmax(self, v: np.ndarray, name: str, x: np.ndarray | Inputs, n: int) -> float:
+        """max |v| over the batch's samples (padding rows of a fixed batch left out)."""
+        axis = self.sample_axis(name, x)
+        if axis is not None and v.shape[axis] > n:
+            v = np.take(v, np.arange(n), axis=axis)
+        return float(np.abs(v).max(initial=0.0))
 
     def activation_reference(self, point: Point, data: Dataset, st: SweepSettings) -> Reference:
         """The largest |value| of ``point``'s clean activations over every sample of ``data`` (or the

@@ -20,6 +20,7 @@ from wn_onnx.errors import ConfigError
 from wn_onnx.io.data import Inputs
 from wn_onnx.metrics import get_metric, score
 from wn_onnx.noise import NoiseModel
+from wn_onnx.noise.converters import Converters
 
 
 class Batch(NamedTuple):
@@ -74,6 +75,7 @@ class SweepSettings:
     metric: str = "top1"  # see wn_onnx.metrics (a name: settings travel to worker processes)
     top: float | None = None  # the largest strength of the whole grid (draws shared up to it; None: max of sigmas)
     metric_timeout: float | None = None  # seconds a plug-in metric may take on one batch (None: its default)
+    converters: Converters | None = None  # the DAC/ADC of each analog layer of a weight scan (noise.converters)
 
     def __post_init__(self) -> None:
         if self.repeats < 1:

@@ -8,6 +8,10 @@ which other points are walked or perturbed together.
 * :class:`WeightWalk`: one weight perturbed; only the graph from its layer on runs, fed the
   layer's clean input (and any skip connection) of the batch, the perturbed weight as an input;
 * :class:`WeightGlobal`: every chosen weight perturbed at the same strength, whole graph.
+
+The perturbed layers are the analog ones: with converters (``SweepSettings.converters``, the
+``converters`` model) each gets a DAC on its input and an ADC, with output noise drawn per
+sample, on its output (graph_passes/converters.py), scaled by the layer's clean ranges.
 """
 
 from __future__ import annotations
@@ -15,17 +19,20 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import numpy as np
-import onnxruntime as ort
+import onnx_ir as ir
 
-from wn_onnx.engine.draws import WEIGHT_STREAM
+from wn_onnx.engine.draws import CONVERTER_STREAM, WEIGHT_STREAM, draw_at
 from wn_onnx.engine.routes import Routes
 from wn_onnx.engine.sessions import run
 from wn_onnx.engine.sweep import SweepSettings
 from wn_onnx.graph_passes import ExtractSuffixPass, suffix_inputs
+from wn_onnx.graph_passes.converters import ConvertersPass
 from wn_onnx.graph_passes.weights import WeightPoint, WeightsAsInputsPass
 from wn_onnx.io.data import Inputs
 from wn_onnx.noise import Reference
 from wn_onnx.noise.base import checked_apply, checked_draw
+from wn_onnx.noise.converters import Converters, ConvertersModel, levels_of
+from wn_onnx.noise.quant import bits_of
 
 KEEP_DRAWS = 256 << 20  # bytes of weight draws kept across batches (beyond: drawn again, identically)
 
@@ -35,29 +42,79 @@ class WeightNoise:
 
     cache_tag = None  # its draws are kept here (per repeat), not in a round cache
 
-    def __init__(self, routes: Routes, points: list[WeightPoint], st: SweepSettings,
-                 session: ort.InferenceSession, inputs: list[str]) -> None:  # fmt: skip
-        self.routes, self.points, self.st, self.session, self.inputs = routes, points, st, session, inputs
+    def __init__(self, routes: Routes, points: list[WeightPoint], st: SweepSettings, model: ir.Model,
+                 inputs: list[str], ranges: dict[int, tuple[float, float]] | None = None) -> None:  # fmt: skip
+        """``model``: the graph to run, the weights of ``points`` still initializers; ``ranges``: point
+        index → the clean max |input| and |output| of its layer (for converters)."""
+        self.routes, self.points, self.st, self.inputs = routes, points, st, inputs
         initializers = routes.loaded.model.graph.initializers
         self.weights = {p.tensor: initializers[p.tensor].const_value.numpy() for p in points}
         self.refs = {p.tensor: Reference.of_weight(self.weights[p.tensor], p.channel_axis) for p in points}
         self.top = float(st.top if st.top is not None else np.max(st.sigmas))
         self._draws: dict[tuple[int, ...], list[list[np.ndarray]]] = {}
+        self.converters = st.converters or Converters()
+        swept = isinstance(st.spec, ConvertersModel)
+        self.dac = swept or self.converters.dac_bits is not None
+        self.adc = swept or self.converters.adc_bits is not None
+        self.out_noise = self.converters.out_noise > 0
+        self.ranges = ranges or {}
+        WeightsAsInputsPass([p.tensor for p in points])(model)
+        if self.dac or self.adc or self.out_noise:
+            ConvertersPass([(p.output, p.data) for p in points], self.dac, self.adc, self.out_noise)(model)
+        self.session = routes.sessions.build(model)
 
     @property
     def point(self) -> WeightPoint:
         return self.points[0]
 
     def start(self, batch: int, first: int | np.ndarray, x: np.ndarray | Inputs) -> None:
-        self.x = x
+        self.x, self.batch, self.first = x, batch, first
         values = self.routes.run_values(x, self.inputs)
         self.feeds = {n: values[n] for n in self.inputs}
+
+    def _output_noise(self, key: tuple[int, ...]) -> dict[str, np.ndarray]:
+        """The standard normals an analog layer's output gets on this batch (per sample, draw ``key``)."""
+        if not self.out_noise:
+            return {}
+        shapes = self.routes.shapes(self.x, [p.output for p in self.points])
+        out = {}
+        for k, p in enumerate(self.points):
+            shape, dtype = shapes[p.output]
+            axis = self.routes.sample_axis(p.output, self.x)
+            (z,) = draw_at(self.st.seed, CONVERTER_STREAM, (p.index, *key), shape, axis, 1, dtype, self.first, self.batch)
+            out[f"wn_out_z_{k}"] = z
+        return out
+
+    def _converter_feeds(self, strength: float) -> dict[str, np.ndarray]:
+        """Steps, levels and output-noise scales of the analog layers at ``strength``."""
+        if not (self.dac or self.adc or self.out_noise):
+            return {}
+        swept = bits_of(strength) if isinstance(self.st.spec, ConvertersModel) else None
+        dac_bits, adc_bits = self.converters.at(swept)
+        feeds: dict[str, np.ndarray] = {}
+        for k, p in enumerate(self.points):
+            r_in, r_out = self.ranges[p.index]
+            if self.dac:
+                feeds[f"wn_dac_step_{k}"] = np.float32(max(r_in, 1e-30) / levels_of(dac_bits))
+            if self.adc:
+                feeds[f"wn_adc_step_{k}"] = np.float32(max(r_out, 1e-30) / levels_of(adc_bits))
+            if self.out_noise:
+                feeds[f"wn_out_sd_{k}"] = np.float32(self.converters.out_noise * r_out)
+        if self.dac:
+            feeds["wn_dac_levels"] = np.float32(levels_of(dac_bits))
+        if self.adc:
+            feeds["wn_adc_levels"] = np.float32(levels_of(adc_bits))
+        return {k: np.asarray(v) for k, v in feeds.items()}
 
     def chunk(self, st: SweepSettings) -> int:
         return 1
 
-    def noise(self, key: tuple[int, ...]) -> list[list[np.ndarray]]:
-        """Draw ``key`` (repeat, and σ index with redraw) of every perturbed weight: the same for every batch."""
+    def noise(self, key: tuple[int, ...]) -> tuple[list[list[np.ndarray]], dict[str, np.ndarray]]:
+        """Draw ``key`` (repeat, and σ index with redraw): every perturbed weight's (the same for every
+        batch) and the analog outputs' noise on this batch."""
+        return self._weight_draws(key), self._output_noise(key)
+
+    def _weight_draws(self, key: tuple[int, ...]) -> list[list[np.ndarray]]:
         if key in self._draws:
             return self._draws[key]
         model, seed = self.st.spec, self.st.seed
@@ -76,28 +133,30 @@ class WeightNoise:
         return {p.tensor: checked_apply(self.st.spec, self.weights[p.tensor], float(sa), float(sm), d, self.refs[p.tensor])
                 for p, d in zip(self.points, draws, strict=True)}  # fmt: skip
 
-    def logits(self, noise: list[list[np.ndarray]], sa: np.ndarray, sm: np.ndarray, fresh: bool) -> Iterator[np.ndarray]:
+    def logits(self, noise: tuple[list[list[np.ndarray]], dict[str, np.ndarray]], sa: np.ndarray, sm: np.ndarray,
+               fresh: bool) -> Iterator[np.ndarray]:  # fmt: skip
         output = self.routes.loaded.output_name
+        draws, out_noise = noise
         for a, m in zip(sa, sm, strict=True):
-            yield run(self.session, (output,), self.feeds | self.perturbed(a, m, noise))[0]
+            feeds = self.feeds | self.perturbed(a, m, draws) | self._converter_feeds(a) | out_noise
+            yield run(self.session, (output,), feeds)[0]
 
 
 class WeightWalk(WeightNoise):
     """One weight perturbed, the graph run from its layer on."""
 
-    def __init__(self, routes: Routes, point: WeightPoint, st: SweepSettings) -> None:
+    def __init__(self, routes: Routes, point: WeightPoint, st: SweepSettings,
+                 ranges: dict[int, tuple[float, float]] | None = None) -> None:  # fmt: skip
         loaded = routes.loaded
         inputs = suffix_inputs(loaded.model.graph, point.data, routes.live)
         model = loaded.fresh(inputs, [loaded.output_name])
         ExtractSuffixPass(inputs, [loaded.output_name])(model)
-        WeightsAsInputsPass([point.tensor])(model)
-        super().__init__(routes, [point], st, routes.sessions.build(model), inputs)
+        super().__init__(routes, [point], st, model, inputs, ranges)
 
 
 class WeightGlobal(WeightNoise):
     """Every chosen weight perturbed at once, the whole graph run."""
 
-    def __init__(self, routes: Routes, points: list[WeightPoint], st: SweepSettings) -> None:
-        model = routes.loaded.fresh()
-        WeightsAsInputsPass([p.tensor for p in points])(model)
-        super().__init__(routes, points, st, routes.sessions.build(model), list(routes.loaded.inputs))
+    def __init__(self, routes: Routes, points: list[WeightPoint], st: SweepSettings,
+                 ranges: dict[int, tuple[float, float]] | None = None) -> None:  # fmt: skip
+        super().__init__(routes, points, st, routes.loaded.fresh(), list(routes.loaded.inputs), ranges)

@@ -14,13 +14,14 @@ import dataclasses
 from wn_onnx.errors import ConfigError
 from wn_onnx.noise.base import TARGETS, Axis, NoiseModel, Reference
 from wn_onnx.noise.bitflip import FORMATS, BitFlip
+from wn_onnx.noise.converters import Converters, ConvertersModel
 from wn_onnx.noise.gaussian import KINDS, ORDERS, WEIGHT_SCALES, Kind, NoiseSpec, Order, apply_noise, default_grid
 from wn_onnx.noise.grid import MAX_GRID, parse_grid
 from wn_onnx.noise.pcm import PCM
 from wn_onnx.noise.plugin import load_plugin
 from wn_onnx.noise.quant import Quant
 
-BUILT_IN = (*KINDS, Quant.name, BitFlip.name, PCM.name)
+BUILT_IN = (*KINDS, Quant.name, BitFlip.name, PCM.name, ConvertersModel.name)
 
 
 def default_repeats(on: str) -> int:
@@ -30,11 +31,41 @@ def default_repeats(on: str) -> int:
     return 10 if on == "weights" else 5
 
 __all__ = [
-    "BUILT_IN", "FORMATS", "KINDS", "MAX_GRID", "MODELS", "ORDERS", "PCM", "TARGETS", "WEIGHT_SCALES", "Axis", "BitFlip", "Kind", "NoiseModel", "NoiseSpec", "Order", "Quant", "Reference", "apply_noise", "default_grid", "default_repeats", "load_plugin", "make_noise", "noise_from_json", "noise_json", "options_of", "parse_grid", "plugin_digest", "plugin_source",
+    "BUILT_IN",
+    "FORMATS",
+    "KINDS",
+    "MAX_GRID",
+    "MODELS",
+    "ORDERS",
+    "PCM",
+    "TARGETS",
+    "WEIGHT_SCALES",
+    "Axis",
+    "BitFlip",
+    "Converters",
+    "ConvertersModel",
+    "Kind",
+    "NoiseModel",
+    "NoiseSpec",
+    "Order",
+    "Quant",
+    "Reference",
+    "apply_noise",
+    "default_grid",
+    "default_repeats",
+    "load_plugin",
+    "make_noise",
+    "noise_from_json",
+    "noise_json",
+    "options_of",
+    "parse_grid",
+    "plugin_digest",
+    "plugin_source",
 ]
 
 
-MODELS: dict[str, type[NoiseModel]] = {Quant.name: Quant, BitFlip.name: BitFlip, PCM.name: PCM}
+MODELS: dict[str, type[NoiseModel]] = {Quant.name: Quant, BitFlip.name: BitFlip, PCM.name: PCM,
+                                      ConvertersModel.name: ConvertersModel}
 
 
 def options_of(name: str) -> tuple[str, ...]:

@@ -1,0 +1,86 @@
+"""The converters of analog layers as graph edits: a quantiser on a layer's data input (DAC) and,
+on its output, optional fed noise then a quantiser (ADC). Steps, levels and the noise scale are
+runtime inputs (``wn_dac_step_k``, ``wn_adc_step_k``, ``wn_dac_levels``, ``wn_adc_levels``,
+``wn_out_sd_k``, noise ``wn_out_z_k``), so one session serves every bit width
+(wn_onnx/noise/converters.py has the formulas)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import onnx_ir as ir
+
+from wn_onnx.errors import ConfigError
+
+
+def _scalar(graph: ir.Graph, name: str) -> ir.Value:
+    found = next((v for v in graph.inputs if v.name == name), None)
+    if found is None:
+        found = ir.Value(name=name, type=ir.TensorType(ir.DataType.FLOAT), shape=ir.Shape([]))
+        graph.inputs.append(found)
+    return found
+
+
+def _quantiser(graph: ir.Graph, x: ir.Value, step: ir.Value, levels: ir.Value, tag: str) -> tuple[list[ir.Node], ir.Value]:
+    """Nodes computing clip(round(x/step), −levels, levels)·step."""
+    div = ir.Node("", "Div", [x, step], name=f"{tag}_div")
+    rnd = ir.Node("", "Round", [div.outputs[0]], name=f"{tag}_round")
+    neg = ir.Node("", "Neg", [levels], name=f"{tag}_neg")
+    clip = ir.Node("", "Clip", [rnd.outputs[0], neg.outputs[0], levels], name=f"{tag}_clip")
+    mul = ir.Node("", "Mul", [clip.outputs[0], step], name=f"{tag}_mul")
+    for n in (div, rnd, neg, clip, mul):
+        n.outputs[0].name = n.name
+    mul.outputs[0].type, mul.outputs[0].shape = x.type, x.shape
+    return [div, rnd, neg, clip, mul], mul.outputs[0]
+
+
+class ConvertersPass(ir.passes.InPlacePass):
+    """DAC before and ADC (with output noise) after each layer ``(output name, data input name)``
+    (the layer is the node producing that output), k in order."""
+
+    def __init__(self, layers: Sequence[tuple[str, str]], dac: bool, adc: bool, noise: bool) -> None:
+        super().__init__()
+        self.layers, self.dac, self.adc, self.noise = list(layers), dac, adc, noise
+
+    def call(self, model: ir.Model) -> ir.passes.PassResult:
+        graph = model.graph
+        producers = {v.name: n for n in graph for v in n.outputs if v.name}
+        for k, (name, data) in enumerate(self.layers):
+            node = producers.get(name)
+            if node is None:
+                raise ConfigError(f"no layer computes {name!r} in the graph")
+            if self.dac:
+                slot = next(i for i, v in enumerate(node.inputs) if v is not None and v.name == data)
+                x = node.inputs[slot]
+                if x.dtype != ir.DataType.FLOAT:
+                    raise ConfigError(f"layer {name!r}: converters take float32 values, not {x.dtype}")
+                added, q = _quantiser(graph, x, _scalar(graph, f"wn_dac_step_{k}"), _scalar(graph, "wn_dac_levels"), f"wn_dac_{k}")
+                graph.insert_before(node, added)
+                node.replace_input_with(slot, q)
+            if self.adc or self.noise:
+                y = node.outputs[0]
+                users = list(y.uses())
+                added: list[ir.Node] = []
+                v = y
+                if self.noise:
+                    z = ir.Value(name=f"wn_out_z_{k}", type=y.type, shape=y.shape)
+                    graph.inputs.append(z)
+                    scaled = ir.Node("", "Mul", [z, _scalar(graph, f"wn_out_sd_{k}")], name=f"wn_out_{k}_scaled")
+                    noisy = ir.Node("", "Add", [v, scaled.outputs[0]], name=f"wn_out_{k}_noisy")
+                    for n in (scaled, noisy):
+                        n.outputs[0].name = n.name
+                    added += [scaled, noisy]
+                    v = noisy.outputs[0]
+                if self.adc:
+                    more, v = _quantiser(graph, v, _scalar(graph, f"wn_adc_step_{k}"), _scalar(graph, "wn_adc_levels"), f"wn_adc_{k}")
+                    added += more
+                v.type, v.shape = y.type, y.shape
+                if y.is_graph_output():
+                    v.name, y.name = y.name, f"{y.name}__analog"
+                    for i, out in enumerate(graph.outputs):
+                        if out is y:
+                            graph.outputs[i] = v
+                for user, slot in users:
+                    user.replace_input_with(slot, v)
+                graph.insert_after(node, added)
+        return ir.passes.PassResult(model, modified=bool(self.layers))
