@@ -246,3 +246,97 @@ def test_converters_combine_with_pcm_and_bad_settings_are_one_line(tmp_path):
                           (["--on", "weights", "--noise", "converters", "--dac-bits", "4", "--adc-bits", "4"], "leave one free")):  # fmt: skip
         ran = wn("scan", *args, "--out", tmp_path / "bad.json")
         assert ran.returncode == 2 and message in ran.stderr and len(ran.stderr.strip().splitlines()) == 1, (args, ran.stderr)
+
+
+# ---- per-sample read noise ----------------------------------------------------------------------------
+
+
+def _layer_model(op: str):
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(5)
+    if op == "Gemm":
+        w, b = rng.standard_normal((4, 8)).astype(np.float32), rng.standard_normal(4).astype(np.float32)
+        node = helper.make_node("Gemm", ["x", "w", "b"], ["y"], transB=1, alpha=0.5)
+        shapes = (["N", 8], ["N", 4])
+    else:
+        w, b = rng.standard_normal((6, 2, 3, 3)).astype(np.float32), rng.standard_normal(6).astype(np.float32)
+        node = helper.make_node("Conv", ["x", "w", "b"], ["y"], pads=[1, 1, 1, 1], group=2, strides=[2, 2])
+        shapes = (["N", 4, 7, 7], ["N", 6, 4, 4])
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, shapes[0])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, shapes[1])],
+                              [numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b")])  # fmt: skip
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+@pytest.mark.parametrize("op", ["Gemm", "Conv"])
+def test_read_noise_pass_adds_the_propagated_standard_deviation(op):
+    """y + √(L_var(x²))·z: with z = 1 the added noise is exactly the standard deviation of
+    (W + ΔW)·x for independent ΔW of variance V per weight — computed here with the same layer
+    (same attributes, Gemm's alpha squared, no bias) run by onnxruntime on x² and V."""
+    import onnx
+    import onnx_ir as ir
+    import onnxruntime as ort
+    from onnx import numpy_helper
+
+    from wn_onnx.graph_passes.read_noise import ReadNoisePass
+    from wn_onnx.graph_passes.weights import WeightsAsInputsPass
+
+    proto = _layer_model(op)
+    w = numpy_helper.to_array(proto.graph.initializer[0])
+    x = np.random.default_rng(6).standard_normal((5, *[d.dim_value for d in proto.graph.input[0].type.tensor_type.shape.dim][1:])).astype(np.float32)
+    var = np.random.default_rng(7).uniform(0.01, 0.2, w.shape).astype(np.float32)
+    model = ir.from_proto(proto)
+    WeightsAsInputsPass(["w"])(model)
+    ReadNoisePass([("y", "w")])(model)
+    noisy = ort.InferenceSession(ir.to_proto(model).SerializeToString(), providers=["CPUExecutionProvider"])
+    clean = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    z = np.ones_like(clean)
+    got = noisy.run(None, {"x": x, "w": w, "wn_read_var_0": var, "wn_read_z_0": z})[0] - clean
+    plain = onnx.load_from_string(proto.SerializeToString())
+    plain.graph.node[0].input.pop()  # no bias
+    for a in plain.graph.node[0].attribute:
+        if a.name == "alpha":
+            a.f = a.f**2
+    del plain.graph.initializer[:]
+    plain.graph.input.append(onnx.helper.make_tensor_value_info("w", onnx.TensorProto.FLOAT, list(w.shape)))
+    sd = np.sqrt(ort.InferenceSession(plain.SerializeToString(), providers=["CPUExecutionProvider"])
+                 .run(None, {"x": x**2, "w": var})[0])  # fmt: skip
+    np.testing.assert_allclose(got, sd, rtol=1e-5, atol=1e-6)
+
+
+def test_read_variance_matches_repeated_reads_of_the_devices():
+    """The per-weight read variance equals the variance of w over repeated reads of the same
+    programmed and drifted devices (the read formula written out here, 4,000 reads), for weights
+    whose devices sit far from 0 µS (where the clip at 0 is rare)."""
+    model = PCM(compensation="none", read_noise="per-sample")
+    w = np.linspace(0.5, 1.0, 50)
+    draws = model.draw(np.random.default_rng(8), w.shape, YEAR)
+    variance = model.read_variance(w, YEAR, draws, Reference.of_weight(w, None))
+    programmed, drifted = model.conductances(w, YEAR, draws, 1.0, read=False)
+    rng, reads = np.random.default_rng(9), []
+    for _ in range(4000):
+        pair = []
+        for g_p, g_d in zip(programmed, drifted, strict=True):
+            q_s = np.minimum(0.0088 / np.maximum((g_p / G_MAX) ** 0.65, 1e-3), 0.2)
+            sigma = q_s * np.sqrt(np.log((YEAR + 20.0 + 250e-9) / (2 * 250e-9)))
+            pair.append(np.maximum(g_d + np.abs(g_d) * sigma * rng.standard_normal(w.shape), 0))
+        reads.append((pair[0] - pair[1]) / G_MAX)
+    empirical = np.var(np.array(reads), axis=0)
+    assert np.allclose(empirical, variance, rtol=0.15), (empirical[:3], variance[:3])
+
+
+def test_per_sample_read_noise_scans_and_differs_from_one_read_per_chip(tmp_path):
+    """--read-noise per-sample is recorded, changes the numbers, and a sample's numbers do not
+    depend on the batch size (its read noise is drawn per sample)."""
+    reports = {}
+    for name, extra in (("repeat", []), ("per-sample", ["--read-noise", "per-sample"]),
+                        ("small-batches", ["--read-noise", "per-sample", "--batch-size", "7"])):  # fmt: skip
+        out = tmp_path / f"{name}.json"
+        ran = wn("scan", "--on", "weights", "--noise", "pcm", "--read-scale", "20", "--levels", "1d,1y", "--repeats", "2",
+                 "--mode", "walking", *extra, "--out", out, "--quiet")  # fmt: skip
+        assert ran.returncode == 0, ran.stderr
+        reports[name] = json.loads(out.read_text())
+    assert reports["per-sample"]["noise"]["read_noise"] == "per-sample" and "read_noise" not in reports["repeat"]["noise"]
+    acc = {k: [p["accuracy"] for p in r["points"]] for k, r in reports.items()}
+    assert acc["per-sample"] != acc["repeat"] and acc["per-sample"] == acc["small-batches"]

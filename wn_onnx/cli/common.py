@@ -116,6 +116,15 @@ GMaxOption = Annotated[float | None, typer.Option(help="pcm: the largest conduct
 ProgScaleOption = Annotated[float | None, typer.Option(help="pcm: scale of the programming noise (default 1).")]
 DriftScaleOption = Annotated[float | None, typer.Option(help="pcm: scale of the drift exponents (default 1).")]
 ReadScaleOption = Annotated[float | None, typer.Option(help="pcm: scale of the read noise (default 1).")]
+class ReadNoise(str, Enum):  # wn_onnx.noise.pcm.READ_NOISE
+    repeat = "repeat"
+    per_sample = "per-sample"
+
+
+ReadNoiseOption = Annotated[
+    ReadNoise | None,
+    typer.Option(help="pcm: read noise drawn once per repeat (default) or per sample (weights read for every input)."),
+]
 CompensationOption = Annotated[
     Compensation | None,
     typer.Option("--drift-compensation", help="pcm: global (scale each layer's output back, default) or none."),

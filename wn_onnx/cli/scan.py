@@ -48,6 +48,7 @@ from wn_onnx.cli.common import (
     PercentileOption,
     PerTensorOption,
     ProgScaleOption,
+    ReadNoiseOption,
     ReadScaleOption,
     SigmaAddOption,
     SigmaMulOption,
@@ -158,6 +159,7 @@ def scan_command(
     drift_scale: DriftScaleOption = None,
     read_scale: ReadScaleOption = None,
     compensation: CompensationOption = None,
+    read_noise: ReadNoiseOption = None,
     dac_bits: DacBitsOption = None,
     adc_bits: AdcBitsOption = None,
     out_noise: OutNoiseOption = None,
@@ -235,7 +237,8 @@ def scan_command(
         model, data = DEFAULT_MODEL, DEFAULT_DATA
     spec = noise_model(noise, order=order, ratio=sigma_ratio, sigma_mul=sigma_mul, sigma_add=sigma_add,
                        weight_scale=weight_scale, per_tensor=per_tensor, percentile=percentile, format=fmt, g_max=g_max,
-                       prog_scale=prog_scale, drift_scale=drift_scale, read_scale=read_scale, compensation=compensation)  # fmt: skip
+                       prog_scale=prog_scale, drift_scale=drift_scale, read_scale=read_scale, compensation=compensation,
+                       read_noise=read_noise)  # fmt: skip
     grid = spec.levels(sigmas)
     loaded = load_model(model, output)
     dataset = load_data(loaded, data, dataset_name, split, data_dir, limit, limit_mode, not label_free, feed, labels)

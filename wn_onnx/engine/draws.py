@@ -18,6 +18,7 @@ import numpy as np
 WALK_STREAM, GLOBAL_STREAM, PLAN_STREAM, ORDER_STREAM = 0, 1, 2, 3  # ORDER: the sequential estimator's sample order
 WEIGHT_STREAM = 4  # weight noise: one draw per (point, repeat), whatever the batching (engine.weights)
 CONVERTER_STREAM = 5  # analog layers' output noise, per sample like activation noise (engine.weights)
+READ_STREAM = 6  # per-sample read noise of weights read for every input (engine.weights)
 NOISE_BLOCK = 256  # samples per noise generator (at most)
 BLOCK_ELEMENTS = 1 << 20  # numbers per noise generator (at most, unless one sample holds more)
 PER_BATCH = 1 << 31  # key marker of draws made per batch (no sample axis)

@@ -21,12 +21,13 @@ from collections.abc import Iterator
 import numpy as np
 import onnx_ir as ir
 
-from wn_onnx.engine.draws import CONVERTER_STREAM, WEIGHT_STREAM, draw_at
+from wn_onnx.engine.draws import CONVERTER_STREAM, READ_STREAM, WEIGHT_STREAM, draw_at
 from wn_onnx.engine.routes import Routes
 from wn_onnx.engine.sessions import run
 from wn_onnx.engine.sweep import SweepSettings
 from wn_onnx.graph_passes import ExtractSuffixPass, suffix_inputs
 from wn_onnx.graph_passes.converters import ConvertersPass
+from wn_onnx.graph_passes.read_noise import ReadNoisePass
 from wn_onnx.graph_passes.weights import WeightPoint, WeightsAsInputsPass
 from wn_onnx.io.data import Inputs
 from wn_onnx.noise import Reference
@@ -61,6 +62,9 @@ class WeightNoise:
         WeightsAsInputsPass([p.tensor for p in points])(model)
         if self.dac or self.adc or self.out_noise:
             ConvertersPass([(p.output, p.data) for p in points], self.dac, self.adc, self.out_noise)(model)
+        self.reads = st.spec.reads_per_sample
+        if self.reads:  # after the converters: the read noise enters before the ADC, from the DAC's values
+            ReadNoisePass([(p.output, p.tensor) for p in points])(model)
         self.session = routes.sessions.build(model)
 
     @property
@@ -73,16 +77,19 @@ class WeightNoise:
         self.feeds = {n: values[n] for n in self.inputs}
 
     def _output_noise(self, key: tuple[int, ...]) -> dict[str, np.ndarray]:
-        """The standard normals an analog layer's output gets on this batch (per sample, draw ``key``)."""
-        if not self.out_noise:
+        """The standard normals an analog layer's output gets on this batch, per sample (draw ``key``):
+        the converters' output noise, and the per-sample read noise."""
+        streams = [(CONVERTER_STREAM, "wn_out_z")] * self.out_noise + [(READ_STREAM, "wn_read_z")] * self.reads
+        if not streams:
             return {}
         shapes = self.routes.shapes(self.x, [p.output for p in self.points])
         out = {}
         for k, p in enumerate(self.points):
             shape, dtype = shapes[p.output]
             axis = self.routes.sample_axis(p.output, self.x)
-            (z,) = draw_at(self.st.seed, CONVERTER_STREAM, (p.index, *key), shape, axis, 1, dtype, self.first, self.batch)
-            out[f"wn_out_z_{k}"] = z
+            for stream, name in streams:
+                (z,) = draw_at(self.st.seed, stream, (p.index, *key), shape, axis, 1, dtype, self.first, self.batch)
+                out[f"{name}_{k}"] = z
         return out
 
     def _converter_feeds(self, strength: float) -> dict[str, np.ndarray]:
@@ -133,12 +140,19 @@ class WeightNoise:
         return {p.tensor: checked_apply(self.st.spec, self.weights[p.tensor], float(sa), float(sm), d, self.refs[p.tensor])
                 for p, d in zip(self.points, draws, strict=True)}  # fmt: skip
 
+    def read_variances(self, strength: float, draws: list[list[np.ndarray]]) -> dict[str, np.ndarray]:
+        """Each layer's per-weight read variance at ``strength`` (per-sample reads only)."""
+        if not self.reads:
+            return {}
+        return {f"wn_read_var_{k}": self.st.spec.read_variance(self.weights[p.tensor], float(strength), d, self.refs[p.tensor])
+                for k, (p, d) in enumerate(zip(self.points, draws, strict=True))}  # fmt: skip
+
     def logits(self, noise: tuple[list[list[np.ndarray]], dict[str, np.ndarray]], sa: np.ndarray, sm: np.ndarray,
                fresh: bool) -> Iterator[np.ndarray]:  # fmt: skip
         output = self.routes.loaded.output_name
         draws, out_noise = noise
         for a, m in zip(sa, sm, strict=True):
-            feeds = self.feeds | self.perturbed(a, m, draws) | self._converter_feeds(a) | out_noise
+            feeds = self.feeds | self.perturbed(a, m, draws) | self._converter_feeds(a) | self.read_variances(a, draws) | out_noise
             yield run(self.session, (output,), feeds)[0]
 
 

@@ -155,6 +155,16 @@ class NoiseModel:
         """``x`` perturbed at ``strength`` with ``draws`` (from :meth:`draw`); same dtype and shape."""
         raise NotImplementedError
 
+    @property
+    def reads_per_sample(self) -> bool:
+        """Weights read again for every input: part of the noise is drawn per sample, as output noise
+        of variance :meth:`read_variance` propagated through the layer (graph_passes/read_noise.py)."""
+        return False
+
+    def read_variance(self, x: np.ndarray, strength: float, draws: list[np.ndarray], ref: Reference) -> np.ndarray | None:
+        """Per-weight variance of the noise each read adds (None: no per-sample reads)."""
+        return None
+
     def apply(self, x: np.ndarray, sa: float, sm: float, draws: list[np.ndarray], ref: Reference) -> np.ndarray:
         """:meth:`perturb` at the sweep loop's components (:meth:`components`: the strength is ``sa``)."""
         return self.perturb(x, sa, draws, ref)

@@ -27,6 +27,7 @@ T_READ = 250e-9  # s: the read duration of the 1/f noise fit
 G_FLOOR = 1e-7  # relative conductance floor of ν's statistics
 TIME_UNITS = {"s": 1.0, "min": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0, "y": 365.25 * 86400.0}
 COMPENSATIONS = ("global", "none")
+READ_NOISE = ("repeat", "per-sample")
 
 
 def programmed(g_target: np.ndarray, z: np.ndarray, g_max: float, scale: float) -> np.ndarray:
@@ -63,6 +64,7 @@ class PCM(NoiseModel):
     drift_scale: float = 1.0
     read_scale: float = 1.0
     compensation: str = "global"
+    read_noise: str = "repeat"  # "per-sample": every input reads the devices again (engine: graph_passes/read_noise.py)
 
     name = "pcm"
     axis = Axis("time", "s", "log", "log:1s:10y:9", positive=True, units=TIME_UNITS)
@@ -77,12 +79,15 @@ class PCM(NoiseModel):
                 raise ConfigError(f"pcm {name.replace('_', '-')} must be a finite number {'> 0' if name == 'g_max' else '>= 0'}, got {value}")
         if self.compensation not in COMPENSATIONS:
             raise ConfigError(f"unknown drift compensation {self.compensation!r}; choose global or none")
+        if self.read_noise not in READ_NOISE:
+            raise ConfigError(f"unknown read noise {self.read_noise!r}; choose repeat or per-sample")
 
     def draw(self, rng: np.random.Generator, shape: tuple[int, ...], top: float) -> list[np.ndarray]:
         return [rng.standard_normal(shape) for _ in range(self.draws)]
 
-    def conductances(self, w: np.ndarray, t: float, draws: list[np.ndarray], w_max: float):
-        """(g_prog, g(t)) of the pair, each a (g⁺, g⁻) tuple, in µS (float64)."""
+    def conductances(self, w: np.ndarray, t: float, draws: list[np.ndarray], w_max: float, read: bool = True):
+        """(g_prog, g(t)) of the pair, each a (g⁺, g⁻) tuple, in µS (float64); ``read`` False: g(t)
+        without read noise (the drifted conductances)."""
         w = w.astype(np.float64)
         unit = self.g_max / w_max if w_max > 0 else 0.0
         targets = (np.maximum(w, 0.0) * unit, np.maximum(-w, 0.0) * unit)
@@ -91,21 +96,46 @@ class PCM(NoiseModel):
             g_p = programmed(g_t, draws[k], self.g_max, self.prog_scale)
             nu = drift_exponent(g_t, draws[2 + k], self.g_max, self.drift_scale)
             prog.append(g_p)
-            now.append(read_at(g_p, nu, draws[4 + k], t, self.g_max, self.read_scale))
+            now.append(read_at(g_p, nu, draws[4 + k], t, self.g_max, self.read_scale if read else 0.0))
         return tuple(prog), tuple(now)
+
+    @property
+    def reads_per_sample(self) -> bool:
+        return self.read_noise == "per-sample"
+
+    def read_variance(self, x: np.ndarray, strength: float, draws: list[np.ndarray], ref: Reference) -> np.ndarray | None:
+        """With per-sample read noise: each weight's read-noise variance at ``strength`` in weight
+        units (times the compensation's square), the two devices of the pair independent; the clip
+        of a read conductance at 0 is left out (the output noise is Gaussian). None otherwise."""
+        if self.read_noise != "per-sample" or ref.absmax <= 0:
+            return None
+        prog, now = self.conductances(x, strength, draws, ref.absmax, read=False)
+        t1 = strength + T0
+        var = np.zeros(x.shape)
+        for g_p, g_d in zip(prog, now, strict=True):
+            q_s = np.minimum(0.0088 / np.maximum((np.abs(g_p) / self.g_max) ** 0.65, 1e-3), 0.2)
+            sigma = self.read_scale * q_s * np.sqrt(np.log((t1 + T_READ) / (2 * T_READ)))
+            var += (np.abs(g_d) * sigma) ** 2
+        back = ref.absmax / self.g_max
+        return (var * back**2 * self._compensation(prog, now, back, ref) ** 2).astype(x.dtype)
+
+    def _compensation(self, prog, now, back: float, ref: Reference) -> float:
+        """Σ|W_prog·1| / Σ|W_t·1| with global compensation, else 1."""
+        if self.compensation != "global":
+            return 1.0
+        read_then = np.abs(ref.row_sums((prog[0] - prog[1]) * back)).sum()
+        read_now = np.abs(ref.row_sums((now[0] - now[1]) * back)).sum()
+        return float(read_then / read_now) if read_now > 0 else 1.0
 
     def perturb(self, x: np.ndarray, strength: float, draws: list[np.ndarray], ref: Reference) -> np.ndarray:
         if ref.absmax <= 0:
             return x
-        prog, now = self.conductances(x, strength, draws, ref.absmax)
+        prog, now = self.conductances(x, strength, draws, ref.absmax, read=self.read_noise == "repeat")
         back = ref.absmax / self.g_max
         w_t = (now[0] - now[1]) * back
-        if self.compensation == "global":
-            read_then = np.abs(ref.row_sums((prog[0] - prog[1]) * back)).sum()
-            read_now = np.abs(ref.row_sums(w_t)).sum()
-            w_t = w_t * (read_then / read_now if read_now > 0 else 1.0)
-        return w_t.astype(x.dtype)
+        return (w_t * self._compensation(prog, now, back, ref)).astype(x.dtype)
 
     def to_json(self) -> dict:
         return {"kind": self.name, "g_max": self.g_max, "prog_scale": self.prog_scale, "drift_scale": self.drift_scale,
-                "read_scale": self.read_scale, "compensation": self.compensation}  # fmt: skip
+                "read_scale": self.read_scale, "compensation": self.compensation,
+                **({} if self.read_noise == "repeat" else {"read_noise": self.read_noise})}  # fmt: skip
