@@ -127,7 +127,7 @@ def test_train_cli_exports_metadata_and_scan_reads_it(tmp_path):
     meta = read_metadata(onnx.load(str(out)))
     assert meta["arch"] == "mlp" and meta["dataset"] == "digits" and meta["bn"] is True
     assert meta["normalization"] == {"mean": [0.5], "std": [0.5]}
-    assert meta["training_noise"] == {"kind": "add", "order": None, "sigma": 0.3, "at": [2]}
+    assert meta["training_noise"] == {"kind": "add", "order": None, "on": "activations", "sigma": 0.3, "at": [2]}
     assert len(meta["weight_stats"]) == 4 and all(w["mean_abs"] > 0 for w in meta["weight_stats"])
     assert (
         [w["point"] for w in meta["weight_stats"]] == [r["point"] for r in weight_magnitudes(str(out))] == [1, 4, 7, 10]

@@ -90,7 +90,8 @@ class Format(str, Enum):  # wn_onnx.noise.FORMATS
 
 
 NOISE_HELP = ("add · mul · mixed (Gaussian, the paper's) · quant (b-bit quantisation) · bitflip (bit errors in a "
-              "storage format) · module:Name or file.py:Name (a plug-in; docs/noise-models.md).")  # fmt: skip
+              "storage format) · pcm (phase-change-memory weights over time) · converters (DAC/ADC bits of analog "
+              "layers) · module:Name or file.py:Name (a plug-in; docs/noise-models.md).")  # fmt: skip
 NoiseOption = Annotated[str, typer.Option(help=NOISE_HELP)]
 ON_HELP = "Where the noise acts: activations after each point, or the weights of each Conv/ConvTranspose/Gemm/MatMul layer."
 OnOption = Annotated[Target, typer.Option(help=ON_HELP)]

@@ -4,27 +4,66 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from wn_onnx.cli.common import (
     Arch,
+    CompensationOption,
     Device,
     DeviceOption,
-    Kind,
+    DriftScaleOption,
+    FormatOption,
+    GMaxOption,
+    OnOption,
     OrderOption,
+    PerTensorOption,
+    ProgScaleOption,
+    ReadScaleOption,
     SigmaAddOption,
     SigmaMulOption,
     SigmaRatioOption,
+    Target,
+    WeightScaleOption,
     err,
-    noise_spec,
+    noise_model,
     out,
     progress_bar,
 )
-from wn_onnx.errors import WnError
+from wn_onnx.errors import ConfigError, WnError
 from wn_onnx.io.config import MAX_EPOCHS, MAX_SEED
 from wn_onnx.io.safeio import guard_outputs, write_json
+
+if TYPE_CHECKING:
+    from wn_onnx.noise import NoiseModel
+
+
+NOISE_HELP = ("Train with this noise: add · mul · mixed (Gaussian) on activations or weights; on weights (--on weights) "
+              "also pcm (PCM devices at time --sigma after programming), quant, bitflip or a plug-in module:Name.")  # fmt: skip
+LEVEL_HELP = ("The training noise's level in the model's unit: σ for add/mul/mixed; for pcm the time since programming "
+              "(seconds, or 1h, 1d, 1y); bits for quant; the bit error rate for bitflip.")  # fmt: skip
+
+
+def training_strength(spec: NoiseModel, text: str | None) -> float:
+    """The strength of the one level ``text`` gives in ``spec``'s unit (``1y`` for pcm), > 0."""
+    try:
+        bad_number = not (math.isfinite(float(text)) and float(text) >= 0)
+    except (TypeError, ValueError):  # None, or a level with a unit (1y)
+        bad_number = False
+    if bad_number:
+        raise WnError(f"--sigma must be a finite number >= 0, got {text}")
+    if not text or not text.strip():
+        raise WnError("--noise needs --sigma > 0 (the training noise's level)")
+    try:
+        strengths = spec.levels(text)
+    except ConfigError as error:
+        raise WnError(f"--sigma {text}: {error}") from None
+    if strengths.size != 1:
+        raise WnError(f"--sigma takes one level, got {text!r}")
+    if not strengths[0] > 0:
+        raise WnError("--noise needs --sigma > 0 (the training noise's level)")
+    return float(strengths[0])
 
 
 def train_command(
@@ -44,13 +83,22 @@ def train_command(
     seed: Annotated[
         int, typer.Option(help="Seed of initialisation, data order, augmentation and noise.", min=0, max=MAX_SEED)
     ] = 0,
-    noise: Annotated[Kind | None, typer.Option(help="Train with noise of this kind.")] = None,
+    noise: Annotated[str | None, typer.Option(help=NOISE_HELP)] = None,
+    on: OnOption = Target.activations,
     order: OrderOption = None,
     sigma_ratio: SigmaRatioOption = None,
     sigma_mul: SigmaMulOption = None,
     sigma_add: SigmaAddOption = None,
-    sigma: Annotated[float, typer.Option(help="Noise strength during training.")] = 0.0,
-    at: Annotated[str, typer.Option(help="Noisy points: 0,3,5-8, or 'global' (every point).")] = "global",
+    weight_scale: WeightScaleOption = None,
+    per_tensor: PerTensorOption = False,
+    fmt: FormatOption = None,
+    g_max: GMaxOption = None,
+    prog_scale: ProgScaleOption = None,
+    drift_scale: DriftScaleOption = None,
+    read_scale: ReadScaleOption = None,
+    compensation: CompensationOption = None,
+    sigma: Annotated[str | None, typer.Option("--sigma", "--level", help=LEVEL_HELP)] = None,
+    at: Annotated[str, typer.Option(help="Noisy points (--on weights: weight layers): 0,3,5-8, or 'global' (all).")] = "global",
     clamp: Annotated[float | None, typer.Option(help="Clamp non-BN weights to [−C, C] after every step.")] = None,
     augment: Annotated[bool, typer.Option(help="RandomCrop(pad 4) + flip for the image datasets (docs/reference.md).")] = True,
     limit: Annotated[int | None, typer.Option(help="Train on N samples only, class-stratified (smoke runs).", min=1)] = None,
@@ -67,17 +115,25 @@ def train_command(
 
     from wn_onnx.graph_passes.points import parse_indices
     from wn_onnx.io.datasets import load_split
+    from wn_onnx.noise import noise_json
     from wn_onnx.training.export import verified_export
     from wn_onnx.training.nets import build
-    from wn_onnx.training.trainer import TrainConfig, train, weight_stats
+    from wn_onnx.training.trainer import TrainConfig, check_target, train, weight_stats
 
-    arch, device = arch.value, device.value
-    spec = noise_spec(noise, order, sigma_ratio, sigma_mul, sigma_add) if noise else None
-    for name, value, low in (("--sigma", sigma, 0.0), ("--lr", lr, None), ("--clamp", clamp, None)):
-        if value is not None and not (math.isfinite(value) and (value >= low if low is not None else value > 0)):
-            raise WnError(f"{name} must be a finite number {'>= 0' if low is not None else '> 0'}, got {value}")
-    if spec and sigma <= 0:
-        raise WnError("--noise needs --sigma > 0")
+    arch, device, on = arch.value, device.value, on.value
+    for name, value in (("--lr", lr), ("--clamp", clamp)):
+        if value is not None and not (math.isfinite(value) and value > 0):
+            raise WnError(f"{name} must be a finite number > 0, got {value}")
+    spec = None
+    if noise:
+        spec = noise_model(noise, order=order, ratio=sigma_ratio, sigma_mul=sigma_mul, sigma_add=sigma_add,
+                           weight_scale=weight_scale, per_tensor=per_tensor, format=fmt, g_max=g_max,
+                           prog_scale=prog_scale, drift_scale=drift_scale, read_scale=read_scale,
+                           compensation=compensation)  # fmt: skip
+        check_target(spec, on)
+    elif sigma is not None:
+        raise WnError("--sigma without --noise: name the noise to train with")
+    strength = training_strength(spec, sigma) if spec else 0.0
     guard_outputs([out_path, checkpoint], [data, val])
     train_split = load_split(dataset, "train", data_dir, data, limit)
     info = train_split.info
@@ -85,11 +141,11 @@ def train_command(
     if dataset == "npz" and val is None:
         err.print("[yellow]no --val given: validating on the training arrays[/]")
     classes = max(len(info.classes), int(train_split.y.max()) + 1)
-    count = len(build(arch, tuple(train_split.x.shape[1:]), classes, bn).points)
+    net = build(arch, tuple(train_split.x.shape[1:]), classes, bn)
+    count = len(net.weight_layers if on == "weights" else net.points)
     points = None if at == "global" else parse_indices(at, count)
-    cfg = TrainConfig(
-        arch, dataset, bn, epochs, lr, batch_size, seed, spec, sigma, points, clamp, augment and info.augment, device
-    )
+    cfg = TrainConfig(arch, dataset, bn, epochs, lr, batch_size, seed, spec, strength, points, clamp,
+                      augment and info.augment, device, on)  # fmt: skip
     ckpt = checkpoint or out_path.with_suffix(".ckpt")
     bar = None if quiet else progress_bar()
     task = None
@@ -117,7 +173,8 @@ def train_command(
     meta = {
         "arch": arch, "dataset": dataset, "bn": bn, "class_names": info.classes or [str(i) for i in range(classes)],
         "normalization": {"mean": list(info.mean), "std": list(info.std)},
-        "training_noise": {**spec.to_json(), "sigma": sigma, "at": points if points is not None else "global"} if spec else None,
+        "training_noise": {**noise_json(spec), "on": on, "sigma": float(spec.axis.level(strength)),
+                           "at": points if points is not None else "global"} if spec else None,
         "clamp": clamp, "epochs": epochs, "seed": seed, "weight_stats": stats,
         "val_accuracy": last.get("val_accuracy"), "val_accuracy_noisy": last.get("val_accuracy_noisy"),
     }  # fmt: skip

@@ -12,7 +12,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from wn_onnx.noise import NoiseSpec
+from wn_onnx.noise import NoiseModel, NoiseSpec
+from wn_onnx.training.weight_noise import Conv2d, Linear, NoisyWeight, WeightNoise
 
 
 class NoisePoint(nn.Module):
@@ -53,6 +54,19 @@ class PointNet(nn.Sequential):
             on = spec is not None and (at is None or i in at)
             p.spec, p.sigma = (spec, sigma) if on else (None, 0.0)
 
+    @property
+    def weight_layers(self) -> list[NoisyWeight]:
+        """The Conv/Linear layers in order: weight point i of the exported model is layer i's weight."""
+        return [m for m in self if isinstance(m, NoisyWeight)]
+
+    def set_weight_noise(self, model: NoiseModel | None, strength: float, at: Sequence[int] | None,
+                         key: tuple[int, ...] = ()) -> None:  # fmt: skip
+        """Noise ``model`` at ``strength`` on the weights of layers ``at`` (None: every layer), layer
+        i drawing from ``SeedSequence([*key, i])``; ``model`` None: clean weights."""
+        for i, layer in enumerate(self.weight_layers):
+            on = model is not None and (at is None or i in at)
+            layer.weight_noise = WeightNoise(model, strength, (*key, i), tuple(layer.weight.shape)) if on else None
+
 
 def _stack(layers: list[nn.Module]) -> PointNet:
     """Insert a NoisePoint before everything and after every layer except Flatten."""
@@ -69,9 +83,9 @@ def mlp(in_features: int, num_classes: int, bn: bool = True, width: int = 64) ->
     layers: list[nn.Module] = [nn.Flatten()]
     prev = in_features
     for _ in range(3):
-        layers += [nn.Linear(prev, width)] + ([nn.BatchNorm1d(width)] if bn else []) + [nn.ReLU()]
+        layers += [Linear(prev, width)] + ([nn.BatchNorm1d(width)] if bn else []) + [nn.ReLU()]
         prev = width
-    return _stack([*layers, nn.Linear(prev, num_classes)])
+    return _stack([*layers, Linear(prev, num_classes)])
 
 
 def lenet5(in_channels: int, num_classes: int, bn: bool = True, size: int = 32) -> PointNet:
@@ -82,11 +96,11 @@ def lenet5(in_channels: int, num_classes: int, bn: bool = True, size: int = 32) 
 
     flat = 16 * (((size - 4) // 2 - 4) // 2) ** 2
     layers = [
-        *block(nn.Conv2d(in_channels, 6, 5), nn.BatchNorm2d(6)), nn.MaxPool2d(2),
-        *block(nn.Conv2d(6, 16, 5), nn.BatchNorm2d(16)), nn.MaxPool2d(2), nn.Flatten(),
-        *block(nn.Linear(flat, 120), nn.BatchNorm1d(120)),
-        *block(nn.Linear(120, 84), nn.BatchNorm1d(84)),
-        nn.Linear(84, num_classes),
+        *block(Conv2d(in_channels, 6, 5), nn.BatchNorm2d(6)), nn.MaxPool2d(2),
+        *block(Conv2d(6, 16, 5), nn.BatchNorm2d(16)), nn.MaxPool2d(2), nn.Flatten(),
+        *block(Linear(flat, 120), nn.BatchNorm1d(120)),
+        *block(Linear(120, 84), nn.BatchNorm1d(84)),
+        Linear(84, num_classes),
     ]  # fmt: skip
     return _stack(layers)
 
@@ -102,10 +116,10 @@ def cnn_s(num_classes: int = 12, bn: bool = True) -> PointNet:
         return [layer] + ([bn_layer] if bn else []) + [nn.ReLU()]
 
     layers = [
-        *block(nn.Conv2d(1, 28, (10, 4), stride=(1, 2)), nn.BatchNorm2d(28)),
-        *block(nn.Conv2d(28, 30, (10, 4), stride=1), nn.BatchNorm2d(30)), nn.Flatten(),
-        *block(nn.Linear(30 * 31 * 1, 128), nn.BatchNorm1d(128)),
-        nn.Linear(128, num_classes),
+        *block(Conv2d(1, 28, (10, 4), stride=(1, 2)), nn.BatchNorm2d(28)),
+        *block(Conv2d(28, 30, (10, 4), stride=1), nn.BatchNorm2d(30)), nn.Flatten(),
+        *block(Linear(30 * 31 * 1, 128), nn.BatchNorm1d(128)),
+        Linear(128, num_classes),
     ]  # fmt: skip
     return _stack(layers)
 

@@ -1,6 +1,7 @@
 """Noisy training of the paper's networks (docs/reference.md): Adam lr 1e-3, cosine annealing over all
-epochs, cross-entropy, batch 128, optional noise at one point or all points, optional weight
-clamping, a checkpoint every epoch and an exact resume."""
+epochs, cross-entropy, batch 128, optional noise at one point or all points (activations) or on
+the weights of chosen Conv/Linear layers (hardware-aware training: training.weight_noise),
+optional weight clamping, a checkpoint every epoch and an exact resume."""
 
 from __future__ import annotations
 
@@ -15,9 +16,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from wn_onnx.errors import WnError
-from wn_onnx.noise import NoiseSpec
+from wn_onnx.errors import ConfigError, WnError
+from wn_onnx.noise import TARGETS, NoiseModel, NoiseSpec, noise_json
 from wn_onnx.training.nets import NoisePoint, PointNet, build
+from wn_onnx.training.weight_noise import TRAINING_STREAM
 
 if TYPE_CHECKING:
     from wn_onnx.engine.memory import Share
@@ -32,16 +34,20 @@ class TrainConfig:
     lr: float = 1e-3
     batch_size: int = 128
     seed: int = 0
-    noise: NoiseSpec | None = None
-    sigma: float = 0.0
-    at: list[int] | None = None  # noisy point indices; None with noise = every point (global)
+    noise: NoiseModel | None = None
+    sigma: float = 0.0  # the noise's strength (NoiseModel's axis: σ, seconds for pcm, 2^-bits for quant)
+    at: list[int] | None = None  # noisy point (or weight layer) indices; None with noise = all of them (global)
     clamp: float | None = None
     augment: bool = True
     device: str = "cpu"
+    on: str = "activations"  # or "weights": the noise acts on the Conv/Linear layers' weights
+
+    def __post_init__(self) -> None:
+        check_target(self.noise, self.on)
 
     def to_json(self) -> dict:
         d = asdict(self)
-        d["noise"] = self.noise.to_json() if self.noise else None
+        d["noise"] = noise_json(self.noise) if self.noise else None
         return d
 
     def identity(self) -> dict:
@@ -62,8 +68,23 @@ class TrainConfig:
                 "at",
                 "clamp",
                 "augment",
+                "on",
             )
         }
+
+
+def check_target(noise: NoiseModel | None, on: str) -> None:
+    """Refuse noise the trainer cannot inject where asked: on activations only the Gaussian kinds
+    (the torch noise points), on weights any model that acts on weights."""
+    if on not in TARGETS:
+        raise ConfigError(f"unknown target {on!r}; choose activations or weights")
+    if noise is None:
+        return
+    if on not in noise.targets:
+        raise ConfigError(f"noise model {noise.name!r} acts on {' and '.join(noise.targets)}, not on {on}")
+    if on == "activations" and not isinstance(noise, NoiseSpec):
+        raise ConfigError(f"training with noise model {noise.name!r} on activations is not supported: "
+                          "add, mul or mixed there, or train with it on the weights (--on weights)")  # fmt: skip
 
 
 @dataclass
@@ -182,9 +203,10 @@ def train(
     device = device_for(cfg.device)
     torch.manual_seed(cfg.seed)
     net = build(cfg.arch, input_shape, num_classes, cfg.bn).to(device)
-    points = len(net.points)
+    points = len(net.weight_layers if cfg.on == "weights" else net.points)
+    what = "weight layers" if cfg.on == "weights" else "points"
     if cfg.at is not None and any(not 0 <= k < points for k in cfg.at):
-        raise WnError(f"noisy points {cfg.at}: {cfg.arch} has {points} points (0-{points - 1})")
+        raise WnError(f"noisy {what} {cfg.at}: {cfg.arch} has {points} {what} (0-{points - 1})")
     gen = torch.Generator().manual_seed(cfg.seed)
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs)
@@ -203,13 +225,13 @@ def train(
     for epoch in range(start, cfg.epochs):
         began = time.perf_counter()
         net.train()
-        net.set_noise(cfg.noise, cfg.sigma, cfg.at) if cfg.noise else net.set_noise(None, 0.0, None)
         order = torch.randperm(len(xt), generator=gen)
         total, correct, seen = 0.0, 0, 0
-        for s in range(0, len(order), cfg.batch_size):
+        for step, s in enumerate(range(0, len(order), cfg.batch_size)):
             idx = order[s : s + cfg.batch_size]
             if len(idx) < 2:  # BatchNorm needs two samples
                 continue
+            noise_on(net, cfg, (0, epoch, step))  # weights: a fresh draw every step
             xb = xt[idx]
             if cfg.augment and xb.ndim == 4 and xb.shape[-1] == xb.shape[-2] and xb.shape[-1] >= 16:
                 xb = augment_batch(xb, gen, pad_value)
@@ -227,21 +249,37 @@ def train(
             if on_step:
                 on_step(len(idx))
         sched.step()
-        net.set_noise(None, 0.0, None)
+        noise_off(net)
         stats = {"epoch": epoch + 1, "loss": total / max(seen, 1), "train_accuracy": correct / max(seen, 1),
                  "val_accuracy": evaluate_accuracy(net, xv, yv)}  # fmt: skip
         if cfg.noise:
-            net.set_noise(cfg.noise, cfg.sigma, cfg.at)
+            noise_on(net, cfg, (1, epoch, 0))  # weights: one draw for the whole evaluation (one chip)
             stats["val_accuracy_noisy"] = evaluate_accuracy(net, xv, yv)
-            net.set_noise(None, 0.0, None)
+            noise_off(net)
         stats["seconds"] = time.perf_counter() - began
         history.epochs.append(stats)
         if checkpoint is not None:
             _save_checkpoint(checkpoint, cfg, net, opt, sched, gen, history, epoch + 1)
         if on_epoch:
             on_epoch(stats)
-    net.set_noise(None, 0.0, None)
+    noise_off(net)
     return net.eval(), history
+
+
+def noise_on(net: PointNet, cfg: TrainConfig, key: tuple[int, ...]) -> None:
+    """The training noise on, if any: at the noise points, or on the weights with the draws of
+    ``key`` (held until the next call; the activation noise draws afresh every forward pass)."""
+    if cfg.noise is None:
+        return
+    if cfg.on == "weights":
+        net.set_weight_noise(cfg.noise, cfg.sigma, cfg.at, (cfg.seed, TRAINING_STREAM, *key))
+    else:
+        net.set_noise(cfg.noise, cfg.sigma, cfg.at)
+
+
+def noise_off(net: PointNet) -> None:
+    net.set_noise(None, 0.0, None)
+    net.set_weight_noise(None, 0.0, None)
 
 
 def _save_checkpoint(path: Path, cfg, net, opt, sched, gen, history: History, epoch: int) -> None:
@@ -268,6 +306,7 @@ def _load_checkpoint(path: Path, cfg, net, opt, sched, gen, history: History) ->
     except Exception as err:
         raise WnError(f"{path}: not a readable wn-onnx checkpoint ({type(err).__name__})") from None
     saved = json.loads(state.get("config", "{}"))
+    saved.setdefault("on", "activations")  # checkpoints from before weight noise
     if saved.get("arch") != cfg.arch or saved.get("bn") != cfg.bn or saved.get("dataset") != cfg.dataset:
         raise WnError(
             f"{path}: checkpoint of {saved.get('arch')} (bn={saved.get('bn')}, {saved.get('dataset')}), "
