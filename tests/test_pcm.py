@@ -119,10 +119,11 @@ def test_every_layer_digital_is_the_clean_model_and_digital_layers_help(pcm_repo
     K = 4 the clean accuracy exactly; keeping the least robust layer digital gains accuracy, and the
     guided choice is never worse than the first K layers by more than the chips' spread."""
     model, data, report = pcm_report
-    out = tmp_path / "digital.json"
+    out, page = tmp_path / "digital.json", tmp_path / "digital.html"
     ran = wn("plan", report, "--digital", "4", "--evaluate", "--model", model, "--data", data, "--at-time", "1d",
-             "--repeats", "4", "--out", out)  # fmt: skip
+             "--repeats", "4", "--out", out, "--html", page)  # fmt: skip
     assert ran.returncode == 0, ran.stderr
+    assert "accuracy per digital layer" in page.read_text() and "data:image/png;base64," in page.read_text()
     ev = json.loads(out.read_text())["evaluation"]
     rows = ev["rows"]
     assert [r["digital"] for r in rows] == [0, 1, 2, 3, 4]

@@ -10,7 +10,7 @@ from rich.text import Text
 
 from wn_onnx.cli.common import err, load_data, memory_bytes, out
 from wn_onnx.errors import WnError
-from wn_onnx.io.safeio import guard_outputs, write_json
+from wn_onnx.io.safeio import guard_outputs, write_json, write_text
 from wn_onnx.results.names import shorten
 
 
@@ -33,7 +33,7 @@ def _weight_points(report: dict, model_path: Path):
 
 def digital_command(report_path: Path, report: dict, k: int, evaluate: bool, at_time: str | None, model: Path | None,
                     data_options: dict, repeats: int, seed: int, batch_size: int, threads: int, memory: str | None,
-                    as_json: bool, out_path: Path | None) -> None:  # fmt: skip
+                    as_json: bool, out_path: Path | None, html_path: Path | None = None) -> None:  # fmt: skip
     """The digital split of ``report`` (the ``k`` least robust layers noise-free) and, with
     ``evaluate``, its accuracy at ``at_time`` for every K ≤ k against the first K layers."""
     from wn_onnx.planner import check_digital, digital_order
@@ -44,9 +44,17 @@ def digital_command(report_path: Path, report: dict, k: int, evaluate: bool, at_
     payload: dict = {"report": str(report_path), "digital": k, "layers": [points[i]["index"] for i in order[:k]]}
     if evaluate:
         payload |= _evaluate(report, k, at_time, model, data_options, repeats, seed, batch_size, threads, memory)
+    if html_path is not None and not evaluate:
+        raise WnError("--html draws the accuracy per digital layer: add --evaluate")
+    guard_outputs([out_path, html_path], [report_path, model, data_options.get("data")])
     if out_path:
-        guard_outputs([out_path], [report_path, model, data_options.get("data")])
         write_json(out_path, payload)
+    if html_path:
+        from wn_onnx.results.figures import digital_figure, html_page
+
+        page = html_page(f"digital layers of {report_path.name}", [("accuracy per digital layer", digital_figure(payload["evaluation"]))],
+                         [f"layers kept digital, least robust first: {', '.join(map(str, payload['layers'])) or 'none'}"])  # fmt: skip
+        write_text(html_path, page)
     if as_json:
         print(json.dumps(payload, indent=2))
         return

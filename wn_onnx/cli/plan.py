@@ -138,6 +138,9 @@ def plan_command(
     at_time: Annotated[
         str | None, typer.Option(help="--digital --evaluate: the level to evaluate at (1y, 1d, 3600; default: the scan's largest).")
     ] = None,
+    html_path: Annotated[
+        Path | None, typer.Option("--html", help="--digital --evaluate: a one-file HTML page with the accuracy per digital layer.")
+    ] = None,
 ) -> None:
     """Spread a budget of repeated executions over the points, guided by μ (paper Table 3); or, with
     --digital, choose the weight layers of an analog model that stay digital."""
@@ -166,7 +169,7 @@ def plan_command(
         options = {"data": data, "labels": labels, "dataset_name": dataset_name, "split": split, "data_dir": data_dir,
                    "feed": feed, "limit": limit, "limit_mode": limit_mode}  # fmt: skip
         digital_command(report_path, load_report(report_path), digital, evaluate, at_time, model, options, repeats, seed,
-                        batch_size, threads, memory, as_json, out_path)  # fmt: skip
+                        batch_size, threads, memory, as_json, out_path, html_path)  # fmt: skip
         return
     report = averaged_by_repeats(load_report(report_path), str(report_path))
     inp = PlanInput.from_report(report)

@@ -687,3 +687,22 @@ def binarize_figure(result: dict) -> plt.Figure:
     )
     fig.tight_layout()
     return fig
+
+
+def digital_figure(evaluation: dict) -> plt.Figure:
+    """Accuracy against the number of digital (noise-free) layers at one time: the layers chosen by
+    μ against the first K layers, the chips' spread as error bars, the clean accuracy as the ceiling."""
+    rows = evaluation["rows"]
+    k = np.array([r["digital"] for r in rows])
+    fig, ax = plt.subplots(figsize=(4.6, 3.0))
+    for key, label, mark in (("guided", "least robust layers digital (by μ)", "o-"), ("uniform", "first K layers digital", "s--")):
+        ax.errorbar(k, [r[f"{key}_accuracy"] for r in rows], yerr=[r[f"{key}_std"] for r in rows], fmt=mark, ms=4,
+                    capsize=2, label=label, gid=f"digital-{key}")  # fmt: skip
+    ax.axhline(evaluation["clean_accuracy"], color="0.4", ls=":", lw=0.8, label="clean accuracy")
+    ax.set_xticks(k)
+    ax.set_xlabel("digital layers K")
+    ax.set_ylabel("accuracy")
+    ax.set_title(_text(f"accuracy at {evaluation['level_text']} ({evaluation['repeats']} chips)"))
+    ax.legend(frameon=False, loc="lower right")
+    fig.tight_layout()
+    return fig
