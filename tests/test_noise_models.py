@@ -421,3 +421,54 @@ def test_the_documented_plugin_example_is_the_shipped_file_and_scans(tmp_path):
     report = json.loads(out.read_text())
     assert report["noise"]["kind"] == "uniform" and report["axis"]["name"] == "amplitude"
     assert all(p["status"] in ("ok", "bracketed") for p in report["points"]), [p["status"] for p in report["points"]]
+
+
+def _quantised_everywhere(path, tensors: list[str], bits: int, x: np.ndarray, y: np.ndarray) -> float:
+    """Accuracy of the file with every consumer of each tensor reading it quantised to ``bits``
+    (per tensor, full scale its clean max |value| on ``x``), written by plain onnx edits."""
+    from onnx import helper
+
+    probe = onnx.load(str(path))
+    probe.graph.output.extend(helper.make_tensor_value_info(t, onnx.TensorProto.FLOAT, None) for t in tensors)
+    values = dict(zip([o.name for o in probe.graph.output], ort.InferenceSession(probe.SerializeToString(),
+                  providers=["CPUExecutionProvider"]).run(None, {"input": x}), strict=True))  # fmt: skip
+    proto = onnx.load(str(path))
+    n = 2 ** (bits - 1) - 1
+    added = []
+    for k, t in enumerate(tensors):
+        step = float(np.abs(values[t]).max()) / n
+        for node in proto.graph.node:
+            node.input[:] = [f"q{k}" if i == t else i for i in node.input]
+        proto.graph.initializer.extend([numpy_helper.from_array(np.array(v, np.float32), f"q{k}_{name}")
+                                        for name, v in (("s", step), ("n", n), ("m", -n))])  # fmt: skip
+        added += [helper.make_node("Div", [t, f"q{k}_s"], [f"q{k}_d"]), helper.make_node("Round", [f"q{k}_d"], [f"q{k}_r"]),
+                  helper.make_node("Clip", [f"q{k}_r", f"q{k}_m", f"q{k}_n"], [f"q{k}_c"]),
+                  helper.make_node("Mul", [f"q{k}_c", f"q{k}_s"], [f"q{k}"])]  # fmt: skip
+    if "logits" in tensors:  # the scored output itself is quantised: read it through an Identity
+        k = tensors.index("logits")
+        proto.graph.output[0].name = f"q{k}"
+    nodes = list(proto.graph.node) + added
+    del proto.graph.node[:]
+    proto.graph.node.extend(nodes)
+    import onnx_ir as ir
+
+    model = ir.from_proto(proto)
+    model.graph.sort()
+    session = ort.InferenceSession(ir.to_proto(model).SerializeToString(), providers=["CPUExecutionProvider"])
+    return float((session.run(None, {"input": x})[0].argmax(1) == y).mean())
+
+
+def test_global_quantisation_on_activations_equals_plain_graph_edits(digits, tmp_path):
+    """The staged global sweep of a numpy-applied model (every point quantised at once) gives the
+    accuracy of the file with a quantiser after every point written by plain onnx edits."""
+    model, x, y = digits
+    data = tmp_path / "d.npz"
+    np.savez(data, x=x, y=y)
+    out = tmp_path / "r.json"
+    ran = wn("scan", model, "--data", data, "--noise", "quant", "--levels", "3,5,8", "--mode", "global", "--out", out, "--quiet")
+    assert ran.returncode == 0, ran.stderr
+    report = json.loads(out.read_text())
+    tensors = [p["tensor"] for p in json.loads(wn("points", model, "--json").stdout)["points"]]
+    for bits, row in zip((8, 5, 3), report["global"]["accuracy"], strict=True):
+        assert row[0] == pytest.approx(_quantised_everywhere(model, tensors, bits, x, y), abs=1e-12), bits
+    assert report["global"]["accuracy"][-1][0] < report["clean_accuracy"] - 0.05  # 3 bits everywhere: a real change

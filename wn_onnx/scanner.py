@@ -161,7 +161,7 @@ def sequential_curve(
                     base.clean_variance)  # fmt: skip
 
 
-def check_target(req: ScanRequest, st: SweepSettings) -> None:
+def check_target(req: ScanRequest, st: SweepSettings, engine: Engine) -> None:
     """Where the noise model can act, and which scan settings apply there, one clear line each."""
     spec = st.spec
     if st.converters is not None and st.converters.active and req.on != "weights":
@@ -170,9 +170,9 @@ def check_target(req: ScanRequest, st: SweepSettings) -> None:
         raise ConfigError("the converters model sweeps the bits that --dac-bits and --adc-bits fix: leave one free")
     if req.on not in spec.targets:
         raise ConfigError(f"noise model {spec.name!r} acts on {' and '.join(spec.targets)}, not on {req.on}")
-    if req.on == "activations" and not isinstance(spec, NoiseSpec) and req.mode == "global":
-        raise ConfigError(f"the global sweep of noise model {spec.name!r} on activations is not supported: "
-                          "walk its points (--mode walking), or scan the weights (--on weights)")  # fmt: skip
+    if req.on == "activations" and not isinstance(spec, NoiseSpec) and req.mode != "walking" and engine.routes.subgraphs:
+        raise ConfigError(f"the global sweep of noise model {spec.name!r} cuts the graph at its points, which a graph "
+                          "with control flow (If, Loop, Scan) does not allow: walk its points (--mode walking)")  # fmt: skip
     if req.on == "activations" and not isinstance(spec, NoiseSpec) and req.estimator == "sequential":
         raise ConfigError(f"noise model {spec.name!r} on activations runs with the grid estimator only")
     if req.on == "weights" and req.estimator == "sequential":
@@ -274,13 +274,13 @@ def run_scan(
     if req.sigma_scale == "std" and (st.spec.kind != "add" or req.on == "weights"):
         raise ConfigError("σ relative to the activation std applies to additive noise on activations "
                           "(multiplicative noise is relative already, additive weight noise is relative to max|W|)")  # fmt: skip
-    check_target(req, st)
     check_estimator(req, st)
     noisy_outputs = st.converters is not None and st.converters.out_noise > 0
     if st.spec.deterministic and not noisy_outputs:  # every repeat would give the same numbers
         st = replace(st, repeats=1)
     st = replace(st, top=float(np.max(st.sigmas)))  # draws shared by every strength of the grid, adaptive rounds too
     engine = Engine(loaded, providers_for(req.device), req.threads, req.memory)
+    check_target(req, st, engine)
     if req.on == "weights":
         all_points = require_weights(find_weight_points(loaded.model), loaded.path)
     else:
@@ -372,10 +372,7 @@ def run_scan(
             if all(p["status"] == FAILED for p in report["points"]):
                 first = report["points"][0]
                 raise WnError(f"every walked point failed; point {first['index']}: {first['reason']}")
-        if req.mode == "both" and req.on == "activations" and not isinstance(st.spec, NoiseSpec):
-            report["global_skipped"] = (f"the global sweep of noise model {st.spec.name!r} on activations is not "
-                                        "supported; its points were walked")  # fmt: skip
-        elif req.mode in ("global", "both"):
+        if req.mode in ("global", "both"):
             where = chosen if req.global_after_bn else [p for p in chosen if p.op_type != "BatchNormalization"]
             if not where:
                 raise WnError("the global sweep has no point left (all selected points are BatchNormalization outputs)")

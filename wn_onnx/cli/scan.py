@@ -326,8 +326,6 @@ def scan_command(
     if fewest:
         within = ", ".join(f"{where}: {bits}" for where, bits in fewest)
         out.print(f"[dim]fewest bits within 1 % of the clean accuracy: {within}[/]")
-    if report.get("global_skipped"):
-        out.print(f"[yellow]{escape(report['global_skipped'])}[/]")
     if report.get("deterministic"):
         out.print("[dim]deterministic noise model: one repeat says everything (repeats set to 1)[/]")
     used = [c["sequential"] for c in [*report["points"], report["global"]] if c and "sequential" in c]

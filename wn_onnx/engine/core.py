@@ -21,7 +21,7 @@ import onnxruntime as ort
 from wn_onnx.engine.draws import PLAN_STREAM, draw_at
 from wn_onnx.engine.global_noise import GlobalNoise
 from wn_onnx.engine.memory import Budget, Share, peak_live
-from wn_onnx.engine.numpy_noise import NumpyWalk
+from wn_onnx.engine.numpy_noise import NumpyGlobal, NumpyWalk
 from wn_onnx.engine.round_cache import RAM_BYTES, RoundCache
 from wn_onnx.engine.routes import Routes, SharedTaps
 from wn_onnx.engine.sessions import Sessions
@@ -324,10 +324,14 @@ class Engine:
 
     def global_noise(
         self, points: list[Point], st: SweepSettings, scale: np.ndarray | None = None, data: Dataset | None = None
-    ) -> GlobalNoise | WeightGlobal:
+    ) -> GlobalNoise | WeightGlobal | NumpyGlobal:
         """The evaluation of the same σ at every point of ``points`` (see :meth:`global_sweep`)."""
         if points and isinstance(points[0], WeightPoint):
             return WeightGlobal(self.routes, points, st, self.layer_ranges(points, data, st) if data is not None else None)
+        if not isinstance(st.spec, NoiseSpec):
+            if data is None:
+                raise ValueError("a noise model applied in numpy needs the data its ranges come from")
+            return NumpyGlobal(self.routes, points, st, {p.index: self.activation_reference(p, data, st) for p in points})
         return GlobalNoise(self.routes, points, st, self.run_noisy, scale)
 
     def outcomes(
@@ -347,7 +351,7 @@ class Engine:
         (wn_onnx.results.sequential)."""
         rows = np.asarray(rows, np.int64)
         sa, sm = st.spec.components(np.array([sigma], np.float64))
-        whole = isinstance(ev, GlobalNoise | WeightGlobal)
+        whole = isinstance(ev, GlobalNoise | WeightGlobal | NumpyGlobal)
         within = self.global_batch(ev.points, data, st) if whole else self.walk_batch([ev.point], data, st)
         size, metric = self.batch_size(within), get_metric(st.metric, st.metric_timeout)
         reference = self.known_clean(data)

@@ -1,10 +1,15 @@
-"""Walking a noise model that has no ONNX form (quantisation, bit flips, plug-ins) on activations,
-for :func:`engine.sweep.sweep`: the point's clean values of the batch are perturbed in numpy
-(:meth:`NoiseModel.apply`) and fed to the clean graph after the point.
+"""A noise model that has no ONNX form (quantisation, bit flips, plug-ins) on activations, for
+:func:`engine.sweep.sweep`, applied in numpy (:meth:`NoiseModel.apply`):
 
-A random model draws per sample, from ``[seed, WALK_STREAM, point, *key, PER_SAMPLE, sample]``:
-a sample receives the same numbers whatever the batching (a value without a sample axis gets
-one draw per batch). A deterministic model perturbs the whole batch at once.
+* :class:`NumpyWalk`: the point's clean values of the batch perturbed and fed to the clean graph
+  after the point;
+* :class:`NumpyGlobal`: every point perturbed, the graph run in stages cut at the points in graph
+  order — each stage computes the next point from the graph's inputs and the points already
+  perturbed, which are fed to it perturbed — then the rest of the graph.
+
+A random model draws per sample, from ``[seed, stream, point, *key, PER_SAMPLE, sample]``: a
+sample receives the same numbers whatever the batching (a value without a sample axis gets one
+draw per batch). A deterministic model perturbs the whole batch at once.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from wn_onnx.engine.draws import PER_BATCH, WALK_STREAM
+from wn_onnx.engine.draws import GLOBAL_STREAM, PER_BATCH, WALK_STREAM
 from wn_onnx.engine.routes import Routes
 from wn_onnx.engine.sessions import run
 from wn_onnx.engine.sweep import SweepSettings
@@ -52,30 +57,13 @@ class NumpyWalk:
     def chunk(self, st: SweepSettings) -> int:
         return 1
 
-    def _samples(self) -> np.ndarray:
-        """Indices of the batch's samples along the value's sample axis."""
-        n = self.feeds[self.point.tensor].shape[self.axis]
-        return np.asarray(self.first, np.int64) if not np.isscalar(self.first) else np.arange(self.first, self.first + n)
-
     def noise(self, key: tuple[int, ...]) -> list[list[np.ndarray]]:
         """Per sample (or per batch, without a sample axis) the model's draws of draw ``key``."""
-        model, value = self.st.spec, self.feeds[self.point.tensor]
-        if model.deterministic:
-            return []
-        base = [self.st.seed, WALK_STREAM, self.point.index, *key]
-        if self.axis is None:
-            return [checked_draw(model, np.random.default_rng([*base, PER_BATCH, self.batch]), value.shape, self.top)]
-        shape = value.shape[: self.axis] + value.shape[self.axis + 1 :]
-        return [checked_draw(model, np.random.default_rng([*base, PER_SAMPLE, int(i)]), shape, self.top)
-                for i in self._samples()]
+        return draws_for(self.st, self.top, WALK_STREAM, self.point, key, self.feeds[self.point.tensor], self.axis,
+                         self.first, self.batch)  # fmt: skip
 
     def perturbed(self, sa: float, sm: float, draws: list[list[np.ndarray]]) -> np.ndarray:
-        model, value = self.st.spec, self.feeds[self.point.tensor]
-        if model.deterministic or self.axis is None:
-            return checked_apply(model, value, sa, sm, draws[0] if draws else [], self.ref)
-        rows = np.moveaxis(value, self.axis, 0)
-        out = np.stack([checked_apply(model, row, sa, sm, d, self.ref) for row, d in zip(rows, draws, strict=True)])
-        return np.moveaxis(out, 0, self.axis)
+        return perturb_rows(self.st, self.feeds[self.point.tensor], self.axis, sa, sm, draws, self.ref)
 
     def logits(self, noise: list[list[np.ndarray]], sa: np.ndarray, sm: np.ndarray, fresh: bool) -> Iterator[np.ndarray]:
         for a, m in zip(sa, sm, strict=True):
@@ -84,3 +72,85 @@ class NumpyWalk:
                 yield noisy
             else:
                 yield run(self.session, (self.output,), self.feeds | {self.point.tensor: noisy})[0]
+
+
+def draws_for(st: SweepSettings, top: float, stream: int, point: Point, key: tuple[int, ...], value: np.ndarray,
+              axis: int | None, first: int | np.ndarray, batch: int) -> list[list[np.ndarray]]:  # fmt: skip
+    """The model's draws of ``key`` for each sample of ``value`` along ``axis`` (samples ``first…``
+    or those ``first`` lists), or one for the batch without a sample axis; none when deterministic."""
+    model = st.spec
+    if model.deterministic:
+        return []
+    base = [st.seed, stream, point.index, *key]
+    if axis is None:
+        return [checked_draw(model, np.random.default_rng([*base, PER_BATCH, batch]), value.shape, top)]
+    n = value.shape[axis]
+    samples = np.asarray(first, np.int64) if not np.isscalar(first) else np.arange(first, first + n)
+    shape = value.shape[:axis] + value.shape[axis + 1 :]
+    return [checked_draw(model, np.random.default_rng([*base, PER_SAMPLE, int(i)]), shape, top) for i in samples]
+
+
+def perturb_rows(st: SweepSettings, value: np.ndarray, axis: int | None, sa: float, sm: float,
+                 draws: list[list[np.ndarray]], ref: Reference) -> np.ndarray:  # fmt: skip
+    """``value`` perturbed sample by sample with its draws (as a whole when deterministic or without a sample axis)."""
+    model = st.spec
+    if model.deterministic or axis is None:
+        return checked_apply(model, value, sa, sm, draws[0] if draws else [], ref)
+    rows = np.moveaxis(value, axis, 0)
+    out = np.stack([checked_apply(model, row, sa, sm, d, ref) for row, d in zip(rows, draws, strict=True)])
+    return np.moveaxis(out, 0, axis)
+
+
+class NumpyGlobal:
+    """Every point perturbed at the same strength, the graph run in stages cut at the points."""
+
+    cache_tag = None
+
+    def __init__(self, routes: Routes, points: list[Point], st: SweepSettings, refs: dict[int, Reference]) -> None:
+        loaded = routes.loaded
+        self.routes, self.points, self.st, self.refs = routes, points, st, refs
+        self.top = float(st.top if st.top is not None else np.max(st.sigmas))
+        self.output = loaded.output_name
+        known = list(loaded.inputs)
+        self.stages = []
+        for p in [*points, None]:
+            target = self.output if p is None else p.tensor
+            if target in known:  # a graph input, or the output itself as a point
+                self.stages.append((p, None))
+            else:
+                model = loaded.fresh(known, [target])
+                ExtractSuffixPass(known, [target])(model)
+                self.stages.append((p, routes.sessions.build(model)))
+            if p is not None and p.tensor not in known:
+                known = [*known, p.tensor]
+
+    def start(self, batch: int, first: int | np.ndarray, x: np.ndarray | Inputs) -> None:
+        self.batch, self.first, self.x = batch, first, x
+        self.feeds = self.routes.feeds(x)
+        self.axes = {p.index: self.routes.sample_axis(p.tensor, x) for p in self.points}
+
+    def chunk(self, st: SweepSettings) -> int:
+        return 1
+
+    def noise(self, key: tuple[int, ...]) -> tuple[tuple[int, ...], dict]:
+        """The draw's key: each point's draws need its perturbed input, so they are made in :meth:`logits`."""
+        return key, {}
+
+    def logits(self, noise: tuple[tuple[int, ...], dict], sa: np.ndarray, sm: np.ndarray, fresh: bool) -> Iterator[np.ndarray]:
+        key, kept = noise
+        for a, m in zip(sa, sm, strict=True):
+            values = dict(self.feeds)
+            for p, session in self.stages:
+                target = self.output if p is None else p.tensor
+                if session is not None:
+                    wanted = [i.name for i in session.get_inputs()]
+                    values[target] = run(session, (target,), {n: values[n] for n in wanted})[0]
+                if p is None:
+                    yield values[target]
+                    break
+                axis = self.axes[p.index]
+                if p.index not in kept:  # a point's draws depend on its shape only: made once per (batch, key)
+                    kept[p.index] = draws_for(self.st, self.top, GLOBAL_STREAM, p, key, values[target], axis, self.first,
+                                              self.batch)  # fmt: skip
+                values[target] = perturb_rows(self.st, values[target], axis, float(a), float(m), kept[p.index],
+                                              self.refs[p.index])  # fmt: skip

@@ -44,7 +44,8 @@ def encode(x: np.ndarray, fmt: str, top: float) -> np.ndarray:
     if fmt == "int8":
         step = top / 127 if top > 0 else 1.0
         return np.clip(np.rint(x.astype(np.float64) / step), -127, 127).astype(np.int8).view(np.uint8)
-    return x.astype(np.float16 if fmt == "fp16" else np.float32).view(FORMATS[fmt][0])
+    with np.errstate(over="ignore"):  # a value beyond fp16's range is stored as Inf, as the hardware would
+        return x.astype(np.float16 if fmt == "fp16" else np.float32).view(FORMATS[fmt][0])
 
 
 def decode(bits: np.ndarray, fmt: str, top: float, dtype: np.dtype) -> np.ndarray:
