@@ -472,3 +472,17 @@ def test_global_quantisation_on_activations_equals_plain_graph_edits(digits, tmp
     for bits, row in zip((8, 5, 3), report["global"]["accuracy"], strict=True):
         assert row[0] == pytest.approx(_quantised_everywhere(model, tensors, bits, x, y), abs=1e-12), bits
     assert report["global"]["accuracy"][-1][0] < report["clean_accuracy"] - 0.05  # 3 bits everywhere: a real change
+
+
+def test_check_reads_a_bits_floor_as_the_most_bits_a_layer_may_need(tmp_path, digits):
+    """quant on weights: --min-mu B is the largest bit width allowed at μ: the layers that keep half
+    their accuracy at 1 bit pass max 2 bits; the global curve, whose μ lies between 1 and 2 bits
+    (judged on the bracket's wide end), fails max 1 bit."""
+    model, x, y = digits
+    data = tmp_path / "d.npz"
+    np.savez(data, x=x, y=y)
+    common = ["check", model, "--data", data, "--on", "weights", "--noise", "quant"]
+    passed = wn(*common, "--min-mu", "2")
+    assert passed.returncode == 0 and "max μ 2 bits" in passed.stdout and "| 1 bits |" in passed.stdout, passed.stdout
+    failed = wn(*common, "--min-mu", "1")
+    assert failed.returncode == 1 and "global:" in failed.stdout and "> max μ 1 bits" in failed.stdout, failed.stdout

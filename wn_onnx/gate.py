@@ -121,24 +121,53 @@ def _failed(name: str, curve: dict, rule: str) -> Verdict:
     return Verdict(name, False, f"{name}: not evaluated ({curve.get('reason', 'failed')})", None, None, "failed", rule)
 
 
-def judge_floor(name: str, curve: dict, floor: float) -> Verdict:
+@dataclass(frozen=True)
+class Reading:
+    """How a report's μ reads: on a falling axis (bits, strength 2^-bits) a floor is the largest bit
+    width allowed at μ and every comparison turns round; elsewhere μ is the strength itself."""
+
+    falling: bool = False
+    unit: str = ""
+
+    @classmethod
+    def of(cls, report: dict) -> Reading:
+        axis = report.get("axis") or {}
+        return cls(axis.get("more") == "down", str(axis.get("unit") or ""))
+
+    def strength(self, level: float) -> float:
+        return 2.0**-level if self.falling else level
+
+    def text(self, strength: float) -> str:
+        value = -np.log2(strength) if self.falling and strength > 0 else strength
+        return f"{value:.4g}{' ' + self.unit if self.unit else ''}"
+
+    def sign(self, at_least: bool) -> str:
+        """The comparison as the axis reads it (a strength ≥ floor is a level ≤ floor on a falling axis)."""
+        return ("≥" if at_least else "<") if not self.falling else ("≤" if at_least else ">")
+
+
+def judge_floor(name: str, curve: dict, floor: float, reading: Reading = Reading()) -> Verdict:
+    """``floor`` in the report's levels (σ, seconds, bits: on bits the most a layer may need)."""
+    rule = f"{'max' if reading.falling else 'min'} μ {floor:g}{' ' + reading.unit if reading.unit else ''}"
     if curve["status"] == "failed":
-        return _failed(name, curve, f"min μ {floor:g}")
+        return _failed(name, curve, rule)
     mu, err, status = _value(curve), curve.get("mu_err"), curve["status"]
     low = pessimistic(curve)
-    ok = low is not None and low >= floor
+    ok = low is not None and low >= reading.strength(floor)
     if mu is None:
-        return Verdict(name, False, f"{name}: no μ ({status}) < min μ {floor:g}", None, err, status, f"min μ {floor:g}")
+        return Verdict(name, False, f"{name}: no μ ({status}) fails {rule}", None, err, status, rule)
+    shown = reading.text(mu)
+    bound, below = ("<", "≥") if reading.falling else (">", "≤")
     if status == "not-reached":
-        why = f"μ > {mu:.4g} (never reached the midpoint)"
+        why = f"μ {bound} {shown} (never reached the midpoint)"
     elif status == "no-drop-from-start":
-        why = f"μ ≤ {mu:.4g} (below the midpoint from the smallest σ)"
+        why = f"μ {below} {shown} (below the midpoint from the smallest level)"
     elif status in ("bracketed", "poor-fit"):
         what = "only bracketed by the grid" if status == "bracketed" else "the fit is poor"
-        why = f"μ ≈ {mu:.4g}, judged on the low end {low:.4g} ({what})"
+        why = f"μ ≈ {shown}, judged on the low end {reading.text(low)} ({what})"
     else:
-        why = f"μ = {mu:.4g}" + (f" ± {err:.2g}" if err else "")
-    return Verdict(name, ok, f"{name}: {why} {'≥' if ok else '<'} min μ {floor:g}", mu, err, status, f"min μ {floor:g}")
+        why = f"μ = {shown}" + (f" ± {err:.2g}" if err and not reading.falling else "")
+    return Verdict(name, ok, f"{name}: {why} {reading.sign(ok)} {rule}", mu, err, status, rule)
 
 
 def judge_drop(name: str, base: dict, new: dict, max_drop: float) -> Verdict:
@@ -167,6 +196,7 @@ def judge_drop(name: str, base: dict, new: dict, max_drop: float) -> Verdict:
 def evaluate_policy(report: dict, policy: Policy, baseline: dict | None) -> list[Verdict]:
     """One verdict per (point, rule) and per global rule."""
     verdicts = []
+    reading = Reading.of(report)
     base_points = {p["tensor"]: p for p in (baseline or {}).get("points", [])}
     if baseline is not None:
         _same_model(report, baseline, base_points)
@@ -175,7 +205,7 @@ def evaluate_policy(report: dict, policy: Policy, baseline: dict | None) -> list
         floors = [f for pat, f in policy.point_floors if _matches(pat, p)]
         floor = max(floors) if floors else policy.min_mu
         if floor is not None:
-            verdicts.append(judge_floor(name, p, floor))
+            verdicts.append(judge_floor(name, p, floor, reading))
         if policy.max_drop is not None and p["tensor"] in base_points:
             verdicts.append(judge_drop(name, base_points[p["tensor"]], p, policy.max_drop))
         elif policy.max_drop is not None:  # the same model scanned at other points: said, never silently unchecked
@@ -185,7 +215,7 @@ def evaluate_policy(report: dict, policy: Policy, baseline: dict | None) -> list
     if g:
         floor = policy.global_min_mu if policy.global_min_mu is not None else policy.min_mu
         if floor is not None:
-            verdicts.append(judge_floor("global", g, floor))
+            verdicts.append(judge_floor("global", g, floor, reading))
         if policy.max_drop is not None and baseline and baseline.get("global"):
             verdicts.append(judge_drop("global", baseline["global"], g, policy.max_drop))
     if not verdicts:
@@ -213,8 +243,9 @@ def markdown(verdicts: list[Verdict], report: dict) -> str:
              f"clean accuracy {report['clean_accuracy']:.2%}"
              f"{f' ({nonfinite})' if nonfinite else ''}.", "",
              "| check | μ | status | rule | result |", "|---|---|---|---|---|"]  # fmt: skip
+    reading = Reading.of(report)
     for v in verdicts:
-        mu = "—" if v.mu is None else f"{v.mu:.4g}" + (f" ± {v.mu_err:.2g}" if v.mu_err else "")
+        mu = "—" if v.mu is None else reading.text(v.mu) + (f" ± {v.mu_err:.2g}" if v.mu_err and not reading.falling else "")
         lines.append(f"| {v.name} | {mu} | {v.status} | {v.threshold} | {'✅ pass' if v.passed else '❌ FAIL'} |")
     if failed:
         lines += ["", "Failures:", *[f"- {v.message}" for v in failed]]

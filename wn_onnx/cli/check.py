@@ -14,12 +14,18 @@ from wn_onnx.cli.common import (
     METRIC_HELP,
     NOISE_HELP,
     ON_HELP,
+    AdcBitsOption,
     AtOption,
+    CompensationOption,
+    DacBitsOption,
     DataDirOption,
     DatasetOption,
     Device,
+    DriftScaleOption,
     Estimator,
     FeedOption,
+    FormatOption,
+    GMaxOption,
     Granularity,
     GranularityOption,
     LimitMode,
@@ -28,16 +34,25 @@ from wn_onnx.cli.common import (
     MetricTimeoutOption,
     Mode,
     OrderOption,
+    OutNoiseOption,
     OutputOption,
+    PercentileOption,
+    PerTensorOption,
+    ProgScaleOption,
+    ReadNoiseOption,
+    ReadScaleOption,
     SigmaAddOption,
     SigmaMulOption,
     SigmaRatioOption,
     SplitOption,
     Target,
     ThreadsOption,
+    WeightScaleOption,
+    converters,
     err,
     load_data,
     memory_bytes,
+    noise_model,
 )
 from wn_onnx.errors import WnError
 from wn_onnx.io.config import MAX_REPEATS, MAX_SEED
@@ -66,6 +81,19 @@ def check_command(
     sigma_ratio: SigmaRatioOption = None,
     sigma_mul: SigmaMulOption = None,
     sigma_add: SigmaAddOption = None,
+    weight_scale: WeightScaleOption = None,
+    per_tensor: PerTensorOption = False,
+    percentile: PercentileOption = None,
+    fmt: FormatOption = None,
+    g_max: GMaxOption = None,
+    prog_scale: ProgScaleOption = None,
+    drift_scale: DriftScaleOption = None,
+    read_scale: ReadScaleOption = None,
+    compensation: CompensationOption = None,
+    read_noise: ReadNoiseOption = None,
+    dac_bits: DacBitsOption = None,
+    adc_bits: AdcBitsOption = None,
+    out_noise: OutNoiseOption = None,
     sigmas: Annotated[str | None, typer.Option("--levels", "--sigmas", help=LEVELS_HELP)] = None,
     mode: Annotated[Mode | None, typer.Option(help="walking, global or both (default both).")] = None,
     at: AtOption = None,
@@ -82,7 +110,11 @@ def check_command(
         Estimator | None, typer.Option(help="grid (default) or sequential: few samples at the σ that tell most about μ.")
     ] = None,
     tolerance: Annotated[float | None, typer.Option(help="--estimator sequential: stop at μ_err ≤ tolerance·μ.")] = None,
-    min_mu: Annotated[float | None, typer.Option(help="Every point and the global curve need μ ≥ this.")] = None,
+    min_mu: Annotated[
+        float | None,
+        typer.Option(help="Every point and the global curve need μ ≥ this, in the model's unit (σ, seconds, error "
+                     "rate); for bits (quant, converters) the most bits a layer may need at μ."),
+    ] = None,
     global_min_mu: Annotated[float | None, typer.Option(help="Floor for the global μ only.")] = None,
     baseline: Annotated[Path | None, typer.Option(help="Report of the last release to compare against.")] = None,
     max_mu_drop: Annotated[
@@ -112,14 +144,15 @@ def check_command(
 
 
 def _run(model, data, dataset_name, split, data_dir, feed, metric, metric_timeout, config, noise, on, order, sigma_ratio, sigma_mul,
-         sigma_add, sigmas, mode, at, repeats, seed, limit, limit_mode, batch_size, threads, label_free, estimator, tolerance,
+         sigma_add, weight_scale, per_tensor, percentile, fmt, g_max, prog_scale, drift_scale, read_scale, compensation,
+         read_noise, dac_bits, adc_bits, out_noise, sigmas, mode, at, repeats, seed, limit, limit_mode, batch_size, threads, label_free, estimator, tolerance,
          min_mu, global_min_mu, baseline, max_mu_drop, junit_path, summary, out_path, output, device, granularity,
          memory):  # fmt: skip
     from wn_onnx.engine import SweepSettings
     from wn_onnx.gate import Policy, evaluate_policy, junit, load_config, markdown, parse_drop
     from wn_onnx.io.model import load_model
     from wn_onnx.metrics import get_metric
-    from wn_onnx.noise import default_repeats, make_noise
+    from wn_onnx.noise import default_repeats
     from wn_onnx.planner import load_report
     from wn_onnx.scanner import ScanRequest, run_scan
 
@@ -128,12 +161,11 @@ def _run(model, data, dataset_name, split, data_dir, feed, metric, metric_timeou
     def pick(cli, key, default=None):
         return cli if cli is not None else conf.get(key, default)
 
-    spec = make_noise(pick(noise, "noise", "add"), order=pick(order and order.value, "order"),
-                      ratio=pick(sigma_ratio, "sigma_ratio"), sigma_mul=pick(sigma_mul, "sigma_mul"),
-                      sigma_add=pick(sigma_add, "sigma_add"))  # fmt: skip
-    if spec.axis.more == "down":
-        raise WnError(f"check gates μ from below; noise model {spec.name!r} measures μ in {spec.axis.name}, where fewer "
-                      "is more robust: scan it and read fewest_bits instead")  # fmt: skip
+    spec = noise_model(pick(noise, "noise", "add"), order=pick(order and order.value, "order"),
+                       ratio=pick(sigma_ratio, "sigma_ratio"), sigma_mul=pick(sigma_mul, "sigma_mul"),
+                       sigma_add=pick(sigma_add, "sigma_add"), weight_scale=weight_scale, per_tensor=per_tensor,
+                       percentile=percentile, format=fmt, g_max=g_max, prog_scale=prog_scale, drift_scale=drift_scale,
+                       read_scale=read_scale, compensation=compensation, read_noise=read_noise)  # fmt: skip
     target = on.value if on is not None else conf.get("on", "activations")
     grid_text = pick(sigmas, "sigmas")
     grid = spec.levels(grid_text if isinstance(grid_text, str) or grid_text is None else ",".join(map(repr, grid_text)))
@@ -157,7 +189,8 @@ def _run(model, data, dataset_name, split, data_dir, feed, metric, metric_timeou
     if base_report is not None and policy.max_drop is None:
         policy.max_drop = 0.0
     st = SweepSettings(grid, spec, int(pick(repeats, "repeats", default_repeats(target))), int(pick(seed, "seed", 0)),
-                       int(pick(batch_size, "batch_size", 1024)), metric=scoring, metric_timeout=metric_timeout)  # fmt: skip
+                       int(pick(batch_size, "batch_size", 1024)), metric=scoring, metric_timeout=metric_timeout,
+                       converters=converters(dac_bits, adc_bits, out_noise))  # fmt: skip
     req = ScanRequest(mode=mode.value if mode else conf.get("mode", "both"), at=pick(at, "at"), label_free=free,
                       device=Device(pick(device, "device", "cpu")).value, threads=threads,
                       granularity=granularity.value, memory=memory_bytes(memory), on=target,
