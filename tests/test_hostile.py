@@ -272,7 +272,7 @@ CHECK = ["check", "m.onnx", "--data", "d.npz", "--min-mu", "0.1"]
         ("seed = 1.5", "seed = 1.5 must be"),
         ("min_mu = nan", "min_mu = nan must be a finite number"),
         ("limit = true", "limit = True must be a whole number >= 1"),
-        ('noise = "loud"', "noise = 'loud' must be add, mul, mixed, quant, bitflip, pcm or module:Name"),
+        ('noise = "loud"', "noise = 'loud' must be add, mul, mixed, quant, bitflip, pcm, converters or module:Name"),
         ("sigmas = [0.1, -1]", "sigmas = [0.1, -1] must be"),
         ("sigmas = []", "sigmas = [] must be a grid string"),
         ('sigmas = [""]', "sigmas = [''] must be a grid string"),
