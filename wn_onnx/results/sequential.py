@@ -58,6 +58,7 @@ class Trials:
     bad: dict[float, int] = field(default_factory=dict)
 
     def add(self, sigma: float, correct: np.ndarray, nonfinite: np.ndarray) -> None:
+        correct = np.asarray(correct, np.float64)  # booleans would make correct @ correct a bool, not a count
         self.n[sigma] = self.n.get(sigma, 0) + len(correct)
         self.k[sigma] = self.k.get(sigma, 0.0) + float(correct.sum())
         self.sq[sigma] = self.sq.get(sigma, 0.0) + float(correct @ correct)
