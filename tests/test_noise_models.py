@@ -486,3 +486,44 @@ def test_check_reads_a_bits_floor_as_the_most_bits_a_layer_may_need(tmp_path, di
     assert passed.returncode == 0 and "max μ 2 bits" in passed.stdout and "| 1 bits |" in passed.stdout, passed.stdout
     failed = wn(*common, "--min-mu", "1")
     assert failed.returncode == 1 and "global:" in failed.stdout and "> max μ 1 bits" in failed.stdout, failed.stdout
+
+
+def test_resume_takes_every_stored_weight_curve(tmp_path, monkeypatch):
+    """--resume on a weight scan takes the stored curves (their refit, with the repeat shift, is
+    what was stored), and the report is the same."""
+    import wn_onnx.scanner as scanner
+
+    out = tmp_path / "r.json"
+    args = ["scan", "--on", "weights", "--noise", "mul", "--levels", "log:1e-1:1e2:7", "--repeats", "3", "--mode",
+            "walking", "--out", out, "--quiet"]  # fmt: skip
+    assert wn(*args).returncode == 0
+    first = out.read_text()
+    measured = []
+    real = scanner.walk_points
+    monkeypatch.setattr(scanner, "walk_points", lambda engine, todo, *a, **k: (measured.extend(todo), real(engine, todo, *a, **k)))
+    assert wn(*args, "--resume").returncode == 0
+    assert measured == [] and out.read_text() == first
+
+
+def test_a_tied_weight_is_perturbed_wherever_it_is_read(tmp_path):
+    """One weight read by two MatMuls on parallel branches: its walk perturbs both reads (the whole
+    graph), so walking it alone equals the global sweep of it alone, draw for draw."""
+    from onnx import TensorProto, helper
+
+    rng = np.random.default_rng(3)
+    w = numpy_helper.from_array(rng.standard_normal((6, 6)).astype(np.float32), "w")
+    nodes = [helper.make_node("MatMul", ["input", "w"], ["a"]), helper.make_node("Relu", ["input"], ["r"]),
+             helper.make_node("MatMul", ["r", "w"], ["b"]), helper.make_node("Add", ["a", "b"], ["logits"])]  # fmt: skip
+    graph = helper.make_graph(nodes, "tied", [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 6])],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 6])], [w])  # fmt: skip
+    model = tmp_path / "tied.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(model))
+    x = rng.standard_normal((300, 6)).astype(np.float32)
+    y = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"]).run(None, {"input": x})[0].argmax(1)
+    np.savez(tmp_path / "d.npz", x=x, y=y)
+    out = tmp_path / "r.json"
+    ran = wn("scan", model, "--data", tmp_path / "d.npz", "--on", "weights", "--noise", "mul", "--levels", "0.3,1,3",
+             "--repeats", "3", "--out", out, "--quiet")  # fmt: skip
+    assert ran.returncode == 0, ran.stderr
+    report = json.loads(out.read_text())
+    assert len(report["points"]) == 1 and report["points"][0]["accuracy"] == report["global"]["accuracy"]

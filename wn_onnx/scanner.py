@@ -175,6 +175,10 @@ def check_target(req: ScanRequest, st: SweepSettings, engine: Engine) -> None:
                           "with control flow (If, Loop, Scan) does not allow: walk its points (--mode walking)")  # fmt: skip
     if req.on == "activations" and not isinstance(spec, NoiseSpec) and req.estimator == "sequential":
         raise ConfigError(f"noise model {spec.name!r} on activations runs with the grid estimator only")
+    random = not spec.deterministic or (st.converters is not None and st.converters.out_noise > 0)
+    if req.on == "weights" and random and st.repeats < 2:
+        raise ConfigError("weight noise is one draw per repeat (one chip): one repeat cannot tell the spread between "
+                          "chips; give --repeats 2 or more (default 10)")  # fmt: skip
     if req.on == "weights" and req.estimator == "sequential":
         raise ConfigError("the sequential estimator treats samples as independent trials; weight noise is one draw "
                           "per repeat that all samples share: use the grid estimator")  # fmt: skip
@@ -423,7 +427,10 @@ def stored_curve(store: CurveStore | None, key: str, base: Levels, samples: int,
         return curve
     accuracy = np.asarray(curve["accuracy"], np.float64)
     nonfinite = np.asarray(curve.get("nonfinite") or np.zeros(accuracy.shape, np.int64))
-    refit = fit_curve_json(np.asarray(curve["sigmas"], np.float64), accuracy, nonfinite, base.chance, samples, base.clean)
+    variance = curve.get("score_variance")
+    refit = fit_curve_json(np.asarray(curve["sigmas"], np.float64), accuracy, nonfinite, base.chance, samples, base.clean,
+                           clean_variance=base.clean_variance, repeat_shift=base.repeat_shift,
+                           variance=None if variance is None else np.asarray(variance, np.float64))  # fmt: skip
     return curve if all(refit[k] == curve[k] for k in ("mu", "mu_err", "a_max", "a_min", "status")) else None
 
 

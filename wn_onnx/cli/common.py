@@ -110,6 +110,7 @@ FormatOption = Annotated[Format | None, typer.Option("--format", help="bitflip: 
 
 class Compensation(str, Enum):  # wn_onnx.noise.pcm.COMPENSATIONS
     global_ = "global"
+    onehot = "onehot"
     none = "none"
 
 
@@ -128,7 +129,8 @@ ReadNoiseOption = Annotated[
 ]
 CompensationOption = Annotated[
     Compensation | None,
-    typer.Option("--drift-compensation", help="pcm: global (scale each layer's output back, default) or none."),
+    typer.Option("--drift-compensation", help="pcm: global (scale each layer's output back by an all-ones readout; "
+                 "default), onehot (by one-hot readouts, as aihwkit) or none."),
 ]
 
 

@@ -313,7 +313,9 @@ class Engine:
         cache: RoundCache | None = None,
     ) -> WalkPoint:
         """The evaluation of noise at ``point`` alone (see :meth:`walk`)."""
-        if isinstance(point, WeightPoint):
+        if isinstance(point, WeightPoint):  # a weight that several nodes read: perturbed for all of them, whole graph
+            if point.shared:
+                return WeightGlobal(self.routes, [point], st, self.layer_ranges([point], data, st))
             return WeightWalk(self.routes, point, st, self.layer_ranges([point], data, st))
         if not isinstance(st.spec, NoiseSpec):
             return NumpyWalk(self.routes, point, st, self.activation_reference(point, data, st))

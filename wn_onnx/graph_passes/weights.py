@@ -25,6 +25,7 @@ class WeightPoint(Point):
     data: str = ""  # the activation the layer multiplies by the weight (where a walk's suffix starts)
     channel_axis: int | None = None  # the weight's output-channel axis (per-channel statistics)
     output: str = ""  # the layer's output value (where an analog tile's ADC reads)
+    shared: bool = False  # other nodes read the same weight (tied weights): a walk runs the whole graph
 
 
 def _channel_axis(node: ir.Node, slot: int, rank: int) -> int | None:
@@ -73,7 +74,7 @@ def find_weight_points(model: ir.Model) -> list[WeightPoint]:
                 rank = len(weight.shape) if weight.shape is not None else 0
                 found.append(WeightPoint(len(found), weight.name, node.op_type, node.name or "", _shape(weight),
                                          data=other.name or "", channel_axis=_channel_axis(node, slot, rank),
-                                         output=node.outputs[0].name or ""))  # fmt: skip
+                                         output=node.outputs[0].name or "", shared=len(weight.uses()) > 1))  # fmt: skip
                 break
     return found
 

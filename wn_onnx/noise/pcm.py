@@ -7,8 +7,11 @@ g⁻ = g_max·max(−w, 0)/w_max; both devices are programmed with noise, drift 
 exponent ν and are read with 1/f noise at time t after programming; the weight is
 (g⁺ − g⁻)·w_max/g_max. Programming noise, ν and the read noise are drawn once per repeat (one
 programmed chip, read once). Global drift compensation scales the layer's output by
-Σ|W_prog·1| / Σ|W_t·1|, the all-ones input read at programming time and at t (aihwkit's
-``GlobalDriftCompensation``). Acts on weights only; repeated execution reads the same devices.
+Σ_c|Σ_j W_prog,cj| / Σ_c|Σ_j W_t,cj|: an all-ones input read at programming time and at t
+(``global``, the default); ``onehot`` reads one-hot inputs instead (Σ|W_prog,ij| / Σ|W_t,ij|), as
+aihwkit's current ``GlobalDriftCompensation`` does with its identity readout — it also works on
+layers whose rows sum to about zero, where the all-ones readout sees no signal. Acts on weights
+only; repeated execution reads the same devices.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ T0 = 20.0  # s: the first read after programming (drift reference)
 T_READ = 250e-9  # s: the read duration of the 1/f noise fit
 G_FLOOR = 1e-7  # relative conductance floor of ν's statistics
 TIME_UNITS = {"s": 1.0, "min": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0, "y": 365.25 * 86400.0}
-COMPENSATIONS = ("global", "none")
+COMPENSATIONS = ("global", "onehot", "none")
 READ_NOISE = ("repeat", "per-sample")
 
 
@@ -78,7 +81,7 @@ class PCM(NoiseModel):
             if not (np.isfinite(value) and (value > 0 if name == "g_max" else value >= 0)):
                 raise ConfigError(f"pcm {name.replace('_', '-')} must be a finite number {'> 0' if name == 'g_max' else '>= 0'}, got {value}")
         if self.compensation not in COMPENSATIONS:
-            raise ConfigError(f"unknown drift compensation {self.compensation!r}; choose global or none")
+            raise ConfigError(f"unknown drift compensation {self.compensation!r}; choose global, onehot or none")
         if self.read_noise not in READ_NOISE:
             raise ConfigError(f"unknown read noise {self.read_noise!r}; choose repeat or per-sample")
 
@@ -120,11 +123,14 @@ class PCM(NoiseModel):
         return (var * back**2 * self._compensation(prog, now, back, ref) ** 2).astype(x.dtype)
 
     def _compensation(self, prog, now, back: float, ref: Reference) -> float:
-        """Σ|W_prog·1| / Σ|W_t·1| with global compensation, else 1."""
-        if self.compensation != "global":
+        """The readout at programming time over the readout at t: one all-ones input (``global``:
+        Σ_c|Σ_j W_cj|), one-hot inputs (``onehot``: Σ|W_ij|), or 1 (``none``)."""
+        if self.compensation == "none":
             return 1.0
-        read_then = np.abs(ref.row_sums((prog[0] - prog[1]) * back)).sum()
-        read_now = np.abs(ref.row_sums((now[0] - now[1]) * back)).sum()
+        then, now_w = (prog[0] - prog[1]) * back, (now[0] - now[1]) * back
+        if self.compensation == "global":
+            then, now_w = ref.row_sums(then), ref.row_sums(now_w)
+        read_then, read_now = np.abs(then).sum(), np.abs(now_w).sum()
         return float(read_then / read_now) if read_now > 0 else 1.0
 
     def perturb(self, x: np.ndarray, strength: float, draws: list[np.ndarray], ref: Reference) -> np.ndarray:

@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 from scipy.optimize import OptimizeWarning, brentq, curve_fit
-from scipy.special import expit, ndtr, ndtri, owens_t
+from scipy.special import expit, ndtr, ndtri, owens_t, stdtrit
 
 STATUSES = ("ok", "bracketed", "not-reached", "no-drop-from-start", "poor-fit", "two-drops", "failed")
 MAX_CHI2_RED = 50.0  # above this a second, two-logistic model is tried
@@ -228,6 +228,9 @@ def correlation(p: np.ndarray, repeats: int, r2: float, fixed: np.ndarray, share
     return np.clip(cov / np.outer(sd, sd), -1.0, 1.0)
 
 
+ONE_SD = float(ndtr(1.0))  # the share of a normal below +1 s.d. (0.841)
+
+
 def _repeat_shift(accuracy: np.ndarray, p: np.ndarray, clean: np.ndarray) -> np.ndarray:
     """Per σ, the standard deviation over repeats of the shift a draw shared by every sample of a
     repeat gives the curve (weight noise: one programmed chip per repeat; docs/method.md, "Weight
@@ -281,7 +284,8 @@ class _Measured:
         py = p[len(head) :]
         shift = np.zeros_like(y)
         if repeat_shift and repeats > 1:  # one draw per repeat, shared by every sample: a shift of the whole curve
-            shift = _repeat_shift(accuracy, py, sigma == 0)
+            # κ² rests on R − 1 degrees of freedom: its error widened by Student's t (its 84th percentile)
+            shift = _repeat_shift(accuracy, py, sigma == 0) * float(stdtrit(repeats - 1, ONE_SD))
             spread = np.minimum(np.maximum(spread - shift**2, 0.0), binomial_se(y, n) ** 2 if var is None else var / n)
             single = binomial_se(y, n) ** 2 if var is None else var / max(int(n), 1)
             dy = np.sqrt(np.maximum(single - spread, 0.0) + (spread + shift**2) / repeats)
@@ -735,12 +739,14 @@ FIT_KEYS = ("slope", "shape", "a_min_free", "a_max_err", "a_min_err", "chi2_red"
 def curve_json(
     sigmas: np.ndarray, accuracy: np.ndarray, nonfinite: np.ndarray, chance: float, n_samples: int, clean: float | None,
     shared_draws: bool = True, mean_squares: np.ndarray | None = None, clean_variance: float | None = None,
-    repeat_shift: bool = False,
+    repeat_shift: bool = False, variance: np.ndarray | None = None,
 ) -> dict:  # fmt: skip
     """One curve in the report's keys (docs/report-schema.md): the measurements and their fit.
     Predictions whose outputs were NaN/Inf are wrong predictions and stay in the fit.
-    ``mean_squares``: the mean squared score per (σ, repeat), for :func:`score_variance`."""
-    variance = None if mean_squares is None else score_variance(accuracy, mean_squares)
+    ``mean_squares``: the mean squared score per (σ, repeat), for :func:`score_variance`; or the
+    per-σ ``variance`` itself (a stored curve's ``score_variance``, refitted)."""
+    if variance is None and mean_squares is not None:
+        variance = score_variance(accuracy, mean_squares)
     fit = fit_curve(sigmas, accuracy, chance, n_samples, clean=clean, shared_draws=shared_draws, variance=variance,
                     clean_variance=clean_variance, repeat_shift=repeat_shift).to_json()  # fmt: skip
     out = {
@@ -750,6 +756,8 @@ def curve_json(
         **{k: fit[k] for k in ("mu", "mu_err", "a_max", "a_min", "status")},
         "fit": {k: fit[k] for k in FIT_KEYS},
     }
+    if variance is not None:  # fractional scores: what the fit's errors came from, kept for refits
+        out["score_variance"] = [float(v) for v in variance]
     if int(np.sum(nonfinite)):
         note = f"{int(np.sum(nonfinite))} predictions had NaN/Inf outputs: counted as wrong, kept in the fit."
         out["fit"]["note"] = "; ".join(n for n in (out["fit"]["note"].rstrip(". "), note) if n)
