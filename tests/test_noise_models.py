@@ -310,6 +310,8 @@ def test_a_plugin_that_raises_while_running_is_one_line(tmp_path):
     (["--noise", "add", "--format", "fp16"], "format does not apply"),
     (["--noise", "quant", "--on", "weights", "--at", "7"], "out of range"),
     (["--noise", "quant", "--on", "weights", "--at", "op:Relu"], "selects no noise point"),
+    (["--noise", "quant", "--on", "weights", "--percentile", "99"], "--percentile clips activations"),
+    (["--noise", "mul", "--on", "weights", "--repeats", "1"], "one repeat cannot tell the spread between chips"),
 ])  # fmt: skip
 def test_bad_noise_input_is_one_line(tmp_path, args, message):
     ran = wn("scan", *args, "--out", tmp_path / "r.json")

@@ -175,6 +175,8 @@ def check_target(req: ScanRequest, st: SweepSettings, engine: Engine) -> None:
                           "with control flow (If, Loop, Scan) does not allow: walk its points (--mode walking)")  # fmt: skip
     if req.on == "activations" and not isinstance(spec, NoiseSpec) and req.estimator == "sequential":
         raise ConfigError(f"noise model {spec.name!r} on activations runs with the grid estimator only")
+    if req.on == "weights" and getattr(spec, "percentile", None) is not None:
+        raise ConfigError("--percentile clips activations; a weight's quantiser takes its largest |w| (--per-tensor for one scale)")
     random = not spec.deterministic or (st.converters is not None and st.converters.out_noise > 0)
     if req.on == "weights" and random and st.repeats < 2:
         raise ConfigError("weight noise is one draw per repeat (one chip): one repeat cannot tell the spread between "

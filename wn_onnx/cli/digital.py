@@ -107,7 +107,8 @@ def _evaluate(report: dict, k: int, at_time: str | None, model: Path | None, dat
     scoring = get_metric(report.get("metric") or "top1").name
     engine = Engine(loaded, providers_for("cpu"), threads, memory_bytes(memory))
     dataset, base, _facts = clean_pass(engine, dataset, scoring, batch_size, label_free=False)
-    st = SweepSettings(strength, spec, repeats, seed, batch_size, metric=scoring)
+    # chips other than the scan's (its repeats chose the order): the evaluation is out of sample
+    st = SweepSettings(strength, spec, repeats, int(report.get("seed", 0)) + 1 + seed, batch_size, metric=scoring)
     err.print(f"[dim]evaluating {2 * k + 1} splits at {text} on {len(dataset)} samples, {repeats} chips each[/]")
     plan = digital_plan(engine, report, points, k, st, dataset, base.clean)
     return {"evaluation": {"level": float(spec.axis.level(strength[0])), "level_text": text, "noise": report.get("noise"),

@@ -179,8 +179,10 @@ class Engine:
             if isinstance(p, WeightPoint):  # the suffix's values, its clean input and a perturbed weight (no samples)
                 need = max(need, live + self._bytes(p.data, x))
                 continue
-            if not isinstance(st.spec, NoiseSpec):  # the suffix's values, the point's clean and perturbed copies
-                need = max(need, live + (NOISY_COPIES + 1) * self._bytes(p.tensor, x))
+            if not isinstance(st.spec, NoiseSpec):  # the suffix's values, the point's clean and perturbed copies, its draws
+                size = self._bytes(p.tensor, x)
+                top = float(st.top if st.top is not None else np.max(st.sigmas))
+                need = max(need, live + (NOISY_COPIES + 1) * size + st.spec.draw_bytes(int(size / 4), top))
                 continue
             if full:
                 need = max(need, self._global_need([p], st, x, live))

@@ -33,8 +33,9 @@ def _channel_axis(node: ir.Node, slot: int, rank: int) -> int | None:
     attr = node.attributes
     if node.op_type == "Conv":
         return 0
-    if node.op_type == "ConvTranspose":
-        return 1 if rank > 1 else None
+    if node.op_type == "ConvTranspose":  # [C_in, C_out/group, …]: with groups no one axis holds the outputs
+        group = attr.get("group")
+        return 1 if rank > 1 and (group is None or group.as_int() == 1) else None
     if node.op_type == "Gemm":
         flag = attr.get("transB" if slot == 1 else "transA")
         flipped = bool(flag.as_int()) if flag is not None else False

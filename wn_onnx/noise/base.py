@@ -155,6 +155,10 @@ class NoiseModel:
         """``x`` perturbed at ``strength`` with ``draws`` (from :meth:`draw`); same dtype and shape."""
         raise NotImplementedError
 
+    def draw_bytes(self, values: int, top: float) -> float:
+        """Bytes one draw for ``values`` numbers holds (what the memory budget counts)."""
+        return 4.0 * self.draws * values
+
     @property
     def reads_per_sample(self) -> bool:
         """Weights read again for every input: part of the noise is drawn per sample, as output noise

@@ -82,6 +82,10 @@ class BitFlip(NoiseModel):
     def width(self) -> int:
         return FORMATS[self.format][1]
 
+    def draw_bytes(self, values: int, top: float) -> float:
+        """A flip's position (int64) and its u (float32) for every bit flipped at rate ``top``."""
+        return 12.0 * self.width() * top * values
+
     def draw(self, rng: np.random.Generator, shape: tuple[int, ...], top: float) -> list[np.ndarray]:
         positions = flip_positions(rng, int(np.prod(shape, dtype=np.int64)) * self.width(), top)
         return [positions, rng.uniform(0.0, top, size=positions.size).astype(np.float32)]

@@ -3,7 +3,7 @@
 A b-bit symmetric quantiser has n = 2^(b-1) − 1 levels each side of zero and the step
 s = top / n, top being the largest |value| (per output channel of a weight by default, per
 tensor for activations, from the clean activations of the scanned samples); 1 bit keeps the sign
-only (±top). Values are rounded half to even (numpy's ``rint``, ONNX's ``Round``). It is
+(±top; an exact zero stays 0). Values are rounded half to even (numpy's ``rint``, ONNX's ``Round``). It is
 deterministic: one repeat says everything, and repeated execution cannot average it away.
 """
 
