@@ -93,7 +93,11 @@ def test_huge_multiplicative_sigma_counts_nan_and_keeps_statuses(tmp_path):
     report = json.loads(out.read_text())
     for curve in [*report["points"], report["global"]]:
         assert curve["status"] in STATUSES
-        assert curve["mu"] is None or curve["status"]  # never a μ without a status
+        lo, hi = min(curve["sigmas"]), max(curve["sigmas"])
+        if curve["status"] == "ok":  # a fitted μ inside the measured range, with its error
+            assert lo <= curve["mu"] <= hi and curve["mu_err"] is not None and curve["mu_err"] >= 0
+        if curve["status"] == "not-reached":  # a lower bound: the largest σ measured
+            assert curve["mu"] == hi
     assert sum(map(sum, report["global"]["nonfinite"])) > 0
 
 

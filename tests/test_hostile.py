@@ -1019,6 +1019,7 @@ def test_ctrl_c_with_jobs_while_workers_start_prints_no_worker_traceback(tmp_pat
     assert proc.returncode == 130 and "Traceback" not in err, err
 
 
+@pytest.mark.slow
 def test_kill_9_of_a_jobs_scan_leaves_no_process_behind():
     proc = subprocess.Popen([sys.executable, "-m", "wn_onnx", *JOBS], stderr=subprocess.DEVNULL)
     deadline = time.time() + 60
@@ -1428,6 +1429,7 @@ def test_a_second_writer_of_a_store_is_refused(ws):
     assert wn(*args).returncode == 0  # released with the first writer
 
 
+@pytest.mark.slow
 def test_dask_scratch_space_is_the_runs_own_and_removed(tmp_path):
     pytest.importorskip("distributed")
     tiny_model(tmp_path / "m.onnx")

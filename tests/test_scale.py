@@ -80,6 +80,7 @@ def test_peak_memory_stays_under_the_budget_with_the_unbounded_report(wide):
     assert curves(bounded) == curves(unbounded)
 
 
+@pytest.mark.slow
 def test_local_workers_share_the_budget_a_remote_worker_has_it_all(monkeypatch):
     """--jobs 2 and a local Dask cluster of 2 workers: the scan process keeps what it holds and each
     worker gets half of the rest (each used to get the whole budget); a worker of a remote cluster
@@ -116,6 +117,7 @@ def tree_rss(pid: int) -> int:
     return total
 
 
+@pytest.mark.slow
 def test_jobs_stay_within_the_budget_together(wide, tmp_path):
     """scan --jobs 2: the scan process and both workers together stay within --memory (sampled
     every 10 ms: the peak of their sum); each worker alone used to take the whole budget, about
@@ -206,6 +208,7 @@ def test_streamed_data_errors_are_one_line(tmp_path):
         load_streamed(empty)
 
 
+@pytest.mark.slow
 def test_dask_cluster_scan_equals_the_serial_one():
     """Walking points as Dask tasks and the global sweep cut into σ chunks over two workers (a
     LocalCluster of threads, reached through its scheduler address): the serial report."""
