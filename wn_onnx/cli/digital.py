@@ -61,10 +61,11 @@ def digital_command(report_path: Path, report: dict, k: int, evaluate: bool, at_
     table = Table(title=f"digital layers · {k} of {len(points)} kept noise-free, the least robust first")
     for col in ("#", "tensor", "op", "μ", "status"):
         table.add_column(col)
+    from wn_onnx.results.figures import mu_text
+
     for i in order[:k]:
         p = points[i]
-        mu = "—" if p["mu"] is None else f"{p['mu']:.3g}"
-        table.add_row(str(p["index"]), Text(shorten(str(p["tensor"]), 32)), Text(str(p["op_type"])), mu, p["status"])
+        table.add_row(str(p["index"]), Text(shorten(str(p["tensor"]), 32)), Text(str(p["op_type"])), mu_text(report, p), p["status"])
     out.print(table)
     if evaluate:
         ev = payload["evaluation"]
