@@ -29,13 +29,18 @@ GAP = 2  # characters between two columns (collapsed padding + the box's separat
 MIN_TENSOR = 12
 
 
-def format_mu(curve: dict) -> str:
-    """μ ± err, or what the status makes of μ (a bound, a threshold value)."""
+def format_mu(curve: dict, report: dict | None = None) -> str:
+    """μ ± err, or what the status makes of μ (a bound, a threshold value); on a time axis in
+    its largest unit (``> 10 y``)."""
     mu, err, status = curve.get("mu"), curve.get("mu_err"), curve.get("status")
     if mu is None:
         return "—"
     if "levels" in curve:  # an axis whose damage grows as it falls (bits): μ in its levels
         return _format_falling(curve)
+    if report is not None and (report.get("axis") or {}).get("unit") == "s":
+        from wn_onnx.results.figures import mu_text
+
+        return mu_text(report, curve)
     if status == "not-reached":
         return f"> {mu:.3g}"
     if status == "no-drop-from-start":
@@ -117,7 +122,7 @@ def report_table(report: dict, width: int = 80) -> Table:
     if report.get("global"):
         curves.append(("all", "global", f"{len(report['global']['points'])} points", report["global"]))
     rows = [["#", "tensor", "op", "μ ± err", "acc\nmax", "acc\nmin", "status"]]
-    rows += [[i, t, shorten(op, OP_WIDTH), format_mu(c), _level(c["a_max"]), _level(c["a_min"]), str(c["status"])]
+    rows += [[i, t, shorten(op, OP_WIDTH), format_mu(c, report), _level(c["a_max"]), _level(c["a_min"]), str(c["status"])]
              for i, t, op, c in curves]  # fmt: skip
     title = (
         f"Walking Noise · {kind} · clean accuracy {report['clean_accuracy']:.2%} · {report['data']['samples']} samples"

@@ -302,8 +302,12 @@ def scan_command(
         for p in [*report["points"], *([report["global"]] if report["global"] else [])]
         if p["fit"].get("note") and p["status"] != "failed"
     ]
+    axis = report.get("axis")
+    if axis and axis.get("more") == "down":  # the fit's notes name strengths 2^-bits: the table has the bits
+        notes = []
     for where, note in notes:
-        out.print(f"[dim]point {where}: {escape(note)}[/]")
+        named = note.replace("σ = ", f"{axis['name']} = ").replace("σ)", f"{axis['name']})") if axis else note
+        out.print(f"[dim]point {where}: {escape(named)}[/]")
     for p in report["points"]:
         if p["status"] == "failed":
             out.print(f"[bold red]point {p['index']} ({escape(str(p['tensor']))}) failed: {escape(str(p['reason']))}[/]")
