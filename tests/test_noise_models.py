@@ -529,3 +529,24 @@ def test_a_tied_weight_is_perturbed_wherever_it_is_read(tmp_path):
     assert ran.returncode == 0, ran.stderr
     report = json.loads(out.read_text())
     assert len(report["points"]) == 1 and report["points"][0]["accuracy"] == report["global"]["accuracy"]
+
+
+def test_analyze_mixed_on_weights_reduces_to_multiplicative_weight_noise(tmp_path, digits):
+    """A mixed-noise map at a weight point: with σ_add = 0 (mul-first) each cell is the
+    multiplicative weight scan at that σ_mul — the same chips (the first draw of a mixed draw is
+    the multiplicative one) — and σ_add > 0 only lowers it there."""
+    model, x, y = digits
+    data = tmp_path / "d.npz"
+    np.savez(data, x=x, y=y)
+    out, scan = tmp_path / "m.json", tmp_path / "s.json"
+    ran = wn("analyze", "mixed", model, "--data", data, "--at", "1", "--on", "weights", "--order", "mul-first",
+             "--sigma-mul", "0.5,2", "--sigma-add", "0,1", "--repeats", "3", "--out", out)  # fmt: skip
+    assert ran.returncode == 0, ran.stderr
+    grid = json.loads(out.read_text())["grids"][0]
+    assert grid["on"] == "weights" and grid["point"]["tensor"] == "8.weight"
+    ran = wn("scan", model, "--data", data, "--on", "weights", "--noise", "mul", "--levels", "0.5,2", "--repeats", "3",
+             "--at", "1", "--mode", "walking", "--out", scan, "--quiet")  # fmt: skip
+    assert ran.returncode == 0, ran.stderr
+    walked = np.mean(json.loads(scan.read_text())["points"][0]["accuracy"], axis=1)
+    assert [row[0] for row in grid["accuracy"]] == pytest.approx(list(walked), abs=1e-12)
+    assert all(row[1] <= row[0] for row in grid["accuracy"])

@@ -31,6 +31,7 @@ from wn_onnx.graph_passes import (
 )
 from wn_onnx.graph_passes.insert_noise import SIGMA_INPUT
 from wn_onnx.graph_passes.noise_functions import sigma_inputs
+from wn_onnx.graph_passes.weights import find_weight_points, require_weights
 from wn_onnx.io.data import Dataset
 from wn_onnx.metrics import get_metric, score
 from wn_onnx.noise import NoiseSpec
@@ -225,9 +226,15 @@ def mixed_grid(
     metric: str = "top1",
     batch_size: int = 1024,
     metric_timeout: float | None = None,
+    on: str = "activations",
 ) -> dict:
-    """Accuracy at point ``at`` (of ``granularity``) for every (σ_mul, σ_add) pair, one order."""
-    point = _point(find_points(engine.loaded.model, granularity), at)
+    """Accuracy at point ``at`` (of ``granularity``; ``on="weights"``: weight point ``at``, additive
+    σ relative to the layer's max|W|) for every (σ_mul, σ_add) pair, one order."""
+    if on == "weights":
+        points = require_weights(find_weight_points(engine.loaded.model), engine.loaded.path)
+    else:
+        points = find_points(engine.loaded.model, granularity)
+    point = _point(points, at)
     grid = np.zeros((len(sigma_mul), len(sigma_add)))
     spread = np.zeros_like(grid)
     for i, sm in enumerate(sigma_mul):
@@ -241,7 +248,7 @@ def mixed_grid(
         )
         grid[i] = counts.accuracy.mean(axis=1)
         spread[i] = counts.accuracy.std(axis=1)
-    return {"point": point.to_json(), "order": order, "sigma_mul": [float(s) for s in sigma_mul], "sigma_add": [float(s) for s in sigma_add],
+    return {"point": point.to_json(), "on": on, "order": order, "sigma_mul": [float(s) for s in sigma_mul], "sigma_add": [float(s) for s in sigma_add],
             "accuracy": grid.tolist(), "accuracy_std": spread.tolist()}  # fmt: skip
 
 

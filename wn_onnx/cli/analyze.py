@@ -25,8 +25,10 @@ from wn_onnx.cli.common import (
     MemoryOption,
     MetricOption,
     MetricTimeoutOption,
+    OnOption,
     PngOption,
     SplitOption,
+    Target,
     ThreadsOption,
     load_data,
     memory_bytes,
@@ -141,8 +143,9 @@ def mixed_command(
     png: PngOption = None,
     out_path: Annotated[Path | None, typer.Option("--out", help="JSON of the grid(s).")] = None,
     granularity: GranularityOption = Granularity.layer,
+    on: OnOption = Target.activations,
 ) -> None:
-    """Mixed noise map (Fig 6): accuracy over (σ_mul, σ_add) for each order."""
+    """Mixed noise map (Fig 6): accuracy over (σ_mul, σ_add) for each order, at an activation or weight point."""
     from wn_onnx.analysis import mixed_grid
     from wn_onnx.noise import parse_grid
     from wn_onnx.results.figures import html_page, mixed_figure, save
@@ -155,7 +158,7 @@ def mixed_command(
                                        metric, metric_timeout, batch_size, labels, memory)  # fmt: skip
     grids = [
         mixed_grid(engine, dataset, at, o, parse_grid(sigma_mul), parse_grid(sigma_add), repeats, seed,
-                   granularity.value, metric, batch_size, metric_timeout)
+                   granularity.value, metric, batch_size, metric_timeout, on.value)
         for o in orders
     ]
     fig = mixed_figure(grids)
