@@ -188,7 +188,7 @@ def _with_converters(path, bits: int, layers: list[tuple[str, str]], x: np.ndarr
     options.log_severity_level = 3
     run = ort.InferenceSession(probe.SerializeToString(), options, providers=["CPUExecutionProvider"])
     values = dict(zip([o.name for o in run.get_outputs()], run.run(None, {"input": x}), strict=True))
-    n = 2 ** (bits - 1) - 1
+    n = max(2 ** (bits - 1) - 1, 1)
     nodes = list(proto.graph.node)
     for k, (data, out) in enumerate(layers):
         for tag, name in (("dac", data), ("adc", out)):
@@ -199,12 +199,13 @@ def _with_converters(path, bits: int, layers: list[tuple[str, str]], x: np.ndarr
         layer = next(node for node in nodes if out in node.output)
         layer.input[list(layer.input).index(data)] = f"dac{k}_q"
         layer.output[0] = f"adc{k}_raw"
+        rounding = "Sign" if bits == 1 else "Round"  # one bit: the sign alone
         quant = [helper.make_node("Div", [data, f"dac{k}_s"], [f"dac{k}_d"]),
-                 helper.make_node("Round", [f"dac{k}_d"], [f"dac{k}_r"]),
+                 helper.make_node(rounding, [f"dac{k}_d"], [f"dac{k}_r"]),
                  helper.make_node("Clip", [f"dac{k}_r", f"dac{k}_m", f"dac{k}_n"], [f"dac{k}_c"]),
                  helper.make_node("Mul", [f"dac{k}_c", f"dac{k}_s"], [f"dac{k}_q"]),
                  helper.make_node("Div", [f"adc{k}_raw", f"adc{k}_s"], [f"adc{k}_d"]),
-                 helper.make_node("Round", [f"adc{k}_d"], [f"adc{k}_r"]),
+                 helper.make_node(rounding, [f"adc{k}_d"], [f"adc{k}_r"]),
                  helper.make_node("Clip", [f"adc{k}_r", f"adc{k}_m", f"adc{k}_n"], [f"adc{k}_c"]),
                  helper.make_node("Mul", [f"adc{k}_c", f"adc{k}_s"], [out])]  # fmt: skip
         nodes[nodes.index(layer):nodes.index(layer)] = quant[:4]
@@ -219,7 +220,7 @@ def _with_converters(path, bits: int, layers: list[tuple[str, str]], x: np.ndarr
 def test_converters_equal_plain_graph_edits_and_vanish_at_16_bits(digits, tmp_path):
     """Label-free (agreement with the clean predictions), the converters model on the embedded MLP:
     every walked layer and the global sweep equal the file with DAC/ADC written by plain onnx edits
-    (ranges measured independently); at 16 bits the predictions are the clean ones, at 2 bits not."""
+    (ranges measured independently); at 16 bits the predictions are the clean ones, at 1 bit not."""
     from wn_onnx.graph_passes.weights import find_weight_points
     from wn_onnx.io.model import load_model
 
@@ -228,11 +229,11 @@ def test_converters_equal_plain_graph_edits_and_vanish_at_16_bits(digits, tmp_pa
     np.savez(data, x=x, y=y)
     out = tmp_path / "r.json"
     ran = wn("scan", model, "--data", data, "--label-free", "--on", "weights", "--noise", "converters",
-             "--levels", "2,4,16", "--out", out, "--quiet")  # fmt: skip
+             "--levels", "1,4,16", "--out", out, "--quiet")  # fmt: skip
     assert ran.returncode == 0, ran.stderr
     report = json.loads(out.read_text())
     layers = [(p.data, p.output) for p in find_weight_points(load_model(model).model)]
-    for bits, row in zip((16, 4, 2), range(3), strict=True):  # strengths ascending: bits descending
+    for bits, row in zip((16, 4, 1), range(3), strict=True):  # strengths ascending: bits descending
         for k, curve in enumerate(report["points"]):
             assert curve["accuracy"][row][0] == pytest.approx(_with_converters(model, bits, [layers[k]], x), abs=1e-12)
         assert report["global"]["accuracy"][row][0] == pytest.approx(_with_converters(model, bits, layers, x), abs=1e-12)
@@ -246,8 +247,8 @@ def test_converters_combine_with_pcm_and_bad_settings_are_one_line(tmp_path):
     assert ran.returncode == 0, ran.stderr
     report = json.loads(out.read_text())
     assert report["converters"] == {"adc_bits": 8, "out_noise": 0.01}
-    for args, message in ((["--on", "weights", "--dac-bits", "1"], "--dac-bits must be a whole number in [2, 32]"),
-                          (["--on", "weights", "--adc-bits", "33"], "--adc-bits must be a whole number in [2, 32]"),
+    for args, message in ((["--on", "weights", "--dac-bits", "0"], "--dac-bits must be a whole number in [1, 32]"),
+                          (["--on", "weights", "--adc-bits", "33"], "--adc-bits must be a whole number in [1, 32]"),
                           (["--on", "weights", "--out-noise", "-1"], "--out-noise must be a finite number >= 0"),
                           (["--dac-bits", "4"], "belong to analog layers: scan --on weights"),
                           (["--on", "weights", "--noise", "converters", "--dac-bits", "4", "--adc-bits", "4"], "leave one free")):  # fmt: skip

@@ -53,6 +53,7 @@ class WeightNoise:
         self.refs = {p.tensor: Reference.of_weight(self.weights[p.tensor], p.channel_axis) for p in points}
         self.top = float(st.top if st.top is not None else np.max(st.sigmas))
         self._draws: dict[tuple[int, ...], list[list[np.ndarray]]] = {}
+        self._perturbed: dict[tuple, dict[str, np.ndarray]] = {}  # (key, sa, sm) → the perturbed weights
         self.converters = st.converters or Converters()
         swept = isinstance(st.spec, ConvertersModel)
         self.dac = swept or self.converters.dac_bits is not None
@@ -108,18 +109,18 @@ class WeightNoise:
             if self.out_noise:
                 feeds[f"wn_out_sd_{k}"] = np.float32(self.converters.out_noise * r_out)
         if self.dac:
-            feeds["wn_dac_levels"] = np.float32(levels_of(dac_bits))
+            feeds["wn_dac_levels"], feeds["wn_dac_sign"] = np.float32(levels_of(dac_bits)), np.float32(dac_bits == 1)
         if self.adc:
-            feeds["wn_adc_levels"] = np.float32(levels_of(adc_bits))
+            feeds["wn_adc_levels"], feeds["wn_adc_sign"] = np.float32(levels_of(adc_bits)), np.float32(adc_bits == 1)
         return {k: np.asarray(v) for k, v in feeds.items()}
 
     def chunk(self, st: SweepSettings) -> int:
         return 1
 
-    def noise(self, key: tuple[int, ...]) -> tuple[list[list[np.ndarray]], dict[str, np.ndarray]]:
-        """Draw ``key`` (repeat, and σ index with redraw): every perturbed weight's (the same for every
-        batch) and the analog outputs' noise on this batch."""
-        return self._weight_draws(key), self._output_noise(key)
+    def noise(self, key: tuple[int, ...]) -> tuple[tuple[int, ...], list[list[np.ndarray]], dict[str, np.ndarray]]:
+        """Draw ``key`` (repeat, and σ index with redraw): the key, every perturbed weight's draws (the
+        same for every batch) and the analog outputs' noise on this batch."""
+        return key, self._weight_draws(key), self._output_noise(key)
 
     def _weight_draws(self, key: tuple[int, ...]) -> list[list[np.ndarray]]:
         if key in self._draws:
@@ -147,12 +148,24 @@ class WeightNoise:
         return {f"wn_read_var_{k}": self.st.spec.read_variance(self.weights[p.tensor], float(strength), d, self.refs[p.tensor])
                 for k, (p, d) in enumerate(zip(self.points, draws, strict=True))}  # fmt: skip
 
-    def logits(self, noise: tuple[list[list[np.ndarray]], dict[str, np.ndarray]], sa: np.ndarray, sm: np.ndarray,
-               fresh: bool) -> Iterator[np.ndarray]:  # fmt: skip
+    def _weights_at(self, key: tuple[int, ...], sa: float, sm: float, draws: list[list[np.ndarray]]) -> dict[str, np.ndarray]:
+        """The perturbed weights (and per-sample read variances) of draw ``key`` at (``sa``, ``sm``):
+        computed once per repeat and level, not per batch, while they fit KEEP_DRAWS."""
+        cached = self._perturbed.get((key, sa, sm))
+        if cached is not None:
+            return cached
+        weights = self.perturbed(sa, sm, draws) | self.read_variances(sa, draws)
+        held = sum(a.nbytes for kept in [*self._perturbed.values(), weights] for a in kept.values())
+        if held <= KEEP_DRAWS:
+            self._perturbed[(key, sa, sm)] = weights
+        return weights
+
+    def logits(self, noise: tuple[tuple[int, ...], list[list[np.ndarray]], dict[str, np.ndarray]], sa: np.ndarray,
+               sm: np.ndarray, fresh: bool) -> Iterator[np.ndarray]:  # fmt: skip
         output = self.routes.loaded.output_name
-        draws, out_noise = noise
+        key, draws, out_noise = noise
         for a, m in zip(sa, sm, strict=True):
-            feeds = self.feeds | self.perturbed(a, m, draws) | self._converter_feeds(a) | self.read_variances(a, draws) | out_noise
+            feeds = self.feeds | self._weights_at(key, float(a), float(m), draws) | self._converter_feeds(a) | out_noise
             yield run(self.session, (output,), feeds)[0]
 
 

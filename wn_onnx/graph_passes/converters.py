@@ -1,7 +1,8 @@
 """The converters of analog layers as graph edits: a quantiser on a layer's data input (DAC) and,
 on its output, optional fed noise then a quantiser (ADC). Steps, levels and the noise scale are
-runtime inputs (``wn_dac_step_k``, ``wn_adc_step_k``, ``wn_dac_levels``, ``wn_adc_levels``,
-``wn_out_sd_k``, noise ``wn_out_z_k``), so one session serves every bit width
+runtime inputs (``wn_dac_step_k``, ``wn_adc_step_k``, ``wn_dac_levels``, ``wn_adc_levels``, the
+one-bit flags ``wn_dac_sign``, ``wn_adc_sign``, ``wn_out_sd_k``, noise ``wn_out_z_k``), so one
+session serves every bit width
 (wn_onnx/noise/converters.py has the formulas)."""
 
 from __future__ import annotations
@@ -21,17 +22,24 @@ def _scalar(graph: ir.Graph, name: str) -> ir.Value:
     return found
 
 
-def _quantiser(graph: ir.Graph, x: ir.Value, step: ir.Value, levels: ir.Value, tag: str) -> tuple[list[ir.Node], ir.Value]:
-    """Nodes computing clip(round(x/step), −levels, levels)·step."""
+def _quantiser(graph: ir.Graph, x: ir.Value, step: ir.Value, levels: ir.Value, sign: ir.Value,
+               tag: str) -> tuple[list[ir.Node], ir.Value]:  # fmt: skip
+    """Nodes computing clip(round(x/step), −levels, levels)·step, or sign(x)·step where the runtime
+    flag ``sign`` is 1 (one bit: the sign alone)."""
     div = ir.Node("", "Div", [x, step], name=f"{tag}_div")
     rnd = ir.Node("", "Round", [div.outputs[0]], name=f"{tag}_round")
     neg = ir.Node("", "Neg", [levels], name=f"{tag}_neg")
     clip = ir.Node("", "Clip", [rnd.outputs[0], neg.outputs[0], levels], name=f"{tag}_clip")
-    mul = ir.Node("", "Mul", [clip.outputs[0], step], name=f"{tag}_mul")
-    for n in (div, rnd, neg, clip, mul):
+    sgn = ir.Node("", "Sign", [x], name=f"{tag}_sign")
+    diff = ir.Node("", "Sub", [sgn.outputs[0], clip.outputs[0]], name=f"{tag}_diff")
+    pick = ir.Node("", "Mul", [diff.outputs[0], sign], name=f"{tag}_pick")
+    code = ir.Node("", "Add", [clip.outputs[0], pick.outputs[0]], name=f"{tag}_code")
+    mul = ir.Node("", "Mul", [code.outputs[0], step], name=f"{tag}_mul")
+    nodes = [div, rnd, neg, clip, sgn, diff, pick, code, mul]
+    for n in nodes:
         n.outputs[0].name = n.name
     mul.outputs[0].type, mul.outputs[0].shape = x.type, x.shape
-    return [div, rnd, neg, clip, mul], mul.outputs[0]
+    return nodes, mul.outputs[0]
 
 
 class ConvertersPass(ir.passes.InPlacePass):
@@ -54,7 +62,8 @@ class ConvertersPass(ir.passes.InPlacePass):
                 x = node.inputs[slot]
                 if x.dtype != ir.DataType.FLOAT:
                     raise ConfigError(f"layer {name!r}: converters take float32 values, not {x.dtype}")
-                added, q = _quantiser(graph, x, _scalar(graph, f"wn_dac_step_{k}"), _scalar(graph, "wn_dac_levels"), f"wn_dac_{k}")
+                added, q = _quantiser(graph, x, _scalar(graph, f"wn_dac_step_{k}"), _scalar(graph, "wn_dac_levels"),
+                                      _scalar(graph, "wn_dac_sign"), f"wn_dac_{k}")  # fmt: skip
                 graph.insert_before(node, added)
                 node.replace_input_with(slot, q)
             if self.adc or self.noise:
@@ -72,7 +81,8 @@ class ConvertersPass(ir.passes.InPlacePass):
                     added += [scaled, noisy]
                     v = noisy.outputs[0]
                 if self.adc:
-                    more, v = _quantiser(graph, v, _scalar(graph, f"wn_adc_step_{k}"), _scalar(graph, "wn_adc_levels"), f"wn_adc_{k}")
+                    more, v = _quantiser(graph, v, _scalar(graph, f"wn_adc_step_{k}"), _scalar(graph, "wn_adc_levels"),
+                                         _scalar(graph, "wn_adc_sign"), f"wn_adc_{k}")  # fmt: skip
                     added += more
                 v.type, v.shape = y.type, y.shape
                 if y.is_graph_output():

@@ -5,8 +5,8 @@ selected layer globally), beside any weight noise model; the ``converters`` mode
 with nothing else perturbed.
 
 A b-bit converter has n = 2^(b−1) − 1 levels each side of zero, step r/n: q = clip(round(v/step),
-−n, n)·step (round half to even), b ≥ 2. Output noise adds σ_out·r_out·z to the output before the ADC,
-z standard normal per element and sample.
+−n, n)·step (round half to even); 1 bit keeps the sign, sign(v)·r, as ``quant`` does. Output noise
+adds σ_out·r_out·z to the output before the ADC, z standard normal per element and sample.
 """
 
 from __future__ import annotations
@@ -18,12 +18,12 @@ import numpy as np
 from wn_onnx.errors import ConfigError
 from wn_onnx.noise.base import Axis, NoiseModel, Reference
 
-MIN_BITS, MAX_BITS = 2, 32
+MIN_BITS, MAX_BITS = 1, 32
 
 
 def levels_of(bits: int) -> int:
-    """Levels each side of zero of a b-bit symmetric converter."""
-    return 2 ** (bits - 1) - 1
+    """Levels each side of zero of a b-bit symmetric converter (1 bit: the sign, one level)."""
+    return max(2 ** (bits - 1) - 1, 1)
 
 
 @dataclass(frozen=True)
@@ -62,7 +62,7 @@ class ConvertersModel(NoiseModel):
     """``converters``: only the converters of each analog layer, their bits swept (the weights exact)."""
 
     name = "converters"
-    axis = Axis("bits", "bits", "lin", "lin:2:16:15", more="down", integer=True, lowest=MIN_BITS, highest=MAX_BITS)
+    axis = Axis("bits", "bits", "lin", "lin:1:16:16", more="down", integer=True, lowest=MIN_BITS, highest=MAX_BITS)
     targets = ("weights",)
     deterministic = True  # unless output noise is asked for (the scan then keeps its repeats)
     averages = False
