@@ -29,12 +29,18 @@ of bit flips per million stored values. Usage:
     python benchmarks/bench_scan.py --arch lenet5 --grid small
     python benchmarks/bench_scan.py --arch mlp --train-epochs 2
     python benchmarks/bench_scan.py --arch lenet5 --part weights   # ~3 min
+
+``--json OUT.json`` writes the run's ratios with the machine and versions; ``--compare OLD.json``
+flags every ratio more than 15 % worse than the old run's (exit code 1). The last measured
+results are kept in ``benchmarks/results/``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import platform
 import resource
 import subprocess
 import sys
@@ -57,6 +63,10 @@ from wn_onnx.training.export import export_onnx
 from wn_onnx.training.nets import build
 from wn_onnx.training.trainer import TrainConfig, train
 
+TOLERANCE = 0.15  # a ratio this much worse than the compared run's is a regression
+# each ratio and whether a larger value is better
+RATIOS = {"torch_loop_over_scan": True, "naive_over_scan": True, "scan_over_floor": False,
+          "weights_mul_over_activations_add": False, "pcm_over_weights_mul": False}  # fmt: skip
 SUBSET_SIGMAS = (0.1, 1.0)  # σ values timed for the projected baselines (1 repeat each)
 GRIDS = {"full": (1, 5, 10000), "small": (4, 2, 5000)}  # every k-th σ of the default grid, repeats, images
 
@@ -100,6 +110,8 @@ def main(work: Path) -> None:
     parser.add_argument("--batch-size", type=int, default=1024)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--part", choices=["activations", "weights"], default="activations")
+    parser.add_argument("--json", type=Path, help="write the ratios, machine and versions here")
+    parser.add_argument("--compare", type=Path, help="an earlier --json: flag ratios more than 15 %% worse")
     args = parser.parse_args()
     every, repeats, n = GRIDS[args.grid]
     args.repeats, args.n = args.repeats or repeats, args.n or n
@@ -116,7 +128,7 @@ def main(work: Path) -> None:
     model_path = export_onnx(net, (3, 32, 32), work / f"{args.arch}.onnx")
     np.savez(work / "data.npz", x=x, y=y)
     if args.part == "weights":
-        weights_part(model_path, work, x, y, args)
+        finish(args, weights_part(model_path, work, x, y, args))
         return
     spec, grid = NoiseSpec("add"), default_grid(NoiseSpec("add"))[::every]
     loaded = load_model(model_path)
@@ -205,6 +217,8 @@ def main(work: Path) -> None:
     for name, t in rows:
         print(f"| {name:52s} | {t:7.1f} |")
     target = {"full": 15, "small": 10}[args.grid]
+    finish(args, {"torch_loop_over_scan": t_torch / t_scan, "naive_over_scan": t_naive / t_scan,
+                  "scan_over_floor": t_scan / t_floor})  # fmt: skip
     print(f"\nratio 1/4 = {t_torch / t_scan:.1f}  (target ≥ {target} on 2 cores)")
     print(f"ratio 2/4 = {t_naive / t_scan:.1f}")
     print(f"ratio 4/3 = {t_scan / t_floor:.2f}  (target ≤ 1.5)")
@@ -234,7 +248,37 @@ def main(work: Path) -> None:
           + ", ".join(f"{a['index']}:{mu_text(a)}{'' if b is None else '|' + mu_text(b)}" for a, b in both))  # fmt: skip
 
 
-def weights_part(model_path: Path, work: Path, x: np.ndarray, y: np.ndarray, args: argparse.Namespace) -> None:
+def regressions(old: dict, new: dict, tolerance: float = TOLERANCE) -> list[str]:
+    """The ratios of ``new`` more than ``tolerance`` worse than ``old``'s (direction per RATIOS)."""
+    found = []
+    for name, larger_is_better in RATIOS.items():
+        if name in old.get("ratios", {}) and name in new.get("ratios", {}):
+            a, b = old["ratios"][name], new["ratios"][name]
+            worse = b < a * (1 - tolerance) if larger_is_better else b > a * (1 + tolerance)
+            if worse:
+                found.append(f"{name}: {a:.3g} → {b:.3g} (more than {tolerance:.0%} worse)")
+    return found
+
+
+def finish(args: argparse.Namespace, ratios: dict) -> None:
+    """Write the run's ratios (``--json``) and compare them with an earlier run (``--compare``)."""
+    result = {"bench": "bench_scan", "part": args.part, "arch": args.arch, "grid": args.grid, "images": args.n,
+              "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "processor": platform.processor()},
+              "versions": {"onnxruntime": ort.__version__, "numpy": np.__version__, "torch": torch.__version__,
+                           "python": platform.python_version()},
+              "ratios": {k: round(float(v), 4) for k, v in ratios.items()}}  # fmt: skip
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2) + "\n")
+    if args.compare:
+        found = regressions(json.loads(args.compare.read_text()), result)
+        for line in found:
+            print(f"REGRESSION {line}")
+        if found:
+            sys.exit(1)
+        print(f"no ratio more than {TOLERANCE:.0%} worse than {args.compare}")
+
+
+def weights_part(model_path: Path, work: Path, x: np.ndarray, y: np.ndarray, args: argparse.Namespace) -> dict:
     """Noise models on weights against the activation walk, full CLI runs on one machine, one run."""
     from wn_onnx.graph_passes.weights import find_weight_points
     from wn_onnx.noise import BitFlip, Reference
@@ -272,6 +316,7 @@ def weights_part(model_path: Path, work: Path, x: np.ndarray, y: np.ndarray, arg
     print(f"pcm / mul on weights = {pcm / mul8:.2f}  (target ≤ 2)")
     for fmt, p, t in flips:
         print(f"bit flips, {fmt}, p = {p:g}: {t:.3f} s per million values (draw and apply)")
+    return {"weights_mul_over_activations_add": mul / act, "pcm_over_weights_mul": pcm / mul8}
 
 
 if __name__ == "__main__":
