@@ -529,6 +529,9 @@ def test_a_tied_weight_is_perturbed_wherever_it_is_read(tmp_path):
     assert ran.returncode == 0, ran.stderr
     report = json.loads(out.read_text())
     assert len(report["points"]) == 1 and report["points"][0]["accuracy"] == report["global"]["accuracy"]
+    ran = wn("scan", model, "--data", tmp_path / "d.npz", "--on", "weights", "--noise", "mul", "--adc-bits", "8",
+             "--mode", "global", "--quiet")  # fmt: skip
+    assert ran.returncode == 2 and "read by several layers" in ran.stderr, ran.stderr
 
 
 def test_analyze_mixed_on_weights_reduces_to_multiplicative_weight_noise(tmp_path, digits):

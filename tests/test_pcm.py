@@ -161,7 +161,7 @@ def test_figures_read_time_and_bits_in_their_units(pcm_report, tmp_path):
     assert ax.get_xlabel() == "time since programming (s)"
     assert {"1 s", "1 h", "1 d", "1 y"} <= {t.get_text() for t in ax.get_xticklabels()}
     assert any(unit in ax.get_title() for unit in (" d [", " y [", " h ["))
-    assert mu_figure([report]).axes[0].get_ylabel() == "μ (midpoint time since programming (s))"
+    assert mu_figure([report]).axes[0].get_ylabel() == "μ (midpoint time since programming)"
     out = tmp_path / "q.json"
     assert wn("scan", "--noise", "quant", "--on", "weights", "--out", out, "--quiet").returncode == 0
     quant = json.loads(out.read_text())
@@ -296,7 +296,7 @@ def test_read_noise_pass_adds_the_propagated_standard_deviation(op):
     var = np.random.default_rng(7).uniform(0.01, 0.2, w.shape).astype(np.float32)
     model = ir.from_proto(proto)
     WeightsAsInputsPass(["w"])(model)
-    ReadNoisePass([("y", "w")])(model)
+    ReadNoisePass(["w"])(model)
     noisy = ort.InferenceSession(ir.to_proto(model).SerializeToString(), providers=["CPUExecutionProvider"])
     clean = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
     z = np.ones_like(clean)
@@ -348,3 +348,65 @@ def test_per_sample_read_noise_scans_and_differs_from_one_read_per_chip(tmp_path
     assert reports["per-sample"]["noise"]["read_noise"] == "per-sample" and "read_noise" not in reports["repeat"]["noise"]
     acc = {k: [p["accuracy"] for p in r["points"]] for k, r in reports.items()}
     assert acc["per-sample"] != acc["repeat"] and acc["per-sample"] == acc["small-batches"]
+
+
+def _chain(path, dtype=np.float32, zero_branch: bool = False):
+    """x → MatMul(w1) → MatMul(w2) → logits: one analog layer feeding the next directly, the last a
+    graph output (``zero_branch``: plus x · 0 added to it, a layer whose weights are all zero)."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    rng = np.random.default_rng(11)
+    w1, w2 = rng.standard_normal((6, 8)).astype(dtype), rng.standard_normal((8, 4)).astype(dtype)
+    kind = onnx.TensorProto.FLOAT16 if dtype == np.float16 else onnx.TensorProto.FLOAT
+    nodes = [helper.make_node("MatMul", ["input", "w1"], ["h"]), helper.make_node("MatMul", ["h", "w2"], ["logits" if not zero_branch else "l"])]
+    weights = [numpy_helper.from_array(w1, "w1"), numpy_helper.from_array(w2, "w2")]
+    if zero_branch:
+        nodes += [helper.make_node("MatMul", ["input", "wz"], ["z"]), helper.make_node("Add", ["l", "z"], ["logits"])]
+        weights.append(numpy_helper.from_array(np.zeros((6, 4), dtype), "wz"))
+    graph = helper.make_graph(nodes, "chain", [helper.make_tensor_value_info("input", kind, ["N", 6])],
+                              [helper.make_tensor_value_info("logits", kind, ["N", 4])], weights)  # fmt: skip
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    x = rng.standard_normal((200, 6)).astype(dtype)
+    y = (x.astype(np.float32) @ w1.astype(np.float32) @ w2.astype(np.float32)).argmax(1)
+    np.savez(path.with_suffix(".npz"), x=x, y=y)
+    return path
+
+
+@pytest.mark.parametrize("args", [
+    ["--noise", "converters", "--mode", "global"],  # the second layer's DAC reads the first's ADC
+    ["--noise", "pcm", "--read-noise", "per-sample", "--adc-bits", "8", "--levels", "1d"],  # ADC on a graph output, then reads
+])  # fmt: skip
+def test_analog_layers_in_a_chain_and_at_the_output(tmp_path, args):
+    model = _chain(tmp_path / "chain.onnx")
+    ran = wn("scan", model, "--data", model.with_suffix(".npz"), "--on", "weights", "--repeats", "2", *args,
+             "--out", tmp_path / "r.json", "--quiet")  # fmt: skip
+    assert ran.returncode == 0, ran.stderr
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert all(p["status"] != "failed" for p in report["points"])
+
+
+def test_analog_corner_cases_are_answered(tmp_path):
+    """An all-zero layer with per-sample reads scans (it reads nothing); converters on fp16 layers
+    and on a tied weight are one line each."""
+    zero = _chain(tmp_path / "zero.onnx", zero_branch=True)
+    ran = wn("scan", zero, "--data", zero.with_suffix(".npz"), "--on", "weights", "--noise", "pcm",
+             "--read-noise", "per-sample", "--levels", "1d", "--repeats", "2", "--quiet")  # fmt: skip
+    assert ran.returncode == 0, ran.stderr
+    half = _chain(tmp_path / "half.onnx", dtype=np.float16)
+    ran = wn("scan", half, "--data", half.with_suffix(".npz"), "--on", "weights", "--noise", "mul", "--adc-bits", "8", "--quiet")
+    assert ran.returncode == 2 and "converters take float32 values" in ran.stderr, ran.stderr
+    assert len(ran.stderr.strip().splitlines()) == 1
+
+
+def test_overlapping_bit_floors_take_the_strictest():
+    """On bits a floor is the most bits a layer may need: of two patterns matching one point, the
+    smaller limit rules (μ = 6 bits fails max 4 even when max 8 also matches)."""
+    from wn_onnx.gate import Policy, evaluate_policy
+
+    mu = 2.0**-6
+    curve = {"index": 0, "tensor": "conv1", "op_type": "Conv", "mu": mu, "mu_err": 0.0, "status": "ok", "sigmas": [mu],
+             "accuracy": [[0.5]], "a_max": 0.9, "a_min": 0.1, "fit": {}}  # fmt: skip
+    report = {"points": [curve], "global": None, "axis": {"name": "bits", "unit": "bits", "more": "down"}}
+    verdicts = evaluate_policy(report, Policy(point_floors=[("re:conv.*", 4.0), ("re:.*", 8.0)]), None)
+    assert [v.passed for v in verdicts] == [False] and "max μ 4 bits" in verdicts[0].threshold

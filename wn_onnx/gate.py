@@ -203,7 +203,8 @@ def evaluate_policy(report: dict, policy: Policy, baseline: dict | None) -> list
     for p in report.get("points", []):
         name = f"point {p['index']} ({p['tensor']})"
         floors = [f for pat, f in policy.point_floors if _matches(pat, p)]
-        floor = max(floors) if floors else policy.min_mu
+        strictest = min if reading.falling else max  # on bits a floor is the most a layer may need
+        floor = strictest(floors) if floors else policy.min_mu
         if floor is not None:
             verdicts.append(judge_floor(name, p, floor, reading))
         if policy.max_drop is not None and p["tensor"] in base_points:

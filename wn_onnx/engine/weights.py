@@ -25,6 +25,7 @@ from wn_onnx.engine.draws import CONVERTER_STREAM, READ_STREAM, WEIGHT_STREAM, d
 from wn_onnx.engine.routes import Routes
 from wn_onnx.engine.sessions import run
 from wn_onnx.engine.sweep import SweepSettings
+from wn_onnx.errors import ConfigError
 from wn_onnx.graph_passes import ExtractSuffixPass, suffix_inputs
 from wn_onnx.graph_passes.converters import ConvertersPass
 from wn_onnx.graph_passes.read_noise import ReadNoisePass
@@ -60,12 +61,17 @@ class WeightNoise:
         self.adc = swept or self.converters.adc_bits is not None
         self.out_noise = self.converters.out_noise > 0
         self.ranges = ranges or {}
+        self.reads = st.spec.reads_per_sample
+        analog = self.dac or self.adc or self.out_noise or self.reads
+        tied = [p.tensor for p in points if p.shared]
+        if analog and tied:
+            raise ConfigError(f"weight {tied[0]!r} is read by several layers: converters and per-sample read noise "
+                              "model one array per layer")  # fmt: skip
         WeightsAsInputsPass([p.tensor for p in points])(model)
         if self.dac or self.adc or self.out_noise:
-            ConvertersPass([(p.output, p.data) for p in points], self.dac, self.adc, self.out_noise)(model)
-        self.reads = st.spec.reads_per_sample
+            ConvertersPass([p.tensor for p in points], self.dac, self.adc, self.out_noise)(model)
         if self.reads:  # after the converters: the read noise enters before the ADC, from the DAC's values
-            ReadNoisePass([(p.output, p.tensor) for p in points])(model)
+            ReadNoisePass([p.tensor for p in points])(model)
         self.session = routes.sessions.build(model)
 
     @property

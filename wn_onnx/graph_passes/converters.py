@@ -42,32 +42,38 @@ def _quantiser(graph: ir.Graph, x: ir.Value, step: ir.Value, levels: ir.Value, s
     return nodes, mul.outputs[0]
 
 
-class ConvertersPass(ir.passes.InPlacePass):
-    """DAC before and ADC (with output noise) after each layer ``(output name, data input name)``
-    (the layer is the node producing that output), k in order."""
+def layer_of(graph: ir.Graph, weight: str) -> tuple[ir.Node, int]:
+    """(the node that multiplies by initializer or input ``weight``, the slot of its data input)."""
+    value = graph.initializers.get(weight) or next((v for v in graph.inputs if v.name == weight), None)
+    if value is None or not value.uses():
+        raise ConfigError(f"no layer reads the weight {weight!r} in the graph")
+    node, slot = value.uses()[0]
+    return node, 1 - slot
 
-    def __init__(self, layers: Sequence[tuple[str, str]], dac: bool, adc: bool, noise: bool) -> None:
+
+class ConvertersPass(ir.passes.InPlacePass):
+    """DAC before and ADC (with output noise) after the layer of each weight (by name), k in order.
+    Every layer and its data slot are found before any edit, so a layer fed directly by another
+    analog layer reads that layer's ADC output."""
+
+    def __init__(self, weights: Sequence[str], dac: bool, adc: bool, noise: bool) -> None:
         super().__init__()
-        self.layers, self.dac, self.adc, self.noise = list(layers), dac, adc, noise
+        self.weights, self.dac, self.adc, self.noise = list(weights), dac, adc, noise
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         graph = model.graph
-        producers = {v.name: n for n in graph for v in n.outputs if v.name}
-        for k, (name, data) in enumerate(self.layers):
-            node = producers.get(name)
-            if node is None:
-                raise ConfigError(f"no layer computes {name!r} in the graph")
+        layers = [layer_of(graph, w) for w in self.weights]
+        for k, (node, slot) in enumerate(layers):
+            y = node.outputs[0]
+            if node.inputs[slot].dtype != ir.DataType.FLOAT or y.dtype != ir.DataType.FLOAT:
+                raise ConfigError(f"layer {node.name or node.op_type!r}: converters take float32 values, not {y.dtype}")
             if self.dac:
-                slot = next(i for i, v in enumerate(node.inputs) if v is not None and v.name == data)
                 x = node.inputs[slot]
-                if x.dtype != ir.DataType.FLOAT:
-                    raise ConfigError(f"layer {name!r}: converters take float32 values, not {x.dtype}")
                 added, q = _quantiser(graph, x, _scalar(graph, f"wn_dac_step_{k}"), _scalar(graph, "wn_dac_levels"),
                                       _scalar(graph, "wn_dac_sign"), f"wn_dac_{k}")  # fmt: skip
                 graph.insert_before(node, added)
                 node.replace_input_with(slot, q)
             if self.adc or self.noise:
-                y = node.outputs[0]
                 users = list(y.uses())
                 added: list[ir.Node] = []
                 v = y
@@ -90,7 +96,7 @@ class ConvertersPass(ir.passes.InPlacePass):
                     for i, out in enumerate(graph.outputs):
                         if out is y:
                             graph.outputs[i] = v
-                for user, slot in users:
-                    user.replace_input_with(slot, v)
+                for user, i in users:
+                    user.replace_input_with(i, v)
                 graph.insert_after(node, added)
-        return ir.passes.PassResult(model, modified=bool(self.layers))
+        return ir.passes.PassResult(model, modified=bool(self.weights))

@@ -12,25 +12,25 @@ from collections.abc import Sequence
 import onnx_ir as ir
 
 from wn_onnx.errors import ConfigError
+from wn_onnx.graph_passes.converters import layer_of
 
 
 class ReadNoisePass(ir.passes.InPlacePass):
-    """Per-sample read noise on each layer ``(output name, weight name)``, k in order."""
+    """Per-sample read noise on the layer of each weight (by name), k in order. Each output
+    element gets its own z: a fresh read of the array for every matrix-vector product."""
 
-    def __init__(self, layers: Sequence[tuple[str, str]]) -> None:
+    def __init__(self, weights: Sequence[str]) -> None:
         super().__init__()
-        self.layers = list(layers)
+        self.weights = list(weights)
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         graph = model.graph
-        producers = {v.name: n for n in graph for v in n.outputs if v.name}
-        for k, (output, weight) in enumerate(self.layers):
-            node = producers.get(output)
-            if node is None:
-                raise ConfigError(f"no layer computes {output!r} in the graph")
-            slot = next(i for i, v in enumerate(node.inputs[:2]) if v is not None and v.name == weight)
-            x = node.inputs[1 - slot]
+        for k, (node, data_slot) in enumerate([layer_of(graph, w) for w in self.weights]):
+            slot = 1 - data_slot
+            x = node.inputs[data_slot]
             w = node.inputs[slot]
+            if x.dtype != ir.DataType.FLOAT:
+                raise ConfigError(f"layer {node.name or node.op_type!r}: per-sample read noise takes float32 values, not {x.dtype}")
             var_w = ir.Value(name=f"wn_read_var_{k}", type=w.type, shape=w.shape)
             z = ir.Value(name=f"wn_read_z_{k}", type=node.outputs[0].type, shape=node.outputs[0].shape)
             graph.inputs.extend([var_w, z])
@@ -61,4 +61,4 @@ class ReadNoisePass(ir.passes.InPlacePass):
             for user, i in users:
                 user.replace_input_with(i, v)
             graph.insert_after(node, added)
-        return ir.passes.PassResult(model, modified=bool(self.layers))
+        return ir.passes.PassResult(model, modified=bool(self.weights))

@@ -110,8 +110,10 @@ class PCM(NoiseModel):
         """With per-sample read noise: each weight's read-noise variance at ``strength`` in weight
         units (times the compensation's square), the two devices of the pair independent; the clip
         of a read conductance at 0 is left out (the output noise is Gaussian). None otherwise."""
-        if self.read_noise != "per-sample" or ref.absmax <= 0:
+        if self.read_noise != "per-sample":
             return None
+        if ref.absmax <= 0:  # an all-zero layer: no device holds a conductance to read
+            return np.zeros_like(x)
         prog, now = self.conductances(x, strength, draws, ref.absmax, read=False)
         t1 = strength + T0
         var = np.zeros(x.shape)

@@ -62,24 +62,27 @@ def axis_name(report: dict) -> str:
     return "σ"
 
 
-def level_text(report: dict, strength: float | None) -> str:
-    """A strength as the report's axis reads it: bits on a falling axis, else the value."""
+def level_text(report: dict, strength: float | None, error: float | None = None) -> str:
+    """A strength as the report's axis reads it (with ``error`` in the same unit): bits on a
+    falling axis, a time in the largest unit it reaches (115 d ± 38 d), else the value."""
     if strength is None:
         return "—"
     axis = report.get("axis") or {}
     if axis.get("more") == "down":
         return f"{-np.log2(strength):.3g} bits" if strength > 0 else "—"
+    unit, size = "", 1.0
     if axis.get("unit") == "s":  # in the largest unit it reaches: 115 d, not 9.96e+06 s
         unit, size = next(((u, v) for u, v in TIME_UNITS if strength >= v), TIME_UNITS[-1])
-        return f"{strength / size:.3g} {unit}"
-    return f"{strength:.3g}"
+    shown = f"{strength / size:.3g}" + (f" ± {error / size:.2g}" if error else "")
+    return f"{shown} {unit}".strip()
 
 
 def mu_text(report: dict, curve: dict) -> str:
-    """μ as the axis reads it, a bound written as one (> 10 y, < 1 bits)."""
-    text = level_text(report, curve.get("mu"))
+    """μ as the axis reads it, a bound written as one (> 10 y, < 1 bits), an ``ok`` μ with its error."""
     falling = (report.get("axis") or {}).get("more") == "down"
     bound = {"not-reached": "<" if falling else ">", "no-drop-from-start": "≥" if falling else "≤"}.get(curve.get("status"))
+    error = curve.get("mu_err") if curve.get("status") in ("ok", "two-drops") else None
+    text = level_text(report, curve.get("mu"), error)
     return f"{bound} {text}" if bound and curve.get("mu") is not None else text
 
 
@@ -394,7 +397,7 @@ def mu_figure(reports: list[dict], labels: list[str] | None = None) -> plt.Figur
     ax.set_ylim(floor_all / 2 if clipped or not np.isfinite(bottom) else max(floor_all / 2, bottom / 3), top_all * 3)
     ax.set_xlim(-0.6, len(columns) - 0.4)
     first = reports[0]
-    ax.set_ylabel(f"μ (midpoint {axis_name(first)})")
+    ax.set_ylabel(f"μ (midpoint {axis_name(first).split(' (')[0]})")
     falling = (first.get("axis") or {}).get("more") == "down"
     ax.set_title(f"μ per point (dotted: global μ; {'lower bits at μ' if falling else 'higher'} is more robust)")
     if falling:  # μ is drawn as its strength 2^-bits: label the ticks in bits
@@ -437,7 +440,7 @@ def preserved_figure(reports: list[dict], labels: list[str] | None = None) -> pl
         errs = np.array([e[0] for _, e in stats]) / clean
         yerr = [np.minimum(errs, values), np.minimum(errs, np.maximum(1.05 - values, 0))]
         largest = max(col[j]["sigmas"][-1] for col in columns if col[j] is not None)
-        xs, label = x[idx] + (j - (len(reports) - 1) / 2) * width, f"{labels[j]} (σ = {largest:.3g})"
+        xs, label = x[idx] + (j - (len(reports) - 1) / 2) * width, f"{labels[j]} ({axis_name(r).split(' (')[0]} = {level_text(r, largest)})"
         if len(columns) > DENSE:  # thousands of bars (one patch each) take tens of seconds: lines, one collection
             ax.vlines(xs, 0, values, color=f"C{j}", lw=1, label=label, gid="preserved")
             ax.errorbar(xs, values, yerr=yerr, fmt="none", ecolor="0.3", elinewidth=0.5, gid="preserved-err")
@@ -450,7 +453,7 @@ def preserved_figure(reports: list[dict], labels: list[str] | None = None) -> pl
     ax.axhline(1.0, color="0.4", ls="--", lw=0.8, label="clean accuracy", gid="clean-line")
     _point_ticks(ax, columns, x)
     ax.set_ylabel("accuracy preserved")
-    ax.set_title("accuracy at the largest σ / clean accuracy (dotted: chance)")
+    ax.set_title(f"accuracy at the largest {axis_name(reports[0]).split(' (')[0]} / clean accuracy (dotted: chance)")
     ax.set_ylim(0, 1.08)
     ax.set_xlim(-0.6, len(columns) - 0.4)
     ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)

@@ -246,7 +246,8 @@ def _repeat_shift(accuracy: np.ndarray, p: np.ndarray, clean: np.ndarray) -> np.
     g = shape @ dev / norm  # each repeat's shift, in units of the shape
     rest = dev - np.outer(shape, g)
     repeats = accuracy.shape[1]
-    noise = float(np.sum(rest**2)) / max((len(p) - 1) * (repeats - 1), 1)  # per-value variance the shape leaves
+    rows = int(np.count_nonzero(~clean))  # σ = 0 rows score the clean model: no residual there
+    noise = float(np.sum(rest**2)) / max((rows - 1) * (repeats - 1), 1)  # per-value variance the shape leaves
     kappa2 = max(float(np.var(g, ddof=1)) - noise / norm, 0.0)
     return np.sqrt(kappa2) * shape
 
@@ -284,10 +285,11 @@ class _Measured:
         py = p[len(head) :]
         shift = np.zeros_like(y)
         if repeat_shift and repeats > 1:  # one draw per repeat, shared by every sample: a shift of the whole curve
-            # κ² rests on R − 1 degrees of freedom: its error widened by Student's t (its 84th percentile)
-            shift = _repeat_shift(accuracy, py, sigma == 0) * float(stdtrit(repeats - 1, ONE_SD))
-            spread = np.minimum(np.maximum(spread - shift**2, 0.0), binomial_se(y, n) ** 2 if var is None else var / n)
+            shift = _repeat_shift(accuracy, py, sigma == 0)
             single = binomial_se(y, n) ** 2 if var is None else var / max(int(n), 1)
+            spread = np.minimum(np.maximum(spread - shift**2, 0.0), single)  # what is left: the samples' own draws
+            # κ² rests on R − 1 degrees of freedom: its error widened by Student's t (its 84th percentile)
+            shift = shift * float(stdtrit(repeats - 1, ONE_SD))
             dy = np.sqrt(np.maximum(single - spread, 0.0) + (spread + shift**2) / repeats)
         between = py * (1 - py) - n * spread if var is None else py * (1 - py) * (1 - n * spread / var)
         r2 = shared_part(py, between) if repeats > 1 else 1.0
