@@ -27,6 +27,7 @@ from wn_onnx.engine.memory import Share
 from wn_onnx.engine.sweep import Evaluation
 from wn_onnx.errors import ConfigError, DataError, ModelError, PluginError, WnError
 from wn_onnx.graph_passes import Point, find_points, select_points
+from wn_onnx.graph_passes.extract import has_subgraphs
 from wn_onnx.graph_passes.weights import find_weight_points, require_weights
 from wn_onnx.io.config import MAX_PARALLEL
 from wn_onnx.io.data import Dataset, Inputs, check_shape
@@ -161,7 +162,7 @@ def sequential_curve(
                     base.clean_variance)  # fmt: skip
 
 
-def check_target(req: ScanRequest, st: SweepSettings, engine: Engine) -> None:
+def check_target(req: ScanRequest, st: SweepSettings, loaded: LoadedModel) -> None:
     """Where the noise model can act, and which scan settings apply there, one clear line each."""
     spec = st.spec
     if st.converters is not None and st.converters.active and req.on != "weights":
@@ -169,8 +170,11 @@ def check_target(req: ScanRequest, st: SweepSettings, engine: Engine) -> None:
     if isinstance(spec, ConvertersModel) and st.converters is not None and st.converters.dac_bits and st.converters.adc_bits:
         raise ConfigError("the converters model sweeps the bits that --dac-bits and --adc-bits fix: leave one free")
     if req.on not in spec.targets:
-        raise ConfigError(f"noise model {spec.name!r} acts on {' and '.join(spec.targets)}, not on {req.on}")
-    if req.on == "activations" and not isinstance(spec, NoiseSpec) and req.mode != "walking" and engine.routes.subgraphs:
+        hint = ": add --on weights" if spec.targets == ("weights",) else ""
+        raise ConfigError(f"noise model {spec.name!r} acts on {' and '.join(spec.targets)}, not on {req.on}{hint}")
+    if req.on == "activations" and getattr(spec, "weight_scale", None) is not None:
+        raise ConfigError("--weight-scale applies to weight noise (--on weights)")
+    if req.on == "activations" and not isinstance(spec, NoiseSpec) and req.mode != "walking" and has_subgraphs(loaded.model.graph):
         raise ConfigError(f"the global sweep of noise model {spec.name!r} cuts the graph at its points, which a graph "
                           "with control flow (If, Loop, Scan) does not allow: walk its points (--mode walking)")  # fmt: skip
     if req.on == "activations" and not isinstance(spec, NoiseSpec) and req.estimator == "sequential":
@@ -286,7 +290,7 @@ def run_scan(
         st = replace(st, repeats=1)
     st = replace(st, top=float(np.max(st.sigmas)))  # draws shared by every strength of the grid, adaptive rounds too
     engine = Engine(loaded, providers_for(req.device), req.threads, req.memory)
-    check_target(req, st, engine)
+    check_target(req, st, loaded)
     if req.on == "weights":
         all_points = require_weights(find_weight_points(loaded.model), loaded.path)
     else:

@@ -95,8 +95,8 @@ NOISE_HELP = ("add · mul · mixed (Gaussian, the paper's) · quant (b-bit quant
 NoiseOption = Annotated[str, typer.Option(help=NOISE_HELP)]
 ON_HELP = "Where the noise acts: activations after each point, or the weights of each Conv/ConvTranspose/Gemm/MatMul layer."
 OnOption = Annotated[Target, typer.Option(help=ON_HELP)]
-LEVELS_HELP = ("Strength grid in the noise model's unit (σ, bits, bit error rate): log:1e-2:1e10:49 · lin:1:16:16 · "
-               "0.1,0.2. Default: the model's own grid.")  # fmt: skip
+LEVELS_HELP = ("Strength grid in the noise model's unit (σ, bits, bit error rate, time: s, min, h, d, w, y as in "
+               "1h,1d,1y): log:1e-2:1e10:49 · lin:1:16:16 · 0.1,0.2. Default: the model's own grid.")  # fmt: skip
 LevelsOption = Annotated[str | None, typer.Option("--levels", "--sigmas", help=LEVELS_HELP)]
 WeightScaleOption = Annotated[
     str | None, typer.Option(help="Additive weight noise: relative to the layer's max|W| (max, default) or absolute.")

@@ -96,7 +96,9 @@ def _evaluate(report: dict, k: int, at_time: str | None, model: Path | None, dat
         top = max((max(p["sigmas"]) for p in report["points"] if p["sigmas"]), default=None)
         if top is None:
             raise WnError("the report has no measured level; give --at-time")
-        strength, text = np.array([top]), f"{float(spec.axis.level(top)):.4g} {spec.axis.unit}".strip()
+        from wn_onnx.results.figures import level_text
+
+        strength, text = np.array([top]), level_text(report, top)
     else:
         strength, text = spec.levels(at_time), at_time
         if strength.size != 1:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 import time
 from pathlib import Path
@@ -69,6 +70,21 @@ from wn_onnx.cli.common import (
 from wn_onnx.errors import WnError
 from wn_onnx.io.config import MAX_REPEATS, MAX_SEED
 from wn_onnx.io.safeio import guard_outputs, write_json
+
+STRENGTH = re.compile(r"(σ = |[<>≤≥] |and )(\d+(?:\.\d+)?(?:e[+-]?\d+)?)")
+
+
+def axis_note(note: str, report: dict) -> str:
+    """A fit note (written on the strength σ) in the report's axis: σ named as the axis, a time's
+    strengths in its units (μ > 10 y)."""
+    axis = report.get("axis")
+    if not axis:
+        return note
+    if axis.get("unit") == "s":
+        from wn_onnx.results.figures import level_text
+
+        note = STRENGTH.sub(lambda m: m.group(1) + level_text(report, float(m.group(2))), note)
+    return note.replace("fewer than 3 σ", "fewer than 3 levels").replace("σ", str(axis["name"]))
 
 
 def _progress(enabled: bool):
@@ -261,6 +277,9 @@ def scan_command(
         mode.value, at, label_free, device.value, threads, not global_skip_bn, adaptive, tolerance, jobs,
         granularity.value, sigma_scale.value, estimator.value, memory_bytes(memory), workers, scheduler, on.value,
     )  # fmt: skip
+    from wn_onnx.scanner import check_target
+
+    check_target(request, settings, loaded)  # before the progress bar: a refusal is its one line
     if resume and out_path is None:
         raise WnError("--resume needs --out: finished curves are kept in OUT.sqlite")
     if out_path:
@@ -302,12 +321,13 @@ def scan_command(
         for p in [*report["points"], *([report["global"]] if report["global"] else [])]
         if p["fit"].get("note") and p["status"] != "failed"
     ]
-    axis = report.get("axis")
-    if axis and axis.get("more") == "down":  # the fit's notes name strengths 2^-bits: the table has the bits
+    falling = (report.get("axis") or {}).get("more") == "down"
+    if falling:  # the fit's notes are on the strength 2^-bits: the table's bounds say it in bits
         notes = []
+        out.print("[dim]μ < B: accuracy never fell halfway, down to B bits (the fewest measured); "
+                  "≥ B: already below halfway at B bits; A…B: the drop lies between those widths[/]")  # fmt: skip
     for where, note in notes:
-        named = note.replace("σ = ", f"{axis['name']} = ").replace("σ)", f"{axis['name']})") if axis else note
-        out.print(f"[dim]point {where}: {escape(named)}[/]")
+        out.print(f"[dim]point {where}: {escape(axis_note(note, report))}[/]")
     for p in report["points"]:
         if p["status"] == "failed":
             out.print(f"[bold red]point {p['index']} ({escape(str(p['tensor']))}) failed: {escape(str(p['reason']))}[/]")

@@ -68,6 +68,9 @@ MODELS: dict[str, type[NoiseModel]] = {Quant.name: Quant, BitFlip.name: BitFlip,
                                       ConvertersModel.name: ConvertersModel}
 
 
+FLAGS = {"ratio": "sigma-ratio", "compensation": "drift-compensation"}  # options whose flag is named otherwise
+
+
 def options_of(name: str) -> tuple[str, ...]:
     """The options model ``name`` takes (its dataclass fields; a Gaussian kind's besides ``kind``)."""
     cls = NoiseSpec if name in KINDS else MODELS.get(name)
@@ -80,7 +83,7 @@ def make_noise(name: str, **options: object) -> NoiseModel:
     given = {k: v for k, v in options.items() if v is not None and v is not False}
     foreign = sorted(set(given) - set(options_of(name)))
     if foreign:
-        shown = ", ".join(k.replace("_", "-") for k in foreign)
+        shown = ", ".join("--" + FLAGS.get(k, k.replace("_", "-")) for k in foreign)
         raise ConfigError(f"{shown} does not apply to noise model {name!r}")
     if name in KINDS:
         return NoiseSpec(name, **given)

@@ -66,8 +66,9 @@ class Axis:
         low = np.any(levels <= self.lowest) if self.positive else np.any(levels < self.lowest)
         if low or np.any(levels > self.highest):
             bracket = "(" if self.positive else "["
-            raise ConfigError(f"{self.name} must lie in {bracket}{self.lowest:g}, {self.highest:g}]; "
-                              f"got {levels.min():g}…{levels.max():g}")  # fmt: skip
+            bad = levels[(levels <= self.lowest) | (levels > self.highest)] if self.positive else levels[
+                (levels < self.lowest) | (levels > self.highest)]
+            raise ConfigError(f"{self.name} must lie in {bracket}{self.lowest:g}, {self.highest:g}]; got {bad[0]:g}")
         return np.unique(self.strength(levels))
 
     def _in_base_unit(self, text: str) -> str:
