@@ -97,10 +97,19 @@ def _axis_ticks(ax: plt.Axes, report: dict, left: float) -> None:
         ax.set_xticks([2.0**-b for b in bits[::step]], [str(b) for b in bits[::step]])
         ax.minorticks_off()
     elif axis.get("unit") == "s":
-        ticks = {k: v for k, v in TIME_TICKS.items() if left <= v <= right}
+        ticks = _spaced({k: v for k, v in TIME_TICKS.items() if left <= v <= right})
         if len(ticks) >= 2:
             ax.set_xticks(list(ticks.values()), list(ticks))
             ax.minorticks_off()
+
+
+def _spaced(ticks: dict[str, float], ratio: float = 20.0) -> dict[str, float]:
+    """Ticks at least ``ratio`` apart on a log axis (1 y and 10 y would print over each other)."""
+    kept: dict[str, float] = {}
+    for label, value in ticks.items():
+        if not kept or value >= ratio * list(kept.values())[-1]:
+            kept[label] = value
+    return kept
 
 
 def _text(s: object) -> str:
