@@ -42,6 +42,21 @@ def _quantiser(graph: ir.Graph, x: ir.Value, step: ir.Value, levels: ir.Value, s
     return nodes, mul.outputs[0]
 
 
+def reroute(graph: ir.Graph, node: ir.Node, users: list, v: ir.Value, added: list[ir.Node], tag: str) -> None:
+    """Every reader of ``node``'s output (``users``, taken before ``added`` read it) reads ``v``
+    instead, ``added`` placed after ``node``; a graph output keeps its name on ``v``."""
+    y = node.outputs[0]
+    v.type, v.shape = y.type, y.shape
+    if y.is_graph_output():
+        v.name, y.name = y.name, f"{y.name}__{tag}"
+        for i, out in enumerate(graph.outputs):
+            if out is y:
+                graph.outputs[i] = v
+    for user, i in users:
+        user.replace_input_with(i, v)
+    graph.insert_after(node, added)
+
+
 def layer_of(graph: ir.Graph, weight: str) -> tuple[ir.Node, int]:
     """(the node that multiplies by initializer or input ``weight``, the slot of its data input)."""
     value = graph.initializers.get(weight) or next((v for v in graph.inputs if v.name == weight), None)
@@ -90,13 +105,5 @@ class ConvertersPass(ir.passes.InPlacePass):
                     more, v = _quantiser(graph, v, _scalar(graph, f"wn_adc_step_{k}"), _scalar(graph, "wn_adc_levels"),
                                          _scalar(graph, "wn_adc_sign"), f"wn_adc_{k}")  # fmt: skip
                     added += more
-                v.type, v.shape = y.type, y.shape
-                if y.is_graph_output():
-                    v.name, y.name = y.name, f"{y.name}__analog"
-                    for i, out in enumerate(graph.outputs):
-                        if out is y:
-                            graph.outputs[i] = v
-                for user, i in users:
-                    user.replace_input_with(i, v)
-                graph.insert_after(node, added)
+                reroute(graph, node, users, v, added, "analog")
         return ir.passes.PassResult(model, modified=bool(self.weights))

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import onnx_ir as ir
 
 from wn_onnx.errors import ConfigError
-from wn_onnx.graph_passes.converters import layer_of
+from wn_onnx.graph_passes.converters import layer_of, reroute
 
 
 class ReadNoisePass(ir.passes.InPlacePass):
@@ -51,14 +51,5 @@ class ReadNoisePass(ir.passes.InPlacePass):
             added = [square, variance, sd, noise, noisy]
             for n in added:
                 n.outputs[0].name = n.name
-            v = noisy.outputs[0]
-            v.type, v.shape = y.type, y.shape
-            if y.is_graph_output():
-                v.name, y.name = y.name, f"{y.name}__read"
-                for i, out in enumerate(graph.outputs):
-                    if out is y:
-                        graph.outputs[i] = v
-            for user, i in users:
-                user.replace_input_with(i, v)
-            graph.insert_after(node, added)
+            reroute(graph, node, users, noisy.outputs[0], added, "read")
         return ir.passes.PassResult(model, modified=bool(self.weights))
