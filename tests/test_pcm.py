@@ -410,3 +410,14 @@ def test_overlapping_bit_floors_take_the_strictest():
     report = {"points": [curve], "global": None, "axis": {"name": "bits", "unit": "bits", "more": "down"}}
     verdicts = evaluate_policy(report, Policy(point_floors=[("re:conv.*", 4.0), ("re:.*", 8.0)]), None)
     assert [v.passed for v in verdicts] == [False] and "max μ 4 bits" in verdicts[0].threshold
+
+
+def test_check_reads_a_time_floor_in_units(pcm_report):
+    """check --min-mu 1d on a pcm scan: every layer keeps half its accuracy for at least a day
+    (the first for about four months); --min-mu 1y fails on that first layer."""
+    model, data = pcm_report[:2]
+    common = ["check", model, "--data", data, "--noise", "pcm", "--on", "weights", "--drift-compensation", "none",
+              "--levels", "log:1s:10y:7", "--repeats", "4", "--mode", "walking"]  # fmt: skip
+    assert wn(*common, "--min-mu", "1d").returncode == 0
+    failed = wn(*common, "--min-mu", "1y")
+    assert failed.returncode == 1 and "| point 0 (2.weight) | 114 ± 37 d | ok | min μ 1 y | ❌ FAIL |" in failed.stdout, failed.stdout

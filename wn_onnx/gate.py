@@ -26,6 +26,7 @@ from wn_onnx.errors import WnError
 from wn_onnx.io import config as cs
 from wn_onnx.io.safeio import read_text
 from wn_onnx.results.fit import RESOLVED, pessimistic
+from wn_onnx.results.names import level_text
 from wn_onnx.results.report import clean_nonfinite
 
 Z = 2.0  # standard errors of slack in the baseline comparison
@@ -137,9 +138,13 @@ class Reading:
     def strength(self, level: float) -> float:
         return 2.0**-level if self.falling else level
 
-    def text(self, strength: float) -> str:
+    def text(self, strength: float, error: float | None = None) -> str:
+        """``strength`` (± ``error``) as the axis reads it: bits, a time in its largest unit (119 ± 37 d)."""
+        if self.unit == "s":
+            return level_text({"axis": {"unit": "s"}}, strength, error)
         value = -np.log2(strength) if self.falling and strength > 0 else strength
-        return f"{value:.4g}{' ' + self.unit if self.unit else ''}"
+        spread = f" ± {error:.2g}" if error and not self.falling else ""
+        return f"{value:.4g}{spread}{' ' + self.unit if self.unit else ''}"
 
     def sign(self, at_least: bool) -> str:
         """The comparison as the axis reads it (a strength ≥ floor is a level ≤ floor on a falling axis)."""
@@ -148,7 +153,8 @@ class Reading:
 
 def judge_floor(name: str, curve: dict, floor: float, reading: Reading = Reading()) -> Verdict:
     """``floor`` in the report's levels (σ, seconds, bits: on bits the most a layer may need)."""
-    rule = f"{'max' if reading.falling else 'min'} μ {floor:g}{' ' + reading.unit if reading.unit else ''}"
+    shown = reading.text(floor) if reading.unit == "s" else f"{floor:g}{' ' + reading.unit if reading.unit else ''}"
+    rule = f"{'max' if reading.falling else 'min'} μ {shown}"
     if curve["status"] == "failed":
         return _failed(name, curve, rule)
     mu, err, status = _value(curve), curve.get("mu_err"), curve["status"]
@@ -166,7 +172,7 @@ def judge_floor(name: str, curve: dict, floor: float, reading: Reading = Reading
         what = "only bracketed by the grid" if status == "bracketed" else "the fit is poor"
         why = f"μ ≈ {shown}, judged on the low end {reading.text(low)} ({what})"
     else:
-        why = f"μ = {shown}" + (f" ± {err:.2g}" if err and not reading.falling else "")
+        why = f"μ = {reading.text(mu, err)}"
     return Verdict(name, ok, f"{name}: {why} {reading.sign(ok)} {rule}", mu, err, status, rule)
 
 
@@ -246,7 +252,7 @@ def markdown(verdicts: list[Verdict], report: dict) -> str:
              "| check | μ | status | rule | result |", "|---|---|---|---|---|"]  # fmt: skip
     reading = Reading.of(report)
     for v in verdicts:
-        mu = "—" if v.mu is None else reading.text(v.mu) + (f" ± {v.mu_err:.2g}" if v.mu_err and not reading.falling else "")
+        mu = "—" if v.mu is None else reading.text(v.mu, v.mu_err)
         lines.append(f"| {v.name} | {mu} | {v.status} | {v.threshold} | {'✅ pass' if v.passed else '❌ FAIL'} |")
     if failed:
         lines += ["", "Failures:", *[f"- {v.message}" for v in failed]]

@@ -111,11 +111,11 @@ def check_command(
     ] = None,
     tolerance: Annotated[float | None, typer.Option(help="--estimator sequential: stop at μ_err ≤ tolerance·μ.")] = None,
     min_mu: Annotated[
-        float | None,
-        typer.Option(help="Every point and the global curve need μ ≥ this, in the model's unit (σ, seconds, error "
-                     "rate); for bits (quant, converters) the most bits a layer may need at μ."),
+        str | None,
+        typer.Option(help="Every point and the global curve need μ ≥ this, in the model's unit (σ, error rate, "
+                     "time: 3600 or 1h, 1y); for bits (quant, converters) the most bits a layer may need at μ."),
     ] = None,
-    global_min_mu: Annotated[float | None, typer.Option(help="Floor for the global μ only.")] = None,
+    global_min_mu: Annotated[str | None, typer.Option(help="Floor for the global μ only (the same units).")] = None,
     baseline: Annotated[Path | None, typer.Option(help="Report of the last release to compare against.")] = None,
     max_mu_drop: Annotated[
         str | None, typer.Option(help="With --baseline: allowed μ drop beyond the fit error (20% or 0.2).")
@@ -182,7 +182,17 @@ def _run(model, data, dataset_name, split, data_dir, feed, metric, metric_timeou
     dataset = load_data(loaded, data, dataset_name, split, data_dir, pick(limit, "limit"), limit_mode, not free,
                         [feeds] if isinstance(feeds, str) else feeds)  # fmt: skip
     base_report = load_report(base_path) if base_path else None
-    policy = Policy(pick(min_mu, "min_mu"), pick(global_min_mu, "global_min_mu"), parse_drop(pick(max_mu_drop, "max_mu_drop")),
+    def floor(value: object, flag: str) -> float | None:
+        """A floor in the model's levels (``1y`` on a time axis), checked against its range."""
+        if value is None:
+            return None
+        levels = spec.levels(str(value))
+        if levels.size != 1:
+            raise WnError(f"{flag} takes one level, got {value!r}")
+        return float(spec.axis.level(levels[0]))
+
+    policy = Policy(floor(pick(min_mu, "min_mu"), "--min-mu"), floor(pick(global_min_mu, "global_min_mu"), "--global-min-mu"),
+                    parse_drop(pick(max_mu_drop, "max_mu_drop")),
                     list(conf.get("points", {}).items()))  # fmt: skip
     if policy.max_drop is not None and base_report is None:
         raise WnError("--max-mu-drop needs --baseline REPORT")

@@ -61,7 +61,7 @@ def digital_command(report_path: Path, report: dict, k: int, evaluate: bool, at_
     table = Table(title=f"digital layers · {k} of {len(points)} kept noise-free, the least robust first")
     for col in ("#", "tensor", "op", "μ", "status"):
         table.add_column(col)
-    from wn_onnx.results.figures import mu_text
+    from wn_onnx.results.names import mu_text
 
     for i in order[:k]:
         p = points[i]
@@ -96,7 +96,7 @@ def _evaluate(report: dict, k: int, at_time: str | None, model: Path | None, dat
         top = max((max(p["sigmas"]) for p in report["points"] if p["sigmas"]), default=None)
         if top is None:
             raise WnError("the report has no measured level; give --at-time")
-        from wn_onnx.results.figures import level_text
+        from wn_onnx.results.names import level_text
 
         strength, text = np.array([top]), level_text(report, top)
     else:

@@ -38,7 +38,7 @@ def format_mu(curve: dict, report: dict | None = None) -> str:
     if "levels" in curve:  # an axis whose damage grows as it falls (bits): μ in its levels
         return _format_falling(curve)
     if report is not None and (report.get("axis") or {}).get("unit") == "s":
-        from wn_onnx.results.figures import mu_text
+        from wn_onnx.results.names import mu_text
 
         return mu_text(report, curve)
     if status == "not-reached":

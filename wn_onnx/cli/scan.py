@@ -81,7 +81,7 @@ def axis_note(note: str, report: dict) -> str:
     if not axis:
         return note
     if axis.get("unit") == "s":
-        from wn_onnx.results.figures import level_text
+        from wn_onnx.results.names import level_text
 
         note = STRENGTH.sub(lambda m: m.group(1) + level_text(report, float(m.group(2))), note)
     return note.replace("fewer than 3 σ", "fewer than 3 levels").replace("σ", str(axis["name"]))

@@ -24,7 +24,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from wn_onnx.results.fit import shaped_curve
-from wn_onnx.results.names import point_label, shorten
+from wn_onnx.results.names import level_text, mu_text, point_label, shorten
 from wn_onnx.results.schema import FAILED
 
 STATUS_MARK = {"ok": "o", "not-reached": "^", "no-drop-from-start": "v", "poor-fit": "s", "two-drops": "D", "bracketed": "P",
@@ -45,7 +45,6 @@ plt.rcParams.update({"font.size": FONT, "axes.titlesize": FONT, "axes.labelsize"
 
 
 TIME_TICKS = {"1 s": 1.0, "1 min": 60.0, "1 h": 3600.0, "1 d": 86400.0, "1 y": 3.15576e7, "10 y": 3.15576e8}
-TIME_UNITS = (("y", 3.15576e7), ("d", 86400.0), ("h", 3600.0), ("min", 60.0), ("s", 1.0))
 
 
 def axis_name(report: dict) -> str:
@@ -60,30 +59,6 @@ def axis_name(report: dict) -> str:
     if noise.get("kind") == "mixed":
         return "A" if noise.get("ratio") is not None else ("σ_add" if noise.get("sigma_mul") is not None else "σ_mul")
     return "σ"
-
-
-def level_text(report: dict, strength: float | None, error: float | None = None) -> str:
-    """A strength as the report's axis reads it (with ``error`` in the same unit): bits on a
-    falling axis, a time in the largest unit it reaches (115 d ± 38 d), else the value."""
-    if strength is None:
-        return "—"
-    axis = report.get("axis") or {}
-    if axis.get("more") == "down":
-        return f"{-np.log2(strength):.3g} bits" if strength > 0 else "—"
-    unit, size = "", 1.0
-    if axis.get("unit") == "s":  # in the largest unit it reaches: 115 d, not 9.96e+06 s
-        unit, size = next(((u, v) for u, v in TIME_UNITS if strength >= v), TIME_UNITS[-1])
-    shown = f"{strength / size:.3g}" + (f" ± {error / size:.2g}" if error else "")
-    return f"{shown} {unit}".strip()
-
-
-def mu_text(report: dict, curve: dict) -> str:
-    """μ as the axis reads it, a bound written as one (> 10 y, < 1 bits), an ``ok`` μ with its error."""
-    falling = (report.get("axis") or {}).get("more") == "down"
-    bound = {"not-reached": "<" if falling else ">", "no-drop-from-start": "≥" if falling else "≤"}.get(curve.get("status"))
-    error = curve.get("mu_err") if curve.get("status") in ("ok", "two-drops") else None
-    text = level_text(report, curve.get("mu"), error)
-    return f"{bound} {text}" if bound and curve.get("mu") is not None else text
 
 
 def _axis_ticks(ax: plt.Axes, report: dict, left: float) -> None:
