@@ -393,19 +393,20 @@ class Engine:
         ev = self.global_noise(points, st, scale, data)
         return sweep(ev, self.batches(data, st.batch_size), st, tick, self._clean_of(data), cache)
 
-    def _clean_values(self, points: list[Point], data: Dataset, batch_size: int) -> Iterator[dict[int, np.ndarray]]:
-        """Point index → the point's clean values on one batch of ``data``, batch after batch
-        (padding rows of a fixed batch left out)."""
+    def _clean_values(self, names: list[str], data: Dataset, batch_size: int) -> Iterator[dict[str, np.ndarray]]:
+        """Value name → its clean values on one batch of ``data``, batch after batch (padding rows
+        of a fixed batch left out)."""
+        names = list(dict.fromkeys(names))
         sample, live = self._per_sample(data)
-        sizes = [self._bytes(p.tensor, sample) for p in points]
+        sizes = [self._bytes(name, sample) for name in names]
         for _, x, _, n in self.batches(data, self.budget.samples(live + sum(sizes) + 2 * max(sizes), batch_size)):
-            values = self.run_values(x, [p.tensor for p in points])
+            values = self.run_values(x, names)
             out = {}
-            for p in points:
-                v, axis = values[p.tensor], self.sample_axis(p.tensor, x)
+            for name in names:
+                v, axis = values[name], self.sample_axis(name, x)
                 if axis is not None and v.shape[axis] > n:  # padding rows of a fixed batch
                     v = np.take(v, np.arange(n), axis=axis)
-                out[p.index] = v
+                out[name] = v
             yield out
 
     def layer_ranges(self, points: list[WeightPoint], data: Dataset, st: SweepSettings) -> dict[int, tuple[float, float]]:
@@ -415,22 +416,11 @@ class Engine:
             return {}
         wanted = [p for p in points if p.index not in self._ranges]
         if wanted:
-            found = dict.fromkeys((p.index for p in wanted), (0.0, 0.0))
-            for _, x, _, n in self.batches(data, self.clean_batch(data, st.batch_size)):
-                values = self.run_values(x, [v for p in wanted for v in (p.data, p.output)])
-                for p in wanted:
-                    r_in, r_out = found[p.index]
-                    found[p.index] = (max(r_in, self._absmax(values[p.data], p.data, x, n)),
-                                      max(r_out, self._absmax(values[p.output], p.output, x, n)))  # fmt: skip
-            self._ranges.update(found)
+            top = dict.fromkeys((name for p in wanted for name in (p.data, p.output)), 0.0)
+            for values in self._clean_values(list(top), data, st.batch_size):
+                top.update((name, max(top[name], float(np.abs(v).max(initial=0.0)))) for name, v in values.items())
+            self._ranges.update((p.index, (top[p.data], top[p.output])) for p in wanted)
         return {p.index: self._ranges[p.index] for p in points}
-
-    def _absmax(self, v: np.ndarray, name: str, x: np.ndarray | Inputs, n: int) -> float:
-        """max |v| over the batch's samples (padding rows of a fixed batch left out)."""
-        axis = self.sample_axis(name, x)
-        if axis is not None and v.shape[axis] > n:
-            v = np.take(v, np.arange(n), axis=axis)
-        return float(np.abs(v).max(initial=0.0))
 
     def activation_reference(self, point: Point, data: Dataset, st: SweepSettings) -> Reference:
         """The largest |value| of ``point``'s clean activations over every sample of ``data`` (or the
@@ -440,8 +430,8 @@ class Engine:
         key = (point.index, percentile)
         if key not in self._refs:
             top, kept = 0.0, []
-            for values in self._clean_values([point], data, st.batch_size):
-                a = np.abs(values[point.index].astype(np.float64, copy=False)).ravel()
+            for values in self._clean_values([point.tensor], data, st.batch_size):
+                a = np.abs(values[point.tensor].astype(np.float64, copy=False)).ravel()
                 top = max(top, float(a.max(initial=0.0)))
                 if percentile is not None:
                     kept.append(a[:: max(1, a.size >> 20)])
@@ -457,18 +447,18 @@ class Engine:
         if not points:
             return set()
         ran: set[int] = set()
-        for values in self._clean_values(points, data, batch_size):
-            ran.update(i for i, v in values.items() if v.size)
+        for values in self._clean_values([p.tensor for p in points], data, batch_size):
+            ran.update(p.index for p in points if values[p.tensor].size)
         return {p.index for p in points} - ran
 
     def clean_std(self, points: list[Point], data: Dataset, batch_size: int) -> dict[int, float]:
         """Point index → standard deviation of the point's clean activation over every element
         of every sample of ``data`` (the unit of relative σ; padding rows of a fixed batch left out)."""
         moments = {p.index: np.zeros(3) for p in points}  # count, sum, sum of squares (float64)
-        for values in self._clean_values(points, data, batch_size):
-            for index, v in values.items():
-                v = v.astype(np.float64, copy=False)
-                moments[index] += (v.size, v.sum(), np.square(v).sum())
+        for values in self._clean_values([p.tensor for p in points], data, batch_size):
+            for p in points:
+                v = values[p.tensor].astype(np.float64, copy=False)
+                moments[p.index] += (v.size, v.sum(), np.square(v).sum())
         out = {}
         for index, (n, total, squares) in moments.items():
             mean = total / max(n, 1)
