@@ -31,7 +31,7 @@ from wn_onnx.graph_passes import (
 )
 from wn_onnx.graph_passes.insert_noise import SIGMA_INPUT
 from wn_onnx.graph_passes.noise_functions import sigma_inputs
-from wn_onnx.graph_passes.weights import find_weight_points, require_weights
+from wn_onnx.graph_passes.weights import points_on
 from wn_onnx.io.data import Dataset
 from wn_onnx.metrics import get_metric, score
 from wn_onnx.noise import NoiseSpec
@@ -230,11 +230,7 @@ def mixed_grid(
 ) -> dict:
     """Accuracy at point ``at`` (of ``granularity``; ``on="weights"``: weight point ``at``, additive
     σ relative to the layer's max|W|) for every (σ_mul, σ_add) pair, one order."""
-    if on == "weights":
-        points = require_weights(find_weight_points(engine.loaded.model), engine.loaded.path)
-    else:
-        points = find_points(engine.loaded.model, granularity)
-    point = _point(points, at)
+    point = _point(points_on(engine.loaded.model, on, granularity, engine.loaded.path), at)
     grid = np.zeros((len(sigma_mul), len(sigma_add)))
     spread = np.zeros_like(grid)
     for i, sm in enumerate(sigma_mul):

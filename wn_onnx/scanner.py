@@ -26,9 +26,9 @@ from wn_onnx.engine.draws import ORDER_STREAM
 from wn_onnx.engine.memory import Share
 from wn_onnx.engine.sweep import Evaluation
 from wn_onnx.errors import ConfigError, DataError, ModelError, PluginError, WnError
-from wn_onnx.graph_passes import Point, find_points, select_points
+from wn_onnx.graph_passes import Point, select_points
 from wn_onnx.graph_passes.extract import has_subgraphs
-from wn_onnx.graph_passes.weights import find_weight_points, require_weights
+from wn_onnx.graph_passes.weights import points_on
 from wn_onnx.io.config import MAX_PARALLEL
 from wn_onnx.io.data import Dataset, Inputs, check_shape
 from wn_onnx.io.model import LoadedModel, load_model
@@ -291,11 +291,7 @@ def run_scan(
     st = replace(st, top=float(np.max(st.sigmas)))  # draws shared by every strength of the grid, adaptive rounds too
     engine = Engine(loaded, providers_for(req.device), req.threads, req.memory)
     check_target(req, st, loaded)
-    if req.on == "weights":
-        all_points = require_weights(find_weight_points(loaded.model), loaded.path)
-    else:
-        all_points = find_points(loaded.model, req.granularity)
-    selected = select_points(all_points, req.at)
+    selected = select_points(points_on(loaded.model, req.on, req.granularity, loaded.path), req.at)
     chosen = [p for p in selected if not p.unsupported]
     skipped = [{**p.to_json(), "reason": p.unsupported} for p in selected if p.unsupported]
     if not chosen:

@@ -14,23 +14,6 @@ from wn_onnx.io.safeio import guard_outputs, write_json, write_text
 from wn_onnx.results.names import shorten
 
 
-def _weight_points(report: dict, model_path: Path):
-    """The model's weight points the report's points name (same index and tensor), in its order."""
-    from wn_onnx.graph_passes.weights import find_weight_points
-    from wn_onnx.io.model import load_model
-
-    loaded = load_model(model_path)
-    by_index = {p.index: p for p in find_weight_points(loaded.model)}
-    chosen = []
-    for q in report["points"]:
-        p = by_index.get(q["index"])
-        if p is None or p.tensor != q["tensor"]:
-            raise WnError(f"the report does not describe {model_path}: its weight point {q['index']} is {q['tensor']!r}, "
-                          f"the model's is {p.tensor if p else 'missing'!r}")  # fmt: skip
-        chosen.append(p)
-    return loaded, chosen
-
-
 def digital_command(report_path: Path, report: dict, k: int, evaluate: bool, at_time: str | None, model: Path | None,
                     data_options: dict, repeats: int, seed: int, batch_size: int, threads: int, memory: str | None,
                     as_json: bool, out_path: Path | None, html_path: Path | None = None) -> None:  # fmt: skip
@@ -103,7 +86,9 @@ def _evaluate(report: dict, k: int, at_time: str | None, model: Path | None, dat
         strength, text = spec.levels(at_time), at_time
         if strength.size != 1:
             raise WnError(f"--at-time takes one level, got {at_time!r}")
-    loaded, points = _weight_points(report, model)
+    from wn_onnx.cli.plan import match_model
+
+    loaded, points = match_model(report, model)
     o = data_options
     dataset = load_data(loaded, o.get("data"), o.get("dataset_name"), o.get("split"), o.get("data_dir"), o.get("limit"),
                         o["limit_mode"], feeds=o.get("feed"), labels=o.get("labels"))  # fmt: skip

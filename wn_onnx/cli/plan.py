@@ -47,21 +47,23 @@ GREEDY_MAX_POINTS = 20  # above this, --evaluate leaves greedy out unless asked:
 MAX_EXECUTIONS = 10_000  # repetitions of one point in a deployed model
 
 
-def _match_model(report: dict, model_path: Path, granularity: str | None = None):
-    """Load the model and check the report describes it (same point tensors, at the report's
-    granularity unless ``granularity`` says otherwise; reports before it was recorded: op)."""
-    from wn_onnx.graph_passes import find_points
+def match_model(report: dict, model_path: Path, granularity: str | None = None):
+    """Load the model and check the report describes it (same point tensors: its weight points for a
+    weight report, else its points at the report's granularity unless ``granularity`` says otherwise;
+    reports before it was recorded: op)."""
+    from wn_onnx.graph_passes.weights import points_on
     from wn_onnx.io.model import load_model
 
     loaded = load_model(model_path)
-    by_index = {p.index: p for p in find_points(loaded.model, granularity or report.get("granularity", "op"))}
+    weights = report.get("on") == "weights"
+    found = points_on(loaded.model, report.get("on", "activations"), granularity or report.get("granularity", "op"), str(model_path))
+    by_index = {p.index: p for p in found}
     chosen = []
     for q in report["points"]:
         p = by_index.get(q["index"])
         if p is None or p.tensor != q["tensor"]:
-            raise WnError(
-                f"the report does not describe {model_path}: its point {q['index']} is {q['tensor']!r}, the model's is {p.tensor if p else 'missing'!r}"
-            )
+            raise WnError(f"the report does not describe {model_path}: its {'weight ' if weights else ''}point {q['index']} "
+                          f"is {q['tensor']!r}, the model's is {p.tensor if p else 'missing'!r}")  # fmt: skip
         chosen.append(p)
     return loaded, chosen
 
@@ -185,7 +187,7 @@ def plan_command(
             raise WnError("--evaluate and --strategy greedy need --model and --data FILE.npz or --dataset NAME")
         if report.get("sigma_scale", "absolute") != "absolute":
             raise WnError("--evaluate and greedy take a report with absolute σ (scan --sigma-scale absolute)")
-        loaded, points = _match_model(report, model, granularity and granularity.value)
+        loaded, points = match_model(report, model, granularity and granularity.value)
         scoring = get_metric(metric or report.get("metric") or "top1", metric_timeout).name
         dataset = load_data(loaded, data, dataset_name, split, data_dir, limit, limit_mode, feeds=feed, labels=labels)
         engine = Engine(loaded, providers_for("cpu"), threads, memory_bytes(memory))  # holds the data: measured after it
@@ -293,7 +295,7 @@ def apply_plan_command(
         "points": [{"index": i, "tensor": t} for i, t in zip(indices, tensors, strict=True)],
         "granularity": plan.get("granularity", "op"),
     }
-    _match_model(report_like, model)
+    match_model(report_like, model)
     spec = (
         noise_spec(noise, order, 0.5 if noise == Kind.mixed else None) if noise else NoiseSpec.from_json(plan.get("noise"))
     )

@@ -118,15 +118,12 @@ def points_command(
     ] = False,
 ) -> None:
     """List the noise points of MODEL: index, tensor, producing op (the layer, for weights), shape (and the ops a layer point stands for)."""
-    from wn_onnx.graph_passes import find_points, select_points
-    from wn_onnx.graph_passes.weights import find_weight_points, require_weights
+    from wn_onnx.graph_passes import select_points
+    from wn_onnx.graph_passes.weights import points_on
     from wn_onnx.io.model import load_model
 
     loaded = load_model(model, output)
-    if on == Target.weights:
-        found = require_weights(find_weight_points(loaded.model), str(model))
-    else:
-        found = find_points(loaded.model, granularity.value)
+    found = points_on(loaded.model, on.value, granularity.value, str(model))
     from wn_onnx.graph_passes.points import batch_values
 
     chosen = [p.to_json() for p in select_points(found, at)]

@@ -22,7 +22,7 @@ from wn_onnx.engine.draws import GLOBAL_STREAM, PER_BATCH, WALK_STREAM
 from wn_onnx.engine.routes import Routes
 from wn_onnx.engine.sessions import run
 from wn_onnx.engine.sweep import SweepSettings
-from wn_onnx.graph_passes import ExtractSuffixPass, Point, suffix_inputs
+from wn_onnx.graph_passes import ExtractSuffixPass, Point
 from wn_onnx.io.data import Inputs
 from wn_onnx.noise import Reference
 from wn_onnx.noise.base import checked_apply, checked_draw
@@ -43,9 +43,7 @@ class NumpyWalk:
         if point.tensor == self.output:  # noise on the scored output itself: nothing runs after it
             self.session, self.inputs = None, [point.tensor]
         else:
-            self.inputs = suffix_inputs(loaded.model.graph, point.tensor, routes.live)
-            model = loaded.fresh(self.inputs, [self.output])
-            ExtractSuffixPass(self.inputs, [self.output])(model)
+            model, self.inputs = routes.after(point.tensor)
             self.session = routes.sessions.build(model)
 
     def start(self, batch: int, first: int | np.ndarray, x: np.ndarray | Inputs) -> None:

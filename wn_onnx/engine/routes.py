@@ -154,9 +154,7 @@ class Routes:
                 self._suffix[key] = (None, [tensor], True)
             else:
                 axis = self.sample_axis(tensor, x)
-                inputs = suffix_inputs(self.loaded.model.graph, tensor, self.live)
-                model = self.loaded.fresh(inputs, [self.loaded.output_name])
-                ExtractSuffixPass(inputs, [self.loaded.output_name])(model)
+                model, inputs = self.after(tensor)
                 value, probed = model.graph.inputs[0], self._probed(tensor, x)
                 if value.shape is None:  # shape inference lost it; the probe saw its rank
                     value.shape = ir.Shape([None] * (0 if probed is None else len(probed.shape)))
@@ -169,6 +167,14 @@ class Routes:
                 )
                 self._suffix[key] = (self.sessions.build(model), inputs, stack)
         return self._suffix[key]
+
+    def after(self, tensor: str) -> tuple[ir.Model, list[str]]:
+        """The clean graph after value ``tensor`` (a private copy to run passes on), and the clean
+        values it reads: ``tensor`` first, then any skip connection."""
+        inputs = suffix_inputs(self.loaded.model.graph, tensor, self.live)
+        model = self.loaded.fresh(inputs, [self.loaded.output_name])
+        ExtractSuffixPass(inputs, [self.loaded.output_name])(model)
+        return model, inputs
 
     def route(self, point: Point, spec: NoiseSpec, x: np.ndarray | Inputs) -> Route:
         """How to evaluate noise at ``point`` (``x``: samples for the axis probe): straight into

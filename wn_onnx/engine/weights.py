@@ -26,7 +26,6 @@ from wn_onnx.engine.routes import Routes
 from wn_onnx.engine.sessions import run
 from wn_onnx.engine.sweep import SweepSettings
 from wn_onnx.errors import ConfigError
-from wn_onnx.graph_passes import ExtractSuffixPass, suffix_inputs
 from wn_onnx.graph_passes.converters import ConvertersPass
 from wn_onnx.graph_passes.read_noise import ReadNoisePass
 from wn_onnx.graph_passes.weights import WeightPoint, WeightsAsInputsPass
@@ -180,11 +179,7 @@ class WeightWalk(WeightNoise):
 
     def __init__(self, routes: Routes, point: WeightPoint, st: SweepSettings,
                  ranges: dict[int, tuple[float, float]] | None = None) -> None:  # fmt: skip
-        loaded = routes.loaded
-        inputs = suffix_inputs(loaded.model.graph, point.data, routes.live)
-        model = loaded.fresh(inputs, [loaded.output_name])
-        ExtractSuffixPass(inputs, [loaded.output_name])(model)
-        super().__init__(routes, [point], st, model, inputs, ranges)
+        super().__init__(routes, [point], st, *routes.after(point.data), ranges)
 
 
 class WeightGlobal(WeightNoise):

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import onnx_ir as ir
 
 from wn_onnx.errors import ConfigError
-from wn_onnx.graph_passes.points import Point, _shape, sample_dependent
+from wn_onnx.graph_passes.points import Point, _shape, find_points, sample_dependent
 from wn_onnx.io.vocabulary import FLOAT_TYPES
 
 WEIGHT_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
@@ -78,6 +78,14 @@ def find_weight_points(model: ir.Model) -> list[WeightPoint]:
                                          output=node.outputs[0].name or "", shared=len(weight.uses()) > 1))  # fmt: skip
                 break
     return found
+
+
+def points_on(model: ir.Model, on: str, granularity: str, where: str) -> list[Point]:
+    """The points a scan ``on`` activations (at ``granularity``) or weights walks in ``model``
+    (``where``: the model's name for the error when it has no weights)."""
+    if on == "weights":
+        return require_weights(find_weight_points(model), where)
+    return find_points(model, granularity)
 
 
 def require_weights(points: list[WeightPoint], model: str) -> list[WeightPoint]:
