@@ -11,18 +11,76 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from wn_onnx.errors import ConfigError, DataError
+from wn_onnx.errors import ConfigError, DataError, ScanInterrupted
 from wn_onnx.graph_passes import Point, select_points
 from wn_onnx.graph_passes import find_points as _all_points
-from wn_onnx.io.data import Dataset, Inputs, check_shape, data_inputs, load_npz, load_streamed, make_dataset
+from wn_onnx.io.data import (
+    Dataset,
+    Inputs,
+    check_shape,
+    data_inputs,
+    load_npz,
+    load_streamed,
+    make_dataset,
+    parse_feeds,
+)
 from wn_onnx.io.embedded import DEFAULT_DATA, DEFAULT_MODEL
 from wn_onnx.io.model import LoadedModel, load_model
-from wn_onnx.noise import NoiseModel, default_repeats, make_noise
+from wn_onnx.io.safeio import guard_outputs, regular_file, write_json
+from wn_onnx.noise import Converters, NoiseModel, make_noise
 from wn_onnx.results.fit import curve_json
 from wn_onnx.results.report import Curve, Report
+from wn_onnx.scan_config import ScanConfig
+
+if TYPE_CHECKING:
+    from wn_onnx.gate import Verdict
+
+__all__ = [
+    "DEFAULT_DATA",
+    "DEFAULT_MODEL",
+    "Converters",
+    "Curve",
+    "Dataset",
+    "LoadedModel",
+    "NoiseModel",
+    "Point",
+    "Report",
+    "ScanConfig",
+    "ScanInterrupted",
+    "check",
+    "check_config",
+    "check_model",
+    "find_points",
+    "fit_curve",
+    "load_data",
+    "load_model",
+    "make_noise",
+    "plan",
+    "read_report",
+    "scan",
+    "scan_config",
+]  # fmt: skip
+
+# Names the commands need that load heavier modules: imported on first use (module __getattr__),
+# so the command line starts without them.
+_LAZY = {
+    "Verdict": "wn_onnx.gate", "markdown": "wn_onnx.gate", "junit": "wn_onnx.gate",
+}  # fmt: skip
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'wn_onnx.api' has no attribute {name!r}")
+
 
 ModelLike = str | os.PathLike | LoadedModel
 DataLike = Dataset | tuple | str | os.PathLike | None
@@ -42,24 +100,31 @@ def load_data(
     model: ModelLike,
     data: DataLike = None,
     *,
+    labels: str | os.PathLike | None = None,
     dataset: str | None = None,
     split: str | None = None,
     data_dir: str | os.PathLike | None = None,
     limit: int | None = None,
     limit_mode: str = "stratified",
-    labels: bool = True,
-    feeds: dict[str, np.ndarray | float] | None = None,
+    label_free: bool = False,
+    feeds: dict[str, np.ndarray | float] | Sequence[str] | None = None,
 ) -> Dataset:
     """Evaluation data for ``model``, checked against its inputs: a :class:`Dataset`, an ``(x, y)``
     pair (``x`` an array, or a dict of arrays by input name for a model with several inputs), an
     ``.npz`` file with ``x`` (or one array per input) and ``y``, inputs streamed from files (a
-    ``.npy``, a pair of ``.npy`` paths (inputs, labels), a folder of ``x.npy`` or one ``<input>.npy``
-    per input and ``y.npy``, or of ``.npz`` shards; README "Memory"), or a bundled dataset by name
-    (``dataset="fashion-mnist"``, normalised as the model's metadata says). ``labels=False``
-    accepts data without labels (label-free scans); ``feeds``: constants for inputs that are not
-    data (a state, a sample rate; README "Inputs")."""
+    ``.npy`` with ``labels`` a ``.npy`` of integer labels, a folder of ``x.npy`` or one
+    ``<input>.npy`` per input and ``y.npy``, or of ``.npz`` shards; docs/guide.md "Memory"), or a
+    bundled dataset by name (``dataset="fashion-mnist"``, normalised as the model's metadata says).
+    ``label_free`` accepts data without labels; ``feeds``: constants for inputs that are not data
+    (a state, a sample rate), by name or as ``NAME=NUMBER`` / ``NAME=FILE.npy`` texts."""
     loaded = _model(model)
-    fed = {k: np.asarray(v) for k, v in (feeds or {}).items()}
+    fed = parse_feeds(list(feeds)) if isinstance(feeds, list | tuple) else {k: np.asarray(v) for k, v in (feeds or {}).items()}
+    if isinstance(data, tuple):
+        if len(data) != 2:
+            raise DataError("data as a tuple must be (x, y); pass (x, None) for label-free data")
+        if isinstance(data[0], str | os.PathLike):  # ("x.npy", "y.npy"): streamed inputs, their labels
+            data, labels = data
+    names = data_inputs(loaded, fed)
     if dataset is not None:
         from wn_onnx.io.datasets import model_ready
 
@@ -67,101 +132,87 @@ def load_data(
     elif isinstance(data, Dataset):
         found = data
     elif isinstance(data, tuple):
-        if len(data) != 2:
-            raise DataError("data as a tuple must be (x, y); pass (x, None) for label-free data")
         x, y = data
-        if isinstance(x, (str, os.PathLike)):  # ("x.npy", "y.npy"): streamed inputs, their labels
-            found = load_streamed(x, y, limit, labels, limit_mode, data_inputs(loaded, fed) or (loaded.input_name,), tuple(fed))
-        else:
-            x = Inputs({k: np.asarray(v) for k, v in x.items()}) if isinstance(x, dict) else np.asarray(x)
-            found = make_dataset(x, None if y is None else np.asarray(y), "arrays", limit, limit_mode)
+        x = Inputs({k: np.asarray(v) for k, v in x.items()}) if isinstance(x, dict) else np.asarray(x)
+        found = make_dataset(x, None if y is None else np.asarray(y), "arrays", limit, limit_mode)
     elif data is None:
-        raise DataError("no evaluation data: give arrays (x, y), an .npz file with x and y, or a dataset name")
-    elif Path(data).suffix == ".npy" or Path(data).is_dir():  # streamed (README "Memory")
-        found = load_streamed(data, None, limit, labels, limit_mode, data_inputs(loaded, fed) or (loaded.input_name,), tuple(fed))
+        raise DataError("no evaluation data: give --data FILE.npz with arrays x (model inputs) and y (labels), "
+                        "or --dataset NAME")  # fmt: skip
+    elif Path(data).suffix == ".npy" or Path(data).is_dir():  # streamed (docs/guide.md "Memory")
+        found = load_streamed(data, labels, limit, not label_free, limit_mode, names or (loaded.input_name,), tuple(fed))
     else:
-        found = load_npz(data, limit, labels, limit_mode, data_inputs(loaded, fed), tuple(fed))
+        regular_file(Path(data), "data file")  # /dev/zero is named as what it is, before the options are matched
+        if labels is not None:
+            raise DataError("--labels goes with --data X.npy (an .npz carries its own y)")
+        found = load_npz(data, limit, not label_free, limit_mode, names, tuple(fed))
     return check_shape(found, loaded, fed)
+
+
+def scan_config(config: ScanConfig | None = None, **overrides: object) -> ScanConfig:
+    """``config`` (default: the defaults) with ``overrides`` (``sigmas`` is ``levels``), checked."""
+    if "sigmas" in overrides:
+        overrides["levels"] = overrides.pop("sigmas")
+    return (config or ScanConfig()).replace(**overrides) if overrides else (config or ScanConfig())
+
+
+def check_model(config: ScanConfig, model: ModelLike) -> None:
+    """What ``config`` cannot know before ``model`` is loaded (control flow in the graph), checked
+    before a long run starts."""
+    from wn_onnx.scanner import check_model as check
+
+    check(config, _model(model))
 
 
 def scan(
     model: ModelLike | None = None,
     data: DataLike = None,
+    config: ScanConfig | None = None,
     *,
-    noise: str | NoiseModel = "add",
-    on: str = "activations",
-    sigmas: str | Sequence[float] | None = None,
-    repeats: int | None = None,
-    seed: int = 0,
-    mode: str = "both",
-    at: str | None = None,
-    label_free: bool = False,
-    batch_size: int = 1024,
-    threads: int = 0,
-    device: str = "cpu",
-    adaptive: bool = False,
-    tolerance: float = 0.05,
-    redraw: bool = False,
-    global_after_bn: bool = True,
-    granularity: str = "layer",
-    sigma_scale: str = "absolute",
-    metric: str = "top1",
-    metric_timeout: float | None = None,
-    feeds: dict[str, np.ndarray | float] | None = None,
-    estimator: str = "grid",
-    memory: int | str | None = None,
-    workers: int = 0,
-    scheduler: str | None = None,
-    progress: Callable[[str, int], Callable[[int], None]] | None = None,
+    out: str | os.PathLike | None = None,
+    resume: bool = False,
+    progress: Callable[[str, int], Callable[[float], None]] | None = None,
+    inputs: Sequence[str | os.PathLike | None] = (),
+    **overrides: object,
 ) -> Report:
-    """Sweep σ at every selected point (walking) and at all of them at once (global) and fit μ.
+    """Sweep the noise strength at every selected point (walking) and at all of them at once
+    (global) and fit μ: :class:`ScanConfig` says how (``scan(noise="mul", repeats=3)`` builds one;
+    ``config=`` and keyword overrides combine). ``model`` and ``data`` omitted: the embedded digits
+    MLP on its held-out split; ``data`` as :func:`load_data` takes it (read with the
+    configuration's ``limit``, ``feeds``, ``label_free``). ``out``: write the report there, and
+    each finished curve to ``out.sqlite`` (``resume=True`` takes the curves an earlier run with the
+    same settings finished; Ctrl-C writes the partial report). ``progress(description, total)``
+    may return a ``tick(n)`` callback; ``inputs``: more files ``out`` must not overwrite (data
+    files read before the call; the model's own are known)."""
+    from wn_onnx.results.store import CurveStore
+    from wn_onnx.scanner import run_scan
 
-    ``model`` and ``data`` omitted: the embedded digits MLP on its held-out split. ``noise``:
-    a model's name (``"add"``, ``"mul"``, ``"quant"``, ``"bitflip"``, ``"module:Name"``) or a
-    :class:`NoiseModel` (:func:`make_noise`: mixed noise, options); ``on``: ``"activations"`` or
-    ``"weights"``. ``sigmas``: a grid text (``"log:1e-2:1e2:21"``) or values in the model's levels
-    (σ, bits, bit error rate); default the model's grid. ``repeats``: default 5 on activations, 10
-    on weights (where each repeat is one draw for every sample: docs/method.md, "Weight noise").
-    ``granularity``: ``"layer"`` (a GELU or LayerNorm is one point) or ``"op"``; ``sigma_scale="std"``:
-    σ in units of each point's clean activation std. ``metric``: ``"top1"``, ``"binary"``,
-    ``"per-position"`` or a plug-in ``"module:function"`` (README "Metrics"), which may take
-    ``metric_timeout`` seconds per batch (default 60); ``feeds``: constants
-    for inputs that are not data (README "Inputs"). ``progress(description, total)`` may return a
-    ``tick(n)`` callback. ``estimator="sequential"``: μ from per-sample trials at the σ that tell
-    most about it, until ``mu_err ≤ tolerance·μ`` (docs/method.md, "Sequential estimator").
-    ``memory``: the peak resident memory (bytes, or ``"2G"``; default: README "Memory"), shared
-    with ``jobs`` processes or a local cluster's workers (a remote cluster's workers each get it all).
-    ``workers`` / ``scheduler``: walk the points on a local Dask cluster of that many processes,
-    or on the cluster of that scheduler address.
-    """
-    from wn_onnx.engine import SweepSettings
-    from wn_onnx.engine.memory import parse_size
-    from wn_onnx.metrics import get_metric
-    from wn_onnx.scanner import ScanRequest, run_scan
-
+    config = scan_config(config, **overrides)
     if model is None:
         if data is not None:
             raise ConfigError("data without a model: the embedded default model only runs on its own digits")
         data = DEFAULT_DATA
     loaded = _model(model)
-    spec = noise if isinstance(noise, NoiseModel) else make_noise(noise)
-    if sigmas is None or isinstance(sigmas, str):
-        grid = spec.levels(sigmas)
-    else:
-        values = np.asarray(sigmas, float)
-        if values.ndim != 1 or values.size == 0 or not np.all(np.isfinite(values)):
-            raise ConfigError("sigmas must be a non-empty list of finite values")
-        grid = spec.levels(",".join(repr(float(v)) for v in values))
-    dataset = load_data(loaded, data, labels=not label_free, feeds=feeds)
-    repeats = default_repeats(on) if repeats is None else repeats
-    settings = SweepSettings(grid, spec, repeats, seed, batch_size, redraw, metric=get_metric(metric, metric_timeout).name,
-                             metric_timeout=metric_timeout)
-    request = ScanRequest(mode=mode, at=at, label_free=label_free, device=device, threads=threads, on=on,
-                          global_after_bn=global_after_bn, adaptive=adaptive, tolerance=tolerance,
-                          granularity=granularity, sigma_scale=sigma_scale, estimator=estimator,
-                          memory=parse_size(memory) if isinstance(memory, str) else memory, workers=workers,
-                          scheduler=scheduler)  # fmt: skip
-    return Report.from_json(run_scan(loaded, dataset, settings, request, progress))
+    dataset = data if isinstance(data, Dataset) else load_data(loaded, data, limit=config.limit, limit_mode=config.limit_mode,
+                                                               label_free=config.label_free, feeds=config.feeds)  # fmt: skip
+    if resume and out is None:
+        raise ConfigError("--resume needs --out: finished curves are kept in OUT.sqlite")
+    path = None if out is None else Path(out)
+    if path is not None:
+        sources = [loaded.path, *loaded.external, *(data if isinstance(data, tuple) else [data]), *inputs]
+        guard_outputs([path, path.with_name(path.name + ".sqlite")], [s for s in sources if isinstance(s, str | os.PathLike)])
+    store = None if path is None else CurveStore(path.with_name(path.name + ".sqlite"))
+    try:
+        report = run_scan(loaded, dataset, config, progress, store, resume)
+    except ScanInterrupted as stop:
+        if path is not None:
+            write_json(path, stop.report)
+        raise
+    finally:
+        if store is not None:
+            store.close()
+    if path is not None:
+        write_json(path, report)
+    return Report.from_json(report)
 
 
 def fit_curve(
@@ -184,45 +235,79 @@ def fit_curve(
     return Curve.from_json(curve_json(s, acc, np.zeros(acc.shape, int), chance, n_samples, clean, shared_draws))
 
 
-def _report(report: Report | dict | str | os.PathLike) -> dict:
+def read_report(report: Report | dict | str | os.PathLike, *, walked: bool = False) -> dict:
+    """A report as its JSON dict, checked (docs/report-schema.md); ``walked``: it must hold walked
+    points with usable μ values (what planning and a baseline comparison need)."""
+    from wn_onnx.planner import plannable
+
     if isinstance(report, Report):
-        return report.to_json()
-    if isinstance(report, dict):
-        return Report.from_json(report).to_json()
-    return Report.load(report).to_json()
+        data = report.to_json()
+    elif isinstance(report, dict):
+        data = Report.from_json(report).to_json()
+    else:
+        data = Report.load(report).to_json()
+    return plannable(data, str(report) if isinstance(report, str | os.PathLike) else "report") if walked else data
+
+
+def check_config(path: str | os.PathLike | None = None) -> dict:
+    """A CI gate's settings: ``wn-onnx.toml`` (top level) or ``pyproject.toml`` (``[tool.wn-onnx]``),
+    by default the one in the working folder ({} when there is none); unknown keys are named."""
+    from wn_onnx.gate import load_config
+
+    return load_config(None if path is None else Path(path))
 
 
 def plan(report: Report | dict | str | os.PathLike, budget: int | str | None = None, strategy: str = "inverse-mu") -> dict:
     """Spread ``budget`` executions (a whole number ≥ the point count; default 2 per point) over the
     walked points: ``"uniform"`` or ``"inverse-mu"`` (paper Table 3). The greedy search measures
     accuracy and runs from the command line (``wn-onnx plan --strategy greedy``)."""
-    from wn_onnx.planner import PlanInput, averaged_by_repeats, inverse_mu, parse_budget, plan_json, plannable, uniform
+    from wn_onnx.planner import PlanInput, averaged_by_repeats, inverse_mu, parse_budget, plan_json, uniform
 
     if strategy not in ("uniform", "inverse-mu"):
         raise ConfigError(f"unknown strategy {strategy!r} here; choose uniform or inverse-mu")
-    data = averaged_by_repeats(plannable(_report(report)))
+    data = averaged_by_repeats(read_report(report, walked=True))
     inp = PlanInput.from_report(data)
     total = parse_budget(budget, len(inp.indices))
     executions = uniform(len(inp.indices), total) if strategy == "uniform" else inverse_mu(inp.mu, total, inp.robust)
     return plan_json(strategy, total, executions, inp, data)
 
 
+
+
 def check(
     report: Report | dict | str | os.PathLike,
     *,
-    min_mu: float | None = None,
-    global_min_mu: float | None = None,
+    min_mu: float | str | None = None,
+    global_min_mu: float | str | None = None,
     baseline: Report | dict | str | os.PathLike | None = None,
-    max_drop: float | None = None,
+    max_drop: float | str | None = None,
     point_floors: Sequence[tuple[str, float]] = (),
-) -> list:
-    """CI verdicts for ``report``: every point's μ ≥ ``min_mu`` (``point_floors``: (pattern, min μ)
-    per point, patterns as in check configs), the global μ ≥ ``global_min_mu``, and no μ more than
-    ``max_drop`` (a fraction) below ``baseline``'s. Returns one :class:`wn_onnx.gate.Verdict` per rule;
-    ``all(v.passed for v in verdicts)`` is the gate."""
-    from wn_onnx.gate import Policy, evaluate_policy
+) -> list[Verdict]:
+    """CI verdicts for ``report``: every point's μ ≥ ``min_mu`` (``point_floors``: (selection, min μ)
+    per point, selections as ``at`` takes them), the global μ ≥ ``global_min_mu``, and no μ more
+    than ``max_drop`` (a fraction or ``"20%"``; 0 with a baseline and no drop given) below
+    ``baseline``'s. Floors are in the report's levels: σ, a time (``"1d"``), bits (the most a layer
+    may need). Returns one :class:`Verdict` per rule; ``all(v.passed for v in verdicts)`` is the gate."""
+    from wn_onnx.gate import Policy, evaluate_policy, parse_drop
 
-    if max_drop is not None and not 0 <= max_drop < 1:
-        raise ConfigError(f"the allowed μ drop must lie in [0, 1), got {max_drop}")
-    policy = Policy(min_mu, global_min_mu, max_drop, list(point_floors))
-    return evaluate_policy(_report(report), policy, None if baseline is None else _report(baseline))
+    data = read_report(report)
+    base = None if baseline is None else read_report(baseline, walked=True)
+    drop = parse_drop(None if max_drop is None else str(max_drop))
+    if drop is not None and base is None:
+        raise ConfigError("an allowed μ drop needs a baseline report")
+    policy = Policy(_floor(min_mu, data), _floor(global_min_mu, data), 0.0 if base is not None and drop is None else drop,
+                    list(point_floors))  # fmt: skip
+    return evaluate_policy(data, policy, base)
+
+
+def _floor(value: float | str | None, report: dict) -> float | None:
+    """A floor in the report's levels (``1y`` on a time axis), checked against the axis's range."""
+    from wn_onnx.noise import noise_from_json
+
+    if value is None:
+        return None
+    spec = noise_from_json(report.get("noise"))
+    levels = spec.levels(str(value))
+    if levels.size != 1:
+        raise ConfigError(f"a floor is one level, got {value!r}")
+    return float(spec.axis.level(levels[0]))

@@ -30,3 +30,11 @@ class PluginError(ConfigError):
 
 class DeviceError(WnError):
     """The requested execution provider (e.g. CUDA) is not available."""
+
+
+class ScanInterrupted(KeyboardInterrupt):
+    """Ctrl-C (or SIGTERM) during a scan; ``report`` holds what was finished, marked ``"partial": true``."""
+
+    def __init__(self, report: dict) -> None:
+        super().__init__("scan interrupted")
+        self.report = report

@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import re
 import xml.etree.ElementTree as ET
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import tomllib
 
 from wn_onnx.errors import WnError
+from wn_onnx.graph_passes.points import parse_indices
 from wn_onnx.io import config as cs
 from wn_onnx.io.safeio import read_text
 from wn_onnx.results.fit import RESOLVED, pessimistic
@@ -46,6 +47,8 @@ CONFIG = {
 
 @dataclass
 class Verdict:
+    """One rule's outcome for one curve (``all(v.passed for v in verdicts)`` is the gate)."""
+
     name: str  # "point 3 (tensor)" or "global"
     passed: bool
     message: str
@@ -53,6 +56,9 @@ class Verdict:
     mu_err: float | None
     status: str
     threshold: str = ""
+
+    def to_json(self) -> dict:
+        return asdict(self)
 
 
 @dataclass
@@ -102,15 +108,18 @@ def load_config(path: Path | None) -> dict:
     return conf
 
 
-def _matches(pattern: str, point: dict) -> bool:
+def _matches(pattern: str, point: dict, count: int) -> bool:
+    """Whether a config's point pattern selects ``point``: the grammar of every point selection
+    (``0,3,5-8``, ``op:Conv,Gemm``, ``re:PATTERN`` on tensor and node names; graph_passes/points.py)
+    among the report's ``count`` point indices."""
     if pattern.startswith("op:"):
         return point["op_type"].lower() in {p.strip().lower() for p in pattern[3:].split(",")}
-    regex = pattern[3:] if pattern.startswith("re:") else pattern
-    try:
-        # tensor or producing node, as --at re: selects (graph_passes/points.py); older reports lack "node"
-        return any(re.search(regex, point.get(key) or "") is not None for key in ("tensor", "node"))
-    except re.error as err:
-        raise WnError(f"threshold pattern {pattern!r}: invalid regular expression ({err})") from None
+    if pattern.startswith("re:"):
+        try:  # older reports lack "node"
+            return any(re.search(pattern[3:], point.get(key) or "") is not None for key in ("tensor", "node"))
+        except re.error as err:
+            raise WnError(f"threshold pattern {pattern!r}: invalid regular expression ({err})") from None
+    return point["index"] in parse_indices(pattern, count)
 
 
 def _value(curve: dict) -> float | None:
@@ -204,11 +213,12 @@ def evaluate_policy(report: dict, policy: Policy, baseline: dict | None) -> list
     verdicts = []
     reading = Reading.of(report)
     base_points = {p["tensor"]: p for p in (baseline or {}).get("points", [])}
+    count = 1 + max((p["index"] for p in report.get("points", [])), default=-1)
     if baseline is not None:
         _same_model(report, baseline, base_points)
     for p in report.get("points", []):
         name = f"point {p['index']} ({p['tensor']})"
-        floors = [f for pat, f in policy.point_floors if _matches(pat, p)]
+        floors = [f for pat, f in policy.point_floors if _matches(pat, p, count)]
         strictest = min if reading.falling else max  # on bits a floor is the most a layer may need
         floor = strictest(floors) if floors else policy.min_mu
         if floor is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import sys
@@ -13,63 +14,21 @@ import typer
 from rich.markup import escape
 from rich.text import Text
 
+from wn_onnx import api
 from wn_onnx.cli.common import (
-    MAX_THREADS,
-    AdcBitsOption,
-    AtOption,
-    BatchSizeOption,
-    CompensationOption,
-    DacBitsOption,
-    DataDirOption,
-    DataOption,
-    DatasetOption,
-    Device,
-    DeviceOption,
-    DriftScaleOption,
-    Estimator,
-    FeedOption,
-    FormatOption,
-    GMaxOption,
     Granularity,
     GranularityOption,
-    LabelsOption,
-    LevelsOption,
-    LimitMode,
-    LimitModeOption,
-    LimitOption,
-    MemoryOption,
-    MetricOption,
-    MetricTimeoutOption,
-    Mode,
-    NoiseOption,
     OnOption,
-    OrderOption,
-    OutNoiseOption,
     OutputOption,
-    PercentileOption,
-    PerTensorOption,
-    ProgScaleOption,
-    ReadNoiseOption,
-    ReadScaleOption,
-    SigmaAddOption,
-    SigmaMulOption,
-    SigmaRatioOption,
-    SigmaScale,
-    SplitOption,
     Target,
-    ThreadsOption,
-    WeightScaleOption,
-    converters,
     err,
-    load_data,
-    memory_bytes,
-    noise_model,
     out,
     progress_bar,
 )
+from wn_onnx.cli.options import DataArgs, ModelArgument, NoiseArgs, ScanArgs, grouped
+from wn_onnx.cli.render import report_table
 from wn_onnx.errors import WnError
-from wn_onnx.io.config import MAX_REPEATS, MAX_SEED
-from wn_onnx.io.safeio import guard_outputs, write_json
+from wn_onnx.results.report import clean_nonfinite
 
 STRENGTH = re.compile(r"(σ = |[<>≤≥] |and )(\d+(?:\.\d+)?(?:e[+-]?\d+)?)")
 
@@ -145,81 +104,12 @@ def points_command(
         out.print(Text(f"not a point (no sample's values): {v['tensor']} ({v['op_type']}, {shape or 'scalar'})"), soft_wrap=True)
 
 
+@grouped
 def scan_command(
-    model: Annotated[
-        Path | None, typer.Argument(help="ONNX model; omitted: the embedded digits MLP and its test split.")
-    ] = None,
-    data: DataOption = None,
-    labels: LabelsOption = None,
-    dataset_name: DatasetOption = None,
-    split: SplitOption = None,
-    data_dir: DataDirOption = None,
-    feed: FeedOption = None,
-    metric: MetricOption = "top1",
-    metric_timeout: MetricTimeoutOption = None,
-    noise: NoiseOption = "add",
-    on: OnOption = Target.activations,
-    order: OrderOption = None,
-    sigma_ratio: SigmaRatioOption = None,
-    sigma_mul: SigmaMulOption = None,
-    sigma_add: SigmaAddOption = None,
-    weight_scale: WeightScaleOption = None,
-    per_tensor: PerTensorOption = False,
-    percentile: PercentileOption = None,
-    fmt: FormatOption = None,
-    g_max: GMaxOption = None,
-    prog_scale: ProgScaleOption = None,
-    drift_scale: DriftScaleOption = None,
-    read_scale: ReadScaleOption = None,
-    compensation: CompensationOption = None,
-    read_noise: ReadNoiseOption = None,
-    dac_bits: DacBitsOption = None,
-    adc_bits: AdcBitsOption = None,
-    out_noise: OutNoiseOption = None,
-    sigmas: LevelsOption = None,
-    mode: Annotated[
-        Mode, typer.Option(help="walking: one point at a time · global: all selected points · both.")
-    ] = Mode.both,
-    at: AtOption = None,
-    repeats: Annotated[
-        int | None, typer.Option(help="Independent noise draws per σ (default 5; 10 on weights).", min=1, max=MAX_REPEATS)
-    ] = None,
-    seed: Annotated[
-        int, typer.Option(help="Seed of every noise draw: same inputs + seed → identical report.", min=0, max=MAX_SEED)
-    ] = 0,
-    limit: LimitOption = None,
-    limit_mode: LimitModeOption = LimitMode.stratified,
-    batch_size: BatchSizeOption = 1024,
-    redraw: Annotated[bool, typer.Option(help="Fresh noise for every σ instead of one draw reused across σ.")] = False,
-    global_skip_bn: Annotated[
-        bool, typer.Option(help="Global sweep: no noise after BatchNormalization (the paper's Table 1 setting).")
-    ] = False,
-    label_free: Annotated[
-        bool, typer.Option(help="Score agreement with the clean model's predictions instead of labels.")
-    ] = False,
-    adaptive: Annotated[
-        bool, typer.Option(help="Measure a coarse part of the grid, then refine around each drop until μ is precise.")
-    ] = False,
-    tolerance: Annotated[
-        float, typer.Option(help="--adaptive and --estimator sequential stop once μ_err ≤ tolerance·μ.")
-    ] = 0.05,
-    estimator: Annotated[
-        Estimator,
-        typer.Option(help="grid: every σ on every sample · sequential: few samples at the σ that tell most about μ."),
-    ] = Estimator.grid,
-    jobs: Annotated[int, typer.Option(help="Walk points in this many processes.", min=1, max=MAX_THREADS)] = 1,
-    memory: MemoryOption = None,
-    workers: Annotated[
-        int,
-        typer.Option(
-            help="Walk points (and global σ chunks) on a local Dask cluster of N worker processes.", min=0, max=MAX_THREADS
-        ),
-    ] = 0,
-    scheduler: Annotated[
-        str | None, typer.Option(help="… or on the Dask cluster of this scheduler (tcp://host:8786).")
-    ] = None,
-    device: DeviceOption = Device.cpu,
-    threads: ThreadsOption = 0,
+    model: ModelArgument = None,
+    data: DataArgs = None,
+    noise: NoiseArgs = None,
+    how: ScanArgs = None,
     out_path: Annotated[Path | None, typer.Option("--out", help="Write the report JSON here.")] = None,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the report JSON on stdout instead of the table.")
@@ -228,90 +118,54 @@ def scan_command(
         bool, typer.Option(help="Take curves finished by an earlier run with the same --out and settings.")
     ] = False,
     output: OutputOption = None,
-    granularity: GranularityOption = Granularity.layer,
-    sigma_scale: Annotated[
-        SigmaScale,
-        typer.Option(help="absolute: σ as given (the paper's) · std: σ in units of each point's clean activation std."),
-    ] = SigmaScale.absolute,
     quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
 ) -> None:
     """Sweep noise strength at every point (walking) and everywhere at once (global); fit μ per point."""
-    from wn_onnx.cli.render import report_table
-    from wn_onnx.engine import SweepSettings
-    from wn_onnx.io.embedded import DEFAULT_DATA, DEFAULT_MODEL
-    from wn_onnx.io.model import load_model
-    from wn_onnx.metrics import get_metric
-    from wn_onnx.results.report import clean_nonfinite
-    from wn_onnx.scanner import ScanRequest, run_scan
-
     if model is None:
-        if data is not None or dataset_name is not None:
+        if data.data is not None or data.dataset is not None:
             raise WnError("--data/--dataset without a MODEL: give the ONNX model to scan (the embedded default runs on its own digits)")
-        model, data = DEFAULT_MODEL, DEFAULT_DATA
-    spec = noise_model(noise, order=order, ratio=sigma_ratio, sigma_mul=sigma_mul, sigma_add=sigma_add,
-                       weight_scale=weight_scale, per_tensor=per_tensor, percentile=percentile, format=fmt, g_max=g_max,
-                       prog_scale=prog_scale, drift_scale=drift_scale, read_scale=read_scale, compensation=compensation,
-                       read_noise=read_noise)  # fmt: skip
-    grid = spec.levels(sigmas)
-    loaded = load_model(model, output)
-    dataset = load_data(loaded, data, dataset_name, split, data_dir, limit, limit_mode, not label_free, feed, labels)
-    from wn_onnx.noise import default_repeats
+        model, data.data = api.DEFAULT_MODEL, api.DEFAULT_DATA
+    config = api.scan_config(**noise.scan_settings(), **data.scan_settings(), **how.scan_settings())
+    loaded = api.load_model(model, output)
+    batch_note(loaded, str(model), config.batch_size)
+    api.check_model(config, loaded)  # before the progress bar: a refusal is its one line
+    dataset = api.load_data(loaded, **data.source(), limit=config.limit, limit_mode=config.limit_mode,
+                            label_free=config.label_free)  # fmt: skip
+    bar, factory = _progress(not quiet and not as_json)
+    start = time.perf_counter()
+    try:
+        with bar or contextlib.nullcontext():
+            report = api.scan(loaded, dataset, config, out=out_path, resume=resume, progress=factory,
+                              inputs=[model, data.data, data.labels]).to_json()  # fmt: skip
+    except api.ScanInterrupted as stop:
+        if out_path:
+            err.print(f"interrupted: partial report ({len(stop.report['points'])} points) written to "
+                      f"{escape(str(out_path))}; rerun with --resume to finish")  # fmt: skip
+        else:
+            err.print("interrupted (no --out: nothing saved)")
+        sys.exit(130)
+    if as_json:
+        print(json.dumps(report, indent=2))
+        return
+    render_scan(report, time.perf_counter() - start, out_path)
 
-    repeats = default_repeats(on.value) if repeats is None else repeats
-    settings = SweepSettings(grid, spec, repeats, seed, batch_size, redraw, metric=get_metric(metric, metric_timeout).name,
-                             metric_timeout=metric_timeout, converters=converters(dac_bits, adc_bits, out_noise))
+
+def batch_note(loaded, name: str, batch_size: int) -> None:
+    """Say how a model with a batch size in its graph is run."""
     if loaded.freed_batch:
         err.print(
-            f"[dim]{escape(str(model))}: the input declares a batch of {loaded.freed_batch}, but the graph gives the same outputs for "
+            f"[dim]{escape(name)}: the input declares a batch of {loaded.freed_batch}, but the graph gives the same outputs for "
             "any batch (checked), so it runs in batches of --batch-size[/]"
         )
     elif loaded.fixed_batch and loaded.fixed_batch != batch_size:
         err.print(
-            f"[yellow]{escape(str(model))}: the graph has its batch of {loaded.fixed_batch} built in; evaluating {loaded.fixed_batch} "
+            f"[yellow]{escape(name)}: the graph has its batch of {loaded.fixed_batch} built in; evaluating {loaded.fixed_batch} "
             "samples per run (slow for small batches: export with a dynamic batch axis to go faster)[/]"
         )
-    request = ScanRequest(
-        mode.value, at, label_free, device.value, threads, not global_skip_bn, adaptive, tolerance, jobs,
-        granularity.value, sigma_scale.value, estimator.value, memory_bytes(memory), workers, scheduler, on.value,
-    )  # fmt: skip
-    from wn_onnx.scanner import check_target
 
-    check_target(request, settings, loaded)  # before the progress bar: a refusal is its one line
-    if resume and out_path is None:
-        raise WnError("--resume needs --out: finished curves are kept in OUT.sqlite")
-    if out_path:
-        guard_outputs([out_path, out_path.with_name(out_path.name + ".sqlite")], [model, data, labels, *loaded.external])
-    from wn_onnx.results.store import CurveStore
-    from wn_onnx.scanner import ScanInterrupted
 
-    store = CurveStore(out_path.with_name(out_path.name + ".sqlite")) if out_path else None
-    bar, factory = _progress(not quiet and not as_json)
-    start = time.perf_counter()
-    try:
-        if bar:
-            with bar:
-                report = run_scan(loaded, dataset, settings, request, factory, store, resume)
-        else:
-            report = run_scan(loaded, dataset, settings, request, None, store, resume)
-    except ScanInterrupted as stop:
-        if out_path:
-            write_json(out_path, stop.report)
-            err.print(
-                f"interrupted: partial report ({len(stop.report['points'])} points) written to {escape(str(out_path))}; "
-                "rerun with --resume to finish"
-            )
-        else:
-            err.print("interrupted (no --out: nothing saved)")
-        sys.exit(130)
-    finally:
-        if store is not None:
-            store.close()
-    report["seconds"] = round(time.perf_counter() - start, 3)
-    if out_path:
-        write_json(out_path, {k: v for k, v in report.items() if k != "seconds"})
-    if as_json:
-        print(json.dumps(report, indent=2))
-        return
+def render_scan(report: dict, seconds: float, out_path: Path | None) -> None:
+    """The scan's table and the lines under it: fit notes, failed / skipped / not-run points, warnings."""
     out.print(report_table(report, out.width))
     notes = [
         (p.get("index", "global"), p["fit"]["note"])
@@ -360,4 +214,4 @@ def scan_command(
         out.print(
             f"[yellow]{bad} noisy predictions had NaN/Inf outputs; they count as wrong (see 'nonfinite' in the JSON).[/]"
         )
-    out.print(f"[dim]{report['seconds']:.1f} s{f' · report written to {escape(str(out_path))}' if out_path else ''}[/]")
+    out.print(f"[dim]{seconds:.1f} s{f' · report written to {escape(str(out_path))}' if out_path else ''}[/]")

@@ -355,7 +355,7 @@ def run_sweep(
                 else:
                     stats["elsewhere"] += 1
             return stats
-        from wn_onnx.cluster import connect  # the Dask client scans use too
+        from wn_onnx.executors import connect  # the Dask client scans use too
         from wn_onnx.engine.memory import Share
 
         with connect(workers, scheduler) as (client, cluster):
