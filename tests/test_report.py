@@ -465,3 +465,20 @@ def test_figures_take_report_objects(tmp_path, reports):
     page = (tmp_path / "r.html").read_text()
     assert written == [tmp_path / "r.html"] and page.count("data:image/png;base64,") == 4
     assert f"{add['global']['mu']:.3g}" in page
+
+
+def test_adaptive_and_sequential_bookkeeping_is_typed():
+    import wn_onnx
+
+    adaptive = wn_onnx.scan(repeats=2, adaptive=True, mode="walking", at="1").points[0]
+    assert isinstance(adaptive.adaptive, wn_onnx.Adaptive) and adaptive.adaptive.extra == {}
+    assert adaptive.adaptive.evaluations == len(adaptive.sigmas) < adaptive.adaptive.grid == 49
+    assert adaptive.adaptive.tolerance == 0.05 and adaptive.sequential is None
+    seq = wn_onnx.scan(estimator="sequential", mode="walking", at="1")
+    s = seq.points[0].sequential
+    assert seq.estimator == "sequential" and isinstance(s, wn_onnx.Sequential) and s.extra == {}
+    assert s.evaluations == sum(s.trials) < s.grid_evaluations
+    assert s.fraction == pytest.approx(s.evaluations / s.grid_evaluations)
+    assert len(s.trials) == len(s.correct) == len(seq.points[0].sigmas) and seq.points[0].adaptive is None
+    frame = seq.to_pandas()
+    assert list(frame.repeat.unique()) == [0] and list(frame.accuracy) == [row[0] for row in seq.points[0].accuracy]
