@@ -419,8 +419,10 @@ def test_absent_optional_keys_stay_absent_and_read_as_their_default(reports):
     for key in ("metric", "estimator", "chance", "repeats", "clean_nonfinite"):
         del old[key]
     del old["points"][1]["node"], old["points"][1]["nonfinite"], old["points"][1]["fit"]["chi2_red"]
+    del old["global"]["points"]
     r = Report.from_json(old)
     assert r.to_json() == old and "metric" not in r.to_json() and "node" not in r.points[1].to_json()
+    assert r.global_.points == [] and "points" not in r.global_.to_json()
     assert (r.metric, r.estimator, r.chance, r.repeats, r.points[1].node, r.points[1].fit.chi2_red) == (
         "top1", "grid", None, None, "", None)  # fmt: skip
     r.seconds, r.points[1].node = 1.5, "/2/Gemm"  # set on a read report: written, after the keys it held

@@ -39,9 +39,10 @@ _OWN = ("extra", "written")  # the bookkeeping fields every view has; never JSON
 @dataclass(kw_only=True)
 class _View:
     """A typed view of one JSON object. Subclasses are keyword-only dataclasses whose fields are
-    the documented keys: a field without a default (or named in ``_ALWAYS``) is always written, an
-    optional one when the JSON object held it (``written``) or when it differs from its default
-    (the value a reader assumes when the key is absent)."""
+    the documented keys. A key is written when it differs from its default (the value a reader
+    assumes when the key is absent), and otherwise when the JSON object read held it
+    (``written``), or, for a view built in code, when the field has no default or is named in
+    ``_ALWAYS``."""
 
     _KEY: ClassVar[dict[str, str]] = {}  # field → JSON key where they differ (global_ → "global")
     _NESTED: ClassVar[dict[str, str]] = {}  # field → the view class (by name) its JSON object or list items become
@@ -52,37 +53,39 @@ class _View:
     written: tuple[str, ...] | None = field(default=None, repr=False, compare=False)  # a read object's keys, in order
 
     @classmethod
-    def _declared(cls) -> list:
-        own = [f for f in fields(cls) if f.name not in _OWN]
-        return sorted(own, key=lambda f: f.name not in cls._HEAD)  # stable: the head first, then declaration order
+    def _keys(cls) -> list[_Key]:
+        """The declared keys, the head first, then in declaration order (computed once per class)."""
+        cached = cls.__dict__.get("_keys_cache")
+        if cached is None:
+            own = sorted((f for f in fields(cls) if f.name not in _OWN), key=lambda f: f.name not in cls._HEAD)
+            cached = [_Key.of(cls, f) for f in own]
+            cls._keys_cache = cached
+        return cached
 
     @classmethod
     def from_json(cls, data: dict) -> Any:
         if not isinstance(data, dict):
             raise WnError(f"a report's {cls.__name__} must be a JSON object, not {type(data).__name__}")
         known: dict[str, Any] = {}
-        for f in cls._declared():
-            key = cls._KEY.get(f.name, f.name)
-            if key in data:
-                known[f.name] = _decode(cls._NESTED.get(f.name), data[key])
-            elif _required(f):
-                raise WnError(f"not a wn-onnx scan report: a {cls.__name__} lacks {key!r}")
-        names = {cls._KEY.get(f.name, f.name) for f in cls._declared()}
-        extra = {k: v for k, v in data.items() if k not in names}
+        for k in cls._keys():
+            if k.key in data:
+                known[k.name] = _decode(k.nested, data[k.key])
+            elif k.required:
+                raise WnError(f"not a wn-onnx scan report: a {cls.__name__} lacks {k.key!r}")
+        names = {k.key for k in cls._keys()}
+        extra = {key: v for key, v in data.items() if key not in names}
         return cls(**known, extra=extra, written=tuple(data))
 
     def to_json(self) -> dict:
         """The JSON object: the keys a read object held, in its order, then any set since."""
+        held = () if self.written is None else self.written
         values: dict[str, Any] = {}
-        for f in self._declared():
-            value = getattr(self, f.name)
-            key = self._KEY.get(f.name, f.name)
-            held = self.written is not None and key in self.written
-            if held or f.name in self._ALWAYS or _required(f) or value != _default(f):
-                values[key] = _encode(value)
-        order = [*(self.written or ()), *values, *self.extra]
+        for k in self._keys():
+            value = getattr(self, k.name)
+            if (k.key in held if self.written is not None else k.always) or value != k.absent():
+                values[k.key] = _encode(value)
         out = {}
-        for key in dict.fromkeys(order):
+        for key in dict.fromkeys([*held, *values, *self.extra]):
             if key in values:
                 out[key] = values[key]
             elif key in self.extra:
@@ -90,13 +93,28 @@ class _View:
         return out
 
 
-def _required(f: Field) -> bool:
-    return f.default is MISSING and f.default_factory is MISSING
+@dataclass(frozen=True)
+class _Key:
+    """One declared key of a view: its field, its JSON name, the view its value becomes, whether a
+    JSON object must hold it and whether it is always written, and its default (the value a reader
+    assumes when the key is absent)."""
 
+    name: str
+    key: str
+    nested: str | None
+    required: bool
+    always: bool
+    default: Any
+    factory: Any
 
-def _default(f: Field) -> Any:
-    """The value a reader assumes when the key is absent."""
-    return f.default_factory() if f.default_factory is not MISSING else f.default
+    @classmethod
+    def of(cls, view: type[_View], f: Field) -> _Key:
+        required = f.default is MISSING and f.default_factory is MISSING
+        return cls(f.name, view._KEY.get(f.name, f.name), view._NESTED.get(f.name), required,
+                   required or f.name in view._ALWAYS, f.default, f.default_factory)  # fmt: skip
+
+    def absent(self) -> Any:
+        return self.factory() if self.factory is not MISSING else self.default
 
 
 def _decode(kind: str | None, value: Any) -> Any:
