@@ -27,7 +27,7 @@ def test_readme_python_example_runs(tmp_path, monkeypatch):
     assert (tmp_path / "curves.png").stat().st_size > 10_000
     assert scope["same"].to_json() == report.to_json()
     frame = scope["frame"]
-    assert len(frame) == 17 * (5 + 1)  # five points and the global curve, 17 σ each
+    assert len(frame) == 17 * 2 * (5 + 1)  # five points and the global curve, 17 σ and 2 repeats each
     assert sum(scope["plan"]["executions"]) == 10
 
 
@@ -54,8 +54,10 @@ def test_report_round_trip_keeps_every_key_and_refuses_newer_schemas():
     d["points"].append({**d["points"][0], "index": 7, "status": "failed", "fit": {"note": "boom"}, "mu": None,
                         "mu_err": None, "sigmas": [], "accuracy": [], "reason": "boom"})  # fmt: skip
     back = wn_onnx.Report.from_json(d)
-    assert back.to_json() == d
-    assert back.points[0].extra["some_future_key"] == {"x": 1} and back.points[1].fit.note == "boom" and not back.points[1].resolved
+    assert back.to_json() == d and list(back.to_json()) == list(d)  # the keys' order too
+    assert back.points[0].extra == {"some_future_key": {"x": 1}} and back.extra == {} and back.points[0].fit.extra == {}
+    assert back.points[1].fit.note == "boom" and back.points[1].reason == "boom" and not back.points[1].resolved
+    assert back.points[1].fit.to_json() == {"note": "boom"}  # a failed point's fit holds only its note
     assert back.global_ is None and back.points[0].fit.shape in ("linear", "log", "frechet", "weibull")
     with pytest.raises(WnError, match="newer"):
         wn_onnx.Report.from_json({**d, "schema_version": 99})
@@ -63,13 +65,34 @@ def test_report_round_trip_keeps_every_key_and_refuses_newer_schemas():
         wn_onnx.Report.from_json({"points": []})
 
 
-def test_to_pandas_rows_are_the_curves():
+def test_to_pandas_long_has_one_row_per_point_level_and_repeat():
     report = wn_onnx.scan(sigmas="log:1e-2:1e2:5", repeats=3, at="2")
     frame = report.to_pandas()
+    assert len(frame) == 2 * 5 * 3  # (point 2, global) × 5 σ × 3 repeats
+    assert frame.point.dtype == np.int64 and frame.repeat.dtype == np.int64 and frame.accuracy.dtype == np.float64
+    p = report.points[0]
     point = frame[frame.point == 2]
-    assert list(point.sigma) == report.points[0].sigmas
-    assert np.allclose(point.accuracy, np.mean(report.points[0].accuracy, axis=1))
-    assert (frame[frame.point == "global"].status == report.global_.status).all()
+    assert (point.kind == "point").all() and (point.tensor == p.tensor).all() and (point.op_type == p.op_type).all()
+    assert list(point.sigma) == list(np.repeat(p.sigmas, 3)) == list(point.level)
+    assert list(point.repeat) == [0, 1, 2] * 5
+    assert list(point.accuracy) == [a for row in p.accuracy for a in row]
+    assert (point.mu == p.mu).all() and (point.status == p.status).all()
+    glob = frame[frame.kind == "global"]
+    assert (glob.point == -1).all() and list(glob.accuracy) == [a for row in report.global_.accuracy for a in row]
+    assert (glob.status == report.global_.status).all() and (glob.tensor == "").all()
+
+
+def test_to_pandas_wide_has_one_row_per_curve():
+    report = wn_onnx.scan(sigmas="log:1e-2:1e2:9", repeats=2, at="1,3")
+    wide = report.to_pandas(long=False)
+    assert list(wide.point) == [1, 3, -1] and wide.point.dtype == np.int64
+    assert list(wide.kind) == ["point", "point", "global"] and list(wide.n_levels) == [9, 9, 9]
+    curves = [*report.points, report.global_]
+    assert list(wide.status) == [c.status for c in curves]
+    assert np.allclose(wide.mu, [c.mu for c in curves]) and np.allclose(wide.a_max, [c.a_max for c in curves])
+    assert list(wide.tensor[:2]) == [p.tensor for p in report.points]
+    assert list(wide.node[:2]) == [p.node for p in report.points]
+    assert wide.mu_level.isna().all()  # a Gaussian scan has no falling axis
 
 
 def test_fit_curve_matches_the_scan_fit():

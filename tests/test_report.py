@@ -388,3 +388,99 @@ def test_analyze_onnxruntime_failure_under_noise_is_one_line(tmp_path):
              "--granularity", "op")  # fmt: skip
     assert res.returncode == 2, res.stderr
     assert "onnxruntime failed" in res.stderr and len(res.stderr.strip().splitlines()) == 1
+
+
+# --- the report model (wn_onnx.Report): typed fields, exact round trip, a typed table, figures take it
+
+
+def test_every_key_a_scan_writes_is_a_typed_attribute(reports):
+    from wn_onnx.results.report import Report
+
+    add, _ = reports
+    r = Report.from_json(add)
+    views = [r, *r.points, r.global_, *(c.fit for c in r.curves)]
+    assert [v.extra for v in views] == [{}] * len(views)  # nothing rides in extra: every key is documented and typed
+    assert (r.chance, r.repeats, r.num_classes, r.metric, r.seed) == (0.1, 2, 10, "top1", 0)
+    assert (r.estimator, r.granularity, r.sigma_scale, r.on) == ("grid", "layer", "absolute", "activations")
+    assert r.mode == "both" and r.repeats == len(r.points[0].accuracy[0])
+    assert r.clean_nonfinite == 0 and r.partial is False and r.deterministic is False and r.seconds is None
+    assert r.config_hash == add["config_hash"] and len(r.config_hash) == 64
+    assert r.data["samples"] == add["data"]["samples"] > 0
+    assert [p.node for p in r.points[:3]] == ["", "/2/Gemm", add["points"][2]["node"]] and r.points[2].node
+    assert r.points[0].nonfinite == add["points"][0]["nonfinite"] and r.global_.points == add["global"]["points"]
+    assert r.to_json() == add and list(r.to_json()) == list(add)  # exact, in the writer's key order
+
+
+def test_absent_optional_keys_stay_absent_and_read_as_their_default(reports):
+    from wn_onnx.results.report import Report
+
+    add, _ = reports
+    old = json.loads(json.dumps(add))  # a report from before these keys were written
+    for key in ("metric", "estimator", "chance", "repeats", "clean_nonfinite"):
+        del old[key]
+    del old["points"][1]["node"], old["points"][1]["nonfinite"], old["points"][1]["fit"]["chi2_red"]
+    del old["global"]["points"]
+    r = Report.from_json(old)
+    assert r.to_json() == old and "metric" not in r.to_json() and "node" not in r.points[1].to_json()
+    assert r.global_.points == [] and "points" not in r.global_.to_json()
+    assert (r.metric, r.estimator, r.chance, r.repeats, r.points[1].node, r.points[1].fit.chi2_red) == (
+        "top1", "grid", None, None, "", None)  # fmt: skip
+    r.seconds, r.points[1].node = 1.5, "/2/Gemm"  # set on a read report: written, after the keys it held
+    out = r.to_json()
+    assert list(out)[-1] == "seconds" and out["seconds"] == 1.5 and out["points"][1]["node"] == "/2/Gemm"
+
+
+def test_a_falling_axis_is_typed_and_tabled_in_its_levels():
+    import wn_onnx
+
+    r = wn_onnx.scan(noise="quant", sigmas="lin:2:8:7", mode="walking", at="1,3")
+    assert r.deterministic and r.repeats == 1 and r.axis["more"] == "down" and r.global_ is None
+    p = r.points[0]
+    assert p.levels == [8.0, 7.0, 6.0, 5.0, 4.0, 3.0, 2.0] and p.sigmas == [2.0**-b for b in p.levels]
+    assert p.mu_level == pytest.approx(-np.log2(p.mu)) and 2 <= p.fewest_bits <= 8 and p.extra == {}
+    frame = r.to_pandas()
+    assert list(frame[frame.point == 1].level) == p.levels and list(frame.repeat.unique()) == [0]
+    wide = r.to_pandas(long=False)
+    assert list(wide.point) == [1, 3] and wide.mu_level.tolist() == pytest.approx([q.mu_level for q in r.points])
+
+
+def test_figures_take_report_objects(tmp_path, reports):
+    from wn_onnx.results.figures import axis_name, mu_table_html, summary_html
+    from wn_onnx.results.report import Report
+    from wn_onnx.results.schema import as_report_dict
+
+    add, mul = reports
+    typed = [Report.from_json(add), Report.from_json(mul)]
+    assert as_report_dict(typed[0]) == add and as_report_dict(add) is add
+    with pytest.raises(WnError, match="not a wn-onnx scan report"):
+        as_report_dict([add])
+    ticks = [t.get_text() for t in mu_figure([typed[0], mul], ["add", "mul"]).axes[0].get_xticklabels()]
+    assert ticks == [t.get_text() for t in mu_figure([add, mul], ["add", "mul"]).axes[0].get_xticklabels()]
+    assert ticks[0] == "0 input"
+    assert len(curves_figure(typed[1]).axes) == len(curves_figure(mul).axes) >= len(mul["points"]) + 1
+    bars = [len(c) for c in preserved_figure(typed, ["add", "mul"]).axes[0].containers if isinstance(c, BarContainer)]
+    assert bars == [len(add["points"])] * 2
+    assert align(typed)[0] == align([add, mul])[0] and axis_name(typed[1]) == axis_name(mul) == "σ"
+    assert summary_html(typed, ["a", "m"]) == summary_html([add, mul], ["a", "m"])
+    assert mu_table_html(typed, ["a", "m"]) == mu_table_html([add, mul], ["a", "m"])
+    written, _ = build_report(typed, ["add", "mul"], tmp_path / "r.html", None)
+    page = (tmp_path / "r.html").read_text()
+    assert written == [tmp_path / "r.html"] and page.count("data:image/png;base64,") == 4
+    assert f"{add['global']['mu']:.3g}" in page
+
+
+def test_adaptive_and_sequential_bookkeeping_is_typed():
+    import wn_onnx
+
+    adaptive = wn_onnx.scan(repeats=2, adaptive=True, mode="walking", at="1").points[0]
+    assert isinstance(adaptive.adaptive, wn_onnx.Adaptive) and adaptive.adaptive.extra == {}
+    assert adaptive.adaptive.evaluations == len(adaptive.sigmas) < adaptive.adaptive.grid == 49
+    assert adaptive.adaptive.tolerance == 0.05 and adaptive.sequential is None
+    seq = wn_onnx.scan(estimator="sequential", mode="walking", at="1")
+    s = seq.points[0].sequential
+    assert seq.estimator == "sequential" and isinstance(s, wn_onnx.Sequential) and s.extra == {}
+    assert s.evaluations == sum(s.trials) < s.grid_evaluations
+    assert s.fraction == pytest.approx(s.evaluations / s.grid_evaluations)
+    assert len(s.trials) == len(s.correct) == len(seq.points[0].sigmas) and seq.points[0].adaptive is None
+    frame = seq.to_pandas()
+    assert list(frame.repeat.unique()) == [0] and list(frame.accuracy) == [row[0] for row in seq.points[0].accuracy]

@@ -35,6 +35,8 @@ _API = {
     "PointCurve": "wn_onnx.results.report",
     "GlobalCurve": "wn_onnx.results.report",
     "Fit": "wn_onnx.results.report",
+    "Adaptive": "wn_onnx.results.report",
+    "Sequential": "wn_onnx.results.report",
     "DEFAULT_MODEL": "wn_onnx.io.embedded",  # the embedded digits MLP …
     "DEFAULT_DATA": "wn_onnx.io.embedded",  # … and its held-out split
     "WnError": "wn_onnx.errors",

@@ -5,7 +5,8 @@
 * :func:`preserved_figure` — relative accuracy preserved at the largest σ, per point.
 
 Points whose status is not ``ok`` are drawn distinctly (hollow markers, arrows for bounds) and
-the legend says why. Everything works from Python for notebooks and from ``wn-onnx report``.
+the legend says why. Everything works from Python for notebooks and from ``wn-onnx report``; a
+report is a :class:`wn_onnx.Report` or its JSON object wherever one is taken.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import html
 import io
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import matplotlib
 
@@ -25,7 +27,10 @@ import numpy as np
 
 from wn_onnx.results.fit import shaped_curve
 from wn_onnx.results.names import level_text, mu_text, point_label, shorten
-from wn_onnx.results.schema import FAILED
+from wn_onnx.results.schema import FAILED, as_report_dict
+
+if TYPE_CHECKING:
+    from wn_onnx.results.report import Report
 
 STATUS_MARK = {"ok": "o", "not-reached": "^", "no-drop-from-start": "v", "poor-fit": "s", "two-drops": "D", "bracketed": "P",
                "failed": "x"}  # fmt: skip
@@ -47,9 +52,10 @@ plt.rcParams.update({"font.size": FONT, "axes.titlesize": FONT, "axes.labelsize"
 TIME_TICKS = {"1 s": 1.0, "1 min": 60.0, "1 h": 3600.0, "1 d": 86400.0, "1 y": 3.15576e7, "10 y": 3.15576e8}
 
 
-def axis_name(report: dict) -> str:
+def axis_name(report: Report | dict) -> str:
     """The swept quantity, with its unit: σ for Gaussian noise (A, σ_add, σ_mul for mixed), else the
     report's axis (bits, bit error rate, time since programming (s), a plug-in's)."""
+    report = as_report_dict(report)
     axis = report.get("axis")
     if axis:
         name = "time since programming" if axis.get("name") == "time" else str(axis.get("name", "level"))
@@ -168,11 +174,12 @@ def _clean_slot(ax: plt.Axes, lo: float, hi: float, label: str = "0") -> tuple[f
     return x0, step
 
 
-def curves_figure(report: dict, columns: int = 3, limit: int | None = MAX_CURVES) -> plt.Figure:
+def curves_figure(report: Report | dict, columns: int = 3, limit: int | None = MAX_CURVES) -> plt.Figure:
     """Fig. 1 style: accuracy vs σ, one panel per point (and the global curve), clean accuracy as a
     reference line and drawn at σ = 0, the fit, μ with its error band, NaN outputs marked.
     With more than ``limit`` points (None or 0: no limit) only the ``limit`` with the lowest μ get
     a panel, and the title says so."""
+    report = as_report_dict(report)
     items, selected = _curves(report, limit)
     if not items:
         raise ValueError("the report holds no curves")
@@ -267,13 +274,14 @@ def curves_figure(report: dict, columns: int = 3, limit: int | None = MAX_CURVES
     return fig
 
 
-def align(reports: list[dict]) -> tuple[list[list[dict | None]], list[str]]:
+def align(reports: list[Report | dict]) -> tuple[list[list[dict | None]], list[str]]:
     """Columns of points across reports, matched by layer role: the op-type sequences are aligned
     (difflib), so conv1, its BatchNorm, its activation… line up between a BN and a no-BN model
     even though their tensor names differ; points without a partner get their own column.
 
     Returns the columns (one entry per report, None where a report has no such point) and
     warnings for reports whose points differ from the first one's."""
+    reports = [as_report_dict(r) for r in reports]
     columns: list[list[dict | None]] = [[p] for p in reports[0].get("points", [])]
     notes: list[str] = []
     for j, r in enumerate(reports[1:], start=1):
@@ -338,9 +346,10 @@ def _point_ticks(ax: plt.Axes, columns: list[list[dict | None]], x: np.ndarray) 
     ax.set_xlabel("noise point (index of the first report; names in the μ table)")
 
 
-def mu_figure(reports: list[dict], labels: list[str] | None = None) -> plt.Figure:
+def mu_figure(reports: list[Report | dict], labels: list[str] | None = None) -> plt.Figure:
     """Fig. 2 style: μ per point, x labelled "index tensor", one series per report, log μ axis,
     status-coded markers, error bars kept above zero, μ below the grid clipped and marked as bound."""
+    reports = [as_report_dict(r) for r in reports]
     columns, labels, fig, ax, x = _per_point_axes(reports, labels, height=3.2)
     width = 0.6 / len(reports)
     ms, cap = (5, 2) if len(columns) <= DENSE else (2, 0)  # thousands of points: small marks
@@ -409,9 +418,10 @@ def mu_figure(reports: list[dict], labels: list[str] | None = None) -> plt.Figur
     return fig
 
 
-def preserved_figure(reports: list[dict], labels: list[str] | None = None) -> plt.Figure:
+def preserved_figure(reports: list[Report | dict], labels: list[str] | None = None) -> plt.Figure:
     """Figs. 3/5 style: accuracy at the largest σ relative to clean accuracy, per point, with the
     spread over repeats as error bars (kept inside [0, 1.05])."""
+    reports = [as_report_dict(r) for r in reports]
     columns, labels, fig, ax, x = _per_point_axes(reports, labels, height=3.0)
     width = 0.8 / len(reports)
     for j, r in enumerate(reports):
@@ -491,8 +501,9 @@ def _statuses(reports: list[dict]) -> list[str]:
     return list(dict.fromkeys(seen))
 
 
-def summary_html(reports: list[dict], labels: list[str]) -> str:
+def summary_html(reports: list[Report | dict], labels: list[str]) -> str:
     """Per report: model, data, noise, clean accuracy, chance, global μ; then what each status means."""
+    reports = [as_report_dict(r) for r in reports]
     e = html.escape
     rows = ["<table><tr><th>report</th><th>model</th><th>data</th><th>noise</th><th>clean accuracy</th><th>chance</th>"
             "<th>global μ</th><th>points</th></tr>"]  # fmt: skip
@@ -526,8 +537,9 @@ def _mu_html(curve: dict) -> str:
     return prefix + f"{mu:.3g}" + (f" ± {err:.2g}" if err and not prefix else "")
 
 
-def mu_table_html(reports: list[dict], labels: list[str]) -> str:
+def mu_table_html(reports: list[Report | dict], labels: list[str]) -> str:
     """μ per point (aligned as in the figures), the threshold crossing, the status with its meaning."""
+    reports = [as_report_dict(r) for r in reports]
     e = html.escape
     head = "".join(f"<th>{e(lb)}: μ</th><th>{e(lb)}: threshold crossing</th><th>{e(lb)}: status</th>" for lb in labels)
     rows = [f"<table><tr><th>#</th><th>tensor</th><th>op</th>{head}</tr>"]
@@ -552,7 +564,7 @@ def mu_table_html(reports: list[dict], labels: list[str]) -> str:
 
 
 def build_report(
-    reports: list[dict],
+    reports: list[Report | dict],
     labels: list[str] | None = None,
     html_path: Path | None = None,
     figure_dir: Path | None = None,
@@ -560,6 +572,7 @@ def build_report(
 ) -> tuple[list[Path], list[str]]:
     """Write the figures (PNG + SVG) and/or the HTML page; returns (files written, warnings).
     ``curves``: accuracy-vs-σ panels per report (the lowest μ first; None or 0: every point)."""
+    reports = [as_report_dict(r) for r in reports]
     labels = labels or [Path(str(r.get("model", f"report {i + 1}"))).stem for i, r in enumerate(reports)]
     _, notes = align(reports)
     for lb, r in zip(labels, reports, strict=True):

@@ -103,6 +103,17 @@ def curve_problems(name: str, curve: dict) -> list[str]:
     return problems
 
 
+def as_report_dict(report: object) -> dict:
+    """A report's JSON object, from a :class:`wn_onnx.Report` (its ``to_json()``) or the object
+    itself; every reader that takes report dicts (figures, HTML pages) takes Reports through this."""
+    if isinstance(report, dict):
+        return report
+    to_json = getattr(report, "to_json", None)
+    if callable(to_json) and hasattr(report, "points"):
+        return to_json()
+    raise WnError(f"not a wn-onnx scan report: a {type(report).__name__}, not a Report or its JSON object")
+
+
 def read_report(path: str | Path) -> dict:
     """A scan report from disk; a missing file, bad JSON or a schema problem is one clear error."""
     p = Path(path)
