@@ -87,7 +87,9 @@ def _command(lines: list[str], path: str, command, parent_ctx) -> None:
         lines += [" ".join(command.help.split("\n\n")[0].split()), ""]
     subcommands = getattr(command, "commands", None)
     if subcommands:
-        lines.append("Sub-commands: " + ", ".join(f"[`{name}`](#{_anchor(f'{path} {name}')})" for name in subcommands) + ".")
+        lines.append(
+            "Sub-commands: " + ", ".join(f"[`{name}`](#{_anchor(f'{path} {name}')})" for name in subcommands) + "."
+        )
         for name, sub in subcommands.items():
             _command(lines, f"{path} {name}", sub, ctx)
         return
@@ -107,7 +109,11 @@ def render() -> str:
 
     root = typer.main.get_command(app)
     ctx = typer._click.Context(root, info_name="wn-onnx")
-    lines = [HEADER.rstrip(), "", "Commands: " + ", ".join(f"[`{n}`](#{_anchor('wn-onnx ' + n)})" for n in root.commands) + "."]
+    lines = [
+        HEADER.rstrip(),
+        "",
+        "Commands: " + ", ".join(f"[`{n}`](#{_anchor('wn-onnx ' + n)})" for n in root.commands) + ".",
+    ]
     for name, command in root.commands.items():
         _command(lines, f"wn-onnx {name}", command, ctx)
     return "\n".join(lines) + "\n"
