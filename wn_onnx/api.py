@@ -54,10 +54,10 @@ def load_data(
     pair (``x`` an array, or a dict of arrays by input name for a model with several inputs), an
     ``.npz`` file with ``x`` (or one array per input) and ``y``, inputs streamed from files (a
     ``.npy``, a pair of ``.npy`` paths (inputs, labels), a folder of ``x.npy`` or one ``<input>.npy``
-    per input and ``y.npy``, or of ``.npz`` shards; README "Memory"), or a bundled dataset by name
+    per input and ``y.npy``, or of ``.npz`` shards; docs/guide.md "Memory"), or a bundled dataset by name
     (``dataset="fashion-mnist"``, normalised as the model's metadata says). ``labels=False``
     accepts data without labels (label-free scans); ``feeds``: constants for inputs that are not
-    data (a state, a sample rate; README "Inputs")."""
+    data (a state, a sample rate; docs/guide.md "Inputs")."""
     loaded = _model(model)
     fed = {k: np.asarray(v) for k, v in (feeds or {}).items()}
     if dataset is not None:
@@ -77,7 +77,7 @@ def load_data(
             found = make_dataset(x, None if y is None else np.asarray(y), "arrays", limit, limit_mode)
     elif data is None:
         raise DataError("no evaluation data: give arrays (x, y), an .npz file with x and y, or a dataset name")
-    elif Path(data).suffix == ".npy" or Path(data).is_dir():  # streamed (README "Memory")
+    elif Path(data).suffix == ".npy" or Path(data).is_dir():  # streamed (docs/guide.md "Memory")
         found = load_streamed(data, None, limit, labels, limit_mode, data_inputs(loaded, fed) or (loaded.input_name,), tuple(fed))
     else:
         found = load_npz(data, limit, labels, limit_mode, data_inputs(loaded, fed), tuple(fed))
@@ -124,12 +124,12 @@ def scan(
     on weights (where each repeat is one draw for every sample: docs/method.md, "Weight noise").
     ``granularity``: ``"layer"`` (a GELU or LayerNorm is one point) or ``"op"``; ``sigma_scale="std"``:
     σ in units of each point's clean activation std. ``metric``: ``"top1"``, ``"binary"``,
-    ``"per-position"`` or a plug-in ``"module:function"`` (README "Metrics"), which may take
+    ``"per-position"`` or a plug-in ``"module:function"`` (docs/guide.md "Metrics"), which may take
     ``metric_timeout`` seconds per batch (default 60); ``feeds``: constants
-    for inputs that are not data (README "Inputs"). ``progress(description, total)`` may return a
+    for inputs that are not data (docs/guide.md "Inputs"). ``progress(description, total)`` may return a
     ``tick(n)`` callback. ``estimator="sequential"``: μ from per-sample trials at the σ that tell
     most about it, until ``mu_err ≤ tolerance·μ`` (docs/method.md, "Sequential estimator").
-    ``memory``: the peak resident memory (bytes, or ``"2G"``; default: README "Memory"), shared
+    ``memory``: the peak resident memory (bytes, or ``"2G"``; default: docs/guide.md "Memory"), shared
     with ``jobs`` processes or a local cluster's workers (a remote cluster's workers each get it all).
     ``workers`` / ``scheduler``: walk the points on a local Dask cluster of that many processes,
     or on the cluster of that scheduler address.
