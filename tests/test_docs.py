@@ -90,3 +90,32 @@ def test_readme_commands_match_ci():
     test = re.search(r"^python3 -m (pytest.*)$", ci, re.M).group(1)
     assert f"pip install {install}" in readme
     assert f"python -m {test}\n" in readme
+
+
+def _bad_tables(page: Path) -> list[str]:
+    """Rows whose cell count differs from their table's header (an unescaped | in a cell, even in
+    `code`, splits it on GitHub)."""
+    bad, width = [], None
+    for line in _prose(page.read_text()):
+        if not line.startswith("|"):
+            width = None
+            continue
+        cells = len(re.split(r"(?<!\\)\|", line.strip().strip("|")))
+        if width is None:
+            width = cells
+        elif cells != width:
+            bad.append(f"{page.name}: table row with {cells} cells, header has {width}: {line[:80]}")
+    return bad
+
+
+def test_every_table_row_has_its_headers_cells(tmp_path):
+    bad = [b for page in PAGES for b in _bad_tables(page)]
+    assert not bad, "\n".join(bad)
+    page = tmp_path / "t.md"
+    page.write_text("| a | b |\n|---|---|\n| `x|y` | z |\n")
+    assert len(_bad_tables(page)) == 1
+
+
+def test_readme_is_a_page_a_newcomer_reads():
+    lines = (ROOT / "README.md").read_text().splitlines()
+    assert len(lines) <= 350, f"README.md has {len(lines)} lines: move material into docs/"
