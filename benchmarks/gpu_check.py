@@ -41,7 +41,7 @@ def main(work: Path) -> None:
           + (f" ({torch.cuda.get_device_name()})" if torch.cuda.is_available() else ""))  # fmt: skip
     print(f"onnxruntime {ort.__version__}, providers {ort.get_available_providers()}")
     missing = [what for what, ok in (("torch with CUDA", torch.cuda.is_available()),
-               ("onnxruntime's CUDAExecutionProvider (README, \"GPU\")",
+               ("onnxruntime's CUDAExecutionProvider (docs/guide.md, \"GPU\")",
                 "CUDAExecutionProvider" in ort.get_available_providers())) if not ok]  # fmt: skip
     if missing:
         print(f"gpu_check needs a CUDA GPU; missing: {'; '.join(missing)}", file=sys.stderr)

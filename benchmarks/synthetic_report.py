@@ -1,6 +1,6 @@
 """A scan report of many points, written without a model: realistic logistic curves with binomial
 noise, fitted by ``wn_onnx.results.fit.curve_json`` (docs/report-schema.md). For timing
-``wn-onnx report`` on reports far larger than a test model gives (README, "Reports of many points")::
+``wn-onnx report`` on reports far larger than a test model gives (docs/reports.md, "Reports of many points")::
 
     python benchmarks/synthetic_report.py 300 /tmp/r300.json
     /usr/bin/time -v wn-onnx report /tmp/r300.json --html /tmp/r300.html

@@ -105,7 +105,7 @@ def test_local_workers_share_the_budget_a_remote_worker_has_it_all(monkeypatch):
 
 def tree_rss(pid: int) -> int:
     """Resident bytes of process ``pid`` and its descendants now, less multiprocessing's resource
-    tracker (a helper of a few MiB the budget leaves out, README "Memory")."""
+    tracker (a helper of a few MiB the budget leaves out, docs/guide.md "Memory")."""
     total, todo = 0, [pid]
     while todo:
         p = todo.pop()

@@ -211,7 +211,7 @@ FeedOption = Annotated[
     ),
 ]
 METRIC_HELP = ("top1 (classes on the last axis) · binary (sigmoid output, threshold 0.5) · per-position "
-               "([N, …, K] outputs) · module:function or file.py:function (a plug-in; README 'Metrics').")  # fmt: skip
+               "([N, …, K] outputs) · module:function or file.py:function (a plug-in; docs/guide.md 'Metrics').")  # fmt: skip
 MetricOption = Annotated[str, typer.Option(help=METRIC_HELP)]
 MetricTimeoutOption = Annotated[
     float | None,

@@ -58,7 +58,7 @@ def run_command(
     memory: MemoryOption = None,
 ) -> None:
     """Execute every run not done yet; done runs are skipped, failed ones retried. Each run's noisy
-    evaluation runs under --memory (local workers share it; see README "Memory")."""
+    evaluation runs under --memory (local workers share it; see docs/guide.md "Memory")."""
     from wn_onnx.training.sweep import RunStore, load_sweep, run_sweep
 
     sweep = load_sweep(sweep_file)

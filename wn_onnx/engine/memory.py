@@ -1,4 +1,4 @@
-"""The memory budget of a command that evaluates a model (``--memory``, README "Memory").
+"""The memory budget of a command that evaluates a model (``--memory``, docs/guide.md "Memory").
 
 Besides what is loaded once (interpreter, libraries, the model, its sessions, data held in
 memory), a scan's memory is the values of one onnxruntime run, proportional to the samples per

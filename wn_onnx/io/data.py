@@ -1,9 +1,9 @@
 """Evaluation data: preprocessed model inputs and integer labels ``y``.
 
 The inputs are one array ``x`` (a model with one input) or one array per graph input, named as
-the input (README "Inputs"); inputs that are not data (a recurrent state, a sample rate, a mask)
+the input (docs/guide.md "Inputs"); inputs that are not data (a recurrent state, a sample rate, a mask)
 may be fed a constant instead (``--feed NAME=VALUE``). From one ``.npz`` (read whole), or
-streamed so that the inputs never have to fit in memory (:class:`Rows`, README "Memory"): a
+streamed so that the inputs never have to fit in memory (:class:`Rows`, docs/guide.md "Memory"): a
 ``.npy`` memory-mapped one batch at a time (labels from a second ``.npy``), a folder holding
 ``x.npy`` (or one ``<input name>.npy`` per input) and ``y.npy``, or a folder of ``.npz`` shards
 read one shard at a time. Files are opened with ``allow_pickle=False``: an archive holding

@@ -359,7 +359,7 @@ def _curve(
     tolerance: float,
     converged: bool,
 ) -> dict:
-    """The report curve (same keys as the grid's, docs/report-schema in README): one accuracy per
+    """The report curve (same keys as the grid's, docs/report-schema.md): one accuracy per
     measured σ (its trials in ``sequential.trials``)."""
     sigma, k, n = trials.arrays()
     bad = [trials.bad[s] for s in sigma]
