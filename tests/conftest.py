@@ -17,6 +17,8 @@ import pytest
 import torch
 from torch import nn
 
+from wn_onnx.engine import SweepSettings
+from wn_onnx.scan_config import ScanConfig
 from wn_onnx.training.export import export_onnx
 from wn_onnx.training.nets import lenet5, mlp
 
@@ -174,3 +176,11 @@ def digits():
 
     with np.load(DEFAULT_DATA) as f:
         return DEFAULT_MODEL, f["x"], f["y"]
+
+
+def config_of(st: SweepSettings, request: dict | None = None, **more: object) -> ScanConfig:
+    """The scan configuration of engine sweep settings ``st`` and the scan ``request``'s settings
+    (tests build sweeps at the engine's level: grids in the model's strengths)."""
+    return ScanConfig(noise=st.spec, levels=st.spec.axis.level(st.sigmas), repeats=st.repeats, seed=st.seed,
+                      batch_size=st.batch_size, redraw=st.redraw, walk=st.walk, metric=st.metric,
+                      metric_timeout=st.metric_timeout, converters=st.converters, **(request or {}), **more)  # fmt: skip

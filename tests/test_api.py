@@ -109,8 +109,11 @@ def test_errors_are_typed_and_name_concepts(tmp_path):
         wn_onnx.load_model(bad)
     with pytest.raises(ConfigError, match="data without a model"):
         wn_onnx.scan(data=wn_onnx.DEFAULT_DATA)
-    with pytest.raises(ConfigError, match=r"^repeats must be >= 1"):
+    with pytest.raises(ConfigError, match=r"^repeats must lie in \[1, "):
         wn_onnx.scan(repeats=0)
+    for bad, said in ({"threads": 1000}, "threads must lie in"), ({"seed": -1}, "seed must lie in"), ({"jobs": 2.5}, "whole"):
+        with pytest.raises(ConfigError, match=said):  # checked where the configuration is made, before any work
+            wn_onnx.ScanConfig(**bad)
     with pytest.raises(DataError):
         wn_onnx.fit_curve([1, 2], [0.5], chance=0.1, n_samples=10)
     with pytest.raises(ConfigError, match="point selection"):

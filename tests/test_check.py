@@ -7,7 +7,7 @@ import xml.etree.ElementTree as ET
 
 import numpy as np
 import pytest
-from conftest import wn
+from conftest import config_of, wn
 
 from wn_onnx.engine import SweepSettings
 from wn_onnx.gate import Policy, evaluate_policy, judge_drop
@@ -15,7 +15,7 @@ from wn_onnx.io.data import make_dataset
 from wn_onnx.io.embedded import DEFAULT_DATA, DEFAULT_MODEL, digits_split
 from wn_onnx.io.model import load_model
 from wn_onnx.noise import NoiseSpec, parse_grid
-from wn_onnx.scanner import ScanRequest, run_scan
+from wn_onnx.scanner import run_scan
 from wn_onnx.training.export import export_onnx
 from wn_onnx.training.trainer import TrainConfig, train
 
@@ -92,7 +92,7 @@ def two_models(tmp_path_factory):
 
 def scan(path, data, seed):
     return run_scan(
-        load_model(path), data, SweepSettings(parse_grid("log:1e-2:1e3:31"), NoiseSpec("add"), 4, seed), ScanRequest()
+        load_model(path), data, config_of(SweepSettings(parse_grid("log:1e-2:1e3:31"), NoiseSpec("add"), 4, seed), dict())
     )
 
 
@@ -119,9 +119,9 @@ def test_drop_rule_uses_combined_error():
 def test_label_free_mu_close_to_labelled(two_models):
     good, _, data = two_models
     st = SweepSettings(parse_grid("log:1e-2:1e3:31"), NoiseSpec("add"), 4)
-    labelled = run_scan(load_model(good), data, st, ScanRequest(mode="global"))
+    labelled = run_scan(load_model(good), data, config_of(st, dict(mode="global")))
     free = run_scan(
-        load_model(good), make_dataset(data.x, None, "unlabelled"), st, ScanRequest(mode="global", label_free=True)
+        load_model(good), make_dataset(data.x, None, "unlabelled"), config_of(st, dict(mode="global", label_free=True))
     )
     assert free["clean_accuracy"] == 1.0 and free["data"]["label_free"]
     g, f = labelled["global"], free["global"]

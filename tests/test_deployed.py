@@ -8,7 +8,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import wn
+from conftest import config_of, wn
 from deployed import build
 from reference import Reference, scores
 
@@ -19,7 +19,7 @@ from wn_onnx.graph_passes import find_points
 from wn_onnx.io.data import Inputs, check_shape, load_npz, make_dataset
 from wn_onnx.io.model import load_model
 from wn_onnx.noise import NoiseSpec
-from wn_onnx.scanner import ScanRequest, run_scan
+from wn_onnx.scanner import run_scan
 
 SAMPLES, BATCH, REPEATS = 21, 8, 2
 SIGMAS = np.array([0.0, 0.3, 3.0])
@@ -67,12 +67,12 @@ def test_scan_equals_reference(deployed, name, label_free):
     y = None if label_free else labelled(dep, reference, x_ref)
     data = check_shape(make_dataset(Inputs(arrays), y, name), loaded, dep.feeds)
     st = SweepSettings(SIGMAS, NoiseSpec("add"), repeats=REPEATS, batch_size=BATCH, metric=dep.metric)
-    report = run_scan(loaded, data, st, ScanRequest(mode="both", label_free=label_free))
+    report = run_scan(loaded, data, config_of(st, dict(mode="both", label_free=label_free)))
     assert report["metric"] == dep.metric and report["data"]["samples"] == SAMPLES
     clean = reference.values([reference.proto.graph.output[0].name], x_ref, np.arange(SAMPLES))[0]
     assert report["clean_accuracy"] == pytest.approx(scores(dep.metric, clean, clean, y).mean())
     args = (x_ref, y, SIGMAS, st.spec, REPEATS, st.seed)
-    points = find_points(loaded.model, ScanRequest().granularity)
+    points = find_points(loaded.model, dict().granularity)
     assert [p["index"] for p in report["points"]] == [p.index for p in points]
     walked = points[:: max(1, len(points) // 4)]
     for point in walked:
@@ -98,10 +98,10 @@ def test_per_sample_state_from_the_data(deployed, tmp_path):
     arrays = dep.data(SAMPLES)
     np.savez(tmp_path / "d.npz", x=arrays["x"], h0=np.zeros((SAMPLES, 1, 12), np.float32))
     st = SweepSettings(SIGMAS, NoiseSpec("add"), repeats=1, batch_size=BATCH)
-    req = ScanRequest(mode="global", label_free=True)
-    fed = run_scan(loaded, check_shape(make_dataset(Inputs(arrays), None, "a"), loaded, dep.feeds), st, req)
+    req = dict(mode="global", label_free=True)
+    fed = run_scan(loaded, check_shape(make_dataset(Inputs(arrays), None, "a"), loaded, dep.feeds), config_of(st, req))
     data = load_npz(tmp_path / "d.npz", require_labels=False, names=("x", "h0"))
-    own = run_scan(loaded, check_shape(data, loaded, {"sr": np.array(16000)}), st, req)
+    own = run_scan(loaded, check_shape(data, loaded, {"sr": np.array(16000)}), config_of(st, req))
     assert own["global"]["accuracy"] == fed["global"]["accuracy"]
 
 
@@ -114,13 +114,12 @@ def test_outputs_that_fit_no_metric_are_refused(deployed):
         loaded = load_model(dep.path)
         data = check_shape(make_dataset(Inputs(dep.data(SAMPLES)), None, name), loaded)
         with pytest.raises(WnError, match=text):
-            run_scan(loaded, data, st, ScanRequest(mode="global", label_free=True))
+            run_scan(loaded, data, config_of(st, dict(mode="global", label_free=True)))
     with pytest.raises(WnError, match="per-position needs"):  # a class vector has no positions
         dep = deployed["two_inputs"]
         loaded = load_model(dep.path)
         data = check_shape(make_dataset(Inputs(dep.data(SAMPLES)), None, "two"), loaded)
-        run_scan(loaded, data, SweepSettings(SIGMAS, NoiseSpec("add"), repeats=1, metric="per-position"),
-                 ScanRequest(mode="global", label_free=True))  # fmt: skip
+        run_scan(loaded, data, config_of(SweepSettings(SIGMAS, NoiseSpec("add"), repeats=1, metric="per-position"), dict(mode="global", label_free=True)))  # fmt: skip
 
 
 def test_missing_and_unknown_inputs_are_named(deployed):
@@ -150,9 +149,9 @@ def test_plugin_metric_equals_builtin(deployed, tmp_path):
     dep = deployed["tagger"]
     loaded = load_model(dep.path)
     data = check_shape(make_dataset(Inputs(dep.data(SAMPLES)), None, "t"), loaded)
-    req = ScanRequest(mode="global", label_free=True)
+    req = dict(mode="global", label_free=True)
     reports = {
-        metric: run_scan(loaded, data, SweepSettings(SIGMAS, NoiseSpec("add"), repeats=2, batch_size=BATCH, metric=metric), req)
+        metric: run_scan(loaded, data, config_of(SweepSettings(SIGMAS, NoiseSpec("add"), repeats=2, batch_size=BATCH, metric=metric), req))
         for metric in ("per-position", f"{tmp_path / 'mymetric.py'}:positions")
     }  # fmt: skip
     builtin, plugin = reports.values()
@@ -192,8 +191,7 @@ def test_python_api_takes_inputs_feeds_and_metric(deployed):
                           batch_size=BATCH)  # fmt: skip
     loaded = load_model(dep.path)
     st = SweepSettings(SIGMAS, NoiseSpec("add"), repeats=2, batch_size=BATCH)
-    direct = run_scan(loaded, check_shape(make_dataset(Inputs(arrays), None, "a"), loaded), st,
-                      ScanRequest(mode="global", label_free=True))  # fmt: skip
+    direct = run_scan(loaded, check_shape(make_dataset(Inputs(arrays), None, "a"), loaded), config_of(st, dict(mode="global", label_free=True)))  # fmt: skip
     assert report.to_json()["global"]["accuracy"] == direct["global"]["accuracy"]
     dep = deployed["stateful"]
     fed = wn_onnx.scan(dep.path, (dep.data(SAMPLES), None), label_free=True, mode="global", repeats=1,

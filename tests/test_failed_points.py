@@ -8,7 +8,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import wn
+from conftest import config_of, wn
 from corpus import MLP, declare_batch, export
 from typer.testing import CliRunner
 
@@ -21,7 +21,7 @@ from wn_onnx.io.embedded import DEFAULT_DATA, DEFAULT_MODEL
 from wn_onnx.io.model import load_model
 from wn_onnx.noise import NoiseSpec, parse_grid
 from wn_onnx.results.schema import schema_problems
-from wn_onnx.scanner import ScanRequest, run_scan
+from wn_onnx.scanner import run_scan
 
 GRID = "log:1e-2:1e3:11"
 BROKEN = 2
@@ -43,7 +43,7 @@ def broken_point(monkeypatch):
 def scan(at: str) -> dict:
     data = load_npz(DEFAULT_DATA, limit=200)
     st = SweepSettings(parse_grid(GRID), NoiseSpec("add"), repeats=2, batch_size=100)
-    return run_scan(load_model(DEFAULT_MODEL), data, st, ScanRequest(mode="walking", at=at))
+    return run_scan(load_model(DEFAULT_MODEL), data, config_of(st, dict(mode="walking", at=at)))
 
 
 def test_a_failing_point_leaves_the_others_as_they_were(broken_point):

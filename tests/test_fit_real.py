@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from conftest import config_of
 from sklearn.datasets import load_digits
 
 from wn_onnx.engine import SweepSettings
@@ -14,7 +15,7 @@ from wn_onnx.io.data import Dataset
 from wn_onnx.io.model import load_model
 from wn_onnx.noise import NoiseSpec, default_grid
 from wn_onnx.results.fit import binomial_se, uncertainty
-from wn_onnx.scanner import ScanRequest, run_scan
+from wn_onnx.scanner import run_scan
 from wn_onnx.training.export import export_onnx
 from wn_onnx.training.nets import mlp
 
@@ -48,7 +49,7 @@ def test_ok_mu_sits_on_the_threshold_crossing(weak_digits, kind):
     path, data = weak_digits
     spec = NoiseSpec(kind)
     st = SweepSettings(default_grid(spec), spec, repeats=3, seed=1)
-    report = run_scan(load_model(path), data, st, ScanRequest(mode="both"))
+    report = run_scan(load_model(path), data, config_of(st, dict(mode="both")))
     clean, n = report["clean_accuracy"], report["data"]["samples"]
     assert 0.55 <= clean <= 0.8, clean  # the point of this test: well below 100 %
     ok = 0
@@ -94,7 +95,7 @@ def test_nan_breakdown_is_a_drop_not_not_reached(tmp_path):
     loaded = load_model(str(path))
     spec = NoiseSpec("add")
     st = SweepSettings(np.logspace(-1, 3, 25), spec, repeats=2, seed=0)
-    report = run_scan(loaded, Dataset(x[500:900], digits.target[500:900], "digits"), st, ScanRequest(mode="walking", at="op:Add", granularity="op"))
+    report = run_scan(loaded, Dataset(x[500:900], digits.target[500:900], "digits"), config_of(st, dict(mode="walking", at="op:Add", granularity="op")))
     (curve,) = report["points"]
     assert np.sum(curve["nonfinite"]) > 0  # NaNs happened and were counted
     assert curve["status"] != "not-reached" and curve["mu"] < 1e3

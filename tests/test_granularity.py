@@ -12,6 +12,7 @@ import numpy as np
 import onnx
 import pytest
 import torch
+from conftest import config_of
 from onnx import TensorProto, helper, numpy_helper
 from reference import Reference
 from torch import nn
@@ -23,7 +24,7 @@ from wn_onnx.graph_passes import find_points
 from wn_onnx.io.data import make_dataset
 from wn_onnx.io.model import load_model
 from wn_onnx.noise import NoiseSpec
-from wn_onnx.scanner import ScanRequest, run_scan
+from wn_onnx.scanner import run_scan
 from wn_onnx.training.export import export_onnx
 from wn_onnx.training.nets import build
 
@@ -242,7 +243,7 @@ def test_if_branch_points_are_listed_and_walked(tmp_path):
     ref = reference.counts([(p.index, p.tensor) for p in taken], data.x, data.y, sigmas, st.spec, 2, 0,
                            GLOBAL_STREAM, 16)  # fmt: skip
     assert np.array_equal(fast, ref) and fast[-1].sum() < fast[0].sum(), (fast.tolist(), ref.tolist())
-    report = run_scan(loaded, data, st, ScanRequest(mode="global"))  # every point but the untaken branch's
+    report = run_scan(loaded, data, config_of(st, dict(mode="global")))  # every point but the untaken branch's
     assert report["global"]["points"] == [p.index for p in points if p.tensor != "e_o"] and "skipped" not in report
     assert [p["tensor"] for p in report["not_run"]] == ["e_o"]
 
@@ -270,7 +271,7 @@ def test_loop_body_points_are_skipped_with_their_reason(tmp_path):
     x = np.random.default_rng(0).standard_normal((20, 8)).astype(np.float32)
     data = _data(Engine(loaded, CPU), x)
     st = SweepSettings(np.array([0.1, 10.0]), NoiseSpec("add"), repeats=1, batch_size=20)
-    report = run_scan(loaded, data, st, ScanRequest())
+    report = run_scan(loaded, data, config_of(st, dict()))
     assert [p["tensor"] for p in report["skipped"]] == ["b_h", "b_r", "b_o"]
     assert all("Loop body" in p["reason"] for p in report["skipped"])
     assert {p["tensor"] for p in report["points"]} == {"x", "stacked", "y"}
@@ -286,7 +287,7 @@ def test_relative_sigma_is_absolute_sigma_times_std(tmp_path):
     data = _data(engine, 3 * np.random.default_rng(0).standard_normal((60, 12)).astype(np.float32))
     grid = np.array([0.03, 0.3, 1.0, 3.0])
     st = SweepSettings(grid, NoiseSpec("add"), repeats=3, batch_size=25)
-    relative = run_scan(loaded, data, st, ScanRequest(at="1,2", sigma_scale="std"))
+    relative = run_scan(loaded, data, config_of(st, dict(at="1,2", sigma_scale="std")))
     points = find_points(loaded.model)
     values = Reference(path).values([points[1].tensor, points[2].tensor], data.x, np.arange(len(data.x)))
     stds = [p["activation_std"] for p in relative["points"]]
@@ -294,8 +295,7 @@ def test_relative_sigma_is_absolute_sigma_times_std(tmp_path):
     assert relative["sigma_scale"] == "std" and relative["global"]["activation_std"] == stds
     for p, std in zip(relative["points"], stds, strict=True):
         assert p["sigmas"] == grid.tolist()  # reported in units of the std
-        absolute = run_scan(loaded, data, SweepSettings(grid * std, st.spec, 3, batch_size=25),
-                            ScanRequest(mode="walking", at=str(p["index"])))  # fmt: skip
+        absolute = run_scan(loaded, data, config_of(SweepSettings(grid * std, st.spec, 3, batch_size=25), dict(mode="walking", at=str(p["index"]))))  # fmt: skip
         assert absolute["points"][0]["accuracy"] == p["accuracy"]
     per_point = [(points[i].index, points[i].tensor) for i in (1, 2)]
     ref = Reference(path).counts(per_point, data.x, data.y, grid, st.spec, 3, 0, GLOBAL_STREAM, 25, scales=stds)

@@ -11,6 +11,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+from conftest import config_of
 from onnx import numpy_helper
 from scipy import stats
 
@@ -22,7 +23,9 @@ from wn_onnx.graph_passes.weights import find_weight_points
 from wn_onnx.io.model import load_model
 from wn_onnx.noise import BitFlip, NoiseSpec, Quant, Reference, make_noise
 from wn_onnx.noise.bitflip import flip_positions
-from wn_onnx.scanner import ScanRequest, run_scan
+from wn_onnx.scanner import run_scan
+
+from conftest import config_of
 
 # ---- each model against its formula ---------------------------------------------------------------
 
@@ -135,7 +138,7 @@ def _report(path, x, y, model, grid, repeats=2, mode="walking", at=None, batch_s
 
     loaded = load_model(path)
     st = SweepSettings(model.levels(grid), model, repeats, seed=3, batch_size=batch_size)
-    return run_scan(loaded, Dataset(x, y, "arrays"), st, ScanRequest(mode=mode, at=at, on="weights"))
+    return run_scan(loaded, Dataset(x, y, "arrays"), config_of(st, dict(mode=mode, at=at, on="weights")))
 
 
 def _whole_graph_accuracy(path: Path, x, y, weights: dict[str, np.ndarray]) -> float:
@@ -493,7 +496,7 @@ def test_check_reads_a_bits_floor_as_the_most_bits_a_layer_may_need(tmp_path, di
 def test_resume_takes_every_stored_weight_curve(tmp_path, monkeypatch):
     """--resume on a weight scan takes the stored curves (their refit, with the repeat shift, is
     what was stored), and the report is the same."""
-    import wn_onnx.scanner as scanner
+    import wn_onnx.executors as executors
 
     out = tmp_path / "r.json"
     args = ["scan", "--on", "weights", "--noise", "mul", "--levels", "log:1e-1:1e2:7", "--repeats", "3", "--mode",
@@ -501,8 +504,8 @@ def test_resume_takes_every_stored_weight_curve(tmp_path, monkeypatch):
     assert wn(*args).returncode == 0
     first = out.read_text()
     measured = []
-    real = scanner.walk_points
-    monkeypatch.setattr(scanner, "walk_points", lambda engine, todo, *a, **k: (measured.extend(todo), real(engine, todo, *a, **k)))
+    real = executors.Serial.walk
+    monkeypatch.setattr(executors.Serial, "walk", lambda self, todo, *a, **k: (measured.extend(todo), real(self, todo, *a, **k))[1])
     assert wn(*args, "--resume").returncode == 0
     assert measured == [] and out.read_text() == first
 

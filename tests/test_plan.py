@@ -10,7 +10,7 @@ import onnx_ir as ir
 import onnxruntime as ort
 import pytest
 import torch
-from conftest import wn
+from conftest import config_of, wn
 from onnx import TensorProto, helper
 
 from wn_onnx.engine import Engine, SweepSettings
@@ -20,7 +20,7 @@ from wn_onnx.io.embedded import DEFAULT_DATA, DEFAULT_MODEL
 from wn_onnx.io.model import load_model
 from wn_onnx.noise import NoiseSpec, default_grid
 from wn_onnx.planner import greedy, inverse_mu, uniform
-from wn_onnx.scanner import ScanRequest, run_scan
+from wn_onnx.scanner import run_scan
 
 
 def test_table3_mnist_mlp_plan_is_reproduced():
@@ -80,7 +80,7 @@ def test_averaged_noise_spread_is_sigma_over_sqrt_n(kind, executions, source):
 def digits_report():
     loaded, data = load_model(DEFAULT_MODEL), load_npz(DEFAULT_DATA)
     st = SweepSettings(default_grid(NoiseSpec("add")), NoiseSpec("add"), repeats=3)
-    return loaded, data, run_scan(loaded, data, st, ScanRequest(mode="both"))
+    return loaded, data, run_scan(loaded, data, config_of(st, dict(mode="both")))
 
 
 @pytest.mark.slow

@@ -10,7 +10,7 @@ import xml.etree.ElementTree as ET
 import numpy as np
 import onnx
 import pytest
-from conftest import wn
+from conftest import config_of, wn
 from matplotlib import image as mpimg
 from matplotlib.container import BarContainer, ErrorbarContainer
 from onnx import TensorProto, helper, numpy_helper
@@ -24,7 +24,7 @@ from wn_onnx.io.embedded import DEFAULT_DATA, DEFAULT_MODEL, digits_split
 from wn_onnx.io.model import load_model
 from wn_onnx.noise import NoiseSpec, parse_grid
 from wn_onnx.results.figures import align, binarize_figure, build_report, curves_figure, mu_figure, preserved_figure
-from wn_onnx.scanner import ScanRequest, run_scan
+from wn_onnx.scanner import run_scan
 from wn_onnx.training.export import export_onnx
 from wn_onnx.training.trainer import TrainConfig, train
 
@@ -32,8 +32,8 @@ from wn_onnx.training.trainer import TrainConfig, train
 @pytest.fixture(scope="module")
 def reports():
     loaded, data = load_model(DEFAULT_MODEL), load_npz(DEFAULT_DATA)
-    add = run_scan(loaded, data, SweepSettings(parse_grid("log:1e-2:1e3:16"), NoiseSpec("add"), 2), ScanRequest())
-    mul = run_scan(loaded, data, SweepSettings(parse_grid("log:1e-2:1e10:25"), NoiseSpec("mul"), 2), ScanRequest())
+    add = run_scan(loaded, data, config_of(SweepSettings(parse_grid("log:1e-2:1e3:16"), NoiseSpec("add"), 2), dict()))
+    mul = run_scan(loaded, data, config_of(SweepSettings(parse_grid("log:1e-2:1e10:25"), NoiseSpec("mul"), 2), dict()))
     return add, mul
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from conftest import wn
+from conftest import config_of, wn
 from onnx import TensorProto, helper, numpy_helper
 
 from wn_onnx.engine import SweepSettings
@@ -23,7 +23,7 @@ from wn_onnx.io.data import Rows, load_npz, load_streamed
 from wn_onnx.io.embedded import DEFAULT_DATA, DEFAULT_MODEL
 from wn_onnx.io.model import load_model
 from wn_onnx.noise import NoiseSpec, parse_grid
-from wn_onnx.scanner import ScanRequest, run_scan
+from wn_onnx.scanner import run_scan
 
 UNBOUNDED = 1 << 40
 
@@ -87,18 +87,18 @@ def test_local_workers_share_the_budget_a_remote_worker_has_it_all(monkeypatch):
     (here: reached through a scheduler address) has a machine and the whole budget to itself."""
     from distributed import LocalCluster
 
-    import wn_onnx.scanner as scanner
+    import wn_onnx.executors as executors
 
     sent = []  # the setup each scan sends its workers; its last entry is their memory budget
-    setup = scanner.worker_setup
-    monkeypatch.setattr(scanner, "worker_setup", lambda *args: sent.append(setup(*args)) or sent[-1])
+    setup = executors.worker_setup
+    monkeypatch.setattr(executors, "worker_setup", lambda *args: sent.append(setup(*args)) or sent[-1])
     loaded, data = load_model(DEFAULT_MODEL), load_npz(DEFAULT_DATA, limit=60)
     st = SweepSettings(np.array([0.0, 1.0]), NoiseSpec("add"), 1)
     budget = 8 << 30
     for spread in ({"jobs": 2}, {"workers": 2}):
-        run_scan(loaded, data, st, ScanRequest(mode="walking", at="0,1", memory=budget, **spread))
+        run_scan(loaded, data, config_of(st, dict(mode="walking", at="0,1", memory=budget, **spread)))
     with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=":0") as cluster:
-        run_scan(loaded, data, st, ScanRequest(mode="walking", at="0,1", memory=budget, scheduler=cluster.scheduler_address))
+        run_scan(loaded, data, config_of(st, dict(mode="walking", at="0,1", memory=budget, scheduler=cluster.scheduler_address)))
     pool, local, remote = (Budget.measure(s[-1], loaded.model.graph).total for s in sent)
     assert pool <= budget // 2 and local <= budget // 2 and remote == budget, (pool, local, remote)
 
@@ -146,7 +146,7 @@ def test_a_budget_below_what_the_process_holds_is_refused(wide):
     data = load_streamed(wide / "x.npy", require_labels=False)
     st = SweepSettings(np.array([1.0]), NoiseSpec("add"), 1)
     with pytest.raises(WnError, match="memory budget of 2M is too small"):
-        run_scan(loaded, data, st, ScanRequest(mode="global", label_free=True, memory=2 << 20))
+        run_scan(loaded, data, config_of(st, dict(mode="global", label_free=True, memory=2 << 20)))
 
 
 def test_sizes_and_liveness():
@@ -178,11 +178,11 @@ def test_streamed_data_gives_the_in_memory_report(tmp_path):
         np.savez(shards / f"part{i}.npz", x=whole.x[rows], y=whole.y[rows])
     loaded = load_model(DEFAULT_MODEL)
     st = SweepSettings(parse_grid("log:1e-2:1e2:7"), NoiseSpec("add"), 2, 5, batch_size=100)
-    req = ScanRequest(mode="both", at="1,4,7")
-    ref = run_scan(loaded, whole, st, req)
+    req = dict(mode="both", at="1,4,7")
+    ref = run_scan(loaded, whole, config_of(st, req))
     for data in (load_streamed(tmp_path / "x.npy", tmp_path / "y.npy"), load_streamed(tmp_path), load_streamed(shards)):
         assert isinstance(data.x, Rows)
-        got = run_scan(loaded, data, st, req)
+        got = run_scan(loaded, data, config_of(st, req))
         assert curves(got) == curves(ref) and got["config_hash"] == ref["config_hash"]
     limited = load_streamed(shards, limit=50)  # a stratified subset, read from the shards
     assert np.array_equal(limited.x[:], load_npz(DEFAULT_DATA, limit=50).x)
@@ -216,9 +216,9 @@ def test_dask_cluster_scan_equals_the_serial_one():
 
     loaded, data = load_model(DEFAULT_MODEL), load_npz(DEFAULT_DATA, limit=120)
     st = SweepSettings(parse_grid("log:1e-2:1e2:9"), NoiseSpec("mul"), 2, 7)
-    serial = run_scan(loaded, data, st, ScanRequest(mode="both", at="2-5"))
+    serial = run_scan(loaded, data, config_of(st, dict(mode="both", at="2-5")))
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=":0") as cluster:
-        spread = run_scan(loaded, data, st, ScanRequest(mode="both", at="2-5", scheduler=cluster.scheduler_address))
+        spread = run_scan(loaded, data, config_of(st, dict(mode="both", at="2-5", scheduler=cluster.scheduler_address)))
     assert curves(spread) == curves(serial)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import config_of
 
 from wn_onnx.engine import SweepSettings
 from wn_onnx.errors import WnError
@@ -11,20 +12,20 @@ from wn_onnx.io.data import load_npz
 from wn_onnx.io.embedded import DEFAULT_DATA, DEFAULT_MODEL
 from wn_onnx.io.model import load_model
 from wn_onnx.noise import NoiseSpec, default_grid
-from wn_onnx.scanner import ScanRequest, run_scan
+from wn_onnx.scanner import run_scan
 
 
 @pytest.fixture(scope="module")
 def digits_scan():
     loaded, data = load_model(DEFAULT_MODEL), load_npz(DEFAULT_DATA)
     st = SweepSettings(default_grid(NoiseSpec("add")), NoiseSpec("add"), repeats=4, seed=3, batch_size=512)
-    full = run_scan(loaded, data, st, ScanRequest(mode="both"))
+    full = run_scan(loaded, data, config_of(st, dict(mode="both")))
     return loaded, data, st, full
 
 
 def test_adaptive_agrees_within_error_with_far_fewer_evaluations(digits_scan):
     loaded, data, st, full = digits_scan
-    fast = run_scan(loaded, data, st, ScanRequest(mode="both", adaptive=True))
+    fast = run_scan(loaded, data, config_of(st, dict(mode="both", adaptive=True)))
     for ref, got in zip([*full["points"], full["global"]], [*fast["points"], fast["global"]], strict=True):
         assert got["adaptive"]["evaluations"] * 3 <= len(st.sigmas), got["adaptive"]
         assert ref["status"] == got["status"] == "ok"
@@ -36,14 +37,14 @@ def test_adaptive_agrees_within_error_with_far_fewer_evaluations(digits_scan):
 
 def test_jobs_give_the_same_report(digits_scan):
     loaded, data, st, full = digits_scan
-    parallel = run_scan(loaded, data, st, ScanRequest(mode="walking", jobs=2, at="0-4"))
+    parallel = run_scan(loaded, data, config_of(st, dict(mode="walking", jobs=2, at="0-4")))
     assert parallel["points"] == full["points"][:5]
 
 
 def test_redraw_is_another_sample_of_the_same_curve(digits_scan):
     loaded, data, st, full = digits_scan
     st_redraw = SweepSettings(st.sigmas, st.spec, st.repeats, st.seed, st.batch_size, redraw=True)
-    other = run_scan(loaded, data, st_redraw, ScanRequest(mode="walking", at="1,5"))
+    other = run_scan(loaded, data, config_of(st_redraw, dict(mode="walking", at="1,5")))
     assert other["common_random_numbers"] is False
     for got in other["points"]:
         ref = full["points"][got["index"]]
@@ -62,7 +63,7 @@ def test_cuda_provider_that_fails_to_start_is_an_error_not_a_silent_cpu_run(monk
     loaded, data = load_model(DEFAULT_MODEL), load_npz(DEFAULT_DATA)
     st = SweepSettings(np.array([0.1, 1.0]), NoiseSpec("add"), repeats=1)
     with pytest.raises(WnError, match="could not start CUDAExecutionProvider"):
-        run_scan(loaded, data, st, ScanRequest(mode="global", device="cuda"))
+        run_scan(loaded, data, config_of(st, dict(mode="global", device="cuda")))
 
 
 def fixed_batch_twin(path, batch: int, baked: bool):
@@ -94,7 +95,7 @@ def test_fixed_batch_model_scans_like_its_dynamic_twin(tmp_path, digits_scan, ba
     fixed = fixed_batch_twin(tmp_path / "fixed.onnx", 40, baked)  # 359 test images: 9 batches, the last padded by 1
     assert loaded.fixed_batch is None
     assert (fixed.fixed_batch, fixed.freed_batch) == ((40, None) if baked else (None, 40))
-    got = run_scan(fixed, data, st, ScanRequest(mode="both"))
+    got = run_scan(fixed, data, config_of(st, dict(mode="both")))
     assert got["clean_accuracy"] == full["clean_accuracy"]
     for ref, curve in zip([*full["points"], full["global"]], [*got["points"], got["global"]], strict=True):
         diff = np.abs(np.subtract(ref["accuracy"], curve["accuracy"])) * len(data)

@@ -8,6 +8,7 @@ import json
 
 import numpy as np
 import pytest
+from conftest import config_of
 from scipy.stats import norm
 
 from wn_onnx.engine import Engine, SweepSettings
@@ -20,7 +21,7 @@ from wn_onnx.noise import NoiseSpec, default_grid
 from wn_onnx.results.fit import _UNIT
 from wn_onnx.results.schema import schema_problems
 from wn_onnx.results.sequential import estimate
-from wn_onnx.scanner import ScanRequest, run_scan
+from wn_onnx.scanner import run_scan
 
 A_MAX, CHANCE = 0.95, 0.1
 
@@ -176,7 +177,7 @@ def digits_both(digits):
     """The embedded model walked at its 11 points plus global noise, grid and sequential."""
     loaded, data, _ = digits
     st = SweepSettings(default_grid(NoiseSpec("add")), NoiseSpec("add"), repeats=5, seed=0)
-    return {e: run_scan(loaded, data, st, ScanRequest(estimator=e)) for e in ("grid", "sequential")}
+    return {e: run_scan(loaded, data, config_of(st, dict(estimator=e))) for e in ("grid", "sequential")}
 
 
 def test_real_model_agrees_with_the_full_grid(digits_both):
@@ -202,9 +203,9 @@ def test_sequential_is_reproducible_and_keyed_by_settings(digits, digits_both):
     is part of the stored-curve key, so a resumed grid scan never takes sequential curves."""
     loaded, data, _ = digits
     st = SweepSettings(default_grid(NoiseSpec("add")), NoiseSpec("add"), repeats=5, seed=0)
-    again = run_scan(loaded, data, st, ScanRequest(mode="walking", at="3", estimator="sequential"))
+    again = run_scan(loaded, data, config_of(st, dict(mode="walking", at="3", estimator="sequential")))
     assert again["points"][0] == digits_both["sequential"]["points"][3]
-    assert again["config_hash"] != run_scan(loaded, data, st, ScanRequest(mode="global", at="3"))["config_hash"]
+    assert again["config_hash"] != run_scan(loaded, data, config_of(st, dict(mode="global", at="3")))["config_hash"]
 
 
 @pytest.mark.parametrize(
@@ -221,7 +222,7 @@ def test_bad_combinations_are_one_clear_error(digits, request_, settings, messag
     loaded, data, _ = digits
     with pytest.raises(ConfigError, match=message):
         st = SweepSettings(**{"sigmas": np.array([0.1, 1.0]), "spec": NoiseSpec("add"), **settings})
-        run_scan(loaded, data, st, ScanRequest(**request_))
+        run_scan(loaded, data, config_of(st, dict(**request_)))
 
 
 def test_cli_scan_and_check_take_the_estimator(tmp_path):

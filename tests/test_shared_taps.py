@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import config_of
 
 from wn_onnx.engine import Engine, SweepSettings, core
 from wn_onnx.engine.routes import Routes
@@ -12,7 +13,7 @@ from wn_onnx.graph_passes import find_points
 from wn_onnx.io.data import make_dataset
 from wn_onnx.io.model import load_model
 from wn_onnx.noise import NoiseSpec
-from wn_onnx.scanner import ScanRequest, run_scan
+from wn_onnx.scanner import run_scan
 
 SAMPLES, BATCH = 70, 32  # 3 batches
 RUN_VALUES, TAP_GROUPS = Routes.run_values, Engine.tap_groups
@@ -46,7 +47,7 @@ def scan(loaded, data, monkeypatch, budget: int, spec: NoiseSpec, adaptive: bool
 
     monkeypatch.setattr(Routes, "run_values", counted)
     monkeypatch.setattr(Engine, "tap_groups", kept)
-    report = run_scan(loaded, data, settings(spec), ScanRequest(mode="walking", adaptive=adaptive))
+    report = run_scan(loaded, data, config_of(settings(spec), dict(mode="walking", adaptive=adaptive)))
     return report, groups, len(taps)
 
 
@@ -69,7 +70,7 @@ def test_budget_splits_the_points_into_groups(mlp, monkeypatch):
     engine, spec = Engine(loaded, ["CPUExecutionProvider"]), NoiseSpec("add")
     names = {n for p in find_points(loaded.model) for n in engine.routes.tap_names(p, spec, False)}
     budget = int(sum(engine.routes.sample_bytes(n, data.x[:BATCH]) for n in names) * SAMPLES / 3)
-    whole = run_scan(loaded, data, settings(spec), ScanRequest(mode="walking"))
+    whole = run_scan(loaded, data, config_of(settings(spec), dict(mode="walking")))
     grouped, groups, runs = scan(loaded, data, monkeypatch, budget, spec)
     assert 2 <= len(groups) < len(grouped["points"]) and runs == 3 * len(groups)
     assert [p.index for g in groups for p in g] == [p["index"] for p in whole["points"]]  # the walk's order

@@ -9,7 +9,7 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from conftest import randomize_bn, wn
+from conftest import config_of, randomize_bn, wn
 
 from wn_onnx.analysis import weight_magnitudes
 from wn_onnx.engine import SweepSettings
@@ -18,7 +18,7 @@ from wn_onnx.io.data import make_dataset
 from wn_onnx.io.embedded import digits_split
 from wn_onnx.io.model import load_model
 from wn_onnx.noise import NoiseSpec, parse_grid
-from wn_onnx.scanner import ScanRequest, run_scan
+from wn_onnx.scanner import run_scan
 from wn_onnx.training.export import (
     EXPORT_RTOL,
     export_difference,
@@ -85,7 +85,7 @@ def test_noisy_training_at_a_point_raises_that_points_mu(tmp_path):
     mus = []
     for i, net in enumerate((clean, noisy)):
         path = export_onnx(net, (1, 8, 8), tmp_path / f"m{i}.onnx")
-        report = run_scan(load_model(path), data, st, ScanRequest(mode="walking", at="1,4,10"))
+        report = run_scan(load_model(path), data, config_of(st, dict(mode="walking", at="1,4,10")))
         mus.append({p["index"]: p["mu"] for p in report["points"]})
     assert mus[1][1] > 2 * mus[0][1], mus
     assert mus[1][1] / mus[0][1] > 1.5 * max(mus[1][4] / mus[0][4], mus[1][10] / mus[0][10]), mus

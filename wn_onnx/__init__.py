@@ -27,6 +27,8 @@ _API = {
     "find_points": "wn_onnx.api",
     "load_data": "wn_onnx.api",
     "scan": "wn_onnx.api",
+    "ScanConfig": "wn_onnx.scan_config",
+    "Verdict": "wn_onnx.gate",
     "fit_curve": "wn_onnx.api",
     "plan": "wn_onnx.api",
     "check": "wn_onnx.api",

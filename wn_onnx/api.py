@@ -17,7 +17,6 @@ import numpy as np
 
 from wn_onnx.errors import ConfigError, DataError, ScanInterrupted
 from wn_onnx.graph_passes import Point, select_points
-from wn_onnx.graph_passes import find_points as _all_points
 from wn_onnx.io.data import (
     Dataset,
     Inputs,
@@ -38,6 +37,7 @@ from wn_onnx.scan_config import ScanConfig
 
 if TYPE_CHECKING:
     from wn_onnx.gate import Verdict
+    from wn_onnx.planner import Plan
 
 __all__ = [
     "DEFAULT_DATA",
@@ -68,7 +68,8 @@ __all__ = [
 # Names the commands need that load heavier modules: imported on first use (module __getattr__),
 # so the command line starts without them.
 _LAZY = {
-    "Verdict": "wn_onnx.gate", "markdown": "wn_onnx.gate", "junit": "wn_onnx.gate",
+    "Verdict": "wn_onnx.gate", "markdown": "wn_onnx.gate", "junit": "wn_onnx.gate", "Plan": "wn_onnx.planner",
+    "greedy_evaluations": "wn_onnx.planner", "STRATEGIES": "wn_onnx.planner",
 }  # fmt: skip
 
 
@@ -90,10 +91,22 @@ def _model(model: ModelLike | None) -> LoadedModel:
     return model if isinstance(model, LoadedModel) else load_model(DEFAULT_MODEL if model is None else model)
 
 
-def find_points(model: ModelLike, at: str | None = None, granularity: str = "layer") -> list[Point]:
+def find_points(model: ModelLike, at: str | None = None, granularity: str = "layer", on: str = "activations") -> list[Point]:
     """The noise points of ``model`` (all, or those ``at`` selects: ``"0,3,5-8"``, ``"op:Conv"``,
-    ``"re:PATTERN"``): one per layer and complete function, or with ``granularity="op"`` one per op."""
-    return select_points(_all_points(_model(model).model, granularity), at)
+    ``"re:PATTERN"``): one per layer and complete function, or with ``granularity="op"`` one per op;
+    ``on="weights"``: its weight layers (Conv, ConvTranspose, Gemm, MatMul with a float initializer)."""
+    from wn_onnx.graph_passes.weights import points_on
+
+    loaded = _model(model)
+    return select_points(points_on(loaded.model, on, granularity, loaded.path), at)
+
+
+def not_points(model: ModelLike) -> list[dict]:
+    """The float values of ``model`` that hold no sample's values (computed from weights alone, or
+    of another batch size): listed by ``points --all``, never noised."""
+    from wn_onnx.graph_passes.points import batch_values
+
+    return batch_values(_model(model).model)
 
 
 def load_data(
@@ -192,8 +205,7 @@ def scan(
             raise ConfigError("data without a model: the embedded default model only runs on its own digits")
         data = DEFAULT_DATA
     loaded = _model(model)
-    dataset = data if isinstance(data, Dataset) else load_data(loaded, data, limit=config.limit, limit_mode=config.limit_mode,
-                                                               label_free=config.label_free, feeds=config.feeds)  # fmt: skip
+    dataset = _dataset(loaded, data, config)
     if resume and out is None:
         raise ConfigError("--resume needs --out: finished curves are kept in OUT.sqlite")
     path = None if out is None else Path(out)
@@ -257,21 +269,111 @@ def check_config(path: str | os.PathLike | None = None) -> dict:
     return load_config(None if path is None else Path(path))
 
 
-def plan(report: Report | dict | str | os.PathLike, budget: int | str | None = None, strategy: str = "inverse-mu") -> dict:
+def plan(
+    report: Report | dict | str | os.PathLike,
+    budget: int | str | None = None,
+    strategy: str = "inverse-mu",
+    *,
+    evaluate: Sequence[str] = (),
+    model: ModelLike | None = None,
+    data: DataLike = None,
+    config: ScanConfig | None = None,
+    noise: NoiseModel | None = None,
+    sigma: float | str = "global-mu",
+    repeats: int = 20,
+    seed: int = 0,
+    granularity: str | None = None,
+    tick: Callable[[], None] = lambda: None,
+    **overrides: object,
+) -> Plan:
     """Spread ``budget`` executions (a whole number ≥ the point count; default 2 per point) over the
-    walked points: ``"uniform"`` or ``"inverse-mu"`` (paper Table 3). The greedy search measures
-    accuracy and runs from the command line (``wn-onnx plan --strategy greedy``)."""
-    from wn_onnx.planner import PlanInput, averaged_by_repeats, inverse_mu, parse_budget, plan_json, uniform
+    walked points of ``report``: ``"uniform"``, ``"inverse-mu"`` (paper Table 3) or ``"greedy"``
+    (measured). ``evaluate``: the strategies to measure under global noise — ``noise`` (default the
+    report's) at ``sigma`` (default the report's global μ), ``repeats`` draws of ``seed``, the same
+    for every plan — on ``model`` and ``data`` read as ``config`` (and ``overrides``) says; the
+    metric is the report's unless given. ``tick()`` is called after each measured plan."""
+    from wn_onnx.planner import averaged_by_repeats, make_plan, match_model, plan_evaluation
 
-    if strategy not in ("uniform", "inverse-mu"):
-        raise ConfigError(f"unknown strategy {strategy!r} here; choose uniform or inverse-mu")
-    data = averaged_by_repeats(read_report(report, walked=True))
-    inp = PlanInput.from_report(data)
-    total = parse_budget(budget, len(inp.indices))
-    executions = uniform(len(inp.indices), total) if strategy == "uniform" else inverse_mu(inp.mu, total, inp.robust)
-    return plan_json(strategy, total, executions, inp, data)
+    data_report = averaged_by_repeats(read_report(report, walked=True), str(report) if isinstance(report, str | os.PathLike) else "report")
+    evaluation = None
+    if evaluate or strategy == "greedy":
+        if model is None or data is None:
+            raise ConfigError("measuring plans (evaluate, greedy) needs the model and data")
+        if config is None and "metric" not in overrides:
+            overrides["metric"] = data_report.get("metric") or "top1"
+        config = scan_config(config, **overrides)
+        loaded, points = match_model(data_report, model.path if isinstance(model, LoadedModel) else model, granularity)
+        dataset = _dataset(loaded, data, config)
+        evaluation = plan_evaluation(data_report, loaded, points, dataset, noise, sigma, repeats, seed, config, tick)
+    return make_plan(data_report, budget, strategy, list(evaluate), evaluation)
 
 
+def digital(
+    report: Report | dict | str | os.PathLike,
+    k: int,
+    *,
+    evaluate: bool = False,
+    model: ModelLike | None = None,
+    data: DataLike = None,
+    config: ScanConfig | None = None,
+    at_time: str | None = None,
+    repeats: int = 20,
+    seed: int = 0,
+    **overrides: object,
+) -> dict:
+    """The weight layers of an analog model to keep digital (noise-free): the ``k`` least robust of a
+    weight-noise ``report`` and, with ``evaluate``, the accuracy at ``at_time`` (default the scan's
+    longest) of every split K ≤ k against keeping the first K layers, on fresh chips."""
+    from wn_onnx.planner import check_digital, digital_evaluation, digital_order, match_model
+
+    data_report = read_report(report, walked=True)
+    order = digital_order(data_report)
+    check_digital(k, len(order))
+    result: dict = {"report": str(report) if isinstance(report, str | os.PathLike) else None, "digital": k,
+                    "layers": [data_report["points"][i]["index"] for i in order[:k]]}  # fmt: skip
+    if evaluate:
+        if model is None or data is None:
+            raise ConfigError("evaluating a digital split needs the model and data")
+        config = scan_config(config, **overrides)
+        loaded, points = match_model(data_report, model.path if isinstance(model, LoadedModel) else model)
+        dataset = _dataset(loaded, data, config)
+        result["evaluation"] = digital_evaluation(data_report, k, at_time, loaded, points, dataset, repeats, seed, config)
+    return result
+
+
+def apply_plan(model: str | os.PathLike, plan: Plan | dict | str | os.PathLike, out: str | os.PathLike,
+               noise: NoiseModel | None = None) -> list[str]:  # fmt: skip
+    """Write ``model`` with the noise nodes of ``plan`` (point i executed n_i times and averaged, σ as
+    graph inputs) to ``out``, for deployment studies; returns the written model's input names."""
+    import json
+
+    import onnx_ir as ir
+
+    from wn_onnx.io.safeio import read_text
+    from wn_onnx.planner import deployable
+
+    where = str(plan) if isinstance(plan, str | os.PathLike) else "plan"
+    guard_outputs([Path(out)], [model, *([plan] if isinstance(plan, str | os.PathLike) else [])])
+    if isinstance(plan, str | os.PathLike):
+        try:
+            plan = json.loads(read_text(Path(plan), "plan"))
+        except (json.JSONDecodeError, RecursionError) as err:
+            raise DataError(f"{where}: not a wn-onnx plan ({type(err).__name__}: {str(err)[:200]})") from None
+    written = deployable(model, plan.to_json() if hasattr(plan, "to_json") else plan, noise, where)
+    try:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        ir.save(written, out)
+    except OSError as e:
+        raise DataError(f"cannot write {out}: {e.strerror or e}") from None
+    return [v.name for v in written.graph.inputs]
+
+
+def _dataset(loaded: LoadedModel, data: DataLike, config: ScanConfig) -> Dataset:
+    """``data`` for ``loaded``, read as ``config`` says (a :class:`Dataset` as it is)."""
+    if isinstance(data, Dataset):
+        return data
+    return load_data(loaded, data, limit=config.limit, limit_mode=config.limit_mode, label_free=config.label_free,
+                     feeds=config.feeds)  # fmt: skip
 
 
 def check(

@@ -9,18 +9,25 @@ budget evenly; ``inverse-mu`` gives n_i ∝ 1/μ_i with sum-conserving rounding 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from wn_onnx.engine import Engine, SweepSettings
+from wn_onnx.curve import clean_pass
+from wn_onnx.engine import Engine, SweepSettings, providers_for
 from wn_onnx.errors import WnError
 from wn_onnx.graph_passes import Point
+from wn_onnx.graph_passes.weights import points_on
 from wn_onnx.io.data import Dataset
+from wn_onnx.io.model import LoadedModel, load_model
+from wn_onnx.metrics import get_metric
+from wn_onnx.noise import NoiseModel, NoiseSpec, noise_from_json
 from wn_onnx.results.fit import fell, pessimistic
+from wn_onnx.results.names import level_text
 from wn_onnx.results.schema import read_report
+from wn_onnx.scan_config import ScanConfig
 
 STRATEGIES = ("uniform", "inverse-mu", "greedy")
 ROBUST, FALLBACK = "not-reached", ("poor-fit", "no-drop-from-start", "bracketed")
@@ -180,22 +187,120 @@ class PlanInput:
         return cls([p["index"] for p in pts], [p["tensor"] for p in pts], mu_arr, np.array(robust), flags)
 
 
-def plan_json(
-    strategy: str, budget: int, executions: np.ndarray, inp: PlanInput, report: dict, extra: dict | None = None
-) -> dict:
-    return {
-        "strategy": strategy,
-        "budget": budget,
-        "executions": [int(n) for n in executions],
-        "points": [
-            {"index": i, "tensor": t, "mu": float(m) if np.isfinite(m) else None, "executions": int(n), "flag": f}
-            for i, t, m, n, f in zip(inp.indices, inp.tensors, inp.mu, executions, inp.flags, strict=True)
-        ],
-        "model": report.get("model"),
-        "noise": report.get("noise"),
-        "granularity": report.get("granularity", "op"),
-        **(extra or {}),
-    }
+@dataclass
+class Plan:
+    """Executions per walked point (paper Table 3) and, when measured, what each strategy scored
+    under global noise (``evaluation``; ``greedy_steps``: the greedy search's path)."""
+
+    strategy: str
+    budget: int
+    executions: list[int]
+    points: list[dict]
+    model: str | None
+    noise: dict | None
+    granularity: str
+    evaluation: dict | None = None
+    greedy_steps: list[dict] | None = None
+
+    def to_json(self) -> dict:
+        """The plan JSON ``wn-onnx plan --out`` writes and ``apply-plan`` reads."""
+        data = {k: v for k, v in self.__dict__.items() if k not in ("evaluation", "greedy_steps")}
+        return data | {k: getattr(self, k) for k in ("evaluation", "greedy_steps") if getattr(self, k) is not None}
+
+
+@dataclass
+class PlanEvaluation:
+    """How plans are measured: ``accuracy(plan, seed, repeats)`` per noise draw at the global strength
+    ``sigma`` of ``noise`` (one draw set for every plan of a seed)."""
+
+    accuracy: Callable[[np.ndarray, int, int], np.ndarray]
+    sigma: float
+    noise: dict
+    repeats: int
+    seed: int
+
+
+def make_plan(report: dict, budget: int | str | None, strategy: str, measured: Sequence[str] = (),
+              evaluation: PlanEvaluation | None = None) -> Plan:  # fmt: skip
+    """The ``strategy`` plan of ``budget`` executions for ``report`` (averaged over its repeats),
+    and the ``measured`` strategies' accuracies under ``evaluation`` (greedy needs one: it selects
+    on draws of seed + 1, a quarter of the repeats, at least 5)."""
+    if strategy not in STRATEGIES:
+        raise WnError(f"unknown strategy {strategy!r}; choose {', '.join(STRATEGIES)}")
+    inp = PlanInput.from_report(report)
+    n = len(inp.indices)
+    total = parse_budget(budget, n)
+    plans = {"uniform": uniform(n, total), "inverse-mu": inverse_mu(inp.mu, total, inp.robust)}
+    steps = None
+    if strategy == "greedy" or "greedy" in measured:
+        if evaluation is None:
+            raise WnError("the greedy strategy measures plans: it needs the model and data")
+        ev = evaluation
+        plans["greedy"], steps = greedy(n, total, lambda p: float(ev.accuracy(p, ev.seed + 1, max(5, ev.repeats // 4)).mean()))
+    results = {}
+    for name in measured:
+        assert evaluation is not None
+        acc = evaluation.accuracy(plans[name], evaluation.seed, evaluation.repeats)
+        results[name] = {"executions": [int(k) for k in plans[name]], "accuracy_mean": float(acc.mean()),
+                         "accuracy_std": float(acc.std(ddof=1)) if len(acc) > 1 else 0.0,
+                         "accuracy": [float(a) for a in acc]}  # fmt: skip
+    chosen = plans[strategy]
+    points = [{"index": i, "tensor": t, "mu": float(m) if np.isfinite(m) else None, "executions": int(k), "flag": f}
+              for i, t, m, k, f in zip(inp.indices, inp.tensors, inp.mu, chosen, inp.flags, strict=True)]  # fmt: skip
+    evaluated = None
+    if measured:
+        assert evaluation is not None
+        evaluated = {"sigma": evaluation.sigma, "noise": evaluation.noise, "repeats": evaluation.repeats,
+                     "seed": evaluation.seed, "plans": results}  # fmt: skip
+    return Plan(strategy, total, [int(k) for k in chosen], points, report.get("model"), report.get("noise"),
+                report.get("granularity", "op"), evaluated, steps if strategy == "greedy" else None)  # fmt: skip
+
+
+def plan_evaluation(report: dict, loaded: LoadedModel, points: list[Point], data: Dataset, noise: NoiseModel | None,
+                    sigma: float | str, repeats: int, seed: int, config: ScanConfig,
+                    tick: Callable[[], None] = lambda: None) -> PlanEvaluation:  # fmt: skip
+    """Plans measured on ``data`` under global ``noise`` (default: the report's) at ``sigma`` (a
+    number, or ``"global-mu"``: the report's global μ), with the configuration's engine settings."""
+    if report.get("sigma_scale", "absolute") != "absolute":
+        raise WnError("--evaluate and greedy take a report with absolute σ (scan --sigma-scale absolute)")
+    spec = noise if noise is not None else NoiseSpec.from_json(report.get("noise"))
+    if sigma == "global-mu":
+        if (report.get("global") or {}).get("mu") is None:
+            raise WnError("the report has no global μ; pass --sigma VALUE")
+        level = float(report["global"]["mu"])
+    else:
+        try:
+            level = float(sigma)
+        except ValueError:
+            raise WnError(f"--sigma must be a number or 'global-mu', got {sigma!r}") from None
+    metric = config.metric
+    engine = Engine(loaded, providers_for("cpu"), config.threads, config.memory)  # holds the data: measured after it
+    data = clean_pass(engine, data, metric, config.batch_size, False, config.metric_timeout)[0]
+
+    def accuracy(plan: np.ndarray, s: int, r: int) -> np.ndarray:
+        acc = engine.plan_accuracy(points, spec, level, plan, data, r, s, config.batch_size, metric, config.metric_timeout)
+        tick()
+        return acc
+
+    return PlanEvaluation(accuracy, level, spec.to_json(), repeats, seed)
+
+
+def match_model(report: dict, model_path: str | Path, granularity: str | None = None) -> tuple[LoadedModel, list[Point]]:
+    """Load the model and check the report describes it (same point tensors: its weight points for a
+    weight report, else its points at the report's granularity unless ``granularity`` says otherwise;
+    reports before it was recorded: op)."""
+    loaded = load_model(model_path)
+    weights = report.get("on") == "weights"
+    found = points_on(loaded.model, report.get("on", "activations"), granularity or report.get("granularity", "op"), str(model_path))
+    by_index = {p.index: p for p in found}
+    chosen = []
+    for q in report["points"]:
+        p = by_index.get(q["index"])
+        if p is None or p.tensor != q["tensor"]:
+            raise WnError(f"the report does not describe {model_path}: its {'weight ' if weights else ''}point {q['index']} "
+                          f"is {q['tensor']!r}, the model's is {p.tensor if p else 'missing'!r}")  # fmt: skip
+        chosen.append(p)
+    return loaded, chosen
 
 
 def digital_order(report: dict) -> list[int]:
@@ -245,3 +350,63 @@ def digital_plan(
     for prev, row in itertools.pairwise(rows):
         row["gain"] = row["guided_accuracy"] - prev["guided_accuracy"]
     return {"digital": k, "layers": [points[i].index for i in order[:k]], "rows": rows}
+
+
+def digital_strength(report: dict, at_time: str | None) -> tuple[np.ndarray, str]:
+    """The one strength a digital split is evaluated at, and how it reads: ``at_time`` in the
+    report's levels (``1y``), or the largest the scan measured."""
+    if at_time is None:
+        top = max((max(p["sigmas"]) for p in report["points"] if p["sigmas"]), default=None)
+        if top is None:
+            raise WnError("the report has no measured level; give --at-time")
+        return np.array([top]), level_text(report, top)
+    strength = noise_from_json(report.get("noise")).levels(at_time)
+    if strength.size != 1:
+        raise WnError(f"--at-time takes one level, got {at_time!r}")
+    return strength, at_time
+
+
+def digital_evaluation(report: dict, k: int, at_time: str | None, loaded: LoadedModel, points: list[Point],
+                       data: Dataset, repeats: int, seed: int, config: ScanConfig) -> dict:  # fmt: skip
+    """The accuracy at ``at_time`` of every split K ≤ k (:func:`digital_plan`), on chips other
+    than the scan's (its repeats chose the order: the evaluation is out of sample)."""
+    spec = noise_from_json(report.get("noise"))
+    strength, text = digital_strength(report, at_time)
+    metric = get_metric(report.get("metric") or "top1").name
+    engine = Engine(loaded, providers_for("cpu"), config.threads, config.memory)
+    data, base, _facts = clean_pass(engine, data, metric, config.batch_size, label_free=False)
+    st = SweepSettings(strength, spec, repeats, int(report.get("seed", 0)) + 1 + seed, config.batch_size, metric=metric)
+    plan = digital_plan(engine, report, points, k, st, data, base.clean)
+    return {"level": float(spec.axis.level(strength[0])), "level_text": text, "noise": report.get("noise"),
+            "repeats": repeats, "seed": seed, "clean_accuracy": base.clean, "rows": plan["rows"]}  # fmt: skip
+
+
+MAX_EXECUTIONS = 10_000  # repetitions of one point in a deployed model
+
+
+def deployable(model_path: str | Path, plan: dict, noise: NoiseModel | None = None, where: str = "plan"):
+    """The model of ``model_path`` as written (every output, the declared batch) with noise nodes
+    that execute point i n_i times, σ as graph inputs: what ``apply-plan`` saves. ``plan`` is a
+    plan's JSON, checked here; ``noise`` defaults to the plan's."""
+    from wn_onnx.graph_passes import InsertNoisePass
+    from wn_onnx.io.model import load_as_written
+
+    try:
+        tensors = [p["tensor"] for p in plan["points"]]
+        indices = [p["index"] for p in plan["points"]]
+        counts = plan["executions"]
+    except (KeyError, TypeError) as err:
+        raise WnError(f"{where}: not a wn-onnx plan ({type(err).__name__}: {str(err)[:200]})") from None
+    if not (all(isinstance(t, str) for t in tensors) and all(type(i) is int for i in indices)):
+        raise WnError(f"{where}: not a wn-onnx plan (points need an integer index and a tensor name)")
+    if not isinstance(counts, list) or len(counts) != len(tensors):
+        raise WnError(f"{where}: 'executions' must list one count per point ({len(tensors)})")
+    if not all(type(n) is int and 1 <= n <= MAX_EXECUTIONS for n in counts):
+        raise WnError(f"{where}: executions must be whole numbers in [1, {MAX_EXECUTIONS}], got {counts}"[:300])
+    report_like = {"points": [{"index": i, "tensor": t} for i, t in zip(indices, tensors, strict=True)],
+                   "granularity": plan.get("granularity", "op")}  # fmt: skip
+    match_model(report_like, model_path)
+    spec = noise if noise is not None else NoiseSpec.from_json(plan.get("noise"))
+    model = load_as_written(model_path)
+    InsertNoisePass(tensors, spec, source="drawn", repetitions=counts)(model)
+    return model

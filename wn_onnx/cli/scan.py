@@ -77,16 +77,9 @@ def points_command(
     ] = False,
 ) -> None:
     """List the noise points of MODEL: index, tensor, producing op (the layer, for weights), shape (and the ops a layer point stands for)."""
-    from wn_onnx.graph_passes import select_points
-    from wn_onnx.graph_passes.weights import points_on
-    from wn_onnx.io.model import load_model
-
-    loaded = load_model(model, output)
-    found = points_on(loaded.model, on.value, granularity.value, str(model))
-    from wn_onnx.graph_passes.points import batch_values
-
-    chosen = [p.to_json() for p in select_points(found, at)]
-    others = batch_values(loaded.model) if every and on == Target.activations else []
+    loaded = api.load_model(model, output)
+    chosen = [p.to_json() for p in api.find_points(loaded, at, granularity.value, on.value)]
+    others = api.not_points(loaded) if every and on == Target.activations else []
     if as_json:
         head = {"model": str(model), "granularity": granularity.value} if on == Target.activations else {"model": str(model), "on": on.value}
         print(json.dumps({**head, "points": chosen, **({"not_points": others} if every else {})}, indent=2))

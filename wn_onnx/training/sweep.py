@@ -355,8 +355,8 @@ def run_sweep(
                 else:
                     stats["elsewhere"] += 1
             return stats
-        from wn_onnx.executors import connect  # the Dask client scans use too
         from wn_onnx.engine.memory import Share
+        from wn_onnx.executors import connect  # the Dask client scans use too
 
         with connect(workers, scheduler) as (client, cluster):
             from distributed import as_completed
