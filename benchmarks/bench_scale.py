@@ -58,7 +58,8 @@ from wn_onnx.io.data import Dataset, load_npz
 from wn_onnx.io.embedded import DEFAULT_DATA, DEFAULT_MODEL
 from wn_onnx.io.model import load_model
 from wn_onnx.noise import NoiseSpec, default_grid
-from wn_onnx.scanner import ScanRequest, run_scan
+from wn_onnx.scan_config import ScanConfig
+from wn_onnx.scanner import run_scan
 
 
 def model_and_data(args: argparse.Namespace, work: Path) -> tuple[Path, Dataset]:
@@ -220,9 +221,10 @@ def sequential_part(args: argparse.Namespace, work: Path) -> None:
     st = SweepSettings(default_grid(spec), spec, args.repeats, args.seed, args.batch_size)
     reports, seconds = {}, {}
     for estimator in ("grid", "sequential"):
-        req = ScanRequest(mode="both", at=args.at, threads=args.threads, tolerance=args.tolerance, estimator=estimator)
+        config = ScanConfig(noise=spec, levels=st.sigmas, repeats=args.repeats, seed=args.seed, batch_size=args.batch_size,
+                            at=args.at, threads=args.threads, tolerance=args.tolerance, estimator=estimator)  # fmt: skip
         start = time.perf_counter()
-        reports[estimator] = run_scan(loaded, data, st, req)
+        reports[estimator] = run_scan(loaded, data, config)
         seconds[estimator] = time.perf_counter() - start
     grid, seq = reports["grid"], reports["sequential"]
     print(f"# {path.name}, {len(data)} samples, {args.noise} noise, {len(st.sigmas)} σ × {args.repeats} repeats, "

@@ -20,13 +20,13 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
-from wn_onnx.engine import SweepSettings
 from wn_onnx.errors import WnError
 from wn_onnx.io.data import make_dataset
 from wn_onnx.io.embedded import digits_split
 from wn_onnx.io.model import load_model
-from wn_onnx.noise import NoiseSpec, parse_grid
-from wn_onnx.scanner import ScanRequest, run_scan
+from wn_onnx.noise import NoiseSpec
+from wn_onnx.scan_config import ScanConfig
+from wn_onnx.scanner import run_scan
 from wn_onnx.training.export import export_onnx, max_export_error
 from wn_onnx.training.trainer import TrainConfig, train
 
@@ -61,7 +61,7 @@ def main(work: Path) -> None:
         path = export_onnx(net.cpu(), (3, 32, 32), work / f"{device}.onnx")
         error = max_export_error(net, path, x_test[:256])
         report = run_scan(load_model(path), make_dataset(x_test, y_test, "digits32"),
-                          SweepSettings(parse_grid("log:1e-2:1e2:17"), NoiseSpec("add"), 3), ScanRequest(mode="global"))  # fmt: skip
+                          ScanConfig(noise="add", levels="log:1e-2:1e2:17", repeats=3, mode="global"))  # fmt: skip
         results[device] = history.epochs[-1]
         print(f"{device}: {seconds:.1f} s for 8 epochs, val {history.epochs[-1]['val_accuracy']:.2%} "
               f"(under training noise {history.epochs[-1]['val_accuracy_noisy']:.2%}), export error {error:.1e}, "
@@ -69,12 +69,12 @@ def main(work: Path) -> None:
     # The scan on onnxruntime's CUDA provider (IO binding, stacked σ) against the CPU provider:
     # the same seeded draws, so the curves may differ only by predictions that flip on rounding.
     data = make_dataset(x_test, y_test, "digits32")
-    st = SweepSettings(parse_grid("log:1e-2:1e2:17"), NoiseSpec("mul"), 2)
+    config = ScanConfig(noise="mul", levels="log:1e-2:1e2:17", repeats=2, mode="both")
     scans = {}
     for device in ("cpu", "cuda"):
         began = time.perf_counter()
         try:
-            scans[device] = run_scan(load_model(work / "cpu.onnx"), data, st, ScanRequest(mode="both", device=device))
+            scans[device] = run_scan(load_model(work / "cpu.onnx"), data, config.replace(device=device))
         except WnError as err:
             print(f"scan --device {device}: {err}", file=sys.stderr)
             raise SystemExit(1) from None

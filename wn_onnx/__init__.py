@@ -29,6 +29,7 @@ _API = {
     "scan": "wn_onnx.api",
     "ScanConfig": "wn_onnx.scan_config",
     "Verdict": "wn_onnx.gate",
+    "Plan": "wn_onnx.planner",
     "fit_curve": "wn_onnx.api",
     "plan": "wn_onnx.api",
     "check": "wn_onnx.api",

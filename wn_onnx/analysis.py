@@ -16,7 +16,8 @@ import numpy as np
 import onnx_ir as ir
 from onnx import numpy_helper
 
-from wn_onnx.engine import Engine, SweepSettings
+from wn_onnx.curve import clean_pass
+from wn_onnx.engine import Engine, SweepSettings, providers_for
 from wn_onnx.engine.draws import draw_at
 from wn_onnx.engine.sessions import run
 from wn_onnx.errors import WnError
@@ -33,8 +34,10 @@ from wn_onnx.graph_passes.insert_noise import SIGMA_INPUT
 from wn_onnx.graph_passes.noise_functions import sigma_inputs
 from wn_onnx.graph_passes.weights import points_on
 from wn_onnx.io.data import Dataset
+from wn_onnx.io.model import LoadedModel
 from wn_onnx.metrics import get_metric, score
 from wn_onnx.noise import NoiseSpec
+from wn_onnx.scan_config import ScanConfig
 
 BINARIZE_STREAM = 3
 
@@ -106,6 +109,13 @@ def _point(points: list[Point], index: int) -> Point:
     return points[index]
 
 
+def prepared(loaded: LoadedModel, data: Dataset, config: ScanConfig) -> tuple[Engine, Dataset]:
+    """The model's engine (under the configuration's threads and memory) and its data, labels
+    checked against the clean outputs as the configuration's metric scores them."""
+    engine = Engine(loaded, providers_for(config.device), config.threads, config.memory)  # holds the data: measured after it
+    return engine, clean_pass(engine, data, config.metric, config.batch_size, False, config.metric_timeout)[0]
+
+
 def binarize(
     engine: Engine,
     data: Dataset,
@@ -136,24 +146,7 @@ def binarize(
     if q.tensor == loaded.output_name:
         raise WnError("the point after the noisy one is the output; nothing downstream to test")
     watched = points[at : at + 1 + follow]
-    # noisy graph: fed noise at `at` only, everything downstream tapped
-    model = loaded.fresh()
-    suffix_needs = suffix_inputs(model.graph, q.tensor, data_dependent(model.graph))
-    InsertNoisePass([noisy_pt.tensor], spec, source="fed")(model)
-    renamed = {
-        noisy_pt.tensor: f"{noisy_pt.tensor}__noisy" if noisy_pt.tensor != loaded.output_name else noisy_pt.tensor
-    }
-    taps = [renamed.get(t, t) for t in dict.fromkeys([p.tensor for p in watched] + suffix_needs)]
-    ExposeValuesPass([t for t in taps if t not in loaded.inputs])(model)
-    noisy_session = engine.session(model)
-    suffix = loaded.fresh()
-    ExtractSuffixPass(suffix_needs, [loaded.output_name])(suffix)
-    suffix_session = engine.session(suffix)
-    sigma_feeds = {
-        SIGMA_INPUT[comp]: np.array([value], np.float32)
-        for comp, value in zip(("sigma_add", "sigma_mul"), spec.components(sigma), strict=True)
-        if comp in sigma_inputs(spec)
-    }
+    noisy_session, suffix_session, suffix_needs, renamed, sigma_feeds = _binarize_graphs(engine, noisy_pt, q, watched, spec, sigma)
 
     clean_vals: dict[str, list] = {p.tensor: [] for p in watched}
     noisy_vals: dict[str, list] = {p.tensor: [] for p in watched}
@@ -190,7 +183,36 @@ def binarize(
         if stage == "collect":
             levels = find_levels(np.concatenate(noisy_vals[q.tensor]))
             clean_levels = find_levels(np.concatenate(clean_vals[q.tensor]))
-    n = len(data)
+    return _binarize_result(noisy_pt, q, spec, sigma, levels, {k: float(v / len(data)) for k, v in correct.items()},
+                            watched, clean_vals, noisy_vals)  # fmt: skip
+
+
+def _binarize_graphs(engine: Engine, noisy_pt: Point, q: Point, watched: list[Point], spec: NoiseSpec, sigma: float):
+    """The sessions of the binarisation test: the graph with fed noise at ``noisy_pt`` only and
+    everything downstream tapped, and the suffix from the quantized point ``q``; plus the suffix's
+    inputs, the noisy tensor's tapped name and the σ feeds."""
+    loaded = engine.loaded
+    model = loaded.fresh()
+    suffix_needs = suffix_inputs(model.graph, q.tensor, data_dependent(model.graph))
+    InsertNoisePass([noisy_pt.tensor], spec, source="fed")(model)
+    renamed = {
+        noisy_pt.tensor: f"{noisy_pt.tensor}__noisy" if noisy_pt.tensor != loaded.output_name else noisy_pt.tensor
+    }
+    taps = [renamed.get(t, t) for t in dict.fromkeys([p.tensor for p in watched] + suffix_needs)]
+    ExposeValuesPass([t for t in taps if t not in loaded.inputs])(model)
+    suffix = loaded.fresh()
+    ExtractSuffixPass(suffix_needs, [loaded.output_name])(suffix)
+    sigma_feeds = {
+        SIGMA_INPUT[comp]: np.array([value], np.float32)
+        for comp, value in zip(("sigma_add", "sigma_mul"), spec.components(sigma), strict=True)
+        if comp in sigma_inputs(spec)
+    }
+    return engine.session(model), engine.session(suffix), suffix_needs, renamed, sigma_feeds
+
+
+def _binarize_result(noisy_pt: Point, q: Point, spec: NoiseSpec, sigma: float, levels, accuracy: dict,
+                     watched: list[Point], clean_vals: dict, noisy_vals: dict) -> dict:  # fmt: skip
+    """The binarisation test's JSON: the points, the levels, the accuracies and the histograms."""
     return {
         "point": noisy_pt.to_json(),
         "quantized_point": q.to_json(),
@@ -200,7 +222,7 @@ def binarize(
             "values": [levels.low, 0.0, levels.high],
             "cuts": [levels.low_cut, levels.high_cut],
         },
-        "accuracy": {k: float(v / n) for k, v in correct.items()},
+        "accuracy": accuracy,
         "histograms": {
             p.tensor: {
                 "index": p.index,

@@ -30,7 +30,7 @@ from wn_onnx.io.data import (
 from wn_onnx.io.embedded import DEFAULT_DATA, DEFAULT_MODEL
 from wn_onnx.io.model import LoadedModel, load_model
 from wn_onnx.io.safeio import guard_outputs, regular_file, write_json
-from wn_onnx.noise import Converters, NoiseModel, make_noise
+from wn_onnx.noise import Converters, NoiseModel, NoiseSpec, make_noise
 from wn_onnx.results.fit import curve_json
 from wn_onnx.results.report import Curve, Report
 from wn_onnx.scan_config import ScanConfig
@@ -62,14 +62,17 @@ __all__ = [
     "plan",
     "read_report",
     "scan",
-    "scan_config",
+    "scan_config", "train",
 ]  # fmt: skip
 
 # Names the commands need that load heavier modules: imported on first use (module __getattr__),
 # so the command line starts without them.
 _LAZY = {
     "Verdict": "wn_onnx.gate", "markdown": "wn_onnx.gate", "junit": "wn_onnx.gate", "Plan": "wn_onnx.planner",
-    "greedy_evaluations": "wn_onnx.planner", "STRATEGIES": "wn_onnx.planner",
+    "greedy_evaluations": "wn_onnx.planner", "STRATEGIES": "wn_onnx.planner", "parse_size": "wn_onnx.engine.memory",
+    "fetch_dataset": "wn_onnx.io.datasets.fetch", "load_sweep": "wn_onnx.training.sweep",
+    "run_sweep": "wn_onnx.training.sweep", "RunStore": "wn_onnx.training.sweep", "status_counts": "wn_onnx.training.sweep",
+    "sweep_reports": "wn_onnx.training.sweep",
 }  # fmt: skip
 
 
@@ -77,7 +80,7 @@ def __getattr__(name: str):
     if name in _LAZY:
         import importlib
 
-        value = getattr(importlib.import_module(_LAZY[name]), name)
+        value = getattr(importlib.import_module(_LAZY[name]), "fetch" if name == "fetch_dataset" else name)
         globals()[name] = value
         return value
     raise AttributeError(f"module 'wn_onnx.api' has no attribute {name!r}")
@@ -366,6 +369,77 @@ def apply_plan(model: str | os.PathLike, plan: Plan | dict | str | os.PathLike, 
     except OSError as e:
         raise DataError(f"cannot write {out}: {e.strerror or e}") from None
     return [v.name for v in written.graph.inputs]
+
+
+def binarize(model: ModelLike, data: DataLike = None, config: ScanConfig | None = None, *, at: int, sigma: float = 1e4,
+             quantize_at: int | None = None, follow: int = 3, **overrides: object) -> dict:  # fmt: skip
+    """Self-binarisation (paper Fig. 4): activations after point ``at`` under strong noise
+    (``config.noise``: add or mul, default mul here) of strength ``sigma``, histograms at the
+    ``follow`` points after it, and the accuracy with point ``quantize_at`` (default the next)
+    replaced by its two or three levels."""
+    from wn_onnx.analysis import binarize as measure
+    from wn_onnx.analysis import prepared
+
+    if config is None and "noise" not in overrides:
+        overrides["noise"] = "mul"
+    config = scan_config(config, **overrides)
+    if not isinstance(config.spec, NoiseSpec) or config.spec.kind == "mixed":
+        raise ConfigError("self-binarisation takes additive or multiplicative noise (add or mul)")
+    loaded = _model(model)
+    engine, dataset = prepared(loaded, _dataset(loaded, data, config), config)
+    return measure(engine, dataset, at, config.spec, sigma, config.seed, follow, quantize_at, config.granularity,
+                   config.metric, config.batch_size, config.metric_timeout)  # fmt: skip
+
+
+def mixed(model: ModelLike, data: DataLike = None, config: ScanConfig | None = None, *, at: int,
+          orders: Sequence[str] = ("mul-first", "add-first"), sigma_mul: str = "log:1e-2:1e4:13",
+          sigma_add: str = "log:1e-2:1e4:13", **overrides: object) -> list[dict]:  # fmt: skip
+    """Mixed-noise maps (paper Fig. 6): accuracy over the grid (``sigma_mul`` × ``sigma_add``) at
+    point ``at`` (``config.on``: an activation or a weight point) for each order, ``config.repeats``
+    draws per cell (default 3 here)."""
+    from wn_onnx.analysis import mixed_grid, prepared
+    from wn_onnx.noise import parse_grid
+
+    if any(o not in ("mul-first", "add-first") for o in orders) or not orders:
+        raise ConfigError(f"the order must be mul-first, add-first or both, not {', '.join(orders)!r}")
+    if config is None and "repeats" not in overrides:
+        overrides["repeats"] = 3
+    config = scan_config(config, **overrides)
+    loaded = _model(model)
+    engine, dataset = prepared(loaded, _dataset(loaded, data, config), config)
+    return [mixed_grid(engine, dataset, at, o, parse_grid(sigma_mul), parse_grid(sigma_add), config.repeats, config.seed,
+                       config.granularity, config.metric, config.batch_size, config.metric_timeout, config.on)
+            for o in orders]  # fmt: skip
+
+
+def weight_magnitudes(model: str | os.PathLike, other: str | os.PathLike | None = None) -> list[dict]:
+    """Mean |w| per learnable layer of ``model`` and, given ``other``, the ratio other/model per
+    layer (paper Table 2)."""
+    from wn_onnx.analysis import weight_magnitudes as magnitudes
+    from wn_onnx.analysis import weight_ratio
+
+    rows = magnitudes(str(model))
+    return rows if other is None else weight_ratio(rows, magnitudes(str(other)))
+
+
+def train(out: str | os.PathLike = "model.onnx", *, checkpoint: str | os.PathLike | None = None, resume: bool = False,
+          on_start: Callable[[str, int], None] | None = None, on_epoch: Callable[[dict], None] | None = None,
+          on_step: Callable[[int], None] | None = None, **settings: object):  # fmt: skip
+    """Train one of the paper's architectures (``arch``: mlp, lenet5, cnn-s) on ``dataset``, clean or
+    with ``noise`` (a :class:`NoiseModel`) at level ``sigma`` on ``on`` (activations or weights) at
+    points ``at``, and export it to ONNX ``out`` with BatchNorm kept and its metadata (normalisation,
+    class names, the training noise). ``settings``: the fields of
+    :class:`wn_onnx.training.run.Training`. Needs torch; returns the run's
+    :class:`~wn_onnx.training.run.Trained`."""
+    from wn_onnx.training.run import Training, run_training
+
+    fields = {k: Path(v) if k in ("data_dir", "data", "val") and v is not None else v for k, v in settings.items()}
+    try:
+        training = Training(**fields)
+    except TypeError as err:
+        raise ConfigError(f"unknown training setting: {err}") from None
+    return run_training(training, Path(out), None if checkpoint is None else Path(checkpoint), resume, on_start, on_epoch,
+                        on_step)  # fmt: skip
 
 
 def _dataset(loaded: LoadedModel, data: DataLike, config: ScanConfig) -> Dataset:

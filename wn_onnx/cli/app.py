@@ -4,12 +4,15 @@ turns bad input into one line on stderr and exit code 2."""
 from __future__ import annotations
 
 import errno
+import inspect
 import os
 import sys
 import traceback
 
 import typer
 from rich.markup import escape
+from rich.text import Text
+from typer import rich_utils
 
 from wn_onnx.cli.analyze import analyze_app
 from wn_onnx.cli.check import check_command
@@ -21,6 +24,18 @@ from wn_onnx.cli.scan import points_command, scan_command
 from wn_onnx.cli.sweep import sweep_app
 from wn_onnx.cli.train import train_command
 from wn_onnx.errors import WnError
+
+
+def _plain_help_text(*, text: str, style: str = "", markup_mode: str):
+    """Typer's help text without emoji codes: a grid such as ``log:a:b:n`` stays text, never 🅰
+    (Typer renders help with Rich's emoji replacement on and exposes no switch)."""
+    if markup_mode == "rich" and "\x1b" not in text:
+        return rich_utils.highlighter(Text.from_markup(inspect.cleandoc(text), style=style, emoji=False))
+    return _typer_text(text=text, style=style, markup_mode=markup_mode)
+
+
+_typer_text = rich_utils._make_rich_text
+rich_utils._make_rich_text = _plain_help_text
 
 app = typer.Typer(
     name="wn-onnx",

@@ -10,7 +10,6 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from wn_onnx.errors import WnError
 from wn_onnx.io.config import MAX_PARALLEL
 
 out = Console(emoji=False)  # ":1:3" in a grid or a tensor name stays text
@@ -66,16 +65,6 @@ SigmaAddOption = Annotated[float | None, typer.Option(help="Mixed: fixed σ_add,
 DeviceOption = Annotated[Device, typer.Option(help="Execution provider.")]
 AtOption = Annotated[str | None, typer.Option(help="Points to use: 0,3,5-8 · op:Conv,Gemm · re:PATTERN (default: all).")]
 
-
-def noise_spec(kind: Kind | str, order: Order | str | None = None, ratio: float | None = None,
-               sigma_mul: float | None = None, sigma_add: float | None = None):  # fmt: skip
-    """The :class:`~wn_onnx.noise.NoiseSpec` the noise options describe (enum or plain values)."""
-    from wn_onnx.noise import NoiseSpec
-
-    def value(v):
-        return v.value if isinstance(v, Enum) else v
-
-    return NoiseSpec(value(kind), value(order), ratio, sigma_mul, sigma_add)
 
 
 class Target(str, Enum):  # wn_onnx.noise.TARGETS
@@ -141,20 +130,6 @@ OutNoiseOption = Annotated[
 ]
 
 
-def converters(dac_bits: int | None, adc_bits: int | None, out_noise: float | None):
-    """The converter settings the options describe (None when none is given)."""
-    from wn_onnx.noise import Converters
-
-    if dac_bits is None and adc_bits is None and out_noise is None:
-        return None
-    return Converters(dac_bits, adc_bits, 0.0 if out_noise is None else out_noise)
-
-
-def noise_model(name: str, **options: object):
-    """The noise model (:func:`wn_onnx.noise.make_noise`) the noise options describe (enums as their values)."""
-    from wn_onnx.noise import make_noise
-
-    return make_noise(name, **{k: v.value if isinstance(v, Enum) else v for k, v in options.items()})
 
 
 DataOption = Annotated[
@@ -219,36 +194,6 @@ MetricTimeoutOption = Annotated[
 ]
 
 
-def load_data(
-    loaded, data: Path | None, dataset_name: str | None, split: str | None, data_dir: Path | None,
-    limit: int | None, limit_mode: LimitMode = LimitMode.stratified, require_labels: bool = True,
-    feeds: list[str] | None = None,
-    labels: Path | None = None,
-):  # fmt: skip
-    """Evaluation data from ``--data FILE.npz`` (one array per graph input, or ``x``; or streamed:
-    a .npy with ``labels``, a folder of .npy files or of .npz shards) or ``--dataset NAME``
-    (normalised as ``loaded``'s metadata says), inputs that are not data given by ``--feed``,
-    checked against the model's inputs — as every command that runs a model takes it."""
-    from wn_onnx.io.data import check_shape, data_inputs, load_npz, load_streamed, parse_feeds
-    from wn_onnx.io.safeio import regular_file
-
-    fed = parse_feeds(feeds)
-    names = data_inputs(loaded, fed)
-    if dataset_name:
-        from wn_onnx.io.datasets import model_ready
-
-        dataset = model_ready(loaded.model, dataset_name, split, data_dir, limit, limit_mode.value)
-    elif data is None:
-        raise WnError("give --data FILE.npz with arrays x (model inputs) and y (labels), or --dataset NAME")
-    elif data.suffix == ".npy" or data.is_dir():
-        dataset = load_streamed(data, labels, limit, require_labels, limit_mode.value, names or (loaded.input_name,), tuple(fed))
-    else:
-        regular_file(data, "data file")  # /dev/zero is named as what it is, before the options are matched
-        if labels is not None:
-            raise WnError("--labels goes with --data X.npy (an .npz carries its own y)")
-        dataset = load_npz(data, limit, require_labels, limit_mode.value, names, tuple(fed))
-    return check_shape(dataset, loaded, fed)
-
 
 class Granularity(str, Enum):
     layer = "layer"
@@ -268,12 +213,6 @@ class SigmaScale(str, Enum):
     absolute = "absolute"
     std = "std"
 
-
-def memory_bytes(text: str | None) -> int | None:
-    """``--memory`` in bytes (None: the default budget, see wn_onnx.engine.memory)."""
-    from wn_onnx.engine.memory import parse_size
-
-    return None if text is None else parse_size(text)
 
 
 OutputOption = Annotated[

@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from wn_onnx import api
 from wn_onnx.cli.common import out
 
 data_app = typer.Typer(help="Datasets: download the official files (checksums verified).", no_args_is_help=True)
@@ -18,7 +19,5 @@ def fetch_command(
     target: Annotated[Path | None, typer.Option(help="Folder to fill (default: ~/.cache/wn-onnx/NAME).")] = None,
 ) -> None:
     """Download NAME's official files into the cache (or TARGET), verifying their checksums."""
-    from wn_onnx.io.datasets.fetch import fetch
-
-    folder = fetch(name, target)
+    folder = api.fetch_dataset(name, target)
     out.print(f"{name}: verified files in {folder}")

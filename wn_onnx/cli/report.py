@@ -8,10 +8,10 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
+from wn_onnx import api
 from wn_onnx.cli.common import PngOption, err, out
 from wn_onnx.errors import WnError
 from wn_onnx.io.safeio import guard_outputs
-from wn_onnx.results.schema import read_report
 
 
 def report_command(
@@ -29,7 +29,7 @@ def report_command(
     if html_path is None and png is None:
         raise WnError("say where to write: --html FILE and/or --png FOLDER")
     guard_outputs([html_path, png], reports)
-    data = [read_report(p) for p in reports]
+    data = [api.read_report(p) for p in reports]
     if label and len(label) != len(data):
         raise WnError(f"{len(label)} --label for {len(data)} reports")
     try:

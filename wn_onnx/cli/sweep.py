@@ -11,7 +11,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
-from wn_onnx.cli.common import MAX_THREADS, MemoryOption, err, memory_bytes, out
+from wn_onnx import api
+from wn_onnx.cli.common import MAX_THREADS, MemoryOption, err, out
 from wn_onnx.io.safeio import guard_outputs, write_json
 
 sweep_app = typer.Typer(help="Noisy-training sweeps (points × σ × seeds …) on Dask, resumable.", no_args_is_help=True)
@@ -20,9 +21,7 @@ sweep_app = typer.Typer(help="Noisy-training sweeps (points × σ × seeds …) 
 @sweep_app.command("plan")
 def sweep_plan_command(sweep_file: Annotated[Path, typer.Argument(metavar="SWEEP.toml")]) -> None:
     """Expand the sweep and count its runs; nothing is executed."""
-    from wn_onnx.training.sweep import load_sweep
-
-    sweep = load_sweep(sweep_file)
+    sweep = api.load_sweep(sweep_file)
     table = Table(title=Text(f"{sweep_file}: {len(sweep.runs)} runs"))
     table.add_column("axis")
     table.add_column("values")
@@ -59,11 +58,9 @@ def run_command(
 ) -> None:
     """Execute every run not done yet; done runs are skipped, failed ones retried. Each run's noisy
     evaluation runs under --memory (local workers share it; see docs/guide.md "Memory")."""
-    from wn_onnx.training.sweep import RunStore, load_sweep, run_sweep
-
-    sweep = load_sweep(sweep_file)
-    budget = memory_bytes(memory)  # a malformed size is refused before anything runs
-    RunStore(sweep.db_path).close()  # a damaged store is reported before the progress bar starts
+    sweep = api.load_sweep(sweep_file)
+    budget = None if memory is None else api.parse_size(memory)  # a malformed size is refused before anything runs
+    api.RunStore(sweep.db_path).close()  # a damaged store is reported before the progress bar starts
     bar = None if quiet else Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[failed]} failed"),
                                       TimeElapsedColumn(), TimeRemainingColumn(), console=err)  # fmt: skip
     task = None
@@ -75,9 +72,9 @@ def run_command(
     if bar:
         with bar:
             task = bar.add_task(f"sweep {sweep_file.name}", total=len(sweep.runs), failed=0)
-            stats = run_sweep(sweep, workers, scheduler, retries, update, budget)
+            stats = api.run_sweep(sweep, workers, scheduler, retries, update, budget)
     else:
-        stats = run_sweep(sweep, workers, scheduler, retries, memory=budget)
+        stats = api.run_sweep(sweep, workers, scheduler, retries, memory=budget)
     elsewhere = f", {stats['elsewhere']} running in another client" if stats.get("elsewhere") else ""
     out.print(
         f"{stats['done']}/{stats['total']} runs done, {stats['failed']} failed{elsewhere} · {sweep.db_path}",
@@ -90,10 +87,8 @@ def run_command(
 @sweep_app.command("status")
 def status_command(sweep_file: Annotated[Path, typer.Argument(metavar="SWEEP.toml")]) -> None:
     """Done / running / failed / pending runs."""
-    from wn_onnx.training.sweep import load_sweep, status_counts
-
-    sweep = load_sweep(sweep_file)
-    counts = status_counts(sweep)
+    sweep = api.load_sweep(sweep_file)
+    counts = api.status_counts(sweep)
     out.print(" · ".join(f"{k} {v}" for k, v in counts.items()) + f" (of {len(sweep.runs)})", markup=False)
 
 
@@ -105,10 +100,8 @@ def sweep_report_command(
     ],
 ) -> None:
     """Turn finished runs into scan-schema reports (fit, plot, plan and check work on them)."""
-    from wn_onnx.training.sweep import load_sweep, sweep_reports
-
     guard_outputs([out_path], [sweep_file])
-    reports = sweep_reports(load_sweep(sweep_file))
+    reports = api.sweep_reports(api.load_sweep(sweep_file))
     for name, report in reports.items():
         path = out_path if len(reports) == 1 else out_path.with_name(f"{out_path.stem}.{name}{out_path.suffix}")
         write_json(path, report)

@@ -230,23 +230,36 @@ def curves_figure(report: Report | dict, columns: int = 3, limit: int | None = M
             ax.set_xlim(lo - 0.03 * (hi - lo), hi + 0.03 * (hi - lo))
             if clean is not None and not (s == 0).any():  # a grid without σ = 0: the clean model still shows
                 ax.plot([0.0], [clean], "D", color="k", ms=4, label="clean model", gid="clean-point")
-        left, right = ax.get_xlim()
-        if c.get("mu") is not None:
-            mu = c["mu"]
-            if left < mu < right:
-                ax.axvline(mu, color="C2", ls="--", lw=1, label="μ", gid="mu-line")
-            e = c.get("mu_err")
-            if e:
-                band_lo = max(mu - e, s[shown].min() if log else left, left)
-                band_hi = min(mu + e, right)
-                if band_hi > band_lo:
-                    ax.axvspan(band_lo, band_hi, color="C2", alpha=0.15, lw=0, label="μ ± err", gid="mu-band")
+        _mark_mu(ax, c, float(s[shown].min()) if log else None)
         shown = mu_text(report, c)
         ax.set_title(f"{label}\nμ {shown if shown[0] in '<>≤≥' else '= ' + shown} [{c['status']}]")
         ax.set_xlabel(axis_name(report))
         if log:
             _axis_ticks(ax, report, lo)
         ax.set_ylim(-0.03, 1.03)
+    _frame(fig, axes, report, columns, selected)
+    return fig
+
+
+def _mark_mu(ax, c: dict, smallest: float | None) -> None:
+    """μ as a line and its error as a band, within the panel (``smallest``: the least σ shown on a log axis)."""
+    left, right = ax.get_xlim()
+    if c.get("mu") is None:
+        return
+    mu = c["mu"]
+    if left < mu < right:
+        ax.axvline(mu, color="C2", ls="--", lw=1, label="μ", gid="mu-line")
+    e = c.get("mu_err")
+    if e:
+        band_lo = max(mu - e, smallest if smallest is not None else left, left)
+        band_hi = min(mu + e, right)
+        if band_hi > band_lo:
+            ax.axvspan(band_lo, band_hi, color="C2", alpha=0.15, lw=0, label="μ ± err", gid="mu-band")
+
+
+def _frame(fig: plt.Figure, axes, report: dict, columns: int, selected: str) -> None:
+    """One y label per row, one legend for every panel, the title, and the layout in inches."""
+    rows = len(axes)
     for row in axes:
         row[0].set_ylabel("accuracy")
         for ax in row[1:]:
@@ -271,7 +284,6 @@ def curves_figure(report: Report | dict, columns: int = 3, limit: int | None = M
     fig.set_figheight(height)
     fig.suptitle(title, y=1 - 0.05 / height, va="top")  # placed in inches: tall figures overlapped it
     fig.tight_layout(rect=(0, legend / height, 1, 1 - top / height))
-    return fig
 
 
 def align(reports: list[Report | dict]) -> tuple[list[list[dict | None]], list[str]]:
