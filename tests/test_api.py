@@ -28,7 +28,7 @@ def test_readme_python_example_runs(tmp_path, monkeypatch):
     assert scope["same"].to_json() == report.to_json()
     frame = scope["frame"]
     assert len(frame) == 17 * 2 * (5 + 1)  # five points and the global curve, 17 σ and 2 repeats each
-    assert sum(scope["plan"]["executions"]) == 10
+    assert sum(scope["plan"].executions) == 10 and scope["plan"].to_json()["budget"] == 10
 
 
 def test_api_scan_is_the_cli_scan(tmp_path):

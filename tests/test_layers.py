@@ -122,7 +122,7 @@ def _cycle(graph: dict[str, set[str]]) -> list[str]:
             if nxt.startswith(node + "."):  # a package's __init__ re-exporting its own modules
                 continue
             if state.get(nxt) == 1:
-                return stack[stack.index(nxt):] + [nxt]
+                return [*stack[stack.index(nxt) :], nxt]
             if nxt not in state and (found := visit(nxt)):
                 return found
         stack.pop()

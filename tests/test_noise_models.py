@@ -25,8 +25,6 @@ from wn_onnx.noise import BitFlip, NoiseSpec, Quant, Reference, make_noise
 from wn_onnx.noise.bitflip import flip_positions
 from wn_onnx.scanner import run_scan
 
-from conftest import config_of
-
 # ---- each model against its formula ---------------------------------------------------------------
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 from pathlib import Path
 from typing import Annotated
@@ -12,7 +11,7 @@ from rich.table import Table
 from rich.text import Text
 
 from wn_onnx import api
-from wn_onnx.cli.common import Granularity, Kind, OrderOption, SigmaRatioOption, Strategy, out, progress_bar
+from wn_onnx.cli.common import Granularity, Kind, OrderOption, SigmaRatioOption, Strategy, err, out, progress_bar
 from wn_onnx.cli.options import DataArgs, grouped
 from wn_onnx.errors import WnError
 from wn_onnx.io.config import MAX_REPEATS, MAX_SEED
@@ -79,16 +78,32 @@ def plan_command(
     if (measured or strategy == Strategy.greedy) and (model is None or source is None):
         raise WnError("--evaluate and --strategy greedy need --model and --data FILE.npz or --dataset NAME")
     spec = api.make_noise(noise.value, order=order and order.value, ratio=sigma_ratio) if noise else None
-    bar = None if quiet or as_json or not (measured or strategy == Strategy.greedy) else progress_bar()
-    task = bar.add_task("plans", total=None) if bar else None
-    with bar or contextlib.nullcontext():
-        loaded = None if model is None else api.load_model(model)
-        dataset = None if source is None or loaded is None else api.load_data(loaded, **source, limit=data.limit,
-                                                                              limit_mode=_value(data.limit_mode) or "stratified")  # fmt: skip
+    loaded = None if model is None else api.load_model(model)
+    dataset = None if source is None or loaded is None else api.load_data(loaded, **source, limit=data.limit,
+                                                                          limit_mode=_value(data.limit_mode) or "stratified")  # fmt: skip
+    measuring = bool(measured) or strategy == Strategy.greedy
+    if measuring and (strategy == Strategy.greedy or "greedy" in measured):
+        n = len(api.read_report(report_path, walked=True)["points"])
+        total = api.parse_budget(budget, n)
+        err.print(f"greedy: {api.greedy_evaluations(n, total)} plan evaluations of {max(5, repeats // 4)} draws on "
+                  f"{len(dataset)} samples", highlight=False)  # fmt: skip
+    bar = progress_bar() if measuring and not (quiet or as_json) else None
+    task = []
+
+    def tick() -> None:  # the bar appears with the first measured plan: errors before it stay one line
+        if bar is not None:
+            if not task:
+                bar.start()
+                task.append(bar.add_task("plans", total=None))
+            bar.advance(task[0], 1)
+
+    try:
         plan = api.plan(report_path, budget, strategy.value, evaluate=measured, model=model, data=dataset, noise=spec,
-                        sigma=sigma, repeats=repeats, seed=seed, granularity=_value(granularity),
-                        tick=(lambda: bar.advance(task, 1)) if bar else (lambda: None),
+                        sigma=sigma, repeats=repeats, seed=seed, granularity=_value(granularity), tick=tick,
                         **{k: v for k, v in data.scan_settings().items() if k not in ("limit", "limit_mode", "feeds")})  # fmt: skip
+    finally:
+        if bar is not None and task:
+            bar.stop()
     payload = plan.to_json()
     if out_path:
         guard_outputs([out_path], [report_path, model, data.data])
