@@ -212,6 +212,7 @@ def test_kill_9_then_resume_equals_an_uninterrupted_run(tmp_path):
     assert stored_curves(db) == 11  # every point exactly once
 
 
+@pytest.mark.slow
 def test_ctrl_c_writes_a_partial_report(tmp_path):
     out = tmp_path / "r.json"
     proc = run_until_stored([*SLOW, "--out", out], tmp_path / "r.json.sqlite", 2, signal.SIGINT, tmp_path)

@@ -997,6 +997,7 @@ def alive(pid: int) -> bool:
 JOBS = ["scan", "--mode", "walking", "--sigmas", "log:1e-2:1e3:25", "--repeats", "30", "--quiet", "--jobs", "2"]
 
 
+@pytest.mark.slow
 def test_ctrl_c_while_importing_prints_no_traceback():
     proc = subprocess.Popen([sys.executable, "-m", "wn_onnx", "scan", "--quiet"], stderr=subprocess.PIPE, text=True,
                             preexec_fn=like_a_shell)  # fmt: skip
@@ -1007,6 +1008,7 @@ def test_ctrl_c_while_importing_prints_no_traceback():
     assert proc.returncode in (130, -signal.SIGINT) and "Traceback" not in err, err
 
 
+@pytest.mark.slow
 def test_ctrl_c_with_jobs_while_workers_start_prints_no_worker_traceback(tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "wn_onnx", *JOBS], stderr=subprocess.PIPE, text=True,
                             start_new_session=True, preexec_fn=like_a_shell)  # fmt: skip
@@ -1037,6 +1039,7 @@ def test_kill_9_of_a_jobs_scan_leaves_no_process_behind():
     assert not any(alive(c) for c in left)
 
 
+@pytest.mark.slow
 def test_sigterm_writes_the_partial_report_like_ctrl_c(tmp_path):
     from tests.test_hardening import SLOW, run_until_stored
 

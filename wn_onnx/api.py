@@ -69,7 +69,7 @@ __all__ = [
 # so the command line starts without them.
 _LAZY = {
     "Verdict": "wn_onnx.gate", "markdown": "wn_onnx.gate", "junit": "wn_onnx.gate", "Plan": "wn_onnx.planner",
-    "greedy_evaluations": "wn_onnx.planner", "STRATEGIES": "wn_onnx.planner", "parse_budget": "wn_onnx.planner", "parse_size": "wn_onnx.engine.memory",
+    "greedy_evaluations": "wn_onnx.planner", "STRATEGIES": "wn_onnx.planner", "parse_budget": "wn_onnx.planner", "digital_strength": "wn_onnx.planner", "parse_size": "wn_onnx.engine.memory",
     "fetch_dataset": "wn_onnx.io.datasets.fetch", "load_sweep": "wn_onnx.training.sweep",
     "run_sweep": "wn_onnx.training.sweep", "RunStore": "wn_onnx.training.sweep", "status_counts": "wn_onnx.training.sweep",
     "sweep_reports": "wn_onnx.training.sweep",

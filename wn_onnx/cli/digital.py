@@ -30,7 +30,8 @@ def digital_command(report_path: Path, k: int, evaluate: bool, at_time: str | No
             raise WnError("--digital with --evaluate needs --model and --data FILE.npz or --dataset NAME")
         loaded = api.load_model(model)
         dataset = api.load_data(loaded, **source, limit=data.limit, limit_mode=getattr(data.limit_mode, "value", "stratified"))
-        err.print(f"[dim]evaluating {2 * k + 1} splits on {len(dataset)} samples, {repeats} chips each[/]")
+        _, text = api.digital_strength(api.read_report(report_path, walked=True), at_time)
+        err.print(f"[dim]evaluating {2 * k + 1} splits at {text} on {len(dataset)} samples, {repeats} chips each[/]")
     settings = {key: v for key, v in data.scan_settings().items() if key in ("batch_size", "threads", "memory")}
     payload = api.digital(report_path, k, evaluate=evaluate, model=model, data=dataset, at_time=at_time, repeats=repeats,
                           seed=seed, **settings)  # fmt: skip

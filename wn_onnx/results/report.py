@@ -292,7 +292,7 @@ class Report(_View):
     not_run: list[dict] = field(default_factory=list)
     config_hash: str | None = None
     partial: bool = False
-    seconds: float | None = None  # the scan's wall time (scan --json); never in a saved report
+    seconds: float | None = None  # a wall time, when a report from elsewhere holds one; wn-onnx writes none
 
     @classmethod
     def from_json(cls, data: dict) -> Report:
