@@ -92,7 +92,7 @@ def two_models(tmp_path_factory):
 
 def scan(path, data, seed):
     return run_scan(
-        load_model(path), data, config_of(SweepSettings(parse_grid("log:1e-2:1e3:31"), NoiseSpec("add"), 4, seed), dict())
+        load_model(path), data, config_of(SweepSettings(parse_grid("log:1e-2:1e3:31"), NoiseSpec("add"), 4, seed))
     )
 
 

@@ -72,7 +72,7 @@ def test_scan_equals_reference(deployed, name, label_free):
     clean = reference.values([reference.proto.graph.output[0].name], x_ref, np.arange(SAMPLES))[0]
     assert report["clean_accuracy"] == pytest.approx(scores(dep.metric, clean, clean, y).mean())
     args = (x_ref, y, SIGMAS, st.spec, REPEATS, st.seed)
-    points = find_points(loaded.model, dict().granularity)
+    points = find_points(loaded.model, "layer")
     assert [p["index"] for p in report["points"]] == [p.index for p in points]
     walked = points[:: max(1, len(points) // 4)]
     for point in walked:

@@ -271,7 +271,7 @@ def test_loop_body_points_are_skipped_with_their_reason(tmp_path):
     x = np.random.default_rng(0).standard_normal((20, 8)).astype(np.float32)
     data = _data(Engine(loaded, CPU), x)
     st = SweepSettings(np.array([0.1, 10.0]), NoiseSpec("add"), repeats=1, batch_size=20)
-    report = run_scan(loaded, data, config_of(st, dict()))
+    report = run_scan(loaded, data, config_of(st))
     assert [p["tensor"] for p in report["skipped"]] == ["b_h", "b_r", "b_o"]
     assert all("Loop body" in p["reason"] for p in report["skipped"])
     assert {p["tensor"] for p in report["points"]} == {"x", "stacked", "y"}

@@ -1238,7 +1238,7 @@ def test_a_plugin_exit_never_passes_a_ci_gate(ws):
     (ws / "b.json").write_text(json.dumps(report(p_index=1)))
     for args in (["check", "m.onnx", "--data", "d.npz", "--min-mu", "0.1", *GRID],
                  ["analyze", "binarize", "m.onnx", "--at", "1", "--data", "d.npz"],
-                 ["analyze", "mixed", "m.onnx", "--at", "1", "--data", "d.npz", "--sigma-mul", "1", "--sigma-add", "1"],
+                 ["analyze", "mixed", "m.onnx", "--at", "1", "--data", "d.npz", "--sigma-mul-grid", "1", "--sigma-add-grid", "1"],
                  ["plan", "b.json", "--evaluate", "--model", "m.onnx", "--data", "d.npz", "--quiet"]):  # fmt: skip
         refused_untouched(ws, f"metric {spec} failed: SystemExit: 0", *args, "--metric", spec)
     refused_untouched(ws, "metric os:getcwd failed: TypeError", "scan", "m.onnx", "--data", "d.npz", "--metric", "os:getcwd", *FAST)

@@ -544,7 +544,7 @@ def test_analyze_mixed_on_weights_reduces_to_multiplicative_weight_noise(tmp_pat
     np.savez(data, x=x, y=y)
     out, scan = tmp_path / "m.json", tmp_path / "s.json"
     ran = wn("analyze", "mixed", model, "--data", data, "--at", "1", "--on", "weights", "--order", "mul-first",
-             "--sigma-mul", "0.5,2", "--sigma-add", "0,1", "--repeats", "3", "--out", out)  # fmt: skip
+             "--sigma-mul-grid", "0.5,2", "--sigma-add-grid", "0,1", "--repeats", "3", "--out", out)  # fmt: skip
     assert ran.returncode == 0, ran.stderr
     grid = json.loads(out.read_text())["grids"][0]
     assert grid["on"] == "weights" and grid["point"]["tensor"] == "8.weight"

@@ -32,8 +32,8 @@ from wn_onnx.training.trainer import TrainConfig, train
 @pytest.fixture(scope="module")
 def reports():
     loaded, data = load_model(DEFAULT_MODEL), load_npz(DEFAULT_DATA)
-    add = run_scan(loaded, data, config_of(SweepSettings(parse_grid("log:1e-2:1e3:16"), NoiseSpec("add"), 2), dict()))
-    mul = run_scan(loaded, data, config_of(SweepSettings(parse_grid("log:1e-2:1e10:25"), NoiseSpec("mul"), 2), dict()))
+    add = run_scan(loaded, data, config_of(SweepSettings(parse_grid("log:1e-2:1e3:16"), NoiseSpec("add"), 2)))
+    mul = run_scan(loaded, data, config_of(SweepSettings(parse_grid("log:1e-2:1e10:25"), NoiseSpec("mul"), 2)))
     return add, mul
 
 
@@ -337,7 +337,7 @@ def test_analyze_takes_a_dataset_with_the_models_normalisation(tmp_path):
         results[name] = json.loads((tmp_path / f"{name}.json").read_text())["accuracy"]
     assert results["npz"] == results["dataset"] and results["npz"]["clean"] > 0.9
     res = wn(*base, "mixed", DEFAULT_MODEL, "--at", "1", "--dataset", "digits", "--limit", "60", "--order", "mul-first",
-                          "--sigma-mul", "0.1,10", "--sigma-add", "0.1,10", "--repeats", "1", "--out", tmp_path / "m.json")  # fmt: skip
+                          "--sigma-mul-grid", "0.1,10", "--sigma-add-grid", "0.1,10", "--repeats", "1", "--out", tmp_path / "m.json")  # fmt: skip
     assert res.returncode == 0, res.stderr
     grid = json.loads((tmp_path / "m.json").read_text())["grids"][0]["accuracy"]
     assert grid[0][0] > 0.9 > grid[1][1]

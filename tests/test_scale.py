@@ -232,8 +232,8 @@ def test_commands_take_streamed_data_and_a_memory_budget(tmp_path):
     gate = wn("check", DEFAULT_MODEL, "--data", tmp_path, "--at", "3", "--sigmas", "log:1e-2:1e2:5", "--repeats", "1",
               "--min-mu", "0", "--memory", "2G", "--batch-size", "32", "--threads", "1", cwd=tmp_path)  # fmt: skip
     assert gate.returncode == 0, gate.stderr
-    mixed = wn("analyze", "mixed", DEFAULT_MODEL, "--data", tmp_path, "--at", "3", "--sigma-mul", "0.1,1",
-               "--sigma-add", "0.1,1", "--repeats", "1", "--memory", "2G", "--out", tmp_path / "m.json", cwd=tmp_path)  # fmt: skip
+    mixed = wn("analyze", "mixed", DEFAULT_MODEL, "--data", tmp_path, "--at", "3", "--sigma-mul-grid", "0.1,1",
+               "--sigma-add-grid", "0.1,1", "--repeats", "1", "--memory", "2G", "--out", tmp_path / "m.json", cwd=tmp_path)  # fmt: skip
     assert mixed.returncode == 0, mixed.stderr
     assert wn("scan", DEFAULT_MODEL, *data, "--at", "3", "--sigmas", "0.1,1", "--repeats", "1", "--quiet").returncode == 0
     bad = wn("scan", DEFAULT_MODEL, *data, "--memory", "lots", cwd=tmp_path)

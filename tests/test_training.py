@@ -145,7 +145,8 @@ def test_train_cli_bad_input(tmp_path):
         (["train", "--dataset", "imagenet"], "unknown dataset"),
         (["train", "--arch", "resnet"], "Invalid value for '--arch'"),
         (["train", "--dataset", "cifar10", "--data-dir", tmp_path], "no CIFAR-10 batches"),
-        (["train", "--arch", "lenet5", "--out", good, "--resume"], "checkpoint of mlp"),
+        (["train", "--no-bn", "--out", good, "--resume"], "checkpoint of mlp (bn=True"),
+        (["train", "--arch", "lenet5"], "lenet5 does not fit digits's inputs of shape [1, 8, 8]"),
         (["train", "--noise", "add"], "--sigma > 0"),
         (
             ["train", "--noise", "add", "--sigma", "1", "--at", "99", "--epochs", "1", "--out", tmp_path / "x.onnx"],
