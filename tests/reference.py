@@ -8,11 +8,13 @@ each tensor is found here independently, by running two batch sizes.
 
 Several inputs are given as ``{name: (array, axis)}``: the array in the graph's layout, its
 samples on ``axis`` (None: the same value for every batch). Scores are computed here too,
-plainly (:func:`scores`): top1, binary and per-position, with labels or against the clean run.
+plainly (:func:`scores`): top1, binary and per-position, with labels or against the clean run;
+or by a plug-in's function on the outputs exactly as onnxruntime returns them.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -180,11 +182,13 @@ class Reference:
         batch_size: int,
         scales: list[float] | None = None,
         metric: str = "top1",
+        plugin: Callable[[np.ndarray, np.ndarray, np.ndarray | None], np.ndarray] | None = None,
     ) -> np.ndarray:
         """Summed scores (correct predictions, for top1) per (σ, repeat) with noise ``σ`` at every
         (point index, tensor) of ``tensors`` at once (``scales``: σ·scales[k] at the k-th); ``y``
         None: agreement with the clean run; batches as the engine makes them (a fixed batch padded,
-        pads unscored)."""
+        pads unscored). ``plugin(clean, noisy, labels)``: scores computed from the whole runs'
+        outputs as onnxruntime returns them (no fixed batch: nothing to unpad) instead of ``metric``."""
         names = [t for _, t in tensors]
         n = self.samples(x)
         dtypes = {k: v.dtype for k, v in zip(names, self.values(names, x, np.arange(self.fixed or 2)), strict=True)}
@@ -198,7 +202,8 @@ class Reference:
             rows = np.minimum(np.arange(start, start + size if self.fixed else start + real), start + real - 1)
             yb = None if y is None else y[start : start + real]
             clean = self.values(names, x, rows)
-            reference = clean_session.run(None, self.feeds(x, rows))[self.out_index][:real]
+            whole = clean_session.run(None, self.feeds(x, rows))[self.out_index]
+            reference = whole[:real]
             for r in range(repeats):
                 feeds = self.feeds(x, rows)
                 for k, ((index, _), v, axis) in enumerate(zip(tensors, clean, axes, strict=True)):
@@ -211,6 +216,9 @@ class Reference:
                         feeds[f"ref_sa_{k}"] = np.asarray(sa * scale, v.dtype)
                         feeds[f"ref_sm_{k}"] = np.asarray(sm * scale, v.dtype)
                     with np.errstate(all="ignore"):
-                        out = session.run(None, feeds)[self.out_index][:real].astype(np.float64)
-                    total[s, r] += scores(metric, out, reference, yb).sum()
+                        raw = session.run(None, feeds)[self.out_index]
+                    if plugin is not None:
+                        total[s, r] += np.asarray(plugin(whole, raw, yb), np.float64).sum()
+                        continue
+                    total[s, r] += scores(metric, raw[:real].astype(np.float64), reference, yb).sum()
         return total

@@ -230,8 +230,13 @@ def clean_pass(
     if not label_free and data.y is None:
         raise DataError(f"{data.source}: no labels y (score agreement with the clean model instead: label-free)")
     data = check_shape(data, loaded)
-    clean = engine.clean_outputs(data, batch_size)[: len(data)]  # the engine keeps them for every σ = 0
+    clean = engine.clean_outputs(data, batch_size)[: len(data)]  # the engine keeps them for every σ = 0 (samples first)
     where = f"{loaded.path}: output {loaded.output_name!r}"
+    axis = engine.output_axis(data.x)
+    if axis != 0 and not metric.plugin:
+        raise ModelError(f"{engine.output_run()}: its samples are on axis {axis}, and {metric_name} scores outputs with "
+                         "the samples on axis 0; a plug-in metric (--metric file.py:function) gets the output as the "
+                         "model returns it")  # fmt: skip
     mixed = engine.rows_interact(data, batch_size)
     if mixed is not None:
         raise ModelError(f"{where}: the rows of a batch interact (sample {mixed[0]} alone differs from it in a batch by "
@@ -243,10 +248,10 @@ def clean_pass(
     except WnError as err:
         raise type(err)(f"{where}: {err}") from None
     labels = None if label_free else metric.labels(data.y, clean.shape, data.source)
-    ok, bad = score(metric, clean, clean, labels, len(clean))
+    ok, bad = score(metric, clean, clean, labels, len(clean), axis)
     if bad.all():
         raise ModelError(f"{where}: NaN/Inf for every one of the {len(bad)} samples without noise: nothing to measure")
-    chance, clean_score = metric.chance(clean, labels), float(ok.mean())
+    chance, clean_score = metric.chance(clean, labels, axis), float(ok.mean())
     if clean_score <= chance:  # one class for every sample, or no better than guessing: nothing can fall
         level = "what outputs from other samples score" if label_free or metric.plugin else "the metric's chance level"
         nonfinite = f", {int(bad.sum())} of {len(bad)} samples NaN/Inf" if bad.any() else ""

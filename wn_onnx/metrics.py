@@ -8,8 +8,15 @@
   score is the fraction of positions equal to their label (labels shaped like the output
   without its last axis; a negative label marks a position that is not scored).
 * a plug-in ``module:function`` (or ``path/file.py:function``): ``function(clean, noisy,
-  labels)`` with the clean and noisy outputs of a batch (samples on axis 0) and its labels
-  (None label-free) returns one score in [0, 1] per sample.
+  labels)`` with the clean and noisy outputs of a batch as onnxruntime returns them (the samples
+  on the axis where the model puts them: axis 0 for most models, axis 1 for a sequence-first
+  [T, N, K] head) and its labels (samples first; None label-free) returns one score in [0, 1]
+  per sample, in sample order; a function with a ``sample_axis`` parameter (or ``**kwargs``)
+  gets that axis by keyword.
+
+The engine keeps outputs samples-first (``samples_first``); the built-in metrics score only
+outputs whose samples the model puts on axis 0 (curve.clean_pass refuses the others, naming
+their real shape), and a plug-in's outputs are moved back to the model's layout before its call.
 
 Label-free, a built-in metric compares the noisy prediction with the clean model's prediction.
 a_min (docs/method.md, "Metrics"): the chance level of a built-in metric with labels, else the
@@ -18,6 +25,7 @@ score of outputs that carry no information about their sample, estimated on the 
 
 from __future__ import annotations
 
+import inspect
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -31,6 +39,20 @@ BUILT_IN = ("top1", "binary", "per-position")
 THRESHOLD = 0.5  # binary: a probability above it predicts 1
 SHUFFLE_SEED = 0  # the permutation of the a_min estimate
 TIMEOUT = 60.0  # seconds a plug-in may take on one batch (--metric-timeout)
+
+
+def samples_first(out: np.ndarray, axis: int) -> np.ndarray:
+    """``out`` (a run's output, samples on ``axis``) with its samples on axis 0 (a view)."""
+    return out if axis == 0 else np.moveaxis(out, axis, 0)
+
+
+def takes_axis(function: Callable) -> bool:
+    """Whether a plug-in's signature accepts ``sample_axis`` by keyword."""
+    try:
+        params = inspect.signature(function).parameters.values()
+    except (TypeError, ValueError):  # a builtin without a signature: the three positional arguments only
+        return False
+    return any(p.kind is p.VAR_KEYWORD or (p.name == "sample_axis" and p.kind is not p.POSITIONAL_ONLY) for p in params)
 
 
 def _shown(shape: tuple) -> str:
@@ -52,12 +74,14 @@ def _hint(shape: tuple) -> str:
 class Metric:
     """One metric: ``name`` is one of BUILT_IN or a plug-in's ``module:function``; ``timeout``:
     the seconds a plug-in may take on one batch; ``source``: the SHA-256 of the plug-in module's
-    file (stored curves are keyed by it: an edited plug-in computes its curves again)."""
+    file (stored curves are keyed by it: an edited plug-in computes its curves again);
+    ``axis_keyword``: the plug-in takes ``sample_axis=`` (:func:`takes_axis`)."""
 
     name: str
-    function: Callable[[np.ndarray, np.ndarray, np.ndarray | None], np.ndarray] | None = None
+    function: Callable[..., np.ndarray] | None = None
     timeout: float = TIMEOUT
     source: str = ""
+    axis_keyword: bool = False
 
     @property
     def plugin(self) -> bool:
@@ -122,11 +146,12 @@ class Metric:
             )
         return y
 
-    def scores(self, clean: np.ndarray, noisy: np.ndarray, labels: np.ndarray | None) -> np.ndarray:
-        """One score in [0, 1] per sample (labels None: agreement with ``clean``)."""
+    def scores(self, clean: np.ndarray, noisy: np.ndarray, labels: np.ndarray | None, axis: int = 0) -> np.ndarray:
+        """One score in [0, 1] per sample (labels None: agreement with ``clean``); ``clean`` and
+        ``noisy`` samples-first, ``axis``: where the model puts the samples (a plug-in gets them there)."""
         n = len(noisy)
         if self.plugin:
-            got = self._call(clean, noisy, labels)
+            got = self._call(np.moveaxis(clean, 0, axis), np.moveaxis(noisy, 0, axis), labels, axis)
             if got.shape != (n,):
                 raise PluginError(
                     f"metric {self.name} returned shape {got.shape}, expected one score per sample ({n},)"
@@ -143,16 +168,17 @@ class Metric:
         hits = ((pred == target).reshape(n, -1) & valid).sum(axis=1)
         return hits / np.maximum(valid.sum(axis=1), 1)
 
-    def _call(self, clean: np.ndarray, noisy: np.ndarray, labels: np.ndarray | None) -> np.ndarray:
+    def _call(self, clean: np.ndarray, noisy: np.ndarray, labels: np.ndarray | None, axis: int) -> np.ndarray:
         """The plug-in's scores as float64, computed in a thread that may take ``timeout`` seconds
         (a plug-in that never returns is abandoned: the thread is a daemon, the command ends).
         Anything it raises, SystemExit included, is a :class:`PluginError`: user code never ends
         a command with its own exit code, and a CI gate never passes because a plug-in exited."""
         box: list[tuple[bool, object]] = []
+        keyword = {"sample_axis": axis} if self.axis_keyword else {}
 
         def work() -> None:
             try:
-                box.append((True, np.asarray(self.function(clean, noisy, labels), np.float64)))
+                box.append((True, np.asarray(self.function(clean, noisy, labels, **keyword), np.float64)))
             except BaseException as err:  # user code: SystemExit, MemoryError, RecursionError too
                 box.append((False, err))
 
@@ -186,10 +212,11 @@ class Metric:
                 f"[{float(np.nanmin(clean)):.3g}, {float(np.nanmax(clean)):.3g}]"
             )
 
-    def chance(self, clean: np.ndarray, labels: np.ndarray | None) -> float:
+    def chance(self, clean: np.ndarray, labels: np.ndarray | None, axis: int = 0) -> float:
         """a_min: a built-in metric's chance level with labels (1/K; binary 1/2), else the mean
-        score of outputs from other samples — ``clean`` permuted so that no sample keeps its own
-        — against the labels (label-free: against the clean outputs)."""
+        score of outputs from other samples — ``clean`` (samples first; the model puts them on
+        ``axis``) permuted so that no sample keeps its own — against the labels (label-free:
+        against the clean outputs)."""
         if labels is not None and not self.plugin:
             classes = self.classes(clean.shape)
             return 1.0 / classes
@@ -201,20 +228,22 @@ class Metric:
         other[order] = np.roll(order, 1)  # a cycle through all samples: nobody gets its own outputs
         finite = np.isfinite(clean.reshape(n, -1)).all(axis=1)
         with np.errstate(all="ignore"):
-            got = self.scores(clean, clean[other], labels)
+            got = self.scores(clean, clean[other], labels, axis)
         return float(np.mean(np.where(finite[other] & finite, got, 0.0)))
 
 
 def score(
-    metric: Metric, clean: np.ndarray, noisy: np.ndarray, labels: np.ndarray | None, n: int
+    metric: Metric, clean: np.ndarray, noisy: np.ndarray, labels: np.ndarray | None, n: int, axis: int = 0
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(score, non-finite flag) per sample for the first ``n`` rows (the others pad a batch built
-    into the model); a sample whose outputs are not all finite scores 0."""
+    """(score, non-finite flag) per sample for the first ``n`` rows of ``clean`` and ``noisy``
+    (samples first, :func:`samples_first`; the other rows pad a batch built into the model); a
+    sample whose outputs are not all finite scores 0. ``axis``: where the model puts the samples
+    (a plug-in gets its outputs in that layout)."""
     clean, noisy = clean[:n], noisy[:n]
     labels = None if labels is None else labels[:n]
     with np.errstate(all="ignore"):
         finite = np.isfinite(noisy.reshape(n, -1)).all(axis=1)
-        got = metric.scores(clean, noisy, labels)
+        got = metric.scores(clean, noisy, labels, axis)
     return np.where(finite, got, 0.0), ~finite
 
 
@@ -237,7 +266,7 @@ def get_metric(name: str = "top1", timeout: float | None = None) -> Metric:
         raise ConfigError(f"unknown metric {name!r}; choose {', '.join(BUILT_IN)} or module:function")
     code = plugins.file_code(name, f"metric {name!r}")
     function, source = _plugin(name, code)
-    return Metric(name, function, float(timeout), source)
+    return Metric(name, function, float(timeout), source, takes_axis(function))
 
 
 def _plugin(name: str, code: bytes | None) -> tuple[Callable, str]:

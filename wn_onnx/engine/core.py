@@ -35,7 +35,7 @@ from wn_onnx.graph_passes.noise_functions import sigma_inputs
 from wn_onnx.graph_passes.weights import WeightPoint
 from wn_onnx.io.data import Dataset, Inputs
 from wn_onnx.io.model import LoadedModel
-from wn_onnx.metrics import get_metric, score
+from wn_onnx.metrics import get_metric, samples_first, score
 from wn_onnx.noise import NoiseModel, NoiseSpec, Reference
 from wn_onnx.noise.converters import ConvertersModel
 
@@ -59,7 +59,9 @@ class Engine:
         self.routes = Routes(loaded, self.sessions)
         self.budget = Budget.measure(memory, loaded.model.graph)
         self._live: float | None = None  # bytes per sample alive at once in a run (see memory.peak_live)
-        self._clean: tuple[object, np.ndarray] | None = None  # (the data's inputs, their clean outputs)
+        self._clean: tuple[object, np.ndarray] | None = None  # (the data's inputs, their clean outputs, samples first)
+        self._out_axis: int | None = None  # the scored output's sample axis (output_axis)
+        self._run: tuple[tuple[int, ...], int] | None = None  # (shape, samples) of the last clean run of clean_outputs
         self._refs: dict[tuple[int, float | None], Reference] = {}  # activation statistics (engine.numpy_noise)
         self._ranges: dict[int, tuple[float, float]] = {}  # analog layers' clean input and output ranges
 
@@ -74,23 +76,43 @@ class Engine:
         return self.routes.run_values(x, names)
 
     def clean_logits(self, x: np.ndarray | Inputs) -> np.ndarray:
-        return self.routes.clean_logits(x)
+        """The scored output of samples ``x`` without noise, samples first (:meth:`output_axis`)."""
+        out = self.routes.clean_logits(x)
+        axis = self.output_axis(x)
+        if out.ndim <= axis or out.shape[axis] != len(x):  # no axis that holds the samples
+            self._run = (out.shape, len(x))
+            raise ModelError(f"{self.output_run()}: the scored output needs an axis that holds the samples")
+        return samples_first(out, axis)
+
+    def output_axis(self, x: np.ndarray | Inputs) -> int:
+        """The axis of the scored output that holds the samples as the model returns it (engine.axes'
+        probe with samples from ``x``; 0 where the probe found none: a batch built into the model,
+        a graph that runs on no other batch size). Every output the engine scores is moved to
+        samples first; a plug-in metric gets it back in this layout (metrics.score)."""
+        if self._out_axis is None:
+            probed = self.routes.sample_axis(self.loaded.output_name, x)
+            self._out_axis = 0 if probed is None else probed
+        return self._out_axis
+
+    def output_run(self) -> str:
+        """``model: output 'y' (declared 1×seqlen) has shape 6×20×5 for a run of 20 samples``: the
+        last clean run of :meth:`clean_outputs` (the shape a run really returns, not the declared one)."""
+        shape, samples = self._run or ((), 0)
+        return (f"{self.loaded.path}: output {self.loaded.output_name!r} (declared {self.loaded.output_shape}) has shape "
+                f"{'×'.join(map(str, shape)) or 'scalar'} for a run of {samples} samples")  # fmt: skip
 
     def clean_outputs(self, data: Dataset, batch_size: int) -> np.ndarray:
-        """The clean outputs of every sample of ``data`` (σ = 0; a fixed batch's padding rows at
-        the end), computed once and kept: every walk, global sweep and sequential estimate on the
-        same data reads its σ = 0 results here instead of running the model again."""
+        """The clean outputs of every sample of ``data``, samples first (σ = 0; a fixed batch's
+        padding rows at the end), computed once and kept: every walk, global sweep and sequential
+        estimate on the same data reads its σ = 0 results here instead of running the model again."""
         if self._clean is None or self._clean[0] is not data.x:
             size = self.clean_batch(data, batch_size)
             runs = []
             for b in self.batches(data, size):
                 runs.append(self.clean_logits(b.x))
-                if runs[-1].ndim == 0 or len(runs[-1]) != len(b.x):  # the samples are not its first axis
-                    raise ModelError(
-                        f"{self.loaded.path}: output {self.loaded.output_name!r} (declared {self.loaded.output_shape}) has shape "
-                        f"{'×'.join(map(str, runs[-1].shape)) or 'scalar'} for a run of {len(b.x)} samples: the "
-                        "scored output needs the samples on its first axis"
-                    )
+                shape = list(runs[-1].shape)
+                shape.insert(self.output_axis(b.x), shape.pop(0))
+                self._run = (tuple(shape), len(b.x))
             self.remember_clean(data, np.concatenate(runs))
         return self._clean[1]
 
@@ -304,7 +326,8 @@ class Engine:
         ``st.batch_size``, fewer where the budget needs it."""
         st = replace(st, batch_size=self.walk_batch([point], data, st))
         ev = self.walker(point, data, st, all_points, cache)
-        return sweep(ev, self.batches(data, st.batch_size), st, tick, self._clean_of(data), cache)
+        axis = self.output_axis(data.x)
+        return sweep(ev, self.batches(data, st.batch_size), st, tick, self._clean_of(data), cache, axis)
 
     def walker(
         self,
@@ -358,7 +381,7 @@ class Engine:
         whole = isinstance(ev, GlobalNoise | WeightGlobal | NumpyGlobal)
         within = self.global_batch(ev.points, data, st) if whole else self.walk_batch([ev.point], data, st)
         size, metric = self.batch_size(within), get_metric(st.metric, st.metric_timeout)
-        reference = self.known_clean(data)
+        reference, axis = self.known_clean(data), self.output_axis(data.x)
         scores, bad = [], []
         for b, start in enumerate(range(0, len(rows), size)):
             part = rows[start : start + size]
@@ -369,10 +392,10 @@ class Engine:
             clean = self.clean_logits(x) if reference is None else reference[part]
             if sa[0] > 0 or sm[0] > 0:
                 ev.start(b, part, x)
-                noisy = next(iter(ev.logits(ev.noise((repeat,)), sa, sm, True)))
+                noisy = samples_first(next(iter(ev.logits(ev.noise((repeat,)), sa, sm, True))), axis)
             else:  # σ = 0 is the clean result
                 noisy = clean
-            got, nonfinite = score(metric, clean, noisy, None if data.y is None else data.y[part], n)
+            got, nonfinite = score(metric, clean, noisy, None if data.y is None else data.y[part], n, axis)
             scores.append(got)
             bad.append(nonfinite)
         return np.concatenate(scores), np.concatenate(bad)
@@ -391,7 +414,8 @@ class Engine:
         σ, one factor per point (its clean std): point k gets σ·scale[k]."""
         st = replace(st, batch_size=self.global_batch(points, data, st))
         ev = self.global_noise(points, st, scale, data)
-        return sweep(ev, self.batches(data, st.batch_size), st, tick, self._clean_of(data), cache)
+        axis = self.output_axis(data.x)
+        return sweep(ev, self.batches(data, st.batch_size), st, tick, self._clean_of(data), cache, axis)
 
     def _clean_values(self, names: list[str], data: Dataset, batch_size: int) -> Iterator[dict[str, np.ndarray]]:
         """Value name → its clean values on one batch of ``data``, batch after batch (padding rows
@@ -488,6 +512,7 @@ class Engine:
         correct = np.zeros(repeats, np.float64)
         scorer = get_metric(metric, metric_timeout)
         size = self.global_batch(points, data, SweepSettings(np.ones(1), spec, batch_size=batch_size), int(plan.max()))
+        axis = self.output_axis(data.x)
         for b, (first, x, y, n) in enumerate(self.batches(data, size)):
             taps = self.run_values(x, [p.tensor for p in points])
             clean = self.clean_logits(x)
@@ -500,6 +525,7 @@ class Engine:
                         for e in range(int(plan[j]))
                     ]
                     z[j] = [np.stack([run[d] for run in runs]) for d in range(spec.draws)]
-                ok, _ = score(scorer, clean, self.run_noisy(points, spec, x, z, sa, sm, repeated=True), y, n)
+                noisy = samples_first(self.run_noisy(points, spec, x, z, sa, sm, repeated=True), axis)
+                ok, _ = score(scorer, clean, noisy, y, n, axis)
                 correct[r] += ok.sum()
         return correct / len(data)

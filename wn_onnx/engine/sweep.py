@@ -18,7 +18,7 @@ import numpy as np
 from wn_onnx.engine.round_cache import RoundCache
 from wn_onnx.errors import ConfigError
 from wn_onnx.io.data import Inputs
-from wn_onnx.metrics import get_metric, score
+from wn_onnx.metrics import get_metric, samples_first, score
 from wn_onnx.noise import NoiseModel
 from wn_onnx.noise.converters import Converters
 
@@ -109,10 +109,12 @@ def sweep(
     tick: Callable[[int], None],
     clean: Callable[[int, np.ndarray], np.ndarray],
     cache: RoundCache | None = None,
+    axis: int = 0,
 ) -> Counts:
     """Counts of every (σ, repeat) of ``st`` over ``batches``; ``clean(first, x)``: the clean
-    outputs (what label-free scores compare with); ``cache``: keeps each (batch, repeat)'s draw for
-    later calls (adaptive rounds); ``tick`` gets the number of configurations done."""
+    outputs, samples first (what label-free scores compare with); ``cache``: keeps each (batch,
+    repeat)'s draw for later calls (adaptive rounds); ``tick`` gets the number of configurations
+    done; ``axis``: the output's sample axis as the evaluations return it (metrics.score)."""
     sa_all, sm_all = st.spec.components(st.sigmas)
     counts = Counts.zeros(len(st.sigmas), st.repeats)
     active = np.flatnonzero((sa_all > 0) | (sm_all > 0))
@@ -121,7 +123,7 @@ def sweep(
     for b, (first, x, y, n) in enumerate(batches):
         ev.start(b, first, x)
         reference = clean(first, x)
-        ok, bad = score(metric, reference, reference, y, n)  # σ = 0 configurations: the clean result
+        ok, bad = score(metric, reference, reference, y, n, axis)  # σ = 0 configurations: the clean result
         counts.total += n
         counts.correct[idle] += ok.sum()
         counts.squares[idle] += ok @ ok
@@ -137,7 +139,7 @@ def sweep(
                     kept = cache is not None and ev.cache_tag is not None and not st.redraw
                     noise = cache.get((ev.cache_tag, b, r), make) if kept else make()
                 for s, lg in zip(idx, ev.logits(noise, sa_all[idx], sm_all[idx], fresh), strict=True):
-                    ok, bad = score(metric, reference, lg, y, n)
+                    ok, bad = score(metric, reference, samples_first(lg, axis), y, n, axis)
                     counts.correct[s, r] += ok.sum()
                     counts.squares[s, r] += ok @ ok
                     counts.nonfinite[s, r] += int(bad.sum())

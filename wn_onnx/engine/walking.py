@@ -105,6 +105,8 @@ class Suffix(WalkPoint):
             if comp in sigma_inputs(self.route.spec)
         }
         out = self.bound.run(self.routes.loaded.output_name, sigmas)
+        if len(sa) == 1:  # one σ: the output as the model returns it (its samples on any axis)
+            return out[None]
         return out.reshape((len(sa), len(self.x), *out.shape[1:]))  # σ values stacked on the samples' axis 0
 
 
