@@ -139,11 +139,7 @@ def deploy_part(args: argparse.Namespace, work: Path) -> None:
     from wn_onnx.graph_passes import find_points
 
     if args.arch == "resnet18":
-        from wn_onnx.training.export import export_onnx
-
-        torch.manual_seed(0)
-        x = np.random.default_rng(0).standard_normal((args.images, 3, 224, 224)).astype(np.float32)
-        model = export_onnx(calibrated(resnet18(), x[:256]), (3, 224, 224), work / "resnet18.onnx")
+        model, x = deploy_resnet18(args.images, work)
         what = "ResNet-18 layout, 224×224, 1000 classes, BN calibrated on the images"
     else:
         x, _y, net = sequences(args.images, trained=True)
@@ -292,6 +288,17 @@ def calibrated(net: nn.Module, x: np.ndarray) -> nn.Module:
         for start in range(0, len(x), 16):
             net(torch.from_numpy(x[start : start + 16]))
     return net.eval()
+
+
+def deploy_resnet18(images: int, work: Path) -> tuple[Path, np.ndarray]:
+    """The deployment-size model and data (also gpu_check.py --deploy's): ResNet-18's layout with
+    seeded random weights, BN calibrated on the first 256 of ``images`` seeded Gaussian 224×224
+    images (label-free), exported to ``work``/resnet18.onnx (69 points). (model, images)."""
+    from wn_onnx.training.export import export_onnx
+
+    torch.manual_seed(0)
+    x = np.random.default_rng(0).standard_normal((images, 3, 224, 224)).astype(np.float32)
+    return export_onnx(calibrated(resnet18(), x[:256]), (3, 224, 224), work / "resnet18.onnx"), x
 
 
 def scan_peak(model: Path, data: Path, at: str, memory: str, sigmas: str, repeats: int) -> tuple[float, float, dict]:
