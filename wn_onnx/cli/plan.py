@@ -87,23 +87,10 @@ def plan_command(
         total = api.parse_budget(budget, n)
         err.print(f"greedy: {api.greedy_evaluations(n, total)} plan evaluations of {max(5, repeats // 4)} draws on "
                   f"{len(dataset)} samples", highlight=False)  # fmt: skip
-    bar = progress_bar() if measuring and not (quiet or as_json) else None
-    task = []
-
-    def tick() -> None:  # the bar appears with the first measured plan: errors before it stay one line
-        if bar is not None:
-            if not task:
-                bar.start()
-                task.append(bar.add_task("plans", total=None))
-            bar.advance(task[0], 1)
-
-    try:
+    with _PlanBar(measuring and not (quiet or as_json)) as tick:
         plan = api.plan(report_path, budget, strategy.value, evaluate=measured, model=model, data=dataset, noise=spec,
                         sigma=sigma, repeats=repeats, seed=seed, granularity=_value(granularity), tick=tick,
                         **{k: v for k, v in data.scan_settings().items() if k not in ("limit", "limit_mode", "feeds")})  # fmt: skip
-    finally:
-        if bar is not None and task:
-            bar.stop()
     payload = plan.to_json()
     if out_path:
         guard_outputs([out_path], [report_path, model, data.data])
@@ -112,6 +99,29 @@ def plan_command(
         print(json.dumps(payload, indent=2))
         return
     render_plan(payload)
+
+
+class _PlanBar:
+    """A progress bar of measured plans that appears with the first one (an error before it stays
+    one line); the context gives the ``tick()`` the API calls."""
+
+    def __init__(self, shown: bool) -> None:
+        self.bar, self.task = (progress_bar() if shown else None), None
+
+    def tick(self) -> None:
+        if self.bar is None:
+            return
+        if self.task is None:
+            self.bar.start()
+            self.task = self.bar.add_task("plans", total=None)
+        self.bar.advance(self.task, 1)
+
+    def __enter__(self):
+        return self.tick
+
+    def __exit__(self, *_exc: object) -> None:
+        if self.bar is not None and self.task is not None:
+            self.bar.stop()
 
 
 def _value(option: object) -> object:
