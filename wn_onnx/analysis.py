@@ -154,14 +154,17 @@ def binarize(
     size = engine.clean_batch(data, batch_size)
     levels = clean_levels = None
     scorer = get_metric(metric, metric_timeout)
-    axis = engine.output_axis(data.x)
-    first = lambda out: samples_first(out, axis)  # noqa: E731
+    out_axis = engine.output_axis(data.x)  # where the model's output holds the samples (metrics.score)
+
+    def samples(out: np.ndarray) -> np.ndarray:
+        return samples_first(out, out_axis)
+
     for stage in ("collect", "test"):
         for b, (first, x, y, real) in enumerate(engine.batches(data, size)):
             rows = slice(0, real)  # padding rows of a fixed-batch model stay out of the histograms
             clean = engine.run_values(x, [p.tensor for p in watched] + suffix_needs + [loaded.output_name])
             feeds = {**engine.routes.feeds(x), **sigma_feeds}
-            reference = first(clean[loaded.output_name])
+            reference = samples(clean[loaded.output_name])
             tapped = clean[noisy_pt.tensor]
             axis = engine.sample_axis(noisy_pt.tensor, x)
             z = draw_at(seed, BINARIZE_STREAM, (at,), tapped.shape, axis, spec.draws, tapped.dtype, first, b)
@@ -174,14 +177,14 @@ def binarize(
                     step = max(1, clean[p.tensor][rows].size // 20000)
                     clean_vals[p.tensor].append(clean[p.tensor][rows].ravel()[::step])
                     noisy_vals[p.tensor].append(got[renamed.get(p.tensor, p.tensor)][rows].ravel()[::step])
-                correct["clean"] += score(scorer, reference, reference, y, real, axis)[0].sum()
-                correct["noisy"] += score(scorer, reference, first(got[loaded.output_name]), y, real, axis)[0].sum()
+                correct["clean"] += score(scorer, reference, reference, y, real, out_axis)[0].sum()
+                correct["noisy"] += score(scorer, reference, samples(got[loaded.output_name]), y, real, out_axis)[0].sum()
             else:
                 for key, source, lv in (("quantized", got, levels), ("clean_quantized", clean, clean_levels)):
                     fed = {n: source[renamed.get(n, n) if source is got else n] for n in suffix_needs}
                     fed[q.tensor] = lv.apply(fed[q.tensor])
                     out = run(suffix_session, (loaded.output_name,), fed)[0]
-                    correct[key] += score(scorer, reference, first(out), y, real, axis)[0].sum()
+                    correct[key] += score(scorer, reference, samples(out), y, real, out_axis)[0].sum()
         if stage == "collect":
             levels = find_levels(np.concatenate(noisy_vals[q.tensor]))
             clean_levels = find_levels(np.concatenate(clean_vals[q.tensor]))
