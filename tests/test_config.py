@@ -76,7 +76,7 @@ def test_check_reads_labels_from_a_file_as_every_command_does(tmp_path):
     free = wn("check", DEFAULT_MODEL, "--data", tmp_path / "x.npy", "--label-free", "--min-mu", "0.01", *args)
     assert free.returncode == 0, free.stderr
     bad = wn("check", DEFAULT_MODEL, "--data", DEFAULT_DATA, "--labels", tmp_path / "y.npy", "--min-mu", "0.01", *args)
-    assert bad.returncode == 2 and "--labels goes with --data X.npy" in bad.stderr
+    assert bad.returncode == 2 and "a labels file goes with inputs streamed from a .npy" in bad.stderr
 
 
 def test_a_config_pattern_selects_points_as_at_does(tmp_path):
@@ -120,3 +120,56 @@ def test_plan_is_a_dataclass_whose_json_is_the_cli_plan(tmp_path):
     assert res.returncode == 0 and json.loads(res.stdout) == plan.to_json()
     verdicts = wn_onnx.check(report, min_mu=0.01)
     assert all(isinstance(v, wn_onnx.Verdict) for v in verdicts) and verdicts[0].to_json()["name"] == verdicts[0].name
+
+
+def test_weight_noise_keeps_its_own_default_repeats_through_overrides():
+    """10 repeats on weights unless given: a configuration made for activations and switched to
+    weights by an override (the command line's way) does not keep the activations' 5."""
+    assert wn_onnx.ScanConfig().replace(on="weights").repeats == 10
+    assert wn_onnx.ScanConfig(repeats=3).replace(on="weights").repeats == 3
+    report = wn_onnx.scan(on="weights", noise="mul", levels="0.1,1", mode="walking", at="0")
+    assert report.repeats == 10
+
+
+def test_check_patterns_are_read_before_the_scan_and_unscanned_indices_match_nothing(tmp_path):
+    (tmp_path / "wn-onnx.toml").write_text('[points]\n"Relu" = 0.5\n')
+    res = wn("check", DEFAULT_MODEL, "--data", DEFAULT_DATA, "--min-mu", "0.01", cwd=tmp_path)
+    assert res.returncode == 2 and "point selection 'Relu'" in res.stderr and "re:PATTERN" in res.stderr
+    (tmp_path / "wn-onnx.toml").write_text('at = "0-3"\n[points]\n"5" = 100.0\n')
+    res = wn("check", DEFAULT_MODEL, "--data", DEFAULT_DATA, "--min-mu", "0.01", "--levels", FAST["levels"], "--repeats",
+             "2", "--mode", "walking", cwd=tmp_path)  # fmt: skip
+    assert res.returncode == 0, res.stderr  # point 5 was not scanned: its floor judges nothing
+
+
+def test_data_already_read_and_the_old_labels_switch_are_named():
+    data = wn_onnx.load_data(wn_onnx.DEFAULT_MODEL, wn_onnx.DEFAULT_DATA)
+    with pytest.raises(ConfigError, match="pass limit to load_data"):
+        wn_onnx.scan(wn_onnx.DEFAULT_MODEL, data, limit=50)
+    with pytest.raises(ConfigError, match="label_free=True"):
+        wn_onnx.load_data(wn_onnx.DEFAULT_MODEL, wn_onnx.DEFAULT_DATA, labels=False)
+    with pytest.raises(ConfigError, match="levels and sigmas"):
+        wn_onnx.scan(levels="0.1,1", sigmas="0.1,1")
+    res = wn("scan", DEFAULT_MODEL, "--labels", DEFAULT_DATA)
+    assert res.returncode == 2 and "--labels goes with --data X.npy" in res.stderr
+
+
+def test_an_output_inside_a_streamed_data_folder_is_refused(tmp_path):
+    data = np.load(DEFAULT_DATA)
+    np.save(tmp_path / "x.npy", data["x"])
+    np.save(tmp_path / "y.npy", data["y"])
+    res = wn("scan", DEFAULT_MODEL, "--data", tmp_path, "--out", tmp_path / "r.json")
+    assert res.returncode == 2 and "lies in the input folder" in res.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.npy", "y.npy"]
+
+
+def test_a_mixed_map_on_weights_takes_one_repeat(tmp_path):
+    res = wn("analyze", "mixed", DEFAULT_MODEL, "--at", "1", "--data", DEFAULT_DATA, "--on", "weights", "--repeats", "1",
+             "--sigma-mul-grid", "0.1,1", "--sigma-add-grid", "0.1,1", "--limit", "40", "--out", tmp_path / "m.json")  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    assert json.loads((tmp_path / "m.json").read_text())["grids"][0]["on"] == "weights"
+
+
+def test_the_api_names_a_strategy_it_does_not_know():
+    report = wn_onnx.scan(**FAST)
+    with pytest.raises(wn_onnx.WnError, match="unknown strategy 'foo'"):
+        wn_onnx.plan(report, 22, evaluate=["foo"], model=wn_onnx.DEFAULT_MODEL, data=wn_onnx.DEFAULT_DATA)

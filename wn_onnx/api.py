@@ -133,6 +133,9 @@ def load_data(
     bundled dataset by name (``dataset="fashion-mnist"``, normalised as the model's metadata says).
     ``label_free`` accepts data without labels; ``feeds``: constants for inputs that are not data
     (a state, a sample rate), by name or as ``NAME=NUMBER`` / ``NAME=FILE.npy`` texts."""
+    if isinstance(labels, bool):
+        raise ConfigError("labels is a labels file (.npy, with inputs streamed from a .npy); for data without labels "
+                          "pass label_free=True")  # fmt: skip
     loaded = _model(model)
     fed = parse_feeds(list(feeds)) if isinstance(feeds, list | tuple) else {k: np.asarray(v) for k, v in (feeds or {}).items()}
     if isinstance(data, tuple):
@@ -159,7 +162,7 @@ def load_data(
     else:
         regular_file(Path(data), "data file")  # /dev/zero is named as what it is, before the options are matched
         if labels is not None:
-            raise DataError("--labels goes with --data X.npy (an .npz carries its own y)")
+            raise DataError("a labels file goes with inputs streamed from a .npy (--data X.npy); an .npz carries its own y")
         found = load_npz(data, limit, not label_free, limit_mode, names, tuple(fed))
     return check_shape(found, loaded, fed)
 
@@ -167,6 +170,8 @@ def load_data(
 def scan_config(config: ScanConfig | None = None, **overrides: object) -> ScanConfig:
     """``config`` (default: the defaults) with ``overrides`` (``sigmas`` is ``levels``), checked."""
     if "sigmas" in overrides:
+        if "levels" in overrides:
+            raise ConfigError("levels and sigmas name the same grid: give one")
         overrides["levels"] = overrides.pop("sigmas")
     return (config or ScanConfig()).replace(**overrides) if overrides else (config or ScanConfig())
 
@@ -277,7 +282,7 @@ def plan(
     budget: int | str | None = None,
     strategy: str = "inverse-mu",
     *,
-    evaluate: Sequence[str] = (),
+    evaluate: Sequence[str] | str = (),
     model: ModelLike | None = None,
     data: DataLike = None,
     config: ScanConfig | None = None,
@@ -308,7 +313,7 @@ def plan(
         loaded, points = match_model(data_report, model.path if isinstance(model, LoadedModel) else model, granularity)
         dataset = _dataset(loaded, data, config)
         evaluation = plan_evaluation(data_report, loaded, points, dataset, noise, sigma, repeats, seed, config, tick)
-    return make_plan(data_report, budget, strategy, list(evaluate), evaluation)
+    return make_plan(data_report, budget, strategy, [evaluate] if isinstance(evaluate, str) else list(evaluate), evaluation)
 
 
 def digital(
@@ -393,13 +398,15 @@ def binarize(model: ModelLike, data: DataLike = None, config: ScanConfig | None 
 
 def mixed(model: ModelLike, data: DataLike = None, config: ScanConfig | None = None, *, at: int,
           orders: Sequence[str] = ("mul-first", "add-first"), sigma_mul: str = "log:1e-2:1e4:13",
-          sigma_add: str = "log:1e-2:1e4:13", **overrides: object) -> list[dict]:  # fmt: skip
+          sigma_add: str = "log:1e-2:1e4:13", on: str = "activations", **overrides: object) -> list[dict]:  # fmt: skip
     """Mixed-noise maps (paper Fig. 6): accuracy over the grid (``sigma_mul`` × ``sigma_add``) at
-    point ``at`` (``config.on``: an activation or a weight point) for each order, ``config.repeats``
-    draws per cell (default 3 here)."""
+    point ``at`` (``on``: an activation or a weight point) for each order, ``config.repeats`` draws
+    per cell (default 3 here; a map has no fit, so one repeat is allowed on weights too)."""
     from wn_onnx.analysis import mixed_grid, prepared
     from wn_onnx.noise import parse_grid
 
+    if on not in ("activations", "weights"):
+        raise ConfigError(f"unknown target {on!r}; choose activations, weights")
     if any(o not in ("mul-first", "add-first") for o in orders) or not orders:
         raise ConfigError(f"the order must be mul-first, add-first or both, not {', '.join(orders)!r}")
     if config is None and "repeats" not in overrides:
@@ -408,7 +415,7 @@ def mixed(model: ModelLike, data: DataLike = None, config: ScanConfig | None = N
     loaded = _model(model)
     engine, dataset = prepared(loaded, _dataset(loaded, data, config), config)
     return [mixed_grid(engine, dataset, at, o, parse_grid(sigma_mul), parse_grid(sigma_add), config.repeats, config.seed,
-                       config.granularity, config.metric, config.batch_size, config.metric_timeout, config.on)
+                       config.granularity, config.metric, config.batch_size, config.metric_timeout, on)
             for o in orders]  # fmt: skip
 
 
@@ -445,6 +452,9 @@ def train(out: str | os.PathLike = "model.onnx", *, checkpoint: str | os.PathLik
 def _dataset(loaded: LoadedModel, data: DataLike, config: ScanConfig) -> Dataset:
     """``data`` for ``loaded``, read as ``config`` says (a :class:`Dataset` as it is)."""
     if isinstance(data, Dataset):
+        if config.limit is not None and len(data) > config.limit:
+            raise ConfigError(f"limit {config.limit} applies where wn-onnx reads the data; these {len(data)} samples "
+                              "are already read: pass limit to load_data")  # fmt: skip
         return data
     return load_data(loaded, data, limit=config.limit, limit_mode=config.limit_mode, label_free=config.label_free,
                      feeds=config.feeds)  # fmt: skip

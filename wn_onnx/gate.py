@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import tomllib
 
-from wn_onnx.errors import WnError
+from wn_onnx.errors import ConfigError, WnError
 from wn_onnx.graph_passes.points import parse_indices
 from wn_onnx.io import config as cs
 from wn_onnx.io.safeio import read_text
@@ -103,6 +103,11 @@ def load_config(path: Path | None) -> dict:
     if not isinstance(conf, dict):
         raise WnError(f"{path}: [tool.wn-onnx] must be a table")
     cs.check_keys(conf, CONFIG, str(path))
+    for pattern in conf.get("points", {}):
+        try:
+            check_pattern(pattern)
+        except WnError as err:
+            raise ConfigError(f"{path}: [points] {err}") from None
     if isinstance(conf.get("sigmas"), list):  # a list of σ values: the comma form of the grid
         conf["sigmas"] = ",".join(repr(float(v)) for v in conf["sigmas"])
     return conf
@@ -119,7 +124,13 @@ def _matches(pattern: str, point: dict, count: int) -> bool:
             return any(re.search(pattern[3:], point.get(key) or "") is not None for key in ("tensor", "node"))
         except re.error as err:
             raise WnError(f"threshold pattern {pattern!r}: invalid regular expression ({err})") from None
-    return point["index"] in parse_indices(pattern, count)
+    return point["index"] in parse_indices(pattern, max([count, *(int(n) + 1 for n in re.findall(r"\d+", pattern))]))
+
+
+def check_pattern(pattern: str) -> None:
+    """A config's point pattern, checked before any scan: indices (``0,3,5-8``), ``op:TYPE`` or
+    ``re:PATTERN`` (a bare name is not a regular expression: the grammar of ``--at``)."""
+    _matches(pattern, {"index": -1, "op_type": "", "tensor": "", "node": ""}, 1)
 
 
 def _value(curve: dict) -> float | None:

@@ -20,6 +20,7 @@ from wn_onnx.engine import Engine, SweepSettings, providers_for
 from wn_onnx.errors import WnError
 from wn_onnx.graph_passes import Point
 from wn_onnx.graph_passes.weights import points_on
+from wn_onnx.io.config import MAX_REPEATS, MAX_SEED
 from wn_onnx.io.data import Dataset
 from wn_onnx.io.model import LoadedModel, load_model
 from wn_onnx.metrics import get_metric
@@ -225,8 +226,9 @@ def make_plan(report: dict, budget: int | str | None, strategy: str, measured: S
     """The ``strategy`` plan of ``budget`` executions for ``report`` (averaged over its repeats),
     and the ``measured`` strategies' accuracies under ``evaluation`` (greedy needs one: it selects
     on draws of seed + 1, a quarter of the repeats, at least 5)."""
-    if strategy not in STRATEGIES:
-        raise WnError(f"unknown strategy {strategy!r}; choose {', '.join(STRATEGIES)}")
+    unknown = [name for name in (strategy, *measured) if name not in STRATEGIES]
+    if unknown:
+        raise WnError(f"unknown strategy {unknown[0]!r}; choose {', '.join(STRATEGIES)}")
     inp = PlanInput.from_report(report)
     n = len(inp.indices)
     total = parse_budget(budget, n)
@@ -263,6 +265,9 @@ def plan_evaluation(report: dict, loaded: LoadedModel, points: list[Point], data
     number, or ``"global-mu"``: the report's global μ), with the configuration's engine settings."""
     if report.get("sigma_scale", "absolute") != "absolute":
         raise WnError("--evaluate and greedy take a report with absolute σ (scan --sigma-scale absolute)")
+    if not (isinstance(repeats, int) and 1 <= repeats <= MAX_REPEATS) or not (isinstance(seed, int) and 0 <= seed < MAX_SEED):
+        raise WnError(f"plans are measured on 1 to {MAX_REPEATS} draws of a seed in [0, {MAX_SEED - 1}], "
+                      f"got {repeats!r} draws of seed {seed!r}")  # fmt: skip
     spec = noise if noise is not None else NoiseSpec.from_json(report.get("noise"))
     if sigma == "global-mu":
         if (report.get("global") or {}).get("mu") is None:
@@ -274,7 +279,7 @@ def plan_evaluation(report: dict, loaded: LoadedModel, points: list[Point], data
         except ValueError:
             raise WnError(f"--sigma must be a number or 'global-mu', got {sigma!r}") from None
     metric = config.metric
-    engine = Engine(loaded, providers_for("cpu"), config.threads, config.memory)  # holds the data: measured after it
+    engine = Engine(loaded, providers_for(config.device), config.threads, config.memory)  # holds the data: measured after it
     data = clean_pass(engine, data, metric, config.batch_size, False, config.metric_timeout)[0]
 
     def accuracy(plan: np.ndarray, s: int, r: int) -> np.ndarray:
@@ -373,7 +378,7 @@ def digital_evaluation(report: dict, k: int, at_time: str | None, loaded: Loaded
     spec = noise_from_json(report.get("noise"))
     strength, text = digital_strength(report, at_time)
     metric = get_metric(report.get("metric") or "top1").name
-    engine = Engine(loaded, providers_for("cpu"), config.threads, config.memory)
+    engine = Engine(loaded, providers_for(config.device), config.threads, config.memory)
     data, base, _facts = clean_pass(engine, data, metric, config.batch_size, label_free=False)
     st = SweepSettings(strength, spec, repeats, int(report.get("seed", 0)) + 1 + seed, config.batch_size, metric=metric)
     plan = digital_plan(engine, report, points, k, st, data, base.clean)

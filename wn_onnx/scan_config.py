@@ -76,11 +76,14 @@ class ScanConfig:
     memory: int | str | None = None
     walk: str = "suffix"
     grid: tuple[float, ...] = field(init=False, repr=False)  # ``levels`` in the model's strengths
+    repeats_given: int | None = field(init=False, repr=False)  # None: the default of ``on`` (replace keeps it so)
 
     def __post_init__(self) -> None:
+        self._check_types()
         spec = self.noise if isinstance(self.noise, NoiseModel) else make_noise(str(self.noise))
         self._set("noise", spec)
         self._set("grid", tuple(float(v) for v in spec.levels(_grid_text(self.levels))))
+        self._set("repeats_given", self.repeats)
         self._set("repeats", default_repeats(self.on) if self.repeats is None else self.repeats)
         if isinstance(self.memory, str):
             from wn_onnx.engine.memory import parse_size
@@ -97,10 +100,10 @@ class ScanConfig:
 
     def replace(self, **changes: Any) -> ScanConfig:
         """A copy with ``changes`` (checked like a new configuration)."""
-        unknown = sorted(set(changes) - {f.name for f in fields(self)})
+        unknown = sorted(set(changes) - {f.name for f in fields(self) if f.init})
         if unknown:
             raise ConfigError(f"unknown scan setting {unknown[0]!r}")
-        return replace(self, **changes)
+        return replace(self, **{"repeats": self.repeats_given, **changes})
 
     @property
     def spec(self) -> NoiseModel:
@@ -132,6 +135,24 @@ class ScanConfig:
         return SweepSettings(sigmas, self.spec, 1 if self.deterministic else int(self.repeats), self.seed,
                              self.batch_size, self.redraw, self.walk, self.metric, float(np.max(sigmas)),
                              self.metric_timeout, self.converters)  # fmt: skip
+
+    def _check_types(self) -> None:
+        """Each setting's kind, before any is used: a text where a switch belongs is named, not read as true."""
+        kinds = {bool: ("redraw", "global_after_bn", "label_free", "adaptive"),
+                 str: ("on", "mode", "estimator", "granularity", "sigma_scale", "metric", "limit_mode", "device", "walk"),
+                 (str, type(None)): ("at", "scheduler"), (int, float): ("tolerance",),
+                 (int, float, type(None)): ("metric_timeout",)}  # fmt: skip
+        for kind, names in kinds.items():
+            for name in names:
+                value = getattr(self, name)
+                if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
+                    raise ConfigError(f"{name} must be {_KIND_NAMES[kind]}, got {value!r}")
+        if not isinstance(self.noise, NoiseModel | str):
+            raise ConfigError(f"noise must be a noise model's name or a NoiseModel, got {self.noise!r}")
+        if self.converters is not None and not isinstance(self.converters, Converters):
+            raise ConfigError(f"converters must be a wn_onnx.noise.Converters, got {self.converters!r}")
+        if self.feeds is not None and not isinstance(self.feeds, Mapping | list | tuple):
+            raise ConfigError(f"feeds must map input names to constants (or list NAME=VALUE texts), got {self.feeds!r}")
 
     def _check_ranges(self) -> None:
         limits = (("repeats", 1, MAX_REPEATS), ("seed", 0, MAX_SEED), ("batch_size", 1, None),
@@ -175,7 +196,7 @@ class ScanConfig:
             raise ConfigError("--percentile clips activations; a weight's quantiser takes its largest |w| (--per-tensor for one scale)")
         if self.on == "weights" and not self.deterministic and self.repeats < 2:
             raise ConfigError("weight noise is one draw per repeat (one chip): one repeat cannot tell the spread between "
-                              "chips; give --repeats 2 or more (default 10)")  # fmt: skip
+                              "chips; give --repeats 2 or more")  # fmt: skip
         if self.on == "weights" and self.estimator == "sequential":
             raise ConfigError("the sequential estimator treats samples as independent trials; weight noise is one draw "
                               "per repeat that all samples share: use the grid estimator")  # fmt: skip
@@ -198,11 +219,18 @@ class ScanConfig:
             raise ConfigError("the sequential estimator needs a σ range: the grid has no σ > 0")
 
 
+_KIND_NAMES = {bool: "true or false", str: "a text", (str, type(None)): "a text or None", (int, float): "a number",
+               (int, float, type(None)): "a number or None"}  # fmt: skip
+
+
 def _grid_text(levels: Sequence[float] | str | None) -> str | None:
     """A grid as the noise model parses it: text as given, values written exactly (repr)."""
     if levels is None or isinstance(levels, str):
         return levels
-    values = np.asarray(levels, float)
+    try:
+        values = np.asarray(levels, float)
+    except (TypeError, ValueError):
+        raise ConfigError(f"levels must be a grid text or a list of numbers, got {levels!r}") from None
     if values.ndim != 1 or values.size == 0 or not np.all(np.isfinite(values)):
         raise ConfigError("levels must be a non-empty list of finite values")
     return ",".join(repr(float(v)) for v in values)

@@ -96,7 +96,8 @@ def mixed_command(
     guard_outputs([out_path, html_path], [model, data.data, data.labels])
     loaded, dataset = _data(model, data)
     grids = api.mixed(loaded, dataset, at=at, orders=orders, sigma_mul=sigma_mul_grid, sigma_add=sigma_add_grid,
-                      repeats=repeats, seed=seed, granularity=granularity.value, on=on.value, **data.scan_settings())  # fmt: skip
+                      repeats=repeats, seed=seed, granularity=granularity.value, on=on.value,
+                      **data.scan_settings())  # fmt: skip
     fig = mixed_figure(grids)
     if png:
         out.print("figures: " + ", ".join(map(str, save(fig, png / "mixed"))), markup=False)

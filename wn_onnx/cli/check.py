@@ -45,7 +45,8 @@ def check_command(
 ) -> None:
     """Fail CI when a model's robustness falls below a floor or drops against a baseline."""
     outputs = [junit_path, summary, out_path]
-    guard_outputs(outputs, [model, data.data, data.labels, config, baseline])
+    found = [config] if config is not None else [Path("wn-onnx.toml"), Path("pyproject.toml")]  # the config read
+    guard_outputs(outputs, [model, data.data, data.labels, baseline, *found])
     try:
         verdicts = _run(model, data, noise, how, api.check_config(config), min_mu, global_min_mu, baseline, max_mu_drop,
                         outputs, output)  # fmt: skip
@@ -74,7 +75,8 @@ def _run(model: Path, data: DataArgs, noise: NoiseArgs, how: ScanArgs, conf: dic
     if source.get("data") is None and source.get("dataset") is None:
         raise WnError("give --data FILE.npz or --dataset NAME")
     base_path = baseline or conf.get("baseline")
-    guard_outputs(outputs, [base_path])
+    data_files = source["data"] if isinstance(source.get("data"), tuple) else (source.get("data"),)  # the config's too
+    guard_outputs(outputs, [base_path, *data_files])
     base = None if base_path is None else api.read_report(base_path, walked=True)
     drop = max_mu_drop if max_mu_drop is not None else conf.get("max_mu_drop")
     if drop is not None and base is None:

@@ -66,7 +66,6 @@ DeviceOption = Annotated[Device, typer.Option(help="Execution provider.")]
 AtOption = Annotated[str | None, typer.Option(help="Points to use: 0,3,5-8 · op:Conv,Gemm · re:PATTERN (default: all).")]
 
 
-
 class Target(str, Enum):  # wn_onnx.noise.TARGETS
     activations = "activations"
     weights = "weights"
@@ -81,7 +80,6 @@ class Format(str, Enum):  # wn_onnx.noise.FORMATS
 NOISE_HELP = ("add · mul · mixed (Gaussian, the paper's) · quant (b-bit quantisation) · bitflip (bit errors in a "
               "storage format) · pcm (phase-change-memory weights over time) · converters (DAC/ADC bits of analog "
               "layers) · module:Name or file.py:Name (a plug-in; docs/noise-models.md).")  # fmt: skip
-NoiseOption = Annotated[str, typer.Option(help=NOISE_HELP)]
 ON_HELP = "Where the noise acts: activations after each point, or the weights of each Conv/ConvTranspose/Gemm/MatMul layer."
 OnOption = Annotated[Target, typer.Option(help=ON_HELP)]
 LEVELS_HELP = ("Strength grid in the noise model's unit (σ, bits, bit error rate, time: s, min, h, d, w, y as in "
@@ -130,8 +128,6 @@ OutNoiseOption = Annotated[
 ]
 
 
-
-
 DataOption = Annotated[
     Path | None,
     typer.Option(
@@ -171,10 +167,6 @@ LimitModeOption = Annotated[
     LimitMode,
     typer.Option(help="--limit: stratified (every class its share, seeded; default) or first (the first N)."),
 ]
-BatchSizeOption = Annotated[int, typer.Option(help="Samples per onnxruntime batch.", min=1)]
-ThreadsOption = Annotated[
-    int, typer.Option(help="onnxruntime intra-op threads (0: its default).", min=0, max=MAX_THREADS)
-]
 
 
 FeedOption = Annotated[
@@ -187,12 +179,10 @@ FeedOption = Annotated[
 ]
 METRIC_HELP = ("top1 (classes on the last axis) · binary (sigmoid output, threshold 0.5) · per-position "
                "([N, …, K] outputs) · module:function or file.py:function (a plug-in; docs/guide.md 'Metrics').")  # fmt: skip
-MetricOption = Annotated[str, typer.Option(help=METRIC_HELP)]
 MetricTimeoutOption = Annotated[
     float | None,
     typer.Option(help="Seconds a plug-in metric may take on one batch (default 60); longer ends the command with one line."),
 ]
-
 
 
 class Granularity(str, Enum):
@@ -212,7 +202,6 @@ GranularityOption = Annotated[
 class SigmaScale(str, Enum):
     absolute = "absolute"
     std = "std"
-
 
 
 OutputOption = Annotated[

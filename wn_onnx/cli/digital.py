@@ -23,7 +23,7 @@ def digital_command(report_path: Path, k: int, evaluate: bool, at_time: str | No
     ``evaluate``, its accuracy at ``at_time`` for every K ≤ k against the first K layers."""
     if html_path is not None and not evaluate:
         raise WnError("--html draws the accuracy per digital layer: add --evaluate")
-    guard_outputs([out_path, html_path], [report_path, model, data.data])
+    guard_outputs([out_path, html_path], [report_path, model, data.data, data.labels])
     dataset = None
     if evaluate:
         if model is None or source is None:

@@ -58,6 +58,7 @@ from wn_onnx.cli.common import (
     Target,
     WeightScaleOption,
 )
+from wn_onnx.errors import WnError
 from wn_onnx.io.config import MAX_PARALLEL, MAX_REPEATS, MAX_SEED
 
 
@@ -82,7 +83,7 @@ class DataArgs:
     feed: FeedOption = None
     limit: LimitOption = None
     limit_mode: LimitModeOption = None
-    metric: Annotated[str | None, typer.Option(help=f"{METRIC_HELP} Default top1.")] = None
+    metric: Annotated[str | None, typer.Option(help=f"{METRIC_HELP} Default top1 (plan: the report's).")] = None
     metric_timeout: MetricTimeoutOption = None
     batch_size: Annotated[int | None, typer.Option(help="Samples per onnxruntime batch (default 1024).", min=1)] = None
     threads: Annotated[
@@ -92,6 +93,8 @@ class DataArgs:
 
     def source(self) -> dict[str, Any]:
         """What :func:`wn_onnx.api.load_data` takes from these options."""
+        if self.labels is not None and self.data is None:
+            raise WnError("--labels goes with --data X.npy: give the inputs too")
         return {"data": self.data if self.labels is None else (self.data, self.labels), "dataset": self.dataset,
                 "split": self.split, "data_dir": self.data_dir, "feeds": self.feed}  # fmt: skip
 

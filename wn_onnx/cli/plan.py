@@ -69,6 +69,7 @@ def plan_command(
     """Spread a budget of repeated executions over the points, guided by μ (paper Table 3); or, with
     --digital, choose the weight layers of an analog model that stay digital."""
     source = data.source() if data.data is not None or data.dataset is not None else None
+    guard_outputs([out_path, html_path], [report_path, model, data.data, data.labels])  # before any work
     if digital is not None:
         from wn_onnx.cli.digital import digital_command
 
@@ -82,18 +83,19 @@ def plan_command(
     dataset = None if source is None or loaded is None else api.load_data(loaded, **source, limit=data.limit,
                                                                           limit_mode=_value(data.limit_mode) or "stratified")  # fmt: skip
     measuring = bool(measured) or strategy == Strategy.greedy
+    plans = len(measured)
     if measuring and (strategy == Strategy.greedy or "greedy" in measured):
         n = len(api.read_report(report_path, walked=True)["points"])
-        total = api.parse_budget(budget, n)
-        err.print(f"greedy: {api.greedy_evaluations(n, total)} plan evaluations of {max(5, repeats // 4)} draws on "
-                  f"{len(dataset)} samples", highlight=False)  # fmt: skip
-    with _PlanBar(measuring and not (quiet or as_json)) as tick:
+        searches = api.greedy_evaluations(n, api.parse_budget(budget, n))
+        plans += searches
+        err.print(f"greedy: {searches} plan evaluations of {max(5, repeats // 4)} draws on {len(dataset)} samples",
+                  highlight=False)  # fmt: skip
+    with _PlanBar(measuring and not (quiet or as_json), plans) as tick:
         plan = api.plan(report_path, budget, strategy.value, evaluate=measured, model=model, data=dataset, noise=spec,
                         sigma=sigma, repeats=repeats, seed=seed, granularity=_value(granularity), tick=tick,
                         **{k: v for k, v in data.scan_settings().items() if k not in ("limit", "limit_mode", "feeds")})  # fmt: skip
     payload = plan.to_json()
     if out_path:
-        guard_outputs([out_path], [report_path, model, data.data])
         write_json(out_path, payload)
     if as_json:
         print(json.dumps(payload, indent=2))
@@ -105,15 +107,15 @@ class _PlanBar:
     """A progress bar of measured plans that appears with the first one (an error before it stays
     one line); the context gives the ``tick()`` the API calls."""
 
-    def __init__(self, shown: bool) -> None:
-        self.bar, self.task = (progress_bar() if shown else None), None
+    def __init__(self, shown: bool, total: int) -> None:
+        self.bar, self.task, self.total = (progress_bar() if shown else None), None, total
 
     def tick(self) -> None:
         if self.bar is None:
             return
         if self.task is None:
             self.bar.start()
-            self.task = self.bar.add_task("plans", total=None)
+            self.task = self.bar.add_task("plans", total=self.total)
         self.bar.advance(self.task, 1)
 
     def __enter__(self):

@@ -154,11 +154,18 @@ def unreadable(path: str | os.PathLike, err: Exception) -> DataError:
 
 
 def guard_outputs(outputs: Iterable[Path | None], inputs: Iterable[Path | str | None]) -> None:
-    """Refuse an output path that names one of the inputs (a report written over the model)."""
+    """Refuse an output path that names one of the inputs (a report written over the model) or
+    lies inside an input folder (a streamed data folder)."""
 
     def same(a: Path, b: Path) -> bool:
         try:
             return a.exists() and b.exists() and os.path.samefile(a, b)
+        except (OSError, ValueError):
+            return False
+
+    def inside(a: Path, folder: Path) -> bool:  # a file written into a folder of inputs (streamed shards)
+        try:
+            return folder.is_dir() and Path(a).resolve().is_relative_to(folder.resolve())
         except (OSError, ValueError):
             return False
 
@@ -169,6 +176,9 @@ def guard_outputs(outputs: Iterable[Path | None], inputs: Iterable[Path | str | 
         hit = next((s for s in sources if same(Path(out), s)), None)
         if hit is not None:
             raise WnError(f"output {out} is the input {hit}; choose another output path")
+        folder = next((s for s in sources if inside(Path(out), s)), None)
+        if folder is not None:
+            raise WnError(f"output {out} lies in the input folder {folder}; choose another output path")
 
 
 def write_json(path: Path, payload: dict) -> None:

@@ -81,6 +81,16 @@ class Training:
 
     def check(self) -> float:
         """The settings' own errors, one line each; the training noise's strength."""
+        from wn_onnx.training.nets import ARCHS
+
+        if self.arch not in ARCHS:
+            raise WnError(f"unknown architecture {self.arch!r}; choose {', '.join(ARCHS)}")
+        for name, low in (("epochs", 1), ("batch_size", 1), ("seed", 0)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise WnError(f"{name} must be a whole number >= {low}, got {value!r}")
+        if self.on not in ("activations", "weights"):
+            raise WnError(f"unknown target {self.on!r}; choose activations, weights")
         for name, value in (("--lr", self.lr), ("--clamp", self.clamp)):
             if value is not None and not (math.isfinite(value) and value > 0):
                 raise WnError(f"{name} must be a finite number > 0, got {value}")
