@@ -30,6 +30,9 @@ of bit flips per million stored values. Usage:
     python benchmarks/bench_scan.py --arch mlp --train-epochs 2
     python benchmarks/bench_scan.py --arch lenet5 --part weights   # ~3 min
 
+``--part plan`` times ``plan --evaluate`` with its defaults (2,000 images, 5 draws) against the
+scan that made its report, on the same images.
+
 ``--json OUT.json`` writes the run's ratios with the machine and versions; ``--compare OLD.json``
 flags every ratio more than 15 % worse than the old run's (exit code 1). The last measured
 results are kept in ``benchmarks/results/``.
@@ -66,7 +69,7 @@ from wn_onnx.training.trainer import TrainConfig, train
 TOLERANCE = 0.15  # a ratio this much worse than the compared run's is a regression
 # each ratio and whether a larger value is better
 RATIOS = {"torch_loop_over_scan": True, "naive_over_scan": True, "scan_over_floor": False,
-          "weights_mul_over_activations_add": False, "pcm_over_weights_mul": False}  # fmt: skip
+          "weights_mul_over_activations_add": False, "pcm_over_weights_mul": False, "plan_evaluate_over_scan": False}  # fmt: skip
 SUBSET_SIGMAS = (0.1, 1.0)  # σ values timed for the projected baselines (1 repeat each)
 GRIDS = {"full": (1, 5, 10000), "small": (4, 2, 5000)}  # every k-th σ of the default grid, repeats, images
 
@@ -109,7 +112,7 @@ def main(work: Path) -> None:
     parser.add_argument("--train-epochs", type=int, default=1, help="train on the images first (0: random weights)")
     parser.add_argument("--batch-size", type=int, default=1024)
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--part", choices=["activations", "weights"], default="activations")
+    parser.add_argument("--part", choices=["activations", "weights", "plan"], default="activations")
     parser.add_argument("--json", type=Path, help="write the ratios, machine and versions here")
     parser.add_argument("--compare", type=Path, help="an earlier --json: flag ratios more than 15 %% worse")
     args = parser.parse_args()
@@ -129,6 +132,9 @@ def main(work: Path) -> None:
     np.savez(work / "data.npz", x=x, y=y)
     if args.part == "weights":
         finish(args, weights_part(model_path, work, x, y, args))
+        return
+    if args.part == "plan":
+        finish(args, plan_part(model_path, work, x, y, args))
         return
     spec, grid = NoiseSpec("add"), default_grid(NoiseSpec("add"))[::every]
     loaded = load_model(model_path)
@@ -317,6 +323,26 @@ def weights_part(model_path: Path, work: Path, x: np.ndarray, y: np.ndarray, arg
     for fmt, p, t in flips:
         print(f"bit flips, {fmt}, p = {p:g}: {t:.3f} s per million values (draw and apply)")
     return {"weights_mul_over_activations_add": mul / act, "pcm_over_weights_mul": pcm / mul8}
+
+
+def plan_part(model_path: Path, work: Path, x: np.ndarray, y: np.ndarray, args: argparse.Namespace) -> dict:
+    """``plan --evaluate`` with its defaults on 2,000 images and 5 draws, against the scan that made
+    its report (13 σ × 5 repeats, walking and global, the same images): full CLI runs, one run."""
+    np.savez(work / "plan.npz", x=x[:2000], y=y[:2000])
+    data, report = str(work / "plan.npz"), str(work / "r.json")
+
+    def cli(*command: str) -> float:
+        start = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "wn_onnx", *command], check=True, stdout=subprocess.DEVNULL)
+        return time.perf_counter() - start
+
+    scan = cli("scan", str(model_path), "--data", data, "--sigmas", "log:1e-2:1e2:13", "--repeats", "5", "--quiet",
+               "--out", report)  # fmt: skip
+    plan = cli("plan", report, "--evaluate", "--sigma", "global-mu", "--model", str(model_path), "--data", data,
+               "--repeats", "5", "--quiet", "--json")  # fmt: skip
+    print(f"# {args.arch}: plan --evaluate (uniform and inverse-μ; greedy only when named), 2,000 images, 5 draws")
+    print(f"scan {scan:.1f} s · plan --evaluate {plan:.1f} s · plan / scan = {plan / scan:.2f}")
+    return {"plan_evaluate_over_scan": plan / scan}
 
 
 if __name__ == "__main__":

@@ -153,13 +153,18 @@ def test_data_already_read_and_the_old_labels_switch_are_named():
     assert res.returncode == 2 and "--labels goes with --data X.npy" in res.stderr
 
 
-def test_an_output_inside_a_streamed_data_folder_is_refused(tmp_path):
+def test_an_array_written_into_a_streamed_data_folder_is_refused(tmp_path):
     data = np.load(DEFAULT_DATA)
     np.save(tmp_path / "x.npy", data["x"])
     np.save(tmp_path / "y.npy", data["y"])
-    res = wn("scan", DEFAULT_MODEL, "--data", tmp_path, "--out", tmp_path / "r.json")
+    res = wn("scan", DEFAULT_MODEL, "--data", tmp_path, "--out", tmp_path / "y.npy")
+    assert res.returncode == 2 and "lies in the input folder" in res.stderr
+    res = wn("scan", DEFAULT_MODEL, "--data", tmp_path, "--out", tmp_path / "shard.npz")
     assert res.returncode == 2 and "lies in the input folder" in res.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["x.npy", "y.npy"]
+    res = wn("scan", DEFAULT_MODEL, "--data", tmp_path, "--levels", FAST["levels"], "--repeats", "2", "--mode", "global",
+             "--out", tmp_path / "r.json")  # fmt: skip
+    assert res.returncode == 0, res.stderr  # a report beside the data it was made from
 
 
 def test_a_mixed_map_on_weights_takes_one_repeat(tmp_path):

@@ -154,8 +154,8 @@ def unreadable(path: str | os.PathLike, err: Exception) -> DataError:
 
 
 def guard_outputs(outputs: Iterable[Path | None], inputs: Iterable[Path | str | None]) -> None:
-    """Refuse an output path that names one of the inputs (a report written over the model) or
-    lies inside an input folder (a streamed data folder)."""
+    """Refuse an output path that names one of the inputs (a report written over the model), or an
+    array file inside an input folder (a streamed data folder reads every .npy / .npz in it)."""
 
     def same(a: Path, b: Path) -> bool:
         try:
@@ -163,9 +163,9 @@ def guard_outputs(outputs: Iterable[Path | None], inputs: Iterable[Path | str | 
         except (OSError, ValueError):
             return False
 
-    def inside(a: Path, folder: Path) -> bool:  # a file written into a folder of inputs (streamed shards)
+    def inside(a: Path, folder: Path) -> bool:  # an array file written into a folder read as data (streamed shards)
         try:
-            return folder.is_dir() and Path(a).resolve().is_relative_to(folder.resolve())
+            return a.suffix in (".npy", ".npz") and folder.is_dir() and a.resolve().is_relative_to(folder.resolve())
         except (OSError, ValueError):
             return False
 
