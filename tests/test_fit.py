@@ -17,7 +17,8 @@ from scipy.special import ndtr
 from wn_onnx.gate import judge_drop, judge_floor
 from wn_onnx.noise import NoiseSpec, default_grid
 from wn_onnx.results import fit as fitmod
-from wn_onnx.results.fit import STATUSES, binomial_se, double_logistic, fit_curve, logistic, uncertainty
+from wn_onnx.results.fit import binomial_se, double_logistic, fit_curve, logistic, uncertainty
+from wn_onnx.results.schema import STATUSES
 
 FINE = np.logspace(-2, 1, 49)  # 16 σ per decade around the drops below
 PAPER = np.logspace(-2, 10, 49)  # the paper's additive grid

@@ -23,7 +23,8 @@ from onnx import TensorProto, helper, numpy_helper
 
 from wn_onnx.graph_passes import InsertNoisePass, find_points
 from wn_onnx.noise import NoiseSpec
-from wn_onnx.results.fit import STATUSES, fit_curve
+from wn_onnx.results.fit import fit_curve
+from wn_onnx.results.schema import STATUSES
 
 
 def one_line_exit_2(res: subprocess.CompletedProcess, message: str) -> None:

@@ -15,7 +15,7 @@ os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 __version__ = "0.1.0"
 
 _API = {
-    "load_model": "wn_onnx.io.model",
+    "load_model": "wn_onnx.api",
     "LoadedModel": "wn_onnx.io.model",
     "Dataset": "wn_onnx.io.data",
     "NoiseSpec": "wn_onnx.noise",

@@ -16,59 +16,34 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from wn_onnx.errors import ConfigError, DataError, ScanInterrupted
-from wn_onnx.graph_passes import Point, select_points
-from wn_onnx.io.data import (
-    Dataset,
-    Inputs,
-    check_shape,
-    data_inputs,
-    load_npz,
-    load_streamed,
-    make_dataset,
-    parse_feeds,
-)
 from wn_onnx.io.embedded import DEFAULT_DATA, DEFAULT_MODEL
-from wn_onnx.io.model import LoadedModel, load_model
-from wn_onnx.io.safeio import guard_outputs, regular_file, write_json
+from wn_onnx.io.safeio import guard_outputs, write_json
 from wn_onnx.noise import Converters, NoiseModel, NoiseSpec, make_noise
-from wn_onnx.results.fit import curve_json
 from wn_onnx.results.report import Curve, Report
 from wn_onnx.scan_config import ScanConfig
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # loaded where used: onnx, onnx_ir and scipy stay out of the command line's start-up
     from wn_onnx.gate import Verdict
+    from wn_onnx.graph_passes import Point
+    from wn_onnx.io.data import Dataset
+    from wn_onnx.io.model import LoadedModel
     from wn_onnx.planner import Plan
 
+    ModelLike = str | os.PathLike | LoadedModel
+    DataLike = Dataset | tuple | str | os.PathLike | None
+
 __all__ = [
-    "DEFAULT_DATA",
-    "DEFAULT_MODEL",
-    "Converters",
-    "Curve",
-    "Dataset",
-    "LoadedModel",
-    "NoiseModel",
-    "Point",
-    "Report",
-    "ScanConfig",
-    "ScanInterrupted",
-    "check",
-    "check_config",
-    "check_model",
-    "find_points",
-    "fit_curve",
-    "load_data",
-    "load_model",
-    "make_noise",
-    "plan",
-    "read_report",
-    "scan",
-    "scan_config", "train",
+    "DEFAULT_DATA", "DEFAULT_MODEL", "Converters", "Curve", "Dataset", "LoadedModel", "NoiseModel", "Plan", "Point",
+    "Report", "ScanConfig", "ScanInterrupted", "Verdict", "apply_plan", "binarize", "check", "check_config",
+    "check_model", "digital", "find_points", "fit_curve", "load_data", "load_model", "make_noise", "mixed",
+    "not_points", "plan", "read_report", "scan", "scan_config", "train", "weight_magnitudes",
 ]  # fmt: skip
 
 # Names the commands need that load heavier modules: imported on first use (module __getattr__),
 # so the command line starts without them.
 _LAZY = {
-    "Verdict": "wn_onnx.gate", "markdown": "wn_onnx.gate", "junit": "wn_onnx.gate", "Plan": "wn_onnx.planner",
+    "Dataset": "wn_onnx.io.data", "LoadedModel": "wn_onnx.io.model",
+    "Point": "wn_onnx.graph_passes", "Verdict": "wn_onnx.gate", "markdown": "wn_onnx.gate", "junit": "wn_onnx.gate", "Plan": "wn_onnx.planner",
     "greedy_evaluations": "wn_onnx.planner", "STRATEGIES": "wn_onnx.planner", "parse_budget": "wn_onnx.planner", "digital_strength": "wn_onnx.planner", "parse_size": "wn_onnx.engine.memory",
     "fetch_dataset": "wn_onnx.io.datasets.fetch", "load_sweep": "wn_onnx.training.sweep",
     "run_sweep": "wn_onnx.training.sweep", "RunStore": "wn_onnx.training.sweep", "status_counts": "wn_onnx.training.sweep",
@@ -86,18 +61,31 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'wn_onnx.api' has no attribute {name!r}")
 
 
-ModelLike = str | os.PathLike | LoadedModel
-DataLike = Dataset | tuple | str | os.PathLike | None
+def load_model(path: str | os.PathLike, output: str | None = None) -> LoadedModel:
+    """Read, check and shape-infer the ONNX model at ``path``; ``output``: the graph output to score
+    (default: the first float output)."""
+    from wn_onnx.io.model import load_model as read
+
+    return read(path, output)
 
 
 def _model(model: ModelLike | None) -> LoadedModel:
+    from wn_onnx.io.model import LoadedModel
+
     return model if isinstance(model, LoadedModel) else load_model(DEFAULT_MODEL if model is None else model)
+
+
+def _is_loaded(model: object) -> bool:
+    from wn_onnx.io.model import LoadedModel
+
+    return isinstance(model, LoadedModel)
 
 
 def find_points(model: ModelLike, at: str | None = None, granularity: str = "layer", on: str = "activations") -> list[Point]:
     """The noise points of ``model`` (all, or those ``at`` selects: ``"0,3,5-8"``, ``"op:Conv"``,
     ``"re:PATTERN"``): one per layer and complete function, or with ``granularity="op"`` one per op;
     ``on="weights"``: its weight layers (Conv, ConvTranspose, Gemm, MatMul with a float initializer)."""
+    from wn_onnx.graph_passes import select_points
     from wn_onnx.graph_passes.weights import points_on
 
     loaded = _model(model)
@@ -133,6 +121,18 @@ def load_data(
     bundled dataset by name (``dataset="fashion-mnist"``, normalised as the model's metadata says).
     ``label_free`` accepts data without labels; ``feeds``: constants for inputs that are not data
     (a state, a sample rate), by name or as ``NAME=NUMBER`` / ``NAME=FILE.npy`` texts."""
+    from wn_onnx.io.data import (
+        Dataset,
+        Inputs,
+        check_shape,
+        data_inputs,
+        load_npz,
+        load_streamed,
+        make_dataset,
+        parse_feeds,
+    )
+    from wn_onnx.io.safeio import regular_file
+
     if isinstance(labels, bool):
         raise ConfigError("labels is a labels file (.npy, with inputs streamed from a .npy); for data without labels "
                           "pass label_free=True")  # fmt: skip
@@ -252,6 +252,8 @@ def fit_curve(
         raise DataError("accuracy values must be fractions in [0, 1]")
     if n_samples < 1:
         raise DataError("n_samples must be >= 1")
+    from wn_onnx.results.fit import curve_json
+
     return Curve.from_json(curve_json(s, acc, np.zeros(acc.shape, int), chance, n_samples, clean, shared_draws))
 
 
@@ -310,7 +312,7 @@ def plan(
         if config is None and "metric" not in overrides:
             overrides["metric"] = data_report.get("metric") or "top1"
         config = scan_config(config, **overrides)
-        loaded, points = match_model(data_report, model.path if isinstance(model, LoadedModel) else model, granularity)
+        loaded, points = match_model(data_report, model.path if _is_loaded(model) else model, granularity)
         dataset = _dataset(loaded, data, config)
         evaluation = plan_evaluation(data_report, loaded, points, dataset, noise, sigma, repeats, seed, config, tick)
     return make_plan(data_report, budget, strategy, [evaluate] if isinstance(evaluate, str) else list(evaluate), evaluation)
@@ -343,7 +345,7 @@ def digital(
         if model is None or data is None:
             raise ConfigError("evaluating a digital split needs the model and data")
         config = scan_config(config, **overrides)
-        loaded, points = match_model(data_report, model.path if isinstance(model, LoadedModel) else model)
+        loaded, points = match_model(data_report, model.path if _is_loaded(model) else model)
         dataset = _dataset(loaded, data, config)
         result["evaluation"] = digital_evaluation(data_report, k, at_time, loaded, points, dataset, repeats, seed, config)
     return result
@@ -451,6 +453,8 @@ def train(out: str | os.PathLike = "model.onnx", *, checkpoint: str | os.PathLik
 
 def _dataset(loaded: LoadedModel, data: DataLike, config: ScanConfig) -> Dataset:
     """``data`` for ``loaded``, read as ``config`` says (a :class:`Dataset` as it is)."""
+    from wn_onnx.io.data import Dataset
+
     if isinstance(data, Dataset):
         if config.limit is not None and len(data) > config.limit:
             raise ConfigError(f"limit {config.limit} applies where wn-onnx reads the data; these {len(data)} samples "

@@ -27,7 +27,6 @@ import numpy as np
 from scipy.optimize import OptimizeWarning, brentq, curve_fit
 from scipy.special import expit, ndtr, ndtri, owens_t, stdtrit
 
-STATUSES = ("ok", "bracketed", "not-reached", "no-drop-from-start", "poor-fit", "two-drops", "failed")
 MAX_CHI2_RED = 50.0  # above this a second, two-logistic model is tried
 SIGNIFICANT = 3.0  # a difference of this many standard errors is real, not sampling noise
 MIN_DROP = 0.05  # a drop smaller than this fraction of (a_max − chance) is no drop

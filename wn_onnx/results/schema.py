@@ -13,9 +13,9 @@ from pathlib import Path
 
 from wn_onnx.errors import WnError
 from wn_onnx.io.safeio import read_text
-from wn_onnx.results.fit import STATUSES
 
 SCHEMA_VERSION = 1  # written as "schema_version"; a report without it is refused
+STATUSES = ("ok", "bracketed", "not-reached", "no-drop-from-start", "poor-fit", "two-drops", "failed")  # a curve's
 FAILED = "failed"  # a walked point that could not be evaluated; its "reason" says why
 NOT_RUN = "not-run"  # a point in an If branch never taken for the data: listed under "not_run", never walked
 
