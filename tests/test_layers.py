@@ -141,3 +141,14 @@ def test_no_import_cycle_across_or_within_layers():
 
 def test_the_cycle_check_finds_a_cycle():
     assert _cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+
+
+def test_the_command_line_starts_without_the_heavy_libraries():
+    """``wn-onnx --help`` and option parsing load neither onnx, onnxruntime, onnx_ir, scipy nor
+    torch: each command loads what it runs (the API's names load on first use)."""
+    import subprocess
+
+    code = ("import sys, wn_onnx.cli.app; "
+            "print(sorted(m for m in ('onnx', 'onnxruntime', 'onnx_ir', 'scipy', 'torch') if m in sys.modules))")  # fmt: skip
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert loaded == "[]"
