@@ -9,12 +9,13 @@ defaults are the ones the help texts state.
 
 from __future__ import annotations
 
+import copy
 import functools
 import inspect
 from dataclasses import dataclass, fields
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any, get_type_hints
+from typing import Annotated, Any, get_args, get_type_hints
 
 import typer
 
@@ -75,6 +76,8 @@ def given(group: object) -> dict[str, Any]:
 class DataArgs:
     """Where the evaluation data come from and how they are scored."""
 
+    PANEL = "Data"
+
     data: DataOption = None
     labels: LabelsOption = None
     dataset: DatasetOption = None
@@ -110,6 +113,8 @@ class DataArgs:
 @dataclass
 class NoiseArgs:
     """The noise model and its options, and the strength grid."""
+
+    PANEL = "Noise"
 
     noise: Annotated[str | None, typer.Option(help=f"{NOISE_HELP} Default add.")] = None
     on: Annotated[Target | None, typer.Option(help=f"{ON_HELP} Default activations.")] = None
@@ -159,6 +164,8 @@ class NoiseArgs:
 @dataclass
 class ScanArgs:
     """How the strengths are swept, at which points, where."""
+
+    PANEL = "Sweep"
 
     mode: Annotated[
         Mode | None, typer.Option(help="walking: one point at a time · global: all selected points · both (default).")
@@ -230,8 +237,8 @@ def grouped(command):
         if kind in GROUPS:
             groups[name] = kind
             inner = get_type_hints(kind, include_extras=True)
-            params += [inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=f.default, annotation=inner[f.name])
-                       for f in fields(kind)]  # fmt: skip
+            params += [inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=f.default,
+                                         annotation=_in_panel(inner[f.name], kind.PANEL)) for f in fields(kind)]  # fmt: skip
         else:
             params.append(param.replace(annotation=hints.get(name, param.annotation), kind=inspect.Parameter.KEYWORD_ONLY))
 
@@ -244,6 +251,20 @@ def grouped(command):
     wrapper.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
     wrapper.__annotations__ = {p.name: p.annotation for p in params}
     return wrapper
+
+
+def _in_panel(annotation: Any, panel: str) -> Any:
+    """``annotation`` with its Typer option shown under the help panel ``panel`` (a copy: the
+    declaration is shared by every command)."""
+    kind, *extras = get_args(annotation)
+    return Annotated[(kind, *(_panelled(e, panel) for e in extras))]
+
+
+def _panelled(extra: Any, panel: str) -> Any:
+    if isinstance(extra, typer.models.OptionInfo):
+        extra = copy.copy(extra)
+        extra.rich_help_panel = panel
+    return extra
 
 
 ModelArgument = Annotated[
