@@ -1,0 +1,940 @@
+"""The paper's Fashion-MNIST results reproduced by one command, and docs/reproduction.md written from them.
+
+Trains the paper's networks (reference recipe: Adam 1e-3, cosine annealing, batch 128,
+crop + flip; ``wn_onnx.training``) and scans them with ``wn_onnx.scan``:
+
+* Table 4, Fashion-MNIST rows: MLP (100 epochs, the paper's length) and LeNet-5 (at increasing
+  epochs, the longest this machine allows), with and without BatchNorm, global additive and
+  multiplicative noise at inference, no noise after BatchNorm (as the paper's tables).
+* Table 3 on Fashion-MNIST: uniform vs guided (inverse-μ) multi-execution at the global μ
+  (``wn-onnx plan --evaluate``), one network per training seed.
+* Fig. 2 (walking additive μ per point, inference-only and noise-trained at reduced cost) and
+  Fig. 3 (walking multiplicative σ = 1e10 with BatchNorm).
+* The multiplicative excess: global multiplicative μ as one factor at a time changes (training
+  length, noise after BatchNorm, which points are noised, σ grid, the plateaus of the midpoint),
+  on Fashion-MNIST and on the embedded digits model.
+
+Every trained model and every scan is stored as it finishes under ``--out-dir`` (one JSON per
+result, named by the hash of its settings), so a killed run resumes where it stopped and a run
+with other settings never reuses a result. The document is generated from that store alone
+(``--doc-only`` regenerates it without computing anything).
+
+    python benchmarks/reproduce.py                  # the full run (about 1.5-2 h on one core)
+    python benchmarks/reproduce.py --quick --out-dir /tmp/r --doc /tmp/r/reproduction.md
+    python benchmarks/reproduce.py --doc-only       # docs/reproduction.md from the stored results
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import platform
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+OUT_DIR = ROOT / "benchmarks" / "results" / "reproduction"
+DOC = ROOT / "docs" / "reproduction.md"
+DATASET = "fashion-mnist"
+CHANCE = 0.1
+
+# docs/reference.md: the paper's Table 4 (inference only), Fashion-MNIST rows, and its Table 3
+PAPER_T4 = {
+    ("mlp", "add", True): 0.30, ("mlp", "add", False): 1.19, ("mlp", "mul", True): 0.25, ("mlp", "mul", False): 0.40,
+    ("lenet5", "add", True): 0.09, ("lenet5", "add", False): 0.17, ("lenet5", "mul", True): 0.23,
+    ("lenet5", "mul", False): 0.35,
+}  # fmt: skip
+PAPER_T3 = [  # dataset, model, BN, uniform, guided (accuracy %, mean ± s.d.)
+    ("MNIST", "MLP", True, "71.4 ± 0.7", "80.6 ± 0.5"),
+    ("MNIST", "MLP", False, "68.2 ± 1.3", "87.1 ± 0.7"),
+    ("CIFAR-10", "MLP", True, "41.7 ± 0.5", "43.7 ± 0.5"),
+    ("CIFAR-10", "MLP", False, "38.9 ± 0.6", "43.4 ± 0.7"),
+    ("CIFAR-10", "LeNet-5", True, "58.5 ± 1.4", "61.1 ± 1.0"),
+    ("CIFAR-10", "LeNet-5", False, "57.2 ± 1.8", "62.4 ± 1.3"),
+]
+# the paper's grids (docs/reference.md): additive 49 log values 1e-2 … 1e10; multiplicative 21
+# linear 0 … 2 and 41 log 1 … 1e10. The "cut" grids keep their values up to 1e2, where every
+# curve here is at its floor: the same σ at a fraction of the cost.
+CUT_ADD = [float(v) for v in np.logspace(-2, 2, 17)]
+CUT_MUL = sorted({*(float(v) for v in np.linspace(0, 2, 21)), *(float(v) for v in np.logspace(0, 2, 9))})
+
+
+@dataclass
+class Profile:
+    """What one run computes; ``quick`` shrinks every number to a smoke run of a few minutes."""
+
+    name: str = "full"
+    mlp_epochs: int = 100
+    lenet_epochs: tuple[int, ...] = (3, 10, 30)
+    mlp_epoch_series: tuple[int, ...] = (3, 10, 30, 100)
+    digits_epochs: tuple[int, ...] = (10, 60, 200)
+    train_limit: int | None = None
+    mlp_limit: int | None = None  # test images per global scan (None: all 10,000)
+    lenet_limit: int | None = 5000
+    walk_limit: int | None = 5000
+    repeats: int = 5
+    walk_repeats: int = 3
+    add_grid: list = field(default_factory=lambda: CUT_ADD)
+    mul_grid: list = field(default_factory=lambda: CUT_MUL)
+    fig3_sigma: float = 1e10
+    seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
+    plan_repeats: int = 20
+    noisy_epochs: int = 3
+    noisy_sigmas: tuple[float, ...] = (0.1, 0.3, 1.0, 3.0, 10.0)
+    noisy_train_limit: int | None = None
+
+    @classmethod
+    def quick(cls) -> Profile:
+        return cls(name="quick", mlp_epochs=1, lenet_epochs=(1, 2), mlp_epoch_series=(1, 2), digits_epochs=(2, 5),
+                   train_limit=600, mlp_limit=300, lenet_limit=200, walk_limit=200, repeats=2, walk_repeats=2,
+                   add_grid=[0.01, 0.1, 0.3, 1.0, 3.0, 10.0, 100.0], mul_grid=[0.0, 0.5, 1.0, 2.0, 10.0, 100.0],
+                   seeds=(0, 1), plan_repeats=3, noisy_epochs=1, noisy_sigmas=(0.3, 3.0), noisy_train_limit=600)  # fmt: skip
+
+
+def key_hash(key: dict) -> str:
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
+
+
+class Store:
+    """One JSON per result under ``root/<kind>/<name>-<hash>.json``: ``{"key": settings, "result": …}``."""
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+
+    def path(self, kind: str, name: str, key: dict) -> Path:
+        return self.root / kind / f"{name}-{key_hash(key)}.json"
+
+    def get(self, kind: str, name: str, key: dict) -> dict | None:
+        p = self.path(kind, name, key)
+        if not p.is_file():
+            return None
+        record = json.loads(p.read_text())
+        return record if record.get("key") == key else None
+
+    def put(self, kind: str, name: str, key: dict, result: dict, seconds: float) -> dict:
+        p = self.path(kind, name, key)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        record = {"key": key, "seconds": round(seconds, 1), "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
+                  "result": result}  # fmt: skip
+        tmp = p.with_name(p.name + ".tmp")
+        tmp.write_text(json.dumps(record, indent=1))
+        tmp.replace(p)
+        return record
+
+
+# ---------------------------------------------------------------------------------------------
+# The settings of every result: the runner computes them, the document finds them by them.
+
+
+def train_key(prof: Profile, arch: str, bn: bool, epochs: int, seed: int = 0, noise: str | None = None,
+              sigma: float = 0.0, at: list[int] | None = None, dataset: str = DATASET) -> dict:  # fmt: skip
+    limit = prof.noisy_train_limit if noise else prof.train_limit
+    return {"arch": arch, "dataset": dataset, "bn": bn, "epochs": epochs, "seed": seed, "noise": noise,
+            "sigma": sigma, "at": at, "train_limit": None if dataset == "digits" else limit}  # fmt: skip
+
+
+def train_name(k: dict) -> str:
+    noisy = f"-{k['noise']}{k['sigma']:g}at{'g' if k['at'] is None else k['at'][0]}" if k["noise"] else ""
+    return f"{k['dataset']}-{k['arch']}-{'bn' if k['bn'] else 'nobn'}-e{k['epochs']}-s{k['seed']}{noisy}"
+
+
+def scan_key(prof: Profile, model: dict | str, noise: str, *, mode: str = "global", grid: str = "cut",
+             after_bn: bool = False, granularity: str = "layer", at: str | None = None, limit: int | None | str = "auto",
+             repeats: int | None = None) -> dict:  # fmt: skip
+    """``model``: a train key, or ``"embedded"`` (the digits model). ``grid``: ``cut`` (the paper's
+    up to 1e2), ``paper`` (the tool's default: the paper's whole grid) or a list of σ."""
+    arch = "mlp" if model == "embedded" else model["arch"]
+    if limit == "auto":
+        limit = None if model == "embedded" else (prof.walk_limit if mode != "global" else
+                                                  prof.lenet_limit if arch == "lenet5" else prof.mlp_limit)  # fmt: skip
+    if grid == "cut":
+        grid = prof.add_grid if noise == "add" else prof.mul_grid
+    return {"model": model, "noise": noise, "mode": mode, "grid": grid, "after_bn": after_bn,
+            "granularity": granularity, "at": at, "limit": limit,
+            "repeats": repeats or (prof.repeats if mode == "global" else prof.walk_repeats)}  # fmt: skip
+
+
+def scan_name(k: dict) -> str:
+    m = k["model"]
+    base = "digits-embedded" if m == "embedded" else train_name(m)
+    return f"{base}-{k['noise']}-{k['mode']}"
+
+
+def plan_key(scan: dict, repeats: int) -> dict:
+    return {"scan": scan, "repeats": repeats, "strategies": "uniform,inverse-mu", "sigma": "global-mu"}
+
+
+def t4_models(prof: Profile) -> list[dict]:
+    models = [train_key(prof, "mlp", bn, prof.mlp_epochs) for bn in (True, False)]
+    return models + [train_key(prof, "lenet5", bn, e) for e in prof.lenet_epochs for bn in (True, False)]
+
+
+def longest_lenet(prof: Profile, bn: bool) -> dict:
+    return train_key(prof, "lenet5", bn, max(prof.lenet_epochs))
+
+
+def noisy_points(bn: bool) -> int:
+    return 11 if bn else 8  # the MLP's points (docs/reference.md)
+
+
+# ---------------------------------------------------------------------------------------------
+# The runner
+
+
+class Runner:
+    def __init__(self, prof: Profile, store: Store, data_dir: Path | None, workers: int, threads: int):
+        self.prof, self.store, self.data_dir, self.workers, self.threads = prof, store, data_dir, workers, threads
+        self._splits: dict = {}
+        self._test: dict = {}
+
+    def log(self, text: str) -> None:
+        print(f"[{time.strftime('%H:%M:%S')}] {text}", flush=True)
+
+    def split(self, dataset: str, limit: int | None):
+        from wn_onnx.io.datasets import load_split
+
+        if (dataset, limit) not in self._splits:
+            self._splits[dataset, limit] = (load_split(dataset, "train", self.data_dir, limit=limit),
+                                            load_split(dataset, "test", self.data_dir))  # fmt: skip
+        return self._splits[dataset, limit]
+
+    def model_path(self, k: dict) -> Path:
+        return self.store.root / "models" / f"{train_name(k)}-{key_hash(k)}.onnx"
+
+    def train(self, k: dict) -> dict:
+        """The stored training record of ``k``; trains (resuming its checkpoint) when the record or
+        its ONNX file is missing."""
+        record = self.store.get("train", train_name(k), k)
+        path = self.model_path(k)
+        if record is not None and path.is_file():
+            return record
+        import torch
+
+        from wn_onnx.noise import make_noise
+        from wn_onnx.training.embedded import build as build_digits
+        from wn_onnx.training.export import export_onnx
+        from wn_onnx.training.trainer import TrainConfig, train
+
+        torch.set_num_threads(self.threads)
+        self.log(f"train {train_name(k)}")
+        began = time.perf_counter()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if k["dataset"] == "digits":  # the embedded default's recipe (wn_onnx.training.embedded)
+            scratch = path.with_suffix("")
+            model, _ = build_digits(scratch, k["epochs"], k["seed"])
+            Path(model).replace(path)
+            shutil.rmtree(scratch)
+            history = []
+        else:
+            tr, te = self.split(k["dataset"], k["train_limit"])
+            cfg = TrainConfig(k["arch"], k["dataset"], bn=k["bn"], epochs=k["epochs"], seed=k["seed"],
+                              noise=make_noise(k["noise"]) if k["noise"] else None, sigma=k["sigma"], at=k["at"])  # fmt: skip
+            ckpt = path.with_suffix(".ckpt")
+            net, hist = train(cfg, (tr.x, tr.y), (te.x, te.y), 10, tuple(tr.x.shape[1:]), tr.info.mean, tr.info.std,
+                              ckpt, ckpt.is_file())  # fmt: skip
+            meta = {"arch": k["arch"], "dataset": k["dataset"], "bn": k["bn"], "class_names": tr.info.classes,
+                    "normalization": {"mean": list(tr.info.mean), "std": list(tr.info.std)}, "epochs": k["epochs"],
+                    "seed": k["seed"]}  # fmt: skip
+            export_onnx(net, tuple(tr.x.shape[1:]), path, meta)
+            ckpt.unlink(missing_ok=True)
+            history = hist.epochs
+        result = {"history": history, "val_accuracy": history[-1]["val_accuracy"] if history else None,
+                  "val_accuracy_noisy": history[-1].get("val_accuracy_noisy") if history else None}  # fmt: skip
+        record = self.store.put("train", train_name(k), k, result, time.perf_counter() - began)
+        self.log(f"  done in {record['seconds']:.0f} s, val accuracy {result['val_accuracy']}")
+        return record
+
+    def scan(self, k: dict) -> dict:
+        name = scan_name(k)
+        record = self.store.get("scan", name, k)
+        if record is not None:
+            return record
+        import wn_onnx
+
+        if k["model"] == "embedded" or k["model"]["dataset"] == "digits":  # the embedded split (seed 0)
+            model = wn_onnx.DEFAULT_MODEL if k["model"] == "embedded" else self.train(k["model"]) and self.model_path(k["model"])
+            data = wn_onnx.load_data(model, wn_onnx.DEFAULT_DATA, limit=k["limit"])
+        else:
+            self.train(k["model"])
+            model = self.model_path(k["model"])
+            data = wn_onnx.load_data(model, dataset=k["model"]["dataset"], split="test", data_dir=self.data_dir,
+                                     limit=k["limit"])  # fmt: skip
+        grid = "paper grid" if k["grid"] == "paper" else f"{len(k['grid'])} σ"
+        self.log(f"scan {name} ({k['noise']}, {k['mode']}, after_bn={k['after_bn']}, at={k['at']}, {grid}, "
+                 f"{len(data)} images)")  # fmt: skip
+        began = time.perf_counter()
+        report = wn_onnx.scan(str(model), data, noise=k["noise"], mode=k["mode"], sigmas=None if k["grid"] == "paper"
+                              else k["grid"], repeats=k["repeats"], global_after_bn=k["after_bn"],
+                              granularity=k["granularity"], at=k["at"], threads=self.threads, workers=self.workers)  # fmt: skip
+        record = self.store.put("scan", name, k, report.to_json(), time.perf_counter() - began)
+        g = record["result"].get("global") or {}
+        self.log(f"  done in {record['seconds']:.0f} s, global μ {g.get('mu')}")
+        return record
+
+    def plan(self, scan_k: dict) -> dict:
+        k = plan_key(scan_k, self.prof.plan_repeats)
+        name = scan_name(scan_k)
+        record = self.store.get("plan", name, k)
+        if record is not None:
+            return record
+        scan = self.scan(scan_k)
+        folder = self.store.root / "plan"
+        folder.mkdir(parents=True, exist_ok=True)
+        report_path = folder / f"{name}-{key_hash(k)}.report.tmp.json"
+        report_path.write_text(json.dumps(scan["result"]))
+        out = folder / f"{name}-{key_hash(k)}.plan.tmp.json"
+        limit = [] if self.prof.mlp_limit is None else ["--limit", str(self.prof.mlp_limit)]
+        cmd = [sys.executable, "-m", "wn_onnx", "plan", str(report_path), "--evaluate", "--strategies", k["strategies"],
+               "--model", str(self.model_path(scan_k["model"])), "--dataset", DATASET, "--split", "test",
+               "--repeats", str(k["repeats"]), "--threads", str(self.threads), "--quiet", "--out", str(out), *limit,
+               *([] if self.data_dir is None else ["--data-dir", str(self.data_dir)])]  # fmt: skip
+        self.log(f"plan {name} (uniform vs inverse-mu, {k['repeats']} draws)")
+        began = time.perf_counter()
+        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+        result = json.loads(out.read_text())
+        out.unlink()
+        report_path.unlink()
+        record = self.store.put("plan", name, k, result, time.perf_counter() - began)
+        plans = record["result"]["evaluation"]["plans"]
+        self.log("  " + "; ".join(f"{s} {p['accuracy_mean']:.2%}" for s, p in plans.items()))
+        return record
+
+
+def jobs(prof: Profile) -> list[tuple[str, str, dict]]:
+    """Every result of a run, in the order they are computed (most wanted first): (what, kind, key)."""
+    out: list[tuple[str, str, dict]] = []
+    # Table 4
+    for m in t4_models(prof):
+        for noise in ("add", "mul"):
+            out.append(("Table 4", "scan", scan_key(prof, m, noise)))
+    # the multiplicative excess: training length (MLP), noise after BN, points, σ grid, digits
+    for e in prof.mlp_epoch_series:
+        for bn in (True, False):
+            out.append(("excess: epochs", "scan", scan_key(prof, train_key(prof, "mlp", bn, e), "mul")))
+    for m in (train_key(prof, "mlp", True, prof.mlp_epochs), longest_lenet(prof, True)):
+        out.append(("excess: after BN", "scan", scan_key(prof, m, "mul", after_bn=True)))
+    for m in (train_key(prof, "mlp", True, prof.mlp_epochs), train_key(prof, "mlp", False, prof.mlp_epochs)):
+        for at in POINT_SETS[m["bn"]].values():
+            if at is not None:
+                out.append(("excess: points", "scan", scan_key(prof, m, "mul", at=at)))
+        out.append(("excess: points", "scan", scan_key(prof, m, "mul", granularity="op")))
+        out.append(("excess: grid", "scan", scan_key(prof, m, "mul", grid="paper")))
+    for after_bn in (False, True):
+        out.append(("excess: digits", "scan", scan_key(prof, "embedded", "mul", after_bn=after_bn)))
+        out.append(("excess: digits", "scan", scan_key(prof, "embedded", "add", after_bn=after_bn)))
+    out.append(("excess: digits", "scan", scan_key(prof, "embedded", "mul", grid="paper")))
+    for e in prof.digits_epochs:
+        out.append(("excess: digits", "scan", scan_key(prof, train_key(prof, "mlp", True, e, dataset="digits"), "mul")))
+    # Fig. 3 and Fig. 2 (inference only)
+    for m in (train_key(prof, "mlp", True, prof.mlp_epochs), longest_lenet(prof, True)):
+        out.append(("Fig. 3", "scan", scan_key(prof, m, "mul", mode="walking", grid=[prof.fig3_sigma])))
+    for bn in (True, False):
+        out.append(("Fig. 2", "scan", fig2_key(prof, longest_lenet(prof, bn))))
+    # Table 3, seed by seed (the walking scan of seed 0 is Fig. 2's MLP)
+    for seed in prof.seeds[:3]:
+        for bn in (True, False):
+            out.append(("Table 3", "plan", fig2_key(prof, train_key(prof, "mlp", bn, prof.mlp_epochs, seed))))
+    # Fig. 2, noise-trained MLPs (reduced), then the remaining seeds
+    for bn in (True, False):
+        for at in range(noisy_points(bn)):
+            for s in prof.noisy_sigmas:
+                out.append(("Fig. 2 noise-trained", "train", noisy_key(prof, bn, at, s)))
+    for seed in prof.seeds[3:]:
+        for bn in (True, False):
+            out.append(("Table 3", "plan", fig2_key(prof, train_key(prof, "mlp", bn, prof.mlp_epochs, seed))))
+    # the full paper grid on the longest LeNet-5 (the costliest check, last)
+    out.append(("excess: grid", "scan", scan_key(prof, longest_lenet(prof, True), "mul", grid="paper")))
+    return out
+
+
+def fig2_key(prof: Profile, model: dict) -> dict:
+    return scan_key(prof, model, "add", mode="both")
+
+
+def noisy_key(prof: Profile, bn: bool, at: int, sigma: float) -> dict:
+    return train_key(prof, "mlp", bn, prof.noisy_epochs, noise="add", sigma=sigma, at=[at])
+
+
+# the MLP's point sets for the "which points" factor (indices as wn-onnx points numbers them)
+POINT_SETS = {
+    True: {"all 11 points": None, "no input point (1-10)": "1-10", "no logits point (0-9)": "0-9",
+           "Gemm outputs only (1,4,7,10)": "1,4,7,10", "ReLU outputs only (3,6,9)": "3,6,9"},
+    False: {"all 8 points": None, "no input point (1-7)": "1-7", "no logits point (0-6)": "0-6",
+            "Gemm outputs only (1,3,5,7)": "1,3,5,7", "ReLU outputs only (2,4,6)": "2,4,6"},
+}  # fmt: skip
+
+
+def machine() -> dict:
+    import onnxruntime
+    import torch
+
+    return {"cpus": os.cpu_count(), "platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+            "python": platform.python_version(), "onnxruntime": onnxruntime.__version__, "torch": torch.__version__,
+            "numpy": np.__version__}  # fmt: skip
+
+
+def run(prof: Profile, store: Store, args: argparse.Namespace) -> None:
+    runner = Runner(prof, store, args.data_dir, args.workers, args.threads)
+    todo = jobs(prof)
+    began = time.perf_counter()
+    for i, (what, kind, key) in enumerate(todo, 1):
+        if args.budget and time.perf_counter() - began > args.budget * 60:
+            runner.log(f"budget of {args.budget} min spent: stopping before job {i}/{len(todo)} ({what})")
+            break
+        try:
+            getattr(runner, kind)(key)
+        except Exception as error:  # one failed result must not lose the others; it is retried next run
+            runner.log(f"FAILED {what} {kind}: {type(error).__name__}: {error}")
+            if args.quick:
+                raise
+
+
+# ---------------------------------------------------------------------------------------------
+# The document, from the store alone
+
+
+def _mean_curve(curve: dict) -> tuple[np.ndarray, np.ndarray]:
+    return np.asarray(curve["sigmas"], float), np.asarray([np.mean(r) for r in curve["accuracy"]], float)
+
+
+def crossing(curve: dict, level: float) -> float | None:
+    """The first σ where the mean accuracy falls below ``level`` (linear interpolation in σ)."""
+    s, a = _mean_curve(curve)
+    below = np.nonzero(a < level)[0]
+    if len(below) == 0 or below[0] == 0:
+        return None
+    i = below[0]
+    return float(s[i - 1] + (a[i - 1] - level) / (a[i - 1] - a[i]) * (s[i] - s[i - 1]))
+
+
+def fmt_mu(g: dict | None) -> str:
+    if not g or g.get("mu") is None:
+        return "—" if not g else f"— ({g.get('status')})"
+    err = f" ± {g['mu_err']:.2g}" if g.get("mu_err") is not None else ""
+    status = "" if g.get("status") == "ok" else f" ({g['status']})"
+    return f"{g['mu']:.3g}{err}{status}"
+
+
+class Doc:
+    def __init__(self, prof: Profile, store: Store, fig_dir: Path):
+        self.prof, self.store, self.fig_dir = prof, store, fig_dir
+        self.lines: list[str] = []
+        self.figures: list[Path] = []
+
+    def scan(self, k: dict) -> dict | None:
+        r = self.store.get("scan", scan_name(k), k)
+        return r["result"] if r else None
+
+    def trained(self, k: dict) -> dict | None:
+        r = self.store.get("train", train_name(k), k)
+        return r if r else None
+
+    def w(self, *lines: str) -> None:
+        self.lines.extend(lines)
+
+    def mu(self, k: dict) -> float | None:
+        r = self.scan(k)
+        return None if r is None or not r.get("global") else r["global"].get("mu")
+
+
+def _ratio(ours: float | None, paper: float) -> str:
+    return "—" if ours is None else f"{ours / paper:.2f}"
+
+
+def _pct(x: float | None) -> str:
+    return "—" if x is None else f"{x:.2%}"
+
+
+def _model_label(k: dict) -> str:
+    return f"{'MLP' if k['arch'] == 'mlp' else 'LeNet-5'}{' + BN' if k['bn'] else ''}, {k['epochs']} ep"
+
+
+def write_doc(out_dir: Path, doc_path: Path, fig_dir: Path | None = None) -> Path:
+    """docs/reproduction.md (or ``doc_path``) from the results stored under ``out_dir``: every
+    number in it is read from the store, the figures are drawn from it."""
+    store = Store(out_dir)
+    meta = json.loads((out_dir / "run.json").read_text())
+    prof = Profile(**{k: tuple(v) if isinstance(v, list) and k in TUPLES else v for k, v in meta["profile"].items()})
+    fig_dir = fig_dir or doc_path.parent / doc_path.stem
+    fig_dir.mkdir(parents=True, exist_ok=True)
+    d = Doc(prof, store, fig_dir)
+    rel = os.path.relpath(fig_dir, doc_path.parent)
+    _head(d, meta)
+    _table4(d)
+    _table3(d)
+    _fig2(d, rel)
+    _fig3(d, rel)
+    _excess(d, rel)
+    _runs(d, meta)
+    doc_path.parent.mkdir(parents=True, exist_ok=True)
+    doc_path.write_text("\n".join(d.lines).rstrip() + "\n")
+    return doc_path
+
+
+TUPLES = {"lenet_epochs", "mlp_epoch_series", "digits_epochs", "seeds", "noisy_sigmas"}
+
+
+def _head(d: Doc, meta: dict) -> None:
+    p = d.prof
+    m = meta["machine"]
+    scans = list((d.store.root / "scan").glob("*.json")) if (d.store.root / "scan").is_dir() else []
+    trains = list((d.store.root / "train").glob("*.json")) if (d.store.root / "train").is_dir() else []
+    d.w("# Reproduction of the paper on Fashion-MNIST",
+        "",
+        "<!-- generated by benchmarks/reproduce.py from the results under "
+        f"{_repo_rel(d.store.root)}; do not edit by hand: rerun `python benchmarks/reproduce.py --doc-only` -->",
+        "",
+        "Every number and figure below is read from the stored results of `benchmarks/reproduce.py` "
+        f"({len(trains)} trained networks, {len(scans)} scans). Paper values are those of docs/reference.md. "
+        "Training follows the paper's recipe (Adam, lr 1e-3, cosine annealing over all epochs, batch 128, random "
+        "crop (padding 4) and horizontal flip, normalisation (x − 0.5)/0.5); global noise in Tables 4 and 3 is "
+        "injected at every point but the BatchNorm outputs, as in the paper's tables.",
+        "",
+        f"**Profile `{p.name}`.** Differences from the paper's protocol, all of them deliberate to fit "
+        f"this machine ({m['cpus']} CPU(s), one thread per process):",
+        "",
+        f"- LeNet-5 trained {', '.join(map(str, p.lenet_epochs))} epochs (the paper: 300 for LeNet-5 runs), so "
+        "the trend with training length is visible; the MLP at the paper's "
+        f"{p.mlp_epochs} epochs.",
+        f"- σ grids: the paper's values up to σ = 100 ({len(p.add_grid)} additive, {len(p.mul_grid)} multiplicative; "
+        "beyond 100 every curve here sits on its floor); the excess section compares the paper's whole grid.",
+        f"- Test images per global scan: {p.mlp_limit or 'all 10,000'} (MLP), {p.lenet_limit or 'all 10,000'} "
+        f"(LeNet-5, class-stratified); {p.repeats} noise draws per σ. Walking scans: {p.walk_limit or 'all'} images, "
+        f"{p.walk_repeats} draws.",
+        f"- Training set: {p.train_limit or 'all 60,000'} images.",
+        "")  # fmt: skip
+
+
+def _repo_rel(path: Path) -> str:
+    try:
+        return str(Path(path).resolve().relative_to(ROOT))
+    except ValueError:
+        return str(path)
+
+
+def _table4(d: Doc) -> None:
+    p = d.prof
+    d.w("## Table 4: global μ at inference, Fashion-MNIST", "",
+        "| model | BN | epochs | clean acc. | noise | paper μ | ours μ (± fit error) | ours / paper |",
+        "|---|---|---|---|---|---|---|---|")  # fmt: skip
+    for m in t4_models(p):
+        for noise in ("add", "mul"):
+            r = d.scan(scan_key(p, m, noise))
+            paper = PAPER_T4[m["arch"], noise, m["bn"]]
+            g = r["global"] if r else None
+            clean = _pct(r["clean_accuracy"]) if r else "—"
+            arch = "MLP" if m["arch"] == "mlp" else "LeNet-5"
+            d.w(f"| {arch} | {'yes' if m['bn'] else 'no'} | {m['epochs']} | {clean} | {noise} | {paper} | "
+                f"{fmt_mu(g)} | {_ratio(g and g.get('mu'), paper)} |")  # fmt: skip
+    d.w("", "μ is the tool's fitted midpoint (docs/method.md); \"clean acc.\" the noise-free accuracy on the "
+        "scanned test images. The ratio column is the reproduction's headline: 1.00 is the paper's value.", "")  # fmt: skip
+    rows = []
+    for noise in ("add", "mul"):
+        for bn in (True, False):
+            mus = [(e, d.mu(scan_key(p, train_key(p, "lenet5", bn, e), noise))) for e in p.lenet_epochs]
+            rows.append(f"| {noise} | {'yes' if bn else 'no'} | " + " | ".join("—" if v is None else f"{v:.3g}" for _, v in mus)
+                        + f" | {PAPER_T4['lenet5', noise, bn]} |")  # fmt: skip
+    d.w("LeNet-5's μ against training length (the trend the paper's 300 epochs extend):", "",
+        "| noise | BN | " + " | ".join(f"{e} epochs" for e in p.lenet_epochs) + " | paper |",
+        "|---|---|" + "---|" * len(p.lenet_epochs) + "---|", *rows, "")  # fmt: skip
+    hist = []
+    for bn in (True, False):
+        t = d.trained(longest_lenet(p, bn))
+        if t and t["result"]["history"]:
+            h = t["result"]["history"]
+            picks = sorted({0, len(h) // 4, len(h) // 2, 3 * len(h) // 4, len(h) - 1})
+            hist.append(f"| LeNet-5{' + BN' if bn else ''} | " + ", ".join(f"{h[i]['epoch']}: {h[i]['val_accuracy']:.2%}" for i in picks)
+                        + f" | {t['seconds'] / 60:.1f} min |")  # fmt: skip
+        t = d.trained(train_key(p, "mlp", bn, p.mlp_epochs))
+        if t and t["result"]["history"]:
+            h = t["result"]["history"]
+            picks = sorted({0, len(h) // 4, len(h) // 2, 3 * len(h) // 4, len(h) - 1})
+            hist.append(f"| MLP{' + BN' if bn else ''} | " + ", ".join(f"{h[i]['epoch']}: {h[i]['val_accuracy']:.2%}" for i in picks)
+                        + f" | {t['seconds'] / 60:.1f} min |")  # fmt: skip
+    if hist:
+        d.w("Validation accuracy during the longest trainings (epoch: accuracy on the 10,000 test images; the "
+            "cosine schedule anneals to zero at the last epoch, so each length is its own run):", "",
+            "| network | validation curve | training time |", "|---|---|---|", *hist, "")  # fmt: skip
+
+
+def _table3(d: Doc) -> None:
+    p = d.prof
+    d.w("## Table 3: guided multi-execution, Fashion-MNIST MLP", "",
+        "Per training seed: a walking + global additive scan (walking μ per point), then `wn-onnx plan "
+        f"--evaluate` of the uniform plan (2 executions per point) and the guided one (executions ∝ 1/μ, same total) "
+        f"under global additive noise at that network's global μ (noise at every point, BN outputs included, as the "
+        f"paper's 11-entry plans), {p.plan_repeats} draws per plan, the same draws for both.", "")  # fmt: skip
+    rows, summary = [], []
+    for bn in (True, False):
+        uni, gui = [], []
+        for seed in p.seeds:
+            sk = fig2_key(p, train_key(p, "mlp", bn, p.mlp_epochs, seed))
+            rec = d.store.get("plan", scan_name(sk), plan_key(sk, p.plan_repeats))
+            if rec is None:
+                continue
+            ev = rec["result"]["evaluation"]
+            u, g = ev["plans"]["uniform"], ev["plans"]["inverse-mu"]
+            uni.append(u["accuracy_mean"])
+            gui.append(g["accuracy_mean"])
+            scan = d.scan(sk)
+            rows.append(f"| {'yes' if bn else 'no'} | {seed} | {_pct(scan['clean_accuracy'])} | {ev['sigma']:.3g} | "
+                        f"{{{','.join(map(str, u['executions']))}}} | {{{','.join(map(str, g['executions']))}}} | "
+                        f"{u['accuracy_mean']:.1%} ± {u['accuracy_std']:.1%} | {g['accuracy_mean']:.1%} ± {g['accuracy_std']:.1%} |")  # fmt: skip
+        if uni:
+            sd = (lambda v: f" ± {100 * np.std(v, ddof=1):.1f}" if len(v) > 1 else "")  # noqa: E731
+            diff = np.asarray(gui) - np.asarray(uni)
+            summary.append(f"| Fashion-MNIST (ours, {len(uni)} seed{'s' if len(uni) > 1 else ''}) | MLP | "
+                           f"{'with' if bn else 'without'} | {100 * np.mean(uni):.1f}{sd(uni)} % | "
+                           f"{100 * np.mean(gui):.1f}{sd(gui)} % | {100 * np.mean(diff):+.1f} (guided better in "
+                           f"{int(np.sum(diff > 0))}/{len(diff)}) |")  # fmt: skip
+    d.w("| dataset | model | BN | uniform | guided | guided − uniform (points) |", "|---|---|---|---|---|---|",
+        *summary, *(f"| {ds} (paper) | {m} | {'with' if bn else 'without'} | {u} % | {g} % | "
+                    f"{float(g.split()[0]) - float(u.split()[0]):+.1f} |" for ds, m, bn, u, g in PAPER_T3), "")  # fmt: skip
+    d.w("Ours: mean ± s.d. over training seeds of each network's mean accuracy. The paper's ± is its own "
+        "spread (docs/reference.md); its rows are MNIST and CIFAR-10, shown for the shape of the effect.", "",
+        "Per seed (accuracy: mean ± s.d. over the draws):", "",
+        "| BN | seed | clean | σ = global μ | uniform plan | guided plan | uniform | guided |",
+        "|---|---|---|---|---|---|---|---|", *rows, "")  # fmt: skip
+
+
+def _plot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _fig2(d: Doc, rel: str) -> None:
+    p = d.prof
+    from wn_onnx import fit_curve
+
+    series = {}
+    for bn in (True, False):
+        for m in (train_key(p, "mlp", bn, p.mlp_epochs), longest_lenet(p, bn)):
+            r = d.scan(fig2_key(p, m))
+            if r:
+                series[_model_label(m)] = [(q["index"], q.get("mu"), q["op_type"]) for q in r["points"]]
+    noisy = {}
+    for bn in (True, False):
+        mus = []
+        for at in range(noisy_points(bn)):
+            acc = []
+            for s in p.noisy_sigmas:
+                t = d.trained(noisy_key(p, bn, at, s))
+                if t is None or t["result"]["val_accuracy_noisy"] is None:
+                    break
+                acc.append(t["result"]["val_accuracy_noisy"])
+            if len(acc) == len(p.noisy_sigmas):
+                c = fit_curve(list(p.noisy_sigmas), acc, chance=CHANCE, n_samples=10000, shared_draws=False)
+                mus.append((at, c.mu, c.status))
+        if mus:
+            noisy[f"MLP{' + BN' if bn else ''}, noise-trained ({p.noisy_epochs} ep)"] = mus
+    d.w("## Fig. 2: walking additive noise, μ per point", "")
+    if not series:
+        d.w("(no walking scans stored yet)", "")
+        return
+    plt = _plot()
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
+    for ax, bn in zip(axes, (True, False), strict=True):
+        for label, pts in {**series, **noisy}.items():
+            if ("+ BN" in label) != bn:
+                continue
+            xs = [i for i, mu, *_ in pts if mu is not None]
+            ax.plot(xs, [mu for _, mu, *_ in pts if mu is not None], "o-" if "noise-trained" not in label else "s--", label=label)
+        ax.set_yscale("log")
+        ax.set_xlabel("point index")
+        ax.set_title("with BatchNorm" if bn else "without BatchNorm")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    axes[0].set_ylabel("walking μ (additive σ)")
+    fig.tight_layout()
+    path = d.fig_dir / "fig2_walking_additive.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    d.w(f"![Fig. 2]({rel}/{path.name})", "",
+        f"Inference-only: walking scans of the MLP ({p.mlp_epochs} epochs) and LeNet-5 ({max(p.lenet_epochs)} epochs), "
+        f"{p.walk_limit or 'all'} test images, {p.walk_repeats} draws, σ grid of {len(p.add_grid)} values. "
+        "Noise-trained (reduced cost, MLP only; the paper: LeNet-5/CIFAR-10, full training at every σ of its "
+        f"grid, with and without clamping): one MLP per (point, σ) trained {p.noisy_epochs} epochs with additive noise "
+        f"at that point only, σ ∈ {{{', '.join(f'{s:g}' for s in p.noisy_sigmas)}}}, evaluated under the same noise "
+        "(one draw, 10,000 test images) and μ fitted to those "
+        f"{len(p.noisy_sigmas)} accuracies; no clamped variant.", "")  # fmt: skip
+    table = []
+    for label, pts in {**series, **noisy}.items():
+        table.append(f"| {label} | " + ", ".join(f"{i}: {'—' if mu is None else f'{mu:.3g}'}" for i, mu, *_ in pts) + " |")
+    d.w("| network | μ per point (index: μ) |", "|---|---|", *table, "")
+    if series:
+        d.w("Point order (MLP): 0 input, then Gemm, BatchNorm (with BN), ReLU per hidden layer, and the logits.", "")
+
+
+def _fig3(d: Doc, rel: str) -> None:
+    p = d.prof
+    d.w(f"## Fig. 3: walking multiplicative noise at σ = {p.fig3_sigma:g}, with BatchNorm", "")
+    got = {}
+    for m in (train_key(p, "mlp", True, p.mlp_epochs), longest_lenet(p, True)):
+        r = d.scan(scan_key(p, m, "mul", mode="walking", grid=[p.fig3_sigma]))
+        if r:
+            got[_model_label(m)] = (r["clean_accuracy"], [(q["index"], q["op_type"], float(np.mean(q["accuracy"][-1])))
+                                                          for q in r["points"]])  # fmt: skip
+    if not got:
+        d.w("(no scans stored yet)", "")
+        return
+    plt = _plot()
+    fig, axes = plt.subplots(1, len(got), figsize=(5.5 * len(got), 3.8), squeeze=False)
+    for ax, (label, (clean, pts)) in zip(axes[0], got.items(), strict=True):
+        ax.bar([i for i, *_ in pts], [a for *_, a in pts], color="tab:orange")
+        ax.axhline(clean, color="tab:blue", label=f"clean {clean:.1%}")
+        ax.axhline(CHANCE, color="grey", ls=":", label="chance")
+        ax.set_xticks([i for i, *_ in pts], [f"{i}\n{op[:4]}" for i, op, _ in pts], fontsize=7)
+        ax.set_ylim(0, 1)
+        ax.set_title(label)
+        ax.legend(fontsize=8)
+    axes[0][0].set_ylabel(f"accuracy, σ_mul = {p.fig3_sigma:g} at one point")
+    fig.tight_layout()
+    path = d.fig_dir / "fig3_multiplicative_bn.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    d.w(f"![Fig. 3]({rel}/{path.name})", "")
+    for label, (clean, pts) in got.items():
+        low = [f"{i} ({op})" for i, op, a in pts if a < clean - 0.10]
+        d.w(f"- {label}: {len(pts) - len(low)} of {len(pts)} points keep the accuracy within 10 points of clean "
+            f"({clean:.1%}); the others: {', '.join(low) or 'none'}.")  # fmt: skip
+    d.w("", f"Reduced: {p.walk_limit or 'all'} test images, {p.walk_repeats} draws, one σ (the paper's Fig. 3 shows the "
+        "same single σ for LeNet-5/CIFAR-10).", "")  # fmt: skip
+
+
+def _excess(d: Doc, rel: str) -> None:
+    p = d.prof
+    d.w("## The multiplicative excess explained?", "",
+        "Global multiplicative μ with one factor changed at a time from the Table 4 setting (cut grid, no noise "
+        "after BatchNorm, every point of the layer granularity). \"Δ\" is the change against that setting.", "")  # fmt: skip
+    rows = []
+
+    def row(factor: str, setting: str, k: dict, base: dict | None, paper: float | None) -> None:
+        r = d.scan(k)
+        mu = d.mu(k)
+        b = d.mu(base) if base is not None else None
+        delta = "" if b is None or mu is None or k == base else f"{(mu / b - 1):+.0%}"
+        clean = _pct(r["clean_accuracy"]) if r else "—"
+        rows.append(f"| {factor} | {setting} | {clean} | {fmt_mu(r['global'] if r else None)} | {delta or '—'} | "
+                    f"{paper if paper is not None else '—'} | {_ratio(mu, paper) if paper else '—'} |")  # fmt: skip
+
+    for bn in (True, False):
+        base = scan_key(p, train_key(p, "mlp", bn, p.mlp_epochs), "mul")
+        paper = PAPER_T4["mlp", "mul", bn]
+        tag = f"MLP{' + BN' if bn else ''}"
+        for e in p.mlp_epoch_series:
+            row("training length", f"{tag}, {e} epochs", scan_key(p, train_key(p, "mlp", bn, e), "mul"), base, paper)
+        if bn:
+            row("noise after BN", f"{tag}, noise after BN too", scan_key(p, base["model"], "mul", after_bn=True), base, paper)
+        for label, at in POINT_SETS[bn].items():
+            if at is not None:
+                row("points", f"{tag}, {label}", scan_key(p, base["model"], "mul", at=at), base, paper)
+        row("points", f"{tag}, granularity op", scan_key(p, base["model"], "mul", granularity="op"), base, paper)
+        row("σ grid", f"{tag}, the paper's whole grid (62 σ to 1e10)", scan_key(p, base["model"], "mul", grid="paper"), base, paper)
+    for bn in (True, False):
+        base = scan_key(p, longest_lenet(p, bn), "mul")
+        for e in p.lenet_epochs:
+            row("training length", f"LeNet-5{' + BN' if bn else ''}, {e} epochs",
+                scan_key(p, train_key(p, "lenet5", bn, e), "mul"), base, PAPER_T4["lenet5", "mul", bn])  # fmt: skip
+    base = scan_key(p, longest_lenet(p, True), "mul")
+    row("noise after BN", f"LeNet-5 + BN, {max(p.lenet_epochs)} ep, noise after BN too",
+        scan_key(p, base["model"], "mul", after_bn=True), base, PAPER_T4["lenet5", "mul", True])  # fmt: skip
+    row("σ grid", f"LeNet-5 + BN, {max(p.lenet_epochs)} ep, the paper's whole grid",
+        scan_key(p, base["model"], "mul", grid="paper"), base, PAPER_T4["lenet5", "mul", True])  # fmt: skip
+    dbase = scan_key(p, "embedded", "mul")
+    row("noise after BN", "digits MLP + BN (embedded, 60 ep)", dbase, dbase, None)
+    row("noise after BN", "digits, noise after BN too", scan_key(p, "embedded", "mul", after_bn=True), dbase, None)
+    row("σ grid", "digits, the paper's whole grid", scan_key(p, "embedded", "mul", grid="paper"), dbase, None)
+    for e in p.digits_epochs:
+        row("training length", f"digits MLP + BN retrained, {e} epochs",
+            scan_key(p, train_key(p, "mlp", True, e, dataset="digits"), "mul"), dbase, None)  # fmt: skip
+    d.w("| factor | setting | clean acc. | global mul μ | Δ | paper | ours / paper |", "|---|---|---|---|---|---|---|",
+        *rows, "")  # fmt: skip
+    _plateaus(d)
+    _excess_figure(d, rel)
+    _excess_summary(d)
+
+
+def _plateaus(d: Doc) -> None:
+    """The midpoint's plateaus, read off the stored Table 4 curves: the fitted μ, the crossing of the
+    midpoint between the measured plateaus, and the crossing of (clean + chance)/2."""
+    p = d.prof
+    rows = []
+    for m in t4_models(p):
+        if m["arch"] == "lenet5" and m["epochs"] != max(p.lenet_epochs):
+            continue
+        r = d.scan(scan_key(p, m, "mul"))
+        if not r:
+            continue
+        g = r["global"]
+        paper = PAPER_T4[m["arch"], "mul", m["bn"]]
+        half_clean = crossing(g, (r["clean_accuracy"] + CHANCE) / 2)
+        a_min = g.get("a_min")
+        rows.append(f"| {_model_label(m)} | {_pct(g.get('a_max'))} | {_pct(a_min)} | {fmt_mu(g)} | "
+                    f"{'—' if half_clean is None else f'{half_clean:.3g}'} | {paper} | "
+                    f"{_ratio(half_clean, paper)} |")  # fmt: skip
+    d.w("**The plateaus of the midpoint.** μ is where the curve is halfway between its plateaus; "
+        "if the paper's fit read a lower top plateau or a higher floor, its μ would differ. The same stored "
+        "curves, read three ways:", "",
+        "| network | a_max (fit) | a_min (fit) | fitted μ | crossing of (clean + chance)/2 | paper | crossing / paper |",
+        "|---|---|---|---|---|---|---|", *rows, "")  # fmt: skip
+
+
+def _excess_figure(d: Doc, rel: str) -> None:
+    p = d.prof
+    curves = []
+    for bn in (True, False):
+        for e in p.mlp_epoch_series:
+            r = d.scan(scan_key(p, train_key(p, "mlp", bn, e), "mul"))
+            if r:
+                curves.append((f"MLP{' + BN' if bn else ''}, {e} ep", bn, r["global"]))
+        r = d.scan(scan_key(p, longest_lenet(p, bn), "mul"))
+        if r:
+            curves.append((f"LeNet-5{' + BN' if bn else ''}, {max(p.lenet_epochs)} ep", bn, r["global"]))
+    if not curves:
+        return
+    plt = _plot()
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
+    for ax, bn in zip(axes, (True, False), strict=True):
+        for label, b, g in curves:
+            if b != bn:
+                continue
+            s, a = _mean_curve(g)
+            keep = s <= 2.0
+            (line,) = ax.plot(s[keep], a[keep], label=label)
+            if g.get("mu") is not None and g["mu"] <= 2:
+                ax.axvline(g["mu"], color=line.get_color(), ls=":", lw=0.8)
+        ax.axvline(PAPER_T4["mlp", "mul", bn], color="black", lw=1.5, label="paper μ, MLP")
+        ax.axvline(PAPER_T4["lenet5", "mul", bn], color="black", ls="--", lw=1.5, label="paper μ, LeNet-5")
+        ax.set_xlabel("global multiplicative σ")
+        ax.set_title("with BatchNorm" if bn else "without BatchNorm")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    axes[0].set_ylabel("accuracy (mean over draws)")
+    fig.tight_layout()
+    path = d.fig_dir / "global_multiplicative_curves.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    d.w(f"![global multiplicative curves]({rel}/{path.name})", "",
+        "The stored global multiplicative curves (σ ≤ 2); dotted: each curve's fitted μ; black: the paper's μ.", "")  # fmt: skip
+
+
+def _excess_summary(d: Doc) -> None:
+    """Each factor's largest move of global mul μ, computed from the rows above."""
+    p = d.prof
+    moves: dict[str, list[float]] = {}
+
+    def add(factor: str, k: dict, base: dict) -> None:
+        a, b = d.mu(k), d.mu(base)
+        if a is not None and b is not None and k != base:
+            moves.setdefault(factor, []).append(a / b - 1)
+
+    for bn in (True, False):
+        base = scan_key(p, train_key(p, "mlp", bn, p.mlp_epochs), "mul")
+        for e in p.mlp_epoch_series:
+            add("training length (MLP, vs the longest)", scan_key(p, train_key(p, "mlp", bn, e), "mul"), base)
+        for at in POINT_SETS[bn].values():
+            if at is not None:
+                add("which points are noised (MLP)", scan_key(p, base["model"], "mul", at=at), base)
+        add("granularity op vs layer (MLP)", scan_key(p, base["model"], "mul", granularity="op"), base)
+        add("σ grid: the paper's whole grid", scan_key(p, base["model"], "mul", grid="paper"), base)
+        lbase = scan_key(p, longest_lenet(p, bn), "mul")
+        for e in p.lenet_epochs:
+            add("training length (LeNet-5, vs the longest)", scan_key(p, train_key(p, "lenet5", bn, e), "mul"), lbase)
+    for m in (train_key(p, "mlp", True, p.mlp_epochs), longest_lenet(p, True)):
+        add("noise after BN as well", scan_key(p, m, "mul", after_bn=True), scan_key(p, m, "mul"))
+    lb = scan_key(p, longest_lenet(p, True), "mul")
+    add("σ grid: the paper's whole grid", scan_key(p, lb["model"], "mul", grid="paper"), lb)
+    db = scan_key(p, "embedded", "mul")
+    add("noise after BN as well", scan_key(p, "embedded", "mul", after_bn=True), db)
+    add("σ grid: the paper's whole grid", scan_key(p, "embedded", "mul", grid="paper"), db)
+    for e in p.digits_epochs:
+        add("training length (digits, vs the embedded 60 ep)", scan_key(p, train_key(p, "mlp", True, e, dataset="digits"), "mul"), db)
+    rows = [f"| {f} | {len(v)} | {min(v):+.0%} … {max(v):+.0%} |" for f, v in moves.items()]
+    ratios = []
+    for m in t4_models(p):
+        if m["arch"] == "mlp" or m["epochs"] == max(p.lenet_epochs):
+            mu = d.mu(scan_key(p, m, "mul"))
+            if mu is not None:
+                ratios.append(mu / PAPER_T4[m["arch"], "mul", m["bn"]])
+    d.w("**Summary: how far each factor moves global multiplicative μ** (range of μ/μ_base − 1 over the "
+        "settings measured):", "", "| factor | settings | move of μ |", "|---|---|---|", *rows, "")  # fmt: skip
+    if ratios:
+        d.w(f"Against the paper, our Table 4 multiplicative μ (MLP at {p.mlp_epochs} epochs, LeNet-5 at "
+            f"{max(p.lenet_epochs)}) is {min(ratios):.2f}–{max(ratios):.2f}× the paper's value.", "")  # fmt: skip
+
+
+def _runs(d: Doc, meta: dict) -> None:
+    m = meta["machine"]
+    d.w("## How these results were made", "",
+        f"Machine: {m['cpus']} CPU(s) ({m['processor']}), {m['platform']}; Python {m['python']}, onnxruntime "
+        f"{m['onnxruntime']}, torch {m['torch']}, numpy {m['numpy']}. Commands (each run resumes the stored results; "
+        "wall time of that invocation):", "")  # fmt: skip
+    for run_ in meta.get("runs", []):
+        took = f"{run_['minutes']:.0f} min" if run_.get("minutes") is not None else "unfinished"
+        d.w(f"- `{run_['command']}` — started {run_['started']}, {took}")
+    total = {}
+    for kind in ("train", "scan", "plan"):
+        folder = d.store.root / kind
+        secs = [json.loads(f.read_text())["seconds"] for f in folder.glob("*.json")] if folder.is_dir() else []
+        total[kind] = (len(secs), sum(secs) / 60)
+    d.w("", "Compute in the store: " + "; ".join(f"{n} {kind} results, {mins:.0f} min" for kind, (n, mins) in total.items())
+        + ". Regenerate this page with `python benchmarks/reproduce.py --doc-only`.", "")  # fmt: skip
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="a few-minute smoke run (tiny training, few images)")
+    parser.add_argument("--out-dir", type=Path, default=None, help=f"the result store (default {_repo_rel(OUT_DIR)}; "
+                        "--quick: a quick/ folder inside it)")  # fmt: skip
+    parser.add_argument("--doc", type=Path, default=None, help=f"the document written (default {_repo_rel(DOC)}; "
+                        "--quick: reproduction.md in the store)")  # fmt: skip
+    parser.add_argument("--doc-only", action="store_true", help="only regenerate the document from the store")
+    parser.add_argument("--no-doc", action="store_true", help="compute only")
+    parser.add_argument("--workers", type=int, default=0, help="walk the points on a local Dask cluster of N processes")
+    parser.add_argument("--threads", type=int, default=1, help="threads of torch and onnxruntime (default 1)")
+    parser.add_argument("--data-dir", type=Path, default=None, help="folder holding Fashion-MNIST's files")
+    parser.add_argument("--budget", type=float, default=None, help="stop starting new results after N minutes")
+    args = parser.parse_args(argv)
+    prof = Profile.quick() if args.quick else Profile()
+    out_dir = args.out_dir or (OUT_DIR / "quick" if args.quick else OUT_DIR)
+    doc = args.doc or (out_dir / "reproduction.md" if args.quick else DOC)
+    meta_path = out_dir / "run.json"
+    if args.doc_only:
+        print(write_doc(out_dir, doc))
+        return
+    out_dir.mkdir(parents=True, exist_ok=True)
+    meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {"runs": []}
+    if meta.get("profile") not in (None, json.loads(json.dumps(asdict(prof)))):
+        meta["runs"].append({"command": "(the profile changed: results of other settings stay stored, unused)",
+                             "started": time.strftime("%Y-%m-%d %H:%M"), "minutes": None})  # fmt: skip
+    meta["profile"], meta["machine"] = asdict(prof), machine()
+    shown = ["python", "benchmarks/reproduce.py", *(argv if argv is not None else sys.argv[1:])]
+    entry = {"command": shlex.join(shown), "started": time.strftime("%Y-%m-%d %H:%M"), "minutes": None}
+    meta["runs"].append(entry)
+    meta_path.write_text(json.dumps(meta, indent=1))
+    began = time.perf_counter()
+    run(prof, Store(out_dir), args)
+    entry["minutes"] = round((time.perf_counter() - began) / 60, 1)
+    meta_path.write_text(json.dumps(meta, indent=1))
+    if not args.no_doc:
+        print(write_doc(out_dir, doc))
+
+
+if __name__ == "__main__":
+    main()
