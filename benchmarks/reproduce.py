@@ -147,8 +147,8 @@ def train_name(k: dict) -> str:
     return f"{k['dataset']}-{k['arch']}-{'bn' if k['bn'] else 'nobn'}-e{k['epochs']}-s{k['seed']}{noisy}"
 
 
-def scan_key(prof: Profile, model: dict | str, noise: str, *, mode: str = "global", grid: str = "cut",
-             after_bn: bool = False, granularity: str = "layer", at: str | None = None, limit: int | None | str = "auto",
+def scan_key(prof: Profile, model: dict | str, noise: str, *, mode: str = "global", grid: str | list = "cut",
+             after_bn: bool = False, granularity: str = "layer", at: str | None = None, limit: int | str | None = "auto",
              repeats: int | None = None) -> dict:  # fmt: skip
     """``model``: a train key, or ``"embedded"`` (the digits model). ``grid``: ``cut`` (the paper's
     up to 1e2), ``paper`` (the tool's default: the paper's whole grid) or a list of σ."""
@@ -261,7 +261,11 @@ class Runner:
         import wn_onnx
 
         if k["model"] == "embedded" or k["model"]["dataset"] == "digits":  # the embedded split (seed 0)
-            model = wn_onnx.DEFAULT_MODEL if k["model"] == "embedded" else self.train(k["model"]) and self.model_path(k["model"])
+            model = (
+                wn_onnx.DEFAULT_MODEL
+                if k["model"] == "embedded"
+                else self.train(k["model"]) and self.model_path(k["model"])
+            )
             data = wn_onnx.load_data(model, wn_onnx.DEFAULT_DATA, limit=k["limit"])
         else:
             self.train(k["model"])
@@ -590,7 +594,7 @@ def _table3(d: Doc) -> None:
                         f"{{{','.join(map(str, u['executions']))}}} | {{{','.join(map(str, g['executions']))}}} | "
                         f"{u['accuracy_mean']:.1%} ± {u['accuracy_std']:.1%} | {g['accuracy_mean']:.1%} ± {g['accuracy_std']:.1%} |")  # fmt: skip
         if uni:
-            sd = (lambda v: f" ± {100 * np.std(v, ddof=1):.1f}" if len(v) > 1 else "")  # noqa: E731
+            sd = lambda v: f" ± {100 * np.std(v, ddof=1):.1f}" if len(v) > 1 else ""  # noqa: E731
             diff = np.asarray(gui) - np.asarray(uni)
             summary.append(f"| Fashion-MNIST (ours, {len(uni)} seed{'s' if len(uni) > 1 else ''}) | MLP | "
                            f"{'with' if bn else 'without'} | {100 * np.mean(uni):.1f}{sd(uni)} % | "
@@ -651,7 +655,12 @@ def _fig2(d: Doc, rel: str) -> None:
             if ("+ BN" in label) != bn:
                 continue
             xs = [i for i, mu, *_ in pts if mu is not None]
-            ax.plot(xs, [mu for _, mu, *_ in pts if mu is not None], "o-" if "noise-trained" not in label else "s--", label=label)
+            ax.plot(
+                xs,
+                [mu for _, mu, *_ in pts if mu is not None],
+                "o-" if "noise-trained" not in label else "s--",
+                label=label,
+            )
         ax.set_yscale("log")
         ax.set_xlabel("point index")
         ax.set_title("with BatchNorm" if bn else "without BatchNorm")
@@ -672,7 +681,9 @@ def _fig2(d: Doc, rel: str) -> None:
         f"{len(p.noisy_sigmas)} accuracies; no clamped variant.", "")  # fmt: skip
     table = []
     for label, pts in {**series, **noisy}.items():
-        table.append(f"| {label} | " + ", ".join(f"{i}: {'—' if mu is None else f'{mu:.3g}'}" for i, mu, *_ in pts) + " |")
+        table.append(
+            f"| {label} | " + ", ".join(f"{i}: {'—' if mu is None else f'{mu:.3g}'}" for i, mu, *_ in pts) + " |"
+        )
     d.w("| network | μ per point (index: μ) |", "|---|---|", *table, "")
     if series:
         d.w("Point order (MLP): 0 input, then Gemm, BatchNorm (with BN), ReLU per hidden layer, and the logits.", "")
@@ -737,12 +748,24 @@ def _excess(d: Doc, rel: str) -> None:
         for e in p.mlp_epoch_series:
             row("training length", f"{tag}, {e} epochs", scan_key(p, train_key(p, "mlp", bn, e), "mul"), base, paper)
         if bn:
-            row("noise after BN", f"{tag}, noise after BN too", scan_key(p, base["model"], "mul", after_bn=True), base, paper)
+            row(
+                "noise after BN",
+                f"{tag}, noise after BN too",
+                scan_key(p, base["model"], "mul", after_bn=True),
+                base,
+                paper,
+            )
         for label, at in POINT_SETS[bn].items():
             if at is not None:
                 row("points", f"{tag}, {label}", scan_key(p, base["model"], "mul", at=at), base, paper)
         row("points", f"{tag}, granularity op", scan_key(p, base["model"], "mul", granularity="op"), base, paper)
-        row("σ grid", f"{tag}, the paper's whole grid (62 σ to 1e10)", scan_key(p, base["model"], "mul", grid="paper"), base, paper)
+        row(
+            "σ grid",
+            f"{tag}, the paper's whole grid (62 σ to 1e10)",
+            scan_key(p, base["model"], "mul", grid="paper"),
+            base,
+            paper,
+        )
     for bn in (True, False):
         base = scan_key(p, longest_lenet(p, bn), "mul")
         for e in p.lenet_epochs:
@@ -861,7 +884,11 @@ def _excess_summary(d: Doc) -> None:
     add("noise after BN as well", scan_key(p, "embedded", "mul", after_bn=True), db)
     add("σ grid: the paper's whole grid", scan_key(p, "embedded", "mul", grid="paper"), db)
     for e in p.digits_epochs:
-        add("training length (digits, vs the embedded 60 ep)", scan_key(p, train_key(p, "mlp", True, e, dataset="digits"), "mul"), db)
+        add(
+            "training length (digits, vs the embedded 60 ep)",
+            scan_key(p, train_key(p, "mlp", True, e, dataset="digits"), "mul"),
+            db,
+        )
     rows = [f"| {f} | {len(v)} | {min(v):+.0%} … {max(v):+.0%} |" for f, v in moves.items()]
     ratios = []
     for m in t4_models(p):
