@@ -95,7 +95,7 @@ class Profile:
     @classmethod
     def quick(cls) -> Profile:
         return cls(name="quick", mlp_epochs=1, lenet_epochs=(1, 2), mlp_epoch_series=(1, 2), digits_epochs=(2, 5),
-                   train_limit=600, mlp_limit=300, lenet_limit=200, walk_limit=200, repeats=2, walk_repeats=2,
+                   train_limit=1000, mlp_limit=300, lenet_limit=200, walk_limit=200, repeats=2, walk_repeats=2,
                    add_grid=[0.01, 0.1, 0.3, 1.0, 3.0, 10.0, 100.0], mul_grid=[0.0, 0.5, 1.0, 2.0, 10.0, 100.0],
                    seeds=(0, 1), plan_repeats=3, noisy_epochs=1, noisy_sigmas=(0.3, 3.0), noisy_train_limit=600)  # fmt: skip
 
@@ -247,7 +247,8 @@ class Runner:
             export_onnx(net, tuple(tr.x.shape[1:]), path, meta)
             ckpt.unlink(missing_ok=True)
             history = hist.epochs
-        result = {"history": history, "val_accuracy": history[-1]["val_accuracy"] if history else None,
+        samples = len(self.split(k["dataset"], k["train_limit"])[1].x) if k["dataset"] != "digits" else None
+        result = {"val_samples": samples, "history": history, "val_accuracy": history[-1]["val_accuracy"] if history else None,
                   "val_accuracy_noisy": history[-1].get("val_accuracy_noisy") if history else None}  # fmt: skip
         record = self.store.put("train", train_name(k), k, result, time.perf_counter() - began)
         self.log(f"  done in {record['seconds']:.0f} s, val accuracy {result['val_accuracy']}")
@@ -639,8 +640,9 @@ def _fig2(d: Doc, rel: str) -> None:
                 if t is None or t["result"]["val_accuracy_noisy"] is None:
                     break
                 acc.append(t["result"]["val_accuracy_noisy"])
+                samples = t["result"].get("val_samples") or 10000
             if len(acc) == len(p.noisy_sigmas):
-                c = fit_curve(list(p.noisy_sigmas), acc, chance=CHANCE, n_samples=10000, shared_draws=False)
+                c = fit_curve(list(p.noisy_sigmas), acc, chance=CHANCE, n_samples=samples, shared_draws=False)
                 mus.append((at, c.mu, c.status))
         if mus:
             noisy[f"MLP{' + BN' if bn else ''}, noise-trained ({p.noisy_epochs} ep)"] = mus
@@ -677,7 +679,7 @@ def _fig2(d: Doc, rel: str) -> None:
         "Noise-trained (reduced cost, MLP only; the paper: LeNet-5/CIFAR-10, full training at every σ of its "
         f"grid, with and without clamping): one MLP per (point, σ) trained {p.noisy_epochs} epochs with additive noise "
         f"at that point only, σ ∈ {{{', '.join(f'{s:g}' for s in p.noisy_sigmas)}}}, evaluated under the same noise "
-        "(one draw, 10,000 test images) and μ fitted to those "
+        "(one draw on the test images) and μ fitted to those "
         f"{len(p.noisy_sigmas)} accuracies; no clamped variant.", "")  # fmt: skip
     table = []
     for label, pts in {**series, **noisy}.items():
