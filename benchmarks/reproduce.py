@@ -325,6 +325,7 @@ def jobs(prof: Profile) -> list[tuple[str, str, dict]]:
     for e in prof.mlp_epoch_series:
         for bn in (True, False):
             out.append(("excess: epochs", "scan", scan_key(prof, train_key(prof, "mlp", bn, e), "mul")))
+            out.append(("Table 4 trend", "scan", scan_key(prof, train_key(prof, "mlp", bn, e), "add")))
     for m in (train_key(prof, "mlp", True, prof.mlp_epochs), longest_lenet(prof, True)):
         out.append(("excess: after BN", "scan", scan_key(prof, m, "mul", after_bn=True)))
     for m in (train_key(prof, "mlp", True, prof.mlp_epochs), train_key(prof, "mlp", False, prof.mlp_epochs)):
@@ -474,7 +475,7 @@ def write_doc(out_dir: Path, doc_path: Path, fig_dir: Path | None = None) -> Pat
     d = Doc(prof, store, fig_dir)
     rel = os.path.relpath(fig_dir, doc_path.parent)
     _head(d, meta)
-    _table4(d)
+    _table4(d, rel)
     _table3(d)
     _fig2(d, rel)
     _fig3(d, rel)
@@ -526,7 +527,7 @@ def _repo_rel(path: Path) -> str:
         return str(path)
 
 
-def _table4(d: Doc) -> None:
+def _table4(d: Doc, rel: str) -> None:
     p = d.prof
     d.w("## Table 4: global μ at inference, Fashion-MNIST", "",
         "| model | BN | epochs | clean acc. | noise | paper μ | ours μ (± fit error) | ours / paper |",
@@ -565,10 +566,68 @@ def _table4(d: Doc) -> None:
             picks = sorted({0, len(h) // 4, len(h) // 2, 3 * len(h) // 4, len(h) - 1})
             hist.append(f"| MLP{' + BN' if bn else ''} | " + ", ".join(f"{h[i]['epoch']}: {h[i]['val_accuracy']:.2%}" for i in picks)
                         + f" | {t['seconds'] / 60:.1f} min |")  # fmt: skip
+    _trend_figures(d, rel)
     if hist:
         d.w("Validation accuracy during the longest trainings (epoch: accuracy on the 10,000 test images; the "
             "cosine schedule anneals to zero at the last epoch, so each length is its own run):", "",
             "| network | validation curve | training time |", "|---|---|---|", *hist, "")  # fmt: skip
+
+
+def _trend_figures(d: Doc, rel: str) -> None:
+    """μ against training length (every stored length) and the validation curves of the longest runs."""
+    p = d.prof
+    series = {"mlp": p.mlp_epoch_series, "lenet5": p.lenet_epochs}
+    got = []
+    for arch, epochs in series.items():
+        for bn in (True, False):
+            for noise in ("add", "mul"):
+                pts = [(e, d.mu(scan_key(p, train_key(p, arch, bn, e), noise))) for e in epochs]
+                pts = [(e, mu) for e, mu in pts if mu is not None]
+                if pts:
+                    got.append((arch, bn, noise, pts))
+    if not got:
+        return
+    plt = _plot()
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for ax, noise in zip(axes, ("add", "mul"), strict=True):
+        for arch, bn, kind, pts in got:
+            if kind != noise:
+                continue
+            label = f"{'MLP' if arch == 'mlp' else 'LeNet-5'}{' + BN' if bn else ''}"
+            (line,) = ax.plot([e for e, _ in pts], [mu for _, mu in pts], "o-", label=label)
+            ax.axhline(PAPER_T4[arch, noise, bn], color=line.get_color(), ls=":", lw=1)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("training epochs (each its own cosine schedule)")
+        ax.set_ylabel(f"global {'additive' if noise == 'add' else 'multiplicative'} μ")
+        ax.set_title(f"{'additive' if noise == 'add' else 'multiplicative'} noise; dotted: the paper's μ")
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    path = d.fig_dir / "mu_vs_epochs.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    d.w(f"![μ against training length]({rel}/{path.name})", "")
+    curves = []
+    for arch, epochs in (("mlp", p.mlp_epochs), ("lenet5", max(p.lenet_epochs))):
+        for bn in (True, False):
+            t = d.trained(train_key(p, arch, bn, epochs))
+            if t and t["result"]["history"]:
+                curves.append((f"{'MLP' if arch == 'mlp' else 'LeNet-5'}{' + BN' if bn else ''}, {epochs} ep",
+                               t["result"]["history"]))  # fmt: skip
+    if curves:
+        fig, ax = plt.subplots(figsize=(6.5, 4))
+        for label, h in curves:
+            ax.plot([e["epoch"] for e in h], [e["val_accuracy"] for e in h], label=label)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("test accuracy (clean)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        path = d.fig_dir / "training_curves.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        d.w(f"![validation curves]({rel}/{path.name})", "")
 
 
 def _table3(d: Doc) -> None:
