@@ -1022,6 +1022,9 @@ def _excess_summary(d: Doc) -> None:
                 ratios.append(mu / PAPER_T4[m["arch"], "mul", m["bn"]])
     d.w("**Summary: how far each factor moves global multiplicative μ** (range of μ/μ_base − 1 over the "
         "settings measured):", "", "| factor | settings | move of μ |", "|---|---|---|", *rows, "")  # fmt: skip
+    if moves:
+        ranked = sorted(moves.items(), key=lambda kv: -max(abs(v) for v in kv[1]))
+        d.w("Ranked by the largest move: " + "; ".join(f"{f} {max(v, key=abs):+.0%}" for f, v in ranked) + ".", "")
     if ratios:
         d.w(f"Against the paper, our Table 4 multiplicative μ (MLP at {p.mlp_epochs} epochs, LeNet-5 at "
             f"{max(p.lenet_epochs)}) is {min(ratios):.2f}–{max(ratios):.2f}× the paper's value.", "")  # fmt: skip
