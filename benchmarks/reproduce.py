@@ -74,7 +74,8 @@ class Profile:
 
     name: str = "full"
     mlp_epochs: int = 100
-    lenet_epochs: tuple[int, ...] = (3, 10, 30)
+    lenet_epochs: tuple[int, ...] = (3, 10, 30, 100)
+    lenet_detail_epochs: int = 30  # the LeNet-5 walked (Fig. 2, 3) and varied one factor at a time
     mlp_epoch_series: tuple[int, ...] = (3, 10, 30, 100)
     digits_epochs: tuple[int, ...] = (10, 60, 200)
     train_limit: int | None = None
@@ -94,7 +95,7 @@ class Profile:
 
     @classmethod
     def quick(cls) -> Profile:
-        return cls(name="quick", mlp_epochs=1, lenet_epochs=(1, 2), mlp_epoch_series=(1, 2), digits_epochs=(2, 5),
+        return cls(name="quick", mlp_epochs=1, lenet_epochs=(1, 2), lenet_detail_epochs=2, mlp_epoch_series=(1, 2), digits_epochs=(2, 5),
                    train_limit=1000, mlp_limit=300, lenet_limit=200, walk_limit=200, repeats=2, walk_repeats=2,
                    add_grid=[0.01, 0.1, 0.3, 1.0, 3.0, 10.0, 100.0], mul_grid=[0.0, 0.5, 1.0, 2.0, 10.0, 100.0],
                    seeds=(0, 1), plan_repeats=3, noisy_epochs=1, noisy_sigmas=(0.3, 3.0), noisy_train_limit=600)  # fmt: skip
@@ -180,6 +181,11 @@ def t4_models(prof: Profile) -> list[dict]:
 
 def longest_lenet(prof: Profile, bn: bool) -> dict:
     return train_key(prof, "lenet5", bn, max(prof.lenet_epochs))
+
+
+def detail_lenet(prof: Profile, bn: bool) -> dict:
+    """The LeNet-5 of the walking scans, Fig. 3 and the one-factor checks."""
+    return train_key(prof, "lenet5", bn, prof.lenet_detail_epochs)
 
 
 def noisy_points(bn: bool) -> int:
@@ -326,7 +332,7 @@ def jobs(prof: Profile) -> list[tuple[str, str, dict]]:
         for bn in (True, False):
             out.append(("excess: epochs", "scan", scan_key(prof, train_key(prof, "mlp", bn, e), "mul")))
             out.append(("Table 4 trend", "scan", scan_key(prof, train_key(prof, "mlp", bn, e), "add")))
-    for m in (train_key(prof, "mlp", True, prof.mlp_epochs), longest_lenet(prof, True)):
+    for m in (train_key(prof, "mlp", True, prof.mlp_epochs), detail_lenet(prof, True)):
         out.append(("excess: after BN", "scan", scan_key(prof, m, "mul", after_bn=True)))
     for m in (train_key(prof, "mlp", True, prof.mlp_epochs), train_key(prof, "mlp", False, prof.mlp_epochs)):
         for at in POINT_SETS[m["bn"]].values():
@@ -341,10 +347,10 @@ def jobs(prof: Profile) -> list[tuple[str, str, dict]]:
     for e in prof.digits_epochs:
         out.append(("excess: digits", "scan", scan_key(prof, train_key(prof, "mlp", True, e, dataset="digits"), "mul")))
     # Fig. 3 and Fig. 2 (inference only)
-    for m in (train_key(prof, "mlp", True, prof.mlp_epochs), longest_lenet(prof, True)):
+    for m in (train_key(prof, "mlp", True, prof.mlp_epochs), detail_lenet(prof, True)):
         out.append(("Fig. 3", "scan", scan_key(prof, m, "mul", mode="walking", grid=[prof.fig3_sigma])))
     for bn in (True, False):
-        out.append(("Fig. 2", "scan", fig2_key(prof, longest_lenet(prof, bn))))
+        out.append(("Fig. 2", "scan", fig2_key(prof, detail_lenet(prof, bn))))
     # Table 3, seed by seed (the walking scan of seed 0 is Fig. 2's MLP)
     for seed in prof.seeds[:3]:
         for bn in (True, False):
@@ -358,7 +364,7 @@ def jobs(prof: Profile) -> list[tuple[str, str, dict]]:
         for bn in (True, False):
             out.append(("Table 3", "plan", fig2_key(prof, train_key(prof, "mlp", bn, prof.mlp_epochs, seed))))
     # the full paper grid on the longest LeNet-5 (the costliest check, last)
-    out.append(("excess: grid", "scan", scan_key(prof, longest_lenet(prof, True), "mul", grid="paper")))
+    out.append(("excess: grid", "scan", scan_key(prof, detail_lenet(prof, True), "mul", grid="paper")))
     return out
 
 
@@ -512,7 +518,8 @@ def _head(d: Doc, meta: dict) -> None:
         "",
         f"- LeNet-5 trained {', '.join(map(str, p.lenet_epochs))} epochs, each length its own run (docs/reference.md: "
         "100 epochs for MLP/MNIST-style runs, 300 for LeNet-5/CIFAR-10), so the trend with training length is "
-        f"visible; the MLP at the paper's {p.mlp_epochs} epochs.",
+        f"visible; the MLP at the paper's {p.mlp_epochs} epochs. Walking scans and the one-factor checks use the "
+        f"{p.lenet_detail_epochs}-epoch LeNet-5.",
         f"- σ grids: the paper's values up to σ = 100 ({len(p.add_grid)} additive, {len(p.mul_grid)} multiplicative); "
         f"the excess section compares the paper's whole grid to 1e10. {_floor_note(d)}",
         f"- Test images per global scan: {p.mlp_limit or 'all 10,000'} (MLP), {p.lenet_limit or 'all 10,000'} "
@@ -748,7 +755,7 @@ def _fig2(d: Doc, rel: str) -> None:
 
     series = {}
     for bn in (True, False):
-        for m in (train_key(p, "mlp", bn, p.mlp_epochs), longest_lenet(p, bn)):
+        for m in (train_key(p, "mlp", bn, p.mlp_epochs), detail_lenet(p, bn)):
             r = d.scan(fig2_key(p, m))
             if r:
                 series[_model_label(m)] = [(q["index"], q.get("mu"), q["op_type"]) for q in r["points"]]
@@ -796,7 +803,7 @@ def _fig2(d: Doc, rel: str) -> None:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     d.w(f"![Fig. 2]({rel}/{path.name})", "",
-        f"Inference-only: walking scans of the MLP ({p.mlp_epochs} epochs) and LeNet-5 ({max(p.lenet_epochs)} epochs), "
+        f"Inference-only: walking scans of the MLP ({p.mlp_epochs} epochs) and LeNet-5 ({p.lenet_detail_epochs} epochs), "
         f"{p.walk_limit or 'all'} test images, {p.walk_repeats} draws, σ grid of {len(p.add_grid)} values. "
         "Noise-trained (reduced cost, MLP only; the paper: LeNet-5/CIFAR-10, full training at every σ of its "
         f"grid, with and without clamping): one MLP per (point, σ) trained {p.noisy_epochs} epochs with additive noise "
@@ -817,7 +824,7 @@ def _fig3(d: Doc, rel: str) -> None:
     p = d.prof
     d.w(f"## Fig. 3: walking multiplicative noise at σ = {p.fig3_sigma:g}, with BatchNorm", "")
     got = {}
-    for m in (train_key(p, "mlp", True, p.mlp_epochs), longest_lenet(p, True)):
+    for m in (train_key(p, "mlp", True, p.mlp_epochs), detail_lenet(p, True)):
         r = d.scan(scan_key(p, m, "mul", mode="walking", grid=[p.fig3_sigma]))
         if r:
             got[_model_label(m)] = (r["clean_accuracy"], [(q["index"], q["op_type"], float(np.mean(q["accuracy"][-1])))
@@ -895,10 +902,10 @@ def _excess(d: Doc, rel: str) -> None:
         for e in p.lenet_epochs:
             row("training length", f"LeNet-5{' + BN' if bn else ''}, {e} epochs",
                 scan_key(p, train_key(p, "lenet5", bn, e), "mul"), base, PAPER_T4["lenet5", "mul", bn])  # fmt: skip
-    base = scan_key(p, longest_lenet(p, True), "mul")
-    row("noise after BN", f"LeNet-5 + BN, {max(p.lenet_epochs)} ep, noise after BN too",
+    base = scan_key(p, detail_lenet(p, True), "mul")
+    row("noise after BN", f"LeNet-5 + BN, {p.lenet_detail_epochs} ep, noise after BN too",
         scan_key(p, base["model"], "mul", after_bn=True), base, PAPER_T4["lenet5", "mul", True])  # fmt: skip
-    row("σ grid", f"LeNet-5 + BN, {max(p.lenet_epochs)} ep, the paper's whole grid",
+    row("σ grid", f"LeNet-5 + BN, {p.lenet_detail_epochs} ep, the paper's whole grid",
         scan_key(p, base["model"], "mul", grid="paper"), base, PAPER_T4["lenet5", "mul", True])  # fmt: skip
     dbase = scan_key(p, "embedded", "mul")
     row("noise after BN", "digits MLP + BN (embedded, 60 ep)", dbase, dbase, None)
@@ -1000,9 +1007,9 @@ def _excess_summary(d: Doc) -> None:
         lbase = scan_key(p, longest_lenet(p, bn), "mul")
         for e in p.lenet_epochs:
             add("training length (LeNet-5, vs the longest)", scan_key(p, train_key(p, "lenet5", bn, e), "mul"), lbase)
-    for m in (train_key(p, "mlp", True, p.mlp_epochs), longest_lenet(p, True)):
+    for m in (train_key(p, "mlp", True, p.mlp_epochs), detail_lenet(p, True)):
         add("noise after BN as well", scan_key(p, m, "mul", after_bn=True), scan_key(p, m, "mul"))
-    lb = scan_key(p, longest_lenet(p, True), "mul")
+    lb = scan_key(p, detail_lenet(p, True), "mul")
     add("σ grid: the paper's whole grid", scan_key(p, lb["model"], "mul", grid="paper"), lb)
     db = scan_key(p, "embedded", "mul")
     add("noise after BN as well", scan_key(p, "embedded", "mul", after_bn=True), db)
