@@ -1131,10 +1131,12 @@ def main(argv: list[str] | None = None) -> None:
     run(prof, Store(out_dir), args)
     entry["minutes"] = round((time.perf_counter() - began) / 60, 1)
     latest = json.loads(meta_path.read_text())  # another invocation may have written meanwhile
-    for other in latest.get("runs", []):
-        if other not in meta["runs"] and (other["command"], other["started"]) != (entry["command"], entry["started"]):
-            meta["runs"].append(other)
-    meta["runs"].sort(key=lambda r: r["started"])
+    runs: dict = {}
+    for other in [*latest.get("runs", []), *meta["runs"]]:  # ours last: this entry's minutes win
+        known = runs.get((other["command"], other["started"]))
+        if known is None or other.get("minutes") is not None:
+            runs[other["command"], other["started"]] = other
+    meta["runs"] = sorted(runs.values(), key=lambda r: r["started"])
     meta_path.write_text(json.dumps(meta, indent=1))
     if not args.no_doc:
         print(write_doc(out_dir, doc))
