@@ -770,7 +770,7 @@ def _fig2(d: Doc, rel: str) -> None:
         for m in (train_key(p, "mlp", bn, p.mlp_epochs), detail_lenet(p, bn)):
             r = d.scan(fig2_key(p, m))
             if r:
-                series[_model_label(m)] = [(q["index"], q.get("mu"), q["op_type"]) for q in r["points"]]
+                series[_model_label(m)] = [(q["index"], q.get("mu"), q["op_type"], q["status"]) for q in r["points"]]
     noisy = {}
     for bn in (True, False):
         mus = []
@@ -784,7 +784,7 @@ def _fig2(d: Doc, rel: str) -> None:
                 samples = t["result"].get("val_samples") or 10000
             if len(acc) == len(p.noisy_sigmas):
                 c = fit_curve(list(p.noisy_sigmas), acc, chance=CHANCE, n_samples=samples, shared_draws=False)
-                mus.append((at, c.mu, c.status))
+                mus.append((at, c.mu, "", c.status))
         if mus:
             noisy[f"MLP{' + BN' if bn else ''}, noise-trained ({p.noisy_epochs} ep)"] = mus
     d.w("## Fig. 2: walking additive noise, μ per point", "")
@@ -824,18 +824,26 @@ def _fig2(d: Doc, rel: str) -> None:
         f"{len(p.noisy_sigmas)} accuracies; no clamped variant.", "")  # fmt: skip
     table = []
     for label, pts in {**series, **noisy}.items():
-        table.append(
-            f"| {label} | " + ", ".join(f"{i}: {'—' if mu is None else f'{mu:.3g}'}" for i, mu, *_ in pts) + " |"
-        )
-    d.w("| network | μ per point (index: μ) |", "|---|---|", *table, "")
+        table.append(f"| {label} | " + ", ".join(f"{i}: {_point_mu(mu, status)}" for i, mu, _, status in pts) + " |")
+    d.w("| network | μ per point (index: μ) |", "|---|---|", *table, "",
+        "\"≥\": accuracy had not fallen to the midpoint at the grid's largest σ (a lower bound); \"~\": the drop is only "
+        "bracketed by the grid or poorly fitted (README, \"Statuses\"). The figure plots the values as they are.", "")  # fmt: skip
     for label, pts in series.items():
-        known = sorted((mu, i, op) for i, mu, op in pts if mu is not None)
+        known = sorted((mu, i, op) for i, mu, op, _ in pts if mu is not None)
         if known:
             d.w(f"- {label}: least robust points {', '.join(f'{i} ({op}, {mu:.3g})' for mu, i, op in known[:3])}; "
                 f"most robust {', '.join(f'{i} ({op}, {mu:.3g})' for mu, i, op in known[::-1][:3])}.")  # fmt: skip
     d.w("")
     if series:
         d.w("Point order (MLP): 0 input, then Gemm, BatchNorm (with BN), ReLU per hidden layer, and the logits.", "")
+
+
+def _point_mu(mu: float | None, status: str) -> str:
+    """μ with its status's meaning: ≥ a lower bound (not-reached), ≤ an upper bound, ~ not a resolved fit."""
+    if mu is None:
+        return f"— ({status})"
+    mark = {"not-reached": "≥ ", "no-drop-from-start": "≤ ", "ok": "", "two-drops": ""}.get(status, "~")
+    return f"{mark}{mu:.3g}"
 
 
 def _fig3(d: Doc, rel: str) -> None:
