@@ -876,9 +876,9 @@ def _fig3(d: Doc, rel: str) -> None:
             ax.axhline(clean, color="tab:blue", label=f"clean {clean:.1%}")
         ax.axhline(CHANCE, color="grey", ls=":", label="chance")
         ax.set_xticks(idx, [f"{i}\n{inference.get(i, ('?',))[0][:4]}" for i in idx], fontsize=7)
-        ax.set_ylim(0, 1)
+        ax.set_ylim(0, 1.35)
         ax.set_title(f"{'MLP' if m['arch'] == 'mlp' else 'LeNet-5'} + BN, Fashion-MNIST")
-        ax.legend(fontsize=7, loc="lower left")
+        ax.legend(fontsize=7, loc="upper right", framealpha=0.95)
     axes[0][0].set_ylabel(f"accuracy, σ_mul = {p.fig3_sigma:g} at one point")
     fig.tight_layout()
     path = d.fig_dir / "fig3_multiplicative_bn.png"
