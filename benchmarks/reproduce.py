@@ -1162,7 +1162,8 @@ def _runs(d: Doc, meta: dict) -> None:
         secs = [json.loads(f.read_text())["seconds"] for f in folder.glob("*.json")] if folder.is_dir() else []
         total[kind] = (len(secs), sum(secs) / 60)
     d.w("", "Compute in the store: " + "; ".join(f"{n} {kind} results, {mins:.0f} min" for kind, (n, mins) in total.items())
-        + ". Regenerate this page with `python benchmarks/reproduce.py --doc-only`.", "")  # fmt: skip
+        + ". A command \"stopped before its end\" was stopped by hand: what it had stored stays, and the commands "
+        "after it resumed from there. Regenerate this page with `python benchmarks/reproduce.py --doc-only`.", "")  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------------
