@@ -542,21 +542,32 @@ def _head(d: Doc, meta: dict) -> None:
 
 
 def _floor_note(d: Doc) -> str:
-    """How far the stored whole-grid curves move beyond σ = 100 (what the cut grids leave out)."""
+    """How far the stored whole-grid curves move beyond σ = 100 (what the cut grids leave out), up to
+    the σ where the outputs overflow float32 (NaN/Inf predictions count as wrong: docs/method.md)."""
     folder = d.store.root / "scan"
-    moves = []
+    moves, overflow = [], []
     for f in folder.glob("*.json") if folder.is_dir() else []:
         rec = json.loads(f.read_text())
         g = rec["result"].get("global")
         if rec["key"]["grid"] != "paper" or not g:
             continue
         s, a = _mean_curve(g)
-        if (s > 100).any() and (s <= 100).any():
-            moves.append(float(np.max(np.abs(a[s > 100] - a[s <= 100][-1]))))
+        bad = np.asarray([np.sum(r) for r in g.get("nonfinite", [[0]] * len(s))]) > 0
+        beyond = (s > 100) & ~bad
+        if beyond.any() and (s <= 100).any():
+            moves.append(float(np.max(np.abs(a[beyond] - a[s <= 100][-1]))))
+        if bad.any():
+            overflow.append((float(s[np.argmax(bad)]), float(s[np.argmax(a == 0)]) if (a == 0).any() else None))
     if not moves:
         return ""
-    return (f"On the {len(moves)} whole-grid scans stored, the mean accuracy beyond σ = 100 stays within "
-            f"{100 * max(moves):.1f} points of its value at σ = 100.")  # fmt: skip
+    note = (f"On the {len(moves)} whole-grid scans stored, the mean accuracy beyond σ = 100 stays within "
+            f"{100 * max(moves):.1f} points of its value at σ = 100")  # fmt: skip
+    if overflow:
+        zero = [z for _, z in overflow if z is not None]
+        note += (f", σ where no output overflows float32 (the first NaN/Inf predictions, counted as wrong, appear "
+                 f"from σ = {min(o for o, _ in overflow):.0e}"
+                 + (f"; all predictions are NaN/Inf from σ = {min(zero):.0e} on" if zero else "") + ")")  # fmt: skip
+    return note + "."
 
 
 def _glance(d: Doc) -> None:
@@ -1154,6 +1165,9 @@ def _runs(d: Doc, meta: dict) -> None:
         f"{m['onnxruntime']}, torch {m['torch']}, numpy {m['numpy']}. Commands (each run resumes the stored results; "
         "wall time of that invocation):", "")  # fmt: skip
     for run_ in meta.get("runs", []):
+        if run_["command"].startswith("("):  # a note, not a command
+            d.w(f"- {run_['command'][1:-1]} ({run_['started']})")
+            continue
         took = f"{run_['minutes']:.0f} min" if run_.get("minutes") is not None else "stopped before its end"
         d.w(f"- `{run_['command']}` — started {run_['started']}, {took}")
     total = {}
