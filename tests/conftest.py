@@ -21,6 +21,7 @@ from wn_onnx.engine import SweepSettings
 from wn_onnx.scan_config import ScanConfig
 from wn_onnx.training.export import export_onnx
 from wn_onnx.training.nets import lenet5, mlp
+from wn_onnx.training.trainer import History, TrainConfig, train
 
 
 @dataclass
@@ -184,3 +185,26 @@ def config_of(st: SweepSettings, request: dict | None = None, **more: object) ->
     return ScanConfig(noise=st.spec, levels=st.spec.axis.level(st.sigmas), repeats=st.repeats, seed=st.seed,
                       batch_size=st.batch_size, redraw=st.redraw, walk=st.walk, metric=st.metric,
                       metric_timeout=st.metric_timeout, converters=st.converters, **(request or {}), **more)  # fmt: skip
+
+
+def resumed_like_straight(cfg: TrainConfig, data: tuple, shape: tuple[int, ...], tmp_path: Path) -> History:
+    """Train ``cfg`` straight through, and again stopped after epoch 2 and resumed from its
+    checkpoint; assert the two end with identical weights and return the resumed run's history.
+    ``data``: (x_train, y_train, x_val, y_val) with 10 classes."""
+    x_train, y_train, x_val, y_val = data
+    straight, _ = train(cfg, (x_train, y_train), (x_val, y_val), 10, shape)
+
+    class Stop(Exception):
+        pass
+
+    def stop_after_two(stats: dict) -> None:
+        if stats["epoch"] == 2:
+            raise Stop
+
+    ckpt = tmp_path / "run.ckpt"
+    with pytest.raises(Stop):
+        train(cfg, (x_train, y_train), (x_val, y_val), 10, shape, checkpoint=ckpt, on_epoch=stop_after_two)
+    resumed, history = train(cfg, (x_train, y_train), (x_val, y_val), 10, shape, checkpoint=ckpt, resume=True)
+    for a, b in zip(straight.state_dict().values(), resumed.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+    return history

@@ -11,7 +11,7 @@ import onnx
 import onnx_ir as ir
 import pytest
 import torch
-from conftest import wn
+from conftest import resumed_like_straight, wn
 
 import wn_onnx
 from wn_onnx.graph_passes.weights import find_weight_points
@@ -131,25 +131,10 @@ def test_hardware_aware_training_is_more_accurate_under_that_noise(tmp_path, nam
 def test_resume_with_weight_noise_continues_identically(tmp_path):
     """The draws are keyed by seed, epoch and step: a run stopped after epoch 2 and resumed ends
     with the weights of the run that went straight through."""
-    x_train, y_train, x_test, y_test = DIGITS
     cfg = TrainConfig("mlp", "digits", epochs=3, augment=False, noise=make_noise("pcm"), sigma=YEAR, at=[1, 2], seed=7,
                       on="weights")  # fmt: skip
-    straight, _ = train(cfg, (x_train, y_train), (x_test, y_test), 10, (1, 8, 8))
-
-    class Stop(Exception):
-        pass
-
-    def stop_after_two(stats: dict) -> None:
-        if stats["epoch"] == 2:
-            raise Stop
-
-    ckpt = tmp_path / "run.ckpt"
-    with pytest.raises(Stop):
-        train(cfg, (x_train, y_train), (x_test, y_test), 10, (1, 8, 8), checkpoint=ckpt, on_epoch=stop_after_two)
-    resumed, history = train(cfg, (x_train, y_train), (x_test, y_test), 10, (1, 8, 8), checkpoint=ckpt, resume=True)
+    history = resumed_like_straight(cfg, DIGITS, (1, 8, 8), tmp_path)
     assert len(history.epochs) == 3 and "val_accuracy_noisy" in history.epochs[-1]
-    for a, b in zip(straight.state_dict().values(), resumed.state_dict().values(), strict=True):
-        assert torch.equal(a, b)
 
 
 def test_train_cli_on_weights_with_pcm(tmp_path):
