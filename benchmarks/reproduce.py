@@ -453,7 +453,6 @@ class Doc:
     def __init__(self, prof: Profile, store: Store, fig_dir: Path):
         self.prof, self.store, self.fig_dir = prof, store, fig_dir
         self.lines: list[str] = []
-        self.figures: list[Path] = []
 
     def scan(self, k: dict) -> dict | None:
         r = self.store.get("scan", scan_name(k), k)
@@ -465,6 +464,14 @@ class Doc:
 
     def w(self, *lines: str) -> None:
         self.lines.extend(lines)
+
+    def figure(self, fig, name: str) -> Path:
+        """Lay out ``fig``, write it as ``name`` (PNG) into the figure folder and close it."""
+        fig.tight_layout()
+        path = self.fig_dir / name
+        fig.savefig(path, dpi=110)
+        _plot().close(fig)
+        return path
 
     def mu(self, k: dict) -> float | None:
         r = self.scan(k)
@@ -696,10 +703,7 @@ def _trend_figures(d: Doc, rel: str) -> None:
         ax.set_title(f"{'additive' if noise == 'add' else 'multiplicative'} noise; dotted: the paper's μ")
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=8)
-    fig.tight_layout()
-    path = d.fig_dir / "mu_vs_epochs.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    path = d.figure(fig, "mu_vs_epochs.png")
     d.w(f"![μ against training length]({rel}/{path.name})", "")
     curves = []
     for arch, epochs in (("mlp", p.mlp_epochs), ("lenet5", max(p.lenet_epochs))):
@@ -716,10 +720,7 @@ def _trend_figures(d: Doc, rel: str) -> None:
         ax.set_ylabel("test accuracy (clean)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-        fig.tight_layout()
-        path = d.fig_dir / "training_curves.png"
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
+        path = d.figure(fig, "training_curves.png")
         d.w(f"![validation curves]({rel}/{path.name})", "")
 
 
@@ -821,10 +822,7 @@ def _fig2(d: Doc, rel: str) -> None:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     axes[0].set_ylabel("walking μ (additive σ)")
-    fig.tight_layout()
-    path = d.fig_dir / "fig2_walking_additive.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    path = d.figure(fig, "fig2_walking_additive.png")
     d.w(f"![Fig. 2]({rel}/{path.name})", "",
         f"Inference-only: walking scans of the MLP ({p.mlp_epochs} epochs) and LeNet-5 ({p.lenet_detail_epochs} epochs), "
         f"{p.walk_limit or 'all'} test images, {p.walk_repeats} draws, σ grid of {len(p.add_grid)} values. "
@@ -891,10 +889,7 @@ def _fig3(d: Doc, rel: str) -> None:
         ax.set_title(f"{'MLP' if m['arch'] == 'mlp' else 'LeNet-5'} + BN, Fashion-MNIST")
         ax.legend(fontsize=7, loc="upper right", framealpha=0.95)
     axes[0][0].set_ylabel(f"accuracy, σ_mul = {p.fig3_sigma:g} at one point")
-    fig.tight_layout()
-    path = d.fig_dir / "fig3_multiplicative_bn.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    path = d.figure(fig, "fig3_multiplicative_bn.png")
     d.w(f"![Fig. 3]({rel}/{path.name})", "")
     for m, clean, inference, trained in got.values():
         name = "MLP" if m["arch"] == "mlp" else "LeNet-5"
@@ -1036,10 +1031,7 @@ def _excess_figure(d: Doc, rel: str) -> None:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     axes[0].set_ylabel("accuracy (mean over draws)")
-    fig.tight_layout()
-    path = d.fig_dir / "global_multiplicative_curves.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    path = d.figure(fig, "global_multiplicative_curves.png")
     d.w(f"![global multiplicative curves]({rel}/{path.name})", "",
         "The stored global multiplicative curves (σ ≤ 2); dotted: each curve's fitted μ; black: the paper's μ.", "")  # fmt: skip
 
