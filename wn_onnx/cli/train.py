@@ -33,6 +33,7 @@ from wn_onnx.cli.common import (
     out,
     progress_bar,
 )
+from wn_onnx.cli.options import NoiseArgs
 from wn_onnx.io.config import MAX_EPOCHS, MAX_SEED
 
 NOISE_HELP = ("Train with this noise: add · mul · mixed (Gaussian) on activations or weights; on weights (--on weights) "
@@ -86,11 +87,10 @@ def train_command(
     """Train a paper architecture (noisy or not) and export it to ONNX with BatchNorm kept."""
     spec = None
     if noise:
-        options = {"order": order, "ratio": sigma_ratio, "sigma_mul": sigma_mul, "sigma_add": sigma_add,
-                   "weight_scale": weight_scale, "per_tensor": per_tensor, "format": fmt, "g_max": g_max,
-                   "prog_scale": prog_scale, "drift_scale": drift_scale, "read_scale": read_scale,
-                   "compensation": compensation}  # fmt: skip
-        spec = api.make_noise(noise, **{k: getattr(v, "value", v) for k, v in options.items()})
+        given = NoiseArgs(order=order, sigma_ratio=sigma_ratio, sigma_mul=sigma_mul, sigma_add=sigma_add,
+                          weight_scale=weight_scale, per_tensor=per_tensor, fmt=fmt, g_max=g_max, prog_scale=prog_scale,
+                          drift_scale=drift_scale, read_scale=read_scale, compensation=compensation)  # fmt: skip
+        spec = api.make_noise(noise, **given.options())  # the option → noise-model key mapping of scan and check
     bar = None if quiet else progress_bar()
     task = []
 
