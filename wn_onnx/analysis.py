@@ -16,8 +16,7 @@ import numpy as np
 import onnx_ir as ir
 from onnx import numpy_helper
 
-from wn_onnx.curve import clean_pass
-from wn_onnx.engine import Engine, SweepSettings, providers_for
+from wn_onnx.engine import Engine, SweepSettings
 from wn_onnx.engine.draws import draw_at
 from wn_onnx.engine.sessions import run
 from wn_onnx.errors import WnError
@@ -34,10 +33,8 @@ from wn_onnx.graph_passes.insert_noise import SIGMA_INPUT
 from wn_onnx.graph_passes.noise_functions import sigma_inputs
 from wn_onnx.graph_passes.weights import points_on
 from wn_onnx.io.data import Dataset
-from wn_onnx.io.model import LoadedModel
 from wn_onnx.metrics import get_metric, samples_first, score
 from wn_onnx.noise import NoiseSpec
-from wn_onnx.scan_config import ScanConfig
 
 BINARIZE_STREAM = 3
 
@@ -107,13 +104,6 @@ def _point(points: list[Point], index: int) -> Point:
     if not 0 <= index < len(points):
         raise WnError(f"point index {index} out of range (the model has {len(points)} points: 0-{len(points) - 1})")
     return points[index]
-
-
-def prepared(loaded: LoadedModel, data: Dataset, config: ScanConfig) -> tuple[Engine, Dataset]:
-    """The model's engine (under the configuration's threads and memory) and its data, labels
-    checked against the clean outputs as the configuration's metric scores them."""
-    engine = Engine(loaded, providers_for(config.device), config.threads, config.memory)  # holds the data: measured after it
-    return engine, clean_pass(engine, data, config.metric, config.batch_size, False, config.metric_timeout)[0]
 
 
 def binarize(

@@ -385,7 +385,7 @@ def binarize(model: ModelLike, data: DataLike = None, config: ScanConfig | None 
     ``follow`` points after it, and the accuracy with point ``quantize_at`` (default the next)
     replaced by its two or three levels."""
     from wn_onnx.analysis import binarize as measure
-    from wn_onnx.analysis import prepared
+    from wn_onnx.curve import prepared
 
     if config is None and "noise" not in overrides:
         overrides["noise"] = "mul"
@@ -393,7 +393,7 @@ def binarize(model: ModelLike, data: DataLike = None, config: ScanConfig | None 
     if not isinstance(config.spec, NoiseSpec) or config.spec.kind == "mixed":
         raise ConfigError("self-binarisation takes additive or multiplicative noise (add or mul)")
     loaded = _model(model)
-    engine, dataset = prepared(loaded, _dataset(loaded, data, config), config)
+    engine, dataset, _base = prepared(loaded, _dataset(loaded, data, config), config)
     return measure(engine, dataset, at, config.spec, sigma, config.seed, follow, quantize_at, config.granularity,
                    config.metric, config.batch_size, config.metric_timeout)  # fmt: skip
 
@@ -404,7 +404,8 @@ def mixed(model: ModelLike, data: DataLike = None, config: ScanConfig | None = N
     """Mixed-noise maps (paper Fig. 6): accuracy over the grid (``sigma_mul`` × ``sigma_add``) at
     point ``at`` (``on``: an activation or a weight point) for each order, ``config.repeats`` draws
     per cell (default 3 here; a map has no fit, so one repeat is allowed on weights too)."""
-    from wn_onnx.analysis import mixed_grid, prepared
+    from wn_onnx.analysis import mixed_grid
+    from wn_onnx.curve import prepared
     from wn_onnx.noise import parse_grid
 
     if on not in ("activations", "weights"):
@@ -415,7 +416,7 @@ def mixed(model: ModelLike, data: DataLike = None, config: ScanConfig | None = N
         overrides["repeats"] = 3
     config = scan_config(config, **overrides)
     loaded = _model(model)
-    engine, dataset = prepared(loaded, _dataset(loaded, data, config), config)
+    engine, dataset, _base = prepared(loaded, _dataset(loaded, data, config), config)
     return [mixed_grid(engine, dataset, at, o, parse_grid(sigma_mul), parse_grid(sigma_add), config.repeats, config.seed,
                        config.granularity, config.metric, config.batch_size, config.metric_timeout, on)
             for o in orders]  # fmt: skip

@@ -15,12 +15,13 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from wn_onnx.engine import Counts, Engine, SweepSettings
+from wn_onnx.engine import Counts, Engine, SweepSettings, providers_for
 from wn_onnx.engine.draws import ORDER_STREAM
 from wn_onnx.engine.sweep import Evaluation
 from wn_onnx.errors import DataError, ModelError, PluginError, WnError
 from wn_onnx.graph_passes import Point
 from wn_onnx.io.data import Dataset, check_shape
+from wn_onnx.io.model import LoadedModel
 from wn_onnx.metrics import get_metric, score
 from wn_onnx.noise import NoiseModel, NoiseSpec
 from wn_onnx.noise.quant import bits_of
@@ -262,3 +263,12 @@ def clean_pass(
     facts = {"metric": metric_name, "clean_accuracy": clean_score, "clean_nonfinite": int(bad.sum()),
              "num_classes": classes, "chance": chance}  # fmt: skip
     return Dataset(data.x, labels, data.source), Levels(chance, clean_score, None if np.all((ok == 0) | (ok == 1)) else float(ok.var())), facts
+
+
+def prepared(loaded: LoadedModel, data: Dataset, config: ScanConfig) -> tuple[Engine, Dataset, Levels]:
+    """The model's engine (the configuration's device, threads and memory) and the clean pass over
+    labelled ``data`` as the configuration's metric scores it: what an analysis or a plan
+    evaluation measures from (the engine holds the data: its budget is measured after it)."""
+    engine = Engine(loaded, providers_for(config.device), config.threads, config.memory)
+    data, base, _facts = clean_pass(engine, data, config.metric, config.batch_size, False, config.metric_timeout)
+    return engine, data, base

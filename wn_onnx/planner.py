@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from wn_onnx.curve import clean_pass
-from wn_onnx.engine import Engine, SweepSettings, providers_for
+from wn_onnx.curve import prepared
+from wn_onnx.engine import Engine, SweepSettings
 from wn_onnx.errors import WnError
 from wn_onnx.graph_passes import Point
 from wn_onnx.graph_passes.weights import points_on
@@ -279,8 +279,7 @@ def plan_evaluation(report: dict, loaded: LoadedModel, points: list[Point], data
         except ValueError:
             raise WnError(f"--sigma must be a number or 'global-mu', got {sigma!r}") from None
     metric = config.metric
-    engine = Engine(loaded, providers_for(config.device), config.threads, config.memory)  # holds the data: measured after it
-    data = clean_pass(engine, data, metric, config.batch_size, False, config.metric_timeout)[0]
+    engine, data, _base = prepared(loaded, data, config)
 
     def accuracy(plan: np.ndarray, s: int, r: int) -> np.ndarray:
         acc = engine.plan_accuracy(points, spec, level, plan, data, r, s, config.batch_size, metric, config.metric_timeout)
@@ -378,8 +377,7 @@ def digital_evaluation(report: dict, k: int, at_time: str | None, loaded: Loaded
     spec = noise_from_json(report.get("noise"))
     strength, text = digital_strength(report, at_time)
     metric = get_metric(report.get("metric") or "top1").name
-    engine = Engine(loaded, providers_for(config.device), config.threads, config.memory)
-    data, base, _facts = clean_pass(engine, data, metric, config.batch_size, label_free=False)
+    engine, data, base = prepared(loaded, data, config.replace(metric=metric))
     st = SweepSettings(strength, spec, repeats, int(report.get("seed", 0)) + 1 + seed, config.batch_size, metric=metric)
     plan = digital_plan(engine, report, points, k, st, data, base.clean)
     return {"level": float(spec.axis.level(strength[0])), "level_text": text, "noise": report.get("noise"),
