@@ -23,8 +23,7 @@ GranularityLayer = Annotated[Granularity, typer.Option(help="Points per layer (d
 def _data(model: Path, data: DataArgs):
     """The model and its data, read as every command reads them."""
     loaded = api.load_model(model)
-    dataset = api.load_data(loaded, **data.source(), limit=data.limit, limit_mode=getattr(data.limit_mode, "value", "stratified"))
-    return loaded, dataset
+    return loaded, data.read(loaded)
 
 
 @analyze_app.command("binarize")

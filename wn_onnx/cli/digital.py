@@ -16,7 +16,7 @@ from wn_onnx.io.safeio import guard_outputs, write_json, write_text
 from wn_onnx.results.names import mu_text, shorten
 
 
-def digital_command(report_path: Path, k: int, evaluate: bool, at_time: str | None, model: Path | None, source: dict | None,
+def digital_command(report_path: Path, k: int, evaluate: bool, at_time: str | None, model: Path | None,
                     data: DataArgs, repeats: int, seed: int, as_json: bool, out_path: Path | None,
                     html_path: Path | None = None) -> None:  # fmt: skip
     """The digital split of the report (the ``k`` least robust layers noise-free) and, with
@@ -26,10 +26,10 @@ def digital_command(report_path: Path, k: int, evaluate: bool, at_time: str | No
     guard_outputs([out_path, html_path], [report_path, model, data.data, data.labels])
     dataset = None
     if evaluate:
-        if model is None or source is None:
+        if model is None or (data.data is None and data.dataset is None):
             raise WnError("--digital with --evaluate needs --model and --data FILE.npz or --dataset NAME")
         loaded = api.load_model(model)
-        dataset = api.load_data(loaded, **source, limit=data.limit, limit_mode=getattr(data.limit_mode, "value", "stratified"))
+        dataset = data.read(loaded)
         _, text = api.digital_strength(api.read_report(report_path, walked=True), at_time)
         err.print(f"[dim]evaluating {2 * k + 1} splits at {text} on {len(dataset)} samples, {repeats} chips each[/]")
     settings = {key: v for key, v in data.scan_settings().items() if key in ("batch_size", "threads", "memory")}

@@ -101,6 +101,15 @@ class DataArgs:
         return {"data": self.data if self.labels is None else (self.data, self.labels), "dataset": self.dataset,
                 "split": self.split, "data_dir": self.data_dir, "feeds": self.feed}  # fmt: skip
 
+    def read(self, loaded: Any, config: Any = None) -> Any:
+        """The data these options name, read for ``loaded`` as ``config`` says (its limit, limit mode,
+        label-free switch; default: a configuration of these options alone)."""
+        from wn_onnx import api
+
+        config = config or api.scan_config(**self.scan_settings())
+        return api.load_data(loaded, **self.source(), limit=config.limit, limit_mode=config.limit_mode,
+                             label_free=config.label_free)  # fmt: skip
+
     def scan_settings(self) -> dict[str, Any]:
         """The scan settings among these options that were given."""
         keys = ("feed", "limit", "limit_mode", "metric", "metric_timeout", "batch_size", "threads", "memory")

@@ -73,15 +73,14 @@ def plan_command(
     if digital is not None:
         from wn_onnx.cli.digital import digital_command
 
-        digital_command(report_path, digital, evaluate, at_time, model, source, data, repeats, seed, as_json, out_path, html_path)
+        digital_command(report_path, digital, evaluate, at_time, model, data, repeats, seed, as_json, out_path, html_path)
         return
     measured = _strategies(strategies) if evaluate else []
     if (measured or strategy == Strategy.greedy) and (model is None or source is None):
         raise WnError("--evaluate and --strategy greedy need --model and --data FILE.npz or --dataset NAME")
     spec = api.make_noise(noise.value, order=order and order.value, ratio=sigma_ratio) if noise else None
     loaded = None if model is None else api.load_model(model)
-    dataset = None if source is None or loaded is None else api.load_data(loaded, **source, limit=data.limit,
-                                                                          limit_mode=_value(data.limit_mode) or "stratified")  # fmt: skip
+    dataset = None if source is None or loaded is None else data.read(loaded)
     measuring = bool(measured) or strategy == Strategy.greedy
     plans = len(measured)
     if measuring and (strategy == Strategy.greedy or "greedy" in measured):
@@ -92,7 +91,7 @@ def plan_command(
                   highlight=False)  # fmt: skip
     with _PlanBar(measuring and not (quiet or as_json), plans) as tick:
         plan = api.plan(report_path, budget, strategy.value, evaluate=measured, model=model, data=dataset, noise=spec,
-                        sigma=sigma, repeats=repeats, seed=seed, granularity=_value(granularity), tick=tick,
+                        sigma=sigma, repeats=repeats, seed=seed, granularity=None if granularity is None else granularity.value, tick=tick,
                         **{k: v for k, v in data.scan_settings().items() if k not in ("limit", "limit_mode", "feeds")})  # fmt: skip
     payload = plan.to_json()
     if out_path:
@@ -124,10 +123,6 @@ class _PlanBar:
     def __exit__(self, *_exc: object) -> None:
         if self.bar is not None and self.task is not None:
             self.bar.stop()
-
-
-def _value(option: object) -> object:
-    return getattr(option, "value", option)
 
 
 def _strategies(text: str | None) -> list[str]:

@@ -122,8 +122,7 @@ def scan_command(
     loaded = api.load_model(model, output)
     batch_note(loaded, str(model), config.batch_size)
     api.check_model(config, loaded)  # before the progress bar: a refusal is its one line
-    dataset = api.load_data(loaded, **data.source(), limit=config.limit, limit_mode=config.limit_mode,
-                            label_free=config.label_free)  # fmt: skip
+    dataset = data.read(loaded, config)
     bar, factory = _progress(not quiet and not as_json)
     start = time.perf_counter()
     try:
