@@ -40,27 +40,56 @@ def simulated(shape: str, mu: float, s: float, n: int, repeats: int, seed: int):
     return lambda sigma, rows, r: (u[r, rows] < p(sigma), np.zeros(len(rows), bool))
 
 
-@pytest.mark.slow
-def test_simulated_curves_unbiased_with_calibrated_errors():
-    """100 replicate runs per curve at the default tolerance (0.05) on 1,000 samples × 5 draws,
-    for a logistic and a Fréchet curve in log σ and a normal CDF in log σ (none of the fitted
-    shapes): the mean μ is within 3 % of the truth for each, and |μ − truth| ≤ μ_err in 60–76 %
-    of all runs (68 % when the errors are calibrated; 300 runs put the bounds 2.6 and 3.1
-    standard errors away)."""
+TOLERANCE = 0.05
+CURVES = [(shape, mu, s) for shape, mu in (("log", 0.5), ("frechet", 3.0), ("probit", 0.05)) for s in (0.5, 1.0)]
+
+
+def fewest_trials(shape: str, mu: float, s: float) -> float:
+    """The information bound of the true curve (as benchmarks/bench_scale.fewest_trials on a fit):
+    1/(I_max·tolerance²), I_max the largest Fisher information of one outcome about log μ."""
+    z = np.linspace(-8, 8, 4001)
+    p = CHANCE + (A_MAX - CHANCE) * (norm.sf(z) if shape == "probit" else _UNIT[shape](z))
+    dp = np.gradient(p, z) / s  # ∂p/∂log σ = −∂p/∂log μ
+    return float(1 / (np.max(dp**2 / (p * (1 - p))) * TOLERANCE**2))
+
+
+@pytest.fixture(scope="module")
+def simulated_runs() -> dict:
+    """100 replicate runs per curve at the default tolerance on 1,000 samples × 5 draws: a
+    logistic and a Fréchet curve in log σ and a normal CDF in log σ (none of the fitted shapes),
+    each at a drop width s of 0.5 and 1 (information bounds 180–2,200 trials)."""
     n, repeats, runs = 1000, 5, 100
-    covered = []
-    for shape, mu, s in (("log", 0.5, 0.5), ("frechet", 3.0, 0.8), ("probit", 0.05, 0.3)):
-        mus, errs = [], []
-        for run in range(runs):
-            curve = estimate(simulated(shape, mu, s, n, repeats, run), n, repeats, 1e-2, 1e10, A_MAX, CHANCE,
-                             49 * n * repeats, 0.05, seed=run)  # fmt: skip
+    out = {}
+    for shape, mu, s in CURVES:
+        curves = [estimate(simulated(shape, mu, s, n, repeats, run), n, repeats, 1e-2, 1e10, A_MAX, CHANCE,
+                           49 * n * repeats, TOLERANCE, seed=run) for run in range(runs)]  # fmt: skip
+        for curve in curves:
             assert curve["status"] == "ok" and curve["sequential"]["converged"], curve["fit"]
-            assert curve["sequential"]["fraction"] <= 0.05
-            mus.append(curve["mu"])
-            errs.append(curve["mu_err"])
-        assert abs(np.mean(mus) / mu - 1) < 0.03, (shape, np.mean(mus))
-        covered += list(np.abs(np.array(mus) - mu) <= np.array(errs))
+        out[shape, mu, s] = curves
+    return out
+
+
+@pytest.mark.slow
+def test_simulated_curves_unbiased_with_calibrated_errors(simulated_runs):
+    """The mean μ is within 3 % of the truth for each curve, and |μ − truth| ≤ μ_err in 60–76 %
+    of all 600 runs (68 % when the errors are calibrated; the bounds are 4 standard errors away)."""
+    covered = []
+    for (shape, mu, s), curves in simulated_runs.items():
+        mus, errs = np.array([c["mu"] for c in curves]), np.array([c["mu_err"] for c in curves])
+        assert abs(np.mean(mus) / mu - 1) < 0.03, (shape, s, np.mean(mus))
+        assert max(c["sequential"]["fraction"] for c in curves) <= 0.05
+        covered += list(np.abs(mus - mu) <= errs)
     assert 0.60 <= np.mean(covered) <= 0.76, np.mean(covered)
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason="measured 1.4–4.6× the bound per curve (docs/method.md, 'Sequential estimator')")
+def test_simulated_curves_near_the_information_bound(simulated_runs):
+    """On average the trials used are at most 1.3× the fewest any design could use for ±5 % on
+    that curve with slope and shape known (issue #30's target)."""
+    ratios = {key: np.mean([c["sequential"]["evaluations"] for c in curves]) / fewest_trials(*key)
+              for key, curves in simulated_runs.items()}  # fmt: skip
+    assert np.mean(list(ratios.values())) <= 1.3, ratios
 
 
 def test_statuses_that_bound_mu():
@@ -72,7 +101,8 @@ def test_statuses_that_bound_mu():
     low = estimate(simulated("log", 1e-4, 0.5, n, 5, 0), n, 5, 1e-2, 1e10, A_MAX, CHANCE, 49 * n * 5)
     assert (low["status"], low["mu"]) == ("no-drop-from-start", 1e-2)
     # not-reached needs the drop at σ_hi shown smaller than MIN_DROP of the span: 64 trials all right do
-    assert high["sequential"]["evaluations"] == 64 and low["sequential"]["evaluations"] == 256 + 64
+    # (16, doubled twice); a curve that falls is judged at its end on 64, then 16 at σ_lo say it started low
+    assert high["sequential"]["evaluations"] == 64 and low["sequential"]["evaluations"] == 64 + 16
 
 
 def test_a_small_real_drop_is_not_called_not_reached_on_a_few_trials():
@@ -84,7 +114,7 @@ def test_a_small_real_drop_is_not_called_not_reached_on_a_few_trials():
     curve = estimate(lambda sig, rows, r: (u[r, rows] < p(sig), np.zeros(len(rows), bool)), 1000, 5, 1e-2, 1e10,
                      0.22, CHANCE, 49 * 5000)  # fmt: skip
     assert curve["status"] != "not-reached", curve["fit"]["note"]
-    assert curve["sigmas"][-1] == 1e10 and curve["sequential"]["trials"][-1] > 64
+    assert curve["sigmas"][-1] == 1e10 and curve["sequential"]["trials"][-1] > 16  # more than the first probe
     # nor `ok` with an error larger than μ itself when the budget ran out: unresolved, with the bracket check judges
     assert curve["status"] != "ok" or 1.96 * curve["mu_err"] < curve["mu"], (curve["mu"], curve["mu_err"])
     assert curve["status"] != "poor-fit" or curve["fit"]["bracket"][0] < curve["mu"]

@@ -33,15 +33,14 @@ LAPSE = 1e-3  # outcomes against the curve at this rate on both ends (psychophys
 M_POINTS = 61  # grid of log μ (zoomed onto the posterior as it narrows)
 SLOPES = np.geomspace(0.02, 4.0, 16)  # s: the drop's width in log σ (a factor e^s around μ)
 LINEAR_MAX_SLOPE = 0.3  # the shape linear in σ: s/μ above this would not start at a_max at σ = 0
-CANDIDATES = 49  # σ values spread over the range that the next batch may go to, and as many around μ
-SPREAD = 3.0  # the candidates around μ span ± this many drop widths
+CANDIDATES = 49  # σ values spread over the range that the next batch may go to, besides the zoomed grid
 ZOOM = 6.0  # the zoomed grid spans the posterior mean ± ZOOM standard deviations
 CORE = 0.15  # trials go where the curve is expected between 15 % and 85 % of the way down (μ stays local)
 PROBE = 16  # first trials at each end of the σ range (doubled at σ_hi while they cannot decide)
 A_MIN_TRIALS = 64  # trials at σ_hi before the curve's end is judged (chance or a measured a_min)
-MIN_BATCH, MAX_BATCH = 8, 256  # trials per batch (small while the drop is searched for)
-REMAINING = 0.5  # a batch holds this share of the trials the tolerance is predicted to still need
-GROWTH = 0.5  # and at most this share of the trials placed so far
+SUGGESTIVE = 2.0  # standard errors above chance at σ_hi that ask for more trials there
+MIN_BATCH, MAX_BATCH = 32, 256  # trials per batch: a quarter of those so far, within these bounds
+REMAINING = 0.5  # and at most this share of the trials the tolerance is predicted to still need
 MIN_STEPS = 4  # placed batches before the tolerance may stop the estimate
 OVERDISPERSED = 0.01  # p-value of the deviance below which μ's error is scaled up by it
 MISFIT = 10.0  # ĉ above which no single drop describes the outcomes (digits model: ≤ 3.4; two drops: 18–25)
@@ -169,97 +168,31 @@ class Posterior:
         self.window = (float(m[0]), float(m[-1]))
         return m, w
 
-    def next_sigma(self, m: np.ndarray, w: np.ndarray, batch: int) -> float:
-        """Where the next ``batch`` trials go, among the candidates where the curve is expected
-        CORE to 1 − CORE of the way down: while μ's posterior is wider than the drop itself,
-        the σ whose one outcome leaves the least expected entropy in the posterior of log μ
-        (the Psi-marginal criterion: it halves the range the drop may lie in); once the drop
-        is found, the σ after whose batch the posterior variance of log μ is expected to be
-        least, slope and shape unknown (below)."""
-        cands = self.candidates(m, w)
+    def next_sigma(self, m: np.ndarray, w: np.ndarray) -> float:
+        """The σ whose next outcome leaves the least expected entropy in the posterior of log μ
+        (the Psi-marginal criterion), among CANDIDATES over the range and the zoomed grid."""
+        cands = np.exp(np.union1d(np.linspace(self.lo, self.hi, CANDIDATES), m[::3]))
         live = np.flatnonzero(w.ravel() > 1e-4 * w.max())  # the rest cannot move the expectation
         g, i, j = np.unravel_index(live, w.shape)
         p = self.p(cands, g, m[i], SLOPES[j])
         wl = w.ravel()[live]
-        p1 = p @ wl / wl.sum()
-        depth = (self.a_max - p1) / max(self.a_max - self.a_min, 1e-9)  # expected share of the drop fallen
-        core = (depth >= CORE) & (depth <= 1 - CORE)
-        if self.found(m, w):
-            score = self._variance_after(m, cands, g, i, j, wl, batch)
-        else:
-            score = self._entropy(m, w, p, wl, i)
-        return float(cands[core][np.argmin(score[core])] if core.any() else cands[np.argmin(score)])
-
-    def found(self, m: np.ndarray, w: np.ndarray) -> bool:
-        """Whether the drop is found: μ's posterior s.d. in log σ within the drop's width."""
-        return _moments(m, w.sum(axis=(0, 2)))[1] <= w.sum(axis=(0, 1)) @ SLOPES / w.sum()
-
-    def candidates(self, m: np.ndarray, w: np.ndarray) -> np.ndarray:
-        """σ the next batch may go to: CANDIDATES over the range, the zoomed grid, and a fine
-        comb of ± SPREAD drop widths around the posterior median (where slope-telling σ lie)."""
-        width = w.sum(axis=(0, 1)) @ SLOPES / w.sum()
-        comb = float(np.log(_quantiles(m, w, 0.5))) + width * np.linspace(-SPREAD, SPREAD, CANDIDATES)
-        inside = np.clip(comb, self.lo, self.hi)
-        return np.exp(np.unique(np.concatenate([np.linspace(self.lo, self.hi, CANDIDATES), m[::3], inside])))
-
-    def _entropy(self, m: np.ndarray, w: np.ndarray, p: np.ndarray, wl: np.ndarray, i: np.ndarray) -> np.ndarray:
-        """Per candidate, the expected entropy of the posterior of log μ after one more outcome."""
         order = np.argsort(i, kind="stable")
         cells, starts = np.unique(i[order], return_index=True)
-        joint1 = np.zeros((len(p), len(m)))  # P(correct, log μ) per candidate
+        joint1 = np.zeros((len(cands), len(m)))  # P(correct, log μ) per candidate
         joint1[:, cells] = np.add.reduceat((p * wl)[:, order], starts, axis=1)
         joint0 = w.sum(axis=(0, 2))[None, :] - joint1
         p1 = joint1.sum(axis=1, keepdims=True)
-        return -(xlogy(joint1, joint1 / p1) + xlogy(joint0, np.clip(joint0, 1e-300, None) / (1 - p1))).sum(axis=1)
-
-    def _variance_after(
-        self, m: np.ndarray, cands: np.ndarray, g: np.ndarray, i: np.ndarray, j: np.ndarray, wl: np.ndarray, batch: int
-    ) -> np.ndarray:
-        """Per candidate σ, the posterior variance of log μ expected after ``batch`` trials there
-        (a Bayesian c-optimal design): per shape, the posterior precision of (log μ, log s) plus
-        the batch's Fisher information averaged over the posterior, inverted, its log-μ entry;
-        the shapes weighed by their evidence. A batch at μ tells most about μ with s known; a
-        batch off μ also tells s, which μ's posterior is correlated with: this weighs the two."""
-        h = 1e-4
-        ms, ss = m[i], SLOPES[j]
-        p = self.p(cands, g, ms, ss)
-        dm = (self.p(cands, g, ms + h, ss) - self.p(cands, g, ms - h, ss)) / (2 * h)
-        ds = (self.p(cands, g, ms, ss * np.exp(h)) - self.p(cands, g, ms, ss * np.exp(-h))) / (2 * h)
-        per = 1 / (p * (1 - p))
-        fisher = np.stack([dm * dm * per, dm * ds * per, ds * ds * per])  # (3, cands, cells)
-        quantum = np.array([(m[1] - m[0]) ** 2, np.log(SLOPES[1] / SLOPES[0]) ** 2]) / 12  # the grid's own spread
-        expected = np.zeros(len(cands))
-        for shape in np.unique(g):
-            at = g == shape
-            mass = wl[at].sum()
-            mean = np.array([wl[at] @ ms[at], wl[at] @ np.log(ss[at])]) / mass
-            dev = np.stack([ms[at], np.log(ss[at])]) - mean[:, None]
-            prior = np.linalg.inv((dev * wl[at]) @ dev.T / mass + np.diag(quantum))
-            f = batch * fisher[:, :, at] @ wl[at] / mass  # (3, cands)
-            a, b, c = prior[0, 0] + f[0], prior[0, 1] + f[1], prior[1, 1] + f[2]
-            expected += mass * c / (a * c - b * b)
-        return expected / wl.sum()
+        entropy = -(xlogy(joint1, joint1 / p1) + xlogy(joint0, np.clip(joint0, 1e-300, None) / (1 - p1))).sum(axis=1)
+        depth = (self.a_max - p1[:, 0]) / max(self.a_max - self.a_min, 1e-9)  # expected share of the drop fallen
+        core = (depth >= CORE) & (depth <= 1 - CORE)
+        return float(cands[core][np.argmin(entropy[core])] if core.any() else cands[np.argmin(entropy)])
 
 
 def _estimate_mu(m: np.ndarray, w: np.ndarray) -> tuple[float, float]:
-    """(μ, its error) from a posterior on the log-μ grid ``m``: the posterior median (half the
+    """(μ, its s.d.) from a posterior on the log-μ grid ``m``: the posterior median (half the
     posterior on each side; the mean of a skewed posterior runs ahead of μ by up to 3 % at a
-    tolerance of 0.1 on Fréchet-shaped curves) and μ × the posterior s.d. of log μ (the
-    tolerance is relative: the stop watches log μ)."""
-    mu = float(_quantiles(m, w, 0.5))
-    return mu, mu * _moments(m, w.sum(axis=(0, 2)))[1]
-
-
-def _batch(post: Posterior, trials: Trials, m: np.ndarray, w: np.ndarray, ratio: float) -> int:
-    """Trials in the next batch: MIN_BATCH while the drop is searched for; once found, REMAINING
-    of those the tolerance still needs (μ's error over the tolerance is ``ratio``; the variance
-    falls as 1/trials placed), so the last batch overshoots the stop by little — and no more
-    than GROWTH of the trials placed so far, so that each batch goes where the last ones put μ."""
-    if not post.found(m, w):
-        return MIN_BATCH
-    sigma, _k, n = trials.arrays()
-    placed = n[(sigma > sigma[0]) & (sigma < sigma[-1])].sum()  # the probes at the ends say little about μ
-    return int(np.clip(min(REMAINING * (ratio**2 - 1), GROWTH) * placed, MIN_BATCH, MAX_BATCH))
+    tolerance of 0.1 on Fréchet-shaped curves) and the posterior standard deviation of μ."""
+    return float(_quantiles(m, w, 0.5)), _moments(np.exp(m), w.sum(axis=(0, 2)))[1]
 
 
 def _quantiles(m: np.ndarray, w: np.ndarray, q: float | list[float]) -> np.ndarray:
@@ -339,13 +272,17 @@ def estimate(
         return (y, se, True) if y - chance > max(SIGNIFICANT * se, CHANCE_MARGIN * span) else (chance, 0.0, False)
 
     def undecided() -> bool:
-        """Whether σ_hi's trials cannot yet say where the curve ends: fewer than A_MIN_TRIALS, or
-        above chance by more than their error yet not clearly (more trials would decide it)."""
+        """Whether σ_hi's trials cannot yet say where the curve ends: fewer than A_MIN_TRIALS (4× as
+        many where a_min is measured: μ moves with it), or above chance by SUGGESTIVE of their
+        errors yet not clearly (more trials would decide it)."""
         n_hi = trials.n[sigma_hi]
         if n_hi >= pairs:
             return False
         excess, se = trials.k[sigma_hi] / n_hi - chance, trials.se(sigma_hi)
-        return n_hi < A_MIN_TRIALS or (not bottom()[2] and excess > se and SIGNIFICANT * se > CHANCE_MARGIN * span)
+        measured = bottom()[2]
+        if n_hi < A_MIN_TRIALS * (4 if measured else 1):
+            return True
+        return not measured and excess > SUGGESTIVE * se and SIGNIFICANT * se > CHANCE_MARGIN * span
 
     # Does the curve fall by σ_hi? Trials there double until the drop is significant, or shown
     # smaller than MIN_DROP of the span, or every (sample, repeat) pair is used: a few dozen trials
@@ -398,8 +335,8 @@ def estimate(
         if part > err and trials.n[sigma_hi] < pairs:  # a_min is the larger part of μ's error: measure it
             run(sigma_hi, min(trials.n[sigma_hi], pairs - trials.n[sigma_hi], budget - trials.total), trials)
         else:
-            batch = _batch(post, trials, m, w, float(np.hypot(err, part)) / (tolerance * mean))
-            run(post.next_sigma(m, w, batch), min(batch, budget - trials.total), trials)
+            batch = _batch(trials, float(np.hypot(err, part)) / (tolerance * mean))
+            run(post.next_sigma(m, w), min(batch, budget - trials.total), trials)
         steps += 1
     err = float(np.hypot(err, part))
     marginal = w.sum(axis=(0, 2))
@@ -416,6 +353,14 @@ def estimate(
         f"the budget of {budget} trials ran out")
     note = "" if converged else f"μ_err ≤ {tolerance:g}·μ not reached: {short}"
     return done("ok", mean, err, converged, **fit, note=note)
+
+
+def _batch(trials: Trials, ratio: float) -> int:
+    """Trials in the next batch: a quarter of those so far, but no more than REMAINING of those
+    the tolerance is predicted to still need (μ's error is ``ratio`` × the tolerance and its
+    variance falls as 1/trials), so that the last batch overshoots the stop by little."""
+    needed = trials.total * (ratio**2 - 1)
+    return int(np.clip(min(trials.total / 4, REMAINING * needed), MIN_BATCH, MAX_BATCH))
 
 
 def _a_min_part(post: Posterior, trials: Trials, a_min_err: float) -> float:
