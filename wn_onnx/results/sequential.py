@@ -122,17 +122,27 @@ class Posterior:
 
     def drop(self, trials: Trials) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(σ, correct, trials) of the drop: the σ whose accuracy lies significantly between the
-        plateaus and the nearest measured σ on each side, as the grid fit fits its shapes (fit.py:
-        tails far from μ would otherwise pull a shape that does not match them exactly); all
-        σ while none lies inside."""
+        plateaus and, on each side, the σ up to the nearest one on that side's plateau, as the
+        grid fit fits its shapes (fit.py: tails far from μ would otherwise pull a shape that
+        does not match them exactly); all σ while none lies inside. A few dozen trials can put
+        a σ past the drop inside by chance: the window then still reaches the plateaus around
+        the drop, instead of leaving out the σ where it lies (and the placement, which sees the
+        whole curve, sending batch after batch there to no effect)."""
         sigma, k, n = trials.arrays()
         y = k / n
         clipped = np.clip(y, 1 / (n + 1), n / (n + 1))  # as fit.binomial_se, per σ
         se = np.sqrt(clipped * (1 - clipped) / n * trials.dispersion(sigma))
-        inside = np.flatnonzero((y < self.a_max - SIGNIFICANT * se) & (y > self.a_min + SIGNIFICANT * se))
+        below_top, above_bottom = y < self.a_max - SIGNIFICANT * se, y > self.a_min + SIGNIFICANT * se
+        inside = np.flatnonzero(below_top & above_bottom)
         if inside.size == 0:
             return sigma, k, n
-        keep = slice(max(int(inside[0]) - 1, 0), int(inside[-1]) + 2)
+        left = int(inside[0]) - 1
+        while left > 0 and below_top[left]:
+            left -= 1
+        right = int(inside[-1]) + 1
+        while right < len(sigma) - 1 and above_bottom[right]:
+            right += 1
+        keep = slice(max(left, 0), right + 1)
         return sigma[keep], k[keep], n[keep]
 
     def weights(self, trials: Trials, m: np.ndarray) -> np.ndarray:
