@@ -178,9 +178,13 @@ class Posterior:
         self.window = (float(m[0]), float(m[-1]))
         return m, w
 
-    def next_sigma(self, m: np.ndarray, w: np.ndarray) -> float:
+    def next_sigma(self, m: np.ndarray, w: np.ndarray, trials: Trials) -> float:
         """The σ whose next outcome leaves the least expected entropy in the posterior of log μ
-        (the Psi-marginal criterion), among CANDIDATES over the range and the zoomed grid."""
+        (the Psi-marginal criterion), among CANDIDATES over the range and the zoomed grid, in
+        the core: where the posterior expects the curve CORE to 1 − CORE of the way down, and
+        between the σ measured significantly above and below that band. A real curve that no
+        shape matches (a normal CDF's shoulder falls faster than a logistic's) can keep the
+        posterior expecting the core on a shoulder the trials there have shown flat."""
         cands = np.exp(np.union1d(np.linspace(self.lo, self.hi, CANDIDATES), m[::3]))
         live = np.flatnonzero(w.ravel() > 1e-4 * w.max())  # the rest cannot move the expectation
         g, i, j = np.unravel_index(live, w.shape)
@@ -194,8 +198,21 @@ class Posterior:
         p1 = joint1.sum(axis=1, keepdims=True)
         entropy = -(xlogy(joint1, joint1 / p1) + xlogy(joint0, np.clip(joint0, 1e-300, None) / (1 - p1))).sum(axis=1)
         depth = (self.a_max - p1[:, 0]) / max(self.a_max - self.a_min, 1e-9)  # expected share of the drop fallen
-        core = (depth >= CORE) & (depth <= 1 - CORE)
+        core = (depth >= CORE) & (depth <= 1 - CORE) & self.between(trials, cands)
         return float(cands[core][np.argmin(entropy[core])] if core.any() else cands[np.argmin(entropy)])
+
+
+    def between(self, trials: Trials, cands: np.ndarray) -> np.ndarray:
+        """Per candidate, whether it lies above every σ measured significantly above the core
+        band's top (a_max − CORE of the drop) and below every σ measured significantly below
+        its bottom."""
+        sigma, k, n = trials.arrays()
+        y = k / n
+        clipped = np.clip(y, 1 / (n + 1), n / (n + 1))
+        se = np.sqrt(clipped * (1 - clipped) / n * trials.dispersion(sigma))
+        band = CORE * (self.a_max - self.a_min)
+        above, below = sigma[y - SIGNIFICANT * se > self.a_max - band], sigma[y + SIGNIFICANT * se < self.a_min + band]
+        return (cands > (above.max() if above.size else 0.0)) & (cands < (below.min() if below.size else np.inf))
 
 
 def _estimate_mu(m: np.ndarray, w: np.ndarray) -> tuple[float, float]:
@@ -346,7 +363,7 @@ def estimate(
             run(sigma_hi, min(trials.n[sigma_hi], pairs - trials.n[sigma_hi], budget - trials.total), trials)
         else:
             batch = _batch(trials, float(np.hypot(err, part)) / (tolerance * mean))
-            run(post.next_sigma(m, w), min(batch, budget - trials.total), trials)
+            run(post.next_sigma(m, w, trials), min(batch, budget - trials.total), trials)
         steps += 1
     err = float(np.hypot(err, part))
     marginal = w.sum(axis=(0, 2))
