@@ -37,6 +37,14 @@ the ``sequential`` part's ``--arch transformer``.
 
     python benchmarks/bench_scale.py deploy --images 1000 --at 0,9,18,27,36,45,54,63,68
     python benchmarks/bench_scale.py sequential --arch transformer --n 2000
+
+Part ``bound``: the sequential estimator on simulated curves with a known μ (as
+tests/test_sequential.py simulates them: a_max 0.95, chance 0.1, 1,000 samples × 5 draws, σ
+1e-2…1e10), per curve the trials used against the information bound of the true curve, split
+into the probes at the ends of the σ range and the placed trials, with the bias of μ and the
+share of runs whose μ ± μ_err covers the truth.
+
+    python benchmarks/bench_scale.py bound --runs 100
 """
 
 from __future__ import annotations
@@ -210,6 +218,54 @@ def fewest_trials(curve: dict, tolerance: float) -> float | None:
     return float(1 / (np.max(slope**2 / (q * (1 - q))) * tolerance**2))
 
 
+BOUND_CURVES = [(shape, mu, s) for shape, mu in (("log", 0.5), ("frechet", 3.0), ("probit", 0.05)) for s in (0.5, 1.0)]
+A_MAX, CHANCE = 0.95, 0.1  # the simulated curves' plateaus (as tests/test_sequential.py's)
+
+
+def true_curve(shape: str, mu: float, s: float):
+    """p(σ) of a simulated curve: a fitted shape, or ``probit`` (a normal CDF in log σ, none of them)."""
+    from scipy.stats import norm
+
+    from wn_onnx.results.fit import _UNIT
+
+    unit = norm.sf if shape == "probit" else _UNIT[shape]
+    return lambda sigma: CHANCE + (A_MAX - CHANCE) * unit(np.log(np.asarray(sigma) / mu) / s)
+
+
+def simulated(shape: str, mu: float, s: float, n: int, repeats: int, seed: int):
+    """Outcomes as tests/test_sequential.simulated gives them: sample i under draw r is correct
+    while p(σ) exceeds its own uniform U[r, i]."""
+    u, p = np.random.default_rng(seed).random((repeats, n)), true_curve(shape, mu, s)
+    return lambda sigma, rows, r: (u[r, rows] < p(sigma), np.zeros(len(rows), bool))
+
+
+def bound_part(args: argparse.Namespace, _work: Path) -> None:
+    from wn_onnx.results.sequential import estimate
+
+    n, repeats, lo, hi = 1000, 5, 1e-2, 1e10
+    print(f"# simulated curves, a_max {A_MAX}, chance {CHANCE}, {n} samples × {repeats} draws, tolerance "
+          f"{args.tolerance}, {args.runs} runs each")  # fmt: skip
+    print("| true curve | bound | trials (× bound) | probes σ_hi + σ_lo | placed (× bound) | bias of μ | μ ± err covers |")
+    print("|---|---|---|---|---|---|---|")
+    for shape, mu, s in BOUND_CURVES:
+        sigma = mu * np.exp(np.linspace(-8, 8, 4001) * s)
+        p = true_curve(shape, mu, s)(sigma)
+        least = 1 / (np.max(np.gradient(p, np.log(sigma)) ** 2 / (p * (1 - p))) * args.tolerance**2)
+        used, ends, mus, errs = [], [], [], []
+        for run in range(args.runs):
+            got = estimate(simulated(shape, mu, s, n, repeats, run), n, repeats, lo, hi, A_MAX, CHANCE, 49 * n * repeats,
+                           args.tolerance, seed=run)  # fmt: skip
+            trials = dict(zip(got["sigmas"], got["sequential"]["trials"], strict=True))
+            used.append(got["sequential"]["evaluations"])
+            ends.append((trials.get(hi, 0), trials.get(lo, 0)))
+            mus.append(got["mu"])
+            errs.append(got["mu_err"])
+        total, (top, bottom), mus = np.mean(used), np.mean(ends, axis=0), np.array(mus)
+        cover = np.mean(np.abs(mus - mu) <= np.array(errs))
+        print(f"| {shape}, μ {mu:g}, s {s:g} | {least:.0f} | {total:.0f} ({total / least:.2f}×) | {top:.0f} + {bottom:.0f} | "
+              f"{total - top - bottom:.0f} ({(total - top - bottom) / least:.2f}×) | {np.mean(mus) / mu - 1:+.1%} | {cover:.2f} |")  # fmt: skip
+
+
 def sequential_part(args: argparse.Namespace, work: Path) -> None:
     path, data = model_and_data(args, work)
     loaded = load_model(path)
@@ -360,11 +416,14 @@ def main() -> None:
     dep.add_argument("--images", type=int, default=1000)
     dep.add_argument("--at", help="points walked (default: all)")
     dep.add_argument("--tolerance", type=float, default=0.05)
+    bnd = parts.add_parser("bound", help="simulated curves: trials against the information bound, bias, coverage")
+    bnd.add_argument("--runs", type=int, default=100)
+    bnd.add_argument("--tolerance", type=float, default=0.05)
     args = parser.parse_args()
     if args.part == "sequential" and args.arch != "digits" and args.n is None:
         args.n = 2000
     with tempfile.TemporaryDirectory(prefix="wn_scale_") as scratch:
-        {"sequential": sequential_part, "memory": memory_part, "deploy": deploy_part}[args.part](args, Path(scratch))
+        {"sequential": sequential_part, "memory": memory_part, "deploy": deploy_part, "bound": bound_part}[args.part](args, Path(scratch))
 
 
 if __name__ == "__main__":

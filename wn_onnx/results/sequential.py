@@ -36,8 +36,8 @@ LINEAR_MAX_SLOPE = 0.3  # the shape linear in σ: s/μ above this would not star
 CANDIDATES = 49  # σ values spread over the range that the next batch may go to, besides the zoomed grid
 ZOOM = 6.0  # the zoomed grid spans the posterior mean ± ZOOM standard deviations
 CORE = 0.15  # trials go where the curve is expected between 15 % and 85 % of the way down (μ stays local)
-PROBE = 16  # first trials at each end of the σ range (doubled at σ_hi while they cannot decide)
-A_MIN_TRIALS = 64  # trials at σ_hi before the curve's end is judged (chance or a measured a_min)
+PROBE = 64  # first trials at each end of the σ range (doubled at σ_hi while they cannot decide)
+A_MIN_TRIALS = 4 * PROBE  # trials at σ_hi before the curve's end is judged (chance or a measured a_min)
 SUGGESTIVE = 2.0  # standard errors above chance at σ_hi that ask for more trials there
 MIN_BATCH, MAX_BATCH = 32, 256  # trials per batch: a quarter of those so far, within these bounds
 REMAINING = 0.5  # and at most this share of the trials the tolerance is predicted to still need
@@ -299,17 +299,17 @@ def estimate(
         return (y, se, True) if y - chance > max(SIGNIFICANT * se, CHANCE_MARGIN * span) else (chance, 0.0, False)
 
     def undecided() -> bool:
-        """Whether σ_hi's trials cannot yet say where the curve ends: fewer than A_MIN_TRIALS (4× as
-        many where a_min is measured: μ moves with it), or above chance by SUGGESTIVE of their
-        errors yet not clearly (more trials would decide it)."""
+        """Whether σ_hi's trials cannot yet say where the curve ends: fewer than A_MIN_TRIALS (a
+        plateau a little above chance, common under multiplicative noise, moves μ; fewer trials
+        miss it), or above chance by SUGGESTIVE of their errors yet not clearly (more trials
+        would decide it)."""
         n_hi = trials.n[sigma_hi]
         if n_hi >= pairs:
             return False
-        excess, se = trials.k[sigma_hi] / n_hi - chance, trials.se(sigma_hi)
-        measured = bottom()[2]
-        if n_hi < A_MIN_TRIALS * (4 if measured else 1):
+        if n_hi < A_MIN_TRIALS:
             return True
-        return not measured and excess > SUGGESTIVE * se and SIGNIFICANT * se > CHANCE_MARGIN * span
+        excess, se = trials.k[sigma_hi] / n_hi - chance, trials.se(sigma_hi)
+        return not bottom()[2] and excess > SUGGESTIVE * se and SIGNIFICANT * se > CHANCE_MARGIN * span
 
     # Does the curve fall by σ_hi? Trials there double until the drop is significant, or shown
     # smaller than MIN_DROP of the span, or every (sample, repeat) pair is used: a few dozen trials
@@ -336,7 +336,7 @@ def estimate(
         return done("not-reached", sigma_hi, None, True, bracket=[sigma_hi, None],
                     note=f"accuracy never fell significantly up to σ = {sigma_hi:g}: μ > {sigma_hi:g}")  # fmt: skip
     run(sigma_lo, probe, trials)
-    y_lo = trials.k[sigma_lo] / probe
+    y_lo = trials.k[sigma_lo] / trials.n[sigma_lo]
     if (a_max + a_min) / 2 - y_lo > SIGNIFICANT * trials.se(sigma_lo):
         return done("no-drop-from-start", sigma_lo, None, True, bracket=[0.0, sigma_lo], mu_threshold=sigma_lo,
                     note=f"accuracy is already below the midpoint at the smallest σ ({sigma_lo:g}): μ ≤ {sigma_lo:g}")  # fmt: skip
