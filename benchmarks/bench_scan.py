@@ -33,6 +33,12 @@ of bit flips per million stored values. Usage:
 ``--part plan`` times ``plan --evaluate`` with its defaults (2,000 images, 5 draws) against the
 scan that made its report, on the same images.
 
+``--part sequential`` times the sequential walking scan of every point against the grid's on the
+same σ range (the default 49 σ × 5 repeats, 2,000 images by default), both full CLI runs, and
+measures what each spends inside onnxruntime's runs: the rest — start-up, the clean pass's Python,
+set-up per point, noise draws, the estimator's own arithmetic — is the fixed cost a small model
+pays (target: under 25 % of the sequential scan's wall time).
+
 ``--json OUT.json`` writes the run's ratios with the machine and versions; ``--compare OLD.json``
 flags every ratio more than 15 % worse than the old run's (exit code 1). The last measured
 results are kept in ``benchmarks/results/``.
@@ -69,7 +75,8 @@ from wn_onnx.training.trainer import TrainConfig, train
 TOLERANCE = 0.15  # a ratio this much worse than the compared run's is a regression
 # each ratio and whether a larger value is better
 RATIOS = {"torch_loop_over_scan": True, "naive_over_scan": True, "scan_over_floor": False,
-          "weights_mul_over_activations_add": False, "pcm_over_weights_mul": False, "plan_evaluate_over_scan": False}  # fmt: skip
+          "weights_mul_over_activations_add": False, "pcm_over_weights_mul": False, "plan_evaluate_over_scan": False,
+          "grid_over_sequential": True, "sequential_outside_onnxruntime": False}  # fmt: skip
 SUBSET_SIGMAS = (0.1, 1.0)  # σ values timed for the projected baselines (1 repeat each)
 GRIDS = {"full": (1, 5, 10000), "small": (4, 2, 5000)}  # every k-th σ of the default grid, repeats, images
 
@@ -107,17 +114,17 @@ def main(work: Path) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--arch", choices=["lenet5", "mlp"], default="lenet5")
     parser.add_argument("--grid", choices=list(GRIDS), default="full")
-    parser.add_argument("--n", type=int, help="images (default: 10000 full, 5000 small)")
+    parser.add_argument("--n", type=int, help="images (default: 10000 full, 5000 small; 2000 with --part sequential)")
     parser.add_argument("--repeats", type=int, help="repeats (default: 5 full, 2 small)")
     parser.add_argument("--train-epochs", type=int, default=1, help="train on the images first (0: random weights)")
     parser.add_argument("--batch-size", type=int, default=1024)
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--part", choices=["activations", "weights", "plan"], default="activations")
+    parser.add_argument("--part", choices=["activations", "weights", "plan", "sequential"], default="activations")
     parser.add_argument("--json", type=Path, help="write the ratios, machine and versions here")
     parser.add_argument("--compare", type=Path, help="an earlier --json: flag ratios more than 15 %% worse")
     args = parser.parse_args()
     every, repeats, n = GRIDS[args.grid]
-    args.repeats, args.n = args.repeats or repeats, args.n or n
+    args.repeats, args.n = args.repeats or repeats, args.n or (2000 if args.part == "sequential" else n)
     x, y = images(args.n)
     if args.train_epochs:
         cfg = TrainConfig(
@@ -135,6 +142,9 @@ def main(work: Path) -> None:
         return
     if args.part == "plan":
         finish(args, plan_part(model_path, work, x, y, args))
+        return
+    if args.part == "sequential":
+        finish(args, sequential_part(model_path, work, x, y, args))
         return
     spec, grid = NoiseSpec("add"), default_grid(NoiseSpec("add"))[::every]
     loaded = load_model(model_path)
@@ -343,6 +353,57 @@ def plan_part(model_path: Path, work: Path, x: np.ndarray, y: np.ndarray, args: 
     print(f"# {args.arch}: plan --evaluate (uniform and inverse-μ; greedy only when named), 2,000 images, 5 draws")
     print(f"scan {scan:.1f} s · plan --evaluate {plan:.1f} s · plan / scan = {plan / scan:.2f}")
     return {"plan_evaluate_over_scan": plan / scan}
+
+
+# Runs the CLI with onnxruntime's run calls timed; argv: OUT-FILE then the CLI's arguments.
+TIMED_CLI = """
+import sys, time
+from onnxruntime.capi import onnxruntime_inference_collection as ort_py
+spent = [0.0]
+def timed(call):
+    def wrapped(*args, **kwargs):
+        start = time.perf_counter()
+        try:
+            return call(*args, **kwargs)
+        finally:
+            spent[0] += time.perf_counter() - start
+    return wrapped
+ort_py.InferenceSession.run = timed(ort_py.InferenceSession.run)
+ort_py.InferenceSession.run_with_iobinding = timed(ort_py.InferenceSession.run_with_iobinding)
+out, sys.argv = sys.argv[1], ["wn-onnx", *sys.argv[2:]]
+from wn_onnx.cli.app import run
+try:
+    run()
+finally:
+    open(out, "w").write(str(spent[0]))
+"""
+
+
+def sequential_part(model_path: Path, work: Path, x: np.ndarray, y: np.ndarray, args: argparse.Namespace) -> dict:
+    """The sequential walking scan against the grid's (default grid, 5 repeats), full CLI runs with
+    onnxruntime's runs timed inside; one run each."""
+    np.savez(work / "seq.npz", x=x, y=y)
+
+    def cli(*extra: str) -> tuple[float, float, dict]:
+        out, spent = work / "seq.json", work / "ort.txt"
+        cmd = [sys.executable, "-c", TIMED_CLI, str(spent), "scan", str(model_path), "--data", str(work / "seq.npz"),
+               "--mode", "walking", "--repeats", "5", "--quiet", "--out", str(out), *extra]  # fmt: skip
+        start = time.perf_counter()
+        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+        return time.perf_counter() - start, float(spent.read_text()), json.loads(out.read_text())
+
+    t_grid, ort_grid, grid = cli()
+    t_seq, ort_seq, seq = cli("--estimator", "sequential")
+    used = sum(p["sequential"]["evaluations"] for p in seq["points"])
+    total = sum(p["sequential"]["grid_evaluations"] for p in seq["points"])
+    agree = [abs(a["mu"] - b["mu"]) <= 2 * np.hypot(a["mu_err"], b["mu_err"])
+             for a, b in zip(grid["points"], seq["points"], strict=True) if a["status"] == b["status"] == "ok"]  # fmt: skip
+    outside = 1 - ort_seq / t_seq
+    print(f"# {args.arch}: {len(seq['points'])} points walked, default grid × 5 repeats, {len(x)} images")
+    print(f"grid {t_grid:.1f} s ({1 - ort_grid / t_grid:.0%} outside onnxruntime) · sequential {t_seq:.1f} s "
+          f"({outside:.0%} outside onnxruntime; target < 25 %) · grid / sequential = {t_grid / t_seq:.1f} · "
+          f"{used / total:.2%} of the grid's evaluations · μ within 2 combined errors at {sum(agree)}/{len(agree)}")  # fmt: skip
+    return {"grid_over_sequential": t_grid / t_seq, "sequential_outside_onnxruntime": outside}
 
 
 if __name__ == "__main__":

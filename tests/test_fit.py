@@ -12,6 +12,7 @@ from unittest import mock
 
 import numpy as np
 import pytest
+from scipy.optimize import brentq
 from scipy.special import ndtr
 
 from wn_onnx.gate import judge_drop, judge_floor
@@ -133,39 +134,79 @@ def test_calibration_without_shared_draws(name):
     assert 0.60 <= np.mean(z < 1) <= 0.76 and np.mean(z < 1.96) >= 0.90
 
 
-def draw_per_repeat(rng, grid, curve, n, reps, tau, rho=0.9):
+def draw_per_repeat(rng, grid, curve, n, reps, tau, rho=0.9, sideways=0.0):
     """As :func:`draw`, but each repeat is one draw shared by every sample (weight noise: one
     programmed chip per repeat): sample i is right in repeat r while
-    Φ(ρ·a_i + √(1−ρ²−τ²)·e_ir + τ·g_r) < curve(σ), g_r the repeat's draw; the population accuracy
-    over samples and draws is still exactly ``curve(σ)``."""
+    Φ(ρ·a_i + √(1−ρ²−τ²)·e_ir + τ·g_r) < curve(σ·exp(−``sideways``·h_r)), g_r and h_r the repeat's
+    draws. τ moves every sample's breaking point (a probit shift, the population accuracy over
+    samples and draws still exactly ``curve(σ)``); ``sideways`` moves the repeat's whole curve in
+    log σ, its μ to μ·exp(``sideways``·h_r), plateaus untouched (the population curve is then
+    :func:`population`)."""
     a, g = rng.standard_normal(n), rng.standard_normal(reps)
     v = ndtr(rho * a[:, None] + np.sqrt(1 - rho**2 - tau**2) * rng.standard_normal((n, reps)) + tau * g)
-    acc = np.stack([(v < q).mean(axis=0) for q in np.clip(curve(np.asarray(grid, dtype=float)), 0, 1)])
+    grid = np.asarray(grid, dtype=float)
+    p = np.clip(curve(np.outer(grid, np.exp(-sideways * rng.standard_normal(reps)))), 0, 1)  # σ × repeat
+    acc = (v[None] < p[:, None]).mean(axis=1)
     clean = float((ndtr(a) < float(curve(np.array([0.0]))[0])).mean())
-    acc[np.asarray(grid) == 0] = clean
+    acc[grid == 0] = clean
     return acc, clean
 
 
-WEIGHT_CALIBRATION = [  # (name, grid, curve, true μ, n, chance, τ: the repeat's share of a sample's breaking point)
-    ("eq1, small chip-to-chip spread", FINE, lambda s: eq1(s, 0.5, 0.08, 0.9, 0.1), 0.5, 1000, 0.1, 0.1),
-    ("log-σ logistic, large spread", FINE, lambda s: log_logistic(s, 0.5, 3, 0.66, 0.1), 0.5, 2000, 0.1, 0.3),
+def population(curve, sideways: float):
+    """The curve a scan of many chips measures: the mean over chips h ~ N(0, 1) of
+    curve(σ·exp(−``sideways``·h)) (Gauss–Hermite, 40 nodes)."""
+    nodes, weights = np.polynomial.hermite_e.hermegauss(40)
+    weights = weights / weights.sum()
+    return lambda s: np.asarray(curve(np.multiply.outer(np.asarray(s, dtype=float), np.exp(-sideways * nodes)))) @ weights
+
+
+def true_mu(curve, mu: float, sideways: float) -> float:
+    """The μ a weight scan estimates: where the population curve (:func:`population`) is half-way
+    between its plateaus, what the model achieves clean (σ = 0, untouched by any chip) and what it
+    falls to (σ → ∞). Chips that spread μ in log σ move it off the nominal μ unless the curve is
+    symmetric in log σ."""
+    mean = population(curve, sideways)
+    half = (float(mean(0.0)) + float(mean(mu * 1e12))) / 2
+    return float(brentq(lambda s: float(mean(s)) - half, mu / 100, mu * 100, xtol=1e-10 * mu))
+
+
+WEIGHT_CALIBRATION = [  # (name, grid, curve, nominal μ, n, chance, τ: the probit shift, sideways: the spread of log μ)
+    ("eq1, small chip-to-chip spread", FINE, lambda s: eq1(s, 0.5, 0.08, 0.9, 0.1), 0.5, 1000, 0.1, 0.1, 0.0),
+    ("log-σ logistic, large spread", FINE, lambda s: log_logistic(s, 0.5, 3, 0.66, 0.1), 0.5, 2000, 0.1, 0.3, 0.0),
+    ("log-σ logistic, small sideways spread", FINE, lambda s: log_logistic(s, 0.5, 3, 0.66, 0.1), 0.5, 2000, 0.1, 0.0, 0.05),
+    ("eq1, large sideways spread", FINE, lambda s: eq1(s, 0.5, 0.08, 0.9, 0.1), 0.5, 1000, 0.1, 0.0, 0.2),
+    ("eq1, probit and sideways", FINE, lambda s: eq1(s, 0.5, 0.08, 0.9, 0.1), 0.5, 1000, 0.1, 0.2, 0.1),
 ]
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("case", WEIGHT_CALIBRATION, ids=[c[0] for c in WEIGHT_CALIBRATION])
 def test_calibration_of_weight_noise(case):
-    """Weight noise (``repeat_shift``): at the default 10 repeats μ ± err covers the true μ in 60–76 %
-    of 400 curves, μ ± 1.96 err in ≥ 90 %, bias < 2 %. Without the repeat shift the same curves
-    cover 49 % (the first setting): the draws' sharing must be modelled."""
-    name, grid, curve, mu, n, chance, tau = case
+    """Weight noise (``repeat_shift``): at the default 10 repeats μ ± err covers the true μ
+    (:func:`true_mu`) in 60–76 % of 400 curves, μ ± 1.96 err in ≥ 90 %, bias < 2 %, whether the
+    chips shift the curve in probit terms, sideways in log σ or both. Without the repeat shift
+    the first setting's curves cover 52 %: the draws' sharing must be modelled."""
+    name, grid, curve, nominal, n, chance, tau, sideways = case
+    mu = true_mu(curve, nominal, sideways)
     rng = np.random.default_rng(zlib.crc32(name.encode()))
-    fits = _fit_all(grid, [draw_per_repeat(rng, grid, curve, n, 10, tau) for _ in range(400)], chance, n,
-                    repeat_shift=True)  # fmt: skip
+    fits = _fit_all(grid, [draw_per_repeat(rng, grid, curve, n, 10, tau, sideways=sideways) for _ in range(400)],
+                    chance, n, repeat_shift=True)  # fmt: skip
     est = np.array([m for status, m, _ in fits if status == "ok"])
     z = np.abs(np.array([(m - mu) / e for status, m, e in fits if status == "ok"]))
     assert len(est) >= 360 and abs(np.mean(est) / mu - 1) < 0.02
     assert 0.60 <= np.mean(z < 1) <= 0.76 and np.mean(z < 1.96) >= 0.90
+
+
+def test_repeat_shift_follows_chips_that_move_the_curve_sideways():
+    """Ten chips whose curves are one curve moved in log σ (μ·exp(0.05·h), no sample noise): the
+    repeat shift's variance per σ is their whole spread, peaked in the drop and nothing on the
+    plateaus; the probit shape alone would put it on the plateaus and miss nine tenths of the peak."""
+    h = np.random.default_rng(6).standard_normal(10)
+    acc = log_logistic(np.outer(FINE, np.exp(-0.05 * h)), 0.5, 3, 0.66, 0.1)
+    spread = acc.var(axis=1, ddof=1)
+    shift = np.diag(fitmod._repeat_shift(acc, acc.mean(axis=1), FINE))
+    assert np.allclose(shift, spread, rtol=0, atol=0.1 * spread.max())
+    assert shift[0] < 1e-4 * spread.max()
 
 
 def test_coarse_grid_is_bracketed_and_the_bracket_holds_the_truth():

@@ -248,6 +248,90 @@ def test_if_branch_points_are_listed_and_walked(tmp_path):
     assert [p["tensor"] for p in report["not_run"]] == ["e_o"]
 
 
+def cf_model(path: Path) -> Path:
+    """Points before, at and after an If whose branches read an outer-scope value (``r``)."""
+    rng = np.random.default_rng(0)
+    w1, w2, w3 = (rng.standard_normal(s).astype(np.float32) for s in [(8, 16), (16, 6), (16, 6)])
+    then = helper.make_graph([helper.make_node("MatMul", ["r", "W2"], ["t_o"])], "then", [],
+                             [helper.make_tensor_value_info("t_o", TensorProto.FLOAT, None)])  # fmt: skip
+    other = helper.make_graph([helper.make_node("MatMul", ["r", "W3"], ["e_o"])], "else", [],
+                              [helper.make_tensor_value_info("e_o", TensorProto.FLOAT, None)])  # fmt: skip
+    nodes = [helper.make_node("MatMul", ["x", "W1"], ["h"]), helper.make_node("Relu", ["h"], ["r"]),
+             helper.make_node("ReduceMax", ["x"], ["m"], keepdims=0), helper.make_node("Greater", ["m", "thr"], ["c"]),
+             helper.make_node("If", ["c"], ["y0"], then_branch=then, else_branch=other, name="If_0"),
+             helper.make_node("Add", ["y0", "b"], ["y"])]  # fmt: skip
+    inits = [numpy_helper.from_array(a, n) for a, n in [(w1, "W1"), (w2, "W2"), (w3, "W3"), (np.float32(-100.0), "thr"),
+                                                          (np.full(6, 0.1, np.float32), "b")]]  # fmt: skip
+    graph = helper.make_graph(nodes, "cf", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 6])], inits)  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return path
+
+
+def quantized_agreement(path: Path, x: np.ndarray, names: list[str], bits: int) -> int:
+    """Samples whose prediction survives b-bit quantisation (q = clip(round(v/s), −n, n)·s, n = 2^(b−1) − 1,
+    s = max|clean v|/n) of the values ``names``, written into the graph with plain onnx edits: each
+    value's producer (or the graph input) is renamed and Div/Round/Clip/Mul right after it recreate
+    the value, so every reader, the If's branches included, reads it quantised; the whole graph run
+    by onnxruntime."""
+    import onnxruntime as ort
+
+    probe = onnx.load(str(path))
+    inner = [n for n in names if n not in ("x", "y")]
+    probe.graph.output.extend([helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in inner])
+    clean = ort.InferenceSession(probe.SerializeToString()).run(None, {"x": x})
+    tops = {"x": np.abs(x).max(), "y": np.abs(clean[0]).max()} | {n: np.abs(v).max() for n, v in zip(inner, clean[1:], strict=True)}
+    n = 2 ** (bits - 1) - 1
+    model = onnx.load(str(path))
+    g = model.graph
+    for name in names:
+        raw = f"{name}_raw"
+        at = 0
+        for i, node in enumerate(g.node):
+            if name in node.output:
+                node.output[:] = [raw if o == name else o for o in node.output]
+                at = i + 1
+        for value in g.input:
+            value.name = raw if value.name == name else value.name
+        g.initializer.extend([numpy_helper.from_array(np.float32(v), f"{name}_{k}")
+                              for k, v in (("step", tops[name] / n), ("lo", -n), ("hi", n))])  # fmt: skip
+        chain = [helper.make_node("Div", [raw, f"{name}_step"], [f"{name}_d"]), helper.make_node("Round", [f"{name}_d"], [f"{name}_r"]),
+                 helper.make_node("Clip", [f"{name}_r", f"{name}_lo", f"{name}_hi"], [f"{name}_c"]),
+                 helper.make_node("Mul", [f"{name}_c", f"{name}_step"], [name])]  # fmt: skip
+        for k, node in enumerate(chain):
+            g.node.insert(at + k, node)
+    noisy = ort.InferenceSession(model.SerializeToString()).run(None, {"x_raw" if "x" in names else "x": x})[0]
+    return int(np.sum(noisy.argmax(1) == clean[0].argmax(1)))
+
+
+def test_numpy_models_walk_and_sweep_graphs_with_control_flow(tmp_path):
+    """Quantisation (applied in numpy between graph runs) on a graph with an If whose branches read
+    an outer-scope value: walking a point before the If and the global sweep over every top-level
+    point equal the same quantisers written into the graph with plain onnx edits, run whole by
+    onnxruntime, at every bit width; points inside the branches are skipped with their reason."""
+    import wn_onnx
+
+    path = cf_model(tmp_path / "cf.onnx")
+    x = np.random.default_rng(1).standard_normal((300, 8)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    bits = [2, 3, 4, 6, 8]
+    report = wn_onnx.scan(str(path), str(tmp_path / "x.npy"), noise="quant", mode="both", label_free=True, levels=bits)
+    assert [p.tensor for p in report.points] == ["x", "h", "r", "y0", "y"]
+    assert [s["tensor"] for s in report.to_json()["skipped"]] == ["e_o", "t_o"]
+    assert all("inside If_0/" in s["reason"] for s in report.to_json()["skipped"])
+    walked = {p.tensor: p for p in report.points}
+    for name in ("h", "r"):
+        got = np.round(np.asarray(walked[name].accuracy)[:, 0] * len(x)).astype(int)
+        levels = [bits.index(b) for b in sorted(bits, reverse=True)]  # the report's σ = 2^-b ascend: bits descend
+        assert got.tolist() == [quantized_agreement(path, x, [name], bits[i]) for i in levels], name
+    got = np.round(np.asarray(report.global_.accuracy)[:, 0] * len(x)).astype(int)
+    every = ["x", "h", "r", "y0", "y"]
+    assert got.tolist() == [quantized_agreement(path, x, every, b) for b in sorted(bits, reverse=True)]
+    assert got[-1] < got[0]
+
+
 def test_loop_body_points_are_skipped_with_their_reason(tmp_path):
     """A network inside a Loop body: its points are listed as not walkable; a scan reports them
     as skipped and walks the rest."""

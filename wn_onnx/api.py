@@ -35,7 +35,7 @@ if TYPE_CHECKING:  # loaded where used: onnx, onnx_ir and scipy stay out of the 
 __all__ = [
     "DEFAULT_DATA", "DEFAULT_MODEL", "Converters", "Curve", "Dataset", "LoadedModel", "NoiseModel", "Plan", "Point",
     "Report", "ScanConfig", "ScanInterrupted", "Verdict", "apply_plan", "binarize", "check", "check_config",
-    "check_model", "digital", "find_points", "fit_curve", "load_data", "load_model", "make_noise", "mixed",
+    "digital", "find_points", "fit_curve", "load_data", "load_model", "make_noise", "mixed",
     "not_points", "plan", "read_report", "scan", "scan_config", "train", "weight_magnitudes",
 ]  # fmt: skip
 
@@ -174,14 +174,6 @@ def scan_config(config: ScanConfig | None = None, **overrides: object) -> ScanCo
             raise ConfigError("levels and sigmas name the same grid: give one")
         overrides["levels"] = overrides.pop("sigmas")
     return (config or ScanConfig()).replace(**overrides) if overrides else (config or ScanConfig())
-
-
-def check_model(config: ScanConfig, model: ModelLike) -> None:
-    """What ``config`` cannot know before ``model`` is loaded (control flow in the graph), checked
-    before a long run starts."""
-    from wn_onnx.scanner import check_model as check
-
-    check(config, _model(model))
 
 
 def scan(

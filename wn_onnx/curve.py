@@ -91,7 +91,8 @@ def sequential_curve(
 ) -> dict:
     """μ of one curve by the sequential estimator (wn_onnx.results.sequential) from per-sample outcomes
     of ``ev`` at σ in the grid's range; ``key`` makes the curve's sample order its own;
-    ``scale``: relative σ of a walked point (σ in units of this std, as the grid's curve keeps it)."""
+    ``scale``: relative σ of a walked point (σ in units of this std, as the grid's curve keeps it).
+    Weight noise (``base.repeat_shift``) is one draw per repeat: its trials cycle over the repeats."""
     swept = st.sigmas[np.any(np.stack(st.spec.components(st.sigmas)) > 0, axis=0)]
 
     def outcomes(sigma: float, rows: np.ndarray, repeat: int) -> tuple[np.ndarray, np.ndarray]:
@@ -99,7 +100,7 @@ def sequential_curve(
 
     return estimate(outcomes, len(data), st.repeats, float(swept[swept > 0].min()), float(swept.max()), base.clean,
                     base.chance, len(swept) * len(data) * st.repeats, tolerance, [st.seed, ORDER_STREAM, *key],
-                    base.clean_variance)  # fmt: skip
+                    base.clean_variance, chips=base.repeat_shift)  # fmt: skip
 
 COARSE_POINTS = 9  # adaptive: evenly spaced grid indices measured first
 

@@ -3,8 +3,7 @@
 ``wn_onnx.scan``, ``check``, ``plan --evaluate`` and ``analyze`` and every command of the CLI
 build a :class:`ScanConfig`; the scanner and its workers read it. A setting out of range, or
 two settings that exclude each other, is one :class:`~wn_onnx.errors.ConfigError` line here,
-whoever made the configuration. What depends on the model (control flow in the graph) is
-checked once the model is loaded (``wn_onnx.scanner.check_model``).
+whoever made the configuration.
 """
 
 from __future__ import annotations
@@ -18,7 +17,7 @@ import numpy as np
 from wn_onnx.errors import ConfigError
 from wn_onnx.io.config import MAX_PARALLEL, MAX_REPEATS, MAX_SEED
 from wn_onnx.metrics import get_metric
-from wn_onnx.noise import TARGETS, NoiseModel, NoiseSpec, default_repeats, make_noise
+from wn_onnx.noise import TARGETS, NoiseModel, default_repeats, make_noise
 from wn_onnx.noise.converters import Converters, ConvertersModel
 
 if TYPE_CHECKING:
@@ -190,16 +189,11 @@ class ScanConfig:
             raise ConfigError(f"noise model {spec.name!r} acts on {' and '.join(spec.targets)}, not on {self.on}{hint}")
         if self.on == "activations" and getattr(spec, "weight_scale", None) is not None:
             raise ConfigError("--weight-scale applies to weight noise (--on weights)")
-        if self.on == "activations" and not isinstance(spec, NoiseSpec) and self.estimator == "sequential":
-            raise ConfigError(f"noise model {spec.name!r} on activations runs with the grid estimator only")
         if self.on == "weights" and getattr(spec, "percentile", None) is not None:
             raise ConfigError("--percentile clips activations; a weight's quantiser takes its largest |w| (--per-tensor for one scale)")
         if self.on == "weights" and not self.deterministic and self.repeats < 2:
             raise ConfigError("weight noise is one draw per repeat (one chip): one repeat cannot tell the spread between "
                               "chips; give --repeats 2 or more")  # fmt: skip
-        if self.on == "weights" and self.estimator == "sequential":
-            raise ConfigError("the sequential estimator treats samples as independent trials; weight noise is one draw "
-                              "per repeat that all samples share: use the grid estimator")  # fmt: skip
         if self.sigma_scale == "std" and (spec.kind != "add" or self.on == "weights"):
             raise ConfigError("σ relative to the activation std applies to additive noise on activations "
                               "(multiplicative noise is relative already, additive weight noise is relative to max|W|)")  # fmt: skip
@@ -217,6 +211,9 @@ class ScanConfig:
                               "σ ratio, not a fixed component")  # fmt: skip
         if not np.any(self.sigmas > 0):
             raise ConfigError("the sequential estimator needs a σ range: the grid has no σ > 0")
+        if self.spec.axis.integer:
+            raise ConfigError(f"the sequential estimator places trials on a continuous axis; {self.spec.axis.name} are whole "
+                              "numbers, each measured once on every sample by the grid (use --estimator grid)")  # fmt: skip
 
 
 _KIND_NAMES = {bool: "true or false", str: "a text", (str, type(None)): "a text or None", (int, float): "a number",

@@ -18,10 +18,9 @@ import numpy as np
 from wn_onnx import __version__
 from wn_onnx.curve import Levels, clean_pass, measure_curve, sequential_curve, stored_curve
 from wn_onnx.engine import Counts, Engine, SweepSettings, providers_for
-from wn_onnx.errors import ConfigError, ScanInterrupted, WnError
+from wn_onnx.errors import ScanInterrupted, WnError
 from wn_onnx.executors import Executor, executor_for
 from wn_onnx.graph_passes import Point, select_points
-from wn_onnx.graph_passes.extract import has_subgraphs
 from wn_onnx.graph_passes.weights import points_on
 from wn_onnx.io.data import Dataset, Inputs
 from wn_onnx.io.model import LoadedModel
@@ -33,14 +32,6 @@ from wn_onnx.scan_config import ScanConfig
 
 FEED_VALUES = 16  # a fed constant of at most this many values is recorded as they are
 Progress = Callable[[str, int], Callable[[float], None]]
-
-
-def check_model(config: ScanConfig, loaded: LoadedModel) -> None:
-    """What the configuration cannot know before the model is loaded, one clear line each."""
-    spec = config.spec
-    if config.on == "activations" and not isinstance(spec, NoiseSpec) and config.mode != "walking" and has_subgraphs(loaded.model.graph):
-        raise ConfigError(f"the global sweep of noise model {spec.name!r} cuts the graph at its points, which a graph "
-                          "with control flow (If, Loop, Scan) does not allow: walk its points (--mode walking)")  # fmt: skip
 
 
 @dataclass
@@ -80,7 +71,6 @@ def run_scan(
     curves go to ``store`` as they complete; with ``resume`` the ones already there are taken
     instead of recomputed. Ctrl-C raises :class:`ScanInterrupted` with the partial report.
     """
-    check_model(config, loaded)
     st = config.settings()
     engine = Engine(loaded, providers_for(config.device), config.threads, config.memory)
     chosen, skipped = _selected(loaded, config)
@@ -115,10 +105,19 @@ def run_scan(
 def _selected(loaded: LoadedModel, config: ScanConfig) -> tuple[list[Point], list[dict]]:
     """(the selected points that can carry noise, the report entries of those that cannot)."""
     selected = select_points(points_on(loaded.model, config.on, config.granularity, loaded.path), config.at)
+    if config.on == "activations" and not isinstance(config.spec, NoiseSpec):
+        selected = [p if not p.path or p.unsupported else replace(p, unsupported=_in_body(config.spec.name, p.path))
+                    for p in selected]  # fmt: skip
     chosen = [p for p in selected if not p.unsupported]
     if not chosen:
         raise WnError(f"no selected point can carry noise: point {selected[0].index}: {selected[0].unsupported}")
     return chosen, [{**p.to_json(), "reason": p.unsupported} for p in selected if p.unsupported]
+
+
+def _in_body(name: str, path: str) -> str:
+    """Why a model applied in numpy (between graph runs, engine/numpy_noise.py) skips a point inside control flow."""
+    return (f"noise model {name!r} is applied between graph runs, which cannot reach a value inside {path}; "
+            "Gaussian noise (add, mul, mixed) can")  # fmt: skip
 
 
 def _computed(engine: Engine, chosen: list[Point], data: Dataset, batch_size: int) -> tuple[list[Point], list[dict]]:

@@ -121,7 +121,6 @@ def scan_command(
     config = api.scan_config(**noise.scan_settings(), **data.scan_settings(), **how.scan_settings())
     loaded = api.load_model(model, output)
     batch_note(loaded, str(model), config.batch_size)
-    api.check_model(config, loaded)  # before the progress bar: a refusal is its one line
     dataset = data.read(loaded, config)
     bar, factory = _progress(not quiet and not as_json)
     start = time.perf_counter()

@@ -18,7 +18,7 @@ import numpy as np
 import onnx_ir as ir
 import onnxruntime as ort
 
-from wn_onnx.engine.draws import PLAN_STREAM, draw_at
+from wn_onnx.engine.draws import PLAN_STREAM, WALK_STREAM, draw_at
 from wn_onnx.engine.global_noise import GlobalNoise
 from wn_onnx.engine.memory import Budget, Share, peak_live
 from wn_onnx.engine.numpy_noise import NumpyGlobal, NumpyWalk
@@ -343,7 +343,10 @@ class Engine:
                 return WeightGlobal(self.routes, [point], st, self.layer_ranges([point], data, st))
             return WeightWalk(self.routes, point, st, self.layer_ranges([point], data, st))
         if not isinstance(st.spec, NoiseSpec):
-            return NumpyWalk(self.routes, point, st, self.activation_reference(point, data, st))
+            ref = self.activation_reference(point, data, st)
+            if self.routes.subgraphs:  # outer-scope reads hide the suffix's inputs: run the graph in two stages
+                return NumpyGlobal(self.routes, [point], st, {point.index: ref}, WALK_STREAM)
+            return NumpyWalk(self.routes, point, st, ref)
         if st.walk == "full" or self.routes.subgraphs:
             return FullGraph(self.routes, point, all_points or [point], st, self.run_noisy, cache)
         route = self.routes.route(point, st.spec, next(self.batches(data, st.batch_size))[1])

@@ -5,7 +5,8 @@
   after the point;
 * :class:`NumpyGlobal`: every point perturbed, the graph run in stages cut at the points in graph
   order — each stage computes the next point from the graph's inputs and the points already
-  perturbed, which are fed to it perturbed — then the rest of the graph.
+  perturbed, which are fed to it perturbed — then the rest of the graph. With one point it is
+  the walk on a graph with control flow, whose outer-scope reads hide the suffix's inputs.
 
 A random model draws per sample, from ``[seed, stream, point, *key, PER_SAMPLE, sample]``: a
 sample receives the same numbers whatever the batching (a value without a sample axis gets one
@@ -100,13 +101,15 @@ def perturb_rows(st: SweepSettings, value: np.ndarray, axis: int | None, sa: flo
 
 
 class NumpyGlobal:
-    """Every point perturbed at the same strength, the graph run in stages cut at the points."""
+    """Every point perturbed at the same strength, the graph run in stages cut at the points;
+    ``stream``: WALK_STREAM when it walks one point (the draws NumpyWalk gives it)."""
 
     cache_tag = None
 
-    def __init__(self, routes: Routes, points: list[Point], st: SweepSettings, refs: dict[int, Reference]) -> None:
+    def __init__(self, routes: Routes, points: list[Point], st: SweepSettings, refs: dict[int, Reference],
+                 stream: int = GLOBAL_STREAM) -> None:  # fmt: skip
         loaded = routes.loaded
-        self.routes, self.points, self.st, self.refs = routes, points, st, refs
+        self.routes, self.points, self.st, self.refs, self.stream = routes, points, st, refs, stream
         self.top = float(st.top if st.top is not None else np.max(st.sigmas))
         self.output = loaded.output_name
         known = list(loaded.inputs)
@@ -148,7 +151,7 @@ class NumpyGlobal:
                     break
                 axis = self.axes[p.index]
                 if p.index not in kept:  # a point's draws depend on its shape only: made once per (batch, key)
-                    kept[p.index] = draws_for(self.st, self.top, GLOBAL_STREAM, p, key, values[target], axis, self.first,
+                    kept[p.index] = draws_for(self.st, self.top, self.stream, p, key, values[target], axis, self.first,
                                               self.batch)  # fmt: skip
                 values[target] = perturb_rows(self.st, values[target], axis, float(a), float(m), kept[p.index],
                                               self.refs[p.index])  # fmt: skip

@@ -230,25 +230,41 @@ def correlation(p: np.ndarray, repeats: int, r2: float, fixed: np.ndarray, share
 ONE_SD = float(ndtr(1.0))  # the share of a normal below +1 s.d. (0.841)
 
 
-def _repeat_shift(accuracy: np.ndarray, p: np.ndarray, clean: np.ndarray) -> np.ndarray:
-    """Per σ, the standard deviation over repeats of the shift a draw shared by every sample of a
-    repeat gives the curve (weight noise: one programmed chip per repeat; docs/method.md, "Weight
-    noise"). In probit terms a repeat moves every sample's breaking point by one amount g, so its
-    accuracy moves by φ(Φ⁻¹(p))·κ·g at every σ at once: the repeats' deviations from the mean curve
-    are regressed on that shape, κ² is their variance less what the samples' own draws put into
-    the regression, and the shift is κ·φ(Φ⁻¹(p)) (0 at σ = 0, which scores the clean model)."""
-    shape = np.where(clean, 0.0, np.exp(-0.5 * ndtri(p) ** 2) / np.sqrt(2 * np.pi))
-    norm = float(shape @ shape)
-    if norm <= 0:
-        return np.zeros_like(p)
+def _repeat_shapes(p: np.ndarray, sigma: np.ndarray) -> np.ndarray:
+    """The two ways a draw shared by every sample of a repeat moves its curve (columns; 0 at σ = 0,
+    which scores the clean model): a probit shift of every sample's breaking point, φ(Φ⁻¹(p)), and
+    a sideways shift in log σ, −∂p/∂log σ of the mean curve, which leaves the plateaus where they
+    are (docs/method.md, "Weight noise")."""
+    moving = sigma > 0
+    sideways = np.zeros_like(p)
+    if np.count_nonzero(moving) > 1:  # central differences on the grid (sorted, distinct σ)
+        sideways[moving] = -np.gradient(p[moving], np.log(sigma[moving]))
+    probit = np.where(moving, np.exp(-0.5 * ndtri(p) ** 2) / np.sqrt(2 * np.pi), 0.0)
+    return np.stack([probit, sideways], axis=1)
+
+
+def _repeat_shift(accuracy: np.ndarray, p: np.ndarray, sigma: np.ndarray) -> np.ndarray:
+    """The covariance between σ values of the shift a draw shared by every sample of a repeat gives
+    the curve (weight noise: one programmed chip per repeat; docs/method.md, "Weight noise"). A chip
+    moves the curve in a mixture of :func:`_repeat_shapes`; the repeats' deviations from the mean
+    curve are projected on those shapes (an orthonormal basis of their span, so that shapes that
+    nearly coincide count once), the coefficients' covariance over repeats less what the samples'
+    own draws put into them — the variance per value the shapes leave, in every direction — is
+    held positive semi-definite, and mapped back to σ."""
+    shapes = _repeat_shapes(p, sigma)
+    basis, strength, _ = np.linalg.svd(shapes, full_matrices=False)
+    if strength[0] <= 0:
+        return np.zeros((len(p), len(p)))
+    basis = basis[:, strength > 1e-6 * strength[0]]
     dev = accuracy - accuracy.mean(axis=1, keepdims=True)
-    g = shape @ dev / norm  # each repeat's shift, in units of the shape
-    rest = dev - np.outer(shape, g)
-    repeats = accuracy.shape[1]
-    rows = int(np.count_nonzero(~clean))  # σ = 0 rows score the clean model: no residual there
-    noise = float(np.sum(rest**2)) / max((rows - 1) * (repeats - 1), 1)  # per-value variance the shape leaves
-    kappa2 = max(float(np.var(g, ddof=1)) - noise / norm, 0.0)
-    return np.sqrt(kappa2) * shape
+    coef = basis.T @ dev  # each repeat's shift along each direction
+    rest = dev - basis @ coef
+    repeats, k = accuracy.shape[1], basis.shape[1]
+    rows = int(np.count_nonzero(sigma > 0))  # σ = 0 rows score the clean model: no residual there
+    noise = float(np.sum(rest**2)) / max((rows - k) * (repeats - 1), 1)  # per-value variance the shapes leave
+    values, vectors = np.linalg.eigh(np.atleast_2d(np.cov(coef)) - noise * np.eye(k))
+    inner = (vectors * np.maximum(values, 0.0)) @ vectors.T
+    return basis @ inner @ basis.T
 
 
 @dataclass
@@ -282,24 +298,24 @@ class _Measured:
         values = np.concatenate([head, y]).astype(np.float64)
         p = _inside_unit(values, n)
         py = p[len(head) :]
-        shift = np.zeros_like(y)
+        shift = np.zeros((len(y), len(y)))  # the covariance of one repeat's shift between σ values
         if repeat_shift and repeats > 1:  # one draw per repeat, shared by every sample: a shift of the whole curve
-            shift = _repeat_shift(accuracy, py, sigma == 0)
+            shift = _repeat_shift(accuracy, py, sigma)
             single = binomial_se(y, n) ** 2 if var is None else var / max(int(n), 1)
-            spread = np.minimum(np.maximum(spread - shift**2, 0.0), single)  # what is left: the samples' own draws
-            # κ² rests on R − 1 degrees of freedom: its error widened by Student's t (its 84th percentile)
-            shift = shift * float(stdtrit(repeats - 1, ONE_SD))
-            dy = np.sqrt(np.maximum(single - spread, 0.0) + (spread + shift**2) / repeats)
+            spread = np.minimum(np.maximum(spread - np.diag(shift), 0.0), single)  # what is left: the samples' own draws
+            # the shift's covariance rests on R − 1 degrees of freedom: widened by Student's t (its 84th percentile)
+            shift = shift * float(stdtrit(repeats - 1, ONE_SD)) ** 2
+            dy = np.sqrt(np.maximum(single - spread, 0.0) + (spread + np.diag(shift)) / repeats)
         between = py * (1 - py) - n * spread if var is None else py * (1 - py) * (1 - n * spread / var)
         r2 = shared_part(py, between) if repeats > 1 else 1.0
         clean_err = [] if clean is None else [float(binomial_se(clean, n) if var is None else np.sqrt(clean_var / n))]
         errs = np.concatenate([clean_err, dy])
-        own = np.sqrt(np.maximum(dy**2 - shift**2 / repeats, 0.0))  # the part of Δy that correlates as a survival curve
+        own = np.sqrt(np.maximum(dy**2 - np.diag(shift) / repeats, 0.0))  # the part of Δy that correlates as a survival curve
         fixed = np.concatenate([head, sigma == 0]).astype(bool)  # σ = 0 scores the clean model in every repeat
         corr = correlation(p, repeats, r2, fixed, shared_draws)
         base = np.concatenate([errs[: len(head)], own])
-        moved = np.concatenate([np.zeros(len(head)), shift])
-        cov = corr * np.outer(base, base) + np.outer(moved, moved) / repeats
+        cov = corr * np.outer(base, base)
+        cov[len(head) :, len(head) :] += shift / repeats
         return cls(sigma, y, dy, values, errs, cov, len(head))
 
     def level(self, weights: np.ndarray) -> tuple[float, float]:

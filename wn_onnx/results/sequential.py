@@ -25,9 +25,19 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy.special import chdtrc, xlogy  # chdtrc = chi2.sf without importing scipy.stats (0.6 s)
+from scipy.special import chdtrc, stdtrit, xlogy  # chdtrc = chi2.sf without importing scipy.stats (0.6 s)
 
-from wn_onnx.results.fit import _UNIT, CHANCE_MARGIN, FIT_KEYS, MIN_DROP, SHAPES, SIGNIFICANT, binomial_se
+from wn_onnx.results.fit import (
+    _UNIT,
+    CHANCE_MARGIN,
+    FIT_KEYS,
+    FLAT_TAIL,
+    MIN_DROP,
+    ONE_SD,
+    SHAPES,
+    SIGNIFICANT,
+    binomial_se,
+)
 
 LAPSE = 1e-3  # outcomes against the curve at this rate on both ends (psychophysics' lapses)
 M_POINTS = 61  # grid of log μ (zoomed onto the posterior as it narrows)
@@ -60,13 +70,29 @@ class Trials:
     k: dict[float, float] = field(default_factory=dict)
     sq: dict[float, float] = field(default_factory=dict)
     bad: dict[float, int] = field(default_factory=dict)
+    chips: dict[int, Trials] = field(default_factory=dict)  # per repeat, when a repeat is one shared draw
 
-    def add(self, sigma: float, correct: np.ndarray, nonfinite: np.ndarray) -> None:
+    def add(self, sigma: float, correct: np.ndarray, nonfinite: np.ndarray, chip: int | None = None) -> None:
+        """Outcomes of trials at ``sigma``; ``chip``: the repeat they ran under, kept apart when each
+        repeat is one draw that all its samples share (weight noise: one programmed chip)."""
         correct = np.asarray(correct, np.float64)  # booleans would make correct @ correct a bool, not a count
         self.n[sigma] = self.n.get(sigma, 0) + len(correct)
         self.k[sigma] = self.k.get(sigma, 0.0) + float(correct.sum())
         self.sq[sigma] = self.sq.get(sigma, 0.0) + float(correct @ correct)
         self.bad[sigma] = self.bad.get(sigma, 0) + int(nonfinite.sum())
+        if chip is not None:
+            self.chips.setdefault(chip, Trials()).add(sigma, correct, nonfinite)
+
+    def without(self, chip: int) -> Trials:
+        """The trials of every chip but ``chip`` (a σ that only it measured left out)."""
+        gone, rest = self.chips[chip], Trials()
+        for s, n in self.n.items():
+            if n > gone.n.get(s, 0):
+                rest.n[s] = n - gone.n.get(s, 0)
+                rest.k[s] = self.k[s] - gone.k.get(s, 0.0)
+                rest.sq[s] = self.sq[s] - gone.sq.get(s, 0.0)
+                rest.bad[s] = self.bad[s] - gone.bad.get(s, 0)
+        return rest
 
     def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         sigma = np.array(sorted(self.n))
@@ -107,6 +133,12 @@ class Posterior:
     def __init__(self, a_max: float, a_min: float, lo: float, hi: float) -> None:
         self.a_max, self.a_min, self.lo, self.hi = a_max, a_min, lo, hi
         self.window = (lo, hi)  # the log-μ grid of the last fit
+
+    def like(self, a_min: float) -> Posterior:
+        """The same posterior's settings with another a_min, on the same log-μ window."""
+        other = Posterior(self.a_max, a_min, self.lo, self.hi)
+        other.window = self.window
+        return other
 
     def p(self, sigma: np.ndarray, shape: np.ndarray, m: np.ndarray, s: np.ndarray) -> np.ndarray:
         """P(correct) at each σ (rows) for each parameter set (columns: shape index, sorted;
@@ -263,6 +295,7 @@ def estimate(
     tolerance: float = 0.05,
     seed: int | list[int] = 0,
     clean_variance: float | None = None,
+    chips: bool = False,
 ) -> dict:
     """μ of one curve from per-sample trials; a curve in the report's keys (docs/method.md).
 
@@ -271,13 +304,24 @@ def estimate(
     repeat before the next repeat, and start over when all are used. ``grid_evaluations``: what
     the full grid would evaluate (its trials), the yardstick of ``sequential.fraction`` and the
     source of the budget (MAX_FRACTION of it). ``clean_variance``: the clean scores' variance
-    when they are fractional (a_max's error), None for 0/1 scores."""
+    when they are fractional (a_max's error), None for 0/1 scores. ``chips``: each repeat is one draw
+    that all its samples share (weight noise): trials cycle over the repeats, every batch spread
+    evenly over them, and μ's error is a jackknife over repeats."""
     rng = np.random.default_rng(seed)
     order = [(r, rng.permutation(n_samples)) for r in range(repeats)]
     cursor = [0]
 
     def run(sigma: float, count: int, trials: Trials) -> None:
-        """``count`` trials at ``sigma``, the next (sample, repeat) pairs in order."""
+        """``count`` trials at ``sigma``, the next (sample, repeat) pairs in order: every sample of
+        one repeat before the next repeat, or with ``chips`` pair i from repeat i mod repeats."""
+        if chips:
+            pairs = np.arange(cursor[0], cursor[0] + count)
+            cursor[0] += count
+            for repeat, perm in order:
+                mine = pairs[pairs % repeats == repeat] // repeats
+                if mine.size:
+                    trials.add(sigma, *outcomes(sigma, perm[mine % n_samples], repeat), chip=repeat)
+            return
         while count > 0:
             slot, at = divmod(cursor[0], n_samples)
             repeat, perm = order[slot % repeats]
@@ -292,11 +336,22 @@ def estimate(
     pairs = n_samples * repeats
     probe = min(PROBE, pairs)
 
-    def bottom() -> tuple[float, float, bool]:
-        """(a_min, its error, measured): the accuracy at the largest σ where that lies clearly
-        above chance (as the grid fit decides), else chance."""
+    tail = sigma_hi / 10 if sigma_hi / 10 > sigma_lo else float(np.sqrt(sigma_lo * sigma_hi))  # the last decade's start
+
+    def above_chance() -> bool:
         y, se = trials.k[sigma_hi] / trials.n[sigma_hi], trials.se(sigma_hi)
-        return (y, se, True) if y - chance > max(SIGNIFICANT * se, CHANCE_MARGIN * span) else (chance, 0.0, False)
+        return y - chance > max(SIGNIFICANT * se, CHANCE_MARGIN * span)
+
+    def bottom() -> tuple[float, float, bool]:
+        """(a_min, its error, measured): as the grid fit decides, the accuracy at the largest σ where
+        that lies clearly above chance and the last decade of σ is flat (a plateau: measured at its
+        start too), else chance — a curve still falling at σ_hi has not shown where it ends."""
+        y, se = trials.k[sigma_hi] / trials.n[sigma_hi], trials.se(sigma_hi)
+        if not above_chance() or tail not in trials.n:
+            return chance, 0.0, False
+        y_tail, se_tail = trials.k[tail] / trials.n[tail], trials.se(tail)
+        flat = abs(y_tail - y) <= max(SIGNIFICANT * max(se, se_tail), FLAT_TAIL * max(a_max - (y + y_tail) / 2, 1e-12))
+        return (y, se, True) if flat else (chance, 0.0, False)
 
     def undecided() -> bool:
         """Whether σ_hi's trials cannot yet say where the curve ends: fewer than A_MIN_TRIALS (a
@@ -309,7 +364,7 @@ def estimate(
         if n_hi < A_MIN_TRIALS:
             return True
         excess, se = trials.k[sigma_hi] / n_hi - chance, trials.se(sigma_hi)
-        return not bottom()[2] and excess > SUGGESTIVE * se and SIGNIFICANT * se > CHANCE_MARGIN * span
+        return not above_chance() and excess > SUGGESTIVE * se and SIGNIFICANT * se > CHANCE_MARGIN * span
 
     # Does the curve fall by σ_hi? Trials there double until the drop is significant, or shown
     # smaller than MIN_DROP of the span, or every (sample, repeat) pair is used: a few dozen trials
@@ -325,6 +380,8 @@ def estimate(
         run(sigma_hi, min(n_hi, pairs - n_hi), trials)
     while reached and undecided():  # where the curve ends decides a_min: measure it until that is clear
         run(sigma_hi, min(max(trials.n[sigma_hi], A_MIN_TRIALS - trials.n[sigma_hi]), pairs - trials.n[sigma_hi]), trials)
+    if reached and above_chance():  # a plateau above chance, or a curve still falling?
+        run(tail, probe, trials)
     a_min, a_min_err, a_min_free = bottom()
     base = {"a_max": a_max, "a_max_err": a_max_err}
 
@@ -335,6 +392,10 @@ def estimate(
     if not reached:
         return done("not-reached", sigma_hi, None, True, bracket=[sigma_hi, None],
                     note=f"accuracy never fell significantly up to σ = {sigma_hi:g}: μ > {sigma_hi:g}")  # fmt: skip
+    y_hi, half = trials.k[sigma_hi] / trials.n[sigma_hi], (a_max + a_min) / 2
+    if y_hi - half > SIGNIFICANT * trials.se(sigma_hi):
+        return done("not-reached", sigma_hi, None, True, bracket=[sigma_hi, None],
+                    note=f"accuracy never fell to the midpoint {half:.3g} up to σ = {sigma_hi:g}: μ > {sigma_hi:g}")  # fmt: skip
     run(sigma_lo, probe, trials)
     y_lo = trials.k[sigma_lo] / trials.n[sigma_lo]
     if (a_max + a_min) / 2 - y_lo > SIGNIFICANT * trials.se(sigma_lo):
@@ -342,8 +403,8 @@ def estimate(
                     note=f"accuracy is already below the midpoint at the smallest σ ({sigma_lo:g}): μ ≤ {sigma_lo:g}")  # fmt: skip
 
     post = Posterior(a_max, a_min, float(np.log(sigma_lo)), float(np.log(sigma_hi)))
-    budget = max(int(MAX_FRACTION * grid_evaluations), MAX_BATCH)
-    steps = 0
+    budget = max(int(MAX_FRACTION * grid_evaluations), 4 * probe)
+    steps, between = 0, 0.0
     while True:
         a_min, a_min_err, a_min_free = bottom()
         post.a_min = a_min
@@ -351,18 +412,23 @@ def estimate(
         mean, sd = _estimate_mu(m, w)
         c_hat, ratio, (shape, slope) = _overdispersion(post, trials, m, w)
         err = sd * np.sqrt(c_hat)
+        if chips and (steps >= MIN_STEPS or trials.total >= budget):  # the chips' own spread, once μ is placed
+            between = _between_chips(post, trials, err)  # the part more trials cannot narrow
+            err = float(np.hypot(err, between))
         part = 0.0  # how far μ moves with a measured a_min (± its error), once the rest is precise
         if a_min_free and (err <= tolerance * mean or trials.total >= budget):
             part = _a_min_part(post, trials, a_min_err)
         converged = steps >= MIN_STEPS and np.hypot(err, part) <= tolerance * mean
         if converged or trials.total >= budget or (part > tolerance * mean and trials.n[sigma_hi] >= pairs):
             break  # done, out of budget, or a_min measured on every (sample, repeat) still moves μ too much
+        if between > tolerance * mean:
+            break  # the repeats differ by more than the tolerance: only more repeats would narrow μ
         if steps >= MIN_STEPS and c_hat > MISFIT:
             break  # no single drop describes the outcomes: more trials would not make μ mean more
         if part > err and trials.n[sigma_hi] < pairs:  # a_min is the larger part of μ's error: measure it
             run(sigma_hi, min(trials.n[sigma_hi], pairs - trials.n[sigma_hi], budget - trials.total), trials)
         else:
-            batch = _batch(trials, float(np.hypot(err, part)) / (tolerance * mean))
+            batch = _batch(trials, float(np.hypot(err, part)) / (tolerance * mean), chips)
             run(post.next_sigma(m, w, trials), min(batch, budget - trials.total), trials)
         steps += 1
     err = float(np.hypot(err, part))
@@ -376,28 +442,42 @@ def estimate(
         fit["bracket"] = [float(v) for v in _quantiles(m, w, [0.025, 0.975])]  # check judges its low end
         return done("poor-fit", mean, err, converged, **fit,
                     note=f"{why} (G²/dof = {ratio:.3g}); the full grid (--estimator grid) shows the curve")  # fmt: skip
-    short = "a_min, measured on every (sample, repeat), moves μ by more than that" if part > tolerance * mean else (
-        f"the budget of {budget} trials ran out")
+    short = ("a_min, measured on every (sample, repeat), moves μ by more than that" if part > tolerance * mean else
+             f"the repeats (chips) alone differ by ±{between:.2g} in μ; more --repeats narrow it"
+             if between > tolerance * mean else f"the budget of {budget} trials ran out")  # fmt: skip
     note = "" if converged else f"μ_err ≤ {tolerance:g}·μ not reached: {short}"
     return done("ok", mean, err, converged, **fit, note=note)
 
 
-def _batch(trials: Trials, ratio: float) -> int:
+def _batch(trials: Trials, ratio: float, chips: bool) -> int:
     """Trials in the next batch: a quarter of those so far, but no more than REMAINING of those
     the tolerance is predicted to still need (μ's error is ``ratio`` × the tolerance and its
-    variance falls as 1/trials), so that the last batch overshoots the stop by little."""
-    needed = trials.total * (ratio**2 - 1)
+    variance falls as 1/trials), so that the last batch overshoots the stop by little. Not with
+    ``chips``: the jackknife over chips does not fall as 1/trials (a batch spread over ten chips
+    moves it by chance), and the shorter last batches left its errors too wide (78 % coverage)."""
+    needed = np.inf if chips else trials.total * (ratio**2 - 1)
     return int(np.clip(min(trials.total / 4, REMAINING * needed), MIN_BATCH, MAX_BATCH))
 
 
 def _a_min_part(post: Posterior, trials: Trials, a_min_err: float) -> float:
     """Half the change of μ between posteriors at a_min ± its error."""
-    ends = []
-    for d in (a_min_err, -a_min_err):
-        moved = Posterior(post.a_max, post.a_min + d, post.lo, post.hi)
-        moved.window = post.window
-        ends.append(_estimate_mu(*moved.fit(trials))[0])
+    ends = [_estimate_mu(*post.like(post.a_min + d).fit(trials))[0] for d in (a_min_err, -a_min_err)]
     return abs(ends[0] - ends[1]) / 2
+
+
+def _between_chips(post: Posterior, trials: Trials, own: float) -> float:
+    """The part of μ's error that the chips (repeats) add, when each is one draw shared by its
+    samples (docs/method.md, "Weight noise"): trials within a chip are not independent, so the
+    posterior's width ``own`` is too narrow. The delete-one-chip jackknife of the posterior median
+    measures the whole error; what it finds beyond ``own`` is the chips' part, widened by Student's
+    t on (chips − 1) degrees of freedom as the grid widens its chip spread."""
+    chips = sorted(trials.chips)
+    if len(chips) < 2:
+        return float("inf")
+    mus = np.array([_estimate_mu(*post.like(post.a_min).fit(trials.without(c)))[0] for c in chips])
+    k = len(mus)
+    whole = (k - 1) / k * float(np.sum((mus - mus.mean()) ** 2))
+    return float(np.sqrt(max(whole - own**2, 0.0)) * stdtrit(k - 1, ONE_SD))
 
 
 def _curve(
