@@ -117,6 +117,14 @@ class Trials:
         own = dict(zip(every, np.where((var > 0) & np.isfinite(measured), np.minimum(measured, 1.0), floor), strict=True))
         return np.where(fractional, [own[s] for s in sigma], 1.0)
 
+    def levels(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(σ, mean score, its standard error) per distinct σ, sorted; the error as fit.binomial_se
+        gives it (clipped off 0 and 1), times √dispersion."""
+        sigma, k, n = self.arrays()
+        y = k / n
+        clipped = np.clip(y, 1 / (n + 1), n / (n + 1))
+        return sigma, y, np.sqrt(clipped * (1 - clipped) / n * self.dispersion(sigma))
+
     def se(self, sigma: float) -> float:
         """Standard error of the mean score at ``sigma`` (the binomial's, times √dispersion)."""
         n = self.n[sigma]
@@ -161,9 +169,7 @@ class Posterior:
         the drop, instead of leaving out the σ where it lies (and the placement, which sees the
         whole curve, sending batch after batch there to no effect)."""
         sigma, k, n = trials.arrays()
-        y = k / n
-        clipped = np.clip(y, 1 / (n + 1), n / (n + 1))  # as fit.binomial_se, per σ
-        se = np.sqrt(clipped * (1 - clipped) / n * trials.dispersion(sigma))
+        _, y, se = trials.levels()
         below_top, above_bottom = y < self.a_max - SIGNIFICANT * se, y > self.a_min + SIGNIFICANT * se
         inside = np.flatnonzero(below_top & above_bottom)
         if inside.size == 0:
@@ -233,15 +239,11 @@ class Posterior:
         core = (depth >= CORE) & (depth <= 1 - CORE) & self.between(trials, cands)
         return float(cands[core][np.argmin(entropy[core])] if core.any() else cands[np.argmin(entropy)])
 
-
     def between(self, trials: Trials, cands: np.ndarray) -> np.ndarray:
         """Per candidate, whether it lies above every σ measured significantly above the core
         band's top (a_max − CORE of the drop) and below every σ measured significantly below
         its bottom."""
-        sigma, k, n = trials.arrays()
-        y = k / n
-        clipped = np.clip(y, 1 / (n + 1), n / (n + 1))
-        se = np.sqrt(clipped * (1 - clipped) / n * trials.dispersion(sigma))
+        sigma, y, se = trials.levels()
         band = CORE * (self.a_max - self.a_min)
         above, below = sigma[y - SIGNIFICANT * se > self.a_max - band], sigma[y + SIGNIFICANT * se < self.a_min + band]
         return (cands > (above.max() if above.size else 0.0)) & (cands < (below.min() if below.size else np.inf))
