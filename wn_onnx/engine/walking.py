@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from wn_onnx.engine.draws import WALK_STREAM, draw_at
+from wn_onnx.engine.draws import walk_draw
 from wn_onnx.engine.round_cache import RoundCache
 from wn_onnx.engine.routes import Route, Routes
 from wn_onnx.engine.sessions import BoundInputs, run
@@ -62,11 +62,11 @@ class WalkPoint:
         return 1
 
     def noise(self, key: tuple[int, ...]) -> list[np.ndarray]:
-        """The point's draw ``key``, as the route evaluates it: carried through the chain's
-        linear part when there is one."""
+        """Draw ``key`` of the walk stream that every point reads (engine.draws), as the route
+        evaluates it: carried through the chain's linear part when there is one."""
         xk, st = self.taps[self.point.tensor], self.st
-        where = (xk.shape, self.axis, st.spec.draws, xk.dtype, self.first, self.batch)
-        z = draw_at(st.seed, WALK_STREAM, (self.point.index, *key), *where)
+        where = (xk.shape, self.axis, st.spec.draws, xk.dtype, self.first, self.batch, self.routes.draws)
+        z = walk_draw(st.seed, key, *where)
         if self.route.chain is None:
             return z
         t = z[0] if st.spec.kind == "add" else xk * z[0]
