@@ -168,8 +168,7 @@ class Engine:
     def sweep_work(self, data: Dataset, st: SweepSettings) -> int:
         """How many configurations a walk or global sweep of ``st`` on ``data`` reports to its
         ``tick``: one per (batch, repeat, σ with noise); σ = 0 is the kept clean result."""
-        active = int(np.count_nonzero(np.any(np.stack(st.spec.components(st.sigmas)) > 0, axis=0)))
-        return -(-len(data) // self.batch_size(st.batch_size)) * st.repeats * active
+        return -(-len(data) // self.batch_size(st.batch_size)) * st.runs(1)
 
     def _per_sample(self, data: Dataset) -> tuple[np.ndarray, float]:
         """A few samples of ``data`` (for the axis probe), and the bytes per sample alive at

@@ -174,7 +174,7 @@ class Routes:
                     and self.sample_axis(self.loaded.output_name, x) == 0
                     and not isinstance(value.shape[axis], int)
                 )
-                self._suffix[key] = (self.sessions.build(model), inputs, stack)
+                self._suffix[key] = (self.sessions.build(model, arena=True), inputs, stack)
         return self._suffix[key]
 
     def after(self, tensor: str) -> tuple[ir.Model, list[str]]:
