@@ -193,6 +193,7 @@ def worker_state(path: str, output: str, x: np.ndarray, y: np.ndarray, providers
     data = Dataset(x, y, "worker")
     engine = Engine(load_model(path, output), providers, threads, memory)
     engine.remember_clean(data, reference)  # computed once by the scan process
+    engine.keep_draws()  # the walk noise of the first point serves the narrower ones after it
     return {"engine": engine, "data": data}
 
 

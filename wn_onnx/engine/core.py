@@ -287,11 +287,17 @@ class Engine:
         if not width or not isinstance(st.spec, NoiseSpec):  # weights and models applied in numpy draw their own
             yield
             return
-        self.routes.draws = WalkDraws(st.spec.draws * width, self.budget.caches // 4)
+        self.keep_draws(st.spec.draws * width)
         try:
             yield
         finally:
             self.routes.draws = None
+
+    def keep_draws(self, width: int = 0) -> None:
+        """From now on walks take their Gaussian noise from rows kept for every point, at least
+        ``width`` numbers a sample wide, in a quarter of the budget's cache share (a worker, which
+        is sent its points one at a time, keeps them for its whole scan)."""
+        self.routes.draws = WalkDraws(width, self.budget.caches // 4)
 
     def run_noisy(
         self,
