@@ -2,12 +2,13 @@
 whole graph run by onnxruntime, nothing cached, stacked, carried or padded by the engine.
 
 Every consumer of a noisy tensor T reads ``T + σ_a·Z``, ``T·(1 + σ_m·Z)`` or the mixed forms,
-written with plain Add/Mul nodes. Z comes from the engine's seeded draws (the same numbers for
+written with plain Add/Mul nodes. Z comes from the seeded draws (the same numbers for
 the same sample), so the engine's shortcuts must reproduce these predictions. The batch axis of
 each tensor is found here independently, by running two batch sizes.
 
 Several inputs are given as ``{name: (array, axis)}``: the array in the graph's layout, its
-samples on ``axis`` (None: the same value for every batch). Scores are computed here too,
+samples on ``axis`` (None: the same value for every batch). Walk noise (WALK_STREAM) is built
+here from its definition (:func:`walk_z`) rather than taken from the engine's draws. Scores are computed here too,
 plainly (:func:`scores`): top1, binary and per-position, with labels or against the clean run;
 or by a plug-in's function on the outputs exactly as onnxruntime returns them.
 """
@@ -22,8 +23,24 @@ import onnx
 import onnxruntime as ort
 from onnx import helper
 
-from wn_onnx.engine.draws import draw_at
+from wn_onnx.engine.draws import PER_BATCH, WALK_STREAM, draw_at
 from wn_onnx.noise import NoiseSpec
+
+
+def walk_z(seed: int, r: int, v: np.ndarray, axis: int | None, count: int, start: int, batch: int) -> list[np.ndarray]:
+    """Walk noise for value ``v`` (samples ``start…`` on ``axis``) in repeat ``r``, from its
+    definition: sample i's numbers are the first ones of generator [seed, WALK_STREAM, r, i], in
+    the order of the sample's own values, the second array (mixed noise) after the first; a value
+    without a sample axis takes one generator for the batch."""
+    if axis is None:
+        rng = np.random.default_rng([seed, WALK_STREAM, r, PER_BATCH, batch])
+        return [rng.standard_normal(v.shape, dtype=np.float32).astype(v.dtype) for _ in range(count)]
+    rows = np.moveaxis(v, axis, 0)
+    per = rows[0].size
+    numbers = [np.random.default_rng([seed, WALK_STREAM, r, start + i]).standard_normal(count * per, dtype=np.float32)
+               for i in range(len(rows))]  # fmt: skip
+    return [np.moveaxis(np.stack([n[c * per : (c + 1) * per].reshape(rows.shape[1:]) for n in numbers]), 0, axis).astype(v.dtype)
+            for c in range(count)]  # fmt: skip
 
 
 def _session(proto: onnx.ModelProto, fuse: bool = True) -> ort.InferenceSession:
@@ -207,7 +224,10 @@ class Reference:
             for r in range(repeats):
                 feeds = self.feeds(x, rows)
                 for k, ((index, _), v, axis) in enumerate(zip(tensors, clean, axes, strict=True)):
-                    zs = draw_at(seed, stream, (index, r), v.shape, axis, spec.draws, v.dtype, start, b)
+                    if stream == WALK_STREAM:
+                        zs = walk_z(seed, r, v, axis, spec.draws, start, b)
+                    else:
+                        zs = draw_at(seed, stream, (index, r), v.shape, axis, spec.draws, v.dtype, start, b)
                     feeds.update(zip((f"ref_z_{k}", f"ref_z2_{k}"), zs, strict=False))
                 for s, sigma in enumerate(sigmas):
                     sa, sm = spec.components(sigma)

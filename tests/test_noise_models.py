@@ -352,9 +352,8 @@ GAUSSIAN_RUNS = {
 @pytest.mark.parametrize("kind", sorted(GAUSSIAN_RUNS))
 def test_gaussian_reports_of_the_embedded_model_are_those_stored(tmp_path, kind):
     """add / mul / mixed on activations give the measurements (every σ, repeat and non-finite count)
-    and configuration hash (resume keys) stored from the scan before the noise models became a
-    registry (tests/data): the same draws reach the same graph. (The fits are the fit's business:
-    tests/test_fit.py.)"""
+    and configuration hash (resume keys) stored in tests/data: the same draws reach the same graph.
+    (The fits are the fit's business: tests/test_fit.py.)"""
     out = tmp_path / "r.json"
     ran = wn("scan", *GAUSSIAN_RUNS[kind], "--sigmas", "log:1e-2:1e2:9", "--repeats", "2", "--out", out, "--quiet")
     assert ran.returncode == 0, ran.stderr

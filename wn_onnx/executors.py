@@ -45,7 +45,8 @@ Tick = Callable[[float], None]
 
 class Serial:
     """The scan process computes everything: points that share a clean prefix are walked
-    together (one clean run per batch for the group)."""
+    together (one clean run per batch for the group), and every point reads the walk noise drawn
+    once for all of them."""
 
     def __init__(self, engine: Engine, data: Dataset, config: ScanConfig) -> None:
         self.engine, self.data, self.config = engine, data, config
@@ -53,14 +54,15 @@ class Serial:
     def walk(self, points: list[Point], st: SweepSettings, base: Levels, scale: Scale, tick: Tick) -> Iterator[tuple[Point, dict]]:
         """(point, curve) for every point, ticking one unit of progress per point."""
         engine, data = self.engine, self.data
-        for group in engine.tap_groups(points, data, st):
-            sub = replace(st, batch_size=engine.walk_batch(group, data, st))  # one batch size: shared clean values
-            per_point = 1 if self.config.estimator == "sequential" else max(1, engine.sweep_work(data, sub))
-            with engine.shared_taps(group, sub):
-                for point in group:
-                    share = _Share(tick, per_point)
-                    yield point, walk_one(engine, point, data, sub, self.config, base, share, scale(point))
-                    share.finish()
+        with engine.shared_draws(points, data, st):
+            for group in engine.tap_groups(points, data, st):
+                sub = replace(st, batch_size=engine.walk_batch(group, data, st))  # one batch size: shared clean values
+                per_point = 1 if self.config.estimator == "sequential" else max(1, engine.sweep_work(data, sub))
+                with engine.shared_taps(group, sub):
+                    for point in group:
+                        share = _Share(tick, per_point)
+                        yield point, walk_one(engine, point, data, sub, self.config, base, share, scale(point))
+                        share.finish()
 
     def global_counts(self, points: list[Point], st: SweepSettings, scale: np.ndarray | None, cache: RoundCache | None) -> Counts:
         """The global sweep's counts at ``st.sigmas`` (``scale``: relative σ units)."""
@@ -191,6 +193,7 @@ def worker_state(path: str, output: str, x: np.ndarray, y: np.ndarray, providers
     data = Dataset(x, y, "worker")
     engine = Engine(load_model(path, output), providers, threads, memory)
     engine.remember_clean(data, reference)  # computed once by the scan process
+    engine.keep_draws()  # the walk noise of the first point serves the narrower ones after it
     return {"engine": engine, "data": data}
 
 

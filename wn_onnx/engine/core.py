@@ -3,8 +3,8 @@
 Costs are paid once where possible (docs/reference.md, "Design principle"): sessions are built once per scan
 (engine.sessions), derived graphs once per point (engine.routes), the clean activations the
 walks of a group of points start from by one run per batch for all of them (Engine.tap_groups),
-the noise once per (point, repeat, batch) for every σ, and several σ values share one run where
-that is exact (engine.stacking). Every shortcut is checked against
+the walk noise once per (repeat, batch) for every point and σ (engine.draws), and several σ
+values share one run where that is exact (engine.stacking). Every shortcut is checked against
 a plain whole-graph evaluator in tests/test_reference.py.
 """
 
@@ -18,7 +18,7 @@ import numpy as np
 import onnx_ir as ir
 import onnxruntime as ort
 
-from wn_onnx.engine.draws import PLAN_STREAM, WALK_STREAM, draw_at
+from wn_onnx.engine.draws import PLAN_STREAM, WALK_STREAM, WalkDraws, draw_at
 from wn_onnx.engine.global_noise import GlobalNoise
 from wn_onnx.engine.memory import Budget, Share, peak_live
 from wn_onnx.engine.numpy_noise import NumpyGlobal, NumpyWalk
@@ -168,8 +168,7 @@ class Engine:
     def sweep_work(self, data: Dataset, st: SweepSettings) -> int:
         """How many configurations a walk or global sweep of ``st`` on ``data`` reports to its
         ``tick``: one per (batch, repeat, σ with noise); σ = 0 is the kept clean result."""
-        active = int(np.count_nonzero(np.any(np.stack(st.spec.components(st.sigmas)) > 0, axis=0)))
-        return -(-len(data) // self.batch_size(st.batch_size)) * st.repeats * active
+        return -(-len(data) // self.batch_size(st.batch_size)) * st.runs(1)
 
     def _per_sample(self, data: Dataset) -> tuple[np.ndarray, float]:
         """A few samples of ``data`` (for the axis probe), and the bytes per sample alive at
@@ -231,8 +230,8 @@ class Engine:
         return size if np.isfinite(size) else 0.0
 
     def round_cache(self) -> RoundCache:
-        """A round cache (adaptive scans) holding at most half of the budget's cache share in memory."""
-        return RoundCache(min(RAM_BYTES, self.budget.caches // 2))
+        """A round cache (adaptive scans) holding at most a quarter of the budget's cache share in memory."""
+        return RoundCache(min(RAM_BYTES, self.budget.caches // 4))
 
     def tap_groups(self, points: list[Point], data: Dataset, st: SweepSettings) -> list[list[Point]]:
         """``points`` in order, in groups whose walks read clean values that, kept for the whole
@@ -277,6 +276,28 @@ class Engine:
             yield
         finally:
             self.routes.shared = None
+
+    @contextlib.contextmanager
+    def shared_draws(self, points: list[Point], data: Dataset, st: SweepSettings) -> Iterator[None]:
+        """Within: walks of ``points`` with Gaussian noise take it from one draw per (repeat, batch)
+        for all of them, as wide as the widest point needs, kept in a quarter of the budget's
+        cache share (engine.draws.WalkDraws): otherwise each point would draw it again."""
+        x = data.x[:3]
+        width = max((self.routes.sample_numbers(p.tensor, x) for p in points if not isinstance(p, WeightPoint)), default=0)
+        if not width or not isinstance(st.spec, NoiseSpec):  # weights and models applied in numpy draw their own
+            yield
+            return
+        self.keep_draws(st.spec.draws * width)
+        try:
+            yield
+        finally:
+            self.routes.draws = None
+
+    def keep_draws(self, width: int = 0) -> None:
+        """From now on walks take their Gaussian noise from rows kept for every point, at least
+        ``width`` numbers a sample wide, in a quarter of the budget's cache share (a worker, which
+        is sent its points one at a time, keeps them for its whole scan)."""
+        self.routes.draws = WalkDraws(width, self.budget.caches // 4)
 
     def run_noisy(
         self,

@@ -1,7 +1,15 @@
 """Noise draws: seeded standard-normal numbers that a sample receives whatever the batching.
 
-Noise is drawn with numpy from ``SeedSequence([seed, stream, *key, block])`` in blocks of
-samples along the value's sample (batch) axis — NOISE_BLOCK samples, fewer where a sample is
+Walks (noise at one point at a time) read one stream for every point: sample i of repeat r has
+its own generator, ``SeedSequence([seed, WALK_STREAM, r, i])``, and a point whose value holds m
+numbers per sample takes that stream's first m (mixed noise: the next m for its second array).
+A sample's numbers at a point therefore do not depend on which other points are walked, and one
+draw of the widest point's numbers serves every point (:class:`WalkDraws` keeps it within the
+memory budget). A value without a sample axis takes the first numbers of one generator per
+batch, ``[seed, WALK_STREAM, r, PER_BATCH, batch]``.
+
+Every other stream (global noise, plans, weights, …) is drawn with numpy from
+``SeedSequence([seed, stream, *key, block])`` in blocks of samples along the value's sample (batch) axis — NOISE_BLOCK samples, fewer where a sample is
 large, so that a block holds at most BLOCK_ELEMENTS numbers (a fixed size per value) — float32
 from PCG64 (numpy's fastest normal path), filled in place; a block is always drawn whole (mixed
 noise draws two arrays from one stream, so a partial block would shift the second): the numbers
@@ -73,3 +81,69 @@ def draw_at(
         return [rng.standard_normal(shape, dtype=np.float32).astype(dtype, copy=False) for _ in range(count)]
     moved = (shape[axis], *shape[:axis], *shape[axis + 1 :])
     return [np.moveaxis(a, 0, axis) for a in draw(seed, stream, key, moved, count, dtype, first)]
+
+
+def walk_rows(seed: int, key: tuple[int, ...], samples: np.ndarray, width: int) -> np.ndarray:
+    """The first ``width`` numbers of the walk stream ``key`` (the repeat; and the σ index with
+    ``--redraw``) of each sample ``samples`` lists, one row a sample: one generator per sample, so
+    that a narrower point's numbers are a prefix of a wider one's whatever the batch."""
+    out = np.empty((len(samples), width), np.float32)
+    for row, sample in zip(out, samples, strict=True):
+        np.random.default_rng([seed, WALK_STREAM, *key, int(sample)]).standard_normal(dtype=np.float32, out=row)
+    return out
+
+
+class WalkDraws:
+    """Walk-stream rows of whole batches, kept for the walks of every point while they fit ``room``
+    bytes (beyond that drawn again for each point: the same numbers); each is drawn ``width``
+    numbers a sample wide (the widest point to be walked) so that no later point draws again."""
+
+    def __init__(self, width: int, room: int) -> None:
+        self.width, self.room = width, room
+        self.kept: dict[tuple[int, tuple[int, ...], int], np.ndarray] = {}  # (seed, key, first sample) → rows
+
+    def rows(self, seed: int, key: tuple[int, ...], first: int, n: int, width: int) -> np.ndarray:
+        """Samples ``first…first+n-1``'s first ``width`` numbers (:func:`walk_rows`), from a kept
+        draw that covers them when there is one."""
+        for (s, k, start), rows in self.kept.items():
+            if (s, k) == (seed, key) and start <= first and first + n <= start + len(rows) and rows.shape[1] >= width:
+                return rows[first - start : first - start + n, :width]
+        wide = max(width, self.width)
+        if n * wide * 4 > self.room:
+            return walk_rows(seed, key, np.arange(first, first + n), width)
+        rows = walk_rows(seed, key, np.arange(first, first + n), wide)
+        rows.flags.writeable = False  # handed out to every point as views
+        self.kept[(seed, key, first)] = rows
+        self.room -= rows.nbytes
+        return rows[:, :width]
+
+
+def walk_draw(
+    seed: int,
+    key: tuple[int, ...],
+    shape: tuple[int, ...],
+    axis: int | None,
+    count: int,
+    dtype,
+    first: int | np.ndarray,
+    batch: int,
+    kept: WalkDraws | None = None,
+) -> list[np.ndarray]:
+    """The ``count`` arrays of ``shape`` that walk stream ``key`` gives a value whose samples lie
+    on ``axis`` (samples ``first…``, or those ``first`` lists; ``kept``: rows kept for every
+    point), each sample's numbers in the value's order; with ``axis`` None, from one generator
+    for batch number ``batch``."""
+    if axis is None:
+        size = int(np.prod(shape, dtype=np.int64))
+        rng = np.random.default_rng([seed, WALK_STREAM, *key, PER_BATCH, batch])
+        flat = rng.standard_normal(count * size, dtype=np.float32)
+        return [flat[c * size : (c + 1) * size].reshape(shape).astype(dtype, copy=False) for c in range(count)]
+    n, inner = shape[axis], (*shape[:axis], *shape[axis + 1 :])
+    per = int(np.prod(inner, dtype=np.int64))
+    if kept is not None and np.isscalar(first):
+        rows = kept.rows(seed, key, int(first), n, count * per)
+    else:
+        samples = np.asarray(first, np.int64) if not np.isscalar(first) else np.arange(first, first + n)
+        rows = walk_rows(seed, key, samples, count * per)
+    parts = (rows[:, c * per : (c + 1) * per].reshape((n, *inner)) for c in range(count))
+    return [np.moveaxis(part, 0, axis).astype(dtype, copy=False) for part in parts]

@@ -2,8 +2,8 @@
 
 Besides what is loaded once (interpreter, libraries, the model, its sessions, data held in
 memory), a scan's memory is the values of one onnxruntime run, proportional to the samples per
-run, and its caches (clean values shared by a group of walked points, the round cache of
-adaptive scans). The budget gives the caches a fixed share and picks the samples per run — and
+run, and its caches (clean values shared by a group of walked points, the walk noise shared by
+every point, the round cache of adaptive scans). The budget gives the caches a fixed share and picks the samples per run — and
 how many σ values share a stacked run — from the bytes per sample of every value, measured by
 the axis probe on real samples (engine.axes): a run of B samples holds about B times the
 largest set of values alive at once when the graph is walked in order (:func:`peak_live`).
@@ -201,7 +201,8 @@ class Budget:
 
     @property
     def caches(self) -> int:
-        """Bytes for cached clean values and noise (shared taps, round cache)."""
+        """Bytes for cached clean values and noise: half for shared taps, a quarter each for the
+        walk noise shared by every point and the round cache."""
         return int(CACHE_SHARE * (self.total - self.fixed))
 
     @property

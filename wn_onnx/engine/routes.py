@@ -20,6 +20,7 @@ import onnx_ir as ir
 import onnxruntime as ort
 
 from wn_onnx.engine.axes import Probed, probe_axes
+from wn_onnx.engine.draws import WalkDraws
 from wn_onnx.engine.sessions import Sessions, extracted, run
 from wn_onnx.engine.stacking import stacking_is_exact
 from wn_onnx.graph_passes import (
@@ -68,6 +69,7 @@ class Routes:
         self._noisy: dict[tuple, ort.InferenceSession] = {}
         self._axes: dict[str, Probed] | None = None  # value → what the axis probe saw of it
         self.shared: SharedTaps | None = None  # clean values kept for the walks of a group of points
+        self.draws: WalkDraws | None = None  # walk-stream noise kept for the walks of every point
         self.stack_samples = 1 << 40  # samples (σ values × batch) one stacked suffix run may hold (memory budget)
 
     def _prefix(self, names: tuple[str, ...]) -> ort.InferenceSession:
@@ -112,6 +114,13 @@ class Routes:
         the probe did not see it, so that no budget keeps it)."""
         probed = self._probed(name, x)
         return float("inf") if probed is None else probed.sample_bytes
+
+    def sample_numbers(self, name: str, x: np.ndarray | Inputs) -> int:
+        """Numbers value ``name`` holds per sample (0 where its samples have no axis)."""
+        probed = self._probed(name, x)
+        if probed is None or probed.axis is None:
+            return 0
+        return int(np.prod(probed.shape, dtype=np.int64)) // max(probed.shape[probed.axis], 1)
 
     def shapes(self, x: np.ndarray | Inputs, names: list[str]) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
         """(shape, dtype) of values ``names`` on batch ``x``: from the axis probe where the samples
@@ -165,7 +174,7 @@ class Routes:
                     and self.sample_axis(self.loaded.output_name, x) == 0
                     and not isinstance(value.shape[axis], int)
                 )
-                self._suffix[key] = (self.sessions.build(model), inputs, stack)
+                self._suffix[key] = (self.sessions.build(model, arena=True), inputs, stack)
         return self._suffix[key]
 
     def after(self, tensor: str) -> tuple[ir.Model, list[str]]:

@@ -1,7 +1,8 @@
 """onnxruntime sessions of one scan: which providers, with which options, and failures as WnErrors.
 
 A provider that does not start is an error here, never a silent CPU run. Suffix runs bind their
-large inputs to the session's device once per draw (:class:`BoundInputs`).
+large inputs to the session's device once per draw (:class:`BoundInputs`), and keep their memory
+from run to run within a batch.
 """
 
 from __future__ import annotations
@@ -43,24 +44,34 @@ class Sessions:
 
     def __init__(self, providers: list[str], threads: int = 0) -> None:
         self.providers = providers
-        self.options = ort.SessionOptions()
+        # no memory arena but where asked (build): an arena keeps its largest run's memory after
+        # the run, and a scan holds several sessions (the memory budget, engine.memory, counts one
+        # run at a time); without one, every run maps and faults in fresh memory for its values,
+        # which costs a suffix run of a small model about half of its time
+        self.options, self.arena = (self._options(threads, arena) for arena in (False, True))
+
+    @staticmethod
+    def _options(threads: int, arena: bool) -> ort.SessionOptions:
+        options = ort.SessionOptions()
         # fatal only: every failure of a session is an exception that becomes one explained line
         # (Sessions.build, run); onnxruntime's own error log would print it again, raw
-        self.options.log_severity_level = 4
-        # no arena: each session's would keep its largest run's memory after the run, and a scan
-        # holds several sessions (the memory budget, engine.memory, counts one run at a time)
-        self.options.enable_cpu_mem_arena = False
+        options.log_severity_level = 4
+        options.enable_cpu_mem_arena = arena
         if threads:
-            self.options.intra_op_num_threads = threads
-            self.options.inter_op_num_threads = 1
+            options.intra_op_num_threads = threads
+            options.inter_op_num_threads = 1
+        return options
 
-    def build(self, model: ir.Model | onnx.ModelProto) -> ort.InferenceSession:
-        """A session of ``model``; failures are WnErrors."""
+    def build(self, model: ir.Model | onnx.ModelProto, arena: bool = False) -> ort.InferenceSession:
+        """A session of ``model``; failures are WnErrors. ``arena``: a session run many times in a
+        row on values of one size (a walked point's suffix), which keeps its memory from run to
+        run until a run gives it back (:meth:`BoundInputs.run`)."""
         proto = model if isinstance(model, onnx.ModelProto) else ir.to_proto(model)
+        options = self.arena if arena else self.options
         try:
             with warnings.catch_warnings():  # a provider that is not there is reported below, once
                 warnings.simplefilter("ignore")
-                session = ort.InferenceSession(proto.SerializeToString(), self.options, providers=self.providers)
+                session = ort.InferenceSession(proto.SerializeToString(), options, providers=self.providers)
         except Exception as err:
             first = str(err).strip().splitlines()[0]
             raise ModelError(f"onnxruntime cannot load the model: {first}") from None
@@ -94,6 +105,10 @@ def run(session: ort.InferenceSession, names: tuple[str, ...], feeds: dict) -> l
         raise WnError(f"onnxruntime failed: {text[:300]}") from None
 
 
+RELEASE = ort.RunOptions()  # a run that gives its session's memory arena back at its end
+RELEASE.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
+
+
 class BoundInputs:
     """IO binding of a suffix session: activations and noise are placed on the session's device
     once per (batch, draw); each σ chunk then sends only its few σ values (with the CUDA
@@ -110,9 +125,12 @@ class BoundInputs:
         self.values[name] = value
         self.binding.bind_ortvalue_input(name, value)
 
-    def run(self, output: str, small: dict[str, np.ndarray]) -> np.ndarray:
+    def run(self, output: str, small: dict[str, np.ndarray], release: bool = False) -> np.ndarray:
+        """``release``: the last run for a while: the memory arena of the session (built with
+        ``arena``) is given back at its end instead of kept for the next run (the host's memory;
+        a GPU keeps its own)."""
         for name, array in small.items():
             self.binding.bind_cpu_input(name, array)
         self.binding.bind_output(output)
-        self.session.run_with_iobinding(self.binding)
+        self.session.run_with_iobinding(self.binding, RELEASE if release and self.device == "cpu" else None)
         return self.binding.copy_outputs_to_cpu()[0]

@@ -83,6 +83,15 @@ class SweepSettings:
         if self.batch_size < 1:
             raise ConfigError("batch size must be >= 1")
 
+    def active(self) -> np.ndarray:
+        """Indices of the σ values with noise (σ = 0 configurations take the clean result)."""
+        sa, sm = self.spec.components(self.sigmas)
+        return np.flatnonzero((sa > 0) | (sm > 0))
+
+    def runs(self, per_chunk: int) -> int:
+        """Evaluations per batch of :func:`sweep` with ``per_chunk`` σ values per run."""
+        return self.repeats * -(-len(self.active()) // per_chunk)
+
 
 class Evaluation(Protocol):
     """How one curve's noisy configurations are evaluated on a batch."""
@@ -93,7 +102,7 @@ class Evaluation(Protocol):
         """A new batch (number ``batch``, samples ``first…``, or the samples ``first`` lists)."""
 
     def chunk(self, st: SweepSettings) -> int:
-        """σ values per run on this batch."""
+        """σ values per run on this batch (which then takes ``st.runs(chunk)`` calls of :meth:`logits`)."""
 
     def noise(self, key: tuple[int, ...]) -> list[np.ndarray]:
         """Draw ``key`` (repeat, and σ index with redraw) for this batch."""
@@ -117,7 +126,7 @@ def sweep(
     done; ``axis``: the output's sample axis as the evaluations return it (metrics.score)."""
     sa_all, sm_all = st.spec.components(st.sigmas)
     counts = Counts.zeros(len(st.sigmas), st.repeats)
-    active = np.flatnonzero((sa_all > 0) | (sm_all > 0))
+    active = st.active()
     idle = np.setdiff1d(np.arange(len(st.sigmas)), active)
     metric = get_metric(st.metric, st.metric_timeout)
     for b, (first, x, y, n) in enumerate(batches):

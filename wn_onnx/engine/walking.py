@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from wn_onnx.engine.draws import WALK_STREAM, draw_at
+from wn_onnx.engine.draws import walk_draw
 from wn_onnx.engine.round_cache import RoundCache
 from wn_onnx.engine.routes import Route, Routes
 from wn_onnx.engine.sessions import BoundInputs, run
@@ -62,11 +62,11 @@ class WalkPoint:
         return 1
 
     def noise(self, key: tuple[int, ...]) -> list[np.ndarray]:
-        """The point's draw ``key``, as the route evaluates it: carried through the chain's
-        linear part when there is one."""
+        """Draw ``key`` of the walk stream that every point reads (engine.draws), as the route
+        evaluates it: carried through the chain's linear part when there is one."""
         xk, st = self.taps[self.point.tensor], self.st
-        where = (xk.shape, self.axis, st.spec.draws, xk.dtype, self.first, self.batch)
-        z = draw_at(st.seed, WALK_STREAM, (self.point.index, *key), *where)
+        where = (xk.shape, self.axis, st.spec.draws, xk.dtype, self.first, self.batch, self.routes.draws)
+        z = walk_draw(st.seed, key, *where)
         if self.route.chain is None:
             return z
         t = z[0] if st.spec.kind == "add" else xk * z[0]
@@ -80,6 +80,10 @@ class WalkPoint:
 
 
 class Suffix(WalkPoint):
+    """The suffix session keeps its memory from run to run within a batch and gives it back after
+    the batch's last run, before the next batch's clean values are computed (the budget counts
+    one run at a time)."""
+
     def start(self, batch: int, first: int | np.ndarray, x: np.ndarray | Inputs) -> None:
         super().start(batch, first, x)
         self.start_value = self.taps[self.route.tensor]
@@ -87,12 +91,15 @@ class Suffix(WalkPoint):
         self.bound = BoundInputs(self.route.session)  # clean activations go to the device once per batch
         for n in self.route.inputs:
             self.bound.put(n, self.taps[n])
+        self.left = 1  # runs on this batch (one, unless a sweep asks for chunks)
 
     def chunk(self, st: SweepSettings) -> int:
-        if not self.route.stack or st.redraw:
-            return 1
-        within = self.routes.stack_samples // len(self.x)  # the memory budget's bound
-        return max(1, min(CHUNK_ELEMENTS // max(self.start_value.size, 1), within))
+        per_chunk = 1
+        if self.route.stack and not st.redraw:
+            within = self.routes.stack_samples // len(self.x)  # the memory budget's bound
+            per_chunk = max(1, min(CHUNK_ELEMENTS // max(self.start_value.size, 1), within))
+        self.left = st.runs(per_chunk)
+        return per_chunk
 
     def logits(self, noise: list[np.ndarray], sa: np.ndarray, sm: np.ndarray, fresh: bool) -> np.ndarray:
         if fresh:  # noise once per draw, not per σ chunk
@@ -104,7 +111,8 @@ class Suffix(WalkPoint):
             for comp, values in (("sigma_add", sa), ("sigma_mul", sm))
             if comp in sigma_inputs(self.route.spec)
         }
-        out = self.bound.run(self.routes.loaded.output_name, sigmas)
+        self.left -= 1
+        out = self.bound.run(self.routes.loaded.output_name, sigmas, release=self.left <= 0)
         if len(sa) == 1:  # one σ: the output as the model returns it (its samples on any axis)
             return out[None]
         return out.reshape((len(sa), len(self.x), *out.shape[1:]))  # σ values stacked on the samples' axis 0

@@ -1,0 +1,71 @@
+"""Walk noise is one stream that every point reads (engine.draws): a point's curve is the same
+whatever other points are walked with it and whatever the memory budget, which decides the
+samples per run and whether the noise drawn for one point is kept for the others or drawn again."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import config_of
+
+from wn_onnx.engine import Engine, SweepSettings, draws, memory
+from wn_onnx.graph_passes import find_points
+from wn_onnx.io.data import make_dataset
+from wn_onnx.io.model import load_model
+from wn_onnx.noise import NoiseSpec
+from wn_onnx.scanner import run_scan
+
+SAMPLES, BATCH, REPEATS = 40, 16, 2  # 3 batches
+HELD = 1 << 20  # the process's resident bytes as the budget sees them (a tight budget must not depend on pytest's)
+ROWS = draws.walk_rows
+
+
+@pytest.fixture(scope="module")
+def lenet(zoo):
+    """LeNet-5+BN: points of 3,072, 4,704, 1,176, 1,600, 400, 120, 84 and 10 numbers per sample."""
+    path, shape = zoo["lenet5_bn"]
+    loaded = load_model(path)
+    x = np.random.default_rng(0).standard_normal((SAMPLES, *shape)).astype(np.float32)
+    y = Engine(loaded, ["CPUExecutionProvider"]).clean_logits(x).argmax(axis=1)
+    return loaded, make_dataset(x, y, "random")
+
+
+def walked(lenet, monkeypatch, spec: NoiseSpec, **request) -> tuple[dict, list[int]]:
+    """({point index: its measurements}, the samples of every walk-stream draw) of a walking scan."""
+    loaded, data = lenet
+    drawn = []
+
+    def counted(seed, key, samples, width):
+        drawn.append(len(samples))
+        return ROWS(seed, key, samples, width)
+
+    monkeypatch.setattr(draws, "walk_rows", counted)
+    monkeypatch.setattr("wn_onnx.engine.memory.current_rss", lambda: HELD)
+    st = SweepSettings(np.array([0.0, 0.3, 1.0, 3.0]), spec, repeats=REPEATS, batch_size=BATCH)
+    report = run_scan(loaded, data, config_of(st, dict(mode="walking", **request)))
+    return {p["index"]: (p["sigmas"], p["accuracy"], p["nonfinite"]) for p in report["points"]}, drawn
+
+
+@pytest.mark.parametrize("spec", [NoiseSpec("add"), NoiseSpec("mixed", "add-first", ratio=0.5)])
+def test_a_points_curve_does_not_depend_on_the_points_walked_with_it_or_the_budget(lenet, monkeypatch, spec):
+    """Every point walked: one draw per (repeat, batch) serves them all. Each of points of four
+    sizes walked alone, and pairs of them, get the curve they get with all the others. A budget
+    that keeps one batch's noise (the rest drawn again for each point), and one that keeps none
+    and runs fewer samples at a time, give every curve unchanged."""
+    loaded, _ = lenet
+    points = find_points(loaded.model)
+    engine = Engine(loaded, ["CPUExecutionProvider"])
+    sizes = {p.index: engine.routes.sample_numbers(p.tensor, lenet[1].x[:3]) for p in points}
+    everything, drawn = walked(lenet, monkeypatch, spec)
+    assert len(everything) == len(points) and sorted(drawn) == sorted([BATCH, BATCH, SAMPLES - 2 * BATCH] * REPEATS)
+    picked = [max(sizes, key=sizes.get), *(k for k in sizes if sizes[k] in (1600, 120)), min(sizes, key=sizes.get)]
+    assert len({sizes[k] for k in picked}) == 4
+    for at in [[k] for k in picked] + [picked[1::2], picked[:2]]:
+        alone, _ = walked(lenet, monkeypatch, spec, at=",".join(map(str, at)))
+        assert sorted(alone) == sorted(at) and all(alone[k] == everything[k] for k in at), at
+    one_batch = BATCH * max(sizes.values()) * spec.draws * 4  # bytes of one batch's kept noise
+    fixed = HELD + memory.SESSION_COPIES * memory.weight_bytes(loaded.model.graph)
+    for room, fewer in ((one_batch * 3 // 2, False), (one_batch // 4, True)):  # draws keep a quarter of the caches' quarter
+        bounded, drawn = walked(lenet, monkeypatch, spec, memory=fixed + 16 * room)
+        assert bounded == everything
+        assert REPEATS * 3 < len(drawn) and (min(drawn) < SAMPLES - 2 * BATCH) == fewer, drawn
