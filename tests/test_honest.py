@@ -127,23 +127,43 @@ def test_zero_one_scores_keep_the_binomial():
     assert score_variance(acc, acc) is None
 
 
-@pytest.mark.parametrize(("estimator", "n"), [("grid", 6), ("sequential", 100)])
-def test_a_per_element_scan_resolves_its_drop(tmp_path, estimator, n):
+def test_a_per_element_scan_resolves_its_drop(tmp_path):
     """Samples of 1,000 elements, a sigmoid, label-free binary per element: under additive noise
     at the input an element keeps its side with probability ½ + arctan(|x|/σ)/π averaged over
     x ~ N(0, 1), i.e. ½ + arctan(1/σ)/π, which is half-way between 1 and ½ at σ = 1. The grid
-    finds μ ≈ 1 (`ok`) on 6 samples instead of `not-reached` from a 0/1 error model; the
-    sequential estimator, whose trials weigh as their scores' own spread says, reaches its
-    tolerance (it stopped at μ 0.97 ± 0.19 with the trials weighed as 0/1 outcomes)."""
+    finds μ ≈ 1 (`ok`) on 6 samples instead of `not-reached` from a 0/1 error model."""
     nodes = [helper.make_node("Sigmoid", ["x"], ["y"])]
     model = save(tmp_path / "m.onnx", nodes, {}, inputs=(("x", ["N", 1000]),), out=("y", ["N", 1000]))
-    np.savez(tmp_path / "d.npz", x=np.random.default_rng(1).standard_normal((n, 1000)).astype(np.float32))
+    np.savez(tmp_path / "d.npz", x=np.random.default_rng(1).standard_normal((6, 1000)).astype(np.float32))
     res = wn("scan", model, "--data", tmp_path / "d.npz", "--label-free", "--metric", "binary", "--mode", "walking",
-             "--at", "0", "--sigmas", "log:1e-2:1e2:13", "--repeats", "2", "--estimator", estimator, "--json")  # fmt: skip
+             "--at", "0", "--sigmas", "log:1e-2:1e2:13", "--repeats", "2", "--json")  # fmt: skip
     assert res.returncode == 0, res.stderr
     point = json.loads(res.stdout)["points"][0]
     assert point["status"] == "ok" and abs(point["mu"] - 1.0) < 3 * point["mu_err"], point
-    assert estimator == "grid" or point["sequential"]["converged"], point
+
+
+def test_a_per_element_scan_is_honest_with_the_sequential_estimator(tmp_path):
+    """The same curve on 100 samples, sequential, 6 seeds. Its scores are so precise (1,000
+    elements each) that none of the four shapes matches the arctan curve within their error, so
+    the estimate often ends `poor-fit` (4 of these 6 seeds; the trials weigh as their scores' own
+    spread says). What must hold: an `ok` μ is within 3 errors of 1 and converged, and a `poor-fit`
+    bracket — what `check` judges — holds the true μ (the bare posterior's 95 % interval held it
+    at none of the four: [1.15, 1.18] at seed 0)."""
+    import wn_onnx
+
+    nodes = [helper.make_node("Sigmoid", ["x"], ["y"])]
+    model = save(tmp_path / "m.onnx", nodes, {}, inputs=(("x", ["N", 1000]),), out=("y", ["N", 1000]))
+    np.savez(tmp_path / "d.npz", x=np.random.default_rng(1).standard_normal((100, 1000)).astype(np.float32))
+    statuses = []
+    for seed in range(6):
+        point = wn_onnx.scan(str(model), str(tmp_path / "d.npz"), label_free=True, metric="binary", mode="walking",
+                             at="0", levels="log:1e-2:1e2:13", repeats=2, estimator="sequential", seed=seed).points[0]  # fmt: skip
+        statuses.append(point.status)
+        if point.status == "ok":
+            assert abs(point.mu - 1.0) < 3 * point.mu_err and point.sequential.converged, (seed, point.mu, point.mu_err)
+        else:
+            assert point.status == "poor-fit" and point.fit.bracket[0] <= 1.0 <= point.fit.bracket[1], (seed, point.fit)
+    assert "ok" in statuses, statuses
 
 
 # ---------------------------------------------------------------- item 2: one σ's repeats

@@ -441,7 +441,7 @@ def estimate(
     if c_hat > MISFIT or edge > 0.05 or unresolved:
         why = ("the outcomes do not follow one drop" if c_hat > MISFIT else "μ's posterior reaches the ends of the σ range"
                if edge > 0.05 else "μ is not resolved when the trials ran out (μ_err ≥ μ/1.96)")  # fmt: skip
-        fit["bracket"] = [float(v) for v in _quantiles(m, w, [0.025, 0.975])]  # check judges its low end
+        fit["bracket"] = _poor_bracket(trials, post, m, w, err / max(sd, 1e-300))  # check judges its low end
         return done("poor-fit", mean, err, converged, **fit,
                     note=f"{why} (G²/dof = {ratio:.3g}); the full grid (--estimator grid) shows the curve")  # fmt: skip
     short = ("a_min, measured on every (sample, repeat), moves μ by more than that" if part > tolerance * mean else
@@ -459,6 +459,27 @@ def _batch(trials: Trials, ratio: float, chips: bool) -> int:
     moves it by chance), and the shorter last batches left its errors too wide (78 % coverage)."""
     needed = np.inf if chips else trials.total * (ratio**2 - 1)
     return int(np.clip(min(trials.total / 4, REMAINING * needed), MIN_BATCH, MAX_BATCH))
+
+
+def _poor_bracket(trials: Trials, post: Posterior, m: np.ndarray, w: np.ndarray, widen: float) -> list[float]:
+    """Where a `poor-fit` μ lies, for check to judge: μ's 95 % posterior interval, widened as the
+    reported error widens the posterior's s.d. (a misfit's √ĉ, a_min, chips), joined with the
+    measured crossing — the largest σ measured significantly above the midpoint before the first
+    significantly below it, and that one. The posterior of a curve no shape matches can be sure
+    of a μ the outcomes do not support; the crossing assumes only a falling curve."""
+    lo, hi = _quantiles(m, w, [0.025, 0.975])
+    centre = np.log(_quantiles(m, w, 0.5))
+    widen = max(widen, 1.0)
+    lo, hi = np.exp(centre + (np.log(lo) - centre) * widen), np.exp(centre + (np.log(hi) - centre) * widen)
+    sigma, y, se = trials.levels()
+    half = (post.a_max + post.a_min) / 2
+    below = np.flatnonzero(y + SIGNIFICANT * se < half)
+    if below.size:
+        first = int(below[0])
+        above = np.flatnonzero(y[:first] - SIGNIFICANT * se[:first] > half)
+        lo = min(lo, float(sigma[above[-1]]) if above.size else 0.0)
+        hi = max(hi, float(sigma[first]))
+    return [float(lo), float(hi)]
 
 
 def _a_min_part(post: Posterior, trials: Trials, a_min_err: float) -> float:
