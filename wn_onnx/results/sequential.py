@@ -180,6 +180,8 @@ class Posterior:
         right = int(inside[-1]) + 1
         while right < len(sigma) - 1 and above_bottom[right]:
             right += 1
+        if right < len(sigma) and y[right] < self.a_min - SIGNIFICANT * se[right]:
+            right -= 1  # fallen below a_min (label-free outputs that collapse onto one class): past the end the curve models
         keep = slice(max(left, 0), right + 1)
         return sigma[keep], k[keep], n[keep]
 
