@@ -125,10 +125,11 @@ class Trials:
         clipped = np.clip(y, 1 / (n + 1), n / (n + 1))
         return sigma, y, np.sqrt(clipped * (1 - clipped) / n * self.dispersion(sigma))
 
-    def se(self, sigma: float) -> float:
-        """Standard error of the mean score at ``sigma`` (the binomial's, times √dispersion)."""
+    def at(self, sigma: float) -> tuple[float, float]:
+        """(mean score, its standard error) at ``sigma``: the error the binomial's, times √dispersion."""
         n = self.n[sigma]
-        return float(binomial_se(self.k[sigma] / n, n)) * float(np.sqrt(self.dispersion(np.array([sigma]))[0]))
+        y = self.k[sigma] / n
+        return y, float(binomial_se(y, n)) * float(np.sqrt(self.dispersion(np.array([sigma]))[0]))
 
     @property
     def total(self) -> int:
@@ -343,17 +344,16 @@ def estimate(
     tail = sigma_hi / 10 if sigma_hi / 10 > sigma_lo else float(np.sqrt(sigma_lo * sigma_hi))  # the last decade's start
 
     def above_chance() -> bool:
-        y, se = trials.k[sigma_hi] / trials.n[sigma_hi], trials.se(sigma_hi)
+        y, se = trials.at(sigma_hi)
         return y - chance > max(SIGNIFICANT * se, CHANCE_MARGIN * span)
 
     def bottom() -> tuple[float, float, bool]:
         """(a_min, its error, measured): as the grid fit decides, the accuracy at the largest σ where
         that lies clearly above chance and the last decade of σ is flat (a plateau: measured at its
         start too), else chance — a curve still falling at σ_hi has not shown where it ends."""
-        y, se = trials.k[sigma_hi] / trials.n[sigma_hi], trials.se(sigma_hi)
         if not above_chance() or tail not in trials.n:
             return chance, 0.0, False
-        y_tail, se_tail = trials.k[tail] / trials.n[tail], trials.se(tail)
+        (y, se), (y_tail, se_tail) = trials.at(sigma_hi), trials.at(tail)
         flat = abs(y_tail - y) <= max(SIGNIFICANT * max(se, se_tail), FLAT_TAIL * max(a_max - (y + y_tail) / 2, 1e-12))
         return (y, se, True) if flat else (chance, 0.0, False)
 
@@ -367,8 +367,8 @@ def estimate(
             return False
         if n_hi < A_MIN_TRIALS:
             return True
-        excess, se = trials.k[sigma_hi] / n_hi - chance, trials.se(sigma_hi)
-        return not above_chance() and excess > SUGGESTIVE * se and SIGNIFICANT * se > CHANCE_MARGIN * span
+        y, se = trials.at(sigma_hi)
+        return not above_chance() and y - chance > SUGGESTIVE * se and SIGNIFICANT * se > CHANCE_MARGIN * span
 
     # Does the curve fall by σ_hi? Trials there double until the drop is significant, or shown
     # smaller than MIN_DROP of the span, or every (sample, repeat) pair is used: a few dozen trials
@@ -376,8 +376,8 @@ def estimate(
     run(sigma_hi, probe, trials)
     while True:
         n_hi = trials.n[sigma_hi]
-        y_hi = trials.k[sigma_hi] / n_hi
-        se = float(np.hypot(a_max_err, trials.se(sigma_hi)))
+        y_hi, se_hi = trials.at(sigma_hi)
+        se = float(np.hypot(a_max_err, se_hi))
         reached = a_max - y_hi > max(SIGNIFICANT * se, MIN_DROP * span)
         if reached or a_max - y_hi + SIGNIFICANT * se <= MIN_DROP * span or n_hi >= pairs:
             break
@@ -396,13 +396,13 @@ def estimate(
     if not reached:
         return done("not-reached", sigma_hi, None, True, bracket=[sigma_hi, None],
                     note=f"accuracy never fell significantly up to σ = {sigma_hi:g}: μ > {sigma_hi:g}")  # fmt: skip
-    y_hi, half = trials.k[sigma_hi] / trials.n[sigma_hi], (a_max + a_min) / 2
-    if y_hi - half > SIGNIFICANT * trials.se(sigma_hi):
+    (y_hi, se_hi), half = trials.at(sigma_hi), (a_max + a_min) / 2
+    if y_hi - half > SIGNIFICANT * se_hi:
         return done("not-reached", sigma_hi, None, True, bracket=[sigma_hi, None],
                     note=f"accuracy never fell to the midpoint {half:.3g} up to σ = {sigma_hi:g}: μ > {sigma_hi:g}")  # fmt: skip
     run(sigma_lo, probe, trials)
-    y_lo = trials.k[sigma_lo] / trials.n[sigma_lo]
-    if (a_max + a_min) / 2 - y_lo > SIGNIFICANT * trials.se(sigma_lo):
+    y_lo, se_lo = trials.at(sigma_lo)
+    if half - y_lo > SIGNIFICANT * se_lo:
         return done("no-drop-from-start", sigma_lo, None, True, bracket=[0.0, sigma_lo], mu_threshold=sigma_lo,
                     note=f"accuracy is already below the midpoint at the smallest σ ({sigma_lo:g}): μ ≤ {sigma_lo:g}")  # fmt: skip
 
