@@ -17,7 +17,8 @@ import pytest
 import torch
 from torch import nn
 
-from wn_onnx.engine import SweepSettings
+from wn_onnx.engine import Engine, SweepSettings
+from wn_onnx.io.data import Dataset, make_dataset
 from wn_onnx.scan_config import ScanConfig
 from wn_onnx.training.export import export_onnx
 from wn_onnx.training.nets import lenet5, mlp
@@ -177,6 +178,12 @@ def digits():
 
     with np.load(DEFAULT_DATA) as f:
         return DEFAULT_MODEL, f["x"], f["y"]
+
+
+def random_data(engine: Engine, shape: tuple[int, ...], n: int = 64, seed: int = 0) -> Dataset:
+    """``n`` standard-normal samples of ``shape``, labelled with the clean model's own predictions."""
+    x = np.random.default_rng(seed).standard_normal((n, *shape)).astype(np.float32)
+    return make_dataset(x, engine.clean_logits(x).argmax(axis=1), "random")
 
 
 def config_of(st: SweepSettings, request: dict | None = None, **more: object) -> ScanConfig:

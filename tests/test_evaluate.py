@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from conftest import random_data
 from torch import nn
 
 from wn_onnx.engine import Engine, SweepSettings, walking
@@ -21,11 +22,6 @@ from wn_onnx.training.trainer import TrainConfig, train
 
 def quiet(_n: int) -> None:
     pass
-
-
-def random_data(engine: Engine, shape, n=64, seed=0):
-    x = np.random.default_rng(seed).standard_normal((n, *shape)).astype(np.float32)
-    return make_dataset(x, engine.clean_logits(x).argmax(axis=1), "random")
 
 
 @pytest.mark.parametrize("name", ["lenet5_bn", "residual_cnn", "attention", "dynamic_reshape_mlp"])

@@ -185,14 +185,18 @@ def _network(prefix: str) -> list[onnx.NodeProto]:
     ]
 
 
-def _save(nodes: list, path: Path, extra: list | None = None) -> Path:
-    inits = [numpy_helper.from_array(W1, "W1"), numpy_helper.from_array(W2, "W2"), *(extra or [])]
+def _write(nodes: list, inits: list, path: Path, outputs: int) -> Path:
+    """A checked opset-17 model x [N, 8] → y [N, ``outputs``] saved at ``path``."""
     graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 8])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])], inits)  # fmt: skip
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", outputs])], inits)  # fmt: skip
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     onnx.checker.check_model(model)
     onnx.save(model, str(path))
     return path
+
+
+def _save(nodes: list, path: Path, extra: list | None = None) -> Path:
+    return _write(nodes, [numpy_helper.from_array(W1, "W1"), numpy_helper.from_array(W2, "W2"), *(extra or [])], path, 4)
 
 
 def if_model(path: Path) -> Path:
@@ -262,12 +266,7 @@ def cf_model(path: Path) -> Path:
              helper.make_node("Add", ["y0", "b"], ["y"])]  # fmt: skip
     inits = [numpy_helper.from_array(a, n) for a, n in [(w1, "W1"), (w2, "W2"), (w3, "W3"), (np.float32(-100.0), "thr"),
                                                           (np.full(6, 0.1, np.float32), "b")]]  # fmt: skip
-    graph = helper.make_graph(nodes, "cf", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 8])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 6])], inits)  # fmt: skip
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    onnx.checker.check_model(model)
-    onnx.save(model, str(path))
-    return path
+    return _write(nodes, inits, path, 6)
 
 
 def quantized_agreement(path: Path, x: np.ndarray, names: list[str], bits: int) -> int:

@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import config_of
+from conftest import config_of, random_data
 
 from wn_onnx.engine import Engine, SweepSettings, core
 from wn_onnx.engine.routes import Routes
 from wn_onnx.graph_passes import find_points
-from wn_onnx.io.data import make_dataset
 from wn_onnx.io.model import load_model
 from wn_onnx.noise import NoiseSpec
 from wn_onnx.scanner import run_scan
@@ -23,9 +22,7 @@ RUN_VALUES, TAP_GROUPS = Routes.run_values, Engine.tap_groups
 def mlp(zoo):
     path, shape = zoo["mlp_bn"]
     loaded = load_model(path)
-    x = np.random.default_rng(0).standard_normal((SAMPLES, *shape)).astype(np.float32)
-    y = Engine(loaded, ["CPUExecutionProvider"]).clean_logits(x).argmax(axis=1)
-    return loaded, make_dataset(x, y, "random")
+    return loaded, random_data(Engine(loaded, ["CPUExecutionProvider"]), shape, SAMPLES)
 
 
 def settings(spec: NoiseSpec) -> SweepSettings:

@@ -6,11 +6,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import config_of
+from conftest import config_of, random_data
 
 from wn_onnx.engine import Engine, SweepSettings, draws, memory
 from wn_onnx.graph_passes import find_points
-from wn_onnx.io.data import make_dataset
 from wn_onnx.io.model import load_model
 from wn_onnx.noise import NoiseSpec
 from wn_onnx.scanner import run_scan
@@ -25,9 +24,7 @@ def lenet(zoo):
     """LeNet-5+BN: points of 3,072, 4,704, 1,176, 1,600, 400, 120, 84 and 10 numbers per sample."""
     path, shape = zoo["lenet5_bn"]
     loaded = load_model(path)
-    x = np.random.default_rng(0).standard_normal((SAMPLES, *shape)).astype(np.float32)
-    y = Engine(loaded, ["CPUExecutionProvider"]).clean_logits(x).argmax(axis=1)
-    return loaded, make_dataset(x, y, "random")
+    return loaded, random_data(Engine(loaded, ["CPUExecutionProvider"]), shape, SAMPLES)
 
 
 def walked(lenet, monkeypatch, spec: NoiseSpec, **request) -> tuple[dict, list[int]]:
