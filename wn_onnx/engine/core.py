@@ -263,15 +263,15 @@ class Engine:
         return self.routes.tap_names(point, spec, full)
 
     @contextlib.contextmanager
-    def shared_taps(self, points: list[Point], st: SweepSettings) -> Iterator[None]:
-        """Within: walks of ``points`` on one data set (batches of ``st``) read their clean values
+    def shared_taps(self, points: list[Point], data: Dataset, st: SweepSettings) -> Iterator[None]:
+        """Within: walks of ``points`` on ``data`` (batches of ``st``) read their clean values
         from one prefix run per batch for all of them (a group from :meth:`tap_groups`)."""
         if len(points) < 2 or isinstance(points[0], WeightPoint) or not isinstance(st.spec, NoiseSpec):
             # nothing to share: weight walks and models applied in numpy read their values themselves
             yield
             return
         names = [n for p in points for n in self.routes.tap_names(p, st.spec, st.walk == "full")]
-        self.routes.shared = SharedTaps(self.routes, names)
+        self.routes.shared = SharedTaps(self.routes, names, data, self.batch_size(st.batch_size))
         try:
             yield
         finally:
