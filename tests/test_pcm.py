@@ -256,6 +256,142 @@ def test_converters_combine_with_pcm_and_bad_settings_are_one_line(tmp_path):
         assert ran.returncode == 2 and message in ran.stderr and len(ran.stderr.strip().splitlines()) == 1, (args, ran.stderr)
 
 
+def _analog_accuracy(path, x, y, weights: dict[str, np.ndarray], layers: list[tuple[int, str]], out_noise: float,
+                     seed: int, repeat: int, adc_bits: int | None) -> float:  # fmt: skip
+    """Accuracy of the file with ``weights`` written over its initializers and, by plain onnx edits
+    after each layer ``(point index, output)``, out_noise·max|clean output|·z added (then a b-bit
+    ADC): z from the converter stream's first generator, one block of 256 samples
+    ``[seed, CONVERTER_STREAM, index, repeat, 0]`` (engine/draws.py), the range measured here."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import helper, numpy_helper
+
+    from wn_onnx.engine.draws import CONVERTER_STREAM
+
+    assert len(x) <= 256  # one generator's block holds every sample
+    probe = onnx.load(str(path))
+    probe.graph.output.extend(helper.make_tensor_value_info(out, onnx.TensorProto.FLOAT, None) for _, out in layers)
+    run = ort.InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"])
+    clean = dict(zip([o.name for o in run.get_outputs()], run.run(None, {"input": x}), strict=True))
+    proto = onnx.load(str(path))
+    for init in proto.graph.initializer:
+        init.CopyFrom(numpy_helper.from_array(weights[init.name], init.name))
+    feeds, nodes = {"input": x}, list(proto.graph.node)
+    for index, out in layers:
+        top = float(np.abs(clean[out]).max())
+        rng = np.random.default_rng([seed, CONVERTER_STREAM, index, repeat, 0])
+        feeds[f"z{index}"] = rng.standard_normal((256, clean[out].shape[1]), dtype=np.float32)[: len(x)]
+        proto.graph.input.append(helper.make_tensor_value_info(f"z{index}", onnx.TensorProto.FLOAT, ["N", clean[out].shape[1]]))
+        scales = {"sd": out_noise * top}
+        if adc_bits is not None:
+            n = 2 ** (adc_bits - 1) - 1
+            scales |= {"step": top / n, "n": n, "m": -n}
+        proto.graph.initializer.extend(numpy_helper.from_array(np.array(v, np.float32), f"{k}{index}") for k, v in scales.items())
+        layer = next(node for node in nodes if out in node.output)
+        layer.output[0] = f"raw{index}"
+        noisy = f"noisy{index}" if adc_bits is not None else out
+        added = [helper.make_node("Mul", [f"z{index}", f"sd{index}"], [f"scaled{index}"]),
+                 helper.make_node("Add", [f"raw{index}", f"scaled{index}"], [noisy])]  # fmt: skip
+        if adc_bits is not None:
+            added += [helper.make_node("Div", [noisy, f"step{index}"], [f"d{index}"]),
+                      helper.make_node("Round", [f"d{index}"], [f"r{index}"]),
+                      helper.make_node("Clip", [f"r{index}", f"m{index}", f"n{index}"], [f"c{index}"]),
+                      helper.make_node("Mul", [f"c{index}", f"step{index}"], [out])]  # fmt: skip
+        at = nodes.index(layer) + 1
+        nodes[at:at] = added
+    del proto.graph.node[:]
+    proto.graph.node.extend(nodes)
+    logits = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feeds)[0]
+    return float((logits.argmax(1) == y).mean())
+
+
+@pytest.mark.parametrize("adc_bits", [None, 4])
+def test_output_noise_equals_plain_graph_edits(tmp_path, adc_bits):
+    """--out-noise 0.3 with multiplicative weight noise on the two-layer chain: every (layer, σ,
+    repeat) accuracy of the walk, and of the global sweep, equals the file with the formula's
+    perturbed weights and, after each analog layer, 0.3·max|clean output|·z added by plain onnx
+    edits (before a 4-bit ADC), z the converter stream's draws — batches of 64 cut the 200 samples
+    across one generator's block; the noise changes the accuracy."""
+    import onnx
+    from onnx import numpy_helper
+
+    from wn_onnx.engine.draws import WEIGHT_STREAM
+
+    model = _chain(tmp_path / "chain.onnx")
+    data = np.load(model.with_suffix(".npz"))
+    x, y = data["x"], data["y"]
+    out, seed = tmp_path / "r.json", 3
+    adc = [] if adc_bits is None else ["--adc-bits", str(adc_bits)]
+    ran = wn("scan", model, "--data", model.with_suffix(".npz"), "--on", "weights", "--noise", "mul", "--levels", "0.05,0.5",
+             "--out-noise", "0.3", *adc, "--repeats", "2", "--seed", seed, "--batch-size", "64", "--mode", "both",
+             "--out", out, "--quiet")  # fmt: skip
+    assert ran.returncode == 0, ran.stderr
+    report = json.loads(out.read_text())
+    initial = {i.name: numpy_helper.to_array(i) for i in onnx.load(str(model)).graph.initializer}
+    layers = [(0, "h"), (1, "logits")]
+
+    def weights(sigma: float, repeat: int, analog: list[int]) -> dict[str, np.ndarray]:
+        perturbed = dict(initial)
+        for index in analog:
+            name = f"w{index + 1}"
+            z = np.random.default_rng([seed, WEIGHT_STREAM, index, repeat]).standard_normal(initial[name].shape, dtype=np.float32)
+            perturbed[name] = initial[name] * (1 + np.float32(sigma) * z)
+        return perturbed
+
+    quiet = []
+    for curve, analog in [*((c, [k]) for k, c in enumerate(report["points"])), (report["global"], [0, 1])]:
+        for sigma, row in zip(curve["sigmas"], curve["accuracy"], strict=True):
+            for r, acc in enumerate(row):
+                w = weights(sigma, r, analog)
+                want = _analog_accuracy(model, x, y, w, [layers[k] for k in analog], 0.3, seed, r, adc_bits)
+                assert acc == pytest.approx(want, abs=1e-12), (analog, sigma, r)
+                quiet.append(_analog_accuracy(model, x, y, w, [layers[k] for k in analog], 0.0, seed, r, adc_bits))
+    assert quiet != [a for c in [*report["points"], report["global"]] for row in c["accuracy"] for a in row]
+
+
+def test_output_noise_has_the_documented_sigma(tmp_path):
+    """The noise --out-noise 0.05 adds to a Gemm's output (bias and alpha included; weights exact):
+    mean 0 and standard deviation 0.05·r_out, r_out the largest |clean output| over every sample
+    and channel of the data — within 5 standard errors overall (8,000 values) and for each
+    channel in each batch (500 values), where the channels' and batches' own maxima lie far
+    below r_out (the last batch's inputs are 4 times larger)."""
+    import onnx
+    import onnxruntime as ort
+
+    from wn_onnx.engine import Engine, SweepSettings
+    from wn_onnx.graph_passes.weights import find_weight_points
+    from wn_onnx.io.data import Dataset
+    from wn_onnx.io.model import load_model
+    from wn_onnx.noise import NoiseSpec
+    from wn_onnx.noise.converters import Converters
+
+    path = tmp_path / "gemm.onnx"
+    onnx.save(_layer_model("Gemm"), str(path))
+    x = np.random.default_rng(12).standard_normal((200, 8)).astype(np.float32)
+    x[150:] *= 4
+    clean = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    r_out, repeats, size = float(np.abs(clean).max()), 10, 50
+    loaded = load_model(path)
+    st = SweepSettings(np.array([0.1]), NoiseSpec("mul"), repeats, seed=1, batch_size=size,
+                       converters=Converters(out_noise=0.05))  # fmt: skip
+    ev = Engine(loaded, ["CPUExecutionProvider"], threads=1).walker(find_weight_points(loaded.model)[0],
+                                                                     Dataset(x, None, "arrays"), st)  # fmt: skip
+    noise = np.empty((repeats, *clean.shape))
+    for r in range(repeats):
+        for b, first in enumerate(range(0, len(x), size)):
+            ev.start(b, first, x[first : first + size])
+            exact = np.zeros(1)  # σ_mul = 0: the weights unperturbed, the output noise alone
+            noise[r, first : first + size] = next(ev.logits(ev.noise((r,)), exact, exact, True)) - clean[first : first + size]
+    sd = 0.05 * r_out
+    assert abs(noise.mean()) < 5 * sd / np.sqrt(noise.size)
+    assert abs(noise.std() / sd - 1) < 5 / np.sqrt(2 * noise.size)
+    batches = noise.reshape(repeats, len(x) // size, size, -1)
+    ratios = batches.std(axis=(0, 2)) / sd  # [batch, channel]
+    assert np.all(np.abs(ratios - 1) < 5 / np.sqrt(2 * repeats * size)), ratios
+    local = np.abs(clean).reshape(len(x) // size, size, -1).max(axis=1) / r_out
+    assert local[:3].max() < 0.5 and local.min() < 0.2, local  # per-batch or per-channel ranges would show
+
+
 # ---- per-sample read noise ----------------------------------------------------------------------------
 
 

@@ -124,7 +124,8 @@ CompensationOption = Annotated[
 DacBitsOption = Annotated[int | None, typer.Option(help="Weights: a DAC of B bits on each analog layer's input.")]
 AdcBitsOption = Annotated[int | None, typer.Option(help="Weights: an ADC of B bits on each analog layer's output.")]
 OutNoiseOption = Annotated[
-    float | None, typer.Option(help="Weights: noise σ on each analog layer's output, relative to its range.")
+    float | None,
+    typer.Option(help="Weights: noise σ on each analog layer's output, relative to its clean max |output| over the data."),
 ]
 
 

@@ -6,7 +6,8 @@ with nothing else perturbed.
 
 A b-bit converter has n = 2^(b−1) − 1 levels each side of zero, step r/n: q = clip(round(v/step),
 −n, n)·step (round half to even); 1 bit keeps the sign, sign(v)·r, as ``quant`` does. Output noise
-adds σ_out·r_out·z to the output before the ADC, z standard normal per element and sample.
+adds σ_out·r_out·z to the output before the ADC, z standard normal per element and sample, r_out
+the layer's one clean max |output| (every element and sample, the ADC's full scale).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ class Converters:
 
     dac_bits: int | None = None
     adc_bits: int | None = None
-    out_noise: float = 0.0  # σ of the noise added to an analog layer's output, relative to its range
+    out_noise: float = 0.0  # σ of the noise added to an analog layer's output, relative to its clean max |output|
 
     def __post_init__(self) -> None:
         for name in ("dac_bits", "adc_bits"):
