@@ -486,14 +486,15 @@ def test_per_sample_read_noise_scans_and_differs_from_one_read_per_chip(tmp_path
     assert acc["per-sample"] != acc["repeat"] and acc["per-sample"] == acc["small-batches"]
 
 
-def _chain(path, dtype=np.float32, zero_branch: bool = False):
+def _chain(path, dtype=np.float32, zero_branch: bool = False, scale: float = 1.0):
     """x → MatMul(w1) → MatMul(w2) → logits: one analog layer feeding the next directly, the last a
-    graph output (``zero_branch``: plus x · 0 added to it, a layer whose weights are all zero)."""
+    graph output (``zero_branch``: plus x · 0 added to it, a layer whose weights are all zero;
+    ``scale``: the weights' standard deviation)."""
     import onnx
     from onnx import helper, numpy_helper
 
     rng = np.random.default_rng(11)
-    w1, w2 = rng.standard_normal((6, 8)).astype(dtype), rng.standard_normal((8, 4)).astype(dtype)
+    w1, w2 = ((rng.standard_normal(shape) * scale).astype(dtype) for shape in ((6, 8), (8, 4)))
     kind = onnx.TensorProto.FLOAT16 if dtype == np.float16 else onnx.TensorProto.FLOAT
     nodes = [helper.make_node("MatMul", ["input", "w1"], ["h"]), helper.make_node("MatMul", ["h", "w2"], ["logits" if not zero_branch else "l"])]
     weights = [numpy_helper.from_array(w1, "w1"), numpy_helper.from_array(w2, "w2")]
@@ -523,8 +524,9 @@ def test_analog_layers_in_a_chain_and_at_the_output(tmp_path, args):
 
 
 def test_analog_corner_cases_are_answered(tmp_path):
-    """An all-zero layer with per-sample reads scans (it reads nothing); converters on fp16 layers
-    and on a tied weight are one line each."""
+    """An all-zero layer with per-sample reads scans (it reads nothing); converters and per-sample
+    read noise on fp16 layers are one line each, walked or global (in float16 the read variances
+    of weights near 1e-3, 1e-10 to 1e-8 at a day, would flush to zero)."""
     zero = _chain(tmp_path / "zero.onnx", zero_branch=True)
     ran = wn("scan", zero, "--data", zero.with_suffix(".npz"), "--on", "weights", "--noise", "pcm",
              "--read-noise", "per-sample", "--levels", "1d", "--repeats", "2", "--quiet")  # fmt: skip
@@ -533,7 +535,66 @@ def test_analog_corner_cases_are_answered(tmp_path):
     ran = wn("scan", half, "--data", half.with_suffix(".npz"), "--on", "weights", "--noise", "mul", "--adc-bits", "8", "--quiet")
     assert ran.returncode == 2 and "converters take float32 values" in ran.stderr, ran.stderr
     assert len(ran.stderr.strip().splitlines()) == 1
+    for mode in ("walking", "global"):
+        ran = wn("scan", half, "--data", half.with_suffix(".npz"), "--on", "weights", "--noise", "pcm", "--read-noise",
+                 "per-sample", "--levels", "1d", "--mode", mode, "--quiet")  # fmt: skip
+        assert ran.returncode == 2 and "per-sample read noise takes float32 values" in ran.stderr, ran.stderr
+        assert len(ran.stderr.strip().splitlines()) == 1
 
+
+@pytest.mark.parametrize(("args", "options"), [
+    (["--noise", "add", "--levels", "1e-3,3e7"], {}),
+    (["--noise", "mul", "--levels", "1e-3,1e5,3e7"], {}),
+    (["--noise", "mixed", "--order", "mul-first", "--sigma-ratio", "0.5", "--levels", "1e-3,2e5"],
+     {"order": "mul-first", "ratio": 0.5}),
+    (["--noise", "pcm", "--levels", "1s,10y"], {}),
+    (["--noise", "bitflip", "--format", "fp16", "--levels", "1e-3,1e-1"], {"format": "fp16"}),
+])  # fmt: skip
+def test_weight_noise_on_fp16_layers_overflows_only_where_float16_must(tmp_path, args, options):
+    """A float16 chain (weights of standard deviation 0.001) walked at a small and a large level:
+    every (layer, level, repeat)'s non-finite count and accuracy equal the fp16 file run with the
+    weight perturbed in float32 (the model's formula on a float32 copy, the same draws) then cast
+    to float16 — the noise's own arithmetic overflows nowhere (σ = 1e5 is inf in float16) — while
+    overflow that float16 weights and outputs cannot avoid remains counted."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import numpy_helper
+
+    from wn_onnx.engine.draws import WEIGHT_STREAM
+    from wn_onnx.graph_passes.weights import find_weight_points
+    from wn_onnx.io.model import load_model
+    from wn_onnx.noise import make_noise
+
+    path, seed = _chain(tmp_path / "half.onnx", dtype=np.float16, scale=1e-3), 3
+    data = np.load(path.with_suffix(".npz"))
+    x, y = data["x"], data["y"]
+    out = tmp_path / "r.json"
+    ran = wn("scan", path, "--data", path.with_suffix(".npz"), "--on", "weights", *args, "--repeats", "2",
+             "--seed", seed, "--mode", "walking", "--out", out, "--quiet")  # fmt: skip
+    assert ran.returncode == 0 and "Warning" not in ran.stderr, ran.stderr
+    report = json.loads(out.read_text())
+    model = make_noise(args[1], **options)
+    proto = onnx.load(str(path))
+    initial = {i.name: numpy_helper.to_array(i) for i in proto.graph.initializer}
+
+    def run(tensor: str, w: np.ndarray) -> tuple[int, float]:
+        """(non-finite samples, accuracy) of the fp16 file with weight ``tensor`` replaced by ``w``."""
+        edited = onnx.load_from_string(proto.SerializeToString())
+        next(i for i in edited.graph.initializer if i.name == tensor).CopyFrom(numpy_helper.from_array(w, tensor))
+        logits = ort.InferenceSession(edited.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
+        finite = np.isfinite(logits).all(axis=1)
+        return int(np.sum(~finite)), float(np.mean(finite & (logits.argmax(1) == y)))
+
+    for point, curve in zip(find_weight_points(load_model(path).model), report["points"], strict=True):
+        w = initial[point.tensor].astype(np.float32)
+        ref, top = Reference.of_weight(w, point.channel_axis), max(curve["sigmas"])
+        for s, accuracy, nonfinite in zip(curve["sigmas"], curve["accuracy"], curve["nonfinite"], strict=True):
+            for r in range(2):
+                draws = model.draw(np.random.default_rng([seed, WEIGHT_STREAM, point.index, r]), w.shape, top)
+                with np.errstate(over="ignore", invalid="ignore"):
+                    half = model.perturb(w, s, draws, ref).astype(np.float16)
+                count, score = run(point.tensor, half)
+                assert (nonfinite[r], accuracy[r]) == (count, pytest.approx(score, abs=1e-12)), (point.tensor, s, r)
 
 def test_overlapping_bit_floors_take_the_strictest():
     """On bits a floor is the most bits a layer may need: of two patterns matching one point, the

@@ -83,10 +83,14 @@ class NoiseSpec(NoiseModel):
         return self.apply(x, float(sa), float(sm), draws, ref)
 
     def apply(self, x: np.ndarray, sa: float, sm: float, draws: list[np.ndarray], ref: Reference) -> np.ndarray:
-        """Noise on a weight tensor: :func:`apply_noise`, the additive σ times max|W| unless absolute."""
+        """Noise on a weight tensor: :func:`apply_noise`, the additive σ times max|W| unless absolute.
+        Computed in float32 at least, then cast back: in float16 a σ above 65504 is itself inf and
+        would make every weight inf or NaN, where only the weights float16 cannot hold should be."""
         unit = 1.0 if self.weight_scale == "absolute" else ref.absmax
-        with np.errstate(over="ignore", invalid="ignore"):
-            return apply_noise(x, draws[0], draws[1] if len(draws) > 1 else None, sa * unit, sm, self)
+        wide = x.astype(np.promote_types(x.dtype, np.float32), copy=False)
+        with np.errstate(over="ignore", invalid="ignore"):  # overflow of the result: counted as non-finite
+            noisy = apply_noise(wide, draws[0], draws[1] if len(draws) > 1 else None, sa * unit, sm, self)
+            return noisy.astype(x.dtype, copy=False)
 
     def components(self, sigma: np.ndarray | float) -> tuple[np.ndarray, np.ndarray]:
         """(sigma_add, sigma_mul) for swept value(s) ``sigma``."""
