@@ -84,7 +84,7 @@ def _is_loaded(model: object) -> bool:
 def find_points(model: ModelLike, at: str | None = None, granularity: str = "layer", on: str = "activations") -> list[Point]:
     """The noise points of ``model`` (all, or those ``at`` selects: ``"0,3,5-8"``, ``"op:Conv"``,
     ``"re:PATTERN"``): one per layer and complete function, or with ``granularity="op"`` one per op;
-    ``on="weights"``: its weight layers (Conv, ConvTranspose, Gemm, MatMul with a float initializer)."""
+    ``on="weights"``: its weight layers (Conv, ConvTranspose, Gemm, MatMul with a constant float weight)."""
     from wn_onnx.graph_passes import select_points
     from wn_onnx.graph_passes.fold_weights import weights_folded
     from wn_onnx.graph_passes.weights import points_on
