@@ -148,14 +148,17 @@ def test_each_form_of_a_constant_weight_becomes_the_initializer_numpy_computes(f
     np.testing.assert_array_equal(_run(model, x), _run(ir.from_proto(proto), x))
 
 
-def test_what_is_no_constant_layer_weight_keeps_its_form():
+def test_what_is_no_constant_layer_weight_keeps_its_form(tmp_path):
     """A weight computed by an op outside the folded ones (here Mul) is not a weight point; a
     quantised bias is no weight and stays quantised (only what a weight point needs becomes float);
-    a model with nothing to fold is handed back as it is."""
+    the graph's own dead nodes stay; a loaded model with nothing to fold is handed back as it is."""
     scaled = _matmul([_const("two", np.float32(2)), helper.make_node("Mul", ["w0", "two"], ["w"])],
                      [numpy_helper.from_array(W, "w0")])  # fmt: skip
     model = ir.from_proto(scaled)
     assert not FoldWeightsPass()(model).modified and find_weight_points(model) == []
+    nodes, initializers = FORMS["DequantizeLinear per channel"]
+    model = ir.from_proto(_matmul([*nodes, helper.make_node("Identity", ["x"], ["dead"])], initializers))
+    assert FoldWeightsPass()(model).modified and [n.op_type for n in model.graph] == ["Identity", "MatMul"]
     graph = helper.make_graph(
         [helper.make_node("DequantizeLinear", ["bq", "bs"], ["b"]), helper.make_node("Gemm", ["x", "w", "b"], ["y"])], "g",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
@@ -163,12 +166,11 @@ def test_what_is_no_constant_layer_weight_keeps_its_form():
         [numpy_helper.from_array(W, "w"), numpy_helper.from_array(np.array([1, 2, 3], np.int32), "bq"),
          numpy_helper.from_array(np.float32(0.1), "bs")],
     )  # fmt: skip
-    model = ir.from_proto(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
-    assert not FoldWeightsPass()(model).modified
-    assert [p.tensor for p in find_weight_points(model)] == ["w"] and [n.op_type for n in model.graph] == [
-        "DequantizeLinear",
-        "Gemm",
-    ]
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(tmp_path / "bias.onnx"))
+    loaded = load_model(tmp_path / "bias.onnx")
+    assert not FoldWeightsPass()(loaded.model).modified and weights_folded(loaded) is loaded
+    assert [p.tensor for p in find_weight_points(loaded.model)] == ["w"]
+    assert [n.op_type for n in loaded.model.graph] == ["DequantizeLinear", "Gemm"]
 
 
 # ---- the weight scan against the file with the perturbed weights written in ------------------------------

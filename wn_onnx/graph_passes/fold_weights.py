@@ -20,7 +20,6 @@ from typing import TYPE_CHECKING
 
 import onnx_ir as ir
 import onnxruntime as ort
-from onnx_ir.passes.common import RemoveUnusedNodesPass
 
 from wn_onnx.errors import ModelError
 from wn_onnx.graph_passes.points import sample_dependent
@@ -90,10 +89,28 @@ class FoldWeightsPass(ir.passes.InPlacePass):
                               const_value=tensor)  # fmt: skip
             ir.convenience.replace_all_uses_with(value, weight)
             graph.register_initializer(weight)
+            _drop_unread(graph, value)
             modified = True
-        if modified:
-            RemoveUnusedNodesPass()(model)
         return ir.passes.PassResult(model, modified=modified)
+
+
+def _drop_unread(graph: ir.Graph, value: ir.Value) -> None:
+    """``value``'s node and what only it read (a folded weight's chain, its quantised tensors) out
+    of ``graph``; the rest of the graph stays as written, dead nodes of the model's own included."""
+    stack = [value]
+    while stack:
+        v = stack.pop()
+        if v.uses() or v.is_graph_output() or v.is_graph_input():
+            continue
+        if v.is_initializer():
+            graph.initializers.pop(v.name)
+            continue
+        node = v.producer()
+        if node is None or node.graph is not graph or any(o.uses() or o.is_graph_output() for o in node.outputs):
+            continue
+        inputs = [i for i in node.inputs if i is not None]
+        graph.remove(node, safe=True)
+        stack.extend(inputs)
 
 
 def _compute(model: ir.Model, values: list[ir.Value]) -> list[ir.Tensor]:
