@@ -73,8 +73,8 @@ def layer_operands(graph: ir.Graph, live: set[ir.Value]) -> Iterator[tuple[ir.No
 def find_weight_points(model: ir.Model) -> list[WeightPoint]:
     """Every float weight initializer a Conv / ConvTranspose / Gemm / MatMul of the main graph
     multiplies a data-dependent value by, in graph order (the layer's first such weight; a bias is
-    not a weight point). Weights computed from constants become such initializers first
-    (graph_passes/fold_weights.py)."""
+    not a weight point). A weight computed from constants is none until FoldWeightsPass
+    (fold_weights.py) makes it an initializer, as a weight scan and ``find_points(on="weights")`` do."""
     graph = model.graph
     live = sample_dependent(graph)
     found: list[WeightPoint] = []
