@@ -9,6 +9,7 @@ import pytest
 from conftest import config_of, random_data
 
 from wn_onnx.engine import Engine, SweepSettings, draws, memory
+from wn_onnx.engine.routes import Routes
 from wn_onnx.graph_passes import find_points
 from wn_onnx.io.model import load_model
 from wn_onnx.noise import NoiseSpec
@@ -66,3 +67,48 @@ def test_a_points_curve_does_not_depend_on_the_points_walked_with_it_or_the_budg
         bounded, drawn = walked(lenet, monkeypatch, spec, memory=fixed + 16 * room)
         assert bounded == everything
         assert REPEATS * 3 < len(drawn) and (min(drawn) < SAMPLES - 2 * BATCH) == fewer, drawn
+
+
+def test_sequential_trials_read_kept_values_and_draws_and_get_what_they_get_alone(lenet, monkeypatch):
+    """The sequential estimator takes every point's trials in an order of its own. Walked with
+    the others, a trial's clean values come from the group's prefix run over whole batches and
+    its noise from rows kept per sample (each (repeat, sample) drawn once for all points); walked
+    alone, the point keeps its own; under a budget that keeps nothing, they are computed for each
+    trial batch. The curves are the same."""
+    loaded, _ = lenet
+    runs: list[int] = []
+    real = Routes.run_values
+
+    def counted(self, x, names):
+        runs.append(len(x))
+        return real(self, x, names)
+
+    monkeypatch.setattr(Routes, "run_values", counted)
+    st = SweepSettings(np.geomspace(0.01, 100, 25), NoiseSpec("add"), repeats=REPEATS, batch_size=BATCH)
+
+    def sequential(**request) -> tuple[dict, list[int], list[int]]:
+        runs.clear()
+        drawn: list[int] = []
+
+        def rows(seed, key, samples, width):
+            drawn.extend((key[0], int(s)) for s in samples)
+            return ROWS(seed, key, samples, width)
+
+        monkeypatch.setattr(draws, "walk_rows", rows)
+        monkeypatch.setattr("wn_onnx.engine.memory.current_rss", lambda: HELD)
+        report = run_scan(loaded, lenet[1], config_of(st, dict(mode="walking", estimator="sequential", **request)))
+        keys = ("status", "mu", "mu_err", "sequential")
+        return {p["index"]: [p[k] for k in keys] for p in report["points"]}, list(runs), drawn
+
+    everything, prefix, drawn = sequential()
+    assert len(everything) == len(find_points(loaded.model))
+    assert sum(e[3]["evaluations"] for e in everything.values()) > 3 * SAMPLES  # several points share samples
+    assert len(drawn) == len(set(drawn)) <= SAMPLES * REPEATS  # each (repeat, sample) drawn once
+    assert set(prefix) <= {BATCH, SAMPLES - 2 * BATCH}  # whole batches, not trial batches
+    for at in (1, 4, 7):  # a point alone keeps its own values: its trials revisit samples under another repeat
+        alone, prefix, _ = sequential(at=str(at))
+        assert alone[at] == everything[at] and set(prefix) <= {BATCH, SAMPLES - 2 * BATCH}, at
+    fixed = HELD + memory.SESSION_COPIES * memory.weight_bytes(loaded.model.graph)
+    bounded, prefix, drawn = sequential(memory=int(fixed * 1.3))
+    assert bounded == everything and len(drawn) > len(set(drawn))
+    assert set(prefix) - {BATCH, SAMPLES - 2 * BATCH}  # trial batches

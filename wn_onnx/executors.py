@@ -59,7 +59,7 @@ class Serial:
             for group in engine.tap_groups(points, data, st):
                 sub = replace(st, batch_size=engine.walk_batch(group, data, st))  # one batch size: shared clean values
                 per_point = 1 if self.config.estimator == "sequential" else max(1, engine.sweep_work(data, sub))
-                with engine.shared_taps(group, sub):
+                with engine.shared_taps(group, data, sub, revisit=self.config.estimator == "sequential"):
                     for point in group:
                         share = _Share(tick, per_point)
                         yield point, walk_one(engine, point, data, sub, self.config, base, share, scale(point))

@@ -237,21 +237,27 @@ class Engine:
         """``points`` in order, in groups whose walks read clean values that, kept for the whole
         of ``data``, fit TAP_BYTES and half the budget's cache share (a point that alone does
         not fit is a group of its own)."""
-        x = data.x[:3]
-        size = self.batch_size(st.batch_size)
-        rows = -(-len(data) // size) * size if self.loaded.fixed_batch else len(data)
-        room = min(TAP_BYTES, self.budget.caches // 2)
+        room = self._tap_room()
         groups: list[list[Point]] = []
         names: set[str] = set()
         for p in points:
             own = set(self._tap_names(p, st.spec, st.walk == "full"))
-            if groups and sum(self.routes.sample_bytes(n, x) for n in names | own) * rows <= room:
+            if groups and self._tap_bytes(names | own, data, st) <= room:
                 groups[-1].append(p)
                 names |= own
             else:
                 groups.append([p])
                 names = own
         return groups
+
+    def _tap_room(self) -> int:
+        return min(TAP_BYTES, self.budget.caches // 2)
+
+    def _tap_bytes(self, names: set[str], data: Dataset, st: SweepSettings) -> float:
+        """Bytes of clean values ``names`` kept for the whole of ``data`` (batches of ``st``)."""
+        size = self.batch_size(st.batch_size)
+        rows = -(-len(data) // size) * size if self.loaded.fixed_batch else len(data)
+        return sum(self.routes.sample_bytes(n, data.x[:3]) for n in names) * rows
 
     def _tap_names(self, point: Point, spec: NoiseModel, full: bool) -> list[str]:
         """The clean values a walk of ``point`` reads (weights: the layer's input; a model applied in
@@ -263,15 +269,20 @@ class Engine:
         return self.routes.tap_names(point, spec, full)
 
     @contextlib.contextmanager
-    def shared_taps(self, points: list[Point], st: SweepSettings) -> Iterator[None]:
-        """Within: walks of ``points`` on one data set (batches of ``st``) read their clean values
-        from one prefix run per batch for all of them (a group from :meth:`tap_groups`)."""
-        if len(points) < 2 or isinstance(points[0], WeightPoint) or not isinstance(st.spec, NoiseSpec):
+    def shared_taps(self, points: list[Point], data: Dataset, st: SweepSettings, revisit: bool = False) -> Iterator[None]:
+        """Within: walks of ``points`` on ``data`` (batches of ``st``) read their clean values
+        from one prefix run per batch for all of them (a group from :meth:`tap_groups`).
+        ``revisit``: a walk comes back to samples (the sequential estimator's trials under
+        several repeats), so a point alone keeps its values too when they fit."""
+        if isinstance(points[0], WeightPoint) or not isinstance(st.spec, NoiseSpec):
             # nothing to share: weight walks and models applied in numpy read their values themselves
             yield
             return
         names = [n for p in points for n in self.routes.tap_names(p, st.spec, st.walk == "full")]
-        self.routes.shared = SharedTaps(self.routes, names)
+        if len(points) < 2 and not (revisit and self._tap_bytes(set(names), data, st) <= self._tap_room()):
+            yield
+            return
+        self.routes.shared = SharedTaps(self.routes, names, data, self.batch_size(st.batch_size))
         try:
             yield
         finally:

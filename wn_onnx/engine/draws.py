@@ -94,13 +94,33 @@ def walk_rows(seed: int, key: tuple[int, ...], samples: np.ndarray, width: int) 
 
 
 class WalkDraws:
-    """Walk-stream rows of whole batches, kept for the walks of every point while they fit ``room``
-    bytes (beyond that drawn again for each point: the same numbers); each is drawn ``width``
-    numbers a sample wide (the widest point to be walked) so that no later point draws again."""
+    """Walk-stream rows of whole batches, or of single samples (the sequential estimator's trials,
+    which every point takes in an order of its own), kept for the walks of every point while they
+    fit ``room`` bytes (beyond that drawn again for each point: the same numbers); each is drawn
+    ``width`` numbers a sample wide (the widest point to be walked) so that no later point draws again."""
 
     def __init__(self, width: int, room: int) -> None:
         self.width, self.room = width, room
         self.kept: dict[tuple[int, tuple[int, ...], int], np.ndarray] = {}  # (seed, key, first sample) → rows
+        self.single: dict[tuple[int, tuple[int, ...]], dict[int, np.ndarray]] = {}  # (seed, key) → sample → row
+
+    def listed(self, seed: int, key: tuple[int, ...], samples: np.ndarray, width: int) -> np.ndarray:
+        """The first ``width`` numbers of each sample ``samples`` lists (:func:`walk_rows`), those
+        drawn before taken from the kept rows."""
+        table = self.single.setdefault((seed, key), {})
+        rows = {s: row for s in dict.fromkeys(samples.tolist()) if (row := table.get(s)) is not None and len(row) >= width}
+        missing = np.array([s for s in dict.fromkeys(samples.tolist()) if s not in rows], np.int64)
+        if missing.size:
+            fresh = walk_rows(seed, key, missing, max(width, self.width))
+            keep = fresh.nbytes <= self.room
+            if keep:
+                fresh.flags.writeable = False  # handed out to every point
+                self.room -= fresh.nbytes
+            for s, row in zip(missing.tolist(), fresh, strict=True):
+                rows[s] = row
+                if keep:
+                    table[s] = row
+        return np.stack([rows[s][:width] for s in samples.tolist()])
 
     def rows(self, seed: int, key: tuple[int, ...], first: int, n: int, width: int) -> np.ndarray:
         """Samples ``first…first+n-1``'s first ``width`` numbers (:func:`walk_rows`), from a kept
@@ -142,6 +162,8 @@ def walk_draw(
     per = int(np.prod(inner, dtype=np.int64))
     if kept is not None and np.isscalar(first):
         rows = kept.rows(seed, key, int(first), n, count * per)
+    elif kept is not None:
+        rows = kept.listed(seed, key, np.asarray(first, np.int64), count * per)
     else:
         samples = np.asarray(first, np.int64) if not np.isscalar(first) else np.arange(first, first + n)
         rows = walk_rows(seed, key, samples, count * per)

@@ -34,7 +34,7 @@ from wn_onnx.graph_passes import (
 )
 from wn_onnx.graph_passes.extract import has_subgraphs
 from wn_onnx.graph_passes.insert_noise import StackNoisyInputPass
-from wn_onnx.io.data import Inputs, feeds
+from wn_onnx.io.data import Dataset, Inputs, feeds
 from wn_onnx.io.model import LoadedModel
 from wn_onnx.noise import NoiseSpec
 
@@ -242,10 +242,12 @@ class Routes:
 class SharedTaps:
     """Clean values ``names`` of every batch of one data set, each batch's computed by one prefix
     run the first time a walk asks for it and kept for the walks of the other points (their
-    bytes are bounded by whoever groups the points, see Engine.tap_groups)."""
+    bytes are bounded by whoever groups the points, see Engine.tap_groups). ``data`` and ``size``
+    (its batches): the values of listed samples (the sequential estimator's trials) are taken from
+    those of the batches that hold them, instead of a prefix run for every trial batch of every point."""
 
-    def __init__(self, routes: Routes, names: list[str]) -> None:
-        self.routes = routes
+    def __init__(self, routes: Routes, names: list[str], data: Dataset | None = None, size: int = 0) -> None:
+        self.routes, self.data, self.size = routes, data, size
         self.names = [n for n in dict.fromkeys(names) if n not in routes.loaded.inputs]
         self.values: dict[tuple[int, int], dict[str, np.ndarray]] = {}
 
@@ -258,3 +260,27 @@ class SharedTaps:
         if key not in self.values:
             self.values[key] = self.routes.run_values(x, self.names)
         return {n: self.values[key][n] for n in names}
+
+    def listed(self, samples: np.ndarray, x: np.ndarray | Inputs, names: list[str]) -> dict[str, np.ndarray] | None:
+        """Values ``names`` (all covered) of the samples ``samples`` lists (``x``: their inputs), in
+        that order; None where that cannot be read from whole batches (no data, a batch built into
+        the model, a value without a sample axis)."""
+        if self.data is None or self.routes.loaded.fixed_batch:
+            return None
+        inner = [n for n in dict.fromkeys(names) if n not in self.routes.loaded.inputs]
+        axes = {n: self.routes.sample_axis(n, x) for n in inner}
+        if any(a is None for a in axes.values()):
+            return None
+        batch = samples // self.size
+        out: dict[str, np.ndarray] = {}
+        for b in np.unique(batch):
+            first = int(b) * self.size
+            kept = self.get(first, self.data.x[first : first + self.size], inner)
+            mine = np.flatnonzero(batch == b)
+            for n, ax in axes.items():
+                if n not in out:
+                    shape = list(kept[n].shape)
+                    shape[ax] = len(samples)
+                    out[n] = np.empty(shape, kept[n].dtype)
+                np.moveaxis(out[n], ax, 0)[mine] = np.moveaxis(kept[n], ax, 0)[samples[mine] - first]
+        return self.routes.feeds(x) | out

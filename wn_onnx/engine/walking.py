@@ -45,8 +45,12 @@ class WalkPoint:
         """Clean values of the batch: shared with the walks of other points when they are
         (Routes.shared), else kept in the round cache when there is one (not the input)."""
         shared = self.routes.shared
-        if shared is not None and np.isscalar(self.first) and shared.covers(names):  # shared per contiguous batch
-            return shared.get(self.first, self.x, names)
+        if shared is not None and shared.covers(names):  # shared per contiguous batch
+            if np.isscalar(self.first):
+                return shared.get(self.first, self.x, names)
+            listed = shared.listed(np.asarray(self.first, np.int64), self.x, names)
+            if listed is not None:
+                return listed
         if self.cache is None:
             return self.routes.run_values(self.x, names)
         inner = [n for n in dict.fromkeys(names) if n not in self.routes.loaded.inputs]
