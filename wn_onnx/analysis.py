@@ -269,12 +269,14 @@ WEIGHT_OPS = {"Conv": 1, "ConvTranspose": 1, "Gemm": 1, "MatMul": 1}
 
 
 def weight_magnitudes(path: str) -> list[dict]:
-    """Mean |w| of every learnable layer's weight initializer, in graph order, each named as
-    ``wn-onnx points --granularity op`` names it: the point index and tensor of the layer's output
-    (the paper's models have the same points at both granularities)."""
+    """Mean |w| of every learnable layer's weight initializer (those computed from constants folded
+    first, as a weight scan sees them), in graph order, each named as ``wn-onnx points
+    --granularity op`` names it: the point index and tensor of the layer's output (the paper's
+    models have the same points at both granularities)."""
+    from wn_onnx.graph_passes.fold_weights import weights_folded
     from wn_onnx.io.model import load_model
 
-    loaded = load_model(path)
+    loaded = weights_folded(load_model(path))
     points = {p.tensor: p.index for p in find_points(loaded.model, "op")}
     proto = ir.to_proto(loaded.model)
     inits = {t.name: t for t in proto.graph.initializer}

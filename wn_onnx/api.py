@@ -84,11 +84,12 @@ def _is_loaded(model: object) -> bool:
 def find_points(model: ModelLike, at: str | None = None, granularity: str = "layer", on: str = "activations") -> list[Point]:
     """The noise points of ``model`` (all, or those ``at`` selects: ``"0,3,5-8"``, ``"op:Conv"``,
     ``"re:PATTERN"``): one per layer and complete function, or with ``granularity="op"`` one per op;
-    ``on="weights"``: its weight layers (Conv, ConvTranspose, Gemm, MatMul with a float initializer)."""
+    ``on="weights"``: its weight layers (Conv, ConvTranspose, Gemm, MatMul with a constant float weight)."""
     from wn_onnx.graph_passes import select_points
+    from wn_onnx.graph_passes.fold_weights import weights_folded
     from wn_onnx.graph_passes.weights import points_on
 
-    loaded = _model(model)
+    loaded = weights_folded(_model(model)) if on == "weights" else _model(model)
     return select_points(points_on(loaded.model, on, granularity, loaded.path), at)
 
 
@@ -398,6 +399,7 @@ def mixed(model: ModelLike, data: DataLike = None, config: ScanConfig | None = N
     per cell (default 3 here; a map has no fit, so one repeat is allowed on weights too)."""
     from wn_onnx.analysis import mixed_grid
     from wn_onnx.curve import prepared
+    from wn_onnx.graph_passes.fold_weights import weights_folded
     from wn_onnx.noise import parse_grid
 
     if on not in ("activations", "weights"):
@@ -407,7 +409,7 @@ def mixed(model: ModelLike, data: DataLike = None, config: ScanConfig | None = N
     if config is None and "repeats" not in overrides:
         overrides["repeats"] = 3
     config = scan_config(config, **overrides)
-    loaded = _model(model)
+    loaded = weights_folded(_model(model)) if on == "weights" else _model(model)
     engine, dataset, _base = prepared(loaded, _dataset(loaded, data, config), config)
     return [mixed_grid(engine, dataset, at, o, parse_grid(sigma_mul), parse_grid(sigma_add), config.repeats, config.seed,
                        config.granularity, config.metric, config.batch_size, config.metric_timeout, on)

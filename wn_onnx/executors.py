@@ -35,6 +35,7 @@ from wn_onnx.engine.memory import Share
 from wn_onnx.engine.round_cache import RoundCache
 from wn_onnx.errors import WnError
 from wn_onnx.graph_passes import Point
+from wn_onnx.graph_passes.fold_weights import weights_folded
 from wn_onnx.io.data import Dataset
 from wn_onnx.io.model import load_model
 from wn_onnx.scan_config import ScanConfig
@@ -181,17 +182,19 @@ _STATE = threading.local()  # one engine per Dask worker thread (a LocalCluster 
 
 def worker_setup(engine: Engine, data: Dataset, threads: int, memory: int | Share | None) -> tuple:
     """What a worker is sent to build its state from (:func:`worker_state`): the model's file and
-    output, the data, providers, threads, the clean outputs the scan process computed, the
-    worker's memory budget (a :class:`Share` of the scan's on this machine)."""
-    return (engine.loaded.path, engine.loaded.output_name, data.x, data.y, engine.providers, threads,
-            engine.known_clean(data), memory)  # fmt: skip
+    output, whether its weights were folded (graph_passes/fold_weights.py: a worker folds them
+    again, to the same weights), the data, providers, threads, the clean outputs the scan process
+    computed, the worker's memory budget (a :class:`Share` of the scan's on this machine)."""
+    return (engine.loaded.path, engine.loaded.output_name, engine.loaded.weights_folded, data.x, data.y,
+            engine.providers, threads, engine.known_clean(data), memory)  # fmt: skip
 
 
-def worker_state(path: str, output: str, x: np.ndarray, y: np.ndarray, providers: list[str], threads: int,
-                 reference: np.ndarray, memory: int | Share | None) -> dict:  # fmt: skip
+def worker_state(path: str, output: str, folded: bool, x: np.ndarray, y: np.ndarray, providers: list[str],
+                 threads: int, reference: np.ndarray, memory: int | Share | None) -> dict:  # fmt: skip
     """What a worker walks with: its own engine under the memory budget, the data and the clean outputs."""
     data = Dataset(x, y, "worker")
-    engine = Engine(load_model(path, output), providers, threads, memory)
+    loaded = load_model(path, output)
+    engine = Engine(weights_folded(loaded) if folded else loaded, providers, threads, memory)
     engine.remember_clean(data, reference)  # computed once by the scan process
     engine.keep_draws()  # the walk noise of the first point serves the narrower ones after it
     return {"engine": engine, "data": data}

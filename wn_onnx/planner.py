@@ -19,6 +19,7 @@ from wn_onnx.curve import prepared
 from wn_onnx.engine import Engine, SweepSettings
 from wn_onnx.errors import WnError
 from wn_onnx.graph_passes import Point
+from wn_onnx.graph_passes.fold_weights import weights_folded
 from wn_onnx.graph_passes.weights import points_on
 from wn_onnx.io.config import MAX_REPEATS, MAX_SEED
 from wn_onnx.io.data import Dataset
@@ -293,8 +294,8 @@ def match_model(report: dict, model_path: str | Path, granularity: str | None = 
     """Load the model and check the report describes it (same point tensors: its weight points for a
     weight report, else its points at the report's granularity unless ``granularity`` says otherwise;
     reports before it was recorded: op)."""
-    loaded = load_model(model_path)
     weights = report.get("on") == "weights"
+    loaded = weights_folded(load_model(model_path)) if weights else load_model(model_path)
     found = points_on(loaded.model, report.get("on", "activations"), granularity or report.get("granularity", "op"), str(model_path))
     by_index = {p.index: p for p in found}
     chosen = []

@@ -21,6 +21,7 @@ from wn_onnx.engine import Counts, Engine, SweepSettings, providers_for
 from wn_onnx.errors import ScanInterrupted, WnError
 from wn_onnx.executors import Executor, executor_for
 from wn_onnx.graph_passes import Point, select_points
+from wn_onnx.graph_passes.fold_weights import weights_folded
 from wn_onnx.graph_passes.weights import points_on
 from wn_onnx.io.data import Dataset, Inputs
 from wn_onnx.io.model import LoadedModel
@@ -72,6 +73,7 @@ def run_scan(
     instead of recomputed. Ctrl-C raises :class:`ScanInterrupted` with the partial report.
     """
     st = config.settings()
+    loaded = weights_folded(loaded) if config.on == "weights" else loaded
     engine = Engine(loaded, providers_for(config.device), config.threads, config.memory)
     chosen, skipped = _selected(loaded, config)
     data, base, facts = clean_pass(engine, data, st.metric, st.batch_size, config.label_free, st.metric_timeout)

@@ -1,12 +1,13 @@
 """Weight points: the float initializers that Conv, ConvTranspose, Gemm and MatMul multiply an
 activation by (what analog in-memory hardware stores as conductances), one point per layer, named
 by the consuming node; and the pass that makes chosen weights runtime inputs so that a session
-can be fed perturbed copies of them.
+can be fed perturbed copies of them. Weights computed from constants (a Constant node, a
+DequantizeLinear of int8 values, …) are made such initializers first (fold_weights.py).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import onnx_ir as ir
@@ -55,28 +56,36 @@ def _is_weight(value: ir.Value | None, live: set[ir.Value]) -> bool:
     )
 
 
+def layer_operands(graph: ir.Graph, live: set[ir.Value]) -> Iterator[tuple[ir.Node, int, ir.Value]]:
+    """(layer, slot, value) for each input of a Conv / ConvTranspose / Gemm / MatMul of ``graph``
+    that holds no sample's values while the other operand does (``live``): where a layer's weight
+    sits, in graph order (Gemm and MatMul: slot 1 first)."""
+    for node in graph:
+        if node.op_type not in WEIGHT_OPS or node.domain not in ("", "ai.onnx"):
+            continue
+        for slot in (1,) if node.op_type in ("Conv", "ConvTranspose") else (1, 0):
+            other = node.inputs[1 - slot] if len(node.inputs) > 1 else None
+            value = node.inputs[slot] if len(node.inputs) > slot else None
+            if value is not None and value not in live and other is not None and other in live:
+                yield node, slot, value
+
+
 def find_weight_points(model: ir.Model) -> list[WeightPoint]:
     """Every float weight initializer a Conv / ConvTranspose / Gemm / MatMul of the main graph
     multiplies a data-dependent value by, in graph order (the layer's first such weight; a bias is
-    not a weight point)."""
+    not a weight point). A weight computed from constants is none until FoldWeightsPass
+    (fold_weights.py) makes it an initializer, as a weight scan and ``find_points(on="weights")`` do."""
     graph = model.graph
     live = sample_dependent(graph)
     found: list[WeightPoint] = []
     seen: set[str] = set()
-    for node in graph:
-        if node.op_type not in WEIGHT_OPS or node.domain not in ("", "ai.onnx"):
-            continue
-        slots = (1,) if node.op_type in ("Conv", "ConvTranspose") else (1, 0)
-        for slot in slots:
-            other = node.inputs[1 - slot] if len(node.inputs) > 1 else None
-            weight = node.inputs[slot] if len(node.inputs) > slot else None
-            if _is_weight(weight, live) and other is not None and other in live and weight.name not in seen:
-                seen.add(weight.name)
-                rank = len(weight.shape) if weight.shape is not None else 0
-                found.append(WeightPoint(len(found), weight.name, node.op_type, node.name or "", _shape(weight),
-                                         data=other.name or "", channel_axis=_channel_axis(node, slot, rank),
-                                         output=node.outputs[0].name or "", shared=len(weight.uses()) > 1))  # fmt: skip
-                break
+    for node, slot, weight in layer_operands(graph, live):
+        if _is_weight(weight, live) and weight.name not in seen:
+            seen.add(weight.name)
+            rank = len(weight.shape) if weight.shape is not None else 0
+            found.append(WeightPoint(len(found), weight.name, node.op_type, node.name or "", _shape(weight),
+                                     data=node.inputs[1 - slot].name or "", channel_axis=_channel_axis(node, slot, rank),
+                                     output=node.outputs[0].name or "", shared=len(weight.uses()) > 1))  # fmt: skip
     return found
 
 
@@ -92,8 +101,9 @@ def require_weights(points: list[WeightPoint], model: str) -> list[WeightPoint]:
     """``points``, or one clear error when the model has none."""
     if not points:
         raise ConfigError(
-            f"{model}: no weight initializers: no Conv, ConvTranspose, Gemm or MatMul multiplies data by a float "
-            "initializer (weights fed as graph inputs, or stored quantised, cannot be perturbed)"
+            f"{model}: no weight initializers: no Conv, ConvTranspose, Gemm or MatMul multiplies data by constant "
+            "float weights (weights fed as graph inputs, or multiplied as integers by QLinearConv, ConvInteger or "
+            "MatMulInteger, cannot be perturbed)"
         )
     return points
 

@@ -44,6 +44,7 @@ class LoadedModel:
     freed_batch: int | None = None  # the file's fixed batch, when the graph was checked to take any
     external: tuple[str, ...] = ()  # external data files the weights were read from
     inputs: dict[str, tuple[tuple, np.dtype]] = field(default_factory=dict)  # every graph input: (shape, dtype)
+    weights_folded: bool = False  # weights computed from constants made initializers (graph_passes/fold_weights.py)
 
     def content_digest(self) -> str:
         """Hash of the model file and its external data files: what the numbers depend on."""
