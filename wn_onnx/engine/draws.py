@@ -111,8 +111,9 @@ class WalkDraws:
         rows = {s: row for s in dict.fromkeys(samples.tolist()) if (row := table.get(s)) is not None and len(row) >= width}
         missing = np.array([s for s in dict.fromkeys(samples.tolist()) if s not in rows], np.int64)
         if missing.size:
-            fresh = walk_rows(seed, key, missing, max(width, self.width))
-            keep = fresh.nbytes <= self.room
+            wide = max(width, self.width)
+            keep = missing.size * wide * 4 <= self.room  # else only what this point needs, not kept
+            fresh = walk_rows(seed, key, missing, wide if keep else width)
             if keep:
                 fresh.flags.writeable = False  # handed out to every point
                 self.room -= fresh.nbytes
