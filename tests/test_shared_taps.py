@@ -8,7 +8,7 @@ import pytest
 from conftest import config_of, random_data
 
 from wn_onnx.engine import Engine, SweepSettings, core
-from wn_onnx.engine.routes import Routes
+from wn_onnx.engine.routes import Routes, SharedTaps
 from wn_onnx.graph_passes import find_points
 from wn_onnx.io.model import load_model
 from wn_onnx.noise import NoiseSpec
@@ -89,3 +89,20 @@ def test_global_sweep_needs_no_clean_pass(mlp, monkeypatch):
     monkeypatch.setattr(Routes, "run_values", lambda self, x, names: runs.append(names) or RUN_VALUES(self, x, names))
     counts = engine.global_sweep(find_points(loaded.model), data, settings(NoiseSpec("add")), lambda _n: None)
     assert runs == [] and counts.total == SAMPLES and counts.correct[1:].min() < SAMPLES  # the noise is there
+
+
+def test_kept_values_leave_the_inputs_to_the_caller(mlp):
+    """A group keeps its points' clean values for every batch, not the batches' inputs (a copy of
+    each batch of streamed 224² images would hold 600 kB a sample for the whole scan); an input
+    among the names asked for is the batch the caller hands in."""
+    loaded, data = mlp
+    engine = Engine(loaded, ["CPUExecutionProvider"])
+    points = find_points(loaded.model)
+    names = [loaded.input_name, points[1].tensor, points[3].tensor]
+    shared = SharedTaps(engine.routes, names)
+    x = data.x[:BATCH].copy()
+    got = shared.get(0, x, names)
+    assert got[loaded.input_name] is x
+    assert [set(v) for v in shared.values.values()] == [{points[1].tensor, points[3].tensor}]
+    direct = engine.routes.run_values(x, names)
+    assert all(np.array_equal(got[n], direct[n]) for n in names[1:])

@@ -257,9 +257,11 @@ class SharedTaps:
     def get(self, first: int, x: np.ndarray | Inputs, names: list[str]) -> dict[str, np.ndarray]:
         """Values ``names`` (all covered) of the batch of samples ``first…first+len(x)-1``."""
         key = (first, len(x))
-        if key not in self.values:
-            self.values[key] = self.routes.run_values(x, self.names)
-        return {n: self.values[key][n] for n in names}
+        if key not in self.values:  # the inputs are not kept: the caller holds them (224² images: 600 kB a sample)
+            computed = self.routes.run_values(x, self.names)
+            self.values[key] = {n: computed[n] for n in self.names}
+        fed = self.routes.feeds(x)
+        return {n: fed[n] if n in fed else self.values[key][n] for n in names}
 
     def listed(self, samples: np.ndarray, x: np.ndarray | Inputs, names: list[str]) -> dict[str, np.ndarray] | None:
         """Values ``names`` (all covered) of the samples ``samples`` lists (``x``: their inputs), in
