@@ -37,7 +37,8 @@ scan that made its report, on the same images.
 same σ range (the default 49 σ × 5 repeats, 2,000 images by default), both full CLI runs, and
 measures what each spends inside onnxruntime's runs: the rest — start-up, the clean pass's Python,
 set-up per point, noise draws, the estimator's own arithmetic — is the fixed cost a small model
-pays (target: under 25 % of the sequential scan's wall time).
+pays (target: under 25 % of the sequential scan's wall time; printed). Its JSON keeps grid /
+sequential.
 
 ``--json OUT.json`` writes the run's ratios with the machine and versions; ``--compare OLD.json``
 flags every ratio more than 15 % worse than the old run's (exit code 1). The last measured
