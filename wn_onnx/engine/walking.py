@@ -45,7 +45,7 @@ class WalkPoint:
         """Clean values of the batch: shared with the walks of other points when they are
         (Routes.shared), else kept in the round cache when there is one (not the input)."""
         shared = self.routes.shared
-        if shared is not None and shared.covers(names):  # shared per contiguous batch
+        if shared is not None and shared.covers(names):  # kept per whole batch for the group
             if np.isscalar(self.first):
                 return shared.get(self.first, self.x, names)
             listed = shared.listed(np.asarray(self.first, np.int64), self.x, names)
