@@ -188,6 +188,32 @@ def test_streamed_data_gives_the_in_memory_report(tmp_path):
     assert np.array_equal(limited.x[:], load_npz(DEFAULT_DATA, limit=50).x)
 
 
+def test_streamed_rows_in_any_order_and_sequential_trials_read_each_batch_once(tmp_path, monkeypatch):
+    """Rows listed in any order (the sequential estimator's trials), repeated (a fixed batch's
+    padding), or contiguous come from a streamed .npy as they are listed; a sequential scan of
+    streamed data gives the in-memory report and reads each batch for its kept clean values once,
+    not once per trial batch."""
+    whole = load_npz(DEFAULT_DATA)
+    np.save(tmp_path / "x.npy", whole.x)
+    np.save(tmp_path / "y.npy", whole.y)
+    data = load_streamed(tmp_path / "x.npy", tmp_path / "y.npy")
+    for rows in ([5, 30, 2, 8], [4, 5, 7, 7], [9, 8, 7, 6], [3, 4, 5, 6]):
+        assert np.array_equal(data.x[np.array(rows)], whole.x[rows]), rows
+    loaded = load_model(DEFAULT_MODEL)
+    st = SweepSettings(parse_grid("log:1e-2:1e2:25"), NoiseSpec("add"), 2, 5, batch_size=100)
+    req = dict(mode="walking", at="1,4,7", estimator="sequential")
+    keys = ("status", "mu", "mu_err", "sequential")
+    ref = run_scan(loaded, whole, config_of(st, req))
+    read, real = [], Rows._read
+    monkeypatch.setattr(Rows, "_read", lambda self, k, local: read.append(len(local)) or real(self, k, local))
+    got = run_scan(loaded, data, config_of(st, req))
+    assert [[p[k] for k in keys] for p in got["points"]] == [[p[k] for k in keys] for p in ref["points"]]
+    trials = sum(p["sequential"]["evaluations"] for p in got["points"])
+    # the clean pass, each point's kept batches (three tap groups at most), the trials' own inputs,
+    # axis probes of 3 samples: 4,690 rows; reading the batches again for every trial batch: 20,000
+    assert sum(read) <= 5 * len(whole) + trials, (sum(read), trials)
+
+
 def test_streamed_data_errors_are_one_line(tmp_path):
     np.save(tmp_path / "x.npy", np.zeros((4, 64), np.float32))
     with pytest.raises(WnError, match="no labels"):

@@ -97,7 +97,8 @@ class WalkDraws:
     """Walk-stream rows of whole batches, or of single samples (the sequential estimator's trials,
     which every point takes in an order of its own), kept for the walks of every point while they
     fit ``room`` bytes (beyond that drawn again for each point: the same numbers); each is drawn
-    ``width`` numbers a sample wide (the widest point to be walked) so that no later point draws again."""
+    ``width`` numbers a sample wide (the widest point to be walked) so that a later, narrower point
+    takes its numbers from them."""
 
     def __init__(self, width: int, room: int) -> None:
         self.width, self.room = width, room

@@ -241,8 +241,9 @@ class Routes:
 
 class SharedTaps:
     """Clean values ``names`` of every batch of one data set, each batch's computed by one prefix
-    run the first time a walk asks for it and kept for the walks of the other points (their
-    bytes are bounded by whoever groups the points, see Engine.tap_groups). ``data`` and ``size``
+    run the first time a walk asks for it and kept for the walks of the group's other points, or
+    of a lone point whose trials come back to samples (their bytes are bounded by whoever groups
+    the points, see Engine.tap_groups). ``data`` and ``size``
     (its batches): the values of listed samples (the sequential estimator's trials) are taken from
     those of the batches that hold them, instead of a prefix run for every trial batch of every point."""
 
@@ -277,7 +278,8 @@ class SharedTaps:
         out: dict[str, np.ndarray] = {}
         for b in np.unique(batch):
             first = int(b) * self.size
-            kept = self.get(first, self.data.x[first : first + self.size], inner)
+            rows = min(self.size, len(self.data) - first)
+            kept = self.values.get((first, rows)) or self.get(first, self.data.x[first : first + rows], inner)  # read once
             mine = np.flatnonzero(batch == b)
             for n, ax in axes.items():
                 if n not in out:

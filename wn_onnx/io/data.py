@@ -97,7 +97,7 @@ class Rows:
                 mapped = np.load(part.path, mmap_mode="r", allow_pickle=False)
                 if mapped.shape[0] != part.rows or mapped.shape[1:] != self.tail:
                     raise DataError(f"{part.path}: changed while it was read (now {mapped.shape[0]} rows)")
-                contiguous = len(local) and local[-1] - local[0] == len(local) - 1
+                contiguous = len(local) > 0 and bool(np.all(np.diff(local) == 1))  # a slice reads faster; any order else
                 return np.array(mapped[local[0] : local[-1] + 1] if contiguous else mapped[local])
             if self._shard is None or self._shard[0] != k:
                 self._shard = None  # the previous shard goes first
