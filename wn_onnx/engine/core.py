@@ -237,12 +237,12 @@ class Engine:
         """``points`` in order, in groups whose walks read clean values that, kept for the whole
         of ``data``, fit TAP_BYTES and half the budget's cache share (a point that alone does
         not fit is a group of its own)."""
-        room = self._tap_room()
+        room, tap_bytes = self._tap_room(), self._tap_bytes(data, st)
         groups: list[list[Point]] = []
         names: set[str] = set()
         for p in points:
             own = set(self._tap_names(p, st.spec, st.walk == "full"))
-            if groups and self._tap_bytes(names | own, data, st) <= room:
+            if groups and tap_bytes(names | own) <= room:
                 groups[-1].append(p)
                 names |= own
             else:
@@ -253,11 +253,13 @@ class Engine:
     def _tap_room(self) -> int:
         return min(TAP_BYTES, self.budget.caches // 2)
 
-    def _tap_bytes(self, names: set[str], data: Dataset, st: SweepSettings) -> float:
-        """Bytes of clean values ``names`` kept for the whole of ``data`` (batches of ``st``)."""
+    def _tap_bytes(self, data: Dataset, st: SweepSettings) -> Callable[[set[str]], float]:
+        """Bytes of clean values kept for the whole of ``data`` (batches of ``st``), as a function of
+        their names (the three samples the sizes are probed with read once, not per point)."""
         size = self.batch_size(st.batch_size)
         rows = -(-len(data) // size) * size if self.loaded.fixed_batch else len(data)
-        return sum(self.routes.sample_bytes(n, data.x[:3]) for n in names) * rows
+        x = data.x[:3]
+        return lambda names: sum(self.routes.sample_bytes(n, x) for n in names) * rows
 
     def _tap_names(self, point: Point, spec: NoiseModel, full: bool) -> list[str]:
         """The clean values a walk of ``point`` reads (weights: the layer's input; a model applied in
@@ -279,7 +281,7 @@ class Engine:
             yield
             return
         names = [n for p in points for n in self.routes.tap_names(p, st.spec, st.walk == "full")]
-        if len(points) < 2 and not (revisit and self._tap_bytes(set(names), data, st) <= self._tap_room()):
+        if len(points) < 2 and not (revisit and self._tap_bytes(data, st)(set(names)) <= self._tap_room()):
             yield
             return
         self.routes.shared = SharedTaps(self.routes, names, data, self.batch_size(st.batch_size))

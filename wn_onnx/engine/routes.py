@@ -261,8 +261,11 @@ class SharedTaps:
         if key not in self.values:  # the inputs are not kept: the caller holds them (224² images: 600 kB a sample)
             computed = self.routes.run_values(x, self.names)
             self.values[key] = {n: computed[n] for n in self.names}
-        fed = self.routes.feeds(x)
-        return {n: fed[n] if n in fed else self.values[key][n] for n in names}
+        kept = self.values[key]
+        if all(n in kept for n in names):
+            return {n: kept[n] for n in names}
+        fed = self.routes.feeds(x)  # an input among the names (only then: with several inputs it is a copy)
+        return {n: kept[n] if n in kept else fed[n] for n in names}
 
     def listed(self, samples: np.ndarray, x: np.ndarray | Inputs, names: list[str]) -> dict[str, np.ndarray] | None:
         """Values ``names`` (all covered) of the samples ``samples`` lists (``x``: their inputs), in
